@@ -1,0 +1,1 @@
+"""Models for the campaigns app (filled by its issue)."""

@@ -1,0 +1,222 @@
+"""The approvers' review UI: the approval queue, and approval policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from compliance.models import ActionRequest, ApprovalPolicy, RequestState
+from compliance.selectors import queue_order
+from compliance.services import (
+    APPROVE_PERMISSION,
+    action_request_approve,
+    action_request_reject,
+    approval_policy_save,
+    approval_policy_validate,
+)
+from smsplatform.admin_utils import admin_actor, error_text, pretty_json
+from smsplatform.kernel.errors import ApplicationError
+
+STATE_COLOURS = {
+    RequestState.PENDING: "#b26a00",
+    RequestState.EXECUTED: "#1b7f3b",
+    RequestState.REJECTED: "#a61b1b",
+    RequestState.EXPIRED: "#666",
+    RequestState.FAILED: "#a61b1b",
+}
+
+
+@admin.register(ActionRequest)
+class ActionRequestAdmin(admin.ModelAdmin):
+    change_form_template = "admin/compliance/actionrequest/change_form.html"
+    list_display = [
+        "id",
+        "action",
+        "summary",
+        "state_badge",
+        "requested_by",
+        "channel",
+        "required_role",
+        "created_at",
+        "expires_at",
+    ]
+    list_display_links = ["id", "summary"]
+    list_filter = ["state", "action", "channel", "required_role"]
+    search_fields = ["summary", "requested_by__username", "token_name"]
+    fields = [
+        "action",
+        "state",
+        "summary",
+        "requested_by",
+        "channel",
+        "token_name",
+        "request_reason",
+        "required_role",
+        "policy",
+        "created_at",
+        "expires_at",
+        "payload_pretty",
+        "facts_pretty",
+        "decided_by",
+        "decided_at",
+        "decision_reason",
+        "executed_at",
+        "outcome_pretty",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: ActionRequest) -> str:
+        return format_html(
+            '<b style="color:{}">{}</b>',
+            STATE_COLOURS.get(obj.state, "#000"),
+            obj.get_state_display(),
+        )
+
+    @admin.display(description="payload (frozen at request time)")
+    def payload_pretty(self, obj: ActionRequest) -> str:
+        return pretty_json(obj.payload)
+
+    @admin.display(description="facts the policy saw")
+    def facts_pretty(self, obj: ActionRequest) -> str:
+        return pretty_json(obj.facts)
+
+    @admin.display(description="outcome")
+    def outcome_pretty(self, obj: ActionRequest) -> str:
+        return pretty_json(obj.outcome) if obj.outcome else "—"
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        qs = super().get_queryset(request).select_related("requested_by", "required_role", "decided_by")
+        if not request.user.has_perm("compliance.view_all_actionrequests"):
+            qs = qs.filter(requested_by=request.user)
+        return queue_order(qs)
+
+    # Requests are made by write tools and decided here; never added, edited or deleted.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[Any]:
+        custom = [
+            path(
+                "<int:object_id>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="compliance_actionrequest_decide",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        extra_context = extra_context or {}
+        obj = self.get_object(request, object_id) if object_id else None
+        if obj is not None:
+            extra_context["can_decide"] = (
+                obj.can_decide()
+                and request.user.has_perm(APPROVE_PERMISSION)
+                and obj.requested_by_id != request.user.pk
+            )
+            extra_context["is_own_request"] = obj.requested_by_id == request.user.pk
+            extra_context["decide_url"] = reverse("admin:compliance_actionrequest_decide", args=[obj.pk])
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def decide_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        decision = request.POST.get("decision")
+        reason = request.POST.get("reason", "")
+        actor = admin_actor(request)
+        back = reverse("admin:compliance_actionrequest_change", args=[object_id])
+        try:
+            if decision == "approve":
+                result = action_request_approve(actor=actor, action_request_id=object_id, reason=reason)
+                if result["state"] == RequestState.EXECUTED:
+                    messages.success(request, f"Request #{object_id} approved and executed.")
+                else:
+                    error = result.get("error") or {}
+                    messages.error(
+                        request,
+                        f"Request #{object_id} was approved but failed when re-checked: {error.get('message')}",
+                    )
+            elif decision == "reject":
+                action_request_reject(actor=actor, action_request_id=object_id, reason=reason)
+                messages.success(request, f"Request #{object_id} rejected.")
+            else:
+                messages.error(request, "Choose approve or reject.")
+        except ApplicationError as exc:
+            messages.error(request, error_text(exc))
+        return HttpResponseRedirect(back)
+
+
+class ApprovalPolicyForm(forms.ModelForm):
+    class Meta:
+        model = ApprovalPolicy
+        fields = [
+            "action",
+            "condition",
+            "threshold_count",
+            "threshold_amount",
+            "currency",
+            "channels",
+            "approver_role",
+            "request_ttl_hours",
+            "enabled",
+            "description",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        role = cleaned.get("approver_role")
+        if role is not None:
+            try:
+                approval_policy_validate(ApprovalPolicy(approver_role=role))
+            except ApplicationError as exc:
+                self.add_error("approver_role", error_text(exc))
+        return cleaned
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(admin.ModelAdmin):
+    form = ApprovalPolicyForm
+    list_display = [
+        "action",
+        "condition",
+        "threshold_count",
+        "threshold_amount",
+        "approver_role",
+        "enabled",
+        "rule",
+    ]
+    list_filter = ["action", "enabled", "approver_role"]
+    list_editable: list[str] = []
+
+    @admin.display(description="rule")
+    def rule(self, obj: ApprovalPolicy) -> str:
+        return obj.describe()
+
+    def save_model(self, request: HttpRequest, obj: ApprovalPolicy, form: Any, change: bool) -> None:
+        approval_policy_save(actor=admin_actor(request), policy=obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Policies are disabled, not deleted, so past requests keep their reference.
+        return False

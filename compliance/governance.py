@@ -1,0 +1,204 @@
+"""The approval engine every governed write goes through (ARCHITECTURE, spine 3).
+
+A governed action registers three things: the permission its requester needs,
+``check`` (validates the payload against the current state and returns the
+facts the policies look at) and ``execute`` (does the work). ``governed_write``
+either executes at once or freezes the validated payload in an ActionRequest;
+approval later runs ``check`` and ``execute`` again, so every rule is
+re-checked at the moment the approver clicks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.utils import timezone
+
+from compliance.models import ActionRequest, ApprovalPolicy, Condition
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
+from smsplatform.kernel.idempotency import run_idempotent
+
+Facts = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GovernedAction:
+    action: str
+    permission: str
+    # check(actor, payload) -> facts; raises ApplicationError when a rule fails.
+    check: Callable[[Actor, dict[str, Any]], Facts]
+    # execute(actor, payload, action_request or None) -> result dict; runs inside a transaction.
+    execute: Callable[[Actor, dict[str, Any], ActionRequest | None], dict[str, Any]]
+    # summary(payload, facts) -> one line for the approval queue.
+    summary: Callable[[dict[str, Any], Facts], str]
+
+
+_ACTIONS: dict[str, GovernedAction] = {}
+
+
+def register_action(spec: GovernedAction) -> GovernedAction:
+    _ACTIONS[spec.action] = spec
+    return spec
+
+
+def action_spec(action: str) -> GovernedAction:
+    try:
+        return _ACTIONS[action]
+    except KeyError:  # pragma: no cover - a programming error, not user input
+        raise ApplicationError(ErrorCode.INTERNAL_ERROR, f"Action {action!r} is not registered.") from None
+
+
+def _in_business_hours(at: datetime, approval_cfg: dict[str, Any], tz_name: str) -> bool:
+    hours = approval_cfg.get("business_hours", {})
+    local = at.astimezone(ZoneInfo(tz_name))
+    if local.weekday() not in hours.get("weekdays", [0, 1, 2, 3, 4]):
+        return False
+    start = time.fromisoformat(hours.get("start", "09:00"))
+    end = time.fromisoformat(hours.get("end", "19:00"))
+    return start <= local.time() < end
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def policy_matches(policy: ApprovalPolicy, facts: Facts, actor: Actor, config: dict[str, Any]) -> bool:
+    if policy.channels and str(actor.channel) not in policy.channels:
+        return False
+    if policy.condition == Condition.ALWAYS:
+        return True
+    if policy.condition == Condition.RECIPIENTS_OVER:
+        recipients = facts.get("recipients")
+        # Unknown size is treated as large: never skip approval for lack of a number.
+        return recipients is None or int(recipients) > int(policy.threshold_count or 0)
+    if policy.condition == Condition.COST_OVER:
+        cost = _decimal(facts.get("cost"))
+        return cost is None or cost > (policy.threshold_amount or Decimal(0))
+    if policy.condition == Condition.OUTSIDE_BUSINESS_HOURS:
+        tz_name = config.get("schedule", {}).get("time_zone", "Asia/Hong_Kong")
+        return not _in_business_hours(timezone.now(), config.get("approval", {}), tz_name)
+    if policy.condition == Condition.OVERWRITES_EXISTING:
+        return bool(facts.get("overwrites_existing"))
+    return True  # pragma: no cover - unknown conditions fail safe
+
+
+def matching_policy(action: str, facts: Facts, actor: Actor) -> ApprovalPolicy | None:
+    from smsplatform.config_service import platform_config_data
+
+    config = platform_config_data()
+    policies = ApprovalPolicy.objects.filter(action=action, enabled=True).select_related("approver_role")
+    for policy in policies.order_by("id"):
+        if policy_matches(policy, facts, actor, config):
+            return policy
+    return None
+
+
+def _check_requester(spec: GovernedAction, actor: Actor) -> None:
+    if not actor.has_perm(spec.permission):
+        raise permission_denied(spec.permission)
+
+
+def governed_write(
+    *,
+    actor: Actor,
+    action: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Execute the action now, or hold it for approval when a policy says so.
+
+    Returns ``{"status": "executed", "result": ...}`` or
+    ``{"status": "pending_approval", "action_request_id": ..., ...}``.
+    """
+    spec = action_spec(action)
+    _check_requester(spec, actor)
+
+    def body() -> dict[str, Any]:
+        facts = spec.check(actor, payload)
+        policy = matching_policy(action, facts, actor) if actor.user_id else None
+        if policy is None:
+            result = spec.execute(actor, payload, None)
+            return {"status": "executed", "action": action, "result": result}
+        return _hold_for_approval(
+            spec=spec,
+            actor=actor,
+            payload=payload,
+            facts=facts,
+            policy=policy,
+            reason=reason,
+            key=idempotency_key,
+        )
+
+    return run_idempotent(
+        actor=actor,
+        key=idempotency_key,
+        operation=action,
+        payload=payload,
+        execute=body,
+    )
+
+
+def _hold_for_approval(
+    *,
+    spec: GovernedAction,
+    actor: Actor,
+    payload: dict[str, Any],
+    facts: Facts,
+    policy: ApprovalPolicy,
+    reason: str,
+    key: str | None,
+) -> dict[str, Any]:
+    from smsplatform.config_service import platform_config_data
+
+    ttl = policy.request_ttl_hours or platform_config_data()["approval"]["request_ttl_hours"]
+    request = ActionRequest.objects.create(
+        action=spec.action,
+        payload=payload,
+        facts=facts,
+        summary=spec.summary(payload, facts)[:300],
+        policy=policy,
+        required_role=policy.approver_role,
+        requested_by_id=actor.user_id,
+        channel=str(actor.channel),
+        token_name=actor.token_name,
+        request_reason=reason,
+        idempotency_key=key or "",
+        expires_at=timezone.now() + timedelta(hours=ttl),
+    )
+    audit_record(
+        actor=actor,
+        action="action_request.create",
+        object_type="action_request",
+        object_id=request.pk,
+        after={
+            "action": spec.action,
+            "payload": payload,
+            "facts": facts,
+            "policy": policy.describe(),
+        },
+        reason=reason,
+        action_request_id=request.pk,
+        idempotency_key=key or "",
+    )
+    return {
+        "status": "pending_approval",
+        "action": spec.action,
+        "action_request_id": request.pk,
+        "required_role": policy.approver_role.name,
+        "policy": policy.describe(),
+        "expires_at": request.expires_at.isoformat(),
+        "hint": "An approver decides in the admin; follow it with sms_marketing.action_request.status.",
+    }

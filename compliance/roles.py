@@ -1,0 +1,100 @@
+"""The platform's roles, as Django groups with permissions (spine 2).
+
+``roles_sync`` is idempotent: it runs after every migrate and from seed_demo,
+and later issues extend ROLE_PERMISSIONS as their tools arrive.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.apps import apps as global_apps
+from django.contrib.auth.management import create_permissions
+from django.contrib.auth.models import Group, Permission
+
+
+class Role(StrEnum):
+    MARKETING = "marketing"
+    CRM = "crm"
+    OPERATIONS = "operations"
+    COMPLIANCE = "compliance"
+    TECHNICAL = "technical"
+    APPROVER = "approver"
+
+
+ROLE_LABELS = {
+    Role.MARKETING: ("Marketing", "市場推廣"),
+    Role.CRM: ("CRM", "客戶關係"),
+    Role.OPERATIONS: ("Operations", "營運"),
+    Role.COMPLIANCE: ("Compliance", "合規"),
+    Role.TECHNICAL: ("Technical", "技術"),
+    Role.APPROVER: ("Approver", "審批"),
+}
+
+_READ_BASICS = [
+    "smsplatform.view_platformconfig",
+    "compliance.view_approvalpolicy",
+    "compliance.view_actionrequest",
+    "compliance.view_owners",
+]
+
+ROLE_PERMISSIONS: dict[Role, list[str]] = {
+    Role.MARKETING: [*_READ_BASICS],
+    Role.CRM: [*_READ_BASICS, "compliance.view_full_phone"],
+    Role.OPERATIONS: [
+        *_READ_BASICS,
+        "compliance.view_all_actionrequests",
+        "smsplatform.view_auditlog",
+    ],
+    Role.COMPLIANCE: [
+        *_READ_BASICS,
+        "smsplatform.change_platformconfig",
+        "compliance.add_approvalpolicy",
+        "compliance.change_approvalpolicy",
+        "compliance.view_all_actionrequests",
+        "compliance.view_full_phone",
+        "smsplatform.view_auditlog",
+    ],
+    Role.TECHNICAL: [
+        *_READ_BASICS,
+        "smsplatform.change_platformconfig",
+        "compliance.view_all_actionrequests",
+        "smsplatform.view_auditlog",
+        "smsplatform.view_apitoken",
+        "smsplatform.add_apitoken",
+        "smsplatform.change_apitoken",
+    ],
+    Role.APPROVER: [
+        *_READ_BASICS,
+        "compliance.approve_actionrequest",
+        "compliance.view_all_actionrequests",
+        "smsplatform.view_auditlog",
+    ],
+}
+
+# What each capability in owners.list means, as the permission that grants it.
+CAPABILITIES: dict[str, str] = {
+    "approve": "compliance.approve_actionrequest",
+    "change_config": "smsplatform.change_platformconfig",
+    "manage_approval_policies": "compliance.change_approvalpolicy",
+    "view_full_phone": "compliance.view_full_phone",
+    "view_audit_log": "smsplatform.view_auditlog",
+}
+
+
+def _permission(dotted: str) -> Permission:
+    app_label, codename = dotted.split(".", 1)
+    return Permission.objects.get(content_type__app_label=app_label, codename=codename)
+
+
+def roles_sync(*, using: str = "default") -> dict[str, int]:
+    """Create the groups and give each exactly its permissions. Safe to run again."""
+    for app_config in global_apps.get_app_configs():
+        # Permissions of apps migrated after this one may not exist yet.
+        create_permissions(app_config, verbosity=0, using=using)
+    counts = {}
+    for role, perms in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role.value)
+        group.permissions.set([_permission(p) for p in perms])
+        counts[role.value] = len(perms)
+    return counts

@@ -1,0 +1,1 @@
+"""Models for the contacts app (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""Models for the gateways app (filled by its issue)."""

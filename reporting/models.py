@@ -1,0 +1,1 @@
+"""Models for the reporting app (filled by its issue)."""

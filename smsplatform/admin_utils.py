@@ -1,0 +1,32 @@
+"""Helpers shared by the admin classes: the actor, pretty JSON, error messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from smsplatform.kernel.actor import Actor, Channel
+from smsplatform.kernel.errors import ApplicationError
+
+
+def admin_actor(request: HttpRequest) -> Actor:
+    return Actor(user=request.user, channel=Channel.ADMIN)
+
+
+def pretty_json(value: Any) -> str:
+    return format_html(
+        '<pre style="white-space:pre-wrap;max-width:60em">{}</pre>',
+        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str),
+    )
+
+
+def error_text(exc: ApplicationError) -> str:
+    parts = [exc.message]
+    if exc.field:
+        parts.append(f"(field: {exc.field})")
+    if exc.hint:
+        parts.append(exc.hint)
+    return " ".join(parts)

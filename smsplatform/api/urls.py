@@ -1,0 +1,21 @@
+from django.urls import path
+
+from compliance.api.views import (
+    ActionRequestStatusApi,
+    ApprovalPolicyListApi,
+    OwnerListApi,
+)
+from smsplatform.api.views import ConfigApi, ConfigVersionsApi, HealthApi
+
+urlpatterns = [
+    path("health/", HealthApi.as_view(), name="health"),
+    path("config/", ConfigApi.as_view(), name="config"),
+    path("config/versions/", ConfigVersionsApi.as_view(), name="config-versions"),
+    path("approval-policies/", ApprovalPolicyListApi.as_view(), name="approval-policies"),
+    path("owners/", OwnerListApi.as_view(), name="owners"),
+    path(
+        "action-requests/<int:action_request_id>/",
+        ActionRequestStatusApi.as_view(),
+        name="action-request",
+    ),
+]

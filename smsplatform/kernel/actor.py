@@ -1,0 +1,57 @@
+"""Who acts, and through which interface (ARCHITECTURE, spine 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+class Channel(StrEnum):
+    MCP = "mcp"
+    API = "api"
+    ADMIN = "admin"
+    FORM = "form"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Passed to every service. ``user`` is None only for system tasks."""
+
+    user: Any  # a User instance; typed loosely so system actors need no user row
+    channel: Channel
+    token_name: str = ""
+
+    @classmethod
+    def system(cls, task_name: str) -> Actor:
+        return cls(user=None, channel=Channel.SYSTEM, token_name=task_name)
+
+    @classmethod
+    def for_request(cls, request: Any, channel: Channel) -> Actor:
+        token = getattr(request, "auth", None)
+        return cls(
+            user=request.user,
+            channel=channel,
+            token_name=getattr(token, "name", "") or "",
+        )
+
+    @property
+    def user_id(self) -> int | None:
+        return getattr(self.user, "pk", None)
+
+    @property
+    def label(self) -> str:
+        who = getattr(self.user, "username", None) or "system"
+        suffix = f" [{self.token_name}]" if self.token_name else ""
+        return f"{who} via {self.channel}{suffix}"
+
+    def has_perm(self, perm: str) -> bool:
+        if self.user is None:
+            # System tasks run only what the scheduler was told to run.
+            return self.channel == Channel.SYSTEM
+        user: AbstractBaseUser | AnonymousUser = self.user
+        return bool(user.is_active and user.has_perm(perm))  # type: ignore[union-attr]

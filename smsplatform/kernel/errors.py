@@ -1,0 +1,139 @@
+"""One error type with codes, shared by every interface (STYLE 12).
+
+REST, MCP, admin messages and forms all render an ``ApplicationError`` as
+``{"code", "message", "field", "hint"}``: the field at fault and the tool or
+step that fixes it. Raw exception text never reaches a client.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # generic input problems
+    VALIDATION_ERROR = "validation_error"
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    # access
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    PERMISSION_DENIED = "permission_denied"
+    # governance spine
+    IDEMPOTENCY_KEY_REQUIRED = "idempotency_key_required"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    VERSION_TOKEN_REQUIRED = "version_token_required"
+    STALE_VERSION_TOKEN = "stale_version_token"
+    PREVIEW_NOT_FOUND = "preview_not_found"
+    PREVIEW_EXPIRED = "preview_expired"
+    PREVIEW_ALREADY_USED = "preview_already_used"
+    PREVIEW_KIND_MISMATCH = "preview_kind_mismatch"
+    APPROVAL_SELF_APPROVAL = "approval_self_approval"
+    APPROVAL_NOT_PENDING = "approval_not_pending"
+    APPROVAL_EXPIRED = "approval_expired"
+    APPROVAL_ROLE_REQUIRED = "approval_role_required"
+    APPROVAL_REASON_REQUIRED = "approval_reason_required"
+    AUDIT_IMMUTABLE = "audit_immutable"
+    # interfaces
+    UNKNOWN_TOOL = "unknown_tool"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    MALFORMED_REQUEST = "malformed_request"
+    INTERNAL_ERROR = "internal_error"
+
+
+# HTTP status per code, for REST; anything not listed is a 400.
+HTTP_STATUS: dict[str, int] = {
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.PREVIEW_NOT_FOUND: 404,
+    ErrorCode.AUTHENTICATION_REQUIRED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.APPROVAL_SELF_APPROVAL: 403,
+    ErrorCode.APPROVAL_ROLE_REQUIRED: 403,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.IDEMPOTENCY_IN_PROGRESS: 409,
+    ErrorCode.STALE_VERSION_TOKEN: 409,
+    ErrorCode.APPROVAL_NOT_PENDING: 409,
+    ErrorCode.APPROVAL_EXPIRED: 409,
+    ErrorCode.PREVIEW_EXPIRED: 410,
+    ErrorCode.PREVIEW_ALREADY_USED: 409,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class ApplicationError(Exception):
+    """A domain error with a stable code, the field at fault and a hint."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+        self.field = field
+        self.hint = hint
+        self.details = details or {}
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 400)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+            "hint": self.hint,
+        }
+        if self.details:
+            data["details"] = self.details
+        return data
+
+    def __repr__(self) -> str:
+        return f"ApplicationError({self.code!r}, {self.message!r}, field={self.field!r})"
+
+
+def not_found(what: str, identifier: object, *, field: str, hint: str) -> ApplicationError:
+    return ApplicationError(
+        ErrorCode.NOT_FOUND,
+        f"No {what} with id {identifier!r} is visible to you.",
+        field=field,
+        hint=hint,
+    )
+
+
+def permission_denied(permission: str, *, hint: str | None = None) -> ApplicationError:
+    return ApplicationError(
+        ErrorCode.PERMISSION_DENIED,
+        f"Your account lacks the permission {permission!r} needed for this action.",
+        hint=hint or "Ask an administrator to grant a role that has it (see sms_marketing.owners.list).",
+    )
+
+
+def from_pydantic(exc: Any, *, prefix: str = "") -> ApplicationError:
+    """Turn a pydantic ValidationError into our shape, naming the first field at fault."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid input"}
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
+    problems = [
+        {
+            "field": f"{prefix}{'.'.join(str(p) for p in e.get('loc', ()))}",
+            "message": e.get("msg", ""),
+        }
+        for e in errors
+    ]
+    return ApplicationError(
+        ErrorCode.VALIDATION_ERROR,
+        f"{field or 'input'}: {first.get('msg', 'invalid value')}",
+        field=field,
+        hint="Correct the field named and send the request again.",
+        details={"problems": problems},
+    )

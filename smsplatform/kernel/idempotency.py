@@ -1,0 +1,98 @@
+"""Idempotency keys as data (spine 4, STYLE 8).
+
+Same key and same payload: the first result again, nothing done twice.
+Same key, other payload: refused. The record is written in the same
+transaction as the work, so a failed write leaves the key free to retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.models import IdempotencyRecord
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{8,200}$")
+
+
+def request_fingerprint(operation: str, payload: Any) -> str:
+    canonical = json.dumps(
+        {"operation": operation, "payload": payload},
+        sort_keys=True,
+        cls=DjangoJSONEncoder,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_key(key: str | None) -> str:
+    if not key:
+        raise ApplicationError(
+            ErrorCode.IDEMPOTENCY_KEY_REQUIRED,
+            "Every write needs an idempotency_key.",
+            field="idempotency_key",
+            hint="Send a unique key per intended write (e.g. a UUID) and reuse it only to retry that same write.",
+        )
+    if not KEY_PATTERN.match(key):
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            "idempotency_key must be 8-200 characters of letters, digits, '.', '_', ':' or '-'.",
+            field="idempotency_key",
+            hint="Use a UUID.",
+        )
+    return key
+
+
+def run_idempotent(
+    *,
+    actor: Actor,
+    key: str | None,
+    operation: str,
+    payload: Any,
+    execute: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run ``execute`` once per (actor, key) in one durable transaction."""
+    key = check_key(key)
+    fingerprint = request_fingerprint(operation, payload)
+    namespace = "" if actor.user_id else f"system:{actor.token_name}"
+    with transaction.atomic(durable=True):
+        try:
+            # A savepoint, so a duplicate key leaves the outer transaction usable.
+            # On PostgreSQL a concurrent insert of the same key blocks here until
+            # the first transaction ends, then raises: the loser replays its result.
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    user_id=actor.user_id,
+                    namespace=namespace,
+                    key=key,
+                    operation=operation,
+                    request_hash=fingerprint,
+                )
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.get(user_id=actor.user_id, namespace=namespace, key=key)
+            if existing.request_hash != fingerprint:
+                raise ApplicationError(
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    f"idempotency_key {key!r} was already used for a different request ({existing.operation}).",
+                    field="idempotency_key",
+                    hint="Use a new key for a new write; reuse a key only to retry the identical request.",
+                ) from None
+            if existing.response is None:  # pragma: no cover - committed together with the response
+                raise ApplicationError(
+                    ErrorCode.IDEMPOTENCY_IN_PROGRESS,
+                    "The first request with this idempotency_key is still running.",
+                    field="idempotency_key",
+                    hint="Retry in a moment with the same key.",
+                ) from None
+            return dict(existing.response)
+        result = execute()
+        record.response = json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+        record.save(update_fields=["response"])
+        return dict(record.response)

@@ -1,0 +1,227 @@
+"""One registry for the MCP tools (ARCHITECTURE, MCP endpoint).
+
+Each tool's catalogue entry (kind, prior reads, governance, safety, zh and en)
+is joined here with what makes it run: the permission it needs, its input and
+output JSON schemas and the handler that calls a service or selector. The MCP
+server's tools/list, its annotations and docs/MCP_TOOLS.md all come from here.
+A tool is registered only by the app that implements it, so tools/list shows
+exactly the tools that really work.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.apps import apps
+from jsonschema import Draft202012Validator
+from mcp import types
+
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.mcp.catalogue import catalogue
+
+Handler = Callable[[Actor, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    permission: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    handler: Handler
+    destructive: bool = False
+    entry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.entry["kind"])
+
+    @property
+    def read_only(self) -> bool:
+        return self.kind in {"read", "preview", "status"}
+
+    @property
+    def idempotent(self) -> bool:
+        # Reads are naturally idempotent; every write takes an idempotency_key.
+        return True
+
+    def title(self) -> str:
+        return self.name.removeprefix("sms_marketing.").replace("_", " ").replace(".", " · ")
+
+    def description(self) -> str:
+        e = self.entry
+        prior = ", ".join(e["prior_reads"]) or "none"
+        return "\n".join(
+            [
+                e["description"]["en"],
+                f"Kind: {self.kind}. Recommended prior reads: {prior} ({e['prior_reads_text']['en']}).",
+                f"Governance: {e['governance']['en']}",
+                f"Safety (enforced): {e['safety']['en']}",
+                f"Permission: {self.permission}.",
+                "",
+                e["description"]["zh"],
+                f"建議先讀取：{e['prior_reads_text']['zh']}",
+                f"治理與審批：{e['governance']['zh']}",
+                f"安全說明：{e['safety']['zh']}",
+            ]
+        )
+
+    def annotations(self) -> types.ToolAnnotations:
+        return types.ToolAnnotations(
+            title=self.title(),
+            readOnlyHint=self.read_only,
+            destructiveHint=self.destructive,
+            idempotentHint=self.idempotent,
+            openWorldHint=False,
+        )
+
+    def meta(self) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "sms_marketing/kind": self.kind,
+            "sms_marketing/prior_reads": e["prior_reads"],
+            "sms_marketing/permission": self.permission,
+            "sms_marketing/governance": e["governance"],
+            "sms_marketing/safety": e["safety"],
+        }
+
+    def as_mcp_tool(self) -> types.Tool:
+        return types.Tool(
+            name=self.name,
+            title=self.title(),
+            description=self.description(),
+            inputSchema=self.input_schema,
+            outputSchema=self.output_schema,
+            annotations=self.annotations(),
+            _meta=self.meta(),
+        )
+
+    def validate_input(self, arguments: Any) -> dict[str, Any]:
+        if not isinstance(arguments, dict):
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                "Tool arguments must be a JSON object.",
+                hint="See the tool's inputSchema.",
+            )
+        errors = sorted(
+            Draft202012Validator(self.input_schema).iter_errors(arguments),
+            key=lambda e: list(e.path),
+        )
+        if errors:
+            first = errors[0]
+            path = ".".join(str(p) for p in first.absolute_path)
+            if first.validator == "required":
+                missing = first.message.split("'")[1] if "'" in first.message else ""
+                path = f"{path}.{missing}".strip(".")
+            elif first.validator == "additionalProperties":
+                extra = first.message.split("'")[1] if "'" in first.message else ""
+                path = f"{path}.{extra}".strip(".")
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{path or 'arguments'}: {first.message}",
+                field=path or None,
+                hint=f"Arguments must match the inputSchema of {self.name}.",
+                details={
+                    "problems": [
+                        {
+                            "field": ".".join(str(p) for p in e.absolute_path),
+                            "message": e.message,
+                        }
+                        for e in errors[:10]
+                    ]
+                },
+            )
+        return arguments
+
+
+_REGISTRY: dict[str, ToolSpec] = {}
+
+
+def register_tool(
+    name: str,
+    *,
+    permission: str,
+    input_schema: dict[str, Any],
+    output_schema: dict[str, Any],
+    destructive: bool = False,
+) -> Callable[[Handler], Handler]:
+    entry = catalogue().get(name)
+    if entry is None:
+        raise LookupError(f"{name} is not in the tool catalogue")
+    Draft202012Validator.check_schema(input_schema)
+    Draft202012Validator.check_schema(output_schema)
+
+    def decorator(handler: Handler) -> Handler:
+        _REGISTRY[name] = ToolSpec(
+            name=name,
+            permission=permission,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            handler=handler,
+            destructive=destructive,
+            entry=entry,
+        )
+        return handler
+
+    return decorator
+
+
+_loaded = False
+
+
+def load_tools() -> dict[str, ToolSpec]:
+    """Import every installed app's ``mcp_tools`` module once."""
+    global _loaded
+    if not _loaded:
+        for app_config in apps.get_app_configs():
+            module = f"{app_config.name}.mcp_tools"
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:
+                    raise
+        _loaded = True
+    return _REGISTRY
+
+
+def registered_tools() -> list[ToolSpec]:
+    return sorted(load_tools().values(), key=lambda s: s.name)
+
+
+def get_tool(name: str) -> ToolSpec | None:
+    return load_tools().get(name)
+
+
+# Shared schema pieces -------------------------------------------------------
+
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 200,
+    "pattern": "^[A-Za-z0-9._:\\-]+$",
+    "description": "Unique per intended write (a UUID). Retrying with the same key returns the first result.",
+}
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": ["string", "null"]},
+        "hint": {"type": ["string", "null"]},
+    },
+    "required": ["code", "message"],
+}
+
+
+def object_schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required or [],
+        "additionalProperties": False,
+    }

@@ -1,0 +1,93 @@
+"""The MCP server on django-mcp-server: stateless, tools from our registry.
+
+We keep django-mcp-server's Django <-> streamable-HTTP bridge and replace the
+FastMCP tool handlers with two that read the registry, so that names are the
+catalogue's dotted names, schemas are ours, permissions are checked per tool
+and every failure is a structured tool error, never raw exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from mcp import types
+from mcp_server.djangomcp import DjangoMCP, django_request_ctx
+
+from smsplatform.kernel.actor import Actor, Channel
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
+from smsplatform.mcp.registry import get_tool, registered_tools
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "SMS marketing platform (Hong Kong first). Read sms_marketing.config.get before any write and follow it. "
+    "Every write takes an idempotency_key; updates take the base_version_token from the matching get tool; "
+    "writes that take a preview id accept only that id. A write may answer status 'pending_approval' with an "
+    "action_request_id: an approver decides it in the admin; follow it with sms_marketing.action_request.status. "
+    "Errors carry code, message, field and hint."
+)
+
+
+def error_result(error: ApplicationError) -> types.CallToolResult:
+    body = {"error": error.as_dict()}
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(body, ensure_ascii=False))],
+        structuredContent=body,
+        isError=True,
+    )
+
+
+def run_tool(name: str, arguments: Any, request: Any) -> dict[str, Any] | types.CallToolResult:
+    """Sync part of a tool call: runs in the request's thread, with the ORM."""
+    spec = get_tool(name)
+    if spec is None:
+        return error_result(
+            ApplicationError(
+                ErrorCode.UNKNOWN_TOOL,
+                f"There is no tool named {name!r}.",
+                field="name",
+                hint="Call tools/list for the available tools.",
+            )
+        )
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:  # the view refuses these first; belt and braces
+        return error_result(ApplicationError(ErrorCode.AUTHENTICATION_REQUIRED, "Authentication required."))
+    actor = Actor.for_request(request, Channel.MCP)
+    try:
+        if not actor.has_perm(spec.permission):
+            raise permission_denied(spec.permission)
+        arguments = spec.validate_input(arguments if arguments is not None else {})
+        return spec.handler(actor, arguments)
+    except ApplicationError as exc:
+        return error_result(exc)
+    except Exception:
+        logger.exception("MCP tool %s failed", name)
+        return error_result(
+            ApplicationError(
+                ErrorCode.INTERNAL_ERROR,
+                "The tool failed on our side; its transaction was rolled back.",
+                hint="Retry with the same idempotency_key; report it if it persists.",
+            )
+        )
+
+
+class SmsMarketingMCP(DjangoMCP):
+    def _setup_handlers(self) -> None:
+        super()._setup_handlers()
+        self._mcp_server.list_tools()(self._list_tools)
+        self._mcp_server.call_tool(validate_input=False)(self._call_tool)
+
+    async def _list_tools(self) -> list[types.Tool]:
+        return [spec.as_mcp_tool() for spec in registered_tools()]
+
+    async def _call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        request = django_request_ctx.get(None)
+        return await sync_to_async(run_tool)(name, arguments, request)
+
+
+mcp_server = SmsMarketingMCP(name="sms_marketing", instructions=INSTRUCTIONS, stateless=True)
+
+__all__ = ["mcp_server", "run_tool"]

@@ -1,0 +1,69 @@
+"""The /mcp endpoint: streamable HTTP, stateless, POST only, Bearer tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse, JsonResponse
+from mcp_server.views import MCPServerStreamableHttpView
+from rest_framework import exceptions
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+
+from smsplatform.auth import BearerTokenAuthentication
+from smsplatform.mcp.server import mcp_server
+
+
+def _jsonrpc_error(code: int, message: str, status: int, request_id: Any = None) -> JsonResponse:
+    return JsonResponse(
+        {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "error": {"code": code, "message": message},
+        },
+        status=status,
+    )
+
+
+class McpEndpointView(MCPServerStreamableHttpView):
+    mcp_server = mcp_server
+    authentication_classes = [BearerTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
+    http_method_names = ["get", "post", "delete", "options"]
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Stateless: no server-to-client stream. An open GET stream per client
+        # would hold a worker (and spin a CPU) for nothing.
+        response = _jsonrpc_error(-32000, "Method Not Allowed: this MCP endpoint is stateless; use POST.", 405)
+        response["Allow"] = "POST"
+        return response
+
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = _jsonrpc_error(-32000, "Method Not Allowed: there are no sessions to end.", 405)
+        response["Allow"] = "POST"
+        return response
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            body = request.data
+        except exceptions.ParseError:
+            return _jsonrpc_error(-32700, "Parse error: the body is not valid JSON.", 400)
+        if not isinstance(body, (dict, list)) or not body:
+            return _jsonrpc_error(-32600, "Invalid Request: expected a JSON-RPC object.", 400)
+        messages = body if isinstance(body, list) else [body]
+        for message in messages:
+            if (
+                not isinstance(message, dict)
+                or message.get("jsonrpc") != "2.0"
+                or ("method" not in message and ("result" not in message and "error" not in message))
+            ):
+                request_id = message.get("id") if isinstance(message, dict) else None
+                return _jsonrpc_error(
+                    -32600,
+                    "Invalid Request: not a JSON-RPC 2.0 message.",
+                    400,
+                    request_id,
+                )
+        return self.mcp_server.handle_django_request(request)

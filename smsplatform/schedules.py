@@ -1,0 +1,30 @@
+"""Periodic housekeeping registered with django-celery-beat's DatabaseScheduler."""
+
+from __future__ import annotations
+
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+PERIODIC = [
+    # (beat entry name, task name, every N seconds)
+    ("Expire action requests", "compliance.expire_action_requests", 60),
+    ("Purge expired previews", "smsplatform.purge_expired_previews", 3600),
+]
+
+
+def periodic_tasks_ensure(*, using: str = "default") -> int:
+    """Create or correct the housekeeping entries. Idempotent."""
+    changed = 0
+    for name, task, seconds in PERIODIC:
+        schedule, _ = IntervalSchedule.objects.using(using).get_or_create(
+            every=seconds, period=IntervalSchedule.SECONDS
+        )
+        entry, created = PeriodicTask.objects.using(using).get_or_create(
+            name=name, defaults={"task": task, "interval": schedule}
+        )
+        if not created and (entry.task != task or entry.interval_id != schedule.pk):
+            entry.task, entry.interval = task, schedule
+            entry.save()
+        changed += int(created)
+    if changed:
+        PeriodicTasks.update_changed()
+    return changed

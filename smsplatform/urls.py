@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from smsplatform.mcp.views import McpEndpointView
+
+admin.site.site_header = "SMS Marketing Platform"
+admin.site.site_title = "SMS Marketing"
+admin.site.index_title = "Operations, approvals and configuration"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(("smsplatform.api.urls", "api"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
+    path("mcp", McpEndpointView.as_view(), name="mcp"),
+]
+
+handler404 = "smsplatform.api.errors.handler404"
+handler500 = "smsplatform.api.errors.handler500"

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class TemplatesConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "templates"
+    label = "sms_templates"
+    verbose_name = "Message content"

@@ -1,0 +1,1 @@
+"""Models for the templates app (filled by its issue)."""
