@@ -219,9 +219,21 @@ ERROR_SCHEMA = {
 
 
 def object_schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {
+    """An object schema; ``$defs`` of embedded pydantic schemas are hoisted to the root,
+    where their ``#/$defs/...`` references resolve."""
+    defs: dict[str, Any] = {}
+    props = {}
+    for name, schema in properties.items():
+        if isinstance(schema, dict) and "$defs" in schema:
+            schema = dict(schema)
+            defs.update(schema.pop("$defs"))
+        props[name] = schema
+    out: dict[str, Any] = {
         "type": "object",
-        "properties": properties,
+        "properties": props,
         "required": required or [],
         "additionalProperties": False,
     }
+    if defs:
+        out["$defs"] = defs
+    return out

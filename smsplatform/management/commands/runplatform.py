@@ -1,0 +1,54 @@
+"""Start web, Celery worker and beat together on the embedded defaults (make run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run the web server, a Celery worker and beat in one terminal; Ctrl-C stops all three."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--addr", default=os.environ.get("SMS_ADDR", "127.0.0.1:8000"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        python = sys.executable
+        commands = {
+            "web": [python, "manage.py", "runserver", options["addr"], "--noreload", "--insecure"],
+            # One process runs the worker and the embedded beat (DatabaseScheduler).
+            "worker+beat": [
+                python, "-m", "celery", "-A", "smsplatform", "worker", "--beat",
+                "--pool=solo", "--loglevel=INFO",
+            ],
+        }  # fmt: skip
+        processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+        self.stdout.write(f"Platform running: http://{options['addr']}/admin/  MCP: http://{options['addr']}/mcp")
+
+        def stop(*_: Any) -> None:
+            for proc in processes.values():
+                if proc.poll() is None:
+                    proc.terminate()
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while all(proc.poll() is None for proc in processes.values()):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop()
+            for proc in processes.values():
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        failed = [name for name, proc in processes.items() if proc.returncode not in (0, -signal.SIGTERM, None)]
+        if failed:
+            self.stderr.write(f"Stopped: {', '.join(failed)} exited with an error.")

@@ -1,0 +1,115 @@
+"""Demo data: roles, one user per role with an API token, configuration, policies. Idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from compliance.models import ActionType, ApprovalPolicy, Condition
+from compliance.roles import Role, roles_sync
+from smsplatform.config_service import platform_config_instance
+from smsplatform.models import ApiToken
+from smsplatform.schedules import periodic_tasks_ensure
+
+DEMO_POLICIES: list[dict[str, Any]] = [
+    {"action": ActionType.CONFIG_UPDATE, "condition": Condition.ALWAYS, "description": "Every settings change."},
+    {"action": ActionType.SENDER_ID_APPLY, "condition": Condition.ALWAYS, "description": "SSRS applications."},
+    {"action": ActionType.CAMPAIGN_SEND, "condition": Condition.ALWAYS, "description": "Every campaign send."},
+    {
+        "action": ActionType.CAMPAIGN_SCHEDULE,
+        "condition": Condition.COST_OVER,
+        "threshold_amount": Decimal("5000"),
+        "description": "Schedules estimated above HKD 5,000.",
+    },
+    {
+        "action": ActionType.CAMPAIGN_UPDATE,
+        "condition": Condition.ALWAYS,
+        "description": "Changes to approved or scheduled campaigns go back through approval.",
+    },
+    {
+        "action": ActionType.MESSAGES_RESEND,
+        "condition": Condition.RECIPIENTS_OVER,
+        "threshold_count": 1000,
+        "description": "Resends to more than 1,000 numbers.",
+    },
+    {
+        "action": ActionType.SEGMENT_CREATE,
+        "condition": Condition.RECIPIENTS_OVER,
+        "threshold_count": 50000,
+        "description": "Segments of more than 50,000 sendable contacts.",
+    },
+    {
+        "action": ActionType.CONTACTS_IMPORT,
+        "condition": Condition.RECIPIENTS_OVER,
+        "threshold_count": 10000,
+        "description": "Imports of more than 10,000 rows.",
+    },
+    {
+        "action": ActionType.OTP_SEND,
+        "condition": Condition.RECIPIENTS_OVER,
+        "threshold_count": 100,
+        "description": "Bulk OTP sends (more than 100 numbers at once).",
+    },
+    {
+        "action": ActionType.SNAPSHOT_OVERWRITE,
+        "condition": Condition.OVERWRITES_EXISTING,
+        "description": "Overwriting an existing performance result.",
+    },
+]
+
+
+def demo_key(username: str) -> str:
+    """Deterministic per install (derived from SECRET_KEY), so re-running prints the same keys."""
+    return hmac.new(settings.SECRET_KEY.encode(), f"demo-token:{username}".encode(), hashlib.sha256).hexdigest()
+
+
+class Command(BaseCommand):
+    help = "Create demo roles, users (one per role) with API tokens, the configuration and approval policies."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--password", default="demo-pass-123", help="Password for every demo user.")
+        parser.add_argument("--quiet", action="store_true", help="Do not print tokens.")
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        roles_sync()
+        periodic_tasks_ensure()
+        platform_config_instance()
+        approver = Group.objects.get(name=Role.APPROVER)
+        for spec in DEMO_POLICIES:
+            ApprovalPolicy.objects.get_or_create(
+                action=spec["action"],
+                condition=spec["condition"],
+                defaults={**{k: v for k, v in spec.items() if k not in {"action", "condition"}}, "approver_role": approver},
+            )
+        User = get_user_model()
+        rows = []
+        users = [("admin", None), *[(f"demo_{role.value}", role) for role in Role]]
+        for username, role in users:
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={"is_staff": True, "is_superuser": role is None, "first_name": username.replace("_", " ").title()},
+            )
+            if created:
+                user.set_password(options["password"])
+                user.save()
+            if role is not None:
+                user.groups.set([Group.objects.get(name=role.value)])
+            key = demo_key(username)
+            ApiToken.objects.get_or_create(
+                key_hash=ApiToken.hash_key(key),
+                defaults={"user": user, "name": f"{username}-demo", "prefix": key[:8]},
+            )
+            rows.append((username, role.value if role else "superuser", key))
+        if not options["quiet"]:
+            self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
+            for username, role, key in rows:
+                self.stdout.write(f"  {username:<18} {role:<11} Bearer {key}")
