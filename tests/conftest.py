@@ -1,0 +1,97 @@
+"""Shared fixtures: users per role, actors, API clients with bearer tokens, policies."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection
+from rest_framework.test import APIClient
+
+from compliance.models import ActionType, ApprovalPolicy, Condition
+from compliance.roles import Role, roles_sync
+from smsplatform.config_service import platform_config_get
+from smsplatform.kernel.actor import Actor, Channel
+from smsplatform.models import ApiToken
+
+_counter = itertools.count(1)
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs PostgreSQL row locks and real concurrency"
+)
+
+
+@pytest.fixture
+def roles(db: Any) -> None:
+    roles_sync()
+
+
+@pytest.fixture
+def make_user(roles: None) -> Callable[..., Any]:
+    def make(*role_names: str, username: str | None = None, superuser: bool = False) -> Any:
+        user = get_user_model().objects.create_user(
+            username=username or f"user{next(_counter)}",
+            password="test-pass-123",
+            is_staff=True,
+            is_superuser=superuser,
+        )
+        user.groups.set([Group.objects.get(name=name) for name in role_names])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def technical(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.TECHNICAL, username="tech")
+
+
+@pytest.fixture
+def approver(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.APPROVER, username="approver1")
+
+
+@pytest.fixture
+def marketing(make_user: Callable[..., Any]) -> Any:
+    return make_user(Role.MARKETING, username="marketer")
+
+
+def actor(user: Any, channel: Channel = Channel.API, token_name: str = "") -> Actor:
+    return Actor(user=user, channel=channel, token_name=token_name)
+
+
+@pytest.fixture
+def token_for() -> Callable[[Any], str]:
+    def issue(user: Any, name: str = "test-token") -> str:
+        _, key = ApiToken.issue(user=user, name=f"{name}-{next(_counter)}")
+        return key
+
+    return issue
+
+
+@pytest.fixture
+def api_for(token_for: Callable[[Any], str]) -> Callable[[Any], APIClient]:
+    def client(user: Any) -> APIClient:
+        api = APIClient()
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
+        return api
+
+    return client
+
+
+@pytest.fixture
+def config_policy(roles: None) -> ApprovalPolicy:
+    return ApprovalPolicy.objects.create(
+        action=ActionType.CONFIG_UPDATE,
+        condition=Condition.ALWAYS,
+        approver_role=Group.objects.get(name=Role.APPROVER),
+    )
+
+
+@pytest.fixture
+def config_token(db: Any) -> str:
+    return str(platform_config_get()["base_version_token"])
