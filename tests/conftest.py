@@ -95,3 +95,25 @@ def config_policy(roles: None) -> ApprovalPolicy:
 @pytest.fixture
 def config_token(db: Any) -> str:
     return str(platform_config_get()["base_version_token"])
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_flush_past_the_audit_trigger(request: pytest.FixtureRequest) -> Any:
+    """Transactional tests end with a flush (DELETE FROM every table on SQLite), which the
+    audit log's append-only trigger rightly refuses. Lift only the DELETE trigger for the
+    flush and put it back before the next test. PostgreSQL flushes with TRUNCATE, which
+    row triggers do not see."""
+    from smsplatform.kernel.audit_triggers import SQLITE_NO_DELETE, TABLE
+
+    transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
+    marker = request.node.get_closest_marker("django_db")
+    transactional = transactional or bool(marker and marker.kwargs.get("transaction"))
+    if not transactional or connection.vendor != "sqlite":
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    with connection.cursor() as cursor:
+        cursor.execute(SQLITE_NO_DELETE)
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER IF EXISTS {TABLE}_no_delete")

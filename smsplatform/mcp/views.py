@@ -31,19 +31,14 @@ class McpEndpointView(MCPServerStreamableHttpView):
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser]
-    http_method_names = ["get", "post", "delete", "options"]
+    # Stateless: POST only. GET (a server-to-client stream) and DELETE (ending a session)
+    # are answered 405; an open GET stream per client would hold a worker for nothing.
+    http_method_names = ["post", "options"]
 
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
-        # Stateless: no server-to-client stream. An open GET stream per client
-        # would hold a worker (and spin a CPU) for nothing.
-        response = _jsonrpc_error(-32000, "Method Not Allowed: this MCP endpoint is stateless; use POST.", 405)
-        response["Allow"] = "POST"
-        return response
-
-    def delete(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = _jsonrpc_error(-32000, "Method Not Allowed: there are no sessions to end.", 405)
-        response["Allow"] = "POST"
-        return response
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # MCP clients send "Accept: text/event-stream" (GET) or both JSON and SSE; our
+        # answers are JSON either way, so never refuse with 406.
+        return super().perform_content_negotiation(request, force=True)
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         try:

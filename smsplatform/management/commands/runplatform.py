@@ -28,7 +28,8 @@ class Command(BaseCommand):
                 "--pool=solo", "--loglevel=INFO",
             ],
         }  # fmt: skip
-        processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+        # Fixed argument lists built above; no shell, no user input.
+        processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
         self.stdout.write(f"Platform running: http://{options['addr']}/admin/  MCP: http://{options['addr']}/mcp")
 
         def stop(*_: Any) -> None:

@@ -88,7 +88,10 @@ class Command(BaseCommand):
             ApprovalPolicy.objects.get_or_create(
                 action=spec["action"],
                 condition=spec["condition"],
-                defaults={**{k: v for k, v in spec.items() if k not in {"action", "condition"}}, "approver_role": approver},
+                defaults={
+                    **{k: v for k, v in spec.items() if k not in {"action", "condition"}},
+                    "approver_role": approver,
+                },
             )
         User = get_user_model()
         rows = []
@@ -96,7 +99,11 @@ class Command(BaseCommand):
         for username, role in users:
             user, created = User.objects.get_or_create(
                 username=username,
-                defaults={"is_staff": True, "is_superuser": role is None, "first_name": username.replace("_", " ").title()},
+                defaults={
+                    "is_staff": True,
+                    "is_superuser": role is None,
+                    "first_name": username.replace("_", " ").title(),
+                },
             )
             if created:
                 user.set_password(options["password"])

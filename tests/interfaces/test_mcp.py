@@ -1,0 +1,244 @@
+"""The MCP endpoint, driven by the official MCP Python client against a live server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+
+from compliance.models import ActionRequest
+from compliance.roles import Role
+from smsplatform.config_service import platform_config_get, platform_config_update
+from smsplatform.mcp.catalogue import catalogue
+from smsplatform.mcp.registry import registered_tools
+from tests.conftest import actor
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EXPECTED_TOOLS = {
+    "sms_marketing.config.get",
+    "sms_marketing.approval_policies.list",
+    "sms_marketing.owners.list",
+    "sms_marketing.action_request.status",
+}
+
+
+def run(url: str, key: str | None, body: Callable[[ClientSession], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with anyio.fail_after(30):
+            async with (
+                httpx.AsyncClient(headers=headers, timeout=20) as http,
+                streamable_http_client(url, http_client=http) as (read, write, _),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                return await body(session)
+
+    return anyio.run(main)
+
+
+@pytest.fixture
+def mcp_url(live_server: Any) -> str:
+    return f"{live_server.url}/mcp"
+
+
+@pytest.fixture
+def tech_key(technical: Any, token_for: Any) -> str:
+    return token_for(technical, "agent")
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    assert result.structuredContent is not None
+    # The text content carries the same JSON for clients that ignore structured output.
+    assert json.loads(result.content[0].text) == result.structuredContent  # type: ignore[union-attr]
+    return result.structuredContent
+
+
+def test_initialize_and_list_tools(mcp_url: str, tech_key: str) -> None:
+    async def body(session: ClientSession) -> types.ListToolsResult:
+        return await session.list_tools()
+
+    tools = {tool.name: tool for tool in run(mcp_url, tech_key, body).tools}
+    assert set(tools) == EXPECTED_TOOLS == {spec.name for spec in registered_tools()}
+    for name, tool in tools.items():
+        entry = catalogue()[name]
+        assert tool.annotations is not None
+        assert tool.annotations.readOnlyHint is True and tool.annotations.destructiveHint is False
+        assert tool.inputSchema["type"] == "object" and tool.inputSchema["additionalProperties"] is False
+        assert tool.outputSchema and tool.outputSchema["type"] == "object"
+        assert (
+            tool.description and entry["safety"]["zh"] in tool.description and entry["safety"]["en"] in tool.description
+        )
+        assert tool.meta and tool.meta["sms_marketing/kind"] == entry["kind"]
+
+
+def test_each_tool_returns_schema_valid_output(
+    mcp_url: str, tech_key: str, technical: Any, approver: Any, config_policy: Any
+) -> None:
+    pending = platform_config_update(
+        actor=actor(technical),
+        changes={"default_gateway": "simulator"},
+        base_version_token=platform_config_get()["base_version_token"],
+        idempotency_key="mcp-test-key-1",
+    )
+
+    async def body(session: ClientSession) -> dict[str, types.CallToolResult]:
+        # The client validates structuredContent against each tool's outputSchema.
+        return {
+            "config": await session.call_tool("sms_marketing.config.get", {}),
+            "policies": await session.call_tool("sms_marketing.approval_policies.list", {"action": "config.update"}),
+            "owners": await session.call_tool("sms_marketing.owners.list", {"role": "approver"}),
+            "status": await session.call_tool(
+                "sms_marketing.action_request.status", {"action_request_id": pending["action_request_id"]}
+            ),
+        }
+
+    results = run(mcp_url, tech_key, body)
+    assert not any(r.isError for r in results.values())
+    config = structured(results["config"])
+    assert config["config"]["schedule"]["time_zone"] == "Asia/Hong_Kong" and config["base_version_token"]
+    policies = structured(results["policies"])
+    assert policies["count"] == 1 and policies["policies"][0]["approver_role"] == "approver"
+    owners = structured(results["owners"])
+    assert [o["username"] for o in owners["owners"]] == ["approver1"]
+    assert "approve" in owners["owners"][0]["capabilities"]
+    assert "phone" not in json.dumps(owners) and "email" not in json.dumps(owners)
+    status = structured(results["status"])
+    assert status["state"] == "pending" and status["requested_by"] == "tech"
+
+
+def _error(result: types.CallToolResult) -> dict[str, Any]:
+    assert result.isError
+    error = structured(result)["error"]
+    assert set(error) >= {"code", "message", "field", "hint"}
+    return dict(error)
+
+
+def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
+    mcp_url: str, make_user: Any, token_for: Any, tech_key: str
+) -> None:
+    async def body(session: ClientSession) -> list[types.CallToolResult]:
+        return [
+            await session.call_tool("sms_marketing.action_request.status", {"action_request_id": "seven"}),
+            await session.call_tool("sms_marketing.action_request.status", {}),
+            await session.call_tool("sms_marketing.config.get", {"surprise": 1}),
+            await session.call_tool("sms_marketing.owners.list", {"role": "king"}),
+            await session.call_tool("sms_marketing.campaigns.send_approved", {}),
+            await session.call_tool("sms_marketing.action_request.status", {"action_request_id": 999999}),
+        ]
+
+    wrong_type, missing, extra, bad_enum, unknown, absent = (_error(r) for r in run(mcp_url, tech_key, body))
+    assert (wrong_type["code"], wrong_type["field"]) == ("validation_error", "action_request_id")
+    assert (missing["code"], missing["field"]) == ("validation_error", "action_request_id")
+    assert (extra["code"], extra["field"]) == ("validation_error", "surprise")
+    assert (bad_enum["code"], bad_enum["field"]) == ("validation_error", "role")
+    assert unknown["code"] == "unknown_tool" and "tools/list" in unknown["hint"]
+    assert absent["code"] == "not_found" and absent["field"] == "action_request_id"
+
+    nobody_key = token_for(make_user())  # an account with no role
+
+    async def denied(session: ClientSession) -> types.CallToolResult:
+        return await session.call_tool("sms_marketing.config.get", {})
+
+    error = _error(run(mcp_url, nobody_key, denied))
+    assert error["code"] == "permission_denied" and "smsplatform.view_platformconfig" in error["message"]
+
+
+def test_requests_of_others_are_invisible(
+    mcp_url: str, make_user: Any, token_for: Any, technical: Any, config_policy: Any
+) -> None:
+    pending = platform_config_update(
+        actor=actor(technical),
+        changes={"default_gateway": "x"},
+        base_version_token=platform_config_get()["base_version_token"],
+        idempotency_key="mcp-test-key-2",
+    )
+    marketer_key = token_for(make_user(Role.MARKETING))
+
+    async def body(session: ClientSession) -> types.CallToolResult:
+        return await session.call_tool(
+            "sms_marketing.action_request.status", {"action_request_id": pending["action_request_id"]}
+        )
+
+    assert _error(run(mcp_url, marketer_key, body))["code"] == "not_found"
+    assert ActionRequest.objects.count() == 1
+
+
+def test_refused_without_a_valid_token(mcp_url: str) -> None:
+    async def body(session: ClientSession) -> None:
+        return None
+
+    for key in (None, "not-a-real-token"):
+        with pytest.raises(Exception) as err:  # the client surfaces the HTTP 401, it does not hang
+            run(mcp_url, key, body)
+        assert "401" in repr(err.value) or "401" in str(getattr(err.value, "exceptions", ""))
+    raw = httpx.post(
+        mcp_url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert raw.status_code == 401 and raw.json()["error"]["code"] == "authentication_required"
+    assert raw.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_revoked_token_refused(mcp_url: str, technical: Any) -> None:
+    from django.utils import timezone
+
+    from smsplatform.models import ApiToken
+
+    token, key = ApiToken.issue(user=technical, name="to-revoke")
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    raw = httpx.post(
+        mcp_url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"},
+    )
+    assert raw.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "rpc_code"),
+    [
+        (b"{not json", 400, -32700),
+        (b"[]", 400, -32600),
+        (b'"hello"', 400, -32600),
+        (b'{"id": 1, "method": "tools/list"}', 400, -32600),
+    ],
+)
+def test_malformed_requests_get_jsonrpc_errors(
+    mcp_url: str, tech_key: str, content: bytes, status: int, rpc_code: int
+) -> None:
+    raw = httpx.post(
+        mcp_url,
+        content=content,
+        headers={
+            "Authorization": f"Bearer {tech_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
+    assert raw.status_code == status
+    assert raw.json()["error"]["code"] == rpc_code
+
+
+def test_unknown_method_is_a_jsonrpc_error(mcp_url: str, tech_key: str) -> None:
+    headers = {"Authorization": f"Bearer {tech_key}", "Accept": "application/json, text/event-stream"}
+    raw = httpx.post(mcp_url, json={"jsonrpc": "2.0", "id": 7, "method": "tools/explode"}, headers=headers)
+    assert raw.status_code < 500
+    assert "error" in raw.json()
+
+
+def test_get_and_delete_are_405(mcp_url: str, tech_key: str) -> None:
+    headers = {"Authorization": f"Bearer {tech_key}", "Accept": "text/event-stream"}
+    for method in ("GET", "DELETE"):
+        raw = httpx.request(method, mcp_url, headers=headers, timeout=5)
+        assert raw.status_code == 405
+        assert "POST" in raw.headers["Allow"] and "GET" not in raw.headers["Allow"]
+        assert raw.json()["error"]["code"] == "method_not_allowed"
