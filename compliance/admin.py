@@ -24,7 +24,7 @@ from compliance.services import (
     approval_policy_save,
     approval_policy_validate,
 )
-from smsplatform.admin_utils import admin_actor, error_text, pretty_json
+from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 
 STATE_COLOURS = {
@@ -95,8 +95,13 @@ class ActionRequestAdmin(admin.ModelAdmin):
     def outcome_pretty(self, obj: ActionRequest) -> str:
         return pretty_json(obj.outcome) if obj.outcome else "—"
 
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        # Pending first (annotated in get_queryset), then newest.
+        return ["_pending_first", "-created_at", "-id"]
+
     def get_queryset(self, request: HttpRequest) -> Any:
-        qs = super().get_queryset(request).select_related("requested_by", "required_role", "decided_by")
+        # Not super(): it orders by get_ordering() before the annotation exists.
+        qs = ActionRequest.objects.select_related("requested_by", "required_role", "decided_by")
         if not request.user.has_perm("compliance.view_all_actionrequests"):
             qs = qs.filter(requested_by=request.user)
         return queue_order(qs)
@@ -196,7 +201,7 @@ class ApprovalPolicyForm(forms.ModelForm):
 
 
 @admin.register(ApprovalPolicy)
-class ApprovalPolicyAdmin(admin.ModelAdmin):
+class ApprovalPolicyAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
     form = ApprovalPolicyForm
     list_display = [
         "action",

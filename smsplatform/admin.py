@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 
-from smsplatform.admin_utils import admin_actor, error_text, pretty_json
+from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
 from smsplatform.config_schema import SECTIONS
 from smsplatform.config_service import (
     LABEL,
@@ -31,6 +31,9 @@ class PrettyJSONField(forms.JSONField):
         return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
+CONFIG_FIELDS = ["default_sender_id", "default_gateway", *SECTIONS]
+
+
 class PlatformConfigForm(forms.ModelForm):
     """Edits go through platform_config_update: validated, versioned, audited, maybe held for approval."""
 
@@ -44,7 +47,7 @@ class PlatformConfigForm(forms.ModelForm):
 
     class Meta:
         model = PlatformConfig
-        fields = ["default_sender_id", "default_gateway", *SECTIONS]
+        fields = CONFIG_FIELDS
         field_classes = dict.fromkeys(SECTIONS, PrettyJSONField)
         widgets = {name: forms.Textarea(attrs={"rows": 12, "cols": 90}) for name in SECTIONS}
 
@@ -57,7 +60,7 @@ class PlatformConfigForm(forms.ModelForm):
             self.initial["base_version_token"] = version_token(LABEL, self.instance.pk, self.instance.version)
             self.initial["idempotency_key"] = f"admin-config-{uuid.uuid4()}"
             current = platform_config_data()
-            for name in self.Meta.fields:
+            for name in CONFIG_FIELDS:
                 self.initial[name] = current[name]
 
     def clean(self) -> dict[str, Any]:
@@ -65,7 +68,7 @@ class PlatformConfigForm(forms.ModelForm):
         if self.errors:
             return cleaned
         current = platform_config_data()
-        changes = {name: cleaned[name] for name in self.Meta.fields if cleaned.get(name) != current[name]}
+        changes = {name: cleaned[name] for name in CONFIG_FIELDS if cleaned.get(name) != current[name]}
         if not changes:
             raise forms.ValidationError("Nothing changed.")
         try:
@@ -83,7 +86,7 @@ class PlatformConfigForm(forms.ModelForm):
 
 
 @admin.register(PlatformConfig)
-class PlatformConfigAdmin(admin.ModelAdmin):
+class PlatformConfigAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
     form = PlatformConfigForm
     list_display = [
         "__str__",

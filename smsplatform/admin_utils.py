@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_protect
 from django.utils.html import format_html
 
 from smsplatform.kernel.actor import Actor, Channel
@@ -30,3 +32,22 @@ def error_text(exc: ApplicationError) -> str:
     if exc.hint:
         parts.append(exc.hint)
     return " ".join(parts)
+
+
+class ServiceWriteAdminMixin:
+    """Admin pages whose saves call a durable top-level service.
+
+    Django wraps changeform_view in transaction.atomic(), and a durable service
+    cannot run nested in it. The services own their transactions (STYLE 4), so
+    these pages run the form handling outside that wrapper.
+    """
+
+    @method_decorator(csrf_protect)
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
