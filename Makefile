@@ -1,0 +1,55 @@
+# SMS marketing platform. `make run` starts everything on embedded defaults; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/smsplatform
+REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: venv install migrate seed run test test-sqlite test-postgres test-celery lint bench docs clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+# Web + Celery worker + beat on SQLite and the file-based broker.
+run: seed
+	$(PY) manage.py runplatform
+
+# The README's test command: the suite on SQLite, again on PostgreSQL, then the tests
+# that drive a real Celery worker through Redis (.ci/run starts both servers).
+test: test-sqlite test-postgres test-celery
+
+test-sqlite: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+
+test-postgres: install
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+
+test-celery: install
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m celery_worker
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+bench: install
+	$(PY) bench/run_all.py
+
+docs: install
+	$(PY) manage.py mcp_tool_reference --write docs/MCP_TOOLS.md
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
