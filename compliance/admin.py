@@ -27,7 +27,7 @@ from compliance.services import (
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 
-STATE_COLOURS = {
+STATE_COLOURS: dict[str, str] = {
     RequestState.PENDING: "#b26a00",
     RequestState.EXECUTED: "#1b7f3b",
     RequestState.REJECTED: "#a61b1b",
@@ -53,7 +53,7 @@ class ActionRequestAdmin(admin.ModelAdmin):
     list_display_links = ["id", "summary"]
     list_filter = ["state", "action", "channel", "required_role"]
     search_fields = ["summary", "requested_by__username", "token_name"]
-    fields = [
+    fields = (
         "action",
         "state",
         "summary",
@@ -72,7 +72,7 @@ class ActionRequestAdmin(admin.ModelAdmin):
         "decision_reason",
         "executed_at",
         "outcome_pretty",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description="state", ordering="state")
@@ -95,7 +95,7 @@ class ActionRequestAdmin(admin.ModelAdmin):
     def outcome_pretty(self, obj: ActionRequest) -> str:
         return pretty_json(obj.outcome) if obj.outcome else "—"
 
-    def get_ordering(self, request: HttpRequest) -> list[str]:
+    def get_ordering(self, request: HttpRequest) -> Any:
         # Pending first (annotated in get_queryset), then newest.
         return ["_pending_first", "-created_at", "-id"]
 
@@ -103,7 +103,7 @@ class ActionRequestAdmin(admin.ModelAdmin):
         # Not super(): it orders by get_ordering() before the annotation exists.
         qs = ActionRequest.objects.select_related("requested_by", "required_role", "decided_by")
         if not request.user.has_perm("compliance.view_all_actionrequests"):
-            qs = qs.filter(requested_by=request.user)
+            qs = qs.filter(requested_by_id=request.user.pk)
         return queue_order(qs)
 
     # Requests are made by write tools and decided here; never added, edited or deleted.
@@ -213,7 +213,6 @@ class ApprovalPolicyAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         "rule",
     ]
     list_filter = ["action", "enabled", "approver_role"]
-    list_editable: list[str] = []
 
     @admin.display(description="rule")
     def rule(self, obj: ApprovalPolicy) -> str:

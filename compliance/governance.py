@@ -171,7 +171,7 @@ def _hold_for_approval(
         summary=spec.summary(payload, facts)[:300],
         policy=policy,
         required_role=policy.approver_role,
-        requested_by_id=actor.user_id,
+        requested_by=actor.user,
         channel=str(actor.channel),
         token_name=actor.token_name,
         request_reason=reason,

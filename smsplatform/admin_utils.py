@@ -7,8 +7,8 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
-from django.views.decorators.csrf import csrf_protect
 from django.utils.html import format_html
+from django.views.decorators.csrf import csrf_protect
 
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError

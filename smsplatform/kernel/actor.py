@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AbstractUser, AnonymousUser
 
 
 class Channel(StrEnum):
@@ -53,5 +53,5 @@ class Actor:
         if self.user is None:
             # System tasks run only what the scheduler was told to run.
             return self.channel == Channel.SYSTEM
-        user: AbstractBaseUser | AnonymousUser = self.user
-        return bool(user.is_active and user.has_perm(perm))  # type: ignore[union-attr]
+        user: AbstractUser | AnonymousUser = self.user
+        return bool(user.is_active and user.has_perm(perm))

@@ -76,7 +76,7 @@ def run_idempotent(
                     request_hash=fingerprint,
                 )
         except IntegrityError:
-            existing = IdempotencyRecord.objects.get(user_id=actor.user_id, namespace=namespace, key=key)
+            existing = IdempotencyRecord.objects.get(user=actor.user, namespace=namespace, key=key)
             if existing.request_hash != fingerprint:
                 raise ApplicationError(
                     ErrorCode.IDEMPOTENCY_KEY_REUSED,

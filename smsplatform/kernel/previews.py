@@ -49,7 +49,7 @@ def preview_consume(*, actor: Actor, kind: str, preview_id: object, field: str, 
             hint=f"Call {preview_tool} first.",
         ) from None
     # Lock the row so two writes cannot both use one preview.
-    preview = Preview.objects.select_for_update().filter(pk=pid, user_id=actor.user_id).first()
+    preview = Preview.objects.select_for_update().filter(pk=pid, user=actor.user).first()
     if preview is None:
         raise ApplicationError(
             ErrorCode.PREVIEW_NOT_FOUND,

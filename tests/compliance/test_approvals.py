@@ -69,7 +69,8 @@ def test_approval_executes_the_service(pending: int, approver: Any) -> None:
     assert platform_config_data()["default_gateway"] == "simulator"
     update = AuditLog.objects.get(action="config.update")
     # Executed as the requester, linked to the request.
-    assert update.user.username == "tech" and update.action_request_id == pending
+    assert update.user is not None and update.user.username == "tech"
+    assert update.action_request_id == pending
     assert AuditLog.objects.filter(action="action_request.approve", user=approver).exists()
 
 

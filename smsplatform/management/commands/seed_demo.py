@@ -115,8 +115,8 @@ class Command(BaseCommand):
                 key_hash=ApiToken.hash_key(key),
                 defaults={"user": user, "name": f"{username}-demo", "prefix": key[:8]},
             )
-            rows.append((username, role.value if role else "superuser", key))
+            rows.append((username, str(role.value) if role else "superuser", key))
         if not options["quiet"]:
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
-            for username, role, key in rows:
-                self.stdout.write(f"  {username:<18} {role:<11} Bearer {key}")
+            for username, role_name, key in rows:
+                self.stdout.write(f"  {username:<18} {role_name:<11} Bearer {key}")
