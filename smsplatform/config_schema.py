@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from decimal import Decimal
+from functools import cache
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["21:00"])]
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?!-)([a-z0-9-]{1,63}\.)+[a-z]{2,63}$")
 COUNTRY = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+
+
+@cache
+def known_time_zones() -> frozenset[str]:
+    # available_timezones() walks the tz database on disk: read it once per process.
+    return frozenset(zoneinfo.available_timezones())
+
+
 SENDER_ID_RE = re.compile(r"^(#[A-Za-z0-9 ]{1,11}|[A-Za-z0-9 ]{1,11}|\+?\d{3,15})$")
 
 
@@ -127,7 +136,7 @@ class QuietHours(Section):
     @field_validator("time_zone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
-        if value is not None and value not in zoneinfo.available_timezones():
+        if value is not None and value not in known_time_zones():
             raise ValueError(f"unknown time zone {value!r}")
         return value
 
@@ -149,7 +158,7 @@ class SchedulePolicy(Section):
     @field_validator("time_zone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        if value not in zoneinfo.available_timezones():
+        if value not in known_time_zones():
             raise ValueError(f"unknown time zone {value!r}")
         return value
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.apps import apps
@@ -100,6 +101,15 @@ class ToolSpec:
             _meta=self.meta(),
         )
 
+    @cached_property
+    def input_validator(self) -> Draft202012Validator:
+        return Draft202012Validator(self.input_schema)
+
+    @cached_property
+    def output_validator(self) -> Draft202012Validator:
+        # Compiled once: jsonschema.validate() re-checks the schema on every call.
+        return Draft202012Validator(self.output_schema)
+
     def validate_input(self, arguments: Any) -> dict[str, Any]:
         if not isinstance(arguments, dict):
             raise ApplicationError(
@@ -108,7 +118,7 @@ class ToolSpec:
                 hint="See the tool's inputSchema.",
             )
         errors = sorted(
-            Draft202012Validator(self.input_schema).iter_errors(arguments),
+            self.input_validator.iter_errors(arguments),
             key=lambda e: list(e.path),
         )
         if errors:

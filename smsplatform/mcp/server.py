@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
 from mcp import types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 
@@ -40,7 +41,15 @@ def error_result(error: ApplicationError) -> types.CallToolResult:
     )
 
 
-def run_tool(name: str, arguments: Any, request: Any) -> dict[str, Any] | types.CallToolResult:
+def success_result(result: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(result, ensure_ascii=False, cls=DjangoJSONEncoder))],
+        structuredContent=result,
+        isError=False,
+    )
+
+
+def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
     """Sync part of a tool call: runs in the request's thread, with the ORM."""
     spec = get_tool(name)
     if spec is None:
@@ -60,7 +69,14 @@ def run_tool(name: str, arguments: Any, request: Any) -> dict[str, Any] | types.
         if not actor.has_perm(spec.permission):
             raise permission_denied(spec.permission)
         arguments = spec.validate_input(arguments if arguments is not None else {})
-        return spec.handler(actor, arguments)
+        result = spec.handler(actor, arguments)
+        # We return a finished CallToolResult, so the SDK does not validate the output again:
+        # the output schema is checked here with a compiled validator.
+        problem = next(iter(spec.output_validator.iter_errors(result)), None)
+        if problem is not None:
+            logger.error("MCP tool %s returned output outside its schema: %s", name, problem.message)
+            raise RuntimeError("output schema violation")
+        return success_result(result)
     except ApplicationError as exc:
         return error_result(exc)
     except Exception:

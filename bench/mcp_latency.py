@@ -1,0 +1,174 @@
+"""config.get over MCP vs. the bare DRF view, 16 concurrent clients, on one gunicorn server.
+
+Usage: python bench/mcp_latency.py [--clients 16] [--requests 2000] [--database-url URL]
+Starts its own server on a free loopback port with a throwaway database (SQLite by default,
+or the PostgreSQL named by --database-url / BENCH_DATABASE_URL), seeds it, measures, stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def hammer(
+    make_request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], clients: int, total: int
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+
+    async def client() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            while True:
+                try:
+                    queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                start = time.perf_counter()
+                response = await make_request(http)
+                latencies.append((time.perf_counter() - start) * 1000)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="smsbench-"))
+    env = {**os.environ, "SMS_VAR_DIR": str(tmp), "DJANGO_SECRET_KEY": "bench-secret-key-" + "x" * 40}
+    env["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    env.pop("CELERY_BROKER_URL", None)
+    py = sys.executable
+    subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([py, "manage.py", "seed_demo", "--quiet"], cwd=ROOT, env=env, check=True)
+    token = subprocess.run(
+        [
+            py,
+            "-c",
+            "import django; django.setup(); from smsplatform.management.commands.seed_demo import demo_key; "
+            "print(demo_key('demo_marketing'))",
+        ],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "smsplatform.settings"},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            py,
+            "-m",
+            "gunicorn",
+            "smsplatform.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(args.workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(args.threads),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    mcp_headers = {**headers, "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "sms_marketing.config.get", "arguments": {}},
+    }
+
+    async def mcp(http: httpx.AsyncClient) -> httpx.Response:
+        response = await http.post(f"{base}/mcp", headers=mcp_headers, content=json.dumps(call))
+        if response.status_code == 200 and response.json()["result"].get("isError"):
+            raise RuntimeError(response.text[:300])
+        return response
+
+    async def rest(http: httpx.AsyncClient) -> httpx.Response:
+        return await http.get(f"{base}/api/v1/config/", headers=headers)
+
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/api/v1/health/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        results = {}
+        for name, fn in (("mcp config.get", mcp), ("rest GET /api/v1/config/", rest)):
+            asyncio.run(hammer(fn, args.clients, 200))  # warm-up
+            latencies, elapsed = asyncio.run(hammer(fn, args.clients, args.requests))
+            results[name] = {
+                "p50_ms": round(statistics.median(latencies), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+                "req_per_s": round(len(latencies) / elapsed, 1),
+                "requests": len(latencies),
+            }
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    db = "PostgreSQL" if env["DATABASE_URL"].startswith("postgres") else "SQLite"
+    print(
+        f"# config.get latency, {args.clients} concurrent clients, gunicorn {args.workers}x{args.threads} gthread, "
+        f"{db}, {os.cpu_count()} cores ({cpu})"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<28} p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  {r['req_per_s']:>8} req/s  (n={r['requests']})"
+        )
+
+
+if __name__ == "__main__":
+    main()
