@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -242,3 +243,28 @@ def test_get_and_delete_are_405(mcp_url: str, tech_key: str) -> None:
         assert raw.status_code == 405
         assert "POST" in raw.headers["Allow"] and "GET" not in raw.headers["Allow"]
         assert raw.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_unexpected_failures_never_leak_raw_text(technical: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from smsplatform.mcp import registry
+    from smsplatform.mcp.server import run_tool
+
+    spec = registry.get_tool("sms_marketing.config.get")
+    assert spec is not None
+    request = SimpleNamespace(user=technical, auth=None)
+
+    def explode(actor: Any, args: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("secret internal detail /etc/passwd")
+
+    def wrong_shape(actor: Any, args: dict[str, Any]) -> dict[str, Any]:
+        return {"unexpected": "shape"}
+
+    for handler in (explode, wrong_shape):
+        monkeypatch.setitem(registry._REGISTRY, spec.name, dataclasses.replace(spec, handler=handler))
+        result = run_tool(spec.name, {}, request)
+        assert result.isError
+        error = _error(result)
+        assert error["code"] == "internal_error"
+        assert "secret" not in json.dumps(result.model_dump())
