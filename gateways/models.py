@@ -1,1 +1,174 @@
-"""Models for the gateways app (filled by its issue)."""
+"""Gateways, their rates, sender IDs (SSRS), the account balance and quota reservations."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Provider(models.TextChoices):
+    SIMULATOR = "simulator", "Simulator (embedded)"
+    SMPP = "smpp", "SMPP 3.4"
+    KANNEL = "kannel", "Kannel HTTP"
+    TWILIO = "twilio", "Twilio"
+
+
+class Gateway(models.Model):
+    """A route to an SMSC or provider. Secrets are never stored: ``credentials_env`` names the
+    environment variables that hold them."""
+
+    code = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    enabled = models.BooleanField(default=True)
+    countries = models.JSONField(default=list, help_text="ISO 3166 codes this gateway delivers to.")
+    receipts_supported = models.BooleanField(default=True)
+    max_rate_per_second = models.PositiveIntegerField(default=100)
+    window_size = models.PositiveIntegerField(default=10, help_text="Outstanding submits allowed (SMPP).")
+    encodings = models.JSONField(default=list, help_text='e.g. ["GSM-7", "UCS-2"]')
+    fallback = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    priority = models.PositiveSmallIntegerField(default=100, help_text="Lower is preferred for a country.")
+    settings = models.JSONField(default=dict, blank=True, help_text="Non-secret settings (host, port, system_id, url).")
+    credentials_env = models.JSONField(
+        default=dict, blank=True, help_text='Secret name -> environment variable, e.g. {"password": "SMPP_PASSWORD"}.'
+    )
+    currency = models.CharField(max_length=3, default="HKD")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class GatewayRate(models.Model):
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="rates")
+    country = models.CharField(max_length=2)
+    price_per_segment = models.DecimalField(max_digits=10, decimal_places=4)
+    currency = models.CharField(max_length=3, default="HKD")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["gateway", "country"]
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "country"], name="uniq_gateway_rate_country"),
+            models.CheckConstraint(condition=models.Q(price_per_segment__gte=0), name="gateway_rate_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway.code} {self.country} {self.currency} {self.price_per_segment}/segment"
+
+
+class SenderIdKind(models.TextChoices):
+    ALPHANUMERIC = "alphanumeric", "Alphanumeric"
+    NUMERIC = "numeric", "Numeric (long or short code)"
+    SSRS = "ssrs", "SSRS registered (#-prefixed, Hong Kong)"
+
+
+class SenderIdStatus(models.TextChoices):
+    REGISTERED = "registered", "Registered"
+    PENDING = "pending", "Pending registration"
+    REJECTED = "rejected", "Rejected"
+    SUSPENDED = "suspended", "Suspended"
+
+
+class SenderId(models.Model):
+    value = models.CharField(max_length=16, unique=True)
+    kind = models.CharField(max_length=20, choices=SenderIdKind.choices)
+    brand = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=SenderIdStatus.choices, default=SenderIdStatus.PENDING)
+    regions = models.JSONField(default=list, help_text="ISO codes where this sender ID may be used.")
+    ssrs_registered_regions = models.JSONField(
+        default=list, blank=True, help_text="Regions where the #-name is registered with the regulator (HK: OFCA SSRS)."
+    )
+    restrictions = models.TextField(blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["value"]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ApplicationStatus(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    APPROVED = "approved", "Approved by the regulator"
+    REJECTED = "rejected", "Rejected by the regulator"
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+class SenderIdApplication(models.Model):
+    """An SSRS / sender-ID application. Every submission or update is a new version row."""
+
+    reference = models.CharField(max_length=32, db_index=True, help_text="Same for every version of one application.")
+    version = models.PositiveIntegerField()
+    sender_id = models.CharField(max_length=16)
+    brand = models.CharField(max_length=100)
+    company_name = models.CharField(max_length=200)
+    company_registration_no = models.CharField(max_length=50)
+    purpose = models.TextField()
+    regions = models.JSONField(default=list)
+    documents = models.JSONField(default=list, help_text='[{"name": ..., "status": "provided|missing|verified"}]')
+    reason = models.TextField(help_text="Why this application or change is made.")
+    status = models.CharField(max_length=20, choices=ApplicationStatus.choices, default=ApplicationStatus.SUBMITTED)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["reference", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["reference", "version"], name="uniq_sender_application_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sender_id} application {self.reference} v{self.version}"
+
+
+class Account(models.Model):
+    """The messaging account: prepaid balance and monthly segment quota (singleton)."""
+
+    singleton = models.PositiveSmallIntegerField(default=1, unique=True, editable=False)
+    balance = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    currency = models.CharField(max_length=3, default="HKD")
+    monthly_quota_segments = models.PositiveIntegerField(default=100_000)
+    period_start = models.DateField(default=timezone.localdate)
+    segments_used = models.PositiveIntegerField(default=0, help_text="Settled segments this period.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(balance__gte=0), name="account_balance_non_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.balance}"
+
+
+class ReservationState(models.TextChoices):
+    HELD = "held", "Held"
+    SETTLED = "settled", "Settled"
+    RELEASED = "released", "Released"
+
+
+class QuotaReservation(models.Model):
+    """Segments and money held for a dispatch until it is submitted (settle) or cancelled (release)."""
+
+    reference = models.CharField(max_length=64, unique=True, help_text="e.g. campaign:12:batch:3")
+    segments = models.PositiveIntegerField()
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+    currency = models.CharField(max_length=3, default="HKD")
+    state = models.CharField(max_length=20, choices=ReservationState.choices, default=ReservationState.HELD)
+    settled_segments = models.PositiveIntegerField(default=0)
+    settled_amount = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state"])]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.segments} segments ({self.state})"
