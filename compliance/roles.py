@@ -36,6 +36,9 @@ _READ_BASICS = [
     "compliance.view_approvalpolicy",
     "compliance.view_actionrequest",
     "compliance.view_owners",
+    "gateways.view_gateway",
+    "gateways.view_senderid",
+    "gateways.view_account",
 ]
 
 ROLE_PERMISSIONS: dict[Role, list[str]] = {
@@ -72,6 +75,20 @@ ROLE_PERMISSIONS: dict[Role, list[str]] = {
     ],
 }
 
+# Gateways: who may apply for sender IDs, run gateways, and fund the account.
+ROLE_PERMISSIONS[Role.COMPLIANCE] += ["gateways.add_senderidapplication", "gateways.view_senderidapplication"]
+ROLE_PERMISSIONS[Role.TECHNICAL] += [
+    "gateways.add_senderidapplication",
+    "gateways.view_senderidapplication",
+    "gateways.add_gateway",
+    "gateways.change_gateway",
+    "gateways.add_gatewayrate",
+    "gateways.change_gatewayrate",
+    "gateways.send_test_sms",
+]
+ROLE_PERMISSIONS[Role.OPERATIONS] += ["gateways.change_account", "gateways.send_test_sms"]
+ROLE_PERMISSIONS[Role.APPROVER] += ["gateways.view_senderidapplication"]
+
 # What each capability in owners.list means, as the permission that grants it.
 CAPABILITIES: dict[str, str] = {
     "approve": "compliance.approve_actionrequest",
@@ -79,6 +96,8 @@ CAPABILITIES: dict[str, str] = {
     "manage_approval_policies": "compliance.change_approvalpolicy",
     "view_full_phone": "compliance.view_full_phone",
     "view_audit_log": "smsplatform.view_auditlog",
+    "apply_sender_id": "gateways.add_senderidapplication",
+    "send_test_sms": "gateways.send_test_sms",
 }
 
 

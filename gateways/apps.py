@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class GatewaysConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "gateways"
+    verbose_name = "Gateways, sender IDs and quotas"
+
+    def ready(self) -> None:
+        from gateways import services  # noqa: F401  (registers the sender_id.apply action)

@@ -39,6 +39,7 @@ class Gateway(models.Model):
 
     class Meta:
         ordering = ["priority", "code"]
+        permissions = [("send_test_sms", "Can send a test SMS through a gateway")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"

@@ -42,3 +42,72 @@ def gateway_for(*, country: str, gateway_code: str | None = None) -> Gateway | N
     if quote is None:
         return None
     return Gateway.objects.get(code=quote.gateway_code)
+
+
+def _credential_state(gateway: Gateway) -> dict[str, dict[str, object]]:
+    import os
+
+    # Only the variable names and whether they are set: never the values.
+    return {
+        name: {"env": env_name, "configured": bool(os.environ.get(env_name))}
+        for name, env_name in sorted((gateway.credentials_env or {}).items())
+    }
+
+
+def gateways_list(*, include_disabled: bool = True) -> list[dict[str, object]]:
+    qs = Gateway.objects.select_related("fallback").prefetch_related("rates").order_by("priority", "code")
+    if not include_disabled:
+        qs = qs.filter(enabled=True)
+    return [
+        {
+            "code": g.code,
+            "name": g.name,
+            "provider": g.provider,
+            "enabled": g.enabled,
+            "countries": sorted(g.countries or []),
+            "rates": [
+                {"country": r.country, "price_per_segment": str(r.price_per_segment), "currency": r.currency}
+                for r in sorted(g.rates.all(), key=lambda r: r.country)
+            ],
+            "receipts_supported": g.receipts_supported,
+            "max_rate_per_second": g.max_rate_per_second,
+            "window_size": g.window_size,
+            "encodings": list(g.encodings or []),
+            "fallback": g.fallback.code if g.fallback else None,
+            "priority": g.priority,
+            "credentials": _credential_state(g),
+        }
+        for g in qs
+    ]
+
+
+def sender_ids_list(*, country: str | None = None) -> list[dict[str, object]]:
+    from gateways.models import SenderId
+    from gateways.rules import sender_id_usability
+
+    out: list[dict[str, object]] = []
+    for s in SenderId.objects.order_by("value"):
+        regions = sorted(set(s.regions or []) | ({country.upper()} if country else set()))
+        usable = {region: sender_id_usability(s, region) for region in regions}
+        if country and not usable[country.upper()].usable and country.upper() not in (s.regions or []):
+            continue
+        out.append(
+            {
+                "value": s.value,
+                "kind": s.kind,
+                "brand": s.brand,
+                "status": s.status,
+                "ssrs_status": (
+                    "registered"
+                    if s.value.startswith("#") and s.ssrs_registered_regions
+                    else ("pending" if s.value.startswith("#") else "not_applicable")
+                ),
+                "regions": sorted(s.regions or []),
+                "ssrs_registered_regions": sorted(s.ssrs_registered_regions or []),
+                "restrictions": s.restrictions,
+                "usable": {r: {"usable": u.usable, "reason": u.reason} for r, u in usable.items()},
+                "registered_at": s.registered_at.isoformat() if s.registered_at else None,
+                "expires_at": s.expires_at.isoformat() if s.expires_at else None,
+            }
+        )
+    return out

@@ -90,8 +90,31 @@ def _validated_changes(changes: Any) -> dict[str, Any]:
         validated = PlatformConfigData.model_validate(merged).model_dump(mode="json")
     except ValidationError as exc:
         raise from_pydantic(exc, prefix="changes.") from None
+    _check_references(changes)
     # Only the named settings change; each is replaced whole by its validated form.
     return {name: validated[name] for name in changes}
+
+
+def _check_references(changes: dict[str, Any]) -> None:
+    """The defaults must name a gateway and a sender ID that exist: later writes rely on them."""
+    from gateways.models import Gateway, SenderId, SenderIdStatus
+
+    gateway = changes.get("default_gateway")
+    if gateway and not Gateway.objects.filter(code=gateway, enabled=True).exists():
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"No enabled gateway {gateway!r}.",
+            field="changes.default_gateway",
+            hint="Pick a code from sms_marketing.gateways.list.",
+        )
+    sender = changes.get("default_sender_id")
+    if sender and not SenderId.objects.filter(value=sender, status=SenderIdStatus.REGISTERED).exists():
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"Sender ID {sender!r} is not registered.",
+            field="changes.default_sender_id",
+            hint="Pick a registered ID from sms_marketing.sender_ids.list.",
+        )
 
 
 def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:

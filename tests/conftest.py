@@ -117,3 +117,33 @@ def _sqlite_flush_past_the_audit_trigger(request: pytest.FixtureRequest) -> Any:
     yield
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TRIGGER IF EXISTS {TABLE}_no_delete")
+
+
+# Gateway codes and sender IDs the configuration tests name: config.update refuses unknown ones.
+TEST_GATEWAYS = ["simulator", "sim", "other", "x", "a", "b", "c", "gw", "gw0", "gw1", "gw2"]
+TEST_SENDER_IDS = ["#SHOPHK", "#SHOP", "SHOP"]
+
+
+@pytest.fixture(autouse=True)
+def _known_gateways_and_sender_ids(request: pytest.FixtureRequest) -> None:
+    uses_db = bool(request.node.get_closest_marker("django_db")) or bool(
+        {"db", "transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    if not uses_db:
+        return
+    request.getfixturevalue("db")
+    from gateways.models import Gateway, Provider, SenderId, SenderIdKind, SenderIdStatus
+
+    for code in TEST_GATEWAYS:
+        Gateway.objects.get_or_create(code=code, defaults={"name": code, "provider": Provider.SIMULATOR})
+    for value in TEST_SENDER_IDS:
+        SenderId.objects.get_or_create(
+            value=value,
+            defaults={
+                "kind": SenderIdKind.SSRS if value.startswith("#") else SenderIdKind.ALPHANUMERIC,
+                "brand": "Shop",
+                "status": SenderIdStatus.REGISTERED,
+                "regions": ["HK"],
+                "ssrs_registered_regions": ["HK"] if value.startswith("#") else [],
+            },
+        )

@@ -5,6 +5,7 @@ from compliance.api.views import (
     ApprovalPolicyListApi,
     OwnerListApi,
 )
+from gateways.api.views import GatewayListApi, QuotaApi, SenderIdListApi
 from smsplatform.api.views import ConfigApi, ConfigVersionsApi, HealthApi
 
 urlpatterns = [
@@ -18,4 +19,7 @@ urlpatterns = [
         ActionRequestStatusApi.as_view(),
         name="action-request",
     ),
+    path("gateways/", GatewayListApi.as_view(), name="gateways"),
+    path("sender-ids/", SenderIdListApi.as_view(), name="sender-ids"),
+    path("quotas/", QuotaApi.as_view(), name="quotas"),
 ]

@@ -11,7 +11,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
-from django.db import transaction
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role, roles_sync
@@ -66,6 +65,9 @@ DEMO_POLICIES: list[dict[str, Any]] = [
 ]
 
 
+DEMO_RATES = {"HK": "0.3500", "MO": "0.4200", "SG": "0.4800", "GB": "0.3900", "US": "0.0900"}
+
+
 def demo_key(username: str) -> str:
     """Deterministic per install (derived from SECRET_KEY), so re-running prints the same keys."""
     return hmac.new(settings.SECRET_KEY.encode(), f"demo-token:{username}".encode(), hashlib.sha256).hexdigest()
@@ -78,7 +80,6 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="demo-pass-123", help="Password for every demo user.")
         parser.add_argument("--quiet", action="store_true", help="Do not print tokens.")
 
-    @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         roles_sync()
         periodic_tasks_ensure()
@@ -93,6 +94,7 @@ class Command(BaseCommand):
                     "approver_role": approver,
                 },
             )
+        self._seed_gateways()
         User = get_user_model()
         rows = []
         users = [("admin", None), *[(f"demo_{role.value}", role) for role in Role]]
@@ -120,3 +122,65 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
             for username, role_name, key in rows:
                 self.stdout.write(f"  {username:<18} {role_name:<11} Bearer {key}")
+
+    def _seed_gateways(self) -> None:
+        """The embedded simulator gateway (demo rates), a registered demo sender ID, a funded account."""
+        from django.utils import timezone
+
+        from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdKind, SenderIdStatus
+        from gateways.quotas import account_instance
+
+        simulator, _ = Gateway.objects.get_or_create(
+            code="simulator",
+            defaults={
+                "name": "Simulator (demo rates)",
+                "provider": Provider.SIMULATOR,
+                "countries": sorted(DEMO_RATES),
+                "max_rate_per_second": 500,
+                "window_size": 50,
+                "encodings": ["GSM-7", "UCS-2"],
+                "priority": 100,
+            },
+        )
+        for country, price in DEMO_RATES.items():
+            GatewayRate.objects.get_or_create(
+                gateway=simulator, country=country, defaults={"price_per_segment": Decimal(price), "currency": "HKD"}
+            )
+        SenderId.objects.get_or_create(
+            value="#DEMOHK",
+            defaults={
+                "kind": SenderIdKind.SSRS,
+                "brand": "Demo Shop",
+                "status": SenderIdStatus.REGISTERED,
+                "regions": ["HK"],
+                "ssrs_registered_regions": ["HK"],
+                "registered_at": timezone.now(),
+                "restrictions": "Demo data: registered in this installation only.",
+            },
+        )
+        SenderId.objects.get_or_create(
+            value="DemoShop",
+            defaults={
+                "kind": SenderIdKind.ALPHANUMERIC,
+                "brand": "Demo Shop",
+                "status": SenderIdStatus.REGISTERED,
+                "regions": ["HK", "MO", "SG", "GB"],
+                "registered_at": timezone.now(),
+            },
+        )
+        from smsplatform.config_service import platform_config_get, platform_config_update
+        from smsplatform.kernel.actor import Actor
+
+        current = platform_config_get()
+        if not current["config"]["default_gateway"]:
+            platform_config_update(
+                actor=Actor.system("seed_demo"),
+                changes={"default_gateway": "simulator", "default_sender_id": "#DEMOHK"},
+                base_version_token=current["base_version_token"],
+                idempotency_key=f"seed-demo-defaults-v{current['version']}",
+                reason="demo defaults",
+            )
+        account = account_instance()
+        if account.balance == 0:
+            account.balance = Decimal("5000")
+            account.save(update_fields=["balance"])

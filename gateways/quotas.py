@@ -1,0 +1,202 @@
+"""Balance, monthly quota and reservations. Nothing may be sent beyond quota or balance.
+
+Reservations are taken under a row lock on the account, so two dispatches racing for the
+last segments cannot both get them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from gateways.models import Account, Gateway, QuotaReservation, ReservationState
+from gateways.selectors import segment_prices
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError
+
+SEGMENT_RULES = {
+    "GSM-7": {"single": 160, "per_part": 153, "unit": "septet"},
+    "UCS-2": {"single": 70, "per_part": 67, "unit": "UTF-16 code unit"},
+}
+
+
+def account_instance() -> Account:
+    account = Account.objects.filter(singleton=1).first()
+    if account is None:
+        from smsplatform.config_service import platform_config_data
+
+        quota = platform_config_data()["quota"]
+        account, _ = Account.objects.get_or_create(
+            singleton=1,
+            defaults={"currency": quota["currency"], "monthly_quota_segments": quota["monthly_quota_segments"]},
+        )
+    return account
+
+
+@dataclass(frozen=True)
+class Headroom:
+    balance: Decimal
+    reserved_amount: Decimal
+    available_amount: Decimal
+    quota_segments: int
+    used_segments: int
+    reserved_segments: int
+    available_segments: int
+
+
+def _held() -> tuple[int, Decimal]:
+    agg = QuotaReservation.objects.filter(state=ReservationState.HELD).aggregate(s=Sum("segments"), a=Sum("amount"))
+    return int(agg["s"] or 0), Decimal(agg["a"] or 0)
+
+
+def headroom(account: Account | None = None) -> Headroom:
+    account = account or account_instance()
+    held_segments, held_amount = _held()
+    return Headroom(
+        balance=account.balance,
+        reserved_amount=held_amount,
+        available_amount=max(Decimal(0), account.balance - held_amount),
+        quota_segments=account.monthly_quota_segments,
+        used_segments=account.segments_used,
+        reserved_segments=held_segments,
+        available_segments=max(0, account.monthly_quota_segments - account.segments_used - held_segments),
+    )
+
+
+def quotas_get() -> dict[str, Any]:
+    account = account_instance()
+    room = headroom(account)
+    countries = sorted({c for g in Gateway.objects.filter(enabled=True) for c in (g.countries or [])})
+    prices = segment_prices(countries=countries)
+    sendable = {}
+    for country, quote in prices.items():
+        by_money = int(room.available_amount // quote.price_per_segment) if quote.price_per_segment > 0 else None
+        limits = [room.available_segments] + ([by_money] if by_money is not None else [])
+        sendable[country] = {
+            "gateway": quote.gateway_code,
+            "price_per_segment": str(quote.price_per_segment),
+            "currency": quote.currency,
+            "estimated_sendable_segments": min(limits),
+        }
+    return {
+        "currency": account.currency,
+        "balance": str(room.balance),
+        "reserved_amount": str(room.reserved_amount),
+        "available_amount": str(room.available_amount),
+        "monthly_quota_segments": room.quota_segments,
+        "period_start": account.period_start.isoformat(),
+        "used_segments": room.used_segments,
+        "reserved_segments": room.reserved_segments,
+        "available_segments": room.available_segments,
+        "country_rates": sendable,
+        "segment_billing": SEGMENT_RULES,
+        "rate_limits": {
+            g.code: {"max_rate_per_second": g.max_rate_per_second, "window_size": g.window_size}
+            for g in Gateway.objects.filter(enabled=True)
+        },
+        "note": (
+            "Every segment of a multi-part message is billed. Estimates use listed rates; the billed "
+            "amount can differ. Nothing is sent beyond the available segments or amount."
+        ),
+    }
+
+
+def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Hold segments and money for a dispatch; refuse when either would be exceeded.
+
+    Runs inside the caller's transaction (the dispatch that needs it)."""
+    if segments < 0 or amount < 0:
+        raise ApplicationError("invalid_argument", "A reservation cannot be negative.", field="segments")
+    # Lock the account row: reservations are serialised, so the check below is exact.
+    account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    existing = QuotaReservation.objects.filter(reference=reference).first()
+    if existing is not None:
+        return existing  # idempotent per reference
+    room = headroom(account)
+    if segments > room.available_segments:
+        raise ApplicationError(
+            "quota_exceeded",
+            f"{segments} segments needed, {room.available_segments} left in this month's quota.",
+            field="segments",
+            hint="Reduce the audience or raise the quota (sms_marketing.quotas.get shows the headroom).",
+            details={"available_segments": room.available_segments},
+        )
+    if amount > room.available_amount:
+        raise ApplicationError(
+            "balance_insufficient",
+            f"{account.currency} {amount} needed, {account.currency} {room.available_amount} available.",
+            field="amount",
+            hint="Top up the balance or reduce the audience.",
+            details={"available_amount": str(room.available_amount)},
+        )
+    reservation = QuotaReservation.objects.create(
+        reference=reference, segments=segments, amount=amount, currency=account.currency
+    )
+    audit_record(
+        actor=actor,
+        action="quota.reserve",
+        object_type="quota_reservation",
+        object_id=reservation.pk,
+        after={"reference": reference, "segments": segments, "amount": str(amount)},
+    )
+    return reservation
+
+
+def quota_settle(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Charge what was actually submitted; the rest of the hold is released."""
+    account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
+    if reservation.state != ReservationState.HELD:
+        return reservation
+    account.balance = account.balance - amount
+    account.segments_used = account.segments_used + segments
+    account.save(update_fields=["balance", "segments_used", "updated_at"])
+    reservation.state = ReservationState.SETTLED
+    reservation.settled_segments = segments
+    reservation.settled_amount = amount
+    reservation.closed_at = timezone.now()
+    reservation.save()
+    audit_record(
+        actor=actor,
+        action="quota.settle",
+        object_type="quota_reservation",
+        object_id=reservation.pk,
+        after={"segments": segments, "amount": str(amount)},
+    )
+    return reservation
+
+
+def quota_release(*, actor: Actor, reference: str) -> QuotaReservation:
+    reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
+    if reservation.state == ReservationState.HELD:
+        reservation.state = ReservationState.RELEASED
+        reservation.closed_at = timezone.now()
+        reservation.save()
+        audit_record(actor=actor, action="quota.release", object_type="quota_reservation", object_id=reservation.pk)
+    return reservation
+
+
+def account_top_up(*, actor: Actor, amount: Decimal, reason: str) -> Account:
+    if amount <= 0:
+        raise ApplicationError("invalid_argument", "A top-up must be positive.", field="amount")
+    with transaction.atomic(durable=True):
+        account = Account.objects.select_for_update().get(pk=account_instance().pk)
+        before = str(account.balance)
+        account.balance += amount
+        account.save(update_fields=["balance", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="account.top_up",
+            object_type="account",
+            object_id=account.pk,
+            before={"balance": before},
+            after={"balance": str(account.balance)},
+            reason=reason,
+        )
+    return account

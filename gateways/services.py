@@ -1,0 +1,184 @@
+"""Writes of the gateways app: sender-ID applications (governed)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, Any, Literal
+
+from django.db.models import Max
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compliance.governance import GovernedAction, governed_write, register_action
+from compliance.models import ActionRequest, ActionType
+from gateways.models import SenderId, SenderIdApplication, SenderIdStatus
+from gateways.rules import SSRS_REGION, sender_id_kind
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError, from_pydantic
+
+APPLY_PERMISSION = "gateways.add_senderidapplication"
+HK_BR_RE = re.compile(r"^\d{8}$")
+# Names reserved for public bodies and regulated industries: an applicant may use them only
+# when its own brand carries the same name (anti-impersonation).
+PROTECTED_TERMS = ("GOV", "OFCA", "POLICE", "HKMA", "IRD", "BANK", "HSBC", "OCTOPUS")
+REQUIRED_DOCUMENTS = ("business_registration", "authorisation_letter")
+
+
+class Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: Annotated[str, Field(min_length=2, max_length=100)]
+    status: Literal["provided", "missing", "verified"]
+    reference: Annotated[str, Field(max_length=200)] = ""
+
+
+class SenderIdApplicationInput(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    sender_id: Annotated[str, Field(min_length=1, max_length=16)]
+    brand: Annotated[str, Field(min_length=1, max_length=100)]
+    company_name: Annotated[str, Field(min_length=2, max_length=200)]
+    company_registration_no: Annotated[str, Field(min_length=1, max_length=50)]
+    purpose: Annotated[str, Field(min_length=10, max_length=2000)]
+    regions: Annotated[list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]], Field(min_length=1)]
+    documents: list[Document]
+    reason: Annotated[str, Field(min_length=5, max_length=1000)]
+    reference: Annotated[str, Field(max_length=32)] = ""
+
+
+def _validated(payload: dict[str, Any]) -> SenderIdApplicationInput:
+    try:
+        return SenderIdApplicationInput.model_validate(payload)
+    except ValidationError as exc:
+        raise from_pydantic(exc) from None
+
+
+def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+    data = _validated(payload)
+    kind = sender_id_kind(data.sender_id)
+    if data.sender_id.startswith("#") and SSRS_REGION not in data.regions:
+        raise ApplicationError(
+            "sender_id_region_mismatch",
+            "A '#' sender ID is registered under Hong Kong's SSRS; HK must be among the regions.",
+            field="regions",
+            hint="Add HK, or apply for a sender ID without '#' for other regions.",
+        )
+    if SSRS_REGION in data.regions and not HK_BR_RE.match(data.company_registration_no):
+        raise ApplicationError(
+            "company_registration_invalid",
+            "A Hong Kong application needs the 8-digit Business Registration number.",
+            field="company_registration_no",
+            hint="Use the first 8 digits of the BR certificate number.",
+        )
+    upper_id, upper_brand = data.sender_id.upper(), f"{data.brand} {data.company_name}".upper()
+    for term in PROTECTED_TERMS:
+        if term in upper_id and term not in upper_brand:
+            raise ApplicationError(
+                "sender_id_impersonation",
+                f"{data.sender_id!r} contains {term!r}, which the brand {data.brand!r} does not carry.",
+                field="sender_id",
+                hint="Apply only for names of your own brand; names of public bodies or banks need their authority.",
+            )
+    provided = {d.name for d in data.documents if d.status in {"provided", "verified"}}
+    missing = [name for name in REQUIRED_DOCUMENTS if name not in provided]
+    if missing:
+        raise ApplicationError(
+            "documents_missing",
+            f"Documents not provided: {', '.join(missing)}.",
+            field="documents",
+            hint="Attach the company's Business Registration and a letter authorising you to act for the brand.",
+            details={"missing": missing},
+        )
+    previous = None
+    if data.reference:
+        previous = SenderIdApplication.objects.filter(reference=data.reference).order_by("-version").first()
+        if previous is None:
+            raise ApplicationError(
+                "not_found",
+                f"No application {data.reference!r}.",
+                field="reference",
+                hint="Leave reference empty for a new application.",
+            )
+        if previous.sender_id != data.sender_id:
+            raise ApplicationError(
+                "invalid_argument",
+                "An update keeps the sender ID of the application; apply anew for another ID.",
+                field="sender_id",
+            )
+    existing = SenderId.objects.filter(value=data.sender_id).first()
+    if existing is not None and existing.status == SenderIdStatus.REGISTERED and previous is None:
+        raise ApplicationError(
+            "sender_id_already_registered",
+            f"{data.sender_id!r} is already registered.",
+            field="sender_id",
+            hint="See sms_marketing.sender_ids.list.",
+        )
+    return {"kind": kind, "regions": data.regions, "update_of": data.reference or None}
+
+
+def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+    data = _validated(payload)
+    reference = data.reference or f"SID-{secrets.token_hex(6).upper()}"
+    last = SenderIdApplication.objects.filter(reference=reference).aggregate(v=Max("version"))["v"] or 0
+    application = SenderIdApplication.objects.create(
+        reference=reference,
+        version=last + 1,
+        sender_id=data.sender_id,
+        brand=data.brand,
+        company_name=data.company_name,
+        company_registration_no=data.company_registration_no,
+        purpose=data.purpose,
+        regions=data.regions,
+        documents=[d.model_dump() for d in data.documents],
+        reason=data.reason,
+        created_by=actor.user,
+    )
+    sender, created = SenderId.objects.get_or_create(
+        value=data.sender_id,
+        defaults={"kind": sender_id_kind(data.sender_id), "brand": data.brand, "regions": data.regions},
+    )
+    if not created and sender.status != SenderIdStatus.REGISTERED:
+        sender.brand, sender.regions, sender.status = data.brand, data.regions, SenderIdStatus.PENDING
+        sender.save(update_fields=["brand", "regions", "status"])
+    audit_record(
+        actor=actor,
+        action="sender_id.apply",
+        object_type="sender_id_application",
+        object_id=f"{reference}v{application.version}",
+        after=payload,
+        reason=data.reason,
+        action_request_id=request.pk if request else None,
+    )
+    return {
+        "reference": reference,
+        "version": application.version,
+        "sender_id": data.sender_id,
+        "status": application.status,
+        "sender_id_status": sender.status,
+        "note": (
+            "The sender ID stays pending (not usable for live sends) until the regulator's registration is recorded."
+        ),
+    }
+
+
+register_action(
+    GovernedAction(
+        action=ActionType.SENDER_ID_APPLY,
+        permission=APPLY_PERMISSION,
+        check=_check,
+        execute=_execute,
+        summary=lambda p, f: (
+            f"Sender ID application {p.get('sender_id')} for {p.get('brand')} ({', '.join(p.get('regions', []))})"
+        ),
+    )
+)
+
+
+def sender_id_apply(*, actor: Actor, idempotency_key: str | None, **fields: Any) -> dict[str, Any]:
+    payload = _validated(fields).model_dump(mode="json")
+    return governed_write(
+        actor=actor,
+        action=ActionType.SENDER_ID_APPLY,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        reason=payload["reason"],
+    )
