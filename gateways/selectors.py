@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from gateways.models import Gateway, GatewayRate
 
@@ -54,7 +55,7 @@ def _credential_state(gateway: Gateway) -> dict[str, dict[str, object]]:
     }
 
 
-def gateways_list(*, include_disabled: bool = True) -> list[dict[str, object]]:
+def gateways_list(*, include_disabled: bool = True) -> list[dict[str, Any]]:
     qs = Gateway.objects.select_related("fallback").prefetch_related("rates").order_by("priority", "code")
     if not include_disabled:
         qs = qs.filter(enabled=True)
@@ -81,11 +82,11 @@ def gateways_list(*, include_disabled: bool = True) -> list[dict[str, object]]:
     ]
 
 
-def sender_ids_list(*, country: str | None = None) -> list[dict[str, object]]:
+def sender_ids_list(*, country: str | None = None) -> list[dict[str, Any]]:
     from gateways.models import SenderId
     from gateways.rules import sender_id_usability
 
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for s in SenderId.objects.order_by("value"):
         regions = sorted(set(s.regions or []) | ({country.upper()} if country else set()))
         usable = {region: sender_id_usability(s, region) for region in regions}
