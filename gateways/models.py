@@ -173,3 +173,127 @@ class QuotaReservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.segments} segments ({self.state})"
+
+
+class MessageState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SUBMITTING = "submitting", "Submitting"
+    SUBMITTED = "submitted", "Submitted (accepted by the gateway, not yet delivered)"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+    UNKNOWN = "unknown", "Unknown (submission interrupted; reconciled, never resent blindly)"
+
+
+FINAL_MESSAGE_STATES = (MessageState.DELIVERED, MessageState.FAILED, MessageState.EXPIRED)
+
+
+class MessagePurpose(models.TextChoices):
+    MARKETING = "marketing", "Marketing"
+    TRANSACTIONAL = "transactional", "Transactional"
+    OTP = "otp", "OTP"
+    TEST = "test", "Gateway test"
+
+
+class OutboundMessage(models.Model):
+    """One SMS to one phone. Submitted at most once: the claim (queued -> submitting) is a
+    conditional UPDATE, and a message left in 'submitting' by a dead worker becomes 'unknown'."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="messages")
+    sender_id = models.CharField(max_length=16)
+    destination = models.CharField(max_length=16, help_text="E.164")
+    country = models.CharField(max_length=2)
+    body = models.TextField()
+    encoding = models.CharField(max_length=8)
+    segments = models.PositiveSmallIntegerField()
+    cost = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    currency = models.CharField(max_length=3, default="HKD")
+    purpose = models.CharField(max_length=20, choices=MessagePurpose.choices)
+    state = models.CharField(max_length=12, choices=MessageState.choices, default=MessageState.QUEUED)
+    reference = models.CharField(max_length=64, blank=True, db_index=True, help_text="e.g. campaign:12:batch:3")
+    request_receipt = models.BooleanField(default=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    submit_started_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["gateway", "state", "id"], name="msg_gateway_state"),
+            models.Index(fields=["destination", "-created_at"], name="msg_destination_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} to {self.destination} ({self.state})"
+
+
+class MessagePart(models.Model):
+    """One submitted part and the provider's id for it; receipts are matched here."""
+
+    message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE, related_name="parts")
+    part_number = models.PositiveSmallIntegerField()
+    provider_message_id = models.CharField(max_length=100)
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=12, choices=MessageState.choices, default=MessageState.SUBMITTED)
+    error_code = models.CharField(max_length=32, blank=True)
+    receipt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "provider_message_id"], name="uniq_part_provider_id"),
+            models.UniqueConstraint(fields=["message", "part_number"], name="uniq_message_part_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}/{self.part_number} {self.provider_message_id}"
+
+
+class DeliveryReceipt(models.Model):
+    """Every receipt as received, kept even when it matches nothing yet (it may precede the
+    submit response) — nothing is lost; ``applied_at`` says when it was matched."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
+    provider_message_id = models.CharField(max_length=100, db_index=True)
+    status = models.CharField(max_length=12, choices=MessageState.choices)
+    provider_status = models.CharField(max_length=40)
+    error_code = models.CharField(max_length=32, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now)
+    applied_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    raw = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["gateway", "provider_message_id"], name="receipt_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.gateway_id}:{self.provider_message_id} {self.status}"
+
+
+class InboundMessage(models.Model):
+    """A mobile-originated SMS (replies such as STOP), handed to the compliance keyword handler."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
+    provider_message_id = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=20, help_text="The sender's number, E.164")
+    destination = models.CharField(max_length=20)
+    body = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+    handled_at = models.DateTimeField(null=True, blank=True)
+    handler_result = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "provider_message_id"],
+                condition=~models.Q(provider_message_id=""),
+                name="uniq_inbound_provider_id",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"MO from {self.source}"

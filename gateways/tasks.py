@@ -1,0 +1,66 @@
+"""Celery tasks of the gateways app: thin, named, taking ids (STYLE 9)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from gateways.adapters.base import ReceiptEvent
+from gateways.adapters.simulator import simulated_receipt
+from gateways.delivery import messages_reconcile, messages_submit, receipts_ingest
+from gateways.models import Gateway, MessagePart, MessageState
+from smsplatform.kernel.actor import Actor
+
+
+@shared_task(name="gateways.submit_messages")
+def submit_messages(gateway_id: int, message_ids: list[int] | None = None) -> dict[str, int]:
+    return messages_submit(
+        actor=Actor.system("gateways.submit_messages"), gateway_id=gateway_id, message_ids=message_ids
+    )
+
+
+@shared_task(name="gateways.reconcile_messages")
+def reconcile_messages() -> int:
+    return messages_reconcile(actor=Actor.system("gateways.reconcile_messages"))
+
+
+@shared_task(name="gateways.retry_due_messages")
+def retry_due_messages() -> int:
+    """Re-submit messages whose back-off has passed (HTTP and in-process gateways)."""
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from gateways.adapters import adapter_for
+    from gateways.models import OutboundMessage
+
+    due = (
+        OutboundMessage.objects.filter(state=MessageState.QUEUED)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now()))
+        .values_list("gateway_id", flat=True)
+        .distinct()
+    )
+    count = 0
+    for gateway in Gateway.objects.filter(pk__in=list(due), enabled=True):
+        if not adapter_for(gateway).sends_from_worker:
+            submit_messages.delay(gateway.pk)
+            count += 1
+    return count
+
+
+@shared_task(name="gateways.simulator_receipts")
+def simulator_receipts(gateway_id: int, message_ids: list[int]) -> dict[str, int]:
+    """The simulator's delivery receipts, produced after its configured latency."""
+    gateway = Gateway.objects.get(pk=gateway_id)
+    events = []
+    for part in MessagePart.objects.filter(message_id__in=message_ids, gateway=gateway).select_related("message"):
+        status = simulated_receipt(part.message.destination)
+        if status is None:
+            continue
+        events.append(
+            ReceiptEvent(
+                provider_message_id=part.provider_message_id,
+                status=status,
+                provider_status="DELIVRD" if status == MessageState.DELIVERED else "UNDELIV",
+                error_code="" if status == MessageState.DELIVERED else "001",
+            )
+        )
+    return receipts_ingest(gateway=gateway, events=events)

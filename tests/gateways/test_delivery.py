@@ -1,0 +1,272 @@
+"""The delivery layer: queue, submit at most once, receipts, inbound, faults by prefix."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import Client
+
+from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
+from gateways.delivery import (
+    INBOUND_HANDLERS,
+    inbound_receive,
+    message_queue,
+    messages_claim,
+    messages_reconcile,
+    messages_submit,
+    outcomes_record,
+    receipts_ingest,
+    gateway_test_sms,
+)
+from gateways.models import (
+    Account,
+    DeliveryReceipt,
+    Gateway,
+    GatewayRate,
+    MessagePart,
+    MessageState,
+    OutboundMessage,
+    Provider,
+    QuotaReservation,
+    ReservationState,
+)
+from gateways.quotas import account_instance
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError
+from smsplatform.models import AuditLog
+from tests.conftest import actor
+
+pytestmark = pytest.mark.django_db
+SYSTEM = Actor.system("test")
+CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
+
+
+@pytest.fixture
+def sim(db: Any) -> Gateway:
+    gateway = Gateway.objects.create(
+        code="sim-hk",
+        name="Simulator",
+        provider=Provider.SIMULATOR,
+        countries=["HK"],
+        priority=1,
+        encodings=["GSM-7", "UCS-2"],
+        settings={"receipt_latency_ms": 0},
+    )
+    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    account = account_instance()
+    account.balance, account.monthly_quota_segments = Decimal("100"), 1000
+    account.save()
+    return gateway
+
+
+@pytest.fixture
+def operator(make_user: Any) -> Any:
+    return make_user("operations")
+
+
+def queue(destination: str, body: str = "Hello from the shop", sender: str = "#SHOPHK") -> OutboundMessage:
+    with transaction.atomic():
+        return message_queue(
+            actor=SYSTEM,
+            gateway_code="sim-hk",
+            sender_id=sender,
+            destination=destination,
+            body=body,
+            purpose="transactional",
+        )
+
+
+def submit(gateway: Gateway) -> dict[str, int]:
+    return messages_submit(actor=SYSTEM, gateway_id=gateway.pk)
+
+
+def test_test_sms_goes_end_to_end_and_is_charged(
+    sim: Gateway, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Submission is enqueued after commit; tasks run inline in tests.
+    with django_capture_on_commit_callbacks(execute=True):
+        message = gateway_test_sms(
+            actor=actor(operator),
+            gateway_code="sim-hk",
+            destination="91234567",
+            body="Gateway check",
+            sender_id="#SHOPHK",
+        )
+    message.refresh_from_db()
+    assert message.destination == "+85291234567" and message.state == MessageState.DELIVERED
+    assert message.parts.get().state == MessageState.DELIVERED
+    assert Account.objects.get().balance == Decimal("99.7000")
+    assert QuotaReservation.objects.get(reference=f"message:{message.pk}").state == ReservationState.SETTLED
+    assert AuditLog.objects.filter(action="gateway.test_sms", user=operator).exists()
+
+
+def test_test_sms_needs_the_permission(sim: Gateway, marketing: Any) -> None:
+    with pytest.raises(ApplicationError) as err:
+        gateway_test_sms(
+            actor=actor(marketing), gateway_code="sim-hk", destination="91234567", body="x", sender_id="#SHOPHK"
+        )
+    assert err.value.code == "permission_denied"
+    assert not OutboundMessage.objects.exists()
+
+
+def test_chinese_200_chars_is_three_parts_each_with_a_receipt(sim: Gateway) -> None:
+    message = queue("+85291234567", CHINESE_200)
+    assert (message.encoding, message.segments, message.cost) == ("UCS-2", 3, Decimal("0.9000"))
+    submit(sim)
+    message.refresh_from_db()
+    assert message.state == MessageState.DELIVERED
+    assert list(message.parts.order_by("part_number").values_list("part_number", flat=True)) == [1, 2, 3]
+
+
+def test_invalid_destination_fails_permanently_and_releases_quota(sim: Gateway) -> None:
+    message = queue("+85259000123")
+    assert submit(sim)["permanent"] == 1
+    message.refresh_from_db()
+    assert (message.state, message.error_code) == (MessageState.FAILED, "invalid_destination")
+    assert QuotaReservation.objects.get().state == ReservationState.RELEASED
+    assert Account.objects.get().balance == Decimal("100")
+
+
+def test_throttled_backs_off_then_succeeds(sim: Gateway) -> None:
+    message = queue("+85259001123")
+    assert submit(sim)["temporary"] == 1
+    message.refresh_from_db()
+    assert message.state == MessageState.QUEUED and message.next_attempt_at is not None and message.attempts == 1
+    assert submit(sim) == {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0}  # backing off
+    for expected in ("temporary", "accepted"):
+        OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
+        assert submit(sim)[expected] == 1
+    message.refresh_from_db()
+    assert message.state == MessageState.DELIVERED and message.attempts == 3
+
+
+def test_undelivered_and_missing_receipts(sim: Gateway) -> None:
+    undelivered, silent = queue("+85259002123"), queue("+85259003123")
+    submit(sim)
+    undelivered.refresh_from_db()
+    silent.refresh_from_db()
+    assert undelivered.state == MessageState.FAILED and undelivered.error_code == "001"
+    assert silent.state == MessageState.SUBMITTED  # pending is never reported as delivered
+
+
+def test_link_down_fails_over_to_the_fallback(sim: Gateway) -> None:
+    backup = Gateway.objects.create(code="backup", name="b", provider=Provider.SIMULATOR, countries=["HK"], priority=9)
+    sim.fallback = backup
+    sim.save()
+    message = queue("+85259004123")
+    assert submit(sim)["failed_over"] == 1
+    message.refresh_from_db()
+    assert message.gateway == backup and message.state == MessageState.QUEUED
+
+
+def test_a_message_is_claimed_once(sim: Gateway) -> None:
+    message = queue("+85291234567")
+    assert [m.pk for m in messages_claim(gateway_id=sim.pk)] == [message.pk]
+    assert messages_claim(gateway_id=sim.pk) == []
+
+
+def test_interrupted_submission_becomes_unknown_and_is_not_resent(sim: Gateway) -> None:
+    from datetime import timedelta
+
+    message = queue("+85291234567")
+    messages_claim(gateway_id=sim.pk)  # the worker "dies" here, after the claim
+    assert messages_reconcile(actor=SYSTEM, older_than=timedelta(0)) == 1
+    message.refresh_from_db()
+    assert message.state == MessageState.UNKNOWN
+    assert submit(sim)["accepted"] == 0
+    assert not MessagePart.objects.exists()
+
+
+def test_receipts_duplicates_out_of_order_and_before_the_submit_answer(sim: Gateway) -> None:
+    message = queue("+85259003999", "x" * 200)  # two parts, no simulated receipts
+    claimed = messages_claim(gateway_id=sim.pk)
+    early = ReceiptEvent("p-2", MessageState.DELIVERED, "DELIVRD")
+    receipts_ingest(gateway=sim, events=[early, early])  # before the submit answer: kept, not applied
+    assert DeliveryReceipt.objects.filter(applied_at__isnull=True).count() == 2
+    outcomes_record(actor=SYSTEM, gateway=sim, messages=claimed, outcomes=[SendOutcome.accepted(["p-1", "p-2"])])
+    message.refresh_from_db()
+    assert message.state == MessageState.SUBMITTED  # one part still pending
+    receipts_ingest(gateway=sim, events=[ReceiptEvent("p-1", MessageState.DELIVERED, "DELIVRD")])
+    receipts_ingest(gateway=sim, events=[ReceiptEvent("p-1", MessageState.SUBMITTED, "ENROUTE")])  # late, stale
+    message.refresh_from_db()
+    assert message.state == MessageState.DELIVERED
+    assert set(message.parts.values_list("state", flat=True)) == {MessageState.DELIVERED}
+    assert DeliveryReceipt.objects.filter(applied_at__isnull=True).count() == 0
+
+
+def test_one_failed_part_fails_the_message(sim: Gateway) -> None:
+    message = queue("+85259003998", "y" * 200)
+    claimed = messages_claim(gateway_id=sim.pk)
+    outcomes_record(actor=SYSTEM, gateway=sim, messages=claimed, outcomes=[SendOutcome.accepted(["q-1", "q-2"])])
+    receipts_ingest(
+        gateway=sim,
+        events=[
+            ReceiptEvent("q-1", MessageState.DELIVERED, "DELIVRD"),
+            ReceiptEvent("q-2", MessageState.FAILED, "UNDELIV", "005"),
+        ],
+    )
+    message.refresh_from_db()
+    assert (message.state, message.error_code) == (MessageState.FAILED, "005")
+
+
+def test_unknown_receipt_is_kept_not_lost(sim: Gateway) -> None:
+    result = receipts_ingest(gateway=sim, events=[ReceiptEvent("nobody", MessageState.DELIVERED, "DELIVRD")])
+    assert result == {"received": 1, "applied": 0}
+    assert DeliveryReceipt.objects.get().provider_message_id == "nobody"
+
+
+@pytest.mark.parametrize(
+    ("destination", "body", "sender", "code", "field"),
+    [
+        ("12", "hi", "#SHOPHK", "phone_invalid", "destination"),
+        ("+852 1234", "hi", "#SHOPHK", "phone_invalid", "destination"),
+        ("+6591234567", "hi", "#SHOPHK", "country_not_covered", "gateway"),
+        ("+85291234567", "", "#SHOPHK", "body_empty", "body"),
+        ("+85291234567", "bad \ud800 text", "#SHOPHK", "lone_surrogate", "body"),
+        ("+85291234567", "ctl \x07", "#SHOPHK", "control_character", "body"),
+        ("+85291234567", "hi", "#NOTREG", "sender_id_unknown", "sender_id"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    sim: Gateway, destination: str, body: str, sender: str, code: str, field: str
+) -> None:
+    with pytest.raises(ApplicationError) as err:
+        queue(destination, body, sender)
+    assert (err.value.code, err.value.field) == (code, field)
+    assert not OutboundMessage.objects.exists() and not QuotaReservation.objects.exists()
+
+
+def test_quota_exceeded_refuses_the_message(sim: Gateway) -> None:
+    Account.objects.update(balance=Decimal("0.10"))
+    with pytest.raises(ApplicationError) as err:
+        queue("+85291234567")
+    assert err.value.code == "balance_insufficient"
+    assert not OutboundMessage.objects.exists()
+
+
+def test_inbound_is_stored_once_and_handed_to_handlers(sim: Gateway) -> None:
+    seen: list[str] = []
+
+    def handler(message: Any) -> dict[str, Any]:
+        seen.append(message.body)
+        return {"keyword": message.body.strip().upper()}
+
+    INBOUND_HANDLERS.append(handler)
+    try:
+        event = InboundEvent(source="+85291234567", destination="#SHOPHK", body="STOP", provider_message_id="mo-1")
+        stored = inbound_receive(gateway=sim, events=[event, event])
+    finally:
+        INBOUND_HANDLERS.remove(handler)
+    assert len(stored) == 1 and seen == ["STOP"]
+    assert stored[0].handler_result == {"handler": {"keyword": "STOP"}}
+
+
+def test_callbacks_refuse_unknown_gateways_and_unsupported_providers(sim: Gateway) -> None:
+    client = Client()
+    assert client.post("/hooks/nope/receipts", {}).status_code == 404
+    refused = client.post("/hooks/sim-hk/receipts", {"id": "x"})
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_supported"
+    assert not DeliveryReceipt.objects.exists()
