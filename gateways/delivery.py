@@ -107,7 +107,9 @@ def message_queue(
     return message
 
 
-def gateway_test_sms(*, actor: Actor, gateway_code: str, destination: str, body: str, sender_id: str) -> OutboundMessage:
+def gateway_test_sms(
+    *, actor: Actor, gateway_code: str, destination: str, body: str, sender_id: str
+) -> OutboundMessage:
     """The admin's 'send a test SMS': the full path through the real adapter."""
     if not actor.has_perm("gateways.send_test_sms"):
         from smsplatform.kernel.errors import permission_denied

@@ -12,6 +12,7 @@ from django.test import Client
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery import (
     INBOUND_HANDLERS,
+    gateway_test_sms,
     inbound_receive,
     message_queue,
     messages_claim,
@@ -19,7 +20,6 @@ from gateways.delivery import (
     messages_submit,
     outcomes_record,
     receipts_ingest,
-    gateway_test_sms,
 )
 from gateways.models import (
     Account,
