@@ -88,6 +88,14 @@ ROLE_PERMISSIONS[Role.TECHNICAL] += [
 ]
 ROLE_PERMISSIONS[Role.OPERATIONS] += ["gateways.change_account", "gateways.send_test_sms"]
 ROLE_PERMISSIONS[Role.APPROVER] += ["gateways.view_senderidapplication"]
+_DELIVERY_VIEW = [
+    "gateways.view_outboundmessage",
+    "gateways.view_deliveryreceipt",
+    "gateways.view_inboundmessage",
+    "gateways.view_quotareservation",
+]
+ROLE_PERMISSIONS[Role.OPERATIONS] += _DELIVERY_VIEW
+ROLE_PERMISSIONS[Role.TECHNICAL] += _DELIVERY_VIEW
 
 # What each capability in owners.list means, as the permission that grants it.
 CAPABILITIES: dict[str, str] = {

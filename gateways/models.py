@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from gateways.phones import phone_mask
+
 
 class Provider(models.TextChoices):
     SIMULATOR = "simulator", "Simulator (embedded)"
@@ -229,7 +231,8 @@ class OutboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} to {self.destination} ({self.state})"
+        # Masked: __str__ ends up in titles, logs and breadcrumbs.
+        return f"#{self.pk} to {phone_mask(self.destination)} ({self.state})"
 
 
 class MessagePart(models.Model):
@@ -296,4 +299,4 @@ class InboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"MO from {self.source}"
+        return f"MO #{self.pk} from {phone_mask(self.source)}"
