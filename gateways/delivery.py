@@ -32,7 +32,7 @@ from gateways.models import (
     OutboundMessage,
 )
 from gateways.phones import phone_parse
-from gateways.quotas import quota_release, quota_reserve, quota_settle
+from gateways.quotas import quota_consume, quota_reserve, quota_unhold
 from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
@@ -101,9 +101,12 @@ def message_queue(
         currency=quote.currency,
         purpose=purpose,
         reference=reference,
+        quota_reference="",
         request_receipt=gateway.receipts_supported,
     )
-    quota_reserve(actor=actor, reference=f"message:{message.pk}", segments=segments, amount=cost)
+    message.quota_reference = f"message:{message.pk}"
+    OutboundMessage.objects.filter(pk=message.pk).update(quota_reference=message.quota_reference)
+    quota_reserve(actor=actor, reference=message.quota_reference, segments=segments, amount=cost)
     return message
 
 
@@ -183,6 +186,7 @@ def outcomes_record(
     counts = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0}
     parts: list[MessagePart] = []
     accepted_ids: list[int] = []
+    refused: list[OutboundMessage] = []
     with transaction.atomic():
         for message, outcome in zip(messages, outcomes, strict=True):
             counts[outcome.kind] += 1
@@ -209,7 +213,7 @@ def outcomes_record(
                     counts["failed_over"] += 1
                 elif message.attempts >= MAX_ATTEMPTS:
                     _fail(message, "retries_exhausted", f"{outcome.code}: {outcome.reason}", now)
-                    quota_release(actor=actor, reference=f"message:{message.pk}")
+                    refused.append(message)
                 else:
                     OutboundMessage.objects.filter(pk=message.pk).update(
                         state=MessageState.QUEUED,
@@ -219,19 +223,28 @@ def outcomes_record(
                     )
             else:
                 _fail(message, outcome.code, outcome.reason, now)
-                quota_release(actor=actor, reference=f"message:{message.pk}")
+                refused.append(message)
         if accepted_ids:
             OutboundMessage.objects.filter(pk__in=accepted_ids).update(
                 state=MessageState.SUBMITTED, submitted_at=now, error_code="", error_reason=""
             )
             MessagePart.objects.bulk_create(parts, batch_size=1000)
-            for message in messages:
-                if message.pk in accepted_ids:
-                    quota_settle(
-                        actor=actor, reference=f"message:{message.pk}", segments=message.segments, amount=message.cost
-                    )
             receipts_apply(gateway=gateway, provider_ids=[p.provider_message_id for p in parts])
+        # One quota movement per reservation per flush, not per message.
+        accepted = set(accepted_ids)
+        for reference, (segments, amount) in _totals(m for m in messages if m.pk in accepted).items():
+            quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
+        for reference, (segments, amount) in _totals(refused).items():
+            quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
     return counts
+
+
+def _totals(messages: Iterable[OutboundMessage]) -> dict[str, tuple[int, Decimal]]:
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for m in messages:
+        segments, amount = totals.get(m.quota_reference, (0, Decimal(0)))
+        totals[m.quota_reference] = (segments + m.segments, amount + m.cost)
+    return totals
 
 
 def _fail(message: OutboundMessage, code: str, reason: str, now: Any) -> None:

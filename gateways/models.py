@@ -213,6 +213,7 @@ class OutboundMessage(models.Model):
     purpose = models.CharField(max_length=20, choices=MessagePurpose.choices)
     state = models.CharField(max_length=12, choices=MessageState.choices, default=MessageState.QUEUED)
     reference = models.CharField(max_length=64, blank=True, db_index=True, help_text="e.g. campaign:12:batch:3")
+    quota_reference = models.CharField(max_length=64, help_text="The quota reservation this message draws on.")
     request_receipt = models.BooleanField(default=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

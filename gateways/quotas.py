@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from gateways.models import Account, Gateway, QuotaReservation, ReservationState
@@ -51,7 +51,10 @@ class Headroom:
 
 
 def _held() -> tuple[int, Decimal]:
-    agg = QuotaReservation.objects.filter(state=ReservationState.HELD).aggregate(s=Sum("segments"), a=Sum("amount"))
+    # What is held is what was reserved and not yet consumed.
+    agg = QuotaReservation.objects.filter(state=ReservationState.HELD).aggregate(
+        s=Sum(F("segments") - F("settled_segments")), a=Sum(F("amount") - F("settled_amount"))
+    )
     return int(agg["s"] or 0), Decimal(agg["a"] or 0)
 
 
@@ -148,34 +151,73 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
     return reservation
 
 
-def quota_settle(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
-    """Charge what was actually submitted; the rest of the hold is released."""
+def _close_if_done(reservation: QuotaReservation) -> None:
+    if reservation.settled_segments >= reservation.segments and reservation.settled_amount >= reservation.amount:
+        reservation.state = ReservationState.SETTLED if reservation.settled_segments else ReservationState.RELEASED
+        reservation.closed_at = timezone.now()
+
+
+def quota_consume(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Charge part of a hold for what was actually submitted (called once per flush, not per message)."""
     account = Account.objects.select_for_update().get(pk=account_instance().pk)
     reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
     if reservation.state != ReservationState.HELD:
-        return reservation
+        raise ApplicationError(
+            "invalid_argument", f"Reservation {reference} is {reservation.state}.", field="reference"
+        )
     account.balance = account.balance - amount
     account.segments_used = account.segments_used + segments
     account.save(update_fields=["balance", "segments_used", "updated_at"])
-    reservation.state = ReservationState.SETTLED
-    reservation.settled_segments = segments
-    reservation.settled_amount = amount
-    reservation.closed_at = timezone.now()
+    reservation.settled_segments += segments
+    reservation.settled_amount += amount
+    _close_if_done(reservation)
     reservation.save()
     audit_record(
         actor=actor,
-        action="quota.settle",
+        action="quota.consume",
         object_type="quota_reservation",
         object_id=reservation.pk,
-        after={"segments": segments, "amount": str(amount)},
+        after={"reference": reference, "segments": segments, "amount": str(amount), "state": reservation.state},
     )
     return reservation
 
 
+def quota_unhold(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Give back part of a hold that will not be used (messages refused or cancelled)."""
+    reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
+    if reservation.state != ReservationState.HELD:
+        return reservation
+    reservation.segments = max(0, reservation.segments - segments)
+    reservation.amount = max(Decimal(0), reservation.amount - amount)
+    _close_if_done(reservation)
+    reservation.save()
+    audit_record(
+        actor=actor,
+        action="quota.unhold",
+        object_type="quota_reservation",
+        object_id=reservation.pk,
+        after={"reference": reference, "segments": segments, "amount": str(amount), "state": reservation.state},
+    )
+    return reservation
+
+
+def quota_settle(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Charge what was submitted and release the rest of the hold."""
+    reservation = quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
+    if reservation.state == ReservationState.HELD:
+        remaining_segments = reservation.segments - reservation.settled_segments
+        remaining_amount = reservation.amount - reservation.settled_amount
+        reservation = quota_unhold(
+            actor=actor, reference=reference, segments=remaining_segments, amount=remaining_amount
+        )
+    return reservation
+
+
 def quota_release(*, actor: Actor, reference: str) -> QuotaReservation:
+    """Release whatever is still held (cancel)."""
     reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
     if reservation.state == ReservationState.HELD:
-        reservation.state = ReservationState.RELEASED
+        reservation.state = ReservationState.RELEASED if not reservation.settled_segments else ReservationState.SETTLED
         reservation.closed_at = timezone.now()
         reservation.save()
         audit_record(actor=actor, action="quota.release", object_type="quota_reservation", object_id=reservation.pk)
