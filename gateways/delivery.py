@@ -430,3 +430,26 @@ def inbound_receive(*, gateway: Gateway, events: Iterable[InboundEvent]) -> list
             message.save(update_fields=["handled_at", "handler_result"])
             stored.append(message)
     return stored
+
+
+def messages_mark_unknown(*, actor: Actor, message_ids: Sequence[int], reason: str) -> int:
+    """Messages whose submission may or may not have reached the gateway: never resent."""
+    with transaction.atomic():
+        count = OutboundMessage.objects.filter(pk__in=list(message_ids), state=MessageState.SUBMITTING).update(
+            state=MessageState.UNKNOWN, error_code="submit_interrupted", error_reason=reason[:300]
+        )
+        audit_record(
+            actor=actor,
+            action="messages.unknown",
+            object_type="outbound_message",
+            after={"ids": list(message_ids)[:1000], "count": count, "reason": reason},
+        )
+    return count
+
+
+def messages_requeue(*, actor: Actor, message_ids: Sequence[int]) -> int:
+    """Messages claimed but never written to any gateway: safe to send later."""
+    with transaction.atomic():
+        return OutboundMessage.objects.filter(pk__in=list(message_ids), state=MessageState.SUBMITTING).update(
+            state=MessageState.QUEUED, submit_started_at=None
+        )
