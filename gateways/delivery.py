@@ -183,8 +183,9 @@ def outcomes_record(
     """Write what the gateway answered, in bulk. Parts get their provider ids; receipts that
     arrived before the submit answer are applied now."""
     now = timezone.now()
-    counts = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0}
+    counts = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
     parts: list[MessagePart] = []
+    maybe_sent: list[OutboundMessage] = []
     accepted_ids: list[int] = []
     refused: list[OutboundMessage] = []
     with transaction.atomic():
@@ -221,6 +222,11 @@ def outcomes_record(
                         error_code=outcome.code,
                         error_reason=outcome.reason[:300],
                     )
+            elif outcome.kind == "unknown":
+                OutboundMessage.objects.filter(pk=message.pk).update(
+                    state=MessageState.UNKNOWN, error_code=outcome.code[:32], error_reason=outcome.reason[:300]
+                )
+                maybe_sent.append(message)
             else:
                 _fail(message, outcome.code, outcome.reason, now)
                 refused.append(message)
@@ -232,7 +238,9 @@ def outcomes_record(
             receipts_apply(gateway=gateway, provider_ids=[p.provider_message_id for p in parts])
         # One quota movement per reservation per flush, not per message.
         accepted = set(accepted_ids)
-        for reference, (segments, amount) in _totals(m for m in messages if m.pk in accepted).items():
+        # A message that may have been sent is charged: the gateway may bill it.
+        charged = [m for m in messages if m.pk in accepted] + maybe_sent
+        for reference, (segments, amount) in _totals(charged).items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         for reference, (segments, amount) in _totals(refused).items():
             quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
@@ -261,7 +269,7 @@ def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int]
         raise ApplicationError("invalid_argument", f"{gateway.code} is sent by its bind worker.", field="gateway")
     claimed = messages_claim(gateway_id=gateway_id, message_ids=message_ids)
     if not claimed:
-        return {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0}
+        return {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
     batch = [
         OutgoingSms(m.pk, m.sender_id, m.destination, m.body, m.encoding, m.segments, m.request_receipt, m.attempts)
         for m in claimed
@@ -314,25 +322,95 @@ _RANK = {MessageState.SUBMITTED: 0, MessageState.DELIVERED: 2, MessageState.FAIL
 
 
 def receipts_ingest(*, gateway: Gateway, events: Iterable[ReceiptEvent]) -> dict[str, int]:
-    """Store every receipt (duplicates and early ones included), then apply what matches."""
+    """Store every receipt (duplicates and early ones included) and apply those whose part is known.
+
+    Set-based: one locking SELECT of the parts, one INSERT (COPY on PostgreSQL) of the
+    receipts, one UPDATE per resulting (state, error) group, one roll-up of the messages.
+    A receipt whose part is not recorded yet (it beat the submit answer) is stored unapplied
+    and applied when the part is recorded (outcomes_record -> receipts_apply)."""
+    events = sorted(events, key=lambda e: e.occurred_at or timezone.now())
+    if not events:
+        return {"received": 0, "applied": 0}
     now = timezone.now()
-    rows = [
-        DeliveryReceipt(
-            gateway=gateway,
-            provider_message_id=e.provider_message_id,
-            status=e.status,
-            provider_status=e.provider_status[:40],
-            error_code=e.error_code[:32],
-            occurred_at=e.occurred_at or now,
-            received_at=now,
-            raw=e.raw,
-        )
-        for e in events
-    ]
     with transaction.atomic():
-        DeliveryReceipt.objects.bulk_create(rows, batch_size=2000)
-        applied = receipts_apply(gateway=gateway, provider_ids=[r.provider_message_id for r in rows])
-    return {"received": len(rows), "applied": applied}
+        parts: dict[str, list[Any]] = {
+            pid: [pk, message_id, state]
+            for pk, message_id, pid, state in MessagePart.objects.select_for_update()
+            .filter(gateway=gateway, provider_message_id__in={e.provider_message_id for e in events})
+            .values_list("pk", "message_id", "provider_message_id", "state")
+        }
+        changed: dict[int, tuple[str, str, int]] = {}
+        rows = []
+        applied = 0
+        for event in events:
+            part = parts.get(event.provider_message_id)
+            rows.append((event, now if part is not None else None))
+            if part is None:
+                continue
+            applied += 1
+            pk, message_id, state = part
+            if state in FINAL_MESSAGE_STATES:
+                continue  # the first final state wins; later or duplicate receipts change nothing
+            if _RANK.get(MessageState(event.status), 0) >= _RANK.get(MessageState(state), 0):
+                part[2] = event.status
+                changed[pk] = (event.status, event.error_code[:32], message_id)
+        _insert_receipts(gateway, rows, now)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for pk, (state, error, _message_id) in changed.items():
+            groups.setdefault((state, error), []).append(pk)
+        for (state, error), ids in groups.items():
+            MessagePart.objects.filter(pk__in=ids).update(state=state, error_code=error, receipt_at=now)
+        if changed:
+            _messages_roll_up({message_id for _s, _e, message_id in changed.values()}, now)
+    return {"received": len(events), "applied": applied}
+
+
+def _insert_receipts(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now: Any) -> None:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        import json
+
+        # COPY: the cheapest way to land thousands of rows in PostgreSQL.
+        columns = (
+            "gateway_id, provider_message_id, status, provider_status, error_code, occurred_at, received_at, "
+            "applied_at, raw"
+        )
+        with connection.cursor() as cursor:
+            raw_cursor = cursor.cursor
+            with raw_cursor.copy(f"COPY {DeliveryReceipt._meta.db_table} ({columns}) FROM STDIN") as copy:
+                for event, applied_at in rows:
+                    copy.write_row(
+                        (
+                            gateway.pk,
+                            event.provider_message_id,
+                            event.status,
+                            event.provider_status[:40],
+                            event.error_code[:32],
+                            event.occurred_at or now,
+                            now,
+                            applied_at,
+                            json.dumps(event.raw),
+                        )
+                    )
+        return
+    DeliveryReceipt.objects.bulk_create(
+        [
+            DeliveryReceipt(
+                gateway=gateway,
+                provider_message_id=event.provider_message_id,
+                status=event.status,
+                provider_status=event.provider_status[:40],
+                error_code=event.error_code[:32],
+                occurred_at=event.occurred_at or now,
+                received_at=now,
+                applied_at=applied_at,
+                raw=event.raw,
+            )
+            for event, applied_at in rows
+        ],
+        batch_size=2000,
+    )
 
 
 def receipts_apply(*, gateway: Gateway, provider_ids: Sequence[str]) -> int:
@@ -368,9 +446,12 @@ def receipts_apply(*, gateway: Gateway, provider_ids: Sequence[str]) -> int:
             part.state, part.error_code, part.receipt_at = receipt.status, receipt.error_code, receipt.occurred_at
             changed_parts[part.pk] = part
     if changed_parts:
-        MessagePart.objects.bulk_update(
-            list(changed_parts.values()), ["state", "error_code", "receipt_at"], batch_size=1000
-        )
+        # One UPDATE per (state, error) group: far cheaper than a CASE per row.
+        groups: dict[tuple[str, str], list[int]] = {}
+        for part in changed_parts.values():
+            groups.setdefault((part.state, part.error_code), []).append(part.pk)
+        for (state, error), ids in groups.items():
+            MessagePart.objects.filter(pk__in=ids).update(state=state, error_code=error, receipt_at=now)
         _messages_roll_up({p.message_id for p in changed_parts.values()}, now)
     DeliveryReceipt.objects.filter(pk__in=applied_ids).update(applied_at=now)
     return len(applied_ids)

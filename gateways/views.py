@@ -33,7 +33,7 @@ def receipt_callback(request: HttpRequest, gateway_code: str) -> HttpResponse:
         logger.warning("receipt callback for %s refused: %s", gateway_code, exc.message)
         return _reject(exc)
     result = receipts_ingest(gateway=gateway, events=events)
-    return JsonResponse(result)
+    return adapter_for(gateway).callback_response("receipts", result)
 
 
 @csrf_exempt
@@ -48,4 +48,4 @@ def inbound_callback(request: HttpRequest, gateway_code: str) -> HttpResponse:
         logger.warning("inbound callback for %s refused: %s", gateway_code, exc.message)
         return _reject(exc)
     stored = inbound_receive(gateway=gateway, events=events)
-    return JsonResponse({"received": len(events), "stored": len(stored)})
+    return adapter_for(gateway).callback_response("inbound", {"received": len(events), "stored": len(stored)})

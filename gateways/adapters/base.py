@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from gateways.models import Gateway, MessageState
 
@@ -31,7 +31,9 @@ class OutgoingSms:
 class SendOutcome:
     """What a gateway said about one message."""
 
-    kind: Literal["accepted", "temporary", "permanent"]
+    # unknown: the request may have reached the gateway but no answer came back; the
+    # message is never resent (at most once) and becomes 'unknown' for reconciliation.
+    kind: Literal["accepted", "temporary", "permanent", "unknown"]
     provider_ids: tuple[str, ...] = ()  # one per part, in part order
     retry_after: float = 0.0
     code: str = ""
@@ -48,6 +50,10 @@ class SendOutcome:
     @classmethod
     def permanent(cls, code: str, reason: str) -> SendOutcome:
         return cls("permanent", code=code, reason=reason)
+
+    @classmethod
+    def unknown(cls, code: str, reason: str) -> SendOutcome:
+        return cls("unknown", code=code, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,10 @@ class GatewayAdapter(ABC):
 
     def parse_receipts(self, request: HttpRequest) -> list[ReceiptEvent]:
         raise CallbackRejected(404, "not_supported", "This gateway does not take receipt callbacks over HTTP.")
+
+    def callback_response(self, kind: Literal["receipts", "inbound"], result: dict[str, Any]) -> HttpResponse:
+        """What the provider expects back from a callback (JSON unless it says otherwise)."""
+        return JsonResponse(result)
 
     def parse_inbound(self, request: HttpRequest) -> list[InboundEvent]:
         raise CallbackRejected(404, "not_supported", "This gateway does not take inbound SMS over HTTP.")

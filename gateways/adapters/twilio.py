@@ -20,7 +20,7 @@ returns one SID, recorded as a single part. Outcomes:
                                               fails over to the fallback gateway)
     other 4xx (21211, 21610, 21408, 21612...) -> permanent "twilio_<code>"
     request sent but no usable answer (read timeout, connection dropped, unreadable 2xx)
-                                           -> permanent "submit_unknown": Twilio may have taken
+                                           -> unknown "submit_unknown": Twilio may have taken
                                               it, so it is never resent (no duplicate SMS).
 After a temporary outcome the rest of the batch is not attempted (temporary, same code): the
 condition is gateway-wide and those messages were provably never sent.
@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import requests
-from django.http import HttpRequest, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
@@ -193,15 +193,13 @@ class TwilioAdapter(GatewayAdapter):
             if _never_reached_twilio(exc):
                 return SendOutcome.temporary(UNAVAILABLE, f"Twilio unreachable: {exc.__class__.__name__}")
             logger.warning("twilio %s: message %s sent but no answer: %r", self.gateway.code, sms.message_id, exc)
-            return SendOutcome.permanent(
-                SUBMIT_UNKNOWN, f"No answer from Twilio ({exc.__class__.__name__}); not resent."
-            )
+            return SendOutcome.unknown(SUBMIT_UNKNOWN, f"No answer from Twilio ({exc.__class__.__name__}); not resent.")
         except ValueError as exc:  # a 2xx whose body is not JSON
             logger.warning("twilio %s: message %s unreadable answer: %r", self.gateway.code, sms.message_id, exc)
-            return SendOutcome.permanent(SUBMIT_UNKNOWN, "Unreadable answer from Twilio; not resent.")
+            return SendOutcome.unknown(SUBMIT_UNKNOWN, "Unreadable answer from Twilio; not resent.")
         sid = str(getattr(message, "sid", "") or "")
         if not sid:
-            return SendOutcome.permanent(SUBMIT_UNKNOWN, "Twilio answered without a Message SID; not resent.")
+            return SendOutcome.unknown(SUBMIT_UNKNOWN, "Twilio answered without a Message SID; not resent.")
         return SendOutcome.accepted([sid])
 
     def _outcome_for_error(self, exc: TwilioRestException | TwilioServiceException) -> SendOutcome:
@@ -260,6 +258,12 @@ class TwilioAdapter(GatewayAdapter):
                 raw=_subset(params, _RECEIPT_RAW_FIELDS),
             )
         ]
+
+    def callback_response(self, kind: Literal["receipts", "inbound"], result: dict[str, Any]) -> HttpResponse:
+        # Twilio expects TwiML from its messaging webhook: an empty <Response/> sends no reply.
+        if kind == "inbound":
+            return HttpResponse('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', content_type="text/xml")
+        return super().callback_response(kind, result)
 
     def parse_inbound(self, request: HttpRequest) -> list[InboundEvent]:
         params = self._verified_params(request)

@@ -135,7 +135,7 @@ def test_throttled_backs_off_then_succeeds(sim: Gateway) -> None:
     assert submit(sim)["temporary"] == 1
     message.refresh_from_db()
     assert message.state == MessageState.QUEUED and message.next_attempt_at is not None and message.attempts == 1
-    assert submit(sim) == {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0}  # backing off
+    assert submit(sim) == {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}  # backing off
     for expected in ("temporary", "accepted"):
         OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
         assert submit(sim)[expected] == 1
@@ -270,3 +270,15 @@ def test_callbacks_refuse_unknown_gateways_and_unsupported_providers(sim: Gatewa
     refused = client.post("/hooks/sim-hk/receipts", {"id": "x"})
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_supported"
     assert not DeliveryReceipt.objects.exists()
+
+
+def test_unknown_outcome_is_never_resent_and_is_charged(sim: Gateway) -> None:
+    message = queue("+85291234567")
+    claimed = messages_claim(gateway_id=sim.pk)
+    outcomes_record(
+        actor=SYSTEM, gateway=sim, messages=claimed, outcomes=[SendOutcome.unknown("submit_unknown", "no answer")]
+    )
+    message.refresh_from_db()
+    assert message.state == MessageState.UNKNOWN
+    assert submit(sim)["accepted"] == 0
+    assert Account.objects.get().balance == Decimal("100") - message.cost
