@@ -43,9 +43,17 @@ def main() -> None:
     messages = OutboundMessage.objects.bulk_create(
         [
             OutboundMessage(
-                gateway=gateway, sender_id="BENCH", destination=f"+8525{i:07d}", country="HK", body="x",
-                encoding="GSM-7", segments=1, cost=Decimal("0.3"), purpose="marketing",
-                state=MessageState.SUBMITTED, quota_reference="bench",
+                gateway=gateway,
+                sender_id="BENCH",
+                destination=f"+8525{i:07d}",
+                country="HK",
+                body="x",
+                encoding="GSM-7",
+                segments=1,
+                cost=Decimal("0.3"),
+                purpose="marketing",
+                state=MessageState.SUBMITTED,
+                quota_reference="bench",
             )
             for i in range(args.messages)
         ],
@@ -62,8 +70,10 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     delivered = OutboundMessage.objects.filter(state=MessageState.DELIVERED).count()
     db = "PostgreSQL" if os.environ["DATABASE_URL"].startswith("postgres") else "SQLite"
-    print(f"receipts ingested: {len(events)} in {elapsed:.2f}s = {len(events) / elapsed:,.0f}/s "
-          f"(batches of {args.batch}, {db}); delivered messages: {delivered}")
+    print(
+        f"receipts ingested: {len(events)} in {elapsed:.2f}s = {len(events) / elapsed:,.0f}/s "
+        f"(batches of {args.batch}, {db}); delivered messages: {delivered}"
+    )
 
 
 if __name__ == "__main__":
