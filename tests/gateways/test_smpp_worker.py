@@ -1,0 +1,160 @@
+"""The SMPP bind worker against the SMSC simulator on loopback: real binds, real PDUs."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from gateways.delivery import INBOUND_HANDLERS, message_queue
+from gateways.models import Gateway, GatewayRate, InboundMessage, MessageState, OutboundMessage, Provider
+from gateways.quotas import account_instance
+from gateways.smpp.worker import BindWorker
+from gateways.smsc.server import find_duplicates, read_log
+from smsplatform.kernel.actor import Actor
+from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
+
+__all__ = ["smsc", "smsc_factory"]
+pytestmark = pytest.mark.django_db
+SYSTEM = Actor.system("test")
+CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
+
+
+def smpp_gateway(server: Any, *, window: int = 10, rate: int = 1000) -> Gateway:
+    gateway = Gateway.objects.create(
+        code="smpp-hk",
+        name="SMPP HK",
+        provider=Provider.SMPP,
+        countries=["HK"],
+        priority=1,
+        window_size=window,
+        max_rate_per_second=rate,
+        encodings=["GSM-7", "UCS-2"],
+        settings={"host": server.host, "port": server.port, "system_id": SYSTEM_ID},
+        credentials_env={"password": "TEST_SMPP_PASSWORD"},
+    )
+    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    account = account_instance()
+    account.balance, account.monthly_quota_segments = Decimal("1000"), 100_000
+    account.save()
+    return gateway
+
+
+def queue(destination: str, body: str = "Hello from the shop [GSM] €5") -> OutboundMessage:
+    with transaction.atomic():
+        return message_queue(
+            actor=SYSTEM,
+            gateway_code="smpp-hk",
+            sender_id="#SHOPHK",
+            destination=destination,
+            body=body,
+            purpose="transactional",
+        )
+
+
+def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    return worker.run(stop=threading.Event(), idle_exit_after=idle)
+
+
+def state(message: OutboundMessage) -> str:
+    message.refresh_from_db()
+    return message.state
+
+
+def test_gsm_and_a_three_part_chinese_message_with_receipts(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    gsm, chinese = queue("+85291234567"), queue("+85261234567", CHINESE_200)
+    stats = run_worker(gateway)
+    assert stats.accepted_messages == 2 and stats.receipts == 4
+    assert state(gsm) == MessageState.DELIVERED and state(chinese) == MessageState.DELIVERED
+    records = smsc.submitted()
+    parts = [r for r in records if r["destination"] == "85261234567"]
+    assert [r["concat_part"] for r in parts] == [1, 2, 3] and len({r["concat_ref"] for r in parts}) == 1
+    assert "".join(r["text"] for r in parts) == CHINESE_200 and parts[0]["data_coding"] == 8
+    single = next(r for r in records if r["destination"] == "85291234567")
+    assert single["text"] == "Hello from the shop [GSM] €5" and single["data_coding"] == 0
+    assert sorted(chinese.parts.values_list("part_number", flat=True)) == [1, 2, 3]
+
+
+def test_escape_pairs_never_split_at_part_boundaries(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    message = queue("+85291234568", "]" * 153)
+    run_worker(gateway)
+    assert state(message) == MessageState.DELIVERED
+    records = [r for r in smsc.submitted() if r["destination"] == "85291234568"]
+    assert [len(r["text"]) for r in records] == [76, 76, 1]
+
+
+def test_fault_prefixes(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc, window=1)
+    invalid, throttled = queue("+85259000123"), queue("+85259001123")
+    undelivered, silent = queue("+85259002123"), queue("+85259003123")
+    stats = run_worker(gateway)
+    assert (state(invalid), invalid.error_code) == (MessageState.FAILED, "smpp_0x0b")
+    assert state(throttled) == MessageState.DELIVERED and stats.throttled == 2
+    assert state(undelivered) == MessageState.FAILED
+    assert state(silent) == MessageState.SUBMITTED  # no receipt: pending, never 'delivered'
+    throttled_records = [r for r in smsc.submitted() if r["destination"] == "85259001123"]
+    assert [r["outcome"] for r in throttled_records] == ["refused", "refused", "accepted"]
+
+
+def test_link_drop_reconnects_and_never_resends(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc, window=1)
+    before, dropped, after = queue("+85291230001"), queue("+85259004123"), queue("+85291230002")
+    stats = run_worker(gateway, idle=1.5)
+    assert stats.reconnects >= 1
+    assert state(before) == MessageState.DELIVERED and state(after) == MessageState.DELIVERED
+    assert state(dropped) == MessageState.UNKNOWN  # it may have reached the SMSC: reconciled, not resent
+    assert [r["destination"] for r in smsc.submitted()].count("85259004123") == 1
+    assert not find_duplicates(read_log(smsc.log_path))
+
+
+def test_receipts_before_the_submit_answer(smsc_factory: Any) -> None:
+    server = smsc_factory(receipt_before_resp_ratio=1.0)
+    gateway = smpp_gateway(server)
+    messages = [queue(f"+8529123400{i}") for i in range(5)]
+    run_worker(gateway)
+    assert {state(m) for m in messages} == {MessageState.DELIVERED}
+
+
+def test_gateway_rate_limit_backs_off_and_loses_nothing(smsc_factory: Any) -> None:
+    server = smsc_factory(max_rate_per_second=20)
+    gateway = smpp_gateway(server, rate=1000)
+    messages = [queue(f"+852912350{i:02d}") for i in range(40)]
+    stats = run_worker(gateway, idle=1.5)
+    assert stats.throttled > 0
+    assert {state(m) for m in messages} == {MessageState.DELIVERED}
+    accepted = [r for r in server.submitted() if r["outcome"] == "accepted"]
+    assert len(accepted) == 40 and not find_duplicates(read_log(server.log_path))
+
+
+def test_mobile_originated_stop_reaches_the_handlers(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    seen: list[str] = []
+
+    def handler(message: InboundMessage) -> dict[str, str]:
+        seen.append(message.body)
+        return {"body": message.body}
+
+    INBOUND_HANDLERS.append(handler)
+    try:
+        worker = BindWorker(gateway, password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+        stop = threading.Event()
+        runner = threading.Thread(
+            target=lambda: (
+                smsc.inject_mo("85291234567", "SHOPHK", "STOP") and smsc.inject_mo("85291234567", "SHOPHK", "退訂")
+            ),
+            daemon=True,
+        )
+        worker.connect()
+        runner.start()
+        wait_for(lambda: worker.events.qsize() >= 2, timeout=5)
+        worker.run(stop=stop, idle_exit_after=0.5)
+    finally:
+        INBOUND_HANDLERS.remove(handler)
+    assert seen == ["STOP", "退訂"]
+    assert list(InboundMessage.objects.values_list("source", flat=True)) == ["+85291234567"] * 2
