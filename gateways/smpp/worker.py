@@ -28,7 +28,7 @@ from typing import Any
 import smpplib.client
 import smpplib.consts
 import smpplib.smpp
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery import inbound_receive, messages_claim, outcomes_record, receipts_ingest
@@ -231,7 +231,7 @@ class BindWorker:
         return self.stats
 
     def _claim(self) -> None:
-        close_old_connections()
+        _refresh_db_connection()
         claimed = messages_claim(gateway_id=self.gateway.pk, limit=self.batch_size)
         for message in claimed:
             parts = encode_body(message.body)
@@ -364,7 +364,7 @@ class BindWorker:
     def flush(self) -> None:
         if not (self.outcomes or self.receipts or self.inbound):
             return
-        close_old_connections()
+        _refresh_db_connection()
         if self.outcomes:
             outcomes, self.outcomes = self.outcomes, []
             outcomes_record(
@@ -425,6 +425,13 @@ class BindWorker:
             self.stats.unknown_messages += len(partly)
         self.progress.clear()
         self.to_send.clear()
+
+
+def _refresh_db_connection() -> None:
+    # A long-running process must drop connections the server closed or that outlived
+    # CONN_MAX_AGE; never inside an open transaction (as in tests).
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def _text(value: Any) -> str:
