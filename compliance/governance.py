@@ -91,6 +91,9 @@ def policy_matches(policy: ApprovalPolicy, facts: Facts, actor: Actor, config: d
         return not _in_business_hours(timezone.now(), config.get("approval", {}), tz_name)
     if policy.condition == Condition.OVERWRITES_EXISTING:
         return bool(facts.get("overwrites_existing"))
+    if policy.condition == Condition.SENSITIVE_CONTENT:
+        # The action's check() decides what is sensitive (template wording, payment landing pages).
+        return bool(facts.get("sensitive"))
     return True  # pragma: no cover - unknown conditions fail safe
 
 

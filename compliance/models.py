@@ -36,6 +36,7 @@ class Condition(models.TextChoices):
     COST_OVER = "cost_over", "Estimated cost over X"
     OUTSIDE_BUSINESS_HOURS = "outside_business_hours", "Outside business hours"
     OVERWRITES_EXISTING = "overwrites_existing", "Overwrites an existing record"
+    SENSITIVE_CONTENT = "sensitive_content", "Sensitive content (brand, OTP or compliance wording; payment pages)"
 
 
 class ApprovalPolicy(models.Model):

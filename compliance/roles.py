@@ -41,8 +41,18 @@ _READ_BASICS = [
     "gateways.view_account",
 ]
 
+# Message content (templates, copy fit preview, short links).
+_CONTENT_MARKETING = [
+    "sms_templates.view_template",
+    "sms_templates.add_template",
+    "sms_templates.fit_preview",
+    "sms_templates.view_shortlink",
+    "sms_templates.preview_shortlink",
+    "sms_templates.add_shortlink",
+]
+
 ROLE_PERMISSIONS: dict[Role, list[str]] = {
-    Role.MARKETING: [*_READ_BASICS],
+    Role.MARKETING: [*_READ_BASICS, *_CONTENT_MARKETING],
     Role.CRM: [*_READ_BASICS, "compliance.view_full_phone"],
     Role.OPERATIONS: [
         *_READ_BASICS,
@@ -57,6 +67,8 @@ ROLE_PERMISSIONS: dict[Role, list[str]] = {
         "compliance.view_all_actionrequests",
         "compliance.view_full_phone",
         "smsplatform.view_auditlog",
+        *_CONTENT_MARKETING,
+        "sms_templates.change_template",
     ],
     Role.TECHNICAL: [
         *_READ_BASICS,

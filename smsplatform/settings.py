@@ -190,3 +190,6 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # How long stored previews stay usable, and the default life of an action request.
 SMS_PREVIEW_TTL_SECONDS = int(os.environ.get("SMS_PREVIEW_TTL_SECONDS", "3600"))
 SMS_ACTION_REQUEST_TTL_HOURS = int(os.environ.get("SMS_ACTION_REQUEST_TTL_HOURS", "72"))
+# Short-link clicks: 0 writes each click with one INSERT during the redirect; N > 0 queues them
+# per worker and writes one INSERT per batch every N seconds (templates.views.ClickBatcher).
+SMS_CLICK_BATCH_SECONDS = float(os.environ.get("SMS_CLICK_BATCH_SECONDS", "0"))

@@ -1,10 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from gateways import views as gateway_views
 from smsplatform.mcp.views import McpEndpointView
+from templates.views import short_link_redirect
 
 admin.site.site_header = "SMS Marketing Platform"
 admin.site.site_title = "SMS Marketing"
@@ -21,6 +22,7 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("mcp", McpEndpointView.as_view(), name="mcp"),
+    re_path(r"^s/(?P<code>[^/]+)(?:/(?P<recipient>[^/]+))?/?$", short_link_redirect, name="short-link"),
     path("hooks/<slug:gateway_code>/receipts", gateway_views.receipt_callback, name="gateway-receipts"),
     path("hooks/<slug:gateway_code>/inbound", gateway_views.inbound_callback, name="gateway-inbound"),
 ]

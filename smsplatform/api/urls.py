@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from compliance.api.views import (
     ActionRequestStatusApi,
@@ -22,4 +22,5 @@ urlpatterns = [
     path("gateways/", GatewayListApi.as_view(), name="gateways"),
     path("sender-ids/", SenderIdListApi.as_view(), name="sender-ids"),
     path("quotas/", QuotaApi.as_view(), name="quotas"),
+    path("", include("templates.api.urls")),
 ]

@@ -58,6 +58,16 @@ DEMO_POLICIES: list[dict[str, Any]] = [
         "description": "Bulk OTP sends (more than 100 numbers at once).",
     },
     {
+        "action": ActionType.TEMPLATE_SAVE,
+        "condition": Condition.SENSITIVE_CONTENT,
+        "description": "Template saves that touch brand, OTP or unsubscribe wording.",
+    },
+    {
+        "action": ActionType.SHORT_LINK_CREATE,
+        "condition": Condition.SENSITIVE_CONTENT,
+        "description": "Short links to payment or finance landing pages.",
+    },
+    {
         "action": ActionType.SNAPSHOT_OVERWRITE,
         "condition": Condition.OVERWRITES_EXISTING,
         "description": "Overwriting an existing performance result.",

@@ -1,0 +1,407 @@
+"""MCP tools of the templates app: templates, copy fit preview, short links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smsplatform.kernel.actor import Actor
+from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from templates.models import Language, Purpose, VersionApproval
+from templates.selectors import CHARSETS, FIELD_TYPES, copy_fit_preview, short_link_preview, templates_list
+from templates.services import short_link_create, template_save
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+STRINGS = {"type": "array", "items": STRING}
+
+FIELD_INPUT = object_schema(
+    {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,39}$", "description": "Used as {{name}} in body."},
+        "type": {"type": "string", "enum": list(FIELD_TYPES)},
+        "charset": {
+            "type": "string",
+            "enum": list(CHARSETS),
+            "description": "What the values may contain (default by type: unicode for text/name, digits for "
+            "number/otp_code, gsm otherwise). Decides the longest-variable scenario.",
+        },
+        "max_length": {"type": "integer", "minimum": 1, "maximum": 500, "description": "Longest value, characters."},
+        "example": {"type": "string", "minLength": 1, "maxLength": 500},
+    },
+    ["name", "type", "max_length", "example"],
+)
+FIELD_OUTPUT = object_schema(
+    {"name": STRING, "type": STRING, "charset": STRING, "max_length": INT, "example": STRING},
+    ["name", "type", "charset", "max_length", "example"],
+)
+STATEMENTS = object_schema({"zh": NULLABLE_STRING, "en": NULLABLE_STRING}, ["zh", "en"])
+
+VERSION_SUMMARY = object_schema(
+    {
+        "version": INT,
+        "version_id": INT,
+        "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
+        "action_request_id": NULLABLE_INT,
+        "reason": STRING,
+        "created_at": STRING,
+        "created_by": NULLABLE_STRING,
+    },
+    ["version", "version_id", "approval_status"],
+)
+
+TEMPLATE_OUTPUT = object_schema(
+    {
+        "template_id": INT,
+        "version": INT,
+        "version_id": {"type": "integer", "description": "Campaigns pin this id."},
+        "base_version_token": {"type": "string", "description": "Send it back with templates.save to update."},
+        "name": STRING,
+        "purpose": {"type": "string", "enum": list(Purpose.values)},
+        "language": {"type": "string", "enum": list(Language.values)},
+        "body": STRING,
+        "brand": STRING,
+        "fields": {"type": "array", "items": FIELD_OUTPUT},
+        "max_segments": INT,
+        "characters": INT,
+        "example_text": STRING,
+        "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
+        "segments_example": INT,
+        "segments_longest": INT,
+        "opt_out_text": STATEMENTS,
+        "required_wording": object_schema({"required": STRINGS, "missing": STRINGS}, ["required", "missing"]),
+        "usable": {"type": "boolean", "description": "False when the current rules (config) are not met."},
+        "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
+        "action_request_id": NULLABLE_INT,
+        "reason": STRING,
+        "created_at": STRING,
+        "created_by": NULLABLE_STRING,
+        "updated_at": STRING,
+        "pending_action_request_ids": {"type": "array", "items": INT},
+        "versions": {"type": "array", "items": VERSION_SUMMARY},
+    },
+    ["template_id", "version", "version_id", "base_version_token", "name", "purpose", "body", "usable"],
+)
+
+
+@register_tool(
+    "sms_marketing.templates.list",
+    permission="sms_templates.view_template",
+    input_schema=object_schema(
+        {
+            "template_id": {"type": "integer", "minimum": 1, "description": "One template, with its versions."},
+            "purpose": {"type": "string", "enum": list(Purpose.values)},
+            "language": {"type": "string", "enum": list(Language.values)},
+            "name_contains": {"type": "string", "maxLength": 100},
+            "include_versions": BOOL,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 200},
+        }
+    ),
+    output_schema=object_schema(
+        {
+            "templates": {"type": "array", "items": TEMPLATE_OUTPUT},
+            "count": INT,
+            "total": INT,
+            "pending_new_template_request_ids": {"type": "array", "items": INT},
+            "note": STRING,
+        },
+        ["templates", "count", "total"],
+    ),
+)
+def templates_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return templates_list(**args)
+
+
+GOVERNED_OUTPUT_PROPS: dict[str, Any] = {
+    "status": {"type": "string", "enum": ["executed", "pending_approval"]},
+    "action": STRING,
+    "action_request_id": INT,
+    "required_role": STRING,
+    "policy": STRING,
+    "expires_at": STRING,
+    "hint": STRING,
+}
+
+
+@register_tool(
+    "sms_marketing.templates.save",
+    permission="sms_templates.add_template",
+    input_schema=object_schema(
+        {
+            "template_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Omit to create a template; give it (with base_version_token) to save a new version.",
+            },
+            "base_version_token": {"type": "string", "description": "From templates.list; required on update."},
+            "name": {"type": "string", "maxLength": 200},
+            "purpose": {"type": "string", "enum": list(Purpose.values)},
+            "language": {"type": "string", "enum": list(Language.values)},
+            "body": {
+                "type": "string",
+                "maxLength": 20000,
+                "description": "Placeholders as {{field}}. Marketing: brand and the unsubscribe statement (zh + en).",
+            },
+            "brand": {"type": "string", "maxLength": 200, "description": "Brand identification; required in body."},
+            "fields": {"type": "array", "items": FIELD_INPUT, "maxItems": 20},
+            "max_segments": {"type": "integer", "minimum": 1, "maximum": 10},
+            "reason": {"type": "string", "maxLength": 1000},
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["idempotency_key"],
+    ),
+    output_schema=object_schema(
+        {
+            **GOVERNED_OUTPUT_PROPS,
+            "result": object_schema(
+                {
+                    "template_id": INT,
+                    "version": INT,
+                    "version_id": INT,
+                    "base_version_token": STRING,
+                    "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
+                },
+                ["template_id", "version", "version_id", "base_version_token", "approval_status"],
+            ),
+        },
+        ["status", "action"],
+    ),
+)
+def templates_save_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    content_keys = ("name", "purpose", "language", "body", "brand", "fields", "max_segments")
+    return template_save(
+        actor=actor,
+        idempotency_key=args["idempotency_key"],
+        template_id=args.get("template_id"),
+        base_version_token=args.get("base_version_token"),
+        content={k: args[k] for k in content_keys if k in args},
+        reason=args.get("reason", ""),
+    )
+
+
+SCENARIO = object_schema(
+    {
+        "text": STRING,
+        "characters": INT,
+        "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
+        "units": {"type": "integer", "description": "Septets (GSM-7) or UTF-16 code units (UCS-2)."},
+        "segments": INT,
+        "characters_left": {"type": "integer", "description": "Units still free in the last segment."},
+        "single_limit": INT,
+        "part_limit": INT,
+        "non_gsm_characters": {
+            "type": "array",
+            "items": object_schema({"char": STRING, "code_point": STRING, "count": INT}, ["char", "code_point"]),
+        },
+        "smart_encoding_applied": BOOL,
+        "replacements": INT,
+    },
+    ["text", "characters", "encoding", "units", "segments", "characters_left"],
+)
+TRUNCATION = object_schema(
+    {
+        "limit": {"type": "string", "description": "template, or gateway <code> (<country>)"},
+        "max_segments": INT,
+        "fits": BOOL,
+        "cut_text": {"type": "string", "description": "What would not be delivered."},
+        "cut_characters": INT,
+        "cuts_required_wording": {
+            "type": "array",
+            "items": STRING,
+            "description": "Required wording (brand, unsubscribe_zh, unsubscribe_en) the cut would remove.",
+        },
+    },
+    ["limit", "max_segments", "fits", "cut_text", "cuts_required_wording"],
+)
+COST = object_schema(
+    {
+        "country": STRING,
+        "covered": {"type": "boolean", "description": "False: no enabled gateway covers it (never priced at 0)."},
+        "note": STRING,
+        "gateway": STRING,
+        "currency": STRING,
+        "price_per_segment": STRING,
+        "segments_billed": INT,
+        "cost_per_message": STRING,
+        "recipients": INT,
+        "cost_total": STRING,
+        "example_cost_per_message": STRING,
+    },
+    ["country", "covered"],
+)
+SHORT_SUMMARY = object_schema(
+    {
+        "characters": INT,
+        "encoding": STRING,
+        "units": INT,
+        "segments": INT,
+        "characters_left": INT,
+    },
+    ["characters", "segments"],
+)
+
+
+@register_tool(
+    "sms_marketing.copy.fit_preview",
+    permission="sms_templates.fit_preview",
+    input_schema=object_schema(
+        {
+            "text": {"type": "string", "maxLength": 20000, "description": "Free text (or give a template)."},
+            "purpose": {"type": "string", "enum": list(Purpose.values), "description": "For text; default marketing."},
+            "brand": {"type": "string", "maxLength": 200, "description": "For text: checked as required wording."},
+            "template_id": {"type": "integer", "minimum": 1, "description": "Its current version."},
+            "template_version_id": {"type": "integer", "minimum": 1, "description": "A pinned version."},
+            "fields": {"type": "array", "items": FIELD_INPUT, "maxItems": 20, "description": "For text only."},
+            "variables": {
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number"]},
+                "description": "Values for the placeholders (default: each field's example).",
+            },
+            "max_segments": {"type": "integer", "minimum": 1, "maximum": 10, "description": "Limit for text."},
+            "smart_encoding": BOOL,
+            "recipients": {"type": "integer", "minimum": 1, "maximum": 10_000_000, "description": "Per country."},
+            "countries": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[A-Za-z]{2}$"},
+                "minItems": 1,
+                "maxItems": 50,
+            },
+            "per_recipient_links": {"type": "boolean", "description": "Short links carry a recipient token."},
+        }
+    ),
+    output_schema=object_schema(
+        {
+            "source": {"type": "string", "enum": ["text", "template"]},
+            "template": {
+                "anyOf": [
+                    object_schema({"template_id": INT, "version": INT, "version_id": INT}, ["template_id"]),
+                    {"type": "null"},
+                ]
+            },
+            "given": SCENARIO,
+            "longest": SCENARIO,
+            "short_links": object_schema(
+                {
+                    "short_url_example": STRING,
+                    "short_url_characters": INT,
+                    "per_recipient": BOOL,
+                    "url_fields": STRINGS,
+                    "urls_in_text": {
+                        "type": "array",
+                        "items": object_schema(
+                            {"url": STRING, "characters": INT, "short_url_characters": INT},
+                            ["url", "characters", "short_url_characters"],
+                        ),
+                    },
+                    "longest_with_short_links": {"anyOf": [SHORT_SUMMARY, {"type": "null"}]},
+                },
+                ["short_url_example", "short_url_characters"],
+            ),
+            "truncation": {"type": "array", "items": TRUNCATION},
+            "fits": BOOL,
+            "costs": {"type": "array", "items": COST},
+            "required_wording_missing": STRINGS,
+            "assumptions": STRINGS,
+        },
+        ["given", "longest", "short_links", "truncation", "fits", "costs"],
+    ),
+)
+def copy_fit_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return copy_fit_preview(**args)
+
+
+LINK_PROPS: dict[str, Any] = {
+    "original_url": STRING,
+    "target_url": {"type": "string", "description": "Where the short link will redirect (UTM included)."},
+    "landing_host": STRING,
+    "utm": {"type": "object", "additionalProperties": STRING},
+    "expires_at": STRING,
+    "tracking": BOOL,
+    "per_recipient": BOOL,
+    "campaign_id": NULLABLE_INT,
+    "sensitive": {"type": "boolean", "description": "Payment/finance landing page: create follows approval."},
+    "sensitive_reasons": STRINGS,
+    "short_domain": STRING,
+    "warnings": STRINGS,
+}
+
+
+@register_tool(
+    "sms_marketing.short_links.preview",
+    permission="sms_templates.preview_shortlink",
+    input_schema=object_schema(
+        {
+            "url": {"type": "string", "maxLength": 10000, "description": "The landing page, https://..."},
+            "utm": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "UTM parameters to add (utm_source, utm_medium, utm_campaign, utm_term, utm_content).",
+            },
+            "expires_at": {"type": "string", "description": "ISO 8601; or give expiry_days."},
+            "expiry_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+            "tracking": {"type": "boolean", "description": "Record clicks (default: the tracking policy)."},
+            "per_recipient": {"type": "boolean", "description": "One URL per recipient, for unique clicks."},
+            "campaign_id": {"type": "integer", "minimum": 1},
+        },
+        ["url"],
+    ),
+    output_schema=object_schema(
+        {
+            **LINK_PROPS,
+            "code": STRING,
+            "short_url": STRING,
+            "short_url_characters": INT,
+            "per_recipient_url_example": NULLABLE_STRING,
+            "per_recipient_url_characters": NULLABLE_INT,
+            "characters_saved": INT,
+            "needs_approval_hint": NULLABLE_STRING,
+            "short_link_preview_id": {"type": "string", "description": "Pass it to short_links.create."},
+            "preview_expires_at": STRING,
+        },
+        ["short_url", "short_url_characters", "target_url", "expires_at", "short_link_preview_id"],
+    ),
+)
+def short_links_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return short_link_preview(actor=actor, **args)
+
+
+@register_tool(
+    "sms_marketing.short_links.create",
+    permission="sms_templates.add_shortlink",
+    input_schema=object_schema(
+        {
+            "short_link_preview_id": {"type": "string", "maxLength": 100, "description": "From short_links.preview."},
+            "reason": {"type": "string", "maxLength": 1000},
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["short_link_preview_id", "idempotency_key"],
+    ),
+    output_schema=object_schema(
+        {
+            **GOVERNED_OUTPUT_PROPS,
+            "result": object_schema(
+                {
+                    **{k: LINK_PROPS[k] for k in ("target_url", "landing_host", "utm", "expires_at", "campaign_id")},
+                    "short_link_id": INT,
+                    "code": STRING,
+                    "short_url": STRING,
+                    "tracking": BOOL,
+                    "per_recipient": BOOL,
+                    "sensitive": BOOL,
+                    "owner": STRING,
+                    "created_at": STRING,
+                },
+                ["short_link_id", "code", "short_url", "target_url", "expires_at"],
+            ),
+        },
+        ["status", "action"],
+    ),
+)
+def short_links_create_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return short_link_create(
+        actor=actor,
+        short_link_preview_id=args["short_link_preview_id"],
+        idempotency_key=args["idempotency_key"],
+        reason=args.get("reason", ""),
+    )
