@@ -206,7 +206,8 @@ class BindWorker:
                     continue
             try:
                 self._drain_events(timeout=0)
-                if not self.to_send and not self.inflight:
+                # Claim the next batch before this one runs dry, so the window never idles.
+                if len(self.to_send) < self.window and len(self.progress) < 2 * self.batch_size:
                     self._claim()
                 self._send_what_we_can()
                 now = time.monotonic()
