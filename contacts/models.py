@@ -1,1 +1,239 @@
-"""Models for the contacts app (filled by its issue)."""
+"""Contacts, consent evidence and the suppression list (opt-outs).
+
+The suppression list (``OptOut``) is owned by compliance (services in
+``compliance/optouts.py``); its table lives here beside the contacts it
+suppresses so that the contacts app, which owns the phone, carries no
+migration dependency on a compliance migration edited concurrently.
+
+Sendable for marketing is never stored: it is derived in SQL as "has marketing
+consent evidence and no active opt-out for the phone", so no path can create a
+sendable number without evidence, and no contact write can clear an opt-out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from gateways.phones import phone_mask
+
+
+class Contact(models.Model):
+    """One phone number, whatever lists it arrives through (duplicates are one phone)."""
+
+    phone = models.CharField(max_length=16, unique=True, help_text="E.164, validated with phonenumbers")
+    country = models.CharField(max_length=2, db_index=True)
+    language = models.CharField(max_length=10, default="zh-hant", db_index=True)
+    name = models.CharField(max_length=100, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=100, help_text="Where the data came from (crm, web_form, import:...)")
+    crm_key = models.CharField(max_length=100, blank=True, help_text="The CRM's id for this customer (sync key)")
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["crm_key"], condition=~models.Q(crm_key=""), name="uniq_contact_crm_key"),
+        ]
+
+    def __str__(self) -> str:
+        # Masked: __str__ ends up in admin titles, logs and breadcrumbs.
+        return f"#{self.pk} {phone_mask(self.phone)}"
+
+
+class ConsentPurpose(models.TextChoices):
+    MARKETING = "marketing", "Marketing"
+    TRANSACTIONAL = "transactional", "Transactional"
+
+
+class ConsentEvidence(models.Model):
+    """What was shown, when and how consent was given (PDPO Part 6A). Never deleted."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="consents")
+    channel = models.CharField(max_length=20, default="sms")
+    purpose = models.CharField(max_length=20, choices=ConsentPurpose.choices, default=ConsentPurpose.MARKETING)
+    wording = models.TextField(help_text="The exact notice / wording shown when consent was given")
+    source = models.CharField(max_length=100, help_text="web_form, pos, sms_start, import:..., crm")
+    obtained_at = models.DateTimeField()
+    proof_reference = models.CharField(max_length=200, help_text="Form submission id, recording, inbound SMS id")
+    recorded_at = models.DateTimeField(default=timezone.now)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_channel = models.CharField(max_length=16)
+    actor_token_name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["-obtained_at", "-id"]
+        indexes = [models.Index(fields=["contact", "purpose"], name="consent_contact_purpose")]
+        verbose_name_plural = "consent evidence"
+
+    def __str__(self) -> str:
+        return f"{self.purpose} consent of contact {self.contact_id} ({self.obtained_at:%Y-%m-%d})"
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("Consent evidence is kept; it is never deleted.")
+
+
+class OptOutReason(models.TextChoices):
+    STOP = "stop", "STOP reply"
+    WEB = "web", "Web request"
+    API = "api", "API request"
+    ADMIN = "admin", "Staff request (admin)"
+    BLOCKED = "blocked", "Blocked"
+    INVALID = "invalid", "Invalid number"
+    COMPLAINT = "complaint", "Complaint"
+    DO_NOT_CALL = "do_not_call", "Do-not-call register"
+
+
+# Opt-outs the person can reverse by giving new consent with evidence. Blocks, invalid
+# numbers and complaints are operational decisions and are never lifted by a consent.
+LIFTABLE_REASONS = (
+    OptOutReason.STOP,
+    OptOutReason.WEB,
+    OptOutReason.API,
+    OptOutReason.ADMIN,
+    OptOutReason.DO_NOT_CALL,
+)
+
+
+class SyncState(models.TextChoices):
+    PENDING = "pending", "Pending sync to CRM"
+    SYNCED = "synced", "Synced"
+    NOT_APPLICABLE = "not_applicable", "No CRM"
+
+
+class OptOut(models.Model):
+    """One suppression record for a phone. Active while ``lifted_at`` is null; never deleted."""
+
+    phone = models.CharField(max_length=16, help_text="E.164")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.PROTECT, related_name="opt_outs")
+    reason = models.CharField(max_length=20, choices=OptOutReason.choices)
+    source = models.CharField(max_length=100, help_text="sms:<gateway>, web_form, api, admin, import:...")
+    message_text = models.TextField(blank=True, help_text="The STOP message as received")
+    language = models.CharField(max_length=10, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    recorded_at = models.DateTimeField(default=timezone.now)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_channel = models.CharField(max_length=16)
+    actor_token_name = models.CharField(max_length=100, blank=True)
+    sync_state = models.CharField(max_length=20, choices=SyncState.choices, default=SyncState.PENDING)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by_consent = models.ForeignKey(
+        ConsentEvidence, null=True, blank=True, on_delete=models.PROTECT, related_name="lifted_opt_outs"
+    )
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            # The suppression check ("is this phone opted out now?") is an index-only probe.
+            models.Index(fields=["phone"], condition=models.Q(lifted_at__isnull=True), name="optout_active_phone"),
+            models.Index(fields=["reason", "-occurred_at"], name="optout_reason_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} {phone_mask(self.phone)}"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("Opt-out evidence is kept; it is never deleted.")
+
+
+class Audience(models.Model):
+    """A list of contacts (a CRM list, an import, a store's members). One phone may sit in many."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    source = models.CharField(max_length=100, help_text="crm, import, web_form, pos, ...")
+    region = models.CharField(max_length=50, blank=True)
+    sync_source = models.CharField(max_length=100, blank=True, help_text="The system it is synced from, if any")
+    purchase_behaviour = models.CharField(max_length=200, blank=True)
+    visible_to = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="+", help_text="Roles that may see it; empty: every contact viewer"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AudienceMembership(models.Model):
+    audience = models.ForeignKey(Audience, on_delete=models.CASCADE, related_name="memberships")
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="memberships")
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["audience", "contact"], name="uniq_audience_contact")]
+        indexes = [models.Index(fields=["contact"], name="membership_contact")]
+
+    def __str__(self) -> str:
+        return f"{self.contact_id} in {self.audience_id}"
+
+
+class FactKind(models.TextChoices):
+    ORDER = "order", "Order"
+    PAYMENT = "payment", "Payment"
+    PICKUP = "pickup", "Pickup"
+    OFFER = "offer", "Offer used"
+    APPOINTMENT = "appointment", "Appointment"
+    REPURCHASE = "repurchase", "Repurchase due"
+
+
+class CustomerFact(models.Model):
+    """A business fact about a contact that segments (and later automations) filter on."""
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="facts")
+    kind = models.CharField(max_length=20, choices=FactKind.choices)
+    external_id = models.CharField(max_length=100, help_text="The source system's id; re-ingesting updates it")
+    status = models.CharField(max_length=30, blank=True, help_text="e.g. paid, pending, cancelled, collected")
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    offer_code = models.CharField(max_length=50, blank=True)
+    occurred_at = models.DateTimeField()
+    due_at = models.DateTimeField(null=True, blank=True, help_text="Appointment or repurchase date")
+    data = models.JSONField(default=dict, blank=True)
+    ingested_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "external_id"], name="uniq_fact_kind_external_id")]
+        indexes = [models.Index(fields=["contact", "kind", "-occurred_at"], name="fact_contact_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.external_id}"
+
+
+class Segment(models.Model):
+    """A named audience selection created from a stored preview; it never widens that preview."""
+
+    name = models.CharField(max_length=100)
+    criteria = models.JSONField()
+    preview_id = models.UUIDField(unique=True)
+    matched_count = models.PositiveIntegerField()
+    sendable_count = models.PositiveIntegerField()
+    exclusions = models.JSONField(default=dict)
+    estimated_cost = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name

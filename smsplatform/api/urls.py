@@ -23,4 +23,5 @@ urlpatterns = [
     path("sender-ids/", SenderIdListApi.as_view(), name="sender-ids"),
     path("quotas/", QuotaApi.as_view(), name="quotas"),
     path("", include("templates.api.urls")),
+    path("", include("contacts.api.urls")),
 ]

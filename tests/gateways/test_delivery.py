@@ -263,6 +263,8 @@ def test_inbound_is_stored_once_and_handed_to_handlers(sim: Gateway) -> None:
     assert len(stored) == 1 and seen == ["STOP"]
     results: Any = stored[0].handler_result
     assert results["handler"] == {"keyword": "STOP"}
+    # The compliance keyword handler (registered by the contacts app) opted the number out.
+    assert results["inbound_keyword_handler"]["opt_out"]["suppressed"] is True
 
 
 def test_callbacks_refuse_unknown_gateways_and_unsupported_providers(sim: Gateway) -> None:

@@ -1,0 +1,179 @@
+"""The keyword handler for inbound SMS: STOP (per language), START and HELP.
+
+Keywords come from the configuration (``unsubscribe.keywords`` per language,
+``start_keywords``, ``help_keywords``). A reply matches when, after Unicode NFKC
+(full-width letters and the ideographic space become ASCII), case folding,
+removing every space and trimming punctuation at either end, it *equals* a
+keyword: "ｓｔｏｐ", " Stop! " and "退 訂" match, "don't stop" does not. STOP,
+START and HELP always work even if removed from the configuration (as carriers
+require). Every reply we compose is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from compliance.optouts import active_opt_outs, opt_out_record, opt_outs_lift_by_consent
+from contacts.models import LIFTABLE_REASONS, ConsentEvidence, ConsentPurpose, Contact, OptOutReason
+from gateways.models import InboundMessage
+from gateways.phones import phone_mask, phone_parse
+from smsplatform.config_service import platform_config_data
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError
+
+ALWAYS_STOP = {"en": ["STOP"]}
+ALWAYS_START = ["START"]
+ALWAYS_HELP = ["HELP"]
+
+REPLIES = {
+    "stop": {
+        "en": "You are unsubscribed and will receive no more marketing SMS. Reply START to resubscribe.",
+        "zh-hant": "你已取消訂閱，將不再收到推廣短訊。回覆 START 可重新訂閱。",
+    },
+    "start": {
+        "en": "You are subscribed again. Reply STOP to opt out.",
+        "zh-hant": "你已重新訂閱。回覆 STOP 或 取消 可退訂。",
+    },
+    "help": {
+        "en": "Marketing SMS. Reply STOP to opt out, START to resubscribe.",
+        "zh-hant": "推廣短訊。回覆 STOP 或 取消 退訂，回覆 START 重新訂閱。",
+    },
+}
+
+
+def keyword_normalise(text: str) -> str:
+    folded = unicodedata.normalize("NFKC", text or "").casefold()
+    squeezed = "".join(ch for ch in folded if not ch.isspace() and unicodedata.category(ch) not in {"Cf", "Cc"})
+    start, end = 0, len(squeezed)
+    while start < end and unicodedata.category(squeezed[start])[0] in "PS":
+        start += 1
+    while end > start and unicodedata.category(squeezed[end - 1])[0] in "PS":
+        end -= 1
+    return squeezed[start:end]
+
+
+@dataclass(frozen=True)
+class KeywordMatch:
+    kind: str  # "stop" | "start" | "help"
+    keyword: str
+    language: str
+
+
+def _language_of(text: str) -> str:
+    return "zh-hant" if any("\u3400" <= ch <= "\u9fff" for ch in text) else "en"
+
+
+def keyword_classify(text: str, unsubscribe: dict[str, Any] | None = None) -> KeywordMatch | None:
+    policy = unsubscribe or platform_config_data()["unsubscribe"]
+    normal = keyword_normalise(text)
+    if not normal:
+        return None
+    stop_words: dict[str, list[str]] = {lang: list(words) for lang, words in (policy.get("keywords") or {}).items()}
+    for lang, words in ALWAYS_STOP.items():
+        stop_words.setdefault(lang, [])
+        stop_words[lang] = [*stop_words[lang], *words]
+    for lang, words in stop_words.items():
+        for word in words:
+            if keyword_normalise(word) == normal:
+                # "TD" is listed under Chinese but written in Latin letters: reply in the list's language.
+                return KeywordMatch("stop", word, lang)
+    for kind, words in (
+        ("start", [*(policy.get("start_keywords") or []), *ALWAYS_START]),
+        ("help", [*(policy.get("help_keywords") or []), *ALWAYS_HELP]),
+    ):
+        for word in words:
+            if keyword_normalise(word) == normal:
+                return KeywordMatch(kind, word, _language_of(word))
+    return None
+
+
+def _reply(kind: str, language: str) -> str:
+    texts = REPLIES[kind]
+    return texts.get(language) or texts["en"]
+
+
+def _phone(raw: str) -> str:
+    try:
+        return phone_parse(raw, field="source").e164
+    except ApplicationError:
+        return raw.strip()[:16]
+
+
+def inbound_keyword_handler(message: InboundMessage) -> dict[str, Any] | None:
+    """Registered with gateways.delivery; runs inside the inbound message's transaction, so
+    the opt-out commits together with the stored message: effective at once."""
+    match = keyword_classify(message.body)
+    if match is None:
+        return None
+    actor = Actor.system(f"inbound_sms:{message.gateway_id}")
+    phone = _phone(message.source)
+    outcome: dict[str, Any] = {"keyword": match.keyword, "kind": match.kind, "language": match.language}
+    if match.kind == "stop":
+        outcome["opt_out"] = opt_out_record(
+            actor=actor,
+            phone=phone,
+            reason=OptOutReason.STOP,
+            source=f"sms:{message.gateway_id}",
+            message_text=message.body,
+            language=match.language,
+            occurred_at=message.received_at,
+        )
+    elif match.kind == "start":
+        outcome["resubscribe"] = _start(actor, message, phone, match)
+    reply = _reply(match.kind, match.language)
+    outcome["reply"] = reply
+    audit_record(
+        actor=actor,
+        action=f"keyword.{match.kind}",
+        object_type="inbound_message",
+        object_id=message.pk,
+        after={
+            "phone": phone_mask(phone),
+            "body": message.body,
+            "keyword": match.keyword,
+            "language": match.language,
+            "reply": reply,
+            **{k: v for k, v in outcome.items() if k in {"opt_out", "resubscribe"}},
+        },
+    )
+    return outcome
+
+
+def _start(actor: Actor, message: InboundMessage, phone: str, match: KeywordMatch) -> dict[str, Any]:
+    """START is explicit consent with evidence (the inbound SMS). It lifts a STOP-type opt-out;
+    from a number we never opted out it records nothing."""
+    liftable = active_opt_outs().filter(phone=phone, reason__in=LIFTABLE_REASONS)
+    if not liftable.exists():
+        return {"lifted": 0, "consent_id": None}
+    now = timezone.now()
+    contact = Contact.objects.select_for_update(of=("self",)).filter(phone=phone).first()
+    if contact is None:
+        try:
+            country = phone_parse(phone).country
+        except ApplicationError:
+            return {"lifted": 0, "consent_id": None}
+        contact = Contact.objects.create(
+            phone=phone, country=country, language=match.language, source="sms_start", created_at=now, updated_at=now
+        )
+    consent = ConsentEvidence.objects.create(
+        contact=contact,
+        channel="sms",
+        purpose=ConsentPurpose.MARKETING,
+        wording=f"Replied {message.body.strip()[:50]!r} to {message.destination}",
+        source="sms_start",
+        obtained_at=message.received_at,
+        proof_reference=f"inbound_message:{message.pk}",
+        recorded_at=now,
+        actor_channel=str(actor.channel),
+        actor_token_name=actor.token_name,
+    )
+    # Consent changed: a token read before this START is stale.
+    Contact.objects.filter(pk=contact.pk).update(version=F("version") + 1, updated_at=now)
+    lifted = opt_outs_lift_by_consent(actor=actor, phone=phone, consent=consent)
+    return {"lifted": lifted, "consent_id": consent.pk, "contact_id": contact.pk}

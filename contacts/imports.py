@@ -1,0 +1,381 @@
+"""CSV import of contacts with consent evidence (governed as contacts.import).
+
+Columns (header row; only ``phone`` is required)::
+
+    phone, language, name, tags (separated by ;), crm_key,
+    consent_wording, consent_source, consent_obtained_at, consent_proof_reference, consent_purpose
+
+Consent evidence comes from the row's consent_* columns or, for rows without them, from the
+batch-level ``consent`` given with the import; a row without either is imported as not
+sendable. Rules:
+
+- every row is validated first (phone parsed with phonenumbers, default region HK); any
+  error refuses the whole file with every row error listed: nothing is half-imported;
+- a phone appearing twice in the file is one contact (reported as ``duplicates_in_file``);
+- an existing contact is never overwritten by an import: it only gains the new consent
+  evidence (its version is bumped) and the audience membership; opt-outs are never touched;
+- the write is set-based: bulk inserts in batches, one query per batch for lookups.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from compliance.governance import governed_write
+from compliance.models import ActionRequest, ActionType
+from contacts.models import Audience, ConsentPurpose, Contact
+from contacts.services import LANGUAGES, consent_normalise
+from gateways.phones import DEFAULT_REGION
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
+
+IMPORT_PERMISSION = "contacts.add_contact"
+MAX_ROWS = 1_000_000
+MAX_ERRORS_REPORTED = 200
+BATCH = 5000
+PURPOSES = frozenset(ConsentPurpose.values)
+COLUMNS = (
+    "phone",
+    "language",
+    "name",
+    "tags",
+    "crm_key",
+    "consent_wording",
+    "consent_source",
+    "consent_obtained_at",
+    "consent_proof_reference",
+    "consent_purpose",
+)
+
+
+def _bad(message: str, field: str, details: dict[str, Any] | None = None) -> ApplicationError:
+    return ApplicationError(
+        ErrorCode.VALIDATION_ERROR,
+        message,
+        field=field,
+        hint="Fix the rows listed in details.errors and import the whole file again.",
+        details=details,
+    )
+
+
+class PhoneNormaliser:
+    """phonenumbers parse + validate + format, with the E.164 fast path kept in C-level str ops.
+
+    Parsing is the one per-row Python step an import cannot avoid; everything after it is
+    set-based SQL."""
+
+    def __init__(self, region: str = DEFAULT_REGION) -> None:
+        import phonenumbers
+
+        self._pn = phonenumbers
+        self._region = region
+
+    def __call__(self, raw: str) -> tuple[str, str] | str:
+        """(e164, country) or an error message."""
+        pn = self._pn
+        try:
+            number = pn.parse(raw, self._region)
+        except pn.NumberParseException as exc:
+            return f"not a phone number ({exc})"
+        if not pn.is_valid_number(number):
+            return "not a valid number for its country"
+        if number.italian_leading_zero:
+            e164 = pn.format_number(number, pn.PhoneNumberFormat.E164)
+        else:
+            # What format_number(E164) returns for these, without its formatting machinery.
+            e164 = f"+{number.country_code}{number.national_number}"
+        return e164, pn.region_code_for_number(number) or ""
+
+
+@lru_cache(maxsize=4096)
+def _obtained_at(raw: str) -> str | None:
+    """ISO text with a time zone, not in the future; cached: a file repeats few distinct times."""
+    value = parse_datetime(raw)
+    if value is None or timezone.is_naive(value) or value > timezone.now() + timedelta(minutes=5):
+        return None
+    return value.isoformat()
+
+
+def _row_consent(row: dict[str, str]) -> dict[str, Any] | tuple[str, str] | None:
+    """The row's consent evidence, None without any, or (column, problem)."""
+    wording = (row.get("consent_wording") or "").strip()
+    source = (row.get("consent_source") or "").strip()
+    obtained = (row.get("consent_obtained_at") or "").strip()
+    proof = (row.get("consent_proof_reference") or "").strip()
+    purpose = (row.get("consent_purpose") or "").strip() or ConsentPurpose.MARKETING
+    if not (wording or source or obtained or proof):
+        return None
+    for column, value in (("consent_wording", wording), ("consent_source", source), ("consent_proof_reference", proof)):
+        if not value:
+            return column, "consent evidence needs it"
+    if purpose not in PURPOSES:
+        return "consent_purpose", f"one of {', '.join(ConsentPurpose.values)}"
+    iso = _obtained_at(obtained)
+    if iso is None:
+        return "consent_obtained_at", "ISO 8601 with a time zone, not in the future"
+    return {
+        "channel": "sms",
+        "purpose": purpose,
+        "wording": wording[:2000],
+        "source": source[:200],
+        "obtained_at": iso,
+        "proof_reference": proof[:200],
+    }
+
+
+def import_parse(
+    csv_text: str, *, batch_consent: dict[str, Any] | None
+) -> tuple[list[list[Any]], list[dict[str, Any]], int]:
+    """Validate every row; return compact rows, row errors and how many duplicates were merged.
+
+    A compact row is [phone, country, language, name, tags, crm_key, consent or None]."""
+    reader = csv.DictReader(io.StringIO(csv_text))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "phone" not in header:
+        raise _bad("The CSV needs a header row with a phone column.", "csv")
+    unknown = sorted(set(header) - set(COLUMNS))
+    if unknown:
+        raise _bad(f"Unknown column {unknown[0]!r}; columns: {', '.join(COLUMNS)}.", "csv")
+    reader.fieldnames = header
+    normalise = PhoneNormaliser()
+    rows: dict[str, list[Any]] = {}
+    crm_keys: dict[str, str] = {}
+    errors: list[dict[str, Any]] = []
+    duplicates = 0
+    count = 0
+    for i, row in enumerate(reader, start=2):  # line numbers as a spreadsheet shows them
+        count += 1
+        if count > MAX_ROWS:
+            raise _bad(f"At most {MAX_ROWS} rows per import.", "csv")
+        raw = (row.get("phone") or "").strip()
+        parsed = normalise(raw) if raw else "phone is empty"
+        if isinstance(parsed, str):
+            errors.append({"line": i, "field": "phone", "message": f"{raw!r}: {parsed}"})
+            continue
+        phone, country = parsed
+        language = (row.get("language") or "").strip() or "zh-hant"
+        if language not in LANGUAGES:
+            errors.append({"line": i, "field": "language", "message": f"one of {', '.join(LANGUAGES)}"})
+            continue
+        consent = _row_consent(row)
+        if isinstance(consent, tuple):
+            errors.append({"line": i, "field": consent[0], "message": consent[1]})
+            continue
+        crm_key = (row.get("crm_key") or "").strip()[:100]
+        if crm_key and crm_keys.setdefault(crm_key, phone) != phone:
+            errors.append({"line": i, "field": "crm_key", "message": f"{crm_key!r} is given to two phones"})
+            continue
+        tags = sorted({t.strip()[:50] for t in (row.get("tags") or "").split(";") if t.strip()})
+        if phone in rows:
+            duplicates += 1
+            if consent and not rows[phone][6]:
+                rows[phone][6] = consent
+            continue
+        rows[phone] = [
+            phone,
+            country,
+            language,
+            (row.get("name") or "").strip()[:100],
+            tags,
+            crm_key,
+            consent or batch_consent,
+        ]
+    if count == 0:
+        raise _bad("The CSV has no rows.", "csv")
+    return list(rows.values()), errors, duplicates
+
+
+def import_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+    """check() of a contacts.import action holding a CSV import (dispatched by contacts.services)."""
+    if payload.get("audience_id") is not None and not Audience.objects.filter(pk=payload["audience_id"]).exists():
+        raise not_found(
+            "audience", payload["audience_id"], field="audience_id", hint="See sms_marketing.audiences.list."
+        )
+    rows = payload["rows"]
+    # crm_key clashes with existing contacts of another phone are checked set-based.
+    keyed = {r[5]: r[0] for r in rows if r[5]}
+    clashes = [
+        (key, phone)
+        for key, phone in Contact.objects.filter(crm_key__in=list(keyed)).values_list("crm_key", "phone")
+        if keyed[key] != phone
+    ]
+    if clashes:
+        raise _bad(
+            f"crm_key {clashes[0][0]!r} already belongs to another contact.",
+            "crm_key",
+            {"errors": [{"field": "crm_key", "message": f"{k!r} belongs to another contact"} for k, _ in clashes[:50]]},
+        )
+    return {
+        "recipients": len(rows),
+        "with_consent": sum(1 for r in rows if r[6]),
+        # Imports carrying consent change consent state: the policy's "sensitive" condition.
+        "sensitive": any(r[6] for r in rows),
+        "consent_change": any(r[6] for r in rows),
+    }
+
+
+def import_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+    facts = import_check(actor, payload)
+    result = import_rows(
+        actor=actor, rows=payload["rows"], source=payload["source"], audience_id=payload.get("audience_id")
+    )
+    audit_record(
+        actor=actor,
+        action="contacts.import",
+        object_type="contact_import",
+        object_id=payload.get("audience_id") or "",
+        after={**result, "source": payload["source"], "recipients": facts["recipients"]},
+        reason=payload.get("reason", ""),
+        action_request_id=request.pk if request else None,
+    )
+    return {**result, "duplicates_in_file": payload.get("duplicates_in_file", 0)}
+
+
+STAGE_COLUMNS = (
+    "phone",
+    "country",
+    "language",
+    "name",
+    "tags",
+    "crm_key",
+    "c_channel",
+    "c_purpose",
+    "c_wording",
+    "c_source",
+    "c_obtained_at",
+    "c_proof",
+)
+
+
+def _stage(cursor: Any, rows: list[list[Any]]) -> None:
+    """Load the validated rows into a temporary table (COPY on PostgreSQL)."""
+    cursor.execute("DROP TABLE IF EXISTS contact_import_stage")
+    cursor.execute(
+        "CREATE TEMP TABLE contact_import_stage (phone varchar(16) PRIMARY KEY, country varchar(2), "
+        "language varchar(10), name varchar(100), tags text, crm_key varchar(100), c_channel varchar(20), "
+        "c_purpose varchar(20), c_wording text, c_source varchar(200), c_obtained_at varchar(40), c_proof varchar(200))"
+    )
+    data = [
+        (
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            json.dumps(r[4]),
+            r[5],
+            *(
+                (c.get("channel", "sms"), c.get("purpose", ConsentPurpose.MARKETING), c["wording"], c["source"])
+                if (c := r[6])
+                else (None, None, None, None)
+            ),
+            r[6]["obtained_at"] if r[6] else None,
+            r[6]["proof_reference"] if r[6] else None,
+        )
+        for r in rows
+    ]
+    if connection.vendor == "postgresql":
+        with cursor.cursor.copy(f"COPY contact_import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+            for row in data:
+                copy.write_row(row)
+    else:
+        marks = ", ".join(["%s"] * len(STAGE_COLUMNS))
+        cursor.executemany(f"INSERT INTO contact_import_stage VALUES ({marks})", data)  # noqa: S608
+
+
+_INSERT_CONTACTS = (
+    "INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, "
+    "created_at, updated_at, created_by_id) SELECT phone, country, language, name, tags{cast}, %s, "
+    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT
+    "crm_key, 1, %s, %s, %s FROM contact_import_stage WHERE true ON CONFLICT (phone) DO NOTHING"
+)
+INSERT_CONTACTS = {
+    "postgresql": _INSERT_CONTACTS.replace("{cast}", "::jsonb"),
+    "sqlite": _INSERT_CONTACTS.replace("{cast}", ""),
+}
+_INSERT_CONSENTS = (
+    "INSERT INTO contacts_consentevidence (contact_id, channel, purpose, wording, source, obtained_at, "
+    "proof_reference, recorded_at, recorded_by_id, actor_channel, actor_token_name) "
+    "SELECT c.id, s.c_channel, s.c_purpose, s.c_wording, s.c_source, s.c_obtained_at{cast}, s.c_proof, "
+    "%s, %s, %s, %s FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone "
+    "WHERE s.c_wording IS NOT NULL"
+)
+INSERT_CONSENTS = {
+    "postgresql": _INSERT_CONSENTS.replace("{cast}", "::timestamptz"),
+    "sqlite": _INSERT_CONSENTS.replace("{cast}", ""),
+}
+
+
+def import_rows(*, actor: Actor, rows: list[list[Any]], source: str, audience_id: int | None) -> dict[str, int]:
+    """The set-based write, inside the caller's transaction: stage the rows, then one
+    INSERT ... SELECT per table. Existing contacts are never overwritten (ON CONFLICT DO NOTHING)."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        _stage(cursor, rows)
+        cursor.execute("SELECT count(*) FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone")
+        existing = cursor.fetchone()[0]
+        # Existing contacts whose consent changes get a new version: tokens read before go stale.
+        cursor.execute(
+            "UPDATE contacts_contact SET version = version + 1, updated_at = %s WHERE phone IN "
+            "(SELECT phone FROM contact_import_stage WHERE c_wording IS NOT NULL)",
+            [now],
+        )
+        cursor.execute(INSERT_CONTACTS[connection.vendor], [source, now, now, actor.user_id])
+        created = cursor.rowcount
+        cursor.execute(INSERT_CONSENTS[connection.vendor], [now, actor.user_id, str(actor.channel), actor.token_name])
+        consents = cursor.rowcount
+        if audience_id is not None:
+            cursor.execute(
+                "INSERT INTO contacts_audiencemembership (audience_id, contact_id, added_at) "
+                "SELECT %s, c.id, %s FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone "
+                "WHERE true ON CONFLICT (audience_id, contact_id) DO NOTHING",
+                [audience_id, now],
+            )
+        cursor.execute("DROP TABLE contact_import_stage")
+    return {"rows": len(rows), "created": created, "existing": existing, "consent_evidence": consents}
+
+
+def contacts_import(
+    *,
+    actor: Actor,
+    csv_text: str,
+    source: str,
+    idempotency_key: str | None,
+    audience_id: int | None = None,
+    consent: dict[str, Any] | None = None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Validate the whole file, then import it (or hold it for approval) as one write."""
+    if not actor.has_perm(IMPORT_PERMISSION):
+        raise permission_denied(IMPORT_PERMISSION)
+    source = (source or "").strip()
+    if not source:
+        raise _bad("source is required: every import records where its data came from.", "source")
+    batch_consent = consent_normalise(consent) if consent else None
+    rows, errors, duplicates = import_parse(csv_text, batch_consent=batch_consent)
+    if errors:
+        raise _bad(
+            f"{len(errors)} row(s) are invalid; nothing was imported.",
+            f"csv.line_{errors[0]['line']}.{errors[0]['field']}",
+            {"errors": errors[:MAX_ERRORS_REPORTED], "error_count": len(errors)},
+        )
+    payload = {
+        "kind": "import",
+        "rows": rows,
+        "source": f"import:{source}"[:100],
+        "audience_id": audience_id,
+        "duplicates_in_file": duplicates,
+        "reason": reason,
+    }
+    return governed_write(
+        actor=actor, action=ActionType.CONTACTS_IMPORT, payload=payload, idempotency_key=idempotency_key, reason=reason
+    )

@@ -1,0 +1,345 @@
+"""MCP tools for contacts, consent, opt-outs and frequency caps (issue 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compliance.frequency import frequency_caps_get
+from compliance.optouts import contact_opt_out, opt_outs_list
+from contacts.models import ConsentPurpose, OptOutReason
+from contacts.selectors import audiences_list, contact_get, contacts_search
+from contacts.services import LANGUAGES, contacts_upsert, segment_create, segment_preview
+from smsplatform.kernel.actor import Actor
+from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+NINT = {"type": ["integer", "null"]}
+BOOL = {"type": "boolean"}
+PHONE = {"type": "string", "minLength": 3, "maxLength": 32, "description": "E.164 (+85291234567) or a local HK number"}
+
+GOVERNED_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["executed", "pending_approval"]},
+        "action": STR,
+        "action_request_id": INT,
+        "result": {"type": "object"},
+    },
+    "required": ["status", "action"],
+}
+
+CONTACT_MINIMAL = object_schema(
+    {
+        "contact_id": INT,
+        "phone": STR,
+        "country": STR,
+        "language": STR,
+        "has_consent": BOOL,
+        "opted_out": BOOL,
+        "sendable": BOOL,
+    },
+    ["contact_id", "phone", "sendable", "opted_out"],
+)
+
+OPT_OUT = object_schema(
+    {
+        "opt_out_id": INT,
+        "phone": STR,
+        "contact_id": NINT,
+        "reason": {"type": "string", "enum": list(OptOutReason.values)},
+        "source": STR,
+        "message_text": STR,
+        "language": STR,
+        "occurred_at": STR,
+        "recorded_at": STR,
+        "sync_state": STR,
+        "active": BOOL,
+        "lifted_at": NSTR,
+    },
+    ["opt_out_id", "phone", "reason", "active", "occurred_at"],
+)
+
+
+@register_tool(
+    "sms_marketing.contacts.search",
+    permission="contacts.view_contact",
+    input_schema=object_schema(
+        {
+            "phone": PHONE,
+            "crm_key": {"type": "string", "maxLength": 100},
+            "tag": {"type": "string", "maxLength": 50},
+            "audience_id": INT,
+            "opted_out": BOOL,
+            "has_consent": BOOL,
+            "sent_within_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        }
+    ),
+    output_schema=object_schema(
+        {
+            "contacts": {"type": "array", "items": CONTACT_MINIMAL},
+            "count": INT,
+            "truncated": BOOL,
+            "phones_masked": BOOL,
+            "note": STR,
+        },
+        ["contacts", "count", "phones_masked"],
+    ),
+)
+def contacts_search_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return contacts_search(actor=actor, **args)
+
+
+@register_tool(
+    "sms_marketing.contacts.get",
+    permission="contacts.view_contact",
+    input_schema=object_schema({"contact_id": INT}, ["contact_id"]),
+    output_schema=object_schema(
+        {
+            "contact_id": INT,
+            "phone": STR,
+            "phones_masked": BOOL,
+            "country": STR,
+            "language": STR,
+            "name": STR,
+            "tags": {"type": "array", "items": STR},
+            "source": STR,
+            "crm_key": STR,
+            "created_at": STR,
+            "updated_at": STR,
+            "has_consent": BOOL,
+            "opted_out": BOOL,
+            "sendable": BOOL,
+            "consent_evidence": {"type": "array", "items": {"type": "object"}},
+            "opt_outs": {"type": "array", "items": OPT_OUT},
+            "send_history": {"type": "array", "items": {"type": "object"}},
+            "version": INT,
+            "base_version_token": STR,
+            "note": STR,
+        },
+        ["contact_id", "phone", "opted_out", "sendable", "consent_evidence", "opt_outs", "base_version_token"],
+    ),
+)
+def contacts_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return contact_get(actor=actor, contact_id=args["contact_id"])
+
+
+CONSENT = object_schema(
+    {
+        "purpose": {"type": "string", "enum": list(ConsentPurpose.values), "default": "marketing"},
+        "channel": {"type": "string", "default": "sms", "maxLength": 20},
+        "wording": {"type": "string", "minLength": 1, "maxLength": 2000, "description": "The notice shown"},
+        "source": {"type": "string", "minLength": 1, "maxLength": 200, "description": "web_form, pos, crm, ..."},
+        "obtained_at": {"type": "string", "description": "ISO 8601 with time zone"},
+        "proof_reference": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    ["wording", "source", "obtained_at", "proof_reference"],
+)
+
+
+@register_tool(
+    "sms_marketing.contacts.upsert",
+    permission="contacts.change_contact",
+    input_schema=object_schema(
+        {
+            "phone": {**PHONE, "description": "To create a contact (or to confirm the phone of contact_id)."},
+            "contact_id": {**INT, "description": "To update: from contacts.get, with base_version_token."},
+            "base_version_token": STR,
+            "source": {"type": "string", "minLength": 1, "maxLength": 100},
+            "language": {"type": "string", "enum": list(LANGUAGES)},
+            "name": {"type": "string", "maxLength": 100},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 50},
+            "crm_key": {"type": "string", "maxLength": 100},
+            "consent": CONSENT,
+            "lift_opt_out": {
+                "type": "boolean",
+                "default": False,
+                "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
+            },
+            "reason": {"type": "string", "maxLength": 1000},
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["source", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def contacts_upsert_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(args)
+    key = fields.pop("idempotency_key")
+    return contacts_upsert(actor=actor, idempotency_key=key, **fields)
+
+
+@register_tool(
+    "sms_marketing.opt_outs.list",
+    permission="contacts.view_optout",
+    input_schema=object_schema(
+        {
+            "reason": {"type": "string", "enum": list(OptOutReason.values)},
+            "phone": PHONE,
+            "include_lifted": {"type": "boolean", "default": False},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+        }
+    ),
+    output_schema=object_schema(
+        {
+            "opt_outs": {"type": "array", "items": OPT_OUT},
+            "count": INT,
+            "active_by_reason": {"type": "object", "additionalProperties": INT},
+            "active_phones": INT,
+            "note": STR,
+        },
+        ["opt_outs", "count", "active_by_reason"],
+    ),
+)
+def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return opt_outs_list(actor=actor, **args)
+
+
+@register_tool(
+    "sms_marketing.contacts.opt_out",
+    permission="contacts.add_optout",
+    input_schema=object_schema(
+        {
+            "contact_id": INT,
+            "phone": PHONE,
+            "reason": {"type": "string", "enum": list(OptOutReason.values), "description": "Default: api"},
+            "source": {"type": "string", "maxLength": 100},
+            "message_text": {"type": "string", "maxLength": 2000, "description": "The STOP message, if any"},
+            "language": {"type": "string", "maxLength": 10},
+            "note": {"type": "string", "maxLength": 500},
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["idempotency_key"],
+    ),
+    output_schema=object_schema(
+        {
+            "opt_out_id": INT,
+            "contact_id": NINT,
+            "reason": STR,
+            "created": BOOL,
+            "already_opted_out": BOOL,
+            "effective_at": STR,
+            "suppressed": BOOL,
+        },
+        ["opt_out_id", "suppressed", "effective_at"],
+    ),
+)
+def contacts_opt_out_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(args)
+    key = fields.pop("idempotency_key")
+    return contact_opt_out(actor=actor, idempotency_key=key, **fields)
+
+
+@register_tool(
+    "sms_marketing.frequency_caps.get",
+    permission="smsplatform.view_platformconfig",
+    input_schema=object_schema({}),
+    output_schema=object_schema(
+        {
+            "caps": {"type": "object"},
+            "windows": {"type": "array", "items": {"type": "object"}},
+            "per_campaign": {"type": "object"},
+            "applies_to": STR,
+            "note": STR,
+        },
+        ["caps", "windows"],
+    ),
+)
+def frequency_caps_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return frequency_caps_get()
+
+
+# --- audiences and segments -----------------------------------------------------------------------
+
+AUDIENCE = object_schema(
+    {
+        "audience_id": INT,
+        "name": STR,
+        "description": STR,
+        "source": STR,
+        "region": STR,
+        "sync_source": STR,
+        "purchase_behaviour": STR,
+        "members": INT,
+        "sendable": INT,
+        "consent": {"type": "object", "additionalProperties": INT},
+    },
+    ["audience_id", "name", "source", "members", "sendable", "consent"],
+)
+
+
+@register_tool(
+    "sms_marketing.audiences.list",
+    permission="contacts.view_audience",
+    input_schema=object_schema({}),
+    output_schema=object_schema(
+        {"audiences": {"type": "array", "items": AUDIENCE}, "count": INT, "note": STR}, ["audiences", "count"]
+    ),
+)
+def audiences_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return audiences_list(actor=actor)
+
+
+COUNTS = {"type": "object", "additionalProperties": INT}
+SEGMENT_COUNTS = {
+    "criteria": {"type": "object"},
+    "audience_ids": {"type": "array", "items": INT},
+    "matched": INT,
+    "distinct_phones": INT,
+    "sendable": INT,
+    "excluded": INT,
+    "exclusions": COUNTS,
+    "exclusion_order": {"type": "array", "items": STR},
+    "frequency_capped_by_window": {"type": "object"},
+    "by_country": {"type": "array", "items": {"type": "object"}},
+    "estimated_cost": {"type": "object", "additionalProperties": STR},
+    "cost_basis": STR,
+}
+
+
+@register_tool(
+    "sms_marketing.segments.preview",
+    permission="contacts.view_segment",
+    input_schema=object_schema(
+        {
+            "criteria": {
+                "type": "object",
+                "description": (
+                    "The criteria language: {'all': [...]} / {'any': [...]} of conditions audiences, tags "
+                    "{any,all,none}, language, country, order_status, payment_status, pickup, offer, "
+                    "days_since_last_purchase {min,max}, appointment_within_days, repurchase_due_within_days, "
+                    "consent_purpose. Example: {'all': [{'country': ['HK']}, {'tags': {'any': ['vip']}}]}"
+                ),
+            }
+        },
+        ["criteria"],
+    ),
+    output_schema=object_schema(
+        {"segment_preview_id": STR, "expires_at": STR, **SEGMENT_COUNTS, "note": STR},
+        ["segment_preview_id", "matched", "sendable", "exclusions", "by_country", "estimated_cost"],
+    ),
+)
+def segments_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return segment_preview(actor=actor, criteria=args["criteria"])
+
+
+@register_tool(
+    "sms_marketing.segments.create",
+    permission="contacts.add_segment",
+    input_schema=object_schema(
+        {
+            "segment_preview_id": {"type": "string", "description": "From segments.preview; nothing else widens it."},
+            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "reason": {"type": "string", "maxLength": 1000},
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["segment_preview_id", "name", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def segments_create_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    fields = dict(args)
+    key = fields.pop("idempotency_key")
+    return segment_create(actor=actor, idempotency_key=key, **fields)

@@ -1,0 +1,170 @@
+"""CSV import: row errors, nothing half-imported, consent evidence, approval, REST and admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
+from compliance.optouts import opt_out_record, phone_is_suppressed
+from compliance.roles import Role
+from contacts.imports import contacts_import
+from contacts.models import Audience, AudienceMembership, ConsentEvidence, Contact
+from contacts.selectors import contact_get
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.models import AuditLog
+from tests.contacts.factories import api_actor, consent, create_contact, key
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "phone,language,name,tags,crm_key,consent_wording,consent_source,consent_obtained_at,consent_proof_reference\n"
+WITH_CONSENT = "I agree to SMS offers,web_form,2026-01-05T10:00:00+08:00,form-1"
+
+
+@pytest.fixture
+def crm(make_user: Any) -> Any:
+    return make_user(Role.CRM, username="crm1")
+
+
+def _import(user: Any, text: str, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("source", "pos")
+    return contacts_import(
+        actor=api_actor(user), csv_text=text, idempotency_key=kw.pop("idempotency_key", key("imp")), **kw
+    )
+
+
+def test_import_creates_contacts_with_evidence_and_merges_duplicates(crm: Any) -> None:
+    audience = Audience.objects.create(name="POS", source="import")
+    text = HEADER + (
+        f"9123 4567,en,Chan,vip;hk,C-1,{WITH_CONSENT}\n"
+        "+85261234567,zh-hant,,,,,,,\n"
+        f"+852 9123 4567,en,Chan again,,,{WITH_CONSENT}\n"  # the same phone: one contact
+    )
+    result = _import(crm, text, audience_id=audience.pk)
+    assert result["status"] == "executed"
+    assert result["result"] == {"rows": 2, "created": 2, "existing": 0, "consent_evidence": 1, "duplicates_in_file": 1}
+    chan = Contact.objects.get(phone="+85291234567")
+    assert chan.tags == ["hk", "vip"] and chan.crm_key == "C-1" and chan.source == "import:pos"
+    assert ConsentEvidence.objects.get().proof_reference == "form-1"
+    other = contact_get(actor=api_actor(crm), contact_id=Contact.objects.get(phone="+85261234567").pk)
+    assert other["sendable"] is False  # no evidence, not sendable
+    assert AudienceMembership.objects.filter(audience=audience).count() == 2
+    audit: Any = AuditLog.objects.get(action="contacts.import")
+    assert audit.after["created"] == 2
+
+
+def test_any_row_error_refuses_the_whole_file_and_lists_every_error(crm: Any) -> None:
+    text = HEADER + (
+        f"+85291234567,en,,,,{WITH_CONSENT}\n"
+        "12345,en,,,,,,,\n"
+        "+85261234567,klingon,,,,,,,\n"
+        "+85298765432,en,,,,I agree,web,yesterday,form-2\n"
+        ",en,,,,,,,\n"
+    )
+    with pytest.raises(ApplicationError) as err:
+        _import(crm, text)
+    errors = err.value.details["errors"]
+    assert [(e["line"], e["field"]) for e in errors] == [
+        (3, "phone"),
+        (4, "language"),
+        (5, "consent_obtained_at"),
+        (6, "phone"),
+    ]
+    assert "12345" in errors[0]["message"] and err.value.field == "csv.line_3.phone"
+    assert not Contact.objects.exists() and not ConsentEvidence.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [("name\nx\n", "csv"), ("phone,colour\n+85291234567,red\n", "csv"), ("phone\n", "csv")],
+)
+def test_bad_files(crm: Any, text: str, field: str) -> None:
+    with pytest.raises(ApplicationError) as err:
+        _import(crm, text)
+    assert err.value.field == field
+
+
+def test_existing_contacts_are_not_overwritten_and_opt_outs_survive(crm: Any) -> None:
+    cid = create_contact(crm, phone="+85291234567", name="Original", with_consent=False)
+    token = contact_get(actor=api_actor(crm), contact_id=cid)["base_version_token"]
+    opt_out_record(actor=Actor.system("t"), phone="+85291234567", reason="stop", source="sms")
+    result = _import(crm, HEADER + f"+85291234567,en,Changed,,,{WITH_CONSENT}\n")["result"]
+    assert result["existing"] == 1 and result["created"] == 0
+    contact = Contact.objects.get(pk=cid)
+    assert contact.name == "Original" and phone_is_suppressed("+85291234567")
+    got = contact_get(actor=api_actor(crm), contact_id=cid)
+    assert got["has_consent"] is True and got["sendable"] is False
+    assert got["base_version_token"] != token  # consent changed: older tokens are stale
+
+
+def test_batch_consent_applies_to_rows_without_their_own(crm: Any) -> None:
+    result = _import(crm, "phone\n+85291234567\n+85261234567\n", consent=consent())["result"]
+    assert result["consent_evidence"] == 2
+
+
+def test_crm_key_clashes_are_refused(crm: Any) -> None:
+    create_contact(crm, phone="+85291234567", crm_key="C-1")
+    with pytest.raises(ApplicationError) as err:
+        _import(crm, "phone,crm_key\n+85261234567,C-1\n")
+    assert err.value.field == "crm_key"
+    with pytest.raises(ApplicationError) as twice:
+        _import(crm, "phone,crm_key\n+85261234567,C-2\n+85298765432,C-2\n")
+    assert twice.value.details["errors"][0]["field"] == "crm_key"
+
+
+def test_large_imports_follow_the_approval_policy(crm: Any, approver: Any) -> None:
+    from compliance.services import action_request_approve
+
+    ApprovalPolicy.objects.create(
+        action=ActionType.CONTACTS_IMPORT,
+        condition=Condition.RECIPIENTS_OVER,
+        threshold_count=1,
+        approver_role=Group.objects.get(name=Role.APPROVER),
+    )
+    assert _import(crm, "phone\n+85291234567\n")["status"] == "executed"
+    held = _import(crm, "phone\n+85261234567\n+85298765432\n")
+    assert held["status"] == "pending_approval"
+    assert ActionRequest.objects.get(pk=held["action_request_id"]).facts["recipients"] == 2
+    assert Contact.objects.count() == 1
+    action_request_approve(actor=api_actor(approver), action_request_id=held["action_request_id"])
+    assert Contact.objects.count() == 3
+
+
+def test_import_needs_permission(marketing: Any) -> None:
+    with pytest.raises(ApplicationError) as err:
+        _import(marketing, "phone\n+85291234567\n")
+    assert err.value.code == ErrorCode.PERMISSION_DENIED
+
+
+def test_import_over_rest(api_for: Any, crm: Any, marketing: Any) -> None:
+    api = api_for(crm)
+    ok = api.post(
+        "/api/v1/contacts/import/",
+        {"csv": HEADER + f"+85291234567,en,,,,{WITH_CONSENT}\n", "source": "crm", "idempotency_key": "rest-imp-001"},
+        format="json",
+    )
+    assert ok.status_code == 200 and ok.json()["result"]["created"] == 1
+    upload = SimpleUploadedFile("c.csv", b"phone\n+85261234567\nnope\n", content_type="text/csv")
+    bad = api.post(
+        "/api/v1/contacts/import/",
+        {"file": upload, "source": "crm", "idempotency_key": "rest-imp-002"},
+        format="multipart",
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["errors"][0]["line"] == 3
+    assert api_for(marketing).post("/api/v1/contacts/import/", {}, format="json").status_code == 403
+    assert Contact.objects.count() == 1
+
+
+def test_import_in_the_admin(client: Any, crm: Any) -> None:
+    client.force_login(crm)
+    assert client.get("/admin/contacts/contact/import/").status_code == 200
+    upload = SimpleUploadedFile("c.csv", (HEADER + f"+85291234567,en,,,,{WITH_CONSENT}\n").encode(), "text/csv")
+    response = client.post("/admin/contacts/contact/import/", {"file": upload, "source": "pos"}, follow=True)
+    assert response.status_code == 200 and Contact.objects.count() == 1
+    bad = SimpleUploadedFile("c.csv", b"phone\n12345\n", "text/csv")
+    page = client.post("/admin/contacts/contact/import/", {"file": bad, "source": "pos"}).content.decode()
+    assert "line 2 phone" in page and Contact.objects.count() == 1
