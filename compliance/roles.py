@@ -156,3 +156,23 @@ ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_CONTACTS_READ, "contacts.view_consentevi
 ROLE_PERMISSIONS[Role.OPERATIONS] += ["contacts.view_contact", "contacts.view_optout", "contacts.add_optout"]
 ROLE_PERMISSIONS[Role.TECHNICAL] += ["contacts.add_customerfact", "contacts.view_customerfact"]
 ROLE_PERMISSIONS[Role.APPROVER] += _CONTACTS_READ
+
+# Campaigns, sending, batches, delivery status and retries (issue 6).
+_CAMPAIGN_READ = ["campaigns.view_campaign", "campaigns.view_sendbatch"]
+ROLE_PERMISSIONS[Role.MARKETING] += [
+    *_CAMPAIGN_READ,
+    "campaigns.add_campaign",
+    "campaigns.change_campaign",
+    "campaigns.schedule_campaign",
+    "campaigns.send_campaign",
+    "campaigns.resend_messages",
+]
+ROLE_PERMISSIONS[Role.APPROVER] += [*_CAMPAIGN_READ, "campaigns.view_all_campaigns", "campaigns.confirm_campaign"]
+ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_CAMPAIGN_READ, "campaigns.view_all_campaigns"]
+ROLE_PERMISSIONS[Role.OPERATIONS] += [
+    *_CAMPAIGN_READ,
+    "campaigns.view_all_campaigns",
+    "campaigns.schedule_campaign",
+    "campaigns.resend_messages",
+]
+CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"

@@ -215,6 +215,16 @@ class OutboundMessage(models.Model):
     reference = models.CharField(max_length=64, blank=True, db_index=True, help_text="e.g. campaign:12:batch:3")
     quota_reference = models.CharField(max_length=64, help_text="The quota reservation this message draws on.")
     request_receipt = models.BooleanField(default=True)
+    # Campaign messages: the batch that sent it, the contact it went to, the message it resends.
+    batch = models.ForeignKey(
+        "campaigns.SendBatch", null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+    )
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    resend_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends", db_index=False
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=32, blank=True)

@@ -10,6 +10,7 @@ PERIODIC = [
     ("Purge expired previews", "smsplatform.purge_expired_previews", 3600),
     ("Reconcile interrupted submissions", "gateways.reconcile_messages", 60),
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
+    ("Advance campaign batches", "campaigns.advance_batches", 5),
 ]
 
 

@@ -76,7 +76,9 @@ def test_initialize_and_list_tools(mcp_url: str, tech_key: str) -> None:
         entry = catalogue()[name]
         assert tool.annotations is not None
         assert tool.annotations.readOnlyHint is (entry["kind"] in {"read", "preview", "status"})
-        assert tool.annotations.destructiveHint is False and tool.annotations.idempotentHint is True
+        # Only stopping a campaign cannot be undone; every other write is reversible or additive.
+        assert tool.annotations.destructiveHint is (name == "sms_marketing.campaigns.cancel_schedule")
+        assert tool.annotations.idempotentHint is True
         if entry["kind"] == "write":
             assert "idempotency_key" in tool.inputSchema["required"]
         assert tool.inputSchema["type"] == "object" and tool.inputSchema["additionalProperties"] is False
@@ -138,7 +140,7 @@ def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
             await session.call_tool("sms_marketing.action_request.status", {}),
             await session.call_tool("sms_marketing.config.get", {"surprise": 1}),
             await session.call_tool("sms_marketing.owners.list", {"role": "king"}),
-            await session.call_tool("sms_marketing.campaigns.send_approved", {}),
+            await session.call_tool("sms_marketing.automations.list", {}),
             await session.call_tool("sms_marketing.action_request.status", {"action_request_id": 999999}),
         ]
 

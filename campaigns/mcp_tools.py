@@ -1,0 +1,355 @@
+"""MCP tools for campaigns, cost preview, sending, batches, delivery status and retries (issue 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from campaigns.models import CampaignState
+from campaigns.retries import failed_messages_resend, retry_preview
+from campaigns.selectors import campaign_get, campaigns_list, cost_preview, delivery_status_get, send_batches_list
+from campaigns.services import (
+    campaign_cancel_schedule,
+    campaign_create_draft,
+    campaign_schedule,
+    campaign_send_approved,
+    campaign_update,
+)
+from smsplatform.kernel.actor import Actor
+from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+NINT = {"type": ["integer", "null"]}
+BOOL = {"type": "boolean"}
+OBJ = {"type": "object"}
+NOBJ = {"type": ["object", "null"]}
+ARR = {"type": "array"}
+CAMPAIGN_ID = {"type": "integer", "minimum": 1, "description": "From sms_marketing.campaigns.list."}
+TOKEN = {"type": "string", "minLength": 3, "maxLength": 100, "description": "base_version_token from campaigns.get"}
+REASON = {"type": "string", "maxLength": 1000}
+
+GOVERNED_OUTPUT = object_schema(
+    {
+        "status": {"type": "string", "enum": ["executed", "pending_approval"]},
+        "action": STR,
+        "action_request_id": INT,
+        "required_role": STR,
+        "policy": STR,
+        "expires_at": STR,
+        "hint": STR,
+        "result": OBJ,
+    },
+    ["status", "action"],
+)
+
+CONTENT_PROPS: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 100},
+    "segment_id": {"type": "integer", "description": "From sms_marketing.segments.create."},
+    "template_version_id": {"type": ["integer", "null"], "description": "Pin a template version, or give text."},
+    "text": {"type": ["string", "null"], "maxLength": 5000, "description": "Free copy; {{link}} places the link."},
+    "brand": {"type": "string", "maxLength": 60, "description": "Brand named in free copy (required wording)."},
+    "language": {"type": "string", "enum": ["en", "zh-hant", "bilingual"]},
+    "max_segments": {"type": ["integer", "null"], "minimum": 1, "maximum": 10},
+    "variables": {"type": "object", "additionalProperties": {"type": "string"}},
+    "short_link_id": {"type": ["integer", "null"], "description": "From sms_marketing.short_links.create."},
+    "sender_id": {"type": "string", "minLength": 1, "maxLength": 16},
+    "gateway": {"type": ["string", "null"], "description": "Gateway code; empty: preferred per country."},
+    "tracking": BOOL,
+    "send_goal": {"type": "string", "maxLength": 300},
+    "budget": {"type": ["string", "number", "null"], "description": "Maximum cost; schedules above it are refused."},
+}
+SCHEDULE_PROPS: dict[str, Any] = {
+    "send_at": {"type": "string", "description": "ISO 8601; without an offset the time_zone applies."},
+    "time_zone": {"type": "string", "description": "IANA zone, default the platform's (Asia/Hong_Kong)."},
+    "batch_size": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+    "batch_interval_seconds": {"type": "integer", "minimum": 0, "maximum": 86_400},
+    "notify": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20},
+}
+
+
+def _key(args: dict[str, Any]) -> str:
+    return str(args.pop("idempotency_key"))
+
+
+@register_tool(
+    "sms_marketing.campaigns.list",
+    permission="campaigns.view_campaign",
+    input_schema=object_schema(
+        {
+            "state": {"type": "string", "enum": list(CampaignState.values)},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        }
+    ),
+    output_schema=object_schema(
+        {"campaigns": {"type": "array", "items": OBJ}, "count": INT, "states": OBJ, "note": STR},
+        ["campaigns", "count"],
+    ),
+)
+def campaigns_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return campaigns_list(actor=actor, **args)
+
+
+@register_tool(
+    "sms_marketing.campaigns.get",
+    permission="campaigns.view_campaign",
+    input_schema=object_schema({"campaign_id": CAMPAIGN_ID}, ["campaign_id"]),
+    output_schema=object_schema(
+        {
+            "campaign_id": INT,
+            "name": STR,
+            "state": STR,
+            "version": INT,
+            "base_version_token": STR,
+            "message": OBJ,
+            "content": OBJ,
+            "schedule": OBJ,
+            "review": OBJ,
+            "approval": OBJ,
+            "estimate_detail": OBJ,
+            "short_link_detail": NOBJ,
+            "versions": ARR,
+        },
+        ["campaign_id", "state", "base_version_token"],
+    ),
+)
+def campaigns_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return campaign_get(actor=actor, campaign_id=args["campaign_id"])
+
+
+@register_tool(
+    "sms_marketing.campaigns.create_draft",
+    permission="campaigns.add_campaign",
+    input_schema=object_schema(
+        {**CONTENT_PROPS, **SCHEDULE_PROPS, "reason": REASON, "idempotency_key": IDEMPOTENCY_KEY},
+        ["name", "segment_id", "sender_id", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def campaigns_create_draft_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    reason = str(args.pop("reason", ""))
+    return campaign_create_draft(actor=actor, data=args, idempotency_key=key, reason=reason)
+
+
+@register_tool(
+    "sms_marketing.campaigns.update",
+    permission="campaigns.change_campaign",
+    input_schema=object_schema(
+        {
+            "campaign_id": CAMPAIGN_ID,
+            "base_version_token": TOKEN,
+            "changes": {
+                **object_schema({**CONTENT_PROPS, **SCHEDULE_PROPS, "review_notes": {"type": "string"}}),
+                "minProperties": 1,
+                "description": "Only the fields named here change.",
+            },
+            "reason": REASON,
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["campaign_id", "base_version_token", "changes", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def campaigns_update_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    return campaign_update(
+        actor=actor,
+        campaign_id=args["campaign_id"],
+        base_version_token=args["base_version_token"],
+        changes=args["changes"],
+        idempotency_key=key,
+        reason=str(args.get("reason", "")),
+    )
+
+
+@register_tool(
+    "sms_marketing.cost_preview",
+    permission="campaigns.view_campaign",
+    input_schema=object_schema({"campaign_id": CAMPAIGN_ID}, ["campaign_id"]),
+    output_schema=object_schema(
+        {
+            "campaign_id": INT,
+            "matched": INT,
+            "sendable": INT,
+            "unsendable": INT,
+            "exclusions": OBJ,
+            "by_country": ARR,
+            "estimated_cost": OBJ,
+            "short_link_effect": NOBJ,
+            "budget": OBJ,
+            "quota": OBJ,
+            "estimate_note": STR,
+            "note": STR,
+        },
+        ["campaign_id", "sendable", "unsendable", "exclusions", "estimated_cost", "quota", "estimate_note"],
+    ),
+)
+def cost_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return cost_preview(actor=actor, campaign_id=args["campaign_id"])
+
+
+@register_tool(
+    "sms_marketing.campaigns.schedule",
+    permission="campaigns.schedule_campaign",
+    input_schema=object_schema(
+        {
+            "campaign_id": CAMPAIGN_ID,
+            "base_version_token": TOKEN,
+            **SCHEDULE_PROPS,
+            "confirm": {
+                "type": "boolean",
+                "description": "Explicit confirmation; only counts for holders of campaigns.confirm_campaign.",
+            },
+            "reason": REASON,
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["campaign_id", "base_version_token", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def campaigns_schedule_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    schedule = {k: args[k] for k in SCHEDULE_PROPS if k in args}
+    return campaign_schedule(
+        actor=actor,
+        campaign_id=args["campaign_id"],
+        base_version_token=args["base_version_token"],
+        schedule=schedule,
+        confirm=bool(args.get("confirm", False)),
+        idempotency_key=key,
+        reason=str(args.get("reason", "")),
+    )
+
+
+@register_tool(
+    "sms_marketing.campaigns.cancel_schedule",
+    permission="campaigns.schedule_campaign",
+    input_schema=object_schema(
+        {"campaign_id": CAMPAIGN_ID, "reason": {**REASON, "minLength": 1}, "idempotency_key": IDEMPOTENCY_KEY},
+        ["campaign_id", "reason", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+    destructive=True,
+)
+def campaigns_cancel_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    return campaign_cancel_schedule(
+        actor=actor, campaign_id=args["campaign_id"], reason=args["reason"], idempotency_key=key
+    )
+
+
+@register_tool(
+    "sms_marketing.campaigns.send_approved",
+    permission="campaigns.send_campaign",
+    input_schema=object_schema(
+        {
+            "campaign_id": CAMPAIGN_ID,
+            "base_version_token": TOKEN,
+            "confirm": {
+                "type": "boolean",
+                "description": "Explicit confirmation; only counts for holders of campaigns.confirm_campaign.",
+            },
+            "reason": REASON,
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["campaign_id", "base_version_token", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def campaigns_send_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    return campaign_send_approved(
+        actor=actor,
+        campaign_id=args["campaign_id"],
+        base_version_token=args["base_version_token"],
+        confirm=bool(args.get("confirm", False)),
+        idempotency_key=key,
+        reason=str(args.get("reason", "")),
+    )
+
+
+@register_tool(
+    "sms_marketing.send_batches.list",
+    permission="campaigns.view_sendbatch",
+    input_schema=object_schema({"campaign_id": CAMPAIGN_ID}, ["campaign_id"]),
+    output_schema=object_schema(
+        {
+            "campaign_id": INT,
+            "campaign_state": STR,
+            "batches": ARR,
+            "count": INT,
+            "message_states": OBJ,
+            "batch_states": OBJ,
+            "charged_definition": STR,
+            "note": STR,
+        },
+        ["campaign_id", "batches", "message_states", "batch_states"],
+    ),
+)
+def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return send_batches_list(actor=actor, campaign_id=args["campaign_id"])
+
+
+@register_tool(
+    "sms_marketing.delivery_status.get",
+    permission="campaigns.view_sendbatch",
+    input_schema=object_schema(
+        {
+            "message_id": {"type": "integer", "minimum": 1},
+            "phone": {"type": "string", "minLength": 3, "maxLength": 32},
+            "campaign_id": CAMPAIGN_ID,
+        }
+    ),
+    output_schema=object_schema(
+        {"messages": ARR, "count": INT, "phones_masked": BOOL, "note": STR}, ["messages", "count", "phones_masked"]
+    ),
+)
+def delivery_status_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return delivery_status_get(actor=actor, **args)
+
+
+@register_tool(
+    "sms_marketing.failed_messages.retry_preview",
+    permission="campaigns.resend_messages",
+    input_schema=object_schema(
+        {"campaign_id": CAMPAIGN_ID, "batch_id": {"type": "integer", "minimum": 1}}, ["campaign_id"]
+    ),
+    output_schema=object_schema(
+        {
+            "retry_preview_id": STR,
+            "expires_at": STR,
+            "campaign_id": INT,
+            "failed": INT,
+            "eligible": INT,
+            "excluded": OBJ,
+            "by_country": ARR,
+            "estimated_cost": OBJ,
+            "expected": OBJ,
+            "note": STR,
+        },
+        ["retry_preview_id", "eligible", "excluded", "estimated_cost"],
+    ),
+)
+def retry_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    return retry_preview(actor=actor, campaign_id=args["campaign_id"], batch_id=args.get("batch_id"))
+
+
+@register_tool(
+    "sms_marketing.failed_messages.resend",
+    permission="campaigns.resend_messages",
+    input_schema=object_schema(
+        {
+            "retry_preview_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            "reason": REASON,
+            "idempotency_key": IDEMPOTENCY_KEY,
+        },
+        ["retry_preview_id", "idempotency_key"],
+    ),
+    output_schema=GOVERNED_OUTPUT,
+)
+def resend_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+    key = _key(args)
+    return failed_messages_resend(
+        actor=actor, retry_preview_id=args["retry_preview_id"], idempotency_key=key, reason=str(args.get("reason", ""))
+    )

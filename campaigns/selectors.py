@@ -1,0 +1,452 @@
+"""Campaign reads: list, get, cost preview, send batches, delivery status.
+
+Visibility: a user sees the campaigns they own or created; ``campaigns.view_all_campaigns``
+(approvers, compliance, operations) sees all. A campaign outside that set is reported as
+not found, so its name, offer and audience do not leak.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, Max, Q, QuerySet, Sum
+
+from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
+from campaigns.models import BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
+from compliance.models import ActionRequest, RequestState
+from compliance.optouts import phone_for_actor
+from gateways.models import MessagePart, MessageState, OutboundMessage
+from smsplatform.config_service import platform_config_data
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
+from templates.selectors import segment_analysis
+
+VIEW = "campaigns.view_campaign"
+VIEW_ALL = "campaigns.view_all_campaigns"
+VIEW_BATCHES = "campaigns.view_sendbatch"
+
+STATE_DEFINITIONS = {
+    "queued": "Waiting to be handed to a gateway (its batch start, quiet hours or a back-off). Not sent.",
+    "submitting": "Being handed to the gateway right now. Not confirmed.",
+    "submitted": "Accepted by the gateway; no delivery receipt yet. Pending is not success.",
+    "delivered": "The handset received it (delivery receipt).",
+    "failed": "Not delivered: refused, undelivered, withdrawn, suppressed or retries exhausted (see error).",
+    "expired": "The network gave up before delivery (validity period ended).",
+    "unknown": "Submission was interrupted; it may or may not have been sent. Never resent blindly.",
+}
+BATCH_STATE_DEFINITIONS = {
+    "waiting": "Not started: its start time has not come.",
+    "sending": "Started: some messages are still queued or being submitted.",
+    "completed": "Every message was submitted or reached a final state; receipts may still arrive.",
+    "stopped": "Stopped by a cancellation: its unsent messages were withdrawn.",
+}
+CHARGED_STATES = (MessageState.SUBMITTED, MessageState.DELIVERED, MessageState.UNKNOWN)
+
+
+def campaigns_visible(actor: Actor) -> QuerySet[Campaign]:
+    if not actor.has_perm(VIEW):
+        raise permission_denied(VIEW)
+    qs = Campaign.objects.all()
+    if actor.user is None or actor.has_perm(VIEW_ALL):
+        return qs
+    return qs.filter(Q(owner_id=actor.user_id) | Q(created_by_id=actor.user_id))
+
+
+def _campaign(actor: Actor, campaign_id: Any) -> Campaign:
+    if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            "campaign_id must be an integer.",
+            field="campaign_id",
+            hint="See sms_marketing.campaigns.list.",
+        )
+    campaign = (
+        campaigns_visible(actor)
+        .select_related("segment", "gateway", "short_link", "template_version", "owner", "approved_by")
+        .filter(pk=campaign_id)
+        .first()
+    )
+    if campaign is None:
+        raise not_found("campaign", campaign_id, field="campaign_id", hint="See sms_marketing.campaigns.list.")
+    return campaign
+
+
+def _pending_requests(campaign_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {}
+    pending = ActionRequest.objects.filter(
+        state=RequestState.PENDING,
+        action__in=["campaign.schedule", "campaign.send", "campaign.update", "campaign.cancel_schedule"],
+    ).order_by("id")
+    for request in pending:
+        cid = (request.payload or {}).get("campaign_id")
+        if cid in campaign_ids:
+            out.setdefault(cid, []).append(
+                {
+                    "action_request_id": request.pk,
+                    "action": request.action,
+                    "expires_at": request.expires_at.isoformat(),
+                }
+            )
+    return out
+
+
+def _summary(campaign: Campaign, progress: dict[str, int] | None, pending: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "campaign_id": campaign.pk,
+        "name": campaign.name,
+        "state": campaign.state,
+        "version": campaign.version,
+        "segment": {"segment_id": campaign.segment_id, "name": campaign.segment.name},
+        "message": {
+            "body_preview": campaign.body_preview,
+            "encoding": campaign.encoding,
+            "segments": campaign.segments_per_message,
+        },
+        "short_link": campaign.short_link.short_url if campaign.short_link else None,
+        "sender_id": campaign.sender_id,
+        "gateway": campaign.gateway.code if campaign.gateway else None,
+        "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+        "approval": {
+            "approved": campaign.approved_version is not None and campaign.approved_version == campaign.version,
+            "approved_version": campaign.approved_version,
+            "approved_at": campaign.approved_at.isoformat() if campaign.approved_at else None,
+            "pending_requests": pending,
+        },
+        "estimate": {k: campaign.estimate.get(k) for k in ("recipients", "cost", "at")},
+        "sending": progress,
+        "report": "see sms_marketing.send_batches.list" if progress else None,
+        "updated_at": campaign.updated_at.isoformat(),
+    }
+
+
+def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -> dict[str, Any]:
+    qs = campaigns_visible(actor).select_related("segment", "gateway", "short_link").order_by("-updated_at", "-id")
+    if state is not None:
+        if state not in CampaignState.values:
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"state must be one of {', '.join(CampaignState.values)}.",
+                field="state",
+                hint="Or leave it out.",
+            )
+        qs = qs.filter(state=state)
+    rows = list(qs[: max(1, min(int(limit), 200))])
+    ids = [c.pk for c in rows]
+    progress: dict[int, dict[str, int]] = {}
+    for cid, msg_state, n in (
+        OutboundMessage.objects.filter(batch__campaign_id__in=ids)
+        .values_list("batch__campaign_id", "state")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        progress.setdefault(cid, dict.fromkeys(MessageState.values, 0))[msg_state] = n
+    pending = _pending_requests(ids)
+    return {
+        "campaigns": [_summary(c, progress.get(c.pk), pending.get(c.pk, [])) for c in rows],
+        "count": len(rows),
+        "states": {s.value: s.label for s in CampaignState},
+        "note": "Only campaigns you own or created, unless you may view all. Pending is not delivered.",
+    }
+
+
+def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
+    from campaigns.dispatch import campaign_progress
+    from campaigns.services import campaign_snapshot, campaign_token
+    from templates.selectors import short_link_payload
+
+    campaign = _campaign(actor, campaign_id)
+    versions = list(CampaignVersion.objects.filter(campaign=campaign).select_related("created_by")[:20])
+    pending = _pending_requests([campaign.pk]).get(campaign.pk, [])
+    batches = SendBatch.objects.filter(campaign=campaign).count()
+    return {
+        **_summary(campaign, campaign_progress(campaign.pk) if batches else None, pending),
+        "base_version_token": campaign_token(campaign),
+        "content": campaign_snapshot(campaign),
+        "template_version_id": campaign.template_version_id,
+        "short_link_detail": short_link_payload(campaign.short_link) if campaign.short_link else None,
+        "schedule": {
+            "send_at": campaign.send_at.isoformat() if campaign.send_at else None,
+            "time_zone": campaign.time_zone,
+            "batch_size": campaign.batch_size,
+            "batch_interval_seconds": campaign.batch_interval_seconds,
+            "notify": campaign.notify,
+            "beat_entry": campaign.beat_task_name or None,
+        },
+        "review": {
+            "review_notes": campaign.review_notes,
+            "approved_by": campaign.approved_by.get_username() if campaign.approved_by else None,
+            "approval_request_id": campaign.approval_request_id,
+            "failure_reason": campaign.failure_reason,
+            "cancel_reason": campaign.cancel_reason,
+        },
+        "estimate_detail": campaign.estimate,
+        "owner": campaign.owner.get_username(),
+        "batches": batches,
+        "versions": [
+            {
+                "version": v.version,
+                "changed_fields": v.changed_fields,
+                "by": v.created_by.get_username() if v.created_by else None,
+                "at": v.created_at.isoformat(),
+                "reason": v.reason,
+            }
+            for v in versions
+        ],
+        "note": "Updates, scheduling and sending take campaign_id and this base_version_token.",
+    }
+
+
+# --- cost_preview ------------------------------------------------------------------------------------
+
+
+def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
+    """Per country: recipients, segments, rate, cost; exclusions; overage. Writes nothing."""
+    from campaigns.services import campaign_spec
+
+    campaign = _campaign(actor, campaign_id)
+    config = platform_config_data()
+    evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=campaign.send_at)
+    counts = evaluation.counts
+    link_effect = None
+    if evaluation.link is not None:
+        url_len = evaluation.analysis["link_characters"]
+        sample = evaluation.link.short_url + ("/" + TOKEN_SAMPLE if evaluation.per_recipient_token else "")
+        without = segment_analysis(evaluation.body_preview.replace(sample, ""), field="text")
+        link_effect = {
+            "short_url_characters": url_len,
+            "per_recipient_token": evaluation.per_recipient_token,
+            "segments_with_link": evaluation.segments,
+            "segments_without_link": without.segments,
+            "extra_cost": {
+                q.currency: str(
+                    (q.price_per_segment * (evaluation.segments - without.segments) * row["sendable"]).quantize(
+                        Decimal("0.01")
+                    )
+                )
+                for row in evaluation.by_country
+                if (q := evaluation.quotes.get(row["country"])) is not None
+            },
+        }
+    budget = campaign.budget
+    ceiling = Decimal(str(config["cost"]["max_campaign_cost"]))
+    total = evaluation.total_cost
+    return {
+        "campaign_id": campaign.pk,
+        "version": campaign.version,
+        "message": {
+            "encoding": evaluation.encoding,
+            "segments_per_message": evaluation.segments,
+            "characters": evaluation.analysis["characters"],
+            "parts": evaluation.analysis["parts"],
+        },
+        "matched": counts["matched"],
+        "sendable": evaluation.recipients,
+        "unsendable": counts["matched"] - evaluation.recipients,
+        "exclusions": counts["exclusions"],
+        "exclusion_order": counts["exclusion_order"],
+        "frequency_capped_by_window": counts["frequency_capped_by_window"],
+        "by_country": evaluation.by_country,
+        "estimated_cost": {k: str(v) for k, v in evaluation.cost.items()},
+        "short_link_effect": link_effect,
+        "budget": {
+            "campaign_budget": str(budget) if budget is not None else None,
+            "platform_ceiling": str(ceiling),
+            "over_budget": budget is not None and total > budget,
+            "over_ceiling": total > ceiling,
+        },
+        "quota": quota_check(evaluation),
+        "estimate_note": config["cost"]["estimate_note"],
+        "note": (
+            "Estimated at the listed rate per segment; the billed cost can differ. Exclusions are applied "
+            "again at dispatch, and opt-outs once more when each message is claimed."
+        ),
+    }
+
+
+# --- send_batches.list --------------------------------------------------------------------------------
+
+
+def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
+    if not actor.has_perm(VIEW_BATCHES):
+        raise permission_denied(VIEW_BATCHES)
+    campaign = _campaign(actor, campaign_id)
+    batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
+    stats: dict[int, dict[str, Any]] = {
+        b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
+        for b in batches
+    }
+    rows = (
+        OutboundMessage.objects.filter(batch__campaign=campaign)
+        .values_list("batch_id", "state", "gateway__code", "error_code")
+        .annotate(n=Count("id"), amount=Sum("cost"))
+        .order_by()
+    )
+    updated = dict(
+        OutboundMessage.objects.filter(batch__campaign=campaign)
+        .values("batch_id")
+        .annotate(at=Max("updated_at"))
+        .order_by()
+        .values_list("batch_id", "at")
+    )
+    for batch_id, state, gateway, error, n, amount in rows:
+        entry = stats[batch_id]
+        entry["states"][state] += n
+        entry["gateways"].add(gateway)
+        if state in CHARGED_STATES:
+            entry["charged"] += amount or 0
+        if error:
+            entry["errors"][error] = entry["errors"].get(error, 0) + n
+    out = []
+    for b in batches:
+        s = stats[b.pk]
+        states = s["states"]
+        out.append(
+            {
+                "batch_id": b.pk,
+                "number": b.number,
+                "kind": b.kind,
+                "resend_of_batch": b.resend_of_id,
+                "state": b.state,
+                "size": b.size,
+                "not_before": b.not_before.isoformat(),
+                "started_at": b.started_at.isoformat() if b.started_at else None,
+                "completed_at": b.completed_at.isoformat() if b.completed_at else None,
+                "stopped_at": b.stopped_at.isoformat() if b.stopped_at else None,
+                "stop_reason": b.stop_reason,
+                "gateways": sorted(s["gateways"]),
+                "delivered": states["delivered"],
+                "failed": states["failed"] + states["expired"],
+                "pending": states["queued"] + states["submitting"] + states["submitted"],
+                "unknown": states["unknown"],
+                "by_state": states,
+                "charged": str(s["charged"].quantize(Decimal("0.0001"))),
+                "error_summary": sorted(
+                    ({"error_code": k, "count": v} for k, v in s["errors"].items()), key=lambda e: -e["count"]
+                )[:10],
+                "updated_at": updated[b.pk].isoformat() if updated.get(b.pk) else b.created_at.isoformat(),
+            }
+        )
+    return {
+        "campaign_id": campaign.pk,
+        "campaign_state": campaign.state,
+        "batches": out,
+        "count": len(out),
+        "message_states": STATE_DEFINITIONS,
+        "batch_states": BATCH_STATE_DEFINITIONS,
+        "charged_definition": "The estimated price of messages a gateway accepted (or may have): submitted, "
+        "delivered, unknown. The billed amount can differ.",
+        "note": "Pending (queued, submitting, submitted) does not mean delivered.",
+    }
+
+
+# --- delivery_status.get ---------------------------------------------------------------------------------
+
+HARD_FAILURE_HINT = "refused by the gateway before delivery (invalid destination, rejected, not routable)"
+
+
+def resend_eligibility(
+    message: OutboundMessage, *, now_suppressed: str | None, capped: bool, resent: bool
+) -> dict[str, Any]:
+    """Why a message may or may not be resent. ``now_suppressed`` is the active opt-out reason, if any."""
+    if message.state == MessageState.DELIVERED:
+        return {"eligible": False, "reason": "delivered"}
+    if message.state in (MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED):
+        return {"eligible": False, "reason": "pending", "detail": "not failed (yet); pending is not a failure"}
+    if message.state == MessageState.UNKNOWN:
+        return {"eligible": False, "reason": "maybe_delivered", "detail": "submission interrupted; never resent"}
+    if now_suppressed == "invalid" or message.error_code == "invalid_destination":
+        return {"eligible": False, "reason": "invalid_number"}
+    if now_suppressed is not None or message.error_code == "suppressed":
+        return {"eligible": False, "reason": "opted_out"}
+    if message.error_code == "withdrawn":
+        return {"eligible": False, "reason": "withdrawn", "detail": "stopped by a cancellation"}
+    if message.submitted_at is None and message.error_code != "retries_exhausted":
+        return {"eligible": False, "reason": "hard_failure", "detail": HARD_FAILURE_HINT}
+    if resent:
+        return {"eligible": False, "reason": "already_resent"}
+    if capped:
+        return {"eligible": False, "reason": "frequency_capped"}
+    return {"eligible": True, "reason": "temporary_failure"}
+
+
+def delivery_status_get(
+    *, actor: Actor, message_id: int | None = None, phone: str | None = None, campaign_id: int | None = None
+) -> dict[str, Any]:
+    from campaigns.retries import eligibility_context
+    from gateways.phones import phone_parse
+
+    if not actor.has_perm(VIEW_BATCHES):
+        raise permission_denied(VIEW_BATCHES)
+    if (message_id is None) == (phone is None):
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            "Give exactly one of message_id or phone.",
+            field="message_id",
+            hint="A message id from send_batches.list, or the recipient's phone.",
+        )
+    visible = campaigns_visible(actor)
+    qs = OutboundMessage.objects.filter(batch__campaign__in=visible).select_related("gateway", "batch")
+    if message_id is not None:
+        qs = qs.filter(pk=message_id)
+    else:
+        qs = qs.filter(destination=phone_parse(str(phone), field="phone").e164)
+    if campaign_id is not None:
+        qs = qs.filter(batch__campaign_id=campaign_id)
+    messages = list(qs.order_by("-created_at", "-id")[:20])
+    if message_id is not None and not messages:
+        raise not_found("message", message_id, field="message_id", hint="See sms_marketing.send_batches.list.")
+    parts: dict[int, list[dict[str, Any]]] = {}
+    for part in MessagePart.objects.filter(message__in=messages).order_by("message_id", "part_number"):
+        parts.setdefault(part.message_id, []).append(
+            {
+                "part": part.part_number,
+                "provider_message_id": part.provider_message_id,
+                "state": part.state,
+                "error_code": part.error_code,
+                "receipt_at": part.receipt_at.isoformat() if part.receipt_at else None,
+            }
+        )
+    context = eligibility_context(messages)
+    out = []
+    for m in messages:
+        out.append(
+            {
+                "message_id": m.pk,
+                "campaign_id": m.batch.campaign_id if m.batch else None,
+                "batch": m.batch.number if m.batch else None,
+                "phone": phone_for_actor(actor, m.destination),
+                "country": m.country,
+                "state": m.state,
+                "state_definition": STATE_DEFINITIONS[m.state],
+                "error_code": m.error_code,
+                "failure_reason": m.error_reason,
+                "gateway": m.gateway.code,
+                "provider_message_ids": parts.get(m.pk, []),
+                "segments": m.segments,
+                "estimated_charge": str(m.cost) if m.state in CHARGED_STATES or m.submitted_at else "0",
+                "currency": m.currency,
+                "queued_at": m.created_at.isoformat(),
+                "submitted_at": m.submitted_at.isoformat() if m.submitted_at else None,
+                "final_at": m.final_at.isoformat() if m.final_at else None,
+                "updated_at": m.updated_at.isoformat(),
+                "resend": resend_eligibility(m, **context(m)),
+            }
+        )
+    return {
+        "messages": out,
+        "count": len(out),
+        "phones_masked": not actor.has_perm("compliance.view_full_phone"),
+        "note": "Submitted is pending, not delivered. Charges are estimates at the listed rate.",
+    }
+
+
+__all__ = [
+    "BatchState",
+    "campaign_get",
+    "campaigns_list",
+    "campaigns_visible",
+    "cost_preview",
+    "delivery_status_get",
+    "send_batches_list",
+]
