@@ -56,7 +56,8 @@ def crm(make_user: Any) -> Any:
 
 @pytest.fixture
 def approver_user(make_user: Any) -> Any:
-    return make_user(Role.APPROVER, username="approver1")
+    """A marketing manager who approves: may also confirm a live send explicitly."""
+    return make_user(Role.APPROVER, Role.MARKETING, username="approver1")
 
 
 def policy(action: str, condition: str = Condition.ALWAYS, **kw: Any) -> ApprovalPolicy:
