@@ -107,11 +107,19 @@ def _recipients(campaign: Campaign, evaluation: Evaluation) -> Any:
         .filter(~Exists(OptOut.objects.filter(phone=OuterRef("phone"), lifted_at__isnull=True)))
         .filter(country__in=sorted(evaluation.quotes))
     )
-    for capped in frequency_capped_destinations(
-        purpose=MessagePurpose.MARKETING, campaign_reference=campaign.reference
-    ).values():
+    for capped in frequency_capped_destinations(purpose=MessagePurpose.MARKETING).values():
         qs = qs.exclude(phone__in=capped)
-    return qs
+    # The per-campaign cap, on this campaign's own messages (batch index; refused ones do not count).
+    per_campaign = max(1, int(platform_config_data()["frequency_caps"]["per_campaign"]))
+    already = (
+        OutboundMessage.objects.filter(batch__campaign_id=campaign.pk)
+        .exclude(state=MessageState.FAILED)
+        .values("destination")
+        .annotate(n=Count("id"))
+        .filter(n__gte=per_campaign)
+        .values("destination")
+    )
+    return qs.exclude(phone__in=already)
 
 
 def _annotated(campaign: Campaign, evaluation: Evaluation, qs: Any) -> Any:
@@ -167,14 +175,9 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
     from gateways.quotas import quota_reserve
 
     recipients = _recipients(campaign, evaluation)
-    expected = recipients.count()
-    if expected == 0:
-        raise ApplicationError(
-            "no_sendable_recipients",
-            "No contact of the segment is sendable now (consent, opt-outs, caps and coverage applied).",
-            field="segment_id",
-            hint="Preview the segment again; nothing was sent or charged.",
-        )
+    # The evaluation just counted the sendable contacts; the INSERT below may see a few more or
+    # fewer (it runs a moment later): surplus rows go to the last batch, empty batches are dropped.
+    expected = max(1, evaluation.recipients)
     size = max(1, int(campaign.batch_size))
     batches = (expected + size - 1) // size
     start = max(now, campaign.send_at or now)
@@ -228,6 +231,13 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
     totals = OutboundMessage.objects.filter(batch__campaign=campaign, batch__kind=BatchKind.INITIAL).aggregate(
         n=Count("id"), segments=Sum("segments"), amount=Sum("cost")
     )
+    if not totals["n"]:
+        raise ApplicationError(
+            "no_sendable_recipients",
+            "No contact of the segment is sendable now (consent, opt-outs, caps and coverage applied).",
+            field="segment_id",
+            hint="Preview the segment again; nothing was sent or charged.",
+        )
     reservation = quota_reserve(
         actor=_owner_actor(campaign),
         reference=quota_reference,

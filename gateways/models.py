@@ -201,7 +201,8 @@ class OutboundMessage(models.Model):
     """One SMS to one phone. Submitted at most once: the claim (queued -> submitting) is a
     conditional UPDATE, and a message left in 'submitting' by a dead worker becomes 'unknown'."""
 
-    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="messages")
+    # Indexed by msg_gateway_state (gateway first): no separate FK index to maintain per row.
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="messages", db_index=False)
     sender_id = models.CharField(max_length=16)
     destination = models.CharField(max_length=16, help_text="E.164")
     country = models.CharField(max_length=2)
@@ -212,18 +213,39 @@ class OutboundMessage(models.Model):
     currency = models.CharField(max_length=3, default="HKD")
     purpose = models.CharField(max_length=20, choices=MessagePurpose.choices)
     state = models.CharField(max_length=12, choices=MessageState.choices, default=MessageState.QUEUED)
-    reference = models.CharField(max_length=64, blank=True, db_index=True, help_text="e.g. campaign:12:batch:3")
+    reference = models.CharField(max_length=64, blank=True, help_text="e.g. campaign:12:batch:3")
     quota_reference = models.CharField(max_length=64, help_text="The quota reservation this message draws on.")
     request_receipt = models.BooleanField(default=True)
     # Campaign messages: the batch that sent it, the contact it went to, the message it resends.
+    # No database-level FK checks: a campaign writes up to millions of rows in one statement and
+    # per-row constraint triggers would dominate it. The rows are written only by the dispatch and
+    # resend services from rows they have just read, and batches and contacts are never deleted
+    # (PROTECT in the ORM, no delete path).
     batch = models.ForeignKey(
-        "campaigns.SendBatch", null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
+        "campaigns.SendBatch",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="messages",
+        db_constraint=False,
     )
     contact = models.ForeignKey(
-        "contacts.Contact", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        "contacts.Contact",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     resend_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends", db_index=False
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="resends",
+        db_index=False,
+        db_constraint=False,
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -239,6 +261,7 @@ class OutboundMessage(models.Model):
         indexes = [
             models.Index(fields=["gateway", "state", "id"], name="msg_gateway_state"),
             models.Index(fields=["destination", "-created_at"], name="msg_destination_recent"),
+            models.Index(fields=["resend_of"], name="msg_resend_of", condition=models.Q(resend_of__isnull=False)),
         ]
 
     def __str__(self) -> str:

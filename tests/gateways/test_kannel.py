@@ -2,14 +2,13 @@
 
 HTTP level (always run): the sendsms request shape and answer mapping through httpx.MockTransport,
 dlr-url and sms-service callbacks through the real URL routes.
-Real Kannel (marker ``kannel``): bearerbox + smsbox from Debian's ``kannel`` package in front of
-the SMSC simulator, calling a live Django server back on loopback.
+A real Kannel (marker ``kannel``): ``test_kannel_real.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
@@ -542,20 +541,3 @@ def test_inbound_url_for_kannel_conf(gateway: Gateway) -> None:
     url = KannelAdapter(gateway).inbound_url()
     assert url.startswith(f"{DLR_BASE}/{CODE}/inbound?from=%p&to=%P&text=%b&charset=%C&coding=%c&ts=%T&id=%I&token=")
     assert url.endswith(inbound_token())
-
-
-# --- a real Kannel in front of the SMSC simulator ------------------------------------------------------
-
-from tests.kannel.fixtures import kannel_factory  # noqa: E402
-
-__all__ = ["kannel_factory"]  # the fixture, imported for pytest
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    return predicate()

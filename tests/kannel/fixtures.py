@@ -8,6 +8,9 @@ seconds to stop on SIGTERM) and reaps them.
 
 Tests that use it carry ``@requires_kannel`` (skipped with a reason when bearerbox is not
 installed; ``bash scripts/install_kannel.sh`` installs it).
+
+``CallbackGate`` wraps pytest-django's live server so that smsbox's callbacks can be used from
+module-scoped Kannel fixtures: see its docstring.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +151,8 @@ class Kannel:
     def _spawn(self, binary: str, name: str) -> None:
         out = (self.workdir / f"{name}.out").open("wb")
         process = subprocess.Popen(
-            [binary, "-v", "0", str(self.conf_path)],
+            # The log files get everything (log-level 0); the console only warnings and worse.
+            [binary, "-v", "2", str(self.conf_path)],
             cwd=self.workdir,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -163,13 +168,13 @@ class Kannel:
         self.conf_path.write_text(self.conf(), encoding="utf-8")
         deadline = time.monotonic() + timeout
         self._spawn(BEARERBOX, "bearerbox")
-        self._wait(lambda: self._port_open(self.smsbox_port), deadline, "bearerbox's smsbox port")
+        self._wait(lambda: self.port_open(self.smsbox_port), deadline, "bearerbox's smsbox port")
         self._spawn(SMSBOX, "smsbox")
-        self._wait(lambda: self._port_open(self.sendsms_port), deadline, "smsbox's sendsms port")
+        self._wait(lambda: self.port_open(self.sendsms_port), deadline, "smsbox's sendsms port")
         self._wait(self.smsc_online, deadline, "the SMPP link to the SMSC simulator")
         return self
 
-    def _port_open(self, port: int) -> bool:
+    def port_open(self, port: int) -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
         return False
@@ -239,3 +244,87 @@ def kannel_factory(tmp_path: Path) -> Iterator[Callable[..., Kannel]]:
     yield start
     for kannel in started:
         kannel.kill()
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One request the live server answered: path with its query, and the HTTP status."""
+
+    path: str
+    query: str
+    status: int
+
+
+class CallbackGate:
+    """Wraps pytest-django's (session-scoped) live server app while Kannel tests run.
+
+    * It records every request it answers (``calls``), so a test can wait until smsbox really
+      called back, and see what was answered (a forged callback's 403, for instance).
+    * It is shut between tests (``open``/``shut``): smsbox's late callbacks then get 503 without
+      touching the database, which is being flushed for the next test.
+    * With an in-memory SQLite test database the live server thread shares the test thread's
+      connection, and one connection used from two threads at once breaks (interleaved
+      transactions, "no such savepoint"). ``db()`` is the lock that the server takes around
+      every request: the test thread holds it while it uses the database. On PostgreSQL each
+      thread has its own connection and ``db()`` holds nothing.
+    * ``hold()`` is that lock whatever the database: callbacks wait while the test holds it
+      (around a submit, so that its receipts come after the submit's answer is recorded).
+
+    ``restore()`` puts the live server's own app back.
+    """
+
+    def __init__(self, live_server: Any) -> None:
+        self._httpd = live_server.thread.httpd
+        self._app = self._httpd.get_app()
+        self._lock = threading.RLock()
+        # pytest-django hands the server thread the test thread's connections exactly when they
+        # are in-memory SQLite ones.
+        self._shares_connection = bool(live_server.thread.connections_override)
+        self._open = False
+        self.calls: list[Callback] = []
+        self._httpd.set_app(self)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path, query = str(environ.get("PATH_INFO", "")), str(environ.get("QUERY_STRING", ""))
+        with self._lock:
+            if not self._open:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                self.calls.append(Callback(path, query, 503))
+                return [b"between tests"]
+            statuses: list[str] = []
+
+            def recording_start_response(status: str, headers: list[Any], exc_info: Any = None) -> Any:
+                statuses.append(status)
+                return start_response(status, headers, exc_info)
+
+            result = self._app(environ, recording_start_response)
+            try:
+                body = b"".join(result)  # read and close here, under the lock: closing touches the DB
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            self.calls.append(Callback(path, query, int(statuses[0].split()[0]) if statuses else 0))
+            return [body]
+
+    def db(self) -> contextlib.AbstractContextManager[Any]:
+        """Hold this while the test thread uses the database (a no-op unless the connection is shared)."""
+        return self._lock if self._shares_connection else contextlib.nullcontext()
+
+    def hold(self) -> contextlib.AbstractContextManager[Any]:
+        """Callbacks wait until this is released (on any database)."""
+        return self._lock
+
+    def open(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self._open = True
+
+    def shut(self) -> None:
+        """Waits for a request in progress, then answers 503 to the rest."""
+        with self._lock:
+            self._open = False
+
+    def restore(self) -> None:
+        self.shut()
+        self._httpd.set_app(self._app)
