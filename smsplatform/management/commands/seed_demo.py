@@ -128,6 +128,7 @@ class Command(BaseCommand):
                 defaults={"user": user, "name": f"{username}-demo", "prefix": key[:8]},
             )
             rows.append((username, str(role.value) if role else "superuser", key))
+        self._seed_marketing()
         if not options["quiet"]:
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
             for username, role_name, key in rows:
@@ -194,3 +195,82 @@ class Command(BaseCommand):
         if account.balance == 0:
             account.balance = Decimal("5000")
             account.save(update_fields=["balance"])
+
+    def _seed_marketing(self) -> None:
+        """Demo contacts with consent (two opted out by STOP, two on the simulator's 'undelivered'
+        prefix), an audience, a segment, a short link and a draft campaign, all labelled demo and
+        made through the same services as real data. Skipped when the demo audience exists."""
+        from campaigns.services import campaign_create_draft
+        from compliance.optouts import opt_out_record
+        from contacts.models import Audience, AudienceMembership
+        from contacts.services import contacts_upsert, segment_create, segment_preview
+        from smsplatform.kernel.actor import Actor, Channel
+        from templates.selectors import short_link_preview
+        from templates.services import short_link_create
+
+        if Audience.objects.filter(name="Demo members").exists():
+            return
+        User = get_user_model()
+        label = "seed_demo"
+        crm = Actor(user=User.objects.get(username="demo_crm"), channel=Channel.SYSTEM, token_name=label)
+        marketing = Actor(user=User.objects.get(username="demo_marketing"), channel=Channel.SYSTEM, token_name=label)
+        audience = Audience.objects.create(
+            name="Demo members", description="Demo data", source="demo", region="HK", purchase_behaviour="demo"
+        )
+        phones = [f"+8529{1000000 + i:07d}" for i in range(1, 39)] + ["+85259002001", "+85259002002"]
+        for i, phone in enumerate(phones):
+            result = contacts_upsert(
+                actor=crm,
+                idempotency_key=f"seed-demo-contact-{i:03d}",
+                phone=phone,
+                source="demo",
+                language="en" if i % 3 == 0 else "zh-hant",
+                tags=["demo", "vip" if i % 5 == 0 else "member"],
+                consent={
+                    "purpose": "marketing",
+                    "channel": "web",
+                    "wording": "Demo data: I agree to receive offers by SMS from Demo Shop. 我同意接收推廣短訊。",
+                    "source": "demo sign-up form",
+                    "obtained_at": "2026-01-05T10:00:00+08:00",
+                    "proof_reference": f"demo-form-{i:03d}",
+                },
+            )
+            AudienceMembership.objects.get_or_create(audience=audience, contact_id=result["result"]["contact_id"])
+        for phone in phones[:2]:
+            opt_out_record(
+                actor=Actor.system("seed_demo"), phone=phone, reason="stop", source="sms", message_text="STOP"
+            )
+        preview = segment_preview(actor=marketing, criteria={"audiences": [audience.pk]})
+        segment = segment_create(
+            actor=marketing,
+            segment_preview_id=preview["segment_preview_id"],
+            name="Demo members",
+            idempotency_key="seed-demo-segment",
+        )
+        link_preview = short_link_preview(
+            actor=marketing,
+            url="https://shop.example.com/weekend",
+            utm={"utm_source": "sms", "utm_medium": "sms", "utm_campaign": "demo-weekend"},
+            per_recipient=True,
+        )
+        link = short_link_create(
+            actor=marketing,
+            short_link_preview_id=link_preview["short_link_preview_id"],
+            idempotency_key="seed-demo-link",
+        )
+        if segment["status"] != "executed" or link["status"] != "executed":
+            return  # held for approval by a policy: the draft waits for an approver
+        campaign_create_draft(
+            actor=marketing,
+            data={
+                "name": "Demo weekend sale",
+                "segment_id": segment["result"]["segment_id"],
+                "text": "【Demo Shop】週末全場8折 Weekend sale 20% off {{link}} 回覆STOP退訂 Reply STOP to opt out",
+                "brand": "Demo Shop",
+                "short_link_id": link["result"]["short_link_id"],
+                "sender_id": "#DEMOHK",
+                "send_goal": "Demo: weekend visits",
+                "budget": "100",
+            },
+            idempotency_key="seed-demo-campaign",
+        )
