@@ -290,7 +290,10 @@ def _message(
     if wording["missing"]:
         from templates.selectors import missing_wording_error
 
-        raise missing_wording_error(wording["missing"], brand=brand, config=config)
+        error = missing_wording_error(wording["missing"], brand=brand, config=config)
+        # Name the campaign's input at fault (a campaign has no "body"): its copy or its template.
+        error.field = "text" if text else "template_version_id"
+        raise error
     result = segment_analysis(measured, field="text" if text else "template_version_id")
     analysis = {
         "characters": len(measured),

@@ -7,6 +7,7 @@ not found, so its name, offer and audience do not leak.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
 from campaigns.models import BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
-from compliance.models import ActionRequest, RequestState
+from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
 from gateways.models import MessagePart, MessageState, OutboundMessage
 from smsplatform.config_service import platform_config_data
@@ -120,6 +121,47 @@ def _summary(campaign: Campaign, progress: dict[str, int] | None, pending: list[
     }
 
 
+def _progress(key: str, ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    progress: dict[int, dict[str, int]] = {}
+    for group, msg_state, n in (
+        OutboundMessage.objects.filter(**{f"{key}__in": list(ids)})
+        .values_list(key, "state")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        progress.setdefault(group, dict.fromkeys(MessageState.values, 0))[msg_state] = n
+    return progress
+
+
+def campaigns_progress(campaign_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Messages per state for each campaign that has any, in one grouped query (a list page)."""
+    return _progress("batch__campaign_id", campaign_ids)
+
+
+def send_batches_progress(batch_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """Messages per state for each batch that has any, in one grouped query (a list page)."""
+    return _progress("batch_id", batch_ids)
+
+
+CAMPAIGN_ACTIONS = (
+    ActionType.CAMPAIGN_UPDATE,
+    ActionType.CAMPAIGN_SCHEDULE,
+    ActionType.CAMPAIGN_SEND,
+    ActionType.CAMPAIGN_CANCEL,
+)
+
+
+def campaign_action_requests(*, campaign_id: int, pending_only: bool = True) -> QuerySet[ActionRequest]:
+    """The action requests about one campaign: its payload names it (a resend: its facts do)."""
+    qs = ActionRequest.objects.filter(
+        Q(action__in=CAMPAIGN_ACTIONS, payload__campaign_id=campaign_id)
+        | Q(action=ActionType.MESSAGES_RESEND, facts__campaign_id=campaign_id)
+    )
+    if pending_only:
+        qs = qs.filter(state=RequestState.PENDING)
+    return qs.select_related("requested_by", "required_role", "decided_by").order_by("-created_at", "-id")
+
+
 def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -> dict[str, Any]:
     qs = campaigns_visible(actor).select_related("segment", "gateway", "short_link").order_by("-updated_at", "-id")
     if state is not None:
@@ -133,14 +175,7 @@ def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -
         qs = qs.filter(state=state)
     rows = list(qs[: max(1, min(int(limit), 200))])
     ids = [c.pk for c in rows]
-    progress: dict[int, dict[str, int]] = {}
-    for cid, msg_state, n in (
-        OutboundMessage.objects.filter(batch__campaign_id__in=ids)
-        .values_list("batch__campaign_id", "state")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        progress.setdefault(cid, dict.fromkeys(MessageState.values, 0))[msg_state] = n
+    progress = campaigns_progress(ids)
     pending = _pending_requests(ids)
     return {
         "campaigns": [_summary(c, progress.get(c.pk), pending.get(c.pk, [])) for c in rows],

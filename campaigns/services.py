@@ -818,7 +818,8 @@ def campaign_schedule(
         action=ActionType.CAMPAIGN_SCHEDULE,
         payload={
             "campaign_id": campaign.pk,
-            "base_version_token": str(base_version_token),
+            # A missing token stays empty (version_token_required), not the text "None".
+            "base_version_token": str(base_version_token or ""),
             "schedule": normalised,
             "confirm": bool(confirm),
             "reason": reason,
@@ -901,7 +902,8 @@ def campaign_send_approved(
         action=ActionType.CAMPAIGN_SEND,
         payload={
             "campaign_id": campaign.pk,
-            "base_version_token": str(base_version_token),
+            # A missing token stays empty (version_token_required), not the text "None".
+            "base_version_token": str(base_version_token or ""),
             "confirm": bool(confirm),
             "reason": reason,
         },

@@ -24,4 +24,5 @@ urlpatterns = [
     path("quotas/", QuotaApi.as_view(), name="quotas"),
     path("", include("templates.api.urls")),
     path("", include("contacts.api.urls")),
+    path("", include("campaigns.api.urls")),
 ]

@@ -1,0 +1,544 @@
+"""REST views for campaigns, cost preview, sending, batches, delivery status and retries (issue 6).
+
+Thin: parse, call the service or selector, serialise. Every rule lives in the services; the
+serializers only check shapes, and refuse fields they do not declare, so a misspelt or protected
+field (state, approved_version, message_ids, ...) is an error instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from campaigns.models import CampaignState
+from campaigns.retries import RESEND, failed_messages_resend, retry_preview
+from campaigns.selectors import (
+    VIEW,
+    VIEW_BATCHES,
+    campaign_get,
+    campaigns_list,
+    cost_preview,
+    delivery_status_get,
+    send_batches_list,
+)
+from campaigns.services import (
+    ADD,
+    CHANGE,
+    PROTECTED,
+    SCHEDULE,
+    SEND,
+    campaign_cancel_schedule,
+    campaign_create_draft,
+    campaign_schedule,
+    campaign_send_approved,
+    campaign_update,
+)
+from smsplatform.api.base import ServiceApiView
+from smsplatform.api.views import governed_response
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from templates.models import Language
+
+# Query parameters DRF itself understands (format negotiation); never refused.
+QUERY_PASSTHROUGH = frozenset({"format"})
+
+
+class StrictInput(serializers.Serializer):
+    """A serializer that refuses undeclared fields, at any nesting level."""
+
+    passthrough: ClassVar[frozenset[str]] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields) - self.passthrough)
+            if unknown:
+                prefix = f"{self.field_name}." if getattr(self, "field_name", None) else ""
+                name = unknown[0]
+                hint = (
+                    "Review, approval, opt-out and version data are never set through this interface."
+                    if name in PROTECTED
+                    else f"Accepted here: {', '.join(self.fields)}."
+                )
+                raise ApplicationError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"{prefix}{name} cannot be set here.",
+                    field=f"{prefix}{name}",
+                    hint=hint,
+                )
+        return super().to_internal_value(data)
+
+
+def _query(serializer: type[StrictInput], request: Request) -> dict[str, Any]:
+    data = serializer(data=request.query_params)
+    data.is_valid(raise_exception=True)
+    return dict(data.validated_data)
+
+
+def _write_args(validated: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str]:
+    """Split the idempotency key and reason off. A missing key reaches the service, which
+    answers with its own code (idempotency_key_required)."""
+    data = dict(validated)
+    key = data.pop("idempotency_key", None) or None
+    reason = str(data.pop("reason", "") or "")
+    return data, key, reason
+
+
+# --- input shapes (the services check the rules) ---------------------------------------------------
+
+
+class CampaignContentInput(StrictInput):
+    name = serializers.CharField(max_length=100, required=False)
+    segment_id = serializers.IntegerField(min_value=1, required=False, help_text="From segments.create.")
+    template_version_id = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="Pin a template version, or give text."
+    )
+    text = serializers.CharField(
+        max_length=5000,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Free copy; {{link}} places the short link.",
+    )
+    brand = serializers.CharField(max_length=60, required=False, allow_blank=True, help_text="Named in free copy.")
+    language = serializers.ChoiceField(choices=Language.choices, required=False)
+    max_segments = serializers.IntegerField(min_value=1, max_value=10, required=False, allow_null=True)
+    variables = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False), required=False
+    )
+    short_link_id = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="From short_links.create."
+    )
+    sender_id = serializers.CharField(max_length=16, required=False)
+    gateway = serializers.CharField(
+        max_length=50, required=False, allow_null=True, allow_blank=True, help_text="Empty: preferred per country."
+    )
+    tracking = serializers.BooleanField(required=False)
+    send_goal = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    budget = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        required=False,
+        allow_null=True,
+        help_text="Maximum cost; a schedule or send above it is refused.",
+    )
+
+
+class CampaignScheduleFieldsInput(StrictInput):
+    send_at = serializers.CharField(
+        required=False, allow_null=True, help_text="ISO 8601; without an offset the time_zone applies."
+    )
+    time_zone = serializers.CharField(max_length=50, required=False, help_text="IANA zone, e.g. Asia/Hong_Kong.")
+    batch_size = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False)
+    batch_interval_seconds = serializers.IntegerField(min_value=0, max_value=86_400, required=False)
+    notify = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=20, required=False, help_text="Usernames or e-mails."
+    )
+
+
+class WriteInput(StrictInput):
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    idempotency_key = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text="Required: one key per intended write; reuse it only to retry that write.",
+    )
+
+
+class CampaignCreateInput(CampaignContentInput, CampaignScheduleFieldsInput, WriteInput):
+    name = serializers.CharField(max_length=100)
+    segment_id = serializers.IntegerField(min_value=1, help_text="From segments.create.")
+    sender_id = serializers.CharField(max_length=16)
+
+
+class CampaignChangesInput(CampaignContentInput, CampaignScheduleFieldsInput):
+    review_notes = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+
+
+class CampaignUpdateInput(WriteInput):
+    base_version_token = serializers.CharField(required=False, allow_blank=True, help_text="From GET; required.")
+    changes = CampaignChangesInput(help_text="Only the fields named here change.")
+
+
+class CampaignScheduleInput(CampaignScheduleFieldsInput, WriteInput):
+    base_version_token = serializers.CharField(required=False, allow_blank=True, help_text="From GET; required.")
+    confirm = serializers.BooleanField(
+        default=False, help_text="Counts only for holders of campaigns.confirm_campaign; otherwise approval decides."
+    )
+
+
+class CampaignSendInput(WriteInput):
+    base_version_token = serializers.CharField(required=False, allow_blank=True, help_text="From GET; required.")
+    confirm = serializers.BooleanField(
+        default=False, help_text="Counts only for holders of campaigns.confirm_campaign; otherwise approval decides."
+    )
+
+
+class CampaignCancelInput(WriteInput):
+    reason = serializers.CharField(max_length=1000, help_text="Why; recorded and sent to the owner.")
+
+
+class ResendInput(WriteInput):
+    retry_preview_id = serializers.CharField(max_length=64, help_text="From campaigns/<id>/retry-preview/ only.")
+
+
+class CampaignListQuery(StrictInput):
+    passthrough = QUERY_PASSTHROUGH
+    state = serializers.ChoiceField(choices=CampaignState.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=200, default=50)
+
+
+class DeliveryStatusQuery(StrictInput):
+    passthrough = QUERY_PASSTHROUGH
+    message_id = serializers.IntegerField(min_value=1, required=False)
+    phone = serializers.CharField(min_length=3, max_length=32, required=False)
+    campaign_id = serializers.IntegerField(min_value=1, required=False)
+
+
+class RetryPreviewQuery(StrictInput):
+    passthrough = QUERY_PASSTHROUGH
+    batch_id = serializers.IntegerField(min_value=1, required=False)
+
+
+class EmptyQuery(StrictInput):
+    passthrough = QUERY_PASSTHROUGH
+
+
+# --- output shapes (documentation of what the selectors and services return) ------------------------
+
+
+class ApiErrorDetail(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+    hint = serializers.CharField(allow_null=True)
+    details = serializers.DictField(required=False)
+
+
+class ApiErrorOutput(serializers.Serializer):
+    error = ApiErrorDetail()
+
+
+class GovernedWriteOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["executed", "pending_approval"])
+    action = serializers.CharField()
+    result = serializers.DictField(required=False, help_text="When executed: what the service returned.")
+    action_request_id = serializers.IntegerField(required=False, help_text="When held for approval.")
+    required_role = serializers.CharField(required=False)
+    policy = serializers.CharField(required=False)
+    expires_at = serializers.DateTimeField(required=False)
+    hint = serializers.CharField(required=False)
+
+
+class CampaignListOutput(serializers.Serializer):
+    campaigns = serializers.ListField(child=serializers.DictField())
+    count = serializers.IntegerField()
+    states = serializers.DictField(child=serializers.CharField())
+    note = serializers.CharField()
+
+
+class CampaignDetailOutput(serializers.Serializer):
+    campaign_id = serializers.IntegerField()
+    name = serializers.CharField()
+    state = serializers.ChoiceField(choices=CampaignState.choices)
+    version = serializers.IntegerField()
+    base_version_token = serializers.CharField()
+    message = serializers.DictField()
+    content = serializers.DictField()
+    schedule = serializers.DictField()
+    review = serializers.DictField()
+    approval = serializers.DictField()
+    estimate_detail = serializers.DictField()
+    short_link_detail = serializers.DictField(allow_null=True)
+    versions = serializers.ListField(child=serializers.DictField())
+
+
+class CostPreviewOutput(serializers.Serializer):
+    campaign_id = serializers.IntegerField()
+    message = serializers.DictField(help_text="Encoding, segments per message, characters, the parts.")
+    matched = serializers.IntegerField()
+    sendable = serializers.IntegerField()
+    unsendable = serializers.IntegerField()
+    exclusions = serializers.DictField(child=serializers.IntegerField())
+    by_country = serializers.ListField(child=serializers.DictField())
+    estimated_cost = serializers.DictField(child=serializers.CharField())
+    short_link_effect = serializers.DictField(allow_null=True)
+    budget = serializers.DictField()
+    quota = serializers.DictField()
+    estimate_note = serializers.CharField()
+
+
+class SendBatchListOutput(serializers.Serializer):
+    campaign_id = serializers.IntegerField()
+    campaign_state = serializers.CharField()
+    batches = serializers.ListField(child=serializers.DictField())
+    count = serializers.IntegerField()
+    message_states = serializers.DictField(child=serializers.CharField())
+    batch_states = serializers.DictField(child=serializers.CharField())
+    charged_definition = serializers.CharField()
+
+
+class DeliveryStatusOutput(serializers.Serializer):
+    messages = serializers.ListField(child=serializers.DictField())
+    count = serializers.IntegerField()
+    phones_masked = serializers.BooleanField()
+    note = serializers.CharField()
+
+
+class RetryPreviewOutput(serializers.Serializer):
+    retry_preview_id = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    campaign_id = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    eligible = serializers.IntegerField()
+    excluded = serializers.DictField(child=serializers.IntegerField())
+    by_country = serializers.ListField(child=serializers.DictField())
+    estimated_cost = serializers.DictField(child=serializers.CharField())
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ApiErrorOutput) for code in (400, 401, 403, *codes)}
+
+
+def _read(output: type[serializers.Serializer], *codes: int) -> dict[int, Any]:
+    return {200: output, **_errors(*codes)}
+
+
+def _governed(*codes: int) -> dict[int, Any]:
+    return {
+        200: OpenApiResponse(GovernedWriteOutput, description="Executed"),
+        202: OpenApiResponse(GovernedWriteOutput, description="Held for approval (pending_approval)"),
+        **_errors(*codes),
+    }
+
+
+# --- views ---------------------------------------------------------------------------------------------
+
+
+class CampaignListApi(ServiceApiView):
+    """Campaigns you own or created (all of them with campaigns.view_all_campaigns); new drafts."""
+
+    required_permissions = {"GET": VIEW, "POST": ADD}
+
+    @extend_schema(
+        operation_id="campaigns_list",
+        summary="Campaigns you may see, with state and progress (sms_marketing.campaigns.list)",
+        parameters=[CampaignListQuery],
+        responses=_read(CampaignListOutput),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(campaigns_list(actor=self.actor(request), **_query(CampaignListQuery, request)))
+
+    @extend_schema(
+        operation_id="campaigns_create_draft",
+        summary="Create a campaign draft; every content rule is checked (sms_marketing.campaigns.create_draft)",
+        request=CampaignCreateInput,
+        responses=_governed(404, 409),
+    )
+    def post(self, request: Request) -> Response:
+        data = CampaignCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields, key, reason = _write_args(data.validated_data)
+        result = campaign_create_draft(actor=self.actor(request), data=fields, idempotency_key=key, reason=reason)
+        return governed_response(result)
+
+
+class CampaignDetailApi(ServiceApiView):
+    """One campaign; updates name only the fields they change and send its base_version_token back."""
+
+    required_permissions = {"GET": VIEW, "PATCH": CHANGE}
+
+    @extend_schema(
+        operation_id="campaigns_get",
+        summary="One campaign with its base_version_token and versions (sms_marketing.campaigns.get)",
+        responses=_read(CampaignDetailOutput, 404),
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        _query(EmptyQuery, request)
+        return Response(campaign_get(actor=self.actor(request), campaign_id=campaign_id))
+
+    @extend_schema(
+        operation_id="campaigns_update",
+        summary="Change only the named fields; a stale token is refused (sms_marketing.campaigns.update)",
+        request=CampaignUpdateInput,
+        responses=_governed(404, 409),
+    )
+    def patch(self, request: Request, campaign_id: int) -> Response:
+        data = CampaignUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields, key, reason = _write_args(data.validated_data)
+        result = campaign_update(
+            actor=self.actor(request),
+            campaign_id=campaign_id,
+            base_version_token=fields.get("base_version_token") or None,
+            changes=dict(fields["changes"]),
+            idempotency_key=key,
+            reason=reason,
+        )
+        return governed_response(result)
+
+
+class CampaignCostPreviewApi(ServiceApiView):
+    """What a send would cost now, per country, with every exclusion counted. Writes nothing."""
+
+    required_permissions = {"GET": VIEW}
+
+    @extend_schema(
+        operation_id="cost_preview",
+        summary="Cost per country, exclusions, short-link effect, quota and budget (sms_marketing.cost_preview)",
+        responses=_read(CostPreviewOutput, 404),
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        _query(EmptyQuery, request)
+        return Response(cost_preview(actor=self.actor(request), campaign_id=campaign_id))
+
+
+class CampaignScheduleApi(ServiceApiView):
+    """Schedule a send. A live send needs an approval by someone else or a confirmer's confirm=true."""
+
+    required_permissions = {"POST": SCHEDULE}
+
+    @extend_schema(
+        operation_id="campaigns_schedule",
+        summary="Schedule an approved send; held for approval per policy (sms_marketing.campaigns.schedule)",
+        request=CampaignScheduleInput,
+        responses=_governed(404, 409),
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        data = CampaignScheduleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields, key, reason = _write_args(data.validated_data)
+        token = fields.pop("base_version_token", None) or None
+        confirm = bool(fields.pop("confirm", False))
+        result = campaign_schedule(
+            actor=self.actor(request),
+            campaign_id=campaign_id,
+            base_version_token=token,
+            schedule=fields,
+            confirm=confirm,
+            idempotency_key=key,
+            reason=reason,
+        )
+        return governed_response(result)
+
+
+class CampaignCancelScheduleApi(ServiceApiView):
+    """Cancel before sending starts; once sending, the remaining batches are stopped instead."""
+
+    required_permissions = {"POST": SCHEDULE}
+
+    @extend_schema(
+        operation_id="campaigns_cancel_schedule",
+        summary="Cancel before sending, or stop the remaining batches (sms_marketing.campaigns.cancel_schedule)",
+        request=CampaignCancelInput,
+        responses=_governed(404, 409),
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        data = CampaignCancelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        _fields, key, reason = _write_args(data.validated_data)
+        result = campaign_cancel_schedule(
+            actor=self.actor(request), campaign_id=campaign_id, reason=reason, idempotency_key=key
+        )
+        return governed_response(result)
+
+
+class CampaignSendApi(ServiceApiView):
+    """Send now. A marketer's confirm=true does not count: the approval policy decides."""
+
+    required_permissions = {"POST": SEND}
+
+    @extend_schema(
+        operation_id="campaigns_send_approved",
+        summary="Send now: needs an approval or a confirmer's confirm=true (sms_marketing.campaigns.send_approved)",
+        request=CampaignSendInput,
+        responses=_governed(404, 409),
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        data = CampaignSendInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields, key, reason = _write_args(data.validated_data)
+        result = campaign_send_approved(
+            actor=self.actor(request),
+            campaign_id=campaign_id,
+            base_version_token=fields.get("base_version_token") or None,
+            confirm=bool(fields.get("confirm", False)),
+            idempotency_key=key,
+            reason=reason,
+        )
+        return governed_response(result)
+
+
+class SendBatchListApi(ServiceApiView):
+    """A campaign's batches with per-state counts. Pending is not delivered."""
+
+    required_permissions = {"GET": VIEW_BATCHES}
+
+    @extend_schema(
+        operation_id="send_batches_list",
+        summary="Batches with delivered, failed, pending, charged and errors (sms_marketing.send_batches.list)",
+        responses=_read(SendBatchListOutput, 404),
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        _query(EmptyQuery, request)
+        return Response(send_batches_list(actor=self.actor(request), campaign_id=campaign_id))
+
+
+class DeliveryStatusApi(ServiceApiView):
+    """Per message or phone; phones are masked unless you may see them in full."""
+
+    required_permissions = {"GET": VIEW_BATCHES}
+
+    @extend_schema(
+        operation_id="delivery_status_get",
+        summary="Delivery status per message or phone, masked (sms_marketing.delivery_status.get)",
+        parameters=[DeliveryStatusQuery],
+        responses=_read(DeliveryStatusOutput, 404),
+    )
+    def get(self, request: Request) -> Response:
+        return Response(delivery_status_get(actor=self.actor(request), **_query(DeliveryStatusQuery, request)))
+
+
+class RetryPreviewApi(ServiceApiView):
+    """Stores a preview of the failed messages that may be resent; resend takes only its id."""
+
+    required_permissions = {"GET": RESEND}
+
+    @extend_schema(
+        operation_id="failed_messages_retry_preview",
+        summary="Which failed messages may be resent, at what cost; stores a preview id "
+        "(sms_marketing.failed_messages.retry_preview)",
+        parameters=[RetryPreviewQuery],
+        responses=_read(RetryPreviewOutput, 404),
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        query = _query(RetryPreviewQuery, request)
+        return Response(
+            retry_preview(actor=self.actor(request), campaign_id=campaign_id, batch_id=query.get("batch_id"))
+        )
+
+
+class FailedMessagesResendApi(ServiceApiView):
+    """Resends exactly what a retry preview showed (re-checked now); never more."""
+
+    required_permissions = {"POST": RESEND}
+
+    @extend_schema(
+        operation_id="failed_messages_resend",
+        summary="Resend exactly what a retry preview showed, by its id only (sms_marketing.failed_messages.resend)",
+        request=ResendInput,
+        responses=_governed(404, 409, 410),
+    )
+    def post(self, request: Request) -> Response:
+        data = ResendInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields, key, reason = _write_args(data.validated_data)
+        result = failed_messages_resend(
+            actor=self.actor(request), retry_preview_id=fields["retry_preview_id"], idempotency_key=key, reason=reason
+        )
+        return governed_response(result)
