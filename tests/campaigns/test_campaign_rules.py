@@ -33,7 +33,7 @@ from gateways.models import Account, Gateway, MessageState, OutboundMessage, Sen
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
-from tests.campaigns.conftest import PHONES, act, draft_data, key, policy
+from tests.campaigns.conftest import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours
 
 pytestmark = pytest.mark.django_db
 
@@ -328,6 +328,7 @@ def test_dispatch_runs_once_even_if_beat_fires_twice(world: dict[str, Any], mark
 
 
 def test_quiet_hours_make_messages_wait_not_drop(world: dict[str, Any]) -> None:
+    set_quiet_hours(HK_QUIET_HOURS)
     hk = ZoneInfo("Asia/Hong_Kong")
     night = datetime(2026, 12, 1, 23, 30, tzinfo=hk)
     assert quiet_release_time("HK", night) == datetime(2026, 12, 2, 9, 0, tzinfo=hk)
@@ -340,6 +341,7 @@ def test_quiet_hours_make_messages_wait_not_drop(world: dict[str, Any]) -> None:
 def test_a_night_schedule_queues_messages_for_the_morning(
     world: dict[str, Any], marketer: Any, approver_user: Any
 ) -> None:
+    set_quiet_hours(HK_QUIET_HOURS)
     draft = _draft(world, marketer)
     hk = ZoneInfo("Asia/Hong_Kong")
     night = (timezone.now() + timedelta(days=2)).astimezone(hk).replace(hour=23, minute=0, second=0, microsecond=0)
