@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
+from django.db import transaction
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role, roles_sync
@@ -199,23 +200,25 @@ class Command(BaseCommand):
     def _seed_marketing(self) -> None:
         """Demo contacts with consent (two opted out by STOP, two on the simulator's 'undelivered'
         prefix), an audience, a segment, a short link and a draft campaign, all labelled demo and
-        made through the same services as real data. Skipped when the demo audience exists."""
+        made through the same services as real data. Skipped once the demo campaign exists."""
+        from campaigns.models import Campaign
         from campaigns.services import campaign_create_draft
         from compliance.optouts import opt_out_record
-        from contacts.models import Audience, AudienceMembership
+        from contacts.models import Audience, AudienceMembership, OptOut
         from contacts.services import contacts_upsert, segment_create, segment_preview
         from smsplatform.kernel.actor import Actor, Channel
         from templates.selectors import short_link_preview
         from templates.services import short_link_create
 
-        if Audience.objects.filter(name="Demo members").exists():
+        if Campaign.objects.filter(name="Demo weekend sale").exists():
             return
         User = get_user_model()
         label = "seed_demo"
         crm = Actor(user=User.objects.get(username="demo_crm"), channel=Channel.SYSTEM, token_name=label)
         marketing = Actor(user=User.objects.get(username="demo_marketing"), channel=Channel.SYSTEM, token_name=label)
-        audience = Audience.objects.create(
-            name="Demo members", description="Demo data", source="demo", region="HK", purchase_behaviour="demo"
+        audience, _ = Audience.objects.get_or_create(
+            name="Demo members",
+            defaults={"description": "Demo data", "source": "demo", "region": "HK", "purchase_behaviour": "demo"},
         )
         phones = [f"+8529{1000000 + i:07d}" for i in range(1, 39)] + ["+85259002001", "+85259002002"]
         for i, phone in enumerate(phones):
@@ -237,15 +240,18 @@ class Command(BaseCommand):
             )
             AudienceMembership.objects.get_or_create(audience=audience, contact_id=result["result"]["contact_id"])
         for phone in phones[:2]:
-            opt_out_record(
-                actor=Actor.system("seed_demo"), phone=phone, reason="stop", source="sms", message_text="STOP"
-            )
+            if OptOut.objects.filter(phone=phone, lifted_at__isnull=True).exists():
+                continue
+            with transaction.atomic():
+                opt_out_record(
+                    actor=Actor.system("seed_demo"), phone=phone, reason="stop", source="sms", message_text="STOP"
+                )
         preview = segment_preview(actor=marketing, criteria={"audiences": [audience.pk]})
         segment = segment_create(
             actor=marketing,
             segment_preview_id=preview["segment_preview_id"],
             name="Demo members",
-            idempotency_key="seed-demo-segment",
+            idempotency_key=f"seed-demo-segment-{preview['segment_preview_id'][:8]}",
         )
         link_preview = short_link_preview(
             actor=marketing,
@@ -256,7 +262,7 @@ class Command(BaseCommand):
         link = short_link_create(
             actor=marketing,
             short_link_preview_id=link_preview["short_link_preview_id"],
-            idempotency_key="seed-demo-link",
+            idempotency_key=f"seed-demo-link-{link_preview['short_link_preview_id'][:8]}",
         )
         if segment["status"] != "executed" or link["status"] != "executed":
             return  # held for approval by a policy: the draft waits for an approver
