@@ -9,22 +9,34 @@ a fresh database created (and dropped afterwards) on the PostgreSQL server named
 client on asyncio streams, so that the figure measures the server rather than an HTTP library.
 
 Three scenarios: a link without click tracking (the redirect alone: the ceiling of Django and
-gunicorn on this machine), a shared link and a per-recipient link (unique-click check). The
-tracked ones run twice: with the default one INSERT per click in the request, and with
-SMS_CLICK_BATCH_SECONDS=0.05 (clicks queued per worker, one INSERT per batch). Every answer
-must be a 302 to the stored target (each request carries ?next=http://evil.example/), and after
-each server stops the clicks table must hold exactly one row per tracked request.
+gunicorn on this machine), a shared link and a per-recipient link (unique-click check), each on
+two servers: with SMS_CLICK_BATCH_SECONDS=0 (one INSERT per click in the request) and with the
+click spool (the default, SMS_CLICK_BATCH_SECONDS=0.5: a line appended to a local file, written
+by each worker with one statement per segment). Both servers run at once and take turns, one
+round of one scenario at a time, so that they share the machine's other load alike. Every answer
+must be a 302 to the stored target (each request carries ?next=http://evil.example/). At the
+end the INSERT server is stopped normally; the spool server gets a last burst and is killed with
+SIGKILL (master and workers) right after its last 302, then the beat task's drain runs once; the
+clicks table must then hold exactly one row per tracked request (none lost, none twice).
+
+Besides requests per second, each scenario reports the server's CPU time per request: gunicorn's
+processes plus, on PostgreSQL, their database backends (told apart by application_name), from
+/proc; the load generator's own CPU is not counted. Both figures are only comparable within one
+run on a shared machine: other work there slows and inflates everything (the load average is
+printed with the results).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -65,6 +77,13 @@ for name, per_recipient, tracking in (("shared", False, True), ("per_recipient",
     assert created["status"] == "executed", created
     out[name] = {"code": created["result"]["code"], "target": created["result"]["target_url"]}
 print(json.dumps(out))
+"""
+
+DRAIN = """
+import django
+django.setup()
+from templates.tasks import drain_click_spool
+print(drain_click_spool())
 """
 
 COUNT = """
@@ -161,6 +180,50 @@ def _drop_postgres(url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+CRASH_BURST = 3000
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(x) for x in children.read().split()]
+    except OSError:
+        return []
+
+
+class ServerCpu:
+    """CPU seconds used so far by one server: gunicorn (master and workers) and, on PostgreSQL,
+    the backends its workers opened (told apart by their application_name)."""
+
+    def __init__(self, master: int, pg_admin_url: str | None, application_name: str) -> None:
+        self.master, self.pg_admin_url, self.application_name = master, pg_admin_url, application_name
+
+    def pids(self) -> set[int]:
+        pids = {self.master, *_children(self.master)}
+        if self.pg_admin_url:
+            import psycopg
+
+            with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [self.application_name]
+                ).fetchall()
+            pids.update(int(pid) for (pid,) in rows)
+        return pids
+
+    def sample(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids())
+
+
 def _start_server(env: dict[str, str], args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     server = subprocess.Popen(
@@ -181,17 +244,46 @@ def _start_server(env: dict[str, str], args: argparse.Namespace) -> tuple[subpro
     return server, port
 
 
-def _measure(port: int, paths: list[str], target: str, args: argparse.Namespace) -> dict[str, float]:
-    hammer(port, paths[:2000], target, args.connections, args.clients)  # warm-up
-    rounds = [hammer(port, paths, target, args.connections, args.clients) for _ in range(args.rounds)]
-    rates = sorted(len(lat) / elapsed for lat, elapsed in rounds)
-    latencies = [x for lat, _ in rounds for x in lat]
+class Server:
+    def __init__(self, mode: str, batch_seconds: str, env: dict[str, str], args: argparse.Namespace) -> None:
+        self.mode, self.spool = mode, batch_seconds != "0"
+        self.batch_seconds = float(batch_seconds)
+        name = "bench-" + ("spool" if self.spool else "insert")
+        env = {**env, "SMS_CLICK_BATCH_SECONDS": batch_seconds}
+        admin_url = None
+        if env["DATABASE_URL"].startswith("postgres"):
+            env["DATABASE_URL"] += ("&" if "?" in env["DATABASE_URL"] else "?") + f"application_name={name}"
+            admin_url = urlunsplit(urlsplit(env["DATABASE_URL"])._replace(path="/postgres", query=""))
+        self.process, self.port = _start_server(env, args)
+        self.cpu = ServerCpu(self.process.pid, admin_url, name)
+
+
+def _summary(samples: list[tuple[list[float], float, float]]) -> dict[str, float]:
+    rates = sorted(len(lat) / elapsed for lat, elapsed, _ in samples)
+    latencies = [x for lat, _, _ in samples for x in lat]
     return {
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "req_per_s": round(statistics.median(rates), 1),
         "best_req_per_s": round(rates[-1], 1),
+        "cpu_us_per_req": round(sum(cpu for _, _, cpu in samples) / len(latencies) * 1e6),
     }
+
+
+def _round(server: Server, paths: list[str], target: str, tracked: bool, args: argparse.Namespace) -> tuple:
+    before = server.cpu.sample()
+    latencies, elapsed = hammer(server.port, paths, target, args.connections, args.clients)
+    if server.spool and tracked:
+        time.sleep(server.batch_seconds + 0.3)  # its clicks written, so that their CPU is counted here
+    return latencies, elapsed, server.cpu.sample() - before
+
+
+def _kill_tree(server: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the master and its workers at once: nothing gets to run an exit handler."""
+    for pid in [*_children(server.pid), server.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.wait(30)
 
 
 def main() -> None:
@@ -204,14 +296,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per scenario (median reported)")
-    parser.add_argument("--batch-seconds", type=float, default=0.05, help="SMS_CLICK_BATCH_SECONDS of batch mode")
+    parser.add_argument("--batch-seconds", type=float, default=0.5, help="SMS_CLICK_BATCH_SECONDS of the spool")
+    parser.add_argument(
+        "--modes", default="insert,spool", help="which servers to run: insert (one INSERT per click), spool"
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--settings", default="smsplatform.settings", help="DJANGO_SETTINGS_MODULE (e.g. a lean short-domain stack)"
+    )
     args = parser.parse_args()
 
+    load_before = f"{os.getloadavg()[0]:.2f}"  # other work on the machine skews every figure
     tmp = Path(tempfile.mkdtemp(prefix="smsbench-redirect-"))
     env = {**os.environ, "SMS_VAR_DIR": str(tmp), "DJANGO_SECRET_KEY": "bench-secret-key-" + "x" * 40}
     env.pop("CELERY_BROKER_URL", None)
-    env.update({"DJANGO_SETTINGS_MODULE": "smsplatform.settings", "LOG_LEVEL": "WARNING"})
+    env.update({"DJANGO_SETTINGS_MODULE": args.settings, "LOG_LEVEL": "WARNING"})
     pg_name = None
     if args.database_url:
         env["DATABASE_URL"], pg_name = _throwaway_postgres(args.database_url)
@@ -236,23 +335,51 @@ def main() -> None:
             ),
         ]
         untracked = [f"/s/{links['untracked']['code']}"] * args.requests
-        modes = [("one INSERT per click", "0"), (f"batched ({args.batch_seconds}s)", str(args.batch_seconds))]
-        for mode, batch_seconds in modes:
-            before = int(_python(COUNT, env).split()[0])
-            server, port = _start_server({**env, "SMS_CLICK_BATCH_SECONDS": batch_seconds}, args)
-            try:
-                if not results:
-                    results["untracked (no click)"] = _measure(port, untracked, links["untracked"]["target"], args)
-                for name, paths, target in tracked:
-                    results[f"{name}, {mode}"] = _measure(port, paths, target, args)
-            finally:
-                server.terminate()  # a normal stop: batch mode writes what is still queued
-                server.wait(30)
-            recorded = int(_python(COUNT, env).split()[0]) - before
-            expected = len(tracked) * (args.rounds * args.requests + 2000)  # rounds and warm-ups
-            if recorded != expected:
-                raise SystemExit(f"{mode}: {recorded} clicks recorded for {expected} tracked requests")
-            checks.append(f"{mode}: {recorded} clicks recorded for {expected} tracked requests")
+        all_modes = {
+            "insert": ("one INSERT per click", "0"),
+            "spool": (f"spool ({args.batch_seconds}s)", str(args.batch_seconds)),
+        }
+        modes = [all_modes[m.strip()] for m in args.modes.split(",") if m.strip()]
+        scenarios = [("untracked (no click)", untracked, links["untracked"]["target"], False)]
+        scenarios += [(name, paths, target, True) for name, paths, target in tracked]
+        # All servers run at once and take turns, one round of each scenario at a time, so that
+        # each sees the same share of whatever else the machine is doing.
+        servers = [Server(mode, batch_seconds, env, args) for mode, batch_seconds in modes]
+        try:
+            for server in servers:
+                for _, paths, target, _ in scenarios:
+                    hammer(server.port, paths[:2000], target, args.connections, args.clients)  # warm-up
+            samples: dict[str, list[tuple[list[float], float, float]]] = {}
+            for _ in range(args.rounds):
+                for server in servers:
+                    for name, paths, target, is_tracked in scenarios:
+                        sample = _round(server, paths, target, is_tracked, args)
+                        samples.setdefault(f"{name}, {server.mode}", []).append(sample)
+            results.update({key: _summary(value) for key, value in samples.items()})
+            for server in servers:
+                if server.spool:  # a last burst, killed as soon as its last 302 is in
+                    burst = (tracked[1][1] * CRASH_BURST)[:CRASH_BURST]
+                    hammer(server.port, burst, tracked[1][2], args.connections, args.clients)
+        finally:
+            for server in sorted(servers, key=lambda server: not server.spool):  # the kill first
+                if server.spool:
+                    _kill_tree(server.process)  # a crash: only what is on disk survives
+                else:
+                    server.process.terminate()
+                    server.process.wait(30)
+        expected = len(servers) * len(tracked) * (args.rounds * args.requests + 2000)  # rounds and warm-ups
+        expected += CRASH_BURST * sum(server.spool for server in servers)
+        in_table = int(_python(COUNT, env).split()[0])
+        if any(server.spool for server in servers):
+            drained = int(_python(DRAIN, env))  # templates.drain_click_spool, as beat runs it
+            checks.append(
+                f"after SIGKILL of every spool server process, {in_table} clicks were in the table "
+                f"and the drain task wrote the other {drained}"
+            )
+        recorded = int(_python(COUNT, env).split()[0])
+        if recorded != expected:
+            raise SystemExit(f"{recorded} clicks recorded for {expected} tracked requests")
+        checks.append(f"{recorded} clicks recorded for {expected} tracked requests (none lost, none twice)")
         unique = int(_python(COUNT, env).split()[1])
     finally:
         if pg_name and args.database_url:
@@ -267,12 +394,13 @@ def main() -> None:
     print(
         f"# short-link redirect (302 to the stored target + click recorded), {args.connections} keep-alive "
         f"connections, gunicorn {args.workers}x{args.threads} gthread, {db}, {os.cpu_count()} cores ({cpu}), "
-        "load generator on the same machine"
+        f"load generator on the same machine, settings {args.settings}, load average before/after "
+        f"{load_before} / {os.getloadavg()[0]:.2f}"
     )
     for name, r in results.items():
         print(
-            f"{name:<44} {r['req_per_s']:>7} req/s median of {args.rounds} (best {r['best_req_per_s']:>7})  "
-            f"p50 {r['p50_ms']:>6} ms  p99 {r['p99_ms']:>6} ms"
+            f"{name:<42} {r['req_per_s']:>7} req/s median of {args.rounds} (best {r['best_req_per_s']:>7})  "
+            f"p50 {r['p50_ms']:>6} ms  p99 {r['p99_ms']:>6} ms  server CPU {r['cpu_us_per_req']:>5} us/req"
         )
     for line in checks:
         print(line)

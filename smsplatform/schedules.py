@@ -11,6 +11,7 @@ PERIODIC = [
     ("Reconcile interrupted submissions", "gateways.reconcile_messages", 60),
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
+    ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
 ]
 
 

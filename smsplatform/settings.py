@@ -168,12 +168,14 @@ DJANGO_MCP_GLOBAL_SERVER_CONFIG = {"name": "sms_marketing", "stateless": True}
 _celery_queue_dir = VAR_DIR / "celery"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_celery_queue_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_queue_dir / "queue"),
         "data_folder_out": str(_celery_queue_dir / "queue"),
         "processed_folder": str(_celery_queue_dir / "processed"),
+        # Broadcast (remote-control) exchanges: under var/, never in the working directory.
+        "control_folder": str(_celery_queue_dir / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
@@ -190,6 +192,13 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # How long stored previews stay usable, and the default life of an action request.
 SMS_PREVIEW_TTL_SECONDS = int(os.environ.get("SMS_PREVIEW_TTL_SECONDS", "3600"))
 SMS_ACTION_REQUEST_TTL_HOURS = int(os.environ.get("SMS_ACTION_REQUEST_TTL_HOURS", "72"))
-# Short-link clicks: 0 writes each click with one INSERT during the redirect; N > 0 queues them
-# per worker and writes one INSERT per batch every N seconds (templates.views.ClickBatcher).
-SMS_CLICK_BATCH_SECONDS = float(os.environ.get("SMS_CLICK_BATCH_SECONDS", "0"))
+# Short-link clicks (templates.clicks): N > 0 appends each click to a local spool file before
+# the redirect answers, and each web process writes its spool to the database every N seconds,
+# one transaction per segment (a crashed process loses nothing; a crashed machine at most the
+# last N seconds); 0 writes each click with one INSERT during the redirect (slower).
+SMS_CLICK_BATCH_SECONDS = float(os.environ.get("SMS_CLICK_BATCH_SECONDS", "0.5"))
+# Where the spool files live: a local disk of the web host, shared by its processes.
+SMS_CLICK_SPOOL_DIR = os.environ.get("SMS_CLICK_SPOOL_DIR", str(VAR_DIR / "clicks"))
+# How long a web process may serve a short link from its cache before reading it again (a
+# change made in the same process is seen at once).
+SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECONDS", "10"))

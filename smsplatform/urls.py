@@ -12,6 +12,8 @@ admin.site.site_title = "SMS Marketing"
 admin.site.index_title = "Operations, approvals and configuration"
 
 urlpatterns = [
+    # First: the hottest route (every click of every campaign) is matched before any other.
+    re_path(r"^s/(?P<code>[^/]+)(?:/(?P<recipient>[^/]+))?/?$", short_link_redirect, name="short-link"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include(("smsplatform.api.urls", "api"), namespace="api")),
@@ -22,7 +24,6 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("mcp", McpEndpointView.as_view(), name="mcp"),
-    re_path(r"^s/(?P<code>[^/]+)(?:/(?P<recipient>[^/]+))?/?$", short_link_redirect, name="short-link"),
     path("hooks/<slug:gateway_code>/receipts", gateway_views.receipt_callback, name="gateway-receipts"),
     path("hooks/<slug:gateway_code>/inbound", gateway_views.inbound_callback, name="gateway-inbound"),
 ]

@@ -144,3 +144,20 @@ class LinkClick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.link_id} at {self.clicked_at:%Y-%m-%d %H:%M:%S} ({self.device_class})"
+
+
+class ClickSpoolSegment(models.Model):
+    """Ledger of click spool segments written to ``LinkClick`` (see templates.clicks).
+
+    A segment's row is inserted in the same transaction as its clicks, so a drain that finds
+    the row already there (its writer died between COMMIT and deleting the file) deletes the
+    file without writing the clicks twice. The row is deleted once the file is gone; rows
+    left by a drain that died in between are pruned by the templates.drain_click_spool task.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    clicks = models.PositiveIntegerField()
+    written_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.clicks} clicks)"

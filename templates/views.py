@@ -2,17 +2,17 @@
 
 It answers 302 to the link's stored target and nothing else: the target was validated
 when the link was created, and nothing in the request (query string, path suffix,
-headers) can change where it points. This is the platform's hottest path (every
-click of every campaign), so it avoids the ORM: one indexed SELECT (cached briefly per
-process, links are immutable) and one INSERT per click, or, with SMS_CLICK_BATCH_SECONDS
-set, no database round trip at all (clicks are written in batches by a per-worker thread).
+headers) can change where it points. This is the platform's hottest path (every click of
+every campaign), so in the common case it makes no database round trip at all: the link
+comes from a per-process cache and the click goes to the local click spool (templates.clicks,
+which also describes what a 302 promises about its click). Without a database round trip
+Django's CONN_HEALTH_CHECKS probe (a SELECT 1 before a request's first query) is not paid
+either; a cache miss pays it once with its one indexed SELECT.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import re
 import threading
 import time
@@ -21,14 +21,19 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import DatabaseError, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from templates.models import DeviceClass, LinkClick, ShortLink
+from templates.clicks import flush_clicks, record_click
+from templates.models import DeviceClass, ShortLink
 from templates.selectors import CODE_RE, RECIPIENT_TOKEN_RE
+
+__all__ = ["cache_clear", "device_class", "flush_clicks", "short_link_redirect"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +46,11 @@ class CachedLink(NamedTuple):
     per_recipient: bool
 
 
-# Links never change after creation, so a short per-process cache is safe; expiry is still
-# checked on every request against the cached expires_at. Misses are not cached.
-_CACHE_SECONDS = 60.0
+# Links are not edited after creation (services create them, the admin is read-only), but a
+# link can still be changed or removed (an operator expiring it early): a save or delete in
+# this process drops its entry at once (and again at commit), and every other process reads
+# it again within SMS_SHORT_LINK_CACHE_SECONDS. Expiry is checked on every request against
+# the cached expires_at. Misses are not cached.
 _CACHE_MAX = 10_000
 _cache: dict[str, tuple[float, CachedLink]] = {}
 _cache_lock = threading.Lock()
@@ -65,8 +72,21 @@ def _link(code: str) -> CachedLink | None:
     with _cache_lock:
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
-        _cache[code] = (now + _CACHE_SECONDS, link)
+        _cache[code] = (now + settings.SMS_SHORT_LINK_CACHE_SECONDS, link)
     return link
+
+
+def cache_forget(code: str) -> None:
+    with _cache_lock:
+        _cache.pop(code, None)
+
+
+@receiver(post_save, sender=ShortLink, dispatch_uid="templates.views.short_link_saved")
+@receiver(post_delete, sender=ShortLink, dispatch_uid="templates.views.short_link_deleted")
+def _short_link_changed(sender: type[ShortLink], instance: ShortLink, **kwargs: Any) -> None:
+    cache_forget(instance.code)
+    # A request in between could cache the old row again until the change commits.
+    transaction.on_commit(lambda: cache_forget(instance.code), using=kwargs.get("using"))
 
 
 def cache_clear() -> None:
@@ -97,153 +117,6 @@ def device_class(user_agent: str) -> str:
     return DeviceClass.DESKTOP
 
 
-_TABLE = LinkClick._meta.db_table
-_INSERT = (
-    f"INSERT INTO {_TABLE} (link_id, clicked_at, device_class, recipient_token, is_unique) "  # noqa: S608 - names are ours
-    "VALUES (%s, %s, %s, %s, %s)"
-)
-# One statement: the click is unique when this recipient has no unique click on the link yet.
-# The NOT EXISTS probe uses the partial unique index, which also settles a race between two
-# first clicks (the loser gets IntegrityError and is recorded as a repeat).
-_INSERT_FIRST = (
-    f"INSERT INTO {_TABLE} (link_id, clicked_at, device_class, recipient_token, is_unique) "  # noqa: S608
-    f"SELECT %s, %s, %s, %s, NOT EXISTS (SELECT 1 FROM {_TABLE} "
-    "WHERE link_id = %s AND recipient_token = %s AND is_unique)"
-)
-
-
-# On PostgreSQL the click commits asynchronously (synchronous_commit off for this one implicit
-# transaction, sent in the same round trip): the redirect does not wait for the WAL flush. A
-# database crash can lose the last fraction of a second of clicks, never corrupt them; every
-# other write keeps full durability.
-_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "
-
-# (link id, time, device class, recipient token, may be the recipient's unique click)
-Click = tuple[int, datetime, str, str | None, bool]
-
-
-def _prefix() -> str:
-    return _ASYNC_COMMIT if connection.vendor == "postgresql" else ""
-
-
-def _at(when: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(when)
-
-
-def _insert_one(click: Click) -> None:
-    link_id, when, device, recipient, candidate = click
-    with connection.cursor() as cursor:
-        if not candidate:
-            cursor.execute(_prefix() + _INSERT, [link_id, _at(when), device, recipient, False])
-            return
-        try:
-            cursor.execute(_prefix() + _INSERT_FIRST, [link_id, _at(when), device, recipient, link_id, recipient])
-        except IntegrityError:
-            cursor.execute(_prefix() + _INSERT, [link_id, _at(when), device, recipient, False])
-
-
-def _insert_batch(clicks: list[Click]) -> None:
-    """One INSERT for many clicks, with the same unique rule as _INSERT_FIRST."""
-    seen: set[tuple[int, str | None]] = set()
-    params: list[Any] = []
-    for link_id, when, device, recipient, candidate in clicks:
-        # Within one batch only a recipient's first click may be its unique one.
-        first = candidate and (link_id, recipient) not in seen
-        seen.add((link_id, recipient))
-        params += [link_id, _at(when), device, recipient, first]
-    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(clicks))
-    # Only placeholders and our own table name are interpolated.
-    sql = (
-        f"WITH v (link_id, clicked_at, device_class, recipient_token, candidate) AS (VALUES {values}) "  # noqa: S608
-        f"INSERT INTO {_TABLE} (link_id, clicked_at, device_class, recipient_token, is_unique) "
-        "SELECT v.link_id, v.clicked_at, v.device_class, v.recipient_token, v.candidate AND NOT EXISTS "
-        f"(SELECT 1 FROM {_TABLE} c WHERE c.link_id = v.link_id AND c.recipient_token = v.recipient_token "
-        "AND c.is_unique) FROM v"
-    )
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_prefix() + sql, params)
-    except IntegrityError:
-        # Another process recorded one of these first clicks at the same moment: settle row by row.
-        for click in clicks:
-            _insert_one(click)
-
-
-class ClickBatcher:
-    """Optional (SMS_CLICK_BATCH_SECONDS > 0): clicks are queued per process and written by a
-    background thread with one INSERT per batch, so a redirect makes no database round trip.
-    The trade-off: clicks reach the table up to that interval later, and a worker killed hard
-    (SIGKILL, OOM) loses the clicks still queued; a normal stop flushes them (atexit)."""
-
-    MAX_BATCH = 1000
-    MAX_QUEUED = 100_000
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.queue: list[Click] = []
-        self.lock = threading.Lock()
-        self.wakeup = threading.Event()
-        self.pid: int | None = None
-
-    def add(self, click: Click) -> None:
-        with self.lock:
-            if self.pid != os.getpid():  # first click in this (forked) worker: start its writer
-                self.pid = os.getpid()
-                self.queue = []
-                threading.Thread(target=self._run, name="click-writer", daemon=True).start()
-                atexit.register(self.flush)
-            if len(self.queue) >= self.MAX_QUEUED:
-                logger.error("Click queue full (database unreachable?): dropping a click on link %s", click[0])
-                return
-            self.queue.append(click)
-            if len(self.queue) >= self.MAX_BATCH:
-                self.wakeup.set()
-
-    def _run(self) -> None:
-        while True:
-            self.wakeup.wait(self.interval)
-            self.wakeup.clear()
-            self.flush()
-
-    def flush(self) -> None:
-        with self.lock:
-            batch, self.queue = self.queue[: self.MAX_BATCH], self.queue[self.MAX_BATCH :]
-        if not batch:
-            return
-        try:
-            _insert_batch(batch)
-        except DatabaseError:
-            logger.exception("Writing %d clicks failed; they are retried", len(batch))
-            connection.close()  # reconnect on the next attempt
-            with self.lock:
-                self.queue[:0] = batch
-            time.sleep(min(self.interval * 10, 1.0))
-        if len(self.queue) >= self.MAX_BATCH:
-            self.wakeup.set()
-
-
-_batcher: ClickBatcher | None = None
-
-
-def record_click(link: CachedLink, *, device: str, recipient: str | None) -> None:
-    global _batcher
-    # Link scanners and previews are recorded, but never take a recipient's unique click.
-    click: Click = (link.pk, timezone.now(), device, recipient, recipient is not None and device != DeviceClass.BOT)
-    interval = float(getattr(settings, "SMS_CLICK_BATCH_SECONDS", 0) or 0)
-    if interval <= 0:
-        _insert_one(click)
-        return
-    if _batcher is None:
-        _batcher = ClickBatcher(interval)
-    _batcher.add(click)
-
-
-def flush_clicks() -> None:
-    """Write queued clicks now (batch mode only; a no-op otherwise)."""
-    if _batcher is not None:
-        _batcher.flush()
-
-
 def _page(request: HttpRequest, *, status: int, expired: bool, link: CachedLink | None = None) -> HttpResponse:
     response = render(
         request,
@@ -272,7 +145,7 @@ def short_link_redirect(request: HttpRequest, code: str, recipient: str | None =
     if link.tracking and request.method == "GET":
         try:
             record_click(
-                link,
+                link.pk,
                 device=device_class(request.META.get("HTTP_USER_AGENT", "")[:512]),
                 recipient=recipient if link.per_recipient else None,
             )

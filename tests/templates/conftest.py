@@ -60,6 +60,14 @@ def _fresh_link_cache() -> Iterator[None]:
     cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _clicks_written_in_the_request(settings: Any, tmp_path: Any) -> None:
+    """Clicks take the INSERT path so that a test sees them at once; the spool tests switch
+    it on themselves (and never write to the repository's var/)."""
+    settings.SMS_CLICK_BATCH_SECONDS = 0
+    settings.SMS_CLICK_SPOOL_DIR = str(tmp_path / "clicks")
+
+
 @pytest.fixture
 def compliance(make_user: Callable[..., Any]) -> Any:
     return make_user(Role.COMPLIANCE, username="compliance1")
