@@ -10,14 +10,15 @@ is handed to a gateway at most once whatever crashes afterwards.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, OutgoingSms, ReceiptEvent, SendOutcome, adapter_for
@@ -30,6 +31,7 @@ from gateways.models import (
     MessagePurpose,
     MessageState,
     OutboundMessage,
+    QuotaReservation,
 )
 from gateways.phones import phone_parse
 from gateways.quotas import quota_consume, quota_reserve, quota_unhold
@@ -43,6 +45,22 @@ from templates.segments import SegmentInputError, count_segments
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+_MESSAGES = OutboundMessage._meta.db_table
+_PARTS = MessagePart._meta.db_table
+_RECEIPTS = DeliveryReceipt._meta.db_table
+_encode_json_string = json.encoder.encode_basestring_ascii
+
+
+def _pg_cursor() -> Any:
+    """A server-side-binding psycopg cursor on Django's connection (same transaction): id and
+    provider-id lists go as one binary array parameter (``= ANY(%b)``), not as thousands of
+    client-side quoted literals."""
+    import psycopg
+
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 SUBMITTING_TIMEOUT = timedelta(minutes=5)
 
 # Handlers for inbound SMS (the compliance keyword handler registers here).
@@ -153,50 +171,294 @@ def _enqueue_submit(gateway_id: int, message_ids: list[int]) -> None:
 # --- submitting -----------------------------------------------------------------------
 
 
+class ClaimedMessage(NamedTuple):
+    """A claimed message as the bind worker needs it: no model instance on the hot path."""
+
+    pk: int
+    sender_id: str
+    destination: str
+    body: str
+    encoding: str
+    segments: int
+    cost: Decimal
+    country: str
+    purpose: str
+    quota_reference: str
+    request_receipt: bool
+    attempts: int  # including this attempt
+
+
+class MessageLike(Protocol):
+    """What recording an outcome reads of a message (an OutboundMessage or a ClaimedMessage)."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def country(self) -> str: ...
+    @property
+    def quota_reference(self) -> str: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def cost(self) -> Decimal: ...
+
+
+_CLAIM_COLUMNS = (
+    "id",
+    "sender_id",
+    "destination",
+    "body",
+    "encoding",
+    "segments",
+    "cost",
+    "country",
+    "purpose",
+    "quota_reference",
+    "request_receipt",
+    "attempts",
+)
+
+
 def messages_claim(
-    *, gateway_id: int, message_ids: Sequence[int] | None = None, limit: int = 500
+    *, gateway_id: int, message_ids: Sequence[int] | None = None, limit: int = 500, actor: Actor | None = None
 ) -> list[OutboundMessage]:
-    """queued -> submitting, committed before any gateway call (at most once)."""
-    now = timezone.now()
+    """queued -> submitting, committed before any gateway call (at most once).
+
+    Marketing messages to a number with an active opt-out are not claimed: they fail as
+    'suppressed' in the same transaction and their quota hold is released."""
     with transaction.atomic():
-        qs = OutboundMessage.objects.filter(gateway_id=gateway_id, state=MessageState.QUEUED).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-        )
-        if message_ids is not None:
-            qs = qs.filter(pk__in=list(message_ids))
-        # SKIP LOCKED: concurrent workers take disjoint messages, in id order.
-        claimed = list(qs.select_for_update(skip_locked=True).order_by("pk")[:limit])
+        claimed = _claim(gateway_id=gateway_id, message_ids=message_ids, limit=limit, actor=actor).messages
         if not claimed:
             return []
-        ids = [m.pk for m in claimed]
+        return list(OutboundMessage.objects.filter(pk__in=[m.pk for m in claimed]).order_by("pk"))
+
+
+class ClaimResult(NamedTuple):
+    messages: list[ClaimedMessage]  # queued -> submitting, in id order
+    suppressed: int  # queued -> failed (active opt-out)
+    last_id: int  # the highest id taken either way (0 when none)
+
+
+def messages_claim_rows(
+    *, gateway_id: int, limit: int = 2000, actor: Actor | None = None, after_id: int = 0
+) -> ClaimResult:
+    """The bind worker's claim: the same rules as ``messages_claim``, rows instead of model
+    instances.
+
+    ``after_id``: start after this id. Rows claimed earlier leave dead entries at the front of
+    the queue's index until vacuum removes them; a worker that resumes after its last claim
+    does not walk them again on every claim. It must still come back to 0 (retries and
+    requeued messages sit behind the cursor): see BindWorker._claim."""
+    return _claim(gateway_id=gateway_id, message_ids=None, limit=limit, actor=actor, after_id=after_id)
+
+
+def _claim(
+    *, gateway_id: int, message_ids: Sequence[int] | None, limit: int, actor: Actor | None, after_id: int = 0
+) -> ClaimResult:
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            rows = _claim_postgresql(gateway_id, message_ids, limit, now, after_id)
+        else:
+            rows = _claim_orm(gateway_id, message_ids, limit, now, after_id)
+        claimed: list[ClaimedMessage] = []
+        suppressed: list[tuple[int, str, int, Decimal]] = []
+        for row in rows:
+            if row[-1] is None:
+                claimed.append(ClaimedMessage._make(row[:-1]))
+            else:  # (id, quota_reference, segments, cost)
+                suppressed.append((row[0], row[9], row[5], row[6]))
+        if suppressed:
+            _suppressed_release(actor or Actor.system("messages_claim"), suppressed)
+    claimed.sort()
+    return ClaimResult(claimed, len(suppressed), max((row[0] for row in rows), default=0))
+
+
+def _suppressed_reason(opt_out_id: Any, reason: Any, source: Any) -> str:
+    return f"Opt-out #{opt_out_id} ({reason}, {source}) is active for this number: not sent."[:300]
+
+
+def _claim_postgresql(
+    gateway_id: int, message_ids: Sequence[int] | None, limit: int, now: Any, after_id: int
+) -> list[tuple[Any, ...]]:
+    # 1. Pick in id order with SKIP LOCKED (concurrent workers take disjoint rows), looking up an
+    #    active opt-out for marketing messages on its partial index.
+    # 2. Move the picked rows by primary key (an array parameter: an index scan whatever the
+    #    table's statistics say, even right after a bulk dispatch) to 'submitting' -- or, when
+    #    opted out, straight to 'failed': the opt-out wins at claim time.
+    from contacts.models import OptOut
+
+    only = "AND m.id = ANY(%(ids)s)" if message_ids is not None else ""
+    pick = f"""
+        SELECT m.id, o.id, o.reason, o.source
+        FROM {_MESSAGES} m
+        LEFT JOIN LATERAL (
+            SELECT x.id, x.reason, x.source FROM {OptOut._meta.db_table} x
+            WHERE m.purpose = %(marketing)s AND x.phone = m.destination AND x.lifted_at IS NULL
+            ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1
+        ) o ON TRUE
+        WHERE m.gateway_id = %(gateway)s AND m.state = %(queued)s
+          AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %(now)s) AND m.id > %(after)s {only}
+        ORDER BY m.id
+        LIMIT %(limit)s
+        FOR NO KEY UPDATE OF m SKIP LOCKED
+    """  # noqa: S608 (table names are ours)
+    params = {
+        "gateway": gateway_id,
+        "queued": MessageState.QUEUED.value,
+        "marketing": MessagePurpose.MARKETING.value,
+        "now": now,
+        "limit": limit,
+        "after": after_id,
+        "ids": list(message_ids or []),
+    }
+    with _pg_cursor() as cursor:
+        cursor.execute(pick, params)
+        picked = cursor.fetchall()
+        if not picked:
+            return []
+        send = [row[0] for row in picked if row[1] is None]
+        blocked = [row for row in picked if row[1] is not None]
+        returning = ", ".join(_CLAIM_COLUMNS)
+        rows: list[tuple[Any, ...]] = []
+        if send:
+            cursor.execute(
+                f"UPDATE {_MESSAGES} SET state = %s, submit_started_at = %s, attempts = attempts + 1 "  # noqa: S608
+                f"WHERE id = ANY(%b::bigint[]) RETURNING {returning}, NULL",
+                [MessageState.SUBMITTING.value, now, send],
+            )
+            rows.extend(cursor.fetchall())
+        if blocked:
+            cursor.execute(
+                f"UPDATE {_MESSAGES} m SET state = %s, final_at = %s, error_code = 'suppressed', "  # noqa: S608
+                "error_reason = v.reason FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) AS v(id, optout, reason) "
+                f"WHERE m.id = v.id RETURNING {', '.join(f'm.{c}' for c in _CLAIM_COLUMNS)}, v.optout",
+                [
+                    MessageState.FAILED.value,
+                    now,
+                    [row[0] for row in blocked],
+                    [row[1] for row in blocked],
+                    [_suppressed_reason(row[1], row[2], row[3]) for row in blocked],
+                ],
+            )
+            rows.extend(cursor.fetchall())
+    return rows
+
+
+def _claim_orm(
+    gateway_id: int, message_ids: Sequence[int] | None, limit: int, now: Any, after_id: int
+) -> list[tuple[Any, ...]]:
+    """The portable claim (SQLite: one writer at a time, so no row locks are needed)."""
+    from contacts.models import OptOut
+
+    active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True).order_by(
+        "-occurred_at", "-pk"
+    )
+    qs = OutboundMessage.objects.filter(gateway_id=gateway_id, state=MessageState.QUEUED, pk__gt=after_id).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    if message_ids is not None:
+        qs = qs.filter(pk__in=list(message_ids))
+    rows = list(
+        qs.select_for_update(skip_locked=True)
+        .order_by("pk")
+        .annotate(
+            optout_id=Case(
+                When(purpose=MessagePurpose.MARKETING, then=Subquery(active.values("pk")[:1])),
+                default=Value(None),
+                output_field=BigIntegerField(),
+            )
+        )
+        .values_list(*_CLAIM_COLUMNS, "optout_id")[:limit]
+    )
+    if not rows:
+        return []
+    ids = [r[0] for r in rows if r[-1] is None]
+    if ids:
         OutboundMessage.objects.filter(pk__in=ids).update(
             state=MessageState.SUBMITTING, submit_started_at=now, attempts=F("attempts") + 1
         )
-        for m in claimed:
-            m.state, m.submit_started_at, m.attempts = MessageState.SUBMITTING, now, m.attempts + 1
-    return claimed
+    blocked = {r[-1]: r[0] for r in rows if r[-1] is not None}
+    if blocked:
+        for opt_out_id, reason, source in OptOut.objects.filter(pk__in=list(blocked)).values_list(
+            "pk", "reason", "source"
+        ):
+            for row in rows:
+                if row[-1] == opt_out_id:
+                    OutboundMessage.objects.filter(pk=row[0]).update(
+                        state=MessageState.FAILED,
+                        final_at=now,
+                        error_code="suppressed",
+                        error_reason=_suppressed_reason(opt_out_id, reason, source),
+                    )
+    attempts = _CLAIM_COLUMNS.index("attempts")
+    return [(*r[:attempts], r[attempts] + 1, *r[attempts + 1 :]) if r[-1] is None else r for r in rows]
+
+
+def _suppressed_release(actor: Actor, suppressed: list[tuple[int, str, int, Decimal]]) -> None:
+    """Give back the quota held for suppressed messages: one movement per reservation."""
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for _pk, reference, segments, cost in suppressed:
+        held_segments, held_amount = totals.get(reference, (0, Decimal(0)))
+        totals[reference] = (held_segments + segments, held_amount + cost)
+    existing = set(QuotaReservation.objects.filter(reference__in=list(totals)).values_list("reference", flat=True))
+    for reference in sorted(existing):
+        segments, amount = totals[reference]
+        quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
+    audit_record(
+        actor=actor,
+        action="messages.suppressed",
+        object_type="outbound_message",
+        after={"ids": [s[0] for s in suppressed][:1000], "count": len(suppressed)},
+        reason="Active opt-out at claim time.",
+    )
 
 
 def outcomes_record(
-    *, actor: Actor, gateway: Gateway, messages: Sequence[OutboundMessage], outcomes: Sequence[SendOutcome]
+    *,
+    actor: Actor,
+    gateway: Gateway,
+    messages: Sequence[MessageLike],
+    outcomes: Sequence[SendOutcome],
+    receipts: Iterable[ReceiptEvent] = (),
 ) -> dict[str, int]:
     """Write what the gateway answered, in bulk. Parts get their provider ids; receipts that
-    arrived before the submit answer are applied now."""
+    arrived before the submit answer are applied now.
+
+    ``receipts``: receipts the caller holds (a bind worker gets most of them milliseconds after
+    the answer). Those for parts recorded here are folded in as the parts are written -- one
+    write per message instead of three -- and stored as applied; the others go through
+    ``receipts_ingest`` in the same transaction."""
     now = timezone.now()
     counts = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
-    parts: list[MessagePart] = []
-    maybe_sent: list[OutboundMessage] = []
-    accepted_ids: list[int] = []
-    refused: list[OutboundMessage] = []
+    pending: dict[str, list[ReceiptEvent]] = {}
+    for event in sorted(receipts, key=lambda e: e.occurred_at or now):
+        pending.setdefault(event.provider_message_id, []).append(event)
+    parts: list[tuple[int, int, str, str, str, Any]] = []
+    folded: list[ReceiptEvent] = []
+    accepted_groups: dict[tuple[str, str], list[int]] = {}
+    charged: list[MessageLike] = []  # a message that may have been sent is charged: the gateway may bill it
+    refused: list[MessageLike] = []
     with transaction.atomic():
         for message, outcome in zip(messages, outcomes, strict=True):
             counts[outcome.kind] += 1
             if outcome.kind == "accepted":
-                accepted_ids.append(message.pk)
-                parts.extend(
-                    MessagePart(message=message, part_number=i, provider_message_id=pid, gateway=gateway)
-                    for i, pid in enumerate(outcome.provider_ids, start=1)
-                )
+                part_states: list[tuple[str, str]] = []
+                for number, pid in enumerate(outcome.provider_ids, start=1):
+                    state, error, receipt_at = MessageState.SUBMITTED.value, "", None
+                    events = pending.pop(pid, None)
+                    if events:
+                        for event in events:
+                            if state in FINAL_MESSAGE_STATES:
+                                break  # the first final state wins
+                            state, error, receipt_at = str(event.status), event.error_code[:32], now
+                        folded.extend(events)
+                    parts.append((message.pk, number, pid, state, error, receipt_at))
+                    part_states.append((state, error))
+                accepted_groups.setdefault(_roll_up(part_states), []).append(message.pk)
+                charged.append(message)
             elif outcome.kind == "temporary":
                 fallback = (
                     gateway.fallback
@@ -213,7 +475,7 @@ def outcomes_record(
                     )
                     counts["failed_over"] += 1
                 elif message.attempts >= MAX_ATTEMPTS:
-                    _fail(message, "retries_exhausted", f"{outcome.code}: {outcome.reason}", now)
+                    _fail(message.pk, "retries_exhausted", f"{outcome.code}: {outcome.reason}", now)
                     refused.append(message)
                 else:
                     OutboundMessage.objects.filter(pk=message.pk).update(
@@ -226,20 +488,21 @@ def outcomes_record(
                 OutboundMessage.objects.filter(pk=message.pk).update(
                     state=MessageState.UNKNOWN, error_code=outcome.code[:32], error_reason=outcome.reason[:300]
                 )
-                maybe_sent.append(message)
+                charged.append(message)
             else:
-                _fail(message, outcome.code, outcome.reason, now)
+                _fail(message.pk, outcome.code, outcome.reason, now)
                 refused.append(message)
-        if accepted_ids:
-            OutboundMessage.objects.filter(pk__in=accepted_ids).update(
-                state=MessageState.SUBMITTED, submitted_at=now, error_code="", error_reason=""
-            )
-            MessagePart.objects.bulk_create(parts, batch_size=1000)
-            receipts_apply(gateway=gateway, provider_ids=[p.provider_message_id for p in parts])
+        if accepted_groups:
+            _accepted_write(accepted_groups, now)
+            _parts_insert(gateway, parts)
+            if folded:
+                _insert_receipts(gateway, [(event, now) for event in folded], now)
+            # Receipts stored before these parts existed (they beat the submit answer).
+            receipts_apply(gateway=gateway, provider_ids=[p[2] for p in parts])
+        leftovers = [event for events in pending.values() for event in events]
+        if leftovers:
+            _receipts_ingest(gateway, leftovers, now)
         # One quota movement per reservation per flush, not per message.
-        accepted = set(accepted_ids)
-        # A message that may have been sent is charged: the gateway may bill it.
-        charged = [m for m in messages if m.pk in accepted] + maybe_sent
         for reference, (segments, amount) in _totals(charged).items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         for reference, (segments, amount) in _totals(refused).items():
@@ -247,7 +510,66 @@ def outcomes_record(
     return counts
 
 
-def _totals(messages: Iterable[OutboundMessage]) -> dict[str, tuple[int, Decimal]]:
+def _roll_up(part_states: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """A message's (state, error_code) from its parts': delivered only when every part is."""
+    if all(s == MessageState.DELIVERED for s, _ in part_states):
+        return MessageState.DELIVERED.value, ""
+    failed = [e for s, e in part_states if s == MessageState.FAILED]
+    if failed:
+        return MessageState.FAILED.value, (failed[0] or "undelivered")[:32]
+    if any(s == MessageState.EXPIRED for s, _ in part_states):
+        return MessageState.EXPIRED.value, "expired"
+    return MessageState.SUBMITTED.value, ""  # some parts still pending: never 'delivered'
+
+
+def _accepted_write(groups: dict[tuple[str, str], list[int]], now: Any) -> None:
+    """Accepted messages: submitted (or already final when their receipts came with the answer)."""
+    for (state, error), ids in groups.items():
+        final_at = now if state in FINAL_MESSAGE_STATES else None
+        if connection.vendor == "postgresql":
+            with _pg_cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {_MESSAGES} SET state = %s, submitted_at = %s, final_at = %s, "  # noqa: S608
+                    "error_code = %s, error_reason = '' WHERE id = ANY(%b::bigint[])",
+                    [state, now, final_at, error, ids],
+                )
+        else:
+            OutboundMessage.objects.filter(pk__in=ids).update(
+                state=state, submitted_at=now, final_at=final_at, error_code=error, error_reason=""
+            )
+
+
+def _parts_insert(gateway: Gateway, parts: list[tuple[int, int, str, str, str, Any]]) -> None:
+    if connection.vendor == "postgresql":
+        columns = "message_id, part_number, provider_message_id, gateway_id, state, error_code, receipt_at"
+        stamps: dict[Any, str | None] = {None: None}
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {_PARTS} ({columns}) FROM STDIN") as copy:
+            write = copy.write_row
+            gateway_id = gateway.pk
+            for message_id, number, pid, state, error, receipt_at in parts:
+                stamp = stamps.get(receipt_at)
+                if stamp is None and receipt_at is not None:
+                    stamp = stamps[receipt_at] = receipt_at.isoformat()
+                write((message_id, number, pid, gateway_id, state, error, stamp))
+        return
+    MessagePart.objects.bulk_create(
+        [
+            MessagePart(
+                message_id=message_id,
+                part_number=number,
+                provider_message_id=pid,
+                gateway=gateway,
+                state=state,
+                error_code=error,
+                receipt_at=receipt_at,
+            )
+            for message_id, number, pid, state, error, receipt_at in parts
+        ],
+        batch_size=1000,
+    )
+
+
+def _totals(messages: Iterable[MessageLike]) -> dict[str, tuple[int, Decimal]]:
     totals: dict[str, tuple[int, Decimal]] = {}
     for m in messages:
         segments, amount = totals.get(m.quota_reference, (0, Decimal(0)))
@@ -255,8 +577,8 @@ def _totals(messages: Iterable[OutboundMessage]) -> dict[str, tuple[int, Decimal
     return totals
 
 
-def _fail(message: OutboundMessage, code: str, reason: str, now: Any) -> None:
-    OutboundMessage.objects.filter(pk=message.pk).update(
+def _fail(message_id: int, code: str, reason: str, now: Any) -> None:
+    OutboundMessage.objects.filter(pk=message_id).update(
         state=MessageState.FAILED, error_code=code[:32], error_reason=reason[:300], final_at=now
     )
 
@@ -267,9 +589,12 @@ def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int]
     adapter = adapter_for(gateway)
     if adapter.sends_from_worker:
         raise ApplicationError("invalid_argument", f"{gateway.code} is sent by its bind worker.", field="gateway")
-    claimed = messages_claim(gateway_id=gateway_id, message_ids=message_ids)
+    with transaction.atomic():
+        rows, suppressed, _last = _claim(gateway_id=gateway_id, message_ids=message_ids, limit=500, actor=actor)
+        claimed = list(OutboundMessage.objects.filter(pk__in=[m.pk for m in rows]).order_by("pk")) if rows else []
+    empty = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
     if not claimed:
-        return {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
+        return {**empty, "suppressed": suppressed} if suppressed else empty
     batch = [
         OutgoingSms(m.pk, m.sender_id, m.destination, m.body, m.encoding, m.segments, m.request_receipt, m.attempts)
         for m in claimed
@@ -282,6 +607,8 @@ def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int]
         logger.exception("adapter %s failed mid-batch", gateway.code)
         raise
     counts = outcomes_record(actor=actor, gateway=gateway, messages=claimed, outcomes=outcomes)
+    if suppressed:
+        counts["suppressed"] = suppressed
     if gateway.provider == "simulator" and counts["accepted"]:
         from gateways.tasks import simulator_receipts
 
@@ -318,81 +645,159 @@ def messages_reconcile(*, actor: Actor, older_than: timedelta = SUBMITTING_TIMEO
 
 # --- receipts -----------------------------------------------------------------------------
 
-_RANK = {MessageState.SUBMITTED: 0, MessageState.DELIVERED: 2, MessageState.FAILED: 2, MessageState.EXPIRED: 2}
-
 
 def receipts_ingest(*, gateway: Gateway, events: Iterable[ReceiptEvent]) -> dict[str, int]:
     """Store every receipt (duplicates and early ones included) and apply those whose part is known.
 
     Set-based: one locking SELECT of the parts, one INSERT (COPY on PostgreSQL) of the
-    receipts, one UPDATE per resulting (state, error) group, one roll-up of the messages.
-    A receipt whose part is not recorded yet (it beat the submit answer) is stored unapplied
-    and applied when the part is recorded (outcomes_record -> receipts_apply)."""
-    events = sorted(events, key=lambda e: e.occurred_at or timezone.now())
+    receipts, one UPDATE of the parts and one roll-up of their messages (on PostgreSQL each a
+    single statement). A receipt whose part is not recorded yet (it beat the submit answer) is
+    stored unapplied and applied when the part is recorded (outcomes_record -> receipts_apply)."""
+    now = timezone.now()
+    events = sorted(events, key=lambda e: e.occurred_at or now)
     if not events:
         return {"received": 0, "applied": 0}
-    now = timezone.now()
     with transaction.atomic():
-        parts: dict[str, list[Any]] = {
-            pid: [pk, message_id, state]
-            for pk, message_id, pid, state in MessagePart.objects.select_for_update()
-            .filter(gateway=gateway, provider_message_id__in={e.provider_message_id for e in events})
-            .values_list("pk", "message_id", "provider_message_id", "state")
-        }
-        changed: dict[int, tuple[str, str, int]] = {}
-        rows = []
-        applied = 0
-        for event in events:
-            part = parts.get(event.provider_message_id)
-            rows.append((event, now if part is not None else None))
-            if part is None:
-                continue
-            applied += 1
-            pk, message_id, state = part
-            if state in FINAL_MESSAGE_STATES:
-                continue  # the first final state wins; later or duplicate receipts change nothing
-            if _RANK.get(MessageState(event.status), 0) >= _RANK.get(MessageState(state), 0):
-                part[2] = event.status
-                changed[pk] = (event.status, event.error_code[:32], message_id)
-        _insert_receipts(gateway, rows, now)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for pk, (state, error, _message_id) in changed.items():
-            groups.setdefault((state, error), []).append(pk)
-        for (state, error), ids in groups.items():
-            MessagePart.objects.filter(pk__in=ids).update(state=state, error_code=error, receipt_at=now)
-        if changed:
-            _messages_roll_up({message_id for _s, _e, message_id in changed.values()}, now)
+        applied = _receipts_ingest(gateway, events, now)
     return {"received": len(events), "applied": applied}
 
 
-def _insert_receipts(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now: Any) -> None:
-    from django.db import connection
-
+def _receipts_ingest(gateway: Gateway, events: Sequence[ReceiptEvent], now: Any) -> int:
+    """``receipts_ingest`` inside the caller's transaction; ``events`` in the order they apply."""
     if connection.vendor == "postgresql":
-        import json
+        return _receipts_ingest_postgresql(gateway, events, now)
+    parts = _parts_lock(gateway, {e.provider_message_id for e in events})
+    changed: dict[int, tuple[str, str, int]] = {}
+    rows = []
+    applied = 0
+    for event in events:
+        part = parts.get(event.provider_message_id)
+        rows.append((event, now if part is not None else None))
+        if part is None:
+            continue
+        applied += 1
+        if part[2] in FINAL_MESSAGE_STATES:
+            continue  # the first final state wins; later or duplicate receipts change nothing
+        # Every receipt state ranks at or above 'submitted', the only state a part has before.
+        part[2] = str(event.status)
+        changed[part[0]] = (part[2], event.error_code[:32], part[1])
+    _insert_receipts(gateway, rows, now)
+    if changed:
+        _parts_update(changed, now)
+        _messages_roll_up({message_id for _s, _e, message_id in changed.values()}, now)
+    return applied
 
+
+def _receipts_ingest_postgresql(gateway: Gateway, events: Sequence[ReceiptEvent], now: Any) -> int:
+    # What each part ends up as, in Python: its first final receipt, else its last one. The
+    # UPDATE then only touches parts not final yet; row locks and PostgreSQL's re-check of that
+    # condition make the first final state win against a concurrent ingestion too.
+    effective: dict[str, tuple[str, str]] = {}
+    for event in events:
+        current = effective.get(event.provider_message_id)
+        if current is None or current[0] not in FINAL_MESSAGE_STATES:
+            effective[event.provider_message_id] = (str(event.status), event.error_code[:32])
+    groups: dict[tuple[str, str], list[str]] = {}
+    for pid, key in effective.items():
+        groups.setdefault(key, []).append(pid)
+    matched: set[str] = set()
+    finished: set[int] = set()
+    with _pg_cursor() as cursor:
+        for (state, error), pids in groups.items():
+            cursor.execute(
+                f"UPDATE {_PARTS} SET state = %s, error_code = %s, receipt_at = %s "  # noqa: S608
+                "WHERE gateway_id = %s AND provider_message_id = ANY(%b::varchar[]) "
+                "AND state NOT IN ('delivered', 'failed', 'expired') RETURNING provider_message_id, message_id",
+                [state, error, now, gateway.pk, pids],
+            )
+            for pid, message_id in cursor.fetchall():
+                matched.add(pid)
+                if state in FINAL_MESSAGE_STATES:
+                    finished.add(message_id)
+        missing = [pid for pid in effective if pid not in matched]
+        if missing:  # duplicates of receipts already applied, or parts not recorded yet
+            cursor.execute(
+                f"SELECT provider_message_id FROM {_PARTS} "  # noqa: S608
+                "WHERE gateway_id = %s AND provider_message_id = ANY(%b::varchar[])",
+                [gateway.pk, missing],
+            )
+            matched.update(pid for (pid,) in cursor.fetchall())
+    rows = [(event, now if event.provider_message_id in matched else None) for event in events]
+    _insert_receipts(gateway, rows, now)
+    if finished:
+        _messages_roll_up(finished, now)
+    return sum(1 for _event, applied_at in rows if applied_at is not None)
+
+
+def _parts_lock(gateway: Gateway, provider_ids: set[str]) -> dict[str, list[Any]]:
+    """provider id -> [part id, message id, state] for the parts of these ids, locked in id order."""
+    if connection.vendor == "postgresql":
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, message_id, provider_message_id, state FROM {_PARTS} "  # noqa: S608
+                "WHERE gateway_id = %s AND provider_message_id = ANY(%b::varchar[]) ORDER BY id FOR UPDATE",
+                [gateway.pk, list(provider_ids)],
+            )
+            return {pid: [pk, message_id, state] for pk, message_id, pid, state in cursor.fetchall()}
+    return {
+        pid: [pk, message_id, state]
+        for pk, message_id, pid, state in MessagePart.objects.select_for_update()
+        .filter(gateway=gateway, provider_message_id__in=provider_ids)
+        .order_by("pk")
+        .values_list("pk", "message_id", "provider_message_id", "state")
+    }
+
+
+def _parts_update(changed: dict[int, tuple[str, str, int]], now: Any) -> None:
+    # One UPDATE per (state, error) group, by primary key: far cheaper than a CASE per row,
+    # and an index probe whatever the size of the table.
+    groups: dict[tuple[str, str], list[int]] = {}
+    for pk, (state, error, _message_id) in changed.items():
+        groups.setdefault((state, error), []).append(pk)
+    for (state, error), ids in groups.items():
+        if connection.vendor == "postgresql":
+            with _pg_cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {_PARTS} SET state = %s, error_code = %s, receipt_at = %s "  # noqa: S608
+                    "WHERE id = ANY(%b::bigint[])",
+                    [state, error, now, ids],
+                )
+        else:
+            MessagePart.objects.filter(pk__in=ids).update(state=state, error_code=error, receipt_at=now)
+
+
+def _raw_json(raw: dict[str, Any]) -> str:
+    if len(raw) == 1 and type(raw.get("text")) is str:  # the SMPP worker's receipts: skip the generic encoder
+        return '{"text": ' + _encode_json_string(raw["text"]) + "}"
+    return json.dumps(raw)
+
+
+def _insert_receipts(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now: Any) -> None:
+    if connection.vendor == "postgresql":
         # COPY: the cheapest way to land thousands of rows in PostgreSQL.
         columns = (
             "gateway_id, provider_message_id, status, provider_status, error_code, occurred_at, received_at, "
             "applied_at, raw"
         )
-        with connection.cursor() as cursor:
-            raw_cursor = cursor.cursor
-            with raw_cursor.copy(f"COPY {DeliveryReceipt._meta.db_table} ({columns}) FROM STDIN") as copy:
-                for event, applied_at in rows:
-                    copy.write_row(
-                        (
-                            gateway.pk,
-                            event.provider_message_id,
-                            event.status,
-                            event.provider_status[:40],
-                            event.error_code[:32],
-                            event.occurred_at or now,
-                            now,
-                            applied_at,
-                            json.dumps(event.raw),
-                        )
+        gateway_id = gateway.pk
+        # Timestamps as ISO text: psycopg formats a datetime in Python, a str in C.
+        stamp = now.isoformat()
+        with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {_RECEIPTS} ({columns}) FROM STDIN") as copy:
+            write = copy.write_row
+            for event, applied_at in rows:
+                write(
+                    (
+                        gateway_id,
+                        event.provider_message_id,
+                        str(event.status),
+                        event.provider_status[:40],
+                        event.error_code[:32],
+                        event.occurred_at.isoformat() if event.occurred_at else stamp,
+                        stamp,
+                        stamp if applied_at is not None else None,
+                        _raw_json(event.raw),
                     )
+                )
         return
     DeliveryReceipt.objects.bulk_create(
         [
@@ -421,64 +826,84 @@ def receipts_apply(*, gateway: Gateway, provider_ids: Sequence[str]) -> int:
     if not provider_ids:
         return 0
     now = timezone.now()
-    receipts = list(
-        DeliveryReceipt.objects.filter(
-            gateway=gateway, provider_message_id__in=set(provider_ids), applied_at__isnull=True
-        ).order_by("occurred_at", "pk")
-    )
+    if connection.vendor == "postgresql":
+        # Usually nothing: one probe for the whole flush.
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, provider_message_id, status, error_code FROM {_RECEIPTS} "  # noqa: S608
+                "WHERE gateway_id = %s AND applied_at IS NULL AND provider_message_id = ANY(%b::varchar[]) "
+                "ORDER BY occurred_at, id",
+                [gateway.pk, list(set(provider_ids))],
+            )
+            receipts = cursor.fetchall()
+    else:
+        receipts = list(
+            DeliveryReceipt.objects.filter(
+                gateway=gateway, provider_message_id__in=set(provider_ids), applied_at__isnull=True
+            )
+            .order_by("occurred_at", "pk")
+            .values_list("pk", "provider_message_id", "status", "error_code")
+        )
     if not receipts:
         return 0
-    parts = {
-        p.provider_message_id: p
-        for p in MessagePart.objects.select_for_update().filter(
-            gateway=gateway, provider_message_id__in={r.provider_message_id for r in receipts}
-        )
-    }
-    applied_ids, changed_parts = [], {}
-    for receipt in receipts:
-        part = parts.get(receipt.provider_message_id)
+    parts = _parts_lock(gateway, {r[1] for r in receipts})
+    applied_ids: list[int] = []
+    changed: dict[int, tuple[str, str, int]] = {}
+    for pk, pid, status, error in receipts:
+        part = parts.get(pid)
         if part is None:
             continue  # arrived before the submit answer; applied when the part is recorded
-        applied_ids.append(receipt.pk)
-        if part.state in FINAL_MESSAGE_STATES:
+        applied_ids.append(pk)
+        if part[2] in FINAL_MESSAGE_STATES:
             continue
-        if _RANK.get(MessageState(receipt.status), 0) >= _RANK.get(MessageState(part.state), 0):
-            part.state, part.error_code, part.receipt_at = receipt.status, receipt.error_code, receipt.occurred_at
-            changed_parts[part.pk] = part
-    if changed_parts:
-        # One UPDATE per (state, error) group: far cheaper than a CASE per row.
-        groups: dict[tuple[str, str], list[int]] = {}
-        for part in changed_parts.values():
-            groups.setdefault((part.state, part.error_code), []).append(part.pk)
-        for (state, error), ids in groups.items():
-            MessagePart.objects.filter(pk__in=ids).update(state=state, error_code=error, receipt_at=now)
-        _messages_roll_up({p.message_id for p in changed_parts.values()}, now)
+        part[2] = status
+        changed[part[0]] = (status, error[:32], part[1])
+    if changed:
+        _parts_update(changed, now)
+        _messages_roll_up({message_id for _s, _e, message_id in changed.values()}, now)
     DeliveryReceipt.objects.filter(pk__in=applied_ids).update(applied_at=now)
     return len(applied_ids)
 
 
 def _messages_roll_up(message_ids: set[int], now: Any) -> None:
+    """Submitted messages whose parts all reached a final state take the message's final state.
+
+    The parts are read (one index scan) and rolled up here; the messages are then updated by
+    primary key per resulting state -- plans that do not depend on fresh table statistics."""
+    if connection.vendor == "postgresql":
+        with _pg_cursor() as cursor:
+            cursor.execute(
+                f"SELECT message_id, state, error_code FROM {_PARTS} "  # noqa: S608
+                "WHERE message_id = ANY(%b::bigint[]) ORDER BY message_id, part_number",
+                [list(message_ids)],
+            )
+            rows = cursor.fetchall()
+    else:
+        rows = list(
+            MessagePart.objects.filter(message_id__in=message_ids)
+            .order_by("message_id", "part_number")
+            .values_list("message_id", "state", "error_code")
+        )
     states: dict[int, list[tuple[str, str]]] = {}
-    for message_id, state, error in MessagePart.objects.filter(message_id__in=message_ids).values_list(
-        "message_id", "state", "error_code"
-    ):
+    for message_id, state, error in rows:
         states.setdefault(message_id, []).append((state, error))
     by_state: dict[tuple[str, str], list[int]] = {}
     for message_id, part_states in states.items():
-        values = [s for s, _ in part_states]
-        if all(s == MessageState.DELIVERED for s in values):
-            key = (MessageState.DELIVERED, "")
-        elif any(s == MessageState.FAILED for s in values):
-            key = (MessageState.FAILED, next(e for s, e in part_states if s == MessageState.FAILED) or "undelivered")
-        elif any(s == MessageState.EXPIRED for s in values):
-            key = (MessageState.EXPIRED, "expired")
-        else:
-            continue  # some parts still pending: the message stays submitted, never 'delivered'
-        by_state.setdefault(key, []).append(message_id)
+        key = _roll_up(part_states)
+        if key[0] != MessageState.SUBMITTED:
+            by_state.setdefault(key, []).append(message_id)
     for (state, error), ids in by_state.items():
-        OutboundMessage.objects.filter(pk__in=ids, state=MessageState.SUBMITTED).update(
-            state=state, final_at=now, error_code=error[:32]
-        )
+        if connection.vendor == "postgresql":
+            with _pg_cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {_MESSAGES} SET state = %s, final_at = %s, error_code = %s "  # noqa: S608
+                    "WHERE id = ANY(%b::bigint[]) AND state = 'submitted'",
+                    [state, now, error[:32], ids],
+                )
+        else:
+            OutboundMessage.objects.filter(pk__in=ids, state=MessageState.SUBMITTED).update(
+                state=state, final_at=now, error_code=error[:32]
+            )
 
 
 # --- inbound ------------------------------------------------------------------------------------

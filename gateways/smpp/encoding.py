@@ -45,7 +45,13 @@ def gsm_encode(text: str) -> bytes:
     return b"".join(_ENCODE[ch] for ch in text)
 
 
+_DECODE_TABLE = dict(enumerate(GSM_BASIC))
+_DECODE_TABLE.update(dict.fromkeys(range(0x80, 0x100), "?"))
+
+
 def gsm_decode(data: bytes) -> str:
+    if b"\x1b" not in data:  # the common case: one table lookup per octet, in C
+        return data.decode("latin-1").translate(_DECODE_TABLE)
     out, escape = [], False
     for byte in data:
         if escape:

@@ -1,38 +1,53 @@
 """The SMPP bind worker: one long-running process per gateway (manage.py smpp_worker).
 
 Work arrives through the database: messages queued for an SMPP gateway are claimed here
-(queued -> submitting, SKIP LOCKED) and submitted over one transceiver bind with a window of
-outstanding submit_sm. Celery never blocks on a socket: it only queues rows.
+(queued -> submitting, committed, SKIP LOCKED) and submitted over one transceiver bind with a
+window of outstanding submit_sm. Celery never blocks on a socket: it only queues rows.
 
-Threads: the reader thread owns the socket's input (submit_sm_resp, deliver_sm receipts
-and MO messages) and hands everything to the main thread through a queue; the main thread
-owns the database and the socket's output. Outcomes and receipts are written in batches.
+Threads. The thread that calls ``run`` claims batches ahead of need (a cursor over the queue;
+every part's submit_sm body is built once, at claim time) and handles link drops. The flush
+thread, on a connection of its own, writes what came back (answers with the receipts that came
+with them, the other receipts, MOs) in one transaction every ``flush_interval``, so a commit
+never holds up a claim; inside a transaction (tests) or on SQLite that stays on the calling
+thread. The link thread owns the socket once smpplib has connected and bound it: it writes
+submit_sm within the window, the rate limit and any throttling back-off, reads submit_sm_resp /
+deliver_sm / enquire_link with the hand-written codec in ``gateways.smpp.wire`` and answers
+deliver_sm itself. They meet in a few lists under one lock, handed over in batches.
 
 At most once: a part whose submit_sm was written but never answered (link drop, crash) is
 ambiguous, so its message becomes 'unknown' and is never resent; a message none of whose
-parts were written goes back to 'queued'.
+parts were written goes back to 'queued' when the worker stops, and is sent on the next bind
+when the link drops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import re
+import select
+import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import smpplib.client
 import smpplib.consts
-import smpplib.smpp
-from django.db import close_old_connections, connection
+import smpplib.exceptions
+from django.db import DatabaseError, close_old_connections, connection
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
-from gateways.delivery import inbound_receive, messages_claim, outcomes_record, receipts_ingest
-from gateways.models import Gateway, MessageState, OutboundMessage
+from gateways.delivery import (
+    ClaimedMessage,
+    inbound_receive,
+    messages_claim_rows,
+    messages_mark_unknown,
+    messages_requeue,
+    outcomes_record,
+)
+from gateways.models import Gateway, MessageState
+from gateways.smpp import wire
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from smsplatform.kernel.actor import Actor
 
@@ -63,43 +78,25 @@ TLV_STATES = {
     7: "UNKNOWN",
     8: "REJECTD",
 }
+TLV_DELIVERED = 2
 RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)(?:.*?err:(?P<err>\w+))?", re.S)
+READ_SIZE = 256 * 1024
+RESCAN_INTERVAL = 2.0  # seconds between claims from the start of the queue (see BindWorker._claim)
 
 
-class LockedClient(smpplib.client.Client):
-    """smpplib's client with writes serialised: the reader thread answers deliver_sm
-    while the main thread submits."""
+class Job:
+    """One claimed message on its way through the bind: its parts' submit_sm bodies and answers."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._write_lock = threading.Lock()
+    __slots__ = ("answered", "bodies", "done", "failed", "message", "provider_ids", "written")
 
-    def send_pdu(self, p: Any) -> bool:
-        with self._write_lock:
-            return bool(super().send_pdu(p))
-
-
-@dataclass
-class PartWork:
-    message_id: int
-    index: int  # 0-based part index
-    short_message: bytes
-    attempts: int = 0
-    sequence: int = 0
-
-
-@dataclass
-class MessageProgress:
-    message: OutboundMessage
-    provider_ids: list[str | None]
-    data_coding: int
-    esm_class: int
-    written: set[int] = field(default_factory=set)
-    failed: SendOutcome | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.failed is not None or all(pid is not None for pid in self.provider_ids)
+    def __init__(self, message: ClaimedMessage, bodies: list[bytes]) -> None:
+        self.message = message
+        self.bodies = bodies
+        self.provider_ids: list[str | None] = [None] * len(bodies)
+        self.answered = 0  # parts accepted
+        self.written: set[int] = set()  # parts written and not refused (in flight or accepted)
+        self.failed: SendOutcome | None = None
+        self.done = False
 
 
 @dataclass
@@ -113,6 +110,10 @@ class WorkerStats:
     reconnects: int = 0
     unknown_messages: int = 0
     requeued_messages: int = 0
+    suppressed_messages: int = 0
+    claimed_messages: int = 0
+    claims: int = 0
+    flushes: int = 0
 
 
 class LinkDown(Exception):
@@ -125,307 +126,537 @@ class BindWorker:
         gateway: Gateway,
         *,
         password: str,
-        batch_size: int = 1000,
+        batch_size: int = 2000,
         flush_interval: float = 0.2,
         poll_interval: float = 0.2,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.gateway = gateway
         cfg = gateway.settings or {}
         self.host, self.port = cfg.get("host", "127.0.0.1"), int(cfg.get("port", 2775))
         self.system_id, self.password = cfg.get("system_id", ""), password
         self.system_type = cfg.get("system_type", "")
+        self.enquire_link_interval = float(cfg.get("enquire_link_interval", 30))
         self.window = max(1, gateway.window_size)
         self.rate = float(gateway.max_rate_per_second or 100)
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
+        self.drain_timeout = drain_timeout
         self.actor = Actor.system(f"smpp_worker:{gateway.code}")
         self.stats = WorkerStats()
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.client: LockedClient | None = None
-        self.reader: threading.Thread | None = None
-        self.progress: dict[int, MessageProgress] = {}
-        self.to_send: deque[PartWork] = deque()
-        self.inflight: dict[int, PartWork] = {}
-        self.outcomes: list[tuple[OutboundMessage, SendOutcome]] = []
+        self.client: smpplib.client.Client | None = None
+        self.sock: socket.socket | None = None
+        self.link: threading.Thread | None = None
+        # Shared between the two threads, under self.lock:
+        self.lock = threading.Lock()
+        self.ready: deque[tuple[Job, int]] = deque()  # parts to write, in order
+        self.completed: list[Job] = []  # messages whose every part was answered (or one refused)
         self.receipts: list[ReceiptEvent] = []
         self.inbound: list[InboundEvent] = []
+        self.link_error: str | None = None
+        # Owned by the link thread while it runs (the main thread touches them only when it is down):
+        self.inflight: dict[int, tuple[Job, int]] = {}
+        self.open_jobs = 0  # claimed and not completed (main thread)
         self.pause_until = 0.0
         self.backoff = 0.05
-        self._tokens, self._token_time = float(self.window), time.monotonic()
+        self._sequence = 1
+        self._stopping_link = False
+        self._sending = True
+        self._enquire_answered = False
+        self.wake = threading.Event()  # the link thread wants the main thread (work, trouble)
+        self.flush_due = threading.Event()  # ... or the flush thread (a batch of answers is ready)
+        self.flusher: threading.Thread | None = None
+        self._flusher_stop = False
+        self._low_water = max(2 * self.window, batch_size // 2)
+        self._claim_after = 0  # the claim cursor (see _claim)
+        self._last_rescan = 0.0
 
     # --- connection -------------------------------------------------------------------
 
     def connect(self) -> None:
-        client = LockedClient(self.host, self.port, timeout=5, allow_unknown_opt_params=True)
-        client.set_message_sent_handler(lambda pdu, **kw: self.events.put(("resp", pdu)))
-        client.set_message_received_handler(self._on_deliver)
-        client.set_error_pdu_handler(lambda pdu: None)  # statuses are handled with the response
+        """Connect and bind with smpplib, then hand the socket to the link thread."""
+        client = smpplib.client.Client(self.host, self.port, timeout=5, allow_unknown_opt_params=True)
         client.connect()
-        client.bind_transceiver(system_id=self.system_id, password=self.password, system_type=self.system_type)
-        self.client = client
-        self.reader = threading.Thread(target=self._read_loop, args=(client,), name="smpp-reader", daemon=True)
-        self.reader.start()
+        try:
+            client.bind_transceiver(system_id=self.system_id, password=self.password, system_type=self.system_type)
+        except Exception:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            raise
+        sock = client._socket
+        assert sock is not None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        self.client, self.sock = client, sock
+        self._sequence = int(client.sequence_generator.next_sequence())
+        self.link_error = None
+        self._stopping_link = False
+        self.inflight = {}
+        self.pause_until = 0.0
+        self.link = threading.Thread(target=self._link_loop, args=(sock,), name="smpp-link", daemon=True)
+        self.link.start()
         logger.info("bound to %s:%s as %s", self.host, self.port, self.system_id)
 
-    def _read_loop(self, client: LockedClient) -> None:
-        try:
-            while True:
-                client.read_once(auto_send_enquire_link=True)
-        except Exception as exc:  # the link is gone: tell the main thread
-            self.events.put(("link_down", repr(exc)))
-
-    def _on_deliver(self, pdu: Any, **kwargs: Any) -> int:
-        self.events.put(("deliver", pdu))
-        return ESME_ROK
-
     def close(self) -> None:
-        client, self.client = self.client, None
-        if client is None:
-            return
-        # Closing anyway: a dead link cannot unbind cleanly.
-        with contextlib.suppress(Exception):
-            client.unbind()
-        with contextlib.suppress(Exception):
-            client.disconnect()
+        """Unbind (best effort: a dead link cannot unbind cleanly) and close."""
+        link, self.link = self.link, None
+        if link is not None and link.is_alive():
+            self._stopping_link = True  # the link thread sends unbind and waits for unbind_resp
+            link.join(2.0)
+        client, sock, self.client, self.sock = self.client, self.sock, None, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        if client is not None:
+            client._socket = None  # closed above; smpplib would warn about a bound socket
+            client.state = smpplib.consts.SMPP_CLIENT_STATE_CLOSED
 
-    # --- main loop --------------------------------------------------------------------
+    # --- the link thread --------------------------------------------------------------
+
+    def _next_sequence(self) -> int:
+        seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
+        return seq
+
+    def _link_loop(self, sock: socket.socket) -> None:
+        try:
+            self._link_run(sock)
+        except Exception as exc:  # the link is gone: tell the main thread
+            with self.lock:
+                self.link_error = repr(exc)
+            self.wake.set()
+
+    def _link_run(self, sock: socket.socket) -> None:
+        out = bytearray()
+        buf = bytearray()
+        inflight = self.inflight
+        window, rate = self.window, self.rate
+        tokens, token_time = float(window), time.monotonic()
+        last_traffic = time.monotonic()
+        enquire_pending: float | None = None
+        unbind_sent: float | None = None
+        pack_header = wire.pack_header
+        stats = self.stats
+        while True:
+            now = time.monotonic()
+            if self._stopping_link and unbind_sent is None:
+                out += wire.unbind(self._next_sequence())
+                unbind_sent = now
+            if unbind_sent is not None and now - unbind_sent > 1.0:
+                return
+            # Write what the window, the rate and any back-off allow.
+            if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
+                free = window - len(inflight)
+                if free > 0:
+                    tokens = min(float(window), tokens + (now - token_time) * rate)
+                    token_time = now
+                    n = min(free, int(tokens))
+                    if n > 0:
+                        taken = self._take(n)
+                        tokens -= len(taken)
+                        for job, index in taken:
+                            seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
+                            body = job.bodies[index]
+                            out += pack_header(16 + len(body), wire.SUBMIT_SM, 0, seq)
+                            out += body
+                            inflight[seq] = (job, index)
+                            job.written.add(index)
+                        stats.submitted_parts += len(taken)
+            if out:
+                try:
+                    sent = sock.send(out)
+                except BlockingIOError:
+                    sent = 0
+                del out[:sent]
+                last_traffic = now
+            # Wait for the SMSC (or for room to write); not at all when more can be written now.
+            timeout = 0.05
+            if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
+                if now < self.pause_until:
+                    timeout = min(timeout, self.pause_until - now)
+                elif tokens < 1:
+                    timeout = min(timeout, (1 - tokens) / rate)
+                else:
+                    timeout = 0.0
+            readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
+            if readable:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    data = None
+                if data is not None:
+                    if not data:
+                        raise LinkDown("the SMSC closed the connection")
+                    buf += data
+                    last_traffic = time.monotonic()
+                    if self._handle_input(buf, out):
+                        return  # unbind answered (ours) or unbind from the SMSC
+            # Keep an idle link alive; a link that does not answer is dead.
+            now = time.monotonic()
+            if enquire_pending is not None and now - enquire_pending > max(10.0, self.enquire_link_interval):
+                raise LinkDown("enquire_link not answered")
+            if enquire_pending is None and now - last_traffic > self.enquire_link_interval:
+                out += wire.enquire_link(self._next_sequence())
+                enquire_pending = now
+            if self._enquire_answered:
+                self._enquire_answered = False
+                enquire_pending = None
+
+    def _take(self, n: int) -> list[tuple[Job, int]]:
+        taken: list[tuple[Job, int]] = []
+        with self.lock:
+            ready = self.ready
+            while ready and len(taken) < n:
+                item = ready.popleft()
+                if not item[0].done:  # a part of a message already refused is not sent
+                    taken.append(item)
+        return taken
+
+    def _handle_input(self, buf: bytearray, out: bytearray) -> bool:
+        """Process every complete PDU in ``buf``; returns True when the link is to close."""
+        size = len(buf)
+        pos = 0
+        unpack = wire.unpack_header
+        inflight = self.inflight
+        completed: list[Job] = []
+        receipts: list[ReceiptEvent] = []
+        inbound: list[InboundEvent] = []
+        retry: list[tuple[Job, int]] = []
+        closing = False
+        stats = self.stats
+        while size - pos >= 16:
+            length, command_id, status, sequence = unpack(buf, pos)
+            if length < 16 or length > wire.MAX_PDU_LENGTH:
+                raise LinkDown(f"framing error (command_length {length})")
+            if size - pos < length:
+                break
+            if command_id == wire.SUBMIT_SM_RESP:
+                item = inflight.pop(sequence, None)
+                if item is not None:
+                    job, index = item
+                    if status == ESME_ROK:
+                        end = buf.find(b"\x00", pos + 16, pos + length)
+                        job.provider_ids[index] = bytes(buf[pos + 16 : end if end >= 0 else pos + length]).decode(
+                            "latin-1"
+                        )
+                        job.answered += 1
+                        self.backoff = 0.05
+                        if job.answered == len(job.bodies) and not job.done:
+                            job.done = True
+                            completed.append(job)
+                    elif status in RETRYABLE:
+                        # Refused, so not submitted: the same part goes again after backing off.
+                        stats.throttled += 1
+                        job.written.discard(index)
+                        retry.append(item)
+                        now = time.monotonic()
+                        if now >= self.pause_until:  # one back-off step per throttling episode
+                            self.pause_until = now + self.backoff
+                            self.backoff = min(self.backoff * 2, 5.0)
+                    elif not job.done:
+                        job.written.discard(index)
+                        job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status))
+                        job.done = True
+                        completed.append(job)
+            elif command_id == wire.DELIVER_SM:
+                body = bytes(buf[pos + 16 : pos + length])
+                out += wire.deliver_sm_resp(sequence)
+                self._on_deliver(body, receipts, inbound)
+            elif command_id == wire.ENQUIRE_LINK:
+                out += wire.enquire_link_resp(sequence)
+            elif command_id == wire.ENQUIRE_LINK_RESP:
+                self._enquire_answered = True
+            elif command_id == wire.UNBIND:
+                out += wire.unbind_resp(sequence)
+                closing = True
+            elif command_id == wire.UNBIND_RESP:
+                closing = True
+            elif command_id == wire.GENERIC_NACK:
+                item = inflight.pop(sequence, None)
+                if item is not None and not item[0].done:
+                    job = item[0]
+                    job.written.discard(item[1])
+                    job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status or 0x08))
+                    job.done = True
+                    completed.append(job)
+            elif not command_id & wire.RESP_BIT:
+                out += wire.generic_nack(sequence, wire.ESME_RINVCMDID)
+            pos += length
+        del buf[:pos]
+        if completed or receipts or inbound or retry:
+            with self.lock:
+                self.completed.extend(completed)
+                self.receipts.extend(receipts)
+                self.inbound.extend(inbound)
+                if retry:
+                    self.ready.extendleft(reversed(retry))
+            stats.receipts += len(receipts)
+            stats.inbound += len(inbound)
+        if len(self.ready) < self._low_water:
+            self.wake.set()
+        if len(self.completed) >= self.batch_size:
+            self.flush_due.set()
+            self.wake.set()
+        if closing and self._stopping_link is False:
+            raise LinkDown("unbind from the SMSC")
+        return closing
+
+    def _on_deliver(self, body: bytes, receipts: list[ReceiptEvent], inbound: list[InboundEvent]) -> None:
+        try:
+            pdu = wire.parse_deliver_sm(body)
+        except (ValueError, IndexError):
+            logger.warning("malformed deliver_sm (%d octets) ignored", len(body))
+            return
+        if pdu.esm_class & wire.ESM_CLASS_RECEIPT:
+            receipt = receipt_from(pdu)
+            if receipt is not None:
+                receipts.append(receipt)
+            return
+        source = pdu.source
+        inbound.append(
+            InboundEvent(
+                source=f"+{source}" if source.isdigit() else source,
+                destination=pdu.destination,
+                body=decode_short_message(pdu.short_message, pdu.data_coding, pdu.esm_class),
+                raw={"data_coding": pdu.data_coding},
+            )
+        )
+
+    # --- main loop (the database thread) -----------------------------------------------
 
     def run(self, *, stop: threading.Event, idle_exit_after: float | None = None) -> WorkerStats:
         """Run until ``stop`` is set (or, for benchmarks/tests, after ``idle_exit_after`` idle seconds)."""
         last_flush = time.monotonic()
+        last_empty_claim = 0.0
         idle_since: float | None = None
         delay = 0.5
+        # Answers are written by a thread of their own (its own connection) while this one claims
+        # and the link sends: a flush's commit never holds up the next claim. Inside a transaction
+        # (tests) other connections cannot see its rows, and SQLite has one writer anyway, so
+        # there everything stays on this thread.
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            self._flusher_stop = False
+            self.flusher = threading.Thread(target=self._flush_loop, name="smpp-flush", daemon=True)
+            self.flusher.start()
         while not stop.is_set():
-            if self.client is None:
+            if self.link is None:
                 try:
                     self.connect()
                     delay = 0.5
                 except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
                     logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
+                    self.client = self.sock = None
                     stop.wait(delay)
                     delay = min(delay * 2, 30)
                     continue
-            try:
-                self._drain_events(timeout=0)
-                # Claim the next batch before this one runs dry, so the window never idles.
-                if len(self.to_send) < self.window and len(self.progress) < 2 * self.batch_size:
-                    self._claim()
-                self._send_what_we_can()
-                now = time.monotonic()
-                if now - last_flush >= self.flush_interval or len(self.outcomes) >= self.batch_size:
-                    self.flush()
-                    last_flush = now
-                busy = bool(self.to_send or self.inflight or self.outcomes or self.receipts)
-                if not busy:
-                    idle_since = idle_since or now
-                    if idle_exit_after is not None and now - idle_since >= idle_exit_after:
-                        break
-                    self._drain_events(timeout=self.poll_interval)
-                else:
-                    idle_since = None
-                    if not self._can_send():
-                        self._drain_events(timeout=0.002)
-            except LinkDown as exc:
-                self._handle_link_down(str(exc))
-        self.flush()
-        self._release_unsent()
-        self.close()
+            if self.link_error is not None:
+                self._handle_link_down(self.link_error)
+                continue
+            now = time.monotonic()
+            # Claim the next batch before this one runs dry, so the window never idles.
+            if (
+                len(self.ready) < self._low_water
+                and self.open_jobs < 3 * self.batch_size
+                and now - last_empty_claim >= self.poll_interval
+            ):
+                try:
+                    if not self._claim():
+                        last_empty_claim = now
+                except DatabaseError:
+                    # The database went away: what is claimed stays claimed; try again shortly.
+                    logger.exception("claim for %s failed", self.gateway.code)
+                    if connection.in_atomic_block:
+                        raise
+                    connection.close()
+                    last_empty_claim = now
+            now = time.monotonic()
+            if self.flusher is None and (
+                now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
+            ):
+                self.flush()
+                last_flush = now
+            busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
+            if not busy:
+                idle_since = idle_since or now
+                if idle_exit_after is not None and now - idle_since >= idle_exit_after:
+                    break
+            else:
+                idle_since = None
+            self.wake.wait(max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval)))
+            self.wake.clear()
+        self._shutdown()
         return self.stats
 
-    def _claim(self) -> None:
+    def _claim(self) -> int:
+        """Claim up to a batch, resuming after the last claimed id; from the start of the queue
+        now and then when that runs short."""
         _refresh_db_connection()
-        claimed = messages_claim(gateway_id=self.gateway.pk, limit=self.batch_size)
-        for message in claimed:
-            parts = encode_body(message.body)
-            shorts = with_udh(parts)
-            self.progress[message.pk] = MessageProgress(
-                message, [None] * len(shorts), parts.data_coding, parts.esm_class
-            )
-            for index, short in enumerate(shorts):
-                self.to_send.append(PartWork(message.pk, index, short))
-
-    def _can_send(self) -> bool:
-        if not self.to_send or len(self.inflight) >= self.window:
-            return False
-        return time.monotonic() >= self.pause_until
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(float(self.window), self._tokens + (now - self._token_time) * self.rate)
-        self._token_time = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
-
-    def _send_what_we_can(self) -> None:
-        client = self.client
-        assert client is not None
-        while self._can_send() and self._take_token():
-            work = self.to_send.popleft()
-            progress = self.progress[work.message_id]
-            if progress.failed is not None:
-                continue
-            message = progress.message
-            pdu = smpplib.smpp.make_pdu(
-                "submit_sm",
-                client=client,
-                source_addr_ton=smpplib.consts.SMPP_TON_ALNUM if not message.sender_id.lstrip("+").isdigit() else 1,
-                source_addr_npi=0 if not message.sender_id.lstrip("+").isdigit() else 1,
-                source_addr=message.sender_id.lstrip("+"),
-                dest_addr_ton=1,
-                dest_addr_npi=1,
-                destination_addr=message.destination.lstrip("+"),
-                short_message=work.short_message,
-                data_coding=progress.data_coding,
-                esm_class=progress.esm_class,
-                registered_delivery=1 if message.request_receipt else 0,
-            )
-            work.sequence, work.attempts = pdu.sequence, work.attempts + 1
-            self.inflight[pdu.sequence] = work
-            try:
-                client.send_pdu(pdu)
-            except (smpplib.exceptions.ConnectionError, OSError) as exc:
-                raise LinkDown(repr(exc)) from exc
-            progress.written.add(work.index)
-            self.stats.submitted_parts += 1
-
-    def _drain_events(self, timeout: float) -> None:
-        try:
-            kind, payload = self.events.get(timeout=timeout) if timeout else self.events.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            if kind == "resp":
-                self._on_resp(payload)
-            elif kind == "deliver":
-                self._on_deliver_event(payload)
-            elif kind == "link_down":
-                raise LinkDown(payload)
-            try:
-                kind, payload = self.events.get_nowait()
-            except queue.Empty:
-                return
-
-    def _on_resp(self, pdu: Any) -> None:
-        work = self.inflight.pop(pdu.sequence, None)
-        if work is None:
-            return
-        progress = self.progress.get(work.message_id)
-        if progress is None:
-            return
-        status = int(pdu.status)
-        if status == ESME_ROK:
-            raw_id = pdu.message_id
-            progress.provider_ids[work.index] = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            self.backoff = 0.05
-        elif status in RETRYABLE:
-            # Refused, so not submitted: send the same part again after backing off.
-            self.stats.throttled += 1
-            progress.written.discard(work.index)
-            self.pause_until = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, 5.0)
-            self.to_send.appendleft(work)
-            return
-        else:
-            progress.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status))
-        if progress.done:
-            self._complete(work.message_id)
-
-    def _complete(self, message_id: int) -> None:
-        progress = self.progress.pop(message_id)
-        if progress.failed is not None:
-            self.stats.failed_messages += 1
-            self.outcomes.append((progress.message, progress.failed))
-        else:
-            self.stats.accepted_messages += 1
-            self.outcomes.append((progress.message, SendOutcome.accepted([p or "" for p in progress.provider_ids])))
-
-    def _on_deliver_event(self, pdu: Any) -> None:
-        esm_class = int(getattr(pdu, "esm_class", 0) or 0)
-        if esm_class & 0x04:
-            receipt = parse_receipt(pdu)
-            if receipt is not None:
-                self.receipts.append(receipt)
-                self.stats.receipts += 1
-            return
-        text = decode_short_message(bytes(pdu.short_message or b""), int(pdu.data_coding or 0), esm_class)
-        source = _text(pdu.source_addr)
-        self.inbound.append(
-            InboundEvent(
-                source=f"+{source}" if source.isdigit() else source,
-                destination=_text(pdu.destination_addr),
-                body=text,
-                raw={"data_coding": int(pdu.data_coding or 0)},
-            )
+        result = messages_claim_rows(
+            gateway_id=self.gateway.pk, limit=self.batch_size, actor=self.actor, after_id=self._claim_after
         )
-        self.stats.inbound += 1
+        self.stats.claims += 1
+        claimed, suppressed = list(result.messages), result.suppressed
+        self._claim_after = max(self._claim_after, result.last_id)
+        taken = len(claimed) + suppressed
+        now = time.monotonic()
+        if taken < self.batch_size and self._claim_after and now - self._last_rescan >= RESCAN_INTERVAL:
+            # New messages always come after the cursor; retries that fell due and messages put
+            # back in the queue can sit behind it: look from the start now and then (not on every
+            # poll: that walks the dead index entries of everything claimed since the last vacuum).
+            self._last_rescan = now
+            again = messages_claim_rows(gateway_id=self.gateway.pk, limit=self.batch_size - taken, actor=self.actor)
+            self.stats.claims += 1
+            claimed += again.messages
+            suppressed += again.suppressed
+        self.stats.suppressed_messages += suppressed
+        if not claimed:
+            return suppressed
+        parts: list[tuple[Job, int]] = []
+        source_fields, body_of = wire.source_fields, wire.submit_sm_body
+        for message in claimed:
+            encoded = encode_body(message.body)
+            source = source_fields(message.sender_id)
+            bodies = [
+                body_of(
+                    source,
+                    message.destination,
+                    short,
+                    esm_class=encoded.esm_class,
+                    data_coding=encoded.data_coding,
+                    receipt=message.request_receipt,
+                )
+                for short in with_udh(encoded)
+            ]
+            job = Job(message, bodies)
+            parts.extend((job, index) for index in range(len(bodies)))
+        with self.lock:
+            self.ready.extend(parts)
+            self.open_jobs += len(claimed)
+        self.stats.claimed_messages += len(claimed)
+        return len(claimed)
 
     # --- database -------------------------------------------------------------------------
 
     def flush(self) -> None:
-        if not (self.outcomes or self.receipts or self.inbound):
-            return
-        _refresh_db_connection()
-        if self.outcomes:
-            outcomes, self.outcomes = self.outcomes, []
-            outcomes_record(
-                actor=self.actor,
-                gateway=self.gateway,
-                messages=[m for m, _ in outcomes],
-                outcomes=[o for _, o in outcomes],
-            )
-        if self.receipts:
+        with self.lock:
+            completed, self.completed = self.completed, []
             receipts, self.receipts = self.receipts, []
-            receipts_ingest(gateway=self.gateway, events=receipts)
-        if self.inbound:
             inbound, self.inbound = self.inbound, []
+        if not (completed or receipts or inbound):
+            return
+        for attempt in range(3):
+            try:
+                self._write(completed, receipts, inbound)
+                break
+            except DatabaseError:
+                # Connection lost, deadlock, ...: nothing of this flush was committed; try again on a
+                # fresh connection. Messages whose answer is never recorded stay 'submitting' and are
+                # reconciled to 'unknown' -- never resent.
+                logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
+                with contextlib.suppress(Exception):
+                    if not connection.in_atomic_block:
+                        connection.close()
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        with self.lock:
+            self.open_jobs -= len(completed)
+        self.stats.flushes += 1
+
+    def _flush_loop(self) -> None:
+        try:
+            while True:
+                self.flush_due.wait(self.flush_interval)
+                self.flush_due.clear()
+                stopping = self._flusher_stop  # read before the flush: the last one takes everything
+                try:
+                    self.flush()
+                except Exception:
+                    logger.exception("flush failed; those messages stay 'submitting' for the reconciler")
+                self.wake.set()  # open_jobs went down: the main thread may claim again
+                if stopping:
+                    return
+        finally:
+            connection.close()
+
+    def _stop_flusher(self) -> None:
+        flusher, self.flusher = self.flusher, None
+        if flusher is not None:
+            self._flusher_stop = True
+            self.flush_due.set()
+            flusher.join()
+        else:
+            self.flush()
+
+    def _write(self, completed: list[Job], receipts: list[ReceiptEvent], inbound: list[InboundEvent]) -> None:
+        _refresh_db_connection()
+        if completed or receipts:
+            messages: list[ClaimedMessage] = []
+            outcomes: list[SendOutcome] = []
+            for job in completed:
+                messages.append(job.message)
+                if job.failed is not None:
+                    outcomes.append(job.failed)
+                    self.stats.failed_messages += 1
+                else:
+                    outcomes.append(SendOutcome.accepted([p or "" for p in job.provider_ids]))
+                    self.stats.accepted_messages += 1
+            outcomes_record(
+                actor=self.actor, gateway=self.gateway, messages=messages, outcomes=outcomes, receipts=receipts
+            )
+        if inbound:
             inbound_receive(gateway=self.gateway, events=inbound)
 
     def _handle_link_down(self, reason: str) -> None:
         logger.warning("link to %s dropped: %s", self.gateway.code, reason)
         self.stats.reconnects += 1
-        self.close()
-        # Apply what the reader delivered before the drop: those responses and receipts count.
-        while True:
-            try:
-                kind, payload = self.events.get_nowait()
-            except queue.Empty:
+        self.close()  # the link thread has ended: its state is ours now
+        self.link_error = None
+        # A part written and never answered may have reached the SMSC: its message is never
+        # written again. Messages with nothing in flight go out on the next bind.
+        ambiguous = {id(job): job for job, _index in self.inflight.values() if not job.done}
+        self.inflight = {}
+        for job in ambiguous.values():
+            job.done = True
+        with self.lock:
+            self.ready = deque(item for item in self.ready if not item[0].done)
+        if self.flusher is None:
+            self.flush()
+        if ambiguous:
+            ids = [job.message.pk for job in ambiguous.values()]
+            self.stats.unknown_messages += messages_mark_unknown(
+                actor=self.actor, message_ids=ids, reason=f"link dropped: {reason}"[:300]
+            )
+            with self.lock:
+                self.open_jobs -= len(ids)
+
+    def _shutdown(self) -> None:
+        """Stop taking new messages, finish those already started, record everything, unbind."""
+        with self.lock:
+            unstarted = [item for item in self.ready if not item[0].written and not item[0].done]
+            self.ready = deque(item for item in self.ready if item[0].written and not item[0].done)
+        deadline = time.monotonic() + self.drain_timeout
+        while self.link is not None and self.link_error is None and time.monotonic() < deadline:
+            if not self.inflight and not self.ready:
                 break
-            if kind == "resp":
-                self._on_resp(payload)
-            elif kind == "deliver":
-                self._on_deliver_event(payload)
-        ambiguous = {work.message_id for work in self.inflight.values()}
-        self.inflight.clear()
-        unknown_ids = []
-        for message_id in ambiguous:
-            progress = self.progress.pop(message_id, None)
-            if progress is not None:
-                unknown_ids.append(message_id)
-        self.to_send = deque(w for w in self.to_send if w.message_id in self.progress)
-        self.flush()
-        if unknown_ids:
-            from gateways.delivery import messages_mark_unknown
-
-            messages_mark_unknown(actor=self.actor, message_ids=unknown_ids, reason=f"link dropped: {reason}"[:300])
-            self.stats.unknown_messages += len(unknown_ids)
-
-    def _release_unsent(self) -> None:
-        """On stop: messages none of whose parts were written go back to the queue."""
-        from gateways.delivery import messages_requeue
-
-        never_written = [mid for mid, p in self.progress.items() if not p.written]
-        partly = [mid for mid, p in self.progress.items() if p.written]
+            self.wake.wait(0.02)
+            self.wake.clear()
+        self._sending = False
+        self.close()  # unbind: nothing more comes in
+        self._stop_flusher()  # the last flush takes every answer and receipt read
+        never_written = sorted({job.message.pk for job, _index in unstarted})
+        partly = {id(job): job for job, _index in self.inflight.values() if not job.done}
+        partly.update({id(job): job for job, _index in self.ready if not job.done})
+        self.inflight = {}
+        with self.lock:
+            self.ready = deque()
         if never_written:
             messages_requeue(actor=self.actor, message_ids=never_written)
             self.stats.requeued_messages += len(never_written)
         if partly:
-            from gateways.delivery import messages_mark_unknown
-
-            messages_mark_unknown(actor=self.actor, message_ids=partly, reason="worker stopped mid-message")
-            self.stats.unknown_messages += len(partly)
-        self.progress.clear()
-        self.to_send.clear()
+            ids = [job.message.pk for job in partly.values()]
+            self.stats.unknown_messages += messages_mark_unknown(
+                actor=self.actor, message_ids=ids, reason="worker stopped mid-message"
+            )
+        self.open_jobs = 0
 
 
 def _refresh_db_connection() -> None:
@@ -435,29 +666,27 @@ def _refresh_db_connection() -> None:
         close_old_connections()
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value or "")
-
-
 def _describe(status: int) -> str:
     return str(smpplib.consts.DESCRIPTIONS.get(status, f"SMPP status {status:#04x}"))
 
 
-def parse_receipt(pdu: Any) -> ReceiptEvent | None:
-    """A deliver_sm receipt: TLVs (receipted_message_id, message_state) or the text form."""
-    text = decode_short_message(bytes(pdu.short_message or b""), 0)
-    match = RECEIPT_TEXT.search(text)
-    provider_id = _text(getattr(pdu, "receipted_message_id", None)) or (match.group("id") if match else "")
-    state_value = getattr(pdu, "message_state", None)
-    stat = TLV_STATES.get(int(state_value)) if state_value else None
-    if stat is None and match:
-        stat = match.group("stat")
+def receipt_from(pdu: wire.Deliver) -> ReceiptEvent | None:
+    """A deliver_sm receipt: the TLVs (receipted_message_id, message_state) or the text form."""
+    # Receipt text (SMPP 3.4 Appendix B) is ASCII whatever the data_coding says.
+    text = pdu.short_message.decode("latin-1")
+    provider_id = pdu.receipted_message_id
+    stat = TLV_STATES.get(pdu.message_state)
+    err = ""
+    if not provider_id or stat is None or pdu.message_state != TLV_DELIVERED:
+        # Not a plain 'delivered' by TLV: the text form carries the id, the state or the error.
+        match = RECEIPT_TEXT.search(text)
+        if match:
+            provider_id = provider_id or match.group("id")
+            stat = stat or match.group("stat")
+            err = match.group("err") or ""
     if not provider_id or not stat:
         logger.warning("unparseable receipt: %r", text[:200])
         return None
-    err = match.group("err") if match and match.group("err") else ""
     return ReceiptEvent(
         provider_message_id=provider_id.strip("\x00"),
         status=RECEIPT_STATES.get(stat, MessageState.SUBMITTED),
@@ -467,4 +696,4 @@ def parse_receipt(pdu: Any) -> ReceiptEvent | None:
     )
 
 
-__all__ = ["BindWorker", "LockedClient", "parse_receipt"]
+__all__ = ["BindWorker", "WorkerStats", "receipt_from"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery import (
@@ -67,7 +68,9 @@ def operator(make_user: Any) -> Any:
     return make_user("operations")
 
 
-def queue(destination: str, body: str = "Hello from the shop", sender: str = "#SHOPHK") -> OutboundMessage:
+def queue(
+    destination: str, body: str = "Hello from the shop", sender: str = "#SHOPHK", purpose: str = "transactional"
+) -> OutboundMessage:
     with transaction.atomic():
         return message_queue(
             actor=SYSTEM,
@@ -75,7 +78,7 @@ def queue(destination: str, body: str = "Hello from the shop", sender: str = "#S
             sender_id=sender,
             destination=destination,
             body=body,
-            purpose="transactional",
+            purpose=purpose,
         )
 
 
@@ -285,3 +288,89 @@ def test_unknown_outcome_is_never_resent_and_is_charged(sim: Gateway) -> None:
     assert message.state == MessageState.UNKNOWN
     assert submit(sim)["accepted"] == 0
     assert Account.objects.get().balance == Decimal("100") - message.cost
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opt_out_committed_after_queueing_wins_at_claim_time(sim: Gateway) -> None:
+    from compliance.optouts import opt_out_record
+
+    marketing = queue("+85291230001", purpose="marketing")
+    transactional = queue("+85291230001", purpose="transactional")  # not marketing: still sent
+    other = queue("+85291230002", purpose="marketing")
+    lifted = queue("+85291230003", purpose="marketing")
+    with transaction.atomic():  # committed after queueing, before any claim
+        opted = opt_out_record(actor=SYSTEM, phone="+85291230001", reason="stop", source="sms:sim-hk")
+        old = opt_out_record(actor=SYSTEM, phone="+85291230003", reason="web", source="web_form")
+    from contacts.models import OptOut
+
+    OptOut.objects.filter(pk=old["opt_out_id"]).update(lifted_at=timezone.now())
+    counts = submit(sim)
+    assert counts["suppressed"] == 1 and counts["accepted"] == 3
+    marketing.refresh_from_db()
+    assert (marketing.state, marketing.error_code, marketing.attempts) == (MessageState.FAILED, "suppressed", 0)
+    assert (
+        f"#{opted['opt_out_id']} (stop, sms:sim-hk)" in marketing.error_reason and "+852" not in marketing.error_reason
+    )
+    assert marketing.final_at is not None and marketing.submit_started_at is None
+    assert not marketing.parts.exists()
+    for message in (transactional, other, lifted):
+        message.refresh_from_db()
+        assert message.state == MessageState.DELIVERED
+    # The suppressed message's hold is given back; nothing of it is charged.
+    assert QuotaReservation.objects.get(reference=marketing.quota_reference).state == ReservationState.RELEASED
+    assert Account.objects.get().balance == Decimal("100") - 3 * marketing.cost
+    after: Any = AuditLog.objects.get(action="messages.suppressed").after
+    assert after["ids"] == [marketing.pk]
+    assert submit(sim) == {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
+
+
+def test_suppression_releases_one_hold_per_reservation(sim: Gateway) -> None:
+    from compliance.optouts import opt_out_record
+
+    first, second = queue("+85291230004", purpose="marketing"), queue("+85291230004", purpose="marketing")
+    QuotaReservation.objects.filter(reference=second.quota_reference).delete()
+    OutboundMessage.objects.filter(pk=second.pk).update(quota_reference=first.quota_reference)
+    QuotaReservation.objects.filter(reference=first.quota_reference).update(segments=2, amount=2 * first.cost)
+    with transaction.atomic():
+        opt_out_record(actor=SYSTEM, phone="+85291230004", reason="stop", source="sms:sim-hk")
+    assert messages_claim(gateway_id=sim.pk) == []
+    assert set(OutboundMessage.objects.values_list("error_code", flat=True)) == {"suppressed"}
+    reservation = QuotaReservation.objects.get(reference=first.quota_reference)
+    assert (reservation.segments, reservation.state) == (0, ReservationState.RELEASED)
+    assert AuditLog.objects.filter(action="quota.unhold").count() == 1
+
+
+def test_receipts_held_by_the_caller_are_folded_into_the_answer(sim: Gateway) -> None:
+    single, double = queue("+85259003001"), queue("+85259003002", "z" * 200)
+    claimed = messages_claim(gateway_id=sim.pk)
+    delivered = ReceiptEvent("a-1", MessageState.DELIVERED, "DELIVRD")
+    counts = outcomes_record(
+        actor=SYSTEM,
+        gateway=sim,
+        messages=claimed,
+        outcomes=[SendOutcome.accepted(["a-1"]), SendOutcome.accepted(["b-1", "b-2"])],
+        receipts=[
+            delivered,
+            delivered,  # a duplicate
+            ReceiptEvent("b-1", MessageState.DELIVERED, "DELIVRD"),
+            ReceiptEvent("elsewhere", MessageState.DELIVERED, "DELIVRD"),  # no such part: kept, unapplied
+        ],
+    )
+    assert counts["accepted"] == 2
+    single.refresh_from_db()
+    double.refresh_from_db()
+    assert single.state == MessageState.DELIVERED and single.submitted_at and single.final_at
+    assert double.state == MessageState.SUBMITTED and double.final_at is None  # b-2 pending
+    assert dict(MessagePart.objects.values_list("provider_message_id", "state")) == {
+        "a-1": MessageState.DELIVERED,
+        "b-1": MessageState.DELIVERED,
+        "b-2": MessageState.SUBMITTED,
+    }
+    assert DeliveryReceipt.objects.count() == 4
+    assert list(
+        DeliveryReceipt.objects.filter(applied_at__isnull=True).values_list("provider_message_id", flat=True)
+    ) == ["elsewhere"]
+    receipts_ingest(gateway=sim, events=[ReceiptEvent("b-2", MessageState.FAILED, "UNDELIV", "005")])
+    double.refresh_from_db()
+    assert (double.state, double.error_code) == (MessageState.FAILED, "005")
+    assert Account.objects.get().balance == Decimal("100") - single.cost - double.cost

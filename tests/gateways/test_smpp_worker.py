@@ -10,11 +10,21 @@ import pytest
 from django.db import transaction
 
 from gateways.delivery import INBOUND_HANDLERS, message_queue
-from gateways.models import Gateway, GatewayRate, InboundMessage, MessageState, OutboundMessage, Provider
+from gateways.models import (
+    Account,
+    DeliveryReceipt,
+    Gateway,
+    GatewayRate,
+    InboundMessage,
+    MessageState,
+    OutboundMessage,
+    Provider,
+)
 from gateways.quotas import account_instance
 from gateways.smpp.worker import BindWorker
 from gateways.smsc.server import find_duplicates, read_log
 from smsplatform.kernel.actor import Actor
+from tests.conftest import postgres_only
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
 
 __all__ = ["smsc", "smsc_factory"]
@@ -152,9 +162,152 @@ def test_mobile_originated_stop_reaches_the_handlers(smsc: Any) -> None:
         )
         worker.connect()
         runner.start()
-        wait_for(lambda: worker.events.qsize() >= 2, timeout=5)
+        wait_for(lambda: len(worker.inbound) >= 2, timeout=5)
         worker.run(stop=stop, idle_exit_after=0.5)
     finally:
         INBOUND_HANDLERS.remove(handler)
     assert seen == ["STOP", "退訂"]
     assert list(InboundMessage.objects.values_list("source", flat=True)) == ["+85291234567"] * 2
+
+
+def test_marketing_to_an_opted_out_number_is_never_submitted(smsc: Any) -> None:
+    from compliance.optouts import opt_out_record
+
+    gateway = smpp_gateway(smsc)
+    with transaction.atomic():
+        opted = message_queue(
+            actor=SYSTEM,
+            gateway_code="smpp-hk",
+            sender_id="#SHOPHK",
+            destination="+85291239999",
+            body="Sale",
+            purpose="marketing",
+        )
+    kept = queue("+85291239998")
+    with transaction.atomic():  # STOP arrives after dispatch, before the worker claims
+        opt_out_record(actor=SYSTEM, phone="+85291239999", reason="stop", source="sms:smpp-hk")
+    stats = run_worker(gateway)
+    assert stats.suppressed_messages == 1 and stats.accepted_messages == 1
+    opted.refresh_from_db()
+    assert (opted.state, opted.error_code) == (MessageState.FAILED, "suppressed")
+    assert state(kept) == MessageState.DELIVERED
+    assert [r["destination"] for r in smsc.submitted()] == ["85291239998"]
+
+
+def test_stop_requeues_what_was_never_written_and_sends_nothing_twice(smsc_factory: Any) -> None:
+    server = smsc_factory(max_rate_per_second=10)
+    gateway = smpp_gateway(server, window=2)
+    messages = [queue(f"+852912360{i:02d}") for i in range(30)]
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, drain_timeout=1.0)
+    stop = threading.Event()
+    threading.Timer(0.8, stop.set).start()
+    stats = worker.run(stop=stop)
+    states = [state(m) for m in messages]
+    assert set(states) <= {MessageState.DELIVERED, MessageState.SUBMITTED, MessageState.QUEUED, MessageState.UNKNOWN}
+    assert stats.requeued_messages == states.count(MessageState.QUEUED) > 0
+    accepted = {r["destination"] for r in server.submitted() if r["outcome"] == "accepted"}
+    for message, current in zip(messages, states, strict=True):
+        if current == MessageState.QUEUED:  # back in the queue: it never reached the SMSC
+            assert message.destination.lstrip("+") not in accepted and message.attempts == 1
+    assert not find_duplicates(read_log(server.log_path))
+
+
+def test_submit_sm_bytes_match_smpplib() -> None:
+    import smpplib.client
+    import smpplib.consts
+    import smpplib.smpp
+
+    from gateways.smpp import wire
+    from gateways.smpp.encoding import encode_body, with_udh
+
+    client = smpplib.client.Client("127.0.0.1", 1, allow_unknown_opt_params=True)
+    for sender, body, receipt in (("#SHOPHK", "Hello [GSM] €5", True), ("85290000000", CHINESE_200, False)):
+        encoded = encode_body(body)
+        numeric = sender.lstrip("+").isdigit()
+        for short in with_udh(encoded):
+            expected = smpplib.smpp.make_pdu(
+                "submit_sm",
+                client=client,
+                source_addr_ton=1 if numeric else smpplib.consts.SMPP_TON_ALNUM,
+                source_addr_npi=1 if numeric else 0,
+                source_addr=sender.lstrip("+"),
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr="85291234567",
+                short_message=short,
+                data_coding=encoded.data_coding,
+                esm_class=encoded.esm_class,
+                registered_delivery=1 if receipt else 0,
+            ).generate()
+            ours = wire.submit_sm_body(
+                wire.source_fields(sender),
+                "+85291234567",
+                short,
+                esm_class=encoded.esm_class,
+                data_coding=encoded.data_coding,
+                receipt=receipt,
+            )
+            assert ours == expected[16:]
+
+
+def test_receipts_parse_from_tlvs_or_text() -> None:
+    from gateways.smpp import wire
+    from gateways.smpp.worker import receipt_from
+    from gateways.smsc import pdu as P
+
+    def deliver(stat: str, err: int, tlvs: bool) -> wire.Deliver:
+        text = P.receipt_text("1a2b", stat, err, "2511280930", "2511280930", "Hello", stat == "DELIVRD")
+        body = P.deliver_sm_body(
+            source="85291234567",
+            destination="SHOPHK",
+            short_message=text.encode(),
+            esm_class=P.ESM_CLASS_RECEIPT,
+            tlvs=P.receipt_tlvs("1a2b", stat, err) if tlvs else b"",
+        )
+        return wire.parse_deliver_sm(body)
+
+    for tlvs in (True, False):
+        delivered = receipt_from(deliver("DELIVRD", 0, tlvs))
+        assert delivered is not None
+        assert (delivered.provider_message_id, delivered.status, delivered.error_code) == (
+            "1a2b",
+            MessageState.DELIVERED,
+            "",
+        )
+        failed = receipt_from(deliver("UNDELIV", 1, tlvs))
+        assert failed is not None and (failed.status, failed.error_code) == (MessageState.FAILED, "001")
+    mo = wire.parse_deliver_sm(P.deliver_sm_body(source="85291234567", destination="SHOPHK", short_message=b"STOP"))
+    assert (mo.esm_class, mo.source, mo.short_message, mo.receipted_message_id) == (0, "85291234567", b"STOP", "")
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_answers_are_written_by_the_flush_thread(smsc_factory: Any) -> None:
+    server = smsc_factory(receipt_before_resp_ratio=0.3)
+    gateway = smpp_gateway(server, window=20)
+    messages = [queue(f"+852912370{i:02d}") for i in range(40)]
+    chinese, invalid = queue("+85261237000", CHINESE_200), queue("+85259000777")
+    undelivered = queue("+85259002777")
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05)
+    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
+    assert stats.flushes >= 1 and stats.accepted_messages == 42 and stats.failed_messages == 1
+    assert {state(m) for m in [*messages, chinese]} == {MessageState.DELIVERED}
+    assert (state(invalid), state(undelivered)) == (MessageState.FAILED, MessageState.FAILED)
+    assert chinese.parts.count() == 3
+    assert not DeliveryReceipt.objects.filter(applied_at__isnull=True).exists()
+    assert DeliveryReceipt.objects.count() == 40 + 3 + 1
+    assert not find_duplicates(read_log(server.log_path))
+    assert Account.objects.get().balance == Decimal("1000") - Decimal("0.30") * (40 + 3 + 1)
+
+
+def test_the_claim_cursor_comes_back_for_messages_behind_it(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    behind = queue("+85291238001")
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD)
+    worker._claim_after = behind.pk + 1000  # as after claiming newer messages
+    assert worker._claim() == 1  # nothing after the cursor: the rescan finds it
+    assert [job.message.pk for job, _index in worker.ready] == [behind.pk]
+    assert state(behind) == MessageState.SUBMITTING
+    later = queue("+85291238002")
+    assert worker._claim() == 0  # after the cursor only: the next rescan is not due yet
+    assert state(later) == MessageState.QUEUED
