@@ -189,7 +189,7 @@ def run(args: argparse.Namespace, url: str) -> None:
             settings={"host": smsc.host, "port": smsc.port, "system_id": "bench"},
             credentials_env={"password": "BENCH_SMPP_PASSWORD"},
         )
-        GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.05"))
+        GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.01"))
         SenderId.objects.create(
             value="#SHOPHK",
             kind=SenderIdKind.SSRS,
