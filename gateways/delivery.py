@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Case, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import BigIntegerField, Case, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, OutgoingSms, ReceiptEvent, SendOutcome, adapter_for
@@ -32,6 +32,7 @@ from gateways.models import (
     MessageState,
     OutboundMessage,
     QuotaReservation,
+    ReservationState,
 )
 from gateways.phones import phone_parse
 from gateways.quotas import quota_consume, quota_reserve, quota_unhold
@@ -498,16 +499,63 @@ def outcomes_record(
             if folded:
                 _insert_receipts(gateway, [(event, now) for event in folded], now)
             # Receipts stored before these parts existed (they beat the submit answer).
-            receipts_apply(gateway=gateway, provider_ids=[p[2] for p in parts])
+            written = [p[2] for p in parts]
+            receipts_apply(gateway=gateway, provider_ids=written)
+            # A receipt ingested while these parts are not committed yet cannot see them and is
+            # stored unapplied: apply again once they are visible to everyone.
+            transaction.on_commit(lambda: _receipts_apply_late(gateway, written))
         leftovers = [event for events in pending.values() for event in events]
-        if leftovers:
-            _receipts_ingest(gateway, leftovers, now)
+        if leftovers and _receipts_ingest(gateway, leftovers, now) < len(leftovers):
+            late = [event.provider_message_id for event in leftovers]  # parts another transaction writes
+            transaction.on_commit(lambda: _receipts_apply_late(gateway, late))
         # One quota movement per reservation per flush, not per message.
         for reference, (segments, amount) in _totals(charged).items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         for reference, (segments, amount) in _totals(refused).items():
             quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
     return counts
+
+
+def _unknown_charge(actor: Actor, rows: Sequence[tuple[int, str, int, Decimal]]) -> None:
+    """Messages turned 'unknown' may have been sent: charge their holds, one movement per
+    reservation (as outcomes_record does for an 'unknown' answer)."""
+    totals: dict[str, tuple[int, Decimal]] = {}
+    for _pk, reference, segments, cost in rows:
+        if not reference:
+            continue
+        held_segments, held_amount = totals.get(reference, (0, Decimal(0)))
+        totals[reference] = (held_segments + segments, held_amount + cost)
+    if not totals:
+        return
+    held = set(
+        QuotaReservation.objects.filter(reference__in=list(totals), state=ReservationState.HELD).values_list(
+            "reference", flat=True
+        )
+    )
+    for reference in sorted(held):
+        segments, amount = totals[reference]
+        quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
+
+
+def receipts_apply_pending(*, limit: int = 5000) -> int:
+    """Apply stored-unapplied receipts whose parts exist (a safety net for the receipt race)."""
+    part = MessagePart.objects.filter(
+        gateway_id=OuterRef("gateway_id"), provider_message_id=OuterRef("provider_message_id")
+    )
+    pending = list(
+        DeliveryReceipt.objects.filter(applied_at__isnull=True)
+        .filter(Exists(part))
+        .order_by("pk")
+        .values_list("gateway_id", "provider_message_id")[:limit]
+    )
+    by_gateway: dict[int, set[str]] = {}
+    for gateway_id, pid in pending:
+        by_gateway.setdefault(gateway_id, set()).add(pid)
+    applied = 0
+    for gateway_id, pids in sorted(by_gateway.items()):
+        with transaction.atomic():
+            applied += receipts_apply(gateway=Gateway.objects.get(pk=gateway_id), provider_ids=sorted(pids))
+    return applied
 
 
 def _roll_up(part_states: Sequence[tuple[str, str]]) -> tuple[str, str]:
@@ -623,17 +671,20 @@ def messages_reconcile(*, actor: Actor, older_than: timedelta = SUBMITTING_TIMEO
     """Messages stuck in 'submitting' (their worker died) become 'unknown', never resent."""
     cutoff = timezone.now() - older_than
     with transaction.atomic():
-        stuck = list(
+        rows = list(
             OutboundMessage.objects.select_for_update(skip_locked=True)
             .filter(state=MessageState.SUBMITTING, submit_started_at__lt=cutoff)
-            .values_list("pk", flat=True)
+            .order_by("pk")
+            .values_list("pk", "quota_reference", "segments", "cost")
         )
+        stuck = [r[0] for r in rows]
         if stuck:
             OutboundMessage.objects.filter(pk__in=stuck).update(
                 state=MessageState.UNKNOWN,
                 error_code="submit_interrupted",
                 error_reason="The submitting worker stopped before recording the gateway's answer.",
             )
+            _unknown_charge(actor, rows)
             audit_record(
                 actor=actor,
                 action="messages.reconcile",
@@ -659,7 +710,20 @@ def receipts_ingest(*, gateway: Gateway, events: Iterable[ReceiptEvent]) -> dict
         return {"received": 0, "applied": 0}
     with transaction.atomic():
         applied = _receipts_ingest(gateway, events, now)
+        if applied < len(events):
+            # Parts recorded by a transaction still open now are applied once both committed
+            # (outcomes_record does the same from its side: whichever commits last applies).
+            unapplied = [e.provider_message_id for e in events]
+            transaction.on_commit(lambda: _receipts_apply_late(gateway, unapplied))
     return {"received": len(events), "applied": applied}
+
+
+def _receipts_apply_late(gateway: Gateway, provider_ids: Sequence[str]) -> None:
+    try:
+        with transaction.atomic():
+            receipts_apply(gateway=gateway, provider_ids=provider_ids)
+    except Exception:  # the reconciler applies them later
+        logger.exception("late receipt apply failed for %s", gateway.code)
 
 
 def _receipts_ingest(gateway: Gateway, events: Sequence[ReceiptEvent], now: Any) -> int:
@@ -717,11 +781,14 @@ def _receipts_ingest_postgresql(gateway: Gateway, events: Sequence[ReceiptEvent]
         missing = [pid for pid in effective if pid not in matched]
         if missing:  # duplicates of receipts already applied, or parts not recorded yet
             cursor.execute(
-                f"SELECT provider_message_id FROM {_PARTS} "  # noqa: S608
+                f"SELECT provider_message_id, state FROM {_PARTS} "  # noqa: S608
                 "WHERE gateway_id = %s AND provider_message_id = ANY(%b::varchar[])",
                 [gateway.pk, missing],
             )
-            matched.update(pid for (pid,) in cursor.fetchall())
+            # Only parts already final are duplicates; a part that is not final was committed
+            # by another transaction after the UPDATE above: leave its receipt unapplied for
+            # the post-commit apply rather than mark it applied without applying it.
+            matched.update(pid for pid, state in cursor.fetchall() if state in FINAL_MESSAGE_STATES)
     rows = [(event, now if event.provider_message_id in matched else None) for event in events]
     _insert_receipts(gateway, rows, now)
     if finished:
@@ -941,9 +1008,16 @@ def inbound_receive(*, gateway: Gateway, events: Iterable[InboundEvent]) -> list
 def messages_mark_unknown(*, actor: Actor, message_ids: Sequence[int], reason: str) -> int:
     """Messages whose submission may or may not have reached the gateway: never resent."""
     with transaction.atomic():
-        count = OutboundMessage.objects.filter(pk__in=list(message_ids), state=MessageState.SUBMITTING).update(
+        rows = list(
+            OutboundMessage.objects.select_for_update()
+            .filter(pk__in=list(message_ids), state=MessageState.SUBMITTING)
+            .order_by("pk")
+            .values_list("pk", "quota_reference", "segments", "cost")
+        )
+        count = OutboundMessage.objects.filter(pk__in=[r[0] for r in rows], state=MessageState.SUBMITTING).update(
             state=MessageState.UNKNOWN, error_code="submit_interrupted", error_reason=reason[:300]
         )
+        _unknown_charge(actor, rows)
         audit_record(
             actor=actor,
             action="messages.unknown",

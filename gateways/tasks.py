@@ -6,7 +6,7 @@ from celery import shared_task
 
 from gateways.adapters.base import ReceiptEvent
 from gateways.adapters.simulator import simulated_receipt
-from gateways.delivery import messages_reconcile, messages_submit, receipts_ingest
+from gateways.delivery import messages_reconcile, messages_submit, receipts_apply_pending, receipts_ingest
 from gateways.models import Gateway, MessagePart, MessageState
 from smsplatform.kernel.actor import Actor
 
@@ -20,6 +20,7 @@ def submit_messages(gateway_id: int, message_ids: list[int] | None = None) -> di
 
 @shared_task(name="gateways.reconcile_messages")
 def reconcile_messages() -> int:
+    receipts_apply_pending()  # receipts stored unapplied while their parts were being written
     return messages_reconcile(actor=Actor.system("gateways.reconcile_messages"))
 
 

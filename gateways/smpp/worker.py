@@ -81,6 +81,7 @@ TLV_STATES = {
 TLV_DELIVERED = 2
 RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)(?:.*?err:(?P<err>\w+))?", re.S)
 READ_SIZE = 256 * 1024
+ACK_FLUSH_AT = 256  # deliver_sm read and not acknowledged yet: flush now rather than at the interval
 RESCAN_INTERVAL = 2.0  # seconds between claims from the start of the queue (see BindWorker._claim)
 
 
@@ -152,6 +153,11 @@ class BindWorker:
         self.completed: list[Job] = []  # messages whose every part was answered (or one refused)
         self.receipts: list[ReceiptEvent] = []
         self.inbound: list[InboundEvent] = []
+        # deliver_sm acknowledged only once what they carried is committed (a kill before the
+        # commit leaves them unacknowledged: the SMSC delivers them again). (link, sequence):
+        self.acks_held: list[tuple[int, int]] = []  # read, not committed yet
+        self.acks_ready: list[tuple[int, int]] = []  # committed: the link thread answers them
+        self._link_generation = 0
         self.link_error: str | None = None
         # Owned by the link thread while it runs (the main thread touches them only when it is down):
         self.inflight: dict[int, tuple[Job, int]] = {}
@@ -192,6 +198,9 @@ class BindWorker:
         self._stopping_link = False
         self.inflight = {}
         self.pause_until = 0.0
+        self._link_generation += 1
+        with self.lock:  # acknowledgements for the previous link are void: its deliver_sm come again
+            self.acks_held, self.acks_ready = [], []
         self.link = threading.Thread(target=self._link_loop, args=(sock,), name="smpp-link", daemon=True)
         self.link.start()
         logger.info("bound to %s:%s as %s", self.host, self.port, self.system_id)
@@ -235,8 +244,15 @@ class BindWorker:
         unbind_sent: float | None = None
         pack_header = wire.pack_header
         stats = self.stats
+        generation = self._link_generation
         while True:
             now = time.monotonic()
+            if self.acks_ready:
+                with self.lock:
+                    acks, self.acks_ready = self.acks_ready, []
+                for link_generation, seq in acks:
+                    if link_generation == generation:
+                        out += wire.deliver_sm_resp(seq)
             if self._stopping_link and unbind_sent is None:
                 out += wire.unbind(self._next_sequence())
                 unbind_sent = now
@@ -320,6 +336,8 @@ class BindWorker:
         receipts: list[ReceiptEvent] = []
         inbound: list[InboundEvent] = []
         retry: list[tuple[Job, int]] = []
+        held: list[tuple[int, int]] = []
+        generation = self._link_generation
         closing = False
         stats = self.stats
         while size - pos >= 16:
@@ -358,8 +376,10 @@ class BindWorker:
                         completed.append(job)
             elif command_id == wire.DELIVER_SM:
                 body = bytes(buf[pos + 16 : pos + length])
-                out += wire.deliver_sm_resp(sequence)
-                self._on_deliver(body, receipts, inbound)
+                if self._on_deliver(body, receipts, inbound):
+                    held.append((generation, sequence))  # answered once committed (flush)
+                else:
+                    out += wire.deliver_sm_resp(sequence)
             elif command_id == wire.ENQUIRE_LINK:
                 out += wire.enquire_link_resp(sequence)
             elif command_id == wire.ENQUIRE_LINK_RESP:
@@ -381,11 +401,14 @@ class BindWorker:
                 out += wire.generic_nack(sequence, wire.ESME_RINVCMDID)
             pos += length
         del buf[:pos]
-        if completed or receipts or inbound or retry:
+        if completed or receipts or inbound or retry or held:
             with self.lock:
                 self.completed.extend(completed)
                 self.receipts.extend(receipts)
                 self.inbound.extend(inbound)
+                self.acks_held.extend(held)
+                if len(self.acks_held) >= ACK_FLUSH_AT:
+                    self.flush_due.set()  # the SMSC may wait for these before sending more
                 if retry:
                     self.ready.extendleft(reversed(retry))
             stats.receipts += len(receipts)
@@ -399,17 +422,19 @@ class BindWorker:
             raise LinkDown("unbind from the SMSC")
         return closing
 
-    def _on_deliver(self, body: bytes, receipts: list[ReceiptEvent], inbound: list[InboundEvent]) -> None:
+    def _on_deliver(self, body: bytes, receipts: list[ReceiptEvent], inbound: list[InboundEvent]) -> bool:
+        """Collect what a deliver_sm carries; True when there is something to commit first."""
         try:
             pdu = wire.parse_deliver_sm(body)
         except (ValueError, IndexError):
             logger.warning("malformed deliver_sm (%d octets) ignored", len(body))
-            return
+            return False
         if pdu.esm_class & wire.ESM_CLASS_RECEIPT:
             receipt = receipt_from(pdu)
             if receipt is not None:
                 receipts.append(receipt)
-            return
+                return True
+            return False
         source = pdu.source
         inbound.append(
             InboundEvent(
@@ -419,6 +444,7 @@ class BindWorker:
                 raw={"data_coding": pdu.data_coding},
             )
         )
+        return True
 
     # --- main loop (the database thread) -----------------------------------------------
 
@@ -540,6 +566,7 @@ class BindWorker:
             completed, self.completed = self.completed, []
             receipts, self.receipts = self.receipts, []
             inbound, self.inbound = self.inbound, []
+            acks, self.acks_held = self.acks_held, []
         if not (completed or receipts or inbound):
             return
         for attempt in range(3):
@@ -559,6 +586,7 @@ class BindWorker:
                 time.sleep(0.2 * (attempt + 1))
         with self.lock:
             self.open_jobs -= len(completed)
+            self.acks_ready.extend(acks)  # committed: now the SMSC may forget them
         self.stats.flushes += 1
 
     def _flush_loop(self) -> None:
