@@ -1,26 +1,37 @@
-"""Contacts at scale on PostgreSQL: segments.preview, contacts.search by phone, CSV import.
+"""Contacts at scale on PostgreSQL: segments.preview, audiences.list, contacts.search, CSV import.
 
-Usage: python bench/contacts_bench.py [--contacts 1000000] [--import-rows 100000] [--database-url URL]
+Usage: python bench/contacts_bench.py [--contacts 1000000] [--import-rows 100000] [--repeat 5]
+       [--database-url URL] [--keep] [--reuse NAME]
 
 Creates a throwaway database on the PostgreSQL server named by --database-url /
 BENCH_DATABASE_URL / DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres), migrates
-it, and builds the issue's dataset with set-based SQL (generate_series): 1M contacts (a few
-outside Hong Kong and some in a country no gateway covers), 90% with marketing consent evidence,
-100k opt-outs (STOP, web, invalid, blocked), 20k phones present in two audiences (duplicates),
-2M rows of send history over 30 days, 300k orders. Then it measures, through the real services:
+it, and builds the issue's dataset with set-based SQL (generate_series, INSERT ... SELECT): 1M
+contacts (a few outside Hong Kong and some in a country no gateway covers), 90% with marketing
+consent evidence, 100k opt-outs (STOP, web, invalid, blocked), 20k phones present in two audiences
+(duplicates), 2M rows of send history over 30 days, 300k orders. The load runs with the bulk
+loader's usual shortcuts (secondary indexes dropped and rebuilt afterwards, foreign-key triggers
+off when the role may, no synchronous commit), then VACUUM ANALYZE, as a live database would be.
+Then it measures, through the real services, each figure --repeat times, and prints medians:
 
-- segments.preview over both audiences with a tag and a purchase criterion (target <= 1.0 s);
-- contacts.search by phone, 500 random numbers (target <= 5 ms each);
-- a CSV import of new contacts with consent columns, phone normalisation included
-  (target >= 30,000 rows/s).
+- segments.preview over both audiences with a tag and a purchase criterion (target <= 1.0 s),
+  and over both audiences without a filter (every contact);
+- audiences.list (sendable count per audience);
+- contacts.search by phone, 500 random numbers (target <= 5 ms each; median and p95);
+- CSV imports of new contacts with consent columns, phone normalisation included
+  (target >= 30,000 rows/s), each of --import-rows new numbers, phone parsing timed apart.
+
+The machine line shows the load average and a CPU reference (10M Python additions, CPU seconds),
+since these figures are only comparable on a quiet machine. --keep keeps the database; --reuse
+NAME measures an existing one (built by an earlier --keep run) without rebuilding it.
 
 Without PostgreSQL it prints why and exits 0 (``make bench`` runs every script). The database is
-dropped at the end.
+dropped at the end unless kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import platform
@@ -28,7 +39,9 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +61,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def load() -> str:
+    """Load average and a CPU reference: the figures below mean little on a busy machine."""
+    started = time.process_time()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    reference = time.process_time() - started
+    try:
+        averages = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        averages = "?"
+    return f"load average {averages}; 10M Python additions took {reference:.2f} CPU s"
+
+
 def with_db(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
@@ -58,6 +85,24 @@ def admin_sql(url: str, statement: str) -> None:
 
     with psycopg.connect(with_db(url, "postgres"), autocommit=True) as conn:
         conn.execute(statement)
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    timings, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        timings.append(time.perf_counter() - started)
+    return timings, result
+
+
+def summary(timings: list[float], unit: float = 1.0, suffix: str = "s") -> str:
+    values = [t * unit for t in timings]
+    digits = 2 if unit > 1 else 3
+    return (
+        f"median {statistics.median(values):.{digits}f} {suffix} "
+        f"(min {min(values):.{digits}f}, max {max(values):.{digits}f}, n={len(values)})"
+    )
 
 
 DATASET = """
@@ -116,8 +161,46 @@ SELECT 1 + (s::bigint * 104729) % {contacts}, 'order', 'order-' || s, CASE WHEN 
        100, 'HKD', CASE WHEN s % 7 = 0 THEN 'SPRING10' ELSE '' END, now() - (s % 365) * interval '1 day',
        '{{}}'::jsonb, now()
 FROM generate_series(1, {orders}) s;
-ANALYZE;
 """
+
+
+BIG_TABLES = (
+    "contacts_contact",
+    "contacts_consentevidence",
+    "contacts_optout",
+    "contacts_audiencemembership",
+    "contacts_customerfact",
+    "gateways_outboundmessage",
+)
+
+
+def build(cursor: Any, contacts: int) -> None:
+    """Load the dataset the way a bulk loader would: secondary indexes (those backing no
+    constraint) dropped first and rebuilt after, foreign-key triggers off if this role may."""
+    cursor.execute("SET synchronous_commit = off")
+    cursor.execute("SET maintenance_work_mem = '512MB'")
+    cursor.execute("SET work_mem = '256MB'")
+    cursor.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public' "
+        "AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        [list(BIG_TABLES)],
+    )
+    indexes = cursor.fetchall()
+    for name, _definition in indexes:
+        cursor.execute(f'DROP INDEX "{name}"')
+    # Superuser only: no foreign-key triggers. Otherwise every key is checked: slower, same data.
+    with contextlib.suppress(Exception):
+        cursor.execute("SET session_replication_role = replica")
+    try:
+        sql = DATASET.format(contacts=contacts, messages=2 * contacts, orders=3 * contacts // 10)
+        for statement in sql.split(";\n"):
+            if statement.strip():
+                cursor.execute(statement)
+        for _name, definition in indexes:
+            cursor.execute(definition)
+    finally:
+        # Nothing of the loader's settings may reach the measurements on this connection.
+        cursor.execute("RESET ALL")
 
 
 def main() -> None:
@@ -125,7 +208,14 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--import-rows", type=int, default=100_000)
     parser.add_argument("--searches", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each timed measurement (medians reported)")
+    parser.add_argument(
+        "--only",
+        default="preview,audiences,search,import",
+        help="comma-separated measurements to run (preview, audiences, search, import)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--reuse", metavar="NAME", help="measure this existing database (from --keep); no build")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL")
@@ -136,59 +226,71 @@ def main() -> None:
     if not args.database_url.startswith("postgres"):
         print("contacts_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
         return
-    name = f"smsplatform_contacts_bench_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-        print(f"contacts_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-        return
+    name = args.reuse or f"smsplatform_contacts_bench_{os.getpid()}"
+    if not args.reuse:
+        try:
+            admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
+        except Exception as exc:  # the server is not there: say so, do not fail `make bench`
+            print(f"contacts_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
+            return
     os.environ["DATABASE_URL"] = with_db(args.database_url, name)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
     try:
         run(args)
     finally:
-        if not args.keep:
+        if not args.keep and not args.reuse:
             from django.db import connections
 
             connections.close_all()
             admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        elif not args.reuse:
+            print(f"kept database {name}: measure it again with --reuse {name}")
 
 
 def run(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
+    from decimal import Decimal
+
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
     from django.db import connection
 
     from compliance.roles import Role
-    from contacts.imports import contacts_import
-    from contacts.models import Audience
-    from contacts.selectors import contacts_search
-    from contacts.services import segment_preview
+    from contacts.models import Audience, Contact
+    from contacts.selectors import audiences_list
+    from gateways.models import Gateway, GatewayRate, Provider
     from smsplatform.kernel.actor import Actor, Channel
 
     print(f"machine: {machine()}; PostgreSQL {connection.cursor().connection.info.server_version}")
+    print(f"before: {load()}")
     t0 = time.perf_counter()
     call_command("migrate", verbosity=0)
     print(f"migrated in {time.perf_counter() - t0:.1f} s")
 
-    from decimal import Decimal
-
-    from gateways.models import Gateway, GatewayRate, Provider
-
-    gateway = Gateway.objects.create(code="bench", name="bench", provider=Provider.SIMULATOR, countries=["HK", "SG"])
-    for country in ("HK", "SG"):
-        GatewayRate.objects.create(gateway=gateway, country=country, price_per_segment=Decimal("0.30"))
-    contacts = args.contacts
-    t0 = time.perf_counter()
+    # The generated contacts (imports add others, with another source).
+    contacts = Contact.objects.filter(source="bench").count() if args.reuse else args.contacts
+    if not args.reuse:
+        gateway = Gateway.objects.create(
+            code="bench", name="bench", provider=Provider.SIMULATOR, countries=["HK", "SG"]
+        )
+        for country in ("HK", "SG"):
+            GatewayRate.objects.create(gateway=gateway, country=country, price_per_segment=Decimal("0.30"))
+        t0 = time.perf_counter()
+        with connection.cursor() as cursor:
+            build(cursor, contacts)
+        built = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            # Outside a transaction: VACUUM sets the visibility map (index-only scans), ANALYZE the stats.
+            cursor.execute("VACUUM ANALYZE")
+        print(f"built in {built:.1f} s, then VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s")
+        user = get_user_model().objects.create_user(username="bench_crm", password="x")  # noqa: S106
+        user.groups.set([Group.objects.get(name=Role.CRM), Group.objects.get(name=Role.MARKETING)])
     with connection.cursor() as cursor:
-        sql = DATASET.format(contacts=contacts, messages=2 * contacts, orders=3 * contacts // 10)
-        for statement in sql.split(";\n"):
-            if statement.strip():
-                cursor.execute(statement)
         cursor.execute("SELECT count(*) FROM contacts_optout")
         opt_outs = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM gateways_outboundmessage")
@@ -200,15 +302,30 @@ def run(args: argparse.Namespace) -> None:
         duplicates = cursor.fetchone()[0]
     print(
         f"dataset: {contacts:,} contacts, {opt_outs:,} opt-outs, {duplicates:,} duplicate phones, "
-        f"{messages:,} messages of send history; built in {time.perf_counter() - t0:.1f} s"
+        f"{messages:,} messages of send history"
     )
 
-    user = get_user_model().objects.create_user(username="bench_crm", password="x")  # noqa: S106
-    user.groups.set([Group.objects.get(name=Role.CRM), Group.objects.get(name=Role.MARKETING)])
+    user = get_user_model().objects.get(username="bench_crm")
     actor = Actor(user=user, channel=Channel.API, token_name="bench")  # noqa: S106
-    audiences = list(Audience.objects.values_list("pk", flat=True))
+    audiences = list(Audience.objects.filter(name__in=["All members", "Spring fair"]).values_list("pk", flat=True))
+    repeat = max(1, args.repeat)
+    only = {part.strip() for part in args.only.split(",")}
+    if "preview" in only:
+        measure_preview(actor, audiences, repeat)
+    if "audiences" in only:
+        timings, listed = timed(lambda: audiences_list(actor=actor), repeat)
+        sendable = {a["name"]: a["sendable"] for a in listed["audiences"]}
+        print(f"audiences.list: {summary(timings)}; sendable per audience {sendable}")
+    if "search" in only:
+        measure_search(actor, contacts, args.searches)
+    if "import" in only:
+        measure_import(actor, audiences, args.import_rows, repeat)
+    print(f"after: {load()}")
 
-    # 1. segments.preview
+
+def measure_preview(actor: Any, audiences: list[int], repeat: int) -> None:
+    from contacts.services import segment_preview
+
     criteria = {
         "all": [
             {"audiences": audiences},
@@ -216,33 +333,30 @@ def run(args: argparse.Namespace) -> None:
             {"any": [{"days_since_last_purchase": {"min": 30}}, {"language": ["en"]}]},
         ]
     }
-    timings = []
-    preview: dict = {}
-    for _ in range(5):
-        t0 = time.perf_counter()
-        preview = segment_preview(actor=actor, criteria=criteria)
-        timings.append(time.perf_counter() - t0)
+    segment_preview(actor=actor, criteria=criteria)  # warm the caches once
+    timings, preview = timed(lambda: segment_preview(actor=actor, criteria=criteria), repeat)
     total = preview["sendable"] + sum(preview["exclusions"].values())
     assert total == preview["matched"], preview
     print(
-        f"segments.preview: best {min(timings):.3f} s, median {statistics.median(timings):.3f} s "
-        f"(target <= 1.0 s); matched {preview['matched']:,}, sendable {preview['sendable']:,}, "
-        f"exclusions {preview['exclusions']}"
+        f"segments.preview: {summary(timings)} (target <= 1.0 s); matched {preview['matched']:,}, "
+        f"sendable {preview['sendable']:,}, exclusions {preview['exclusions']}"
     )
     broad = {"audiences": audiences}
-    t0 = time.perf_counter()
-    everything = segment_preview(actor=actor, criteria=broad)
+    timings, everything = timed(lambda: segment_preview(actor=actor, criteria=broad), repeat)
     print(
-        f"segments.preview (both audiences, no filter): {time.perf_counter() - t0:.3f} s; "
+        f"segments.preview (both audiences, no filter): {summary(timings)}; "
         f"matched {everything['matched']:,}, sendable {everything['sendable']:,}"
     )
 
-    # 2. contacts.search by phone
-    rng = random.Random(7)
+
+def measure_search(actor: Any, contacts: int, searches: int) -> None:
     import phonenumbers
 
+    from contacts.selectors import contacts_search
+
+    rng = random.Random(7)
     phones: list[str] = []
-    while len(phones) < args.searches:
+    while len(phones) < searches:
         i = rng.randrange(1, contacts)
         phone = f"+852{94000000 + i}"
         if i % 100 < 96 and phonenumbers.is_valid_number(phonenumbers.parse(phone)):
@@ -252,31 +366,56 @@ def run(args: argparse.Namespace) -> None:
     for phone in phones:
         t0 = time.perf_counter()
         found = contacts_search(actor=actor, phone=phone)
-        samples.append((time.perf_counter() - t0) * 1000)
+        samples.append(time.perf_counter() - t0)
         assert found["count"] == 1, phone
     samples.sort()
     print(
-        f"contacts.search by phone: median {statistics.median(samples):.2f} ms, "
-        f"p95 {samples[int(len(samples) * 0.95)]:.2f} ms over {len(samples)} searches (target <= 5 ms)"
+        f"contacts.search by phone: {summary(samples, 1000, 'ms')}, p95 {samples[int(len(samples) * 0.95)] * 1000:.2f} ms "
+        f"(target <= 5 ms)"
     )
 
-    # 3. CSV import with phone normalisation
-    rows = args.import_rows
-    lines = ["phone,language,tags,consent_wording,consent_source,consent_obtained_at,consent_proof_reference"]
-    for i in range(rows):
-        local = str(61000000 + i)  # a range phonenumbers accepts in full
-        number = f"{local[:4]} {local[4:]}" if i % 3 == 0 else (f"+852{local}" if i % 3 == 1 else local)
-        lines.append(f"{number},en,new;spring,I agree to SMS offers,pos,2026-01-05T10:00:00+08:00,receipt-{i}")
-    text = "\n".join(lines) + "\n"
-    t0 = time.perf_counter()
-    result = contacts_import(
-        actor=actor, csv_text=text, source="bench", audience_id=audiences[0], idempotency_key="bench-import-0001"
-    )
-    elapsed = time.perf_counter() - t0
-    assert result["status"] == "executed", result
+
+def measure_import(actor: Any, audiences: list[int], rows: int, repeat: int) -> None:
+    """New numbers each run (blocks no contact has yet, so a --reuse run imports new ones too), in
+    mobile ranges phonenumbers accepts in full (61, 63, 64, 65, 69), written the three ways files
+    have them."""
+    from contacts.imports import contacts_import, import_parse
+    from contacts.models import Contact
+
+    stride = max(rows, 100_000)
+    candidates = [prefix * 1_000_000 + k for prefix in (61, 63, 64, 65, 69) for k in range(0, 1_000_000, stride)]
+    blocks = [
+        block
+        for block in candidates
+        if block + rows <= (block // 1_000_000 + 1) * 1_000_000
+        and not Contact.objects.filter(phone__gte=f"+852{block}", phone__lt=f"+852{block + rows}").exists()
+    ][:repeat]
+    rates, parse_rates, results = [], [], []
+    for run_no, block in enumerate(blocks):
+        lines = ["phone,language,tags,consent_wording,consent_source,consent_obtained_at,consent_proof_reference"]
+        for i in range(rows):
+            local = str(block + i)
+            number = f"{local[:4]} {local[4:]}" if i % 3 == 0 else (f"+852{local}" if i % 3 == 1 else local)
+            lines.append(f"{number},en,new;spring,I agree to SMS offers,pos,2026-01-05T10:00:00+08:00,receipt-{i}")
+        text = "\n".join(lines) + "\n"
+        t0 = time.perf_counter()
+        import_parse(text, batch_consent=None)
+        parse_rates.append(rows / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        result = contacts_import(
+            actor=actor,
+            csv_text=text,
+            source="bench",
+            audience_id=audiences[0],
+            idempotency_key=f"bench-import-{os.getpid()}-{run_no}",
+        )
+        rates.append(rows / (time.perf_counter() - t0))
+        assert result["status"] == "executed", result
+        results.append(result["result"])
     print(
-        f"CSV import: {rows:,} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s (target >= 30,000 rows/s); "
-        f"{result['result']}"
+        f"CSV import: median {statistics.median(rates):,.0f} rows/s (min {min(rates):,.0f}, max {max(rates):,.0f}, "
+        f"n={len(rates)}) of {rows:,} rows each (target >= 30,000 rows/s); parsing and validation alone "
+        f"{statistics.median(parse_rates):,.0f} rows/s; {results[-1]}"
     )
 
 

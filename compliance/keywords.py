@@ -6,7 +6,14 @@ Keywords come from the configuration (``unsubscribe.keywords`` per language,
 removing every space and trimming punctuation at either end, it *equals* a
 keyword: "ｓｔｏｐ", " Stop! " and "退 訂" match, "don't stop" does not. STOP,
 START and HELP always work even if removed from the configuration (as carriers
-require). Every reply we compose is written to the audit log.
+require).
+
+The answer (``unsubscribe.replies``, worded per language) is queued as a transactional SMS
+back to the sender, through the gateway the message came in on when it covers the number,
+else the preferred one that does, from the number or sender ID that was written to (else the
+default sender ID). When it cannot be sent (no gateway covers the number, no usable sender
+ID, the transactional cap or quota reached, replies switched off) nothing is queued and the
+reason is recorded. Either way the answer and its fate are in the audit log.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,21 +38,6 @@ from smsplatform.kernel.errors import ApplicationError
 ALWAYS_STOP = {"en": ["STOP"]}
 ALWAYS_START = ["START"]
 ALWAYS_HELP = ["HELP"]
-
-REPLIES = {
-    "stop": {
-        "en": "You are unsubscribed and will receive no more marketing SMS. Reply START to resubscribe.",
-        "zh-hant": "你已取消訂閱，將不再收到推廣短訊。回覆 START 可重新訂閱。",
-    },
-    "start": {
-        "en": "You are subscribed again. Reply STOP to opt out.",
-        "zh-hant": "你已重新訂閱。回覆 STOP 或 取消 可退訂。",
-    },
-    "help": {
-        "en": "Marketing SMS. Reply STOP to opt out, START to resubscribe.",
-        "zh-hant": "推廣短訊。回覆 STOP 或 取消 退訂，回覆 START 重新訂閱。",
-    },
-}
 
 
 def keyword_normalise(text: str) -> str:
@@ -93,9 +86,80 @@ def keyword_classify(text: str, unsubscribe: dict[str, Any] | None = None) -> Ke
     return None
 
 
-def _reply(kind: str, language: str) -> str:
-    texts = REPLIES[kind]
-    return texts.get(language) or texts["en"]
+def _reply(replies: dict[str, Any], kind: str, language: str) -> str:
+    texts = replies[kind]
+    return str(texts.get(language) or texts["en"])
+
+
+def _reply_queue(
+    actor: Actor, message: InboundMessage, phone: str, text: str, config: dict[str, Any]
+) -> dict[str, Any]:
+    """Queue ``text`` as a transactional SMS to ``phone``, or return why it is not sent.
+
+    Runs inside the inbound message's transaction; the queueing itself is a savepoint, so a
+    refusal half-way (quota, encoding) leaves nothing behind and never undoes the opt-out."""
+    from compliance.frequency import frequency_blocked_purpose, frequency_capped_destinations
+    from gateways.delivery import message_queue
+    from gateways.models import MessagePurpose
+    from gateways.rules import sender_id_check_usable
+    from gateways.selectors import segment_prices
+
+    def refused(reason: str, detail: str) -> dict[str, Any]:
+        return {"queued": False, "reason": reason, "detail": detail}
+
+    if not config["unsubscribe"]["replies"]["enabled"]:
+        return refused("replies_disabled", "unsubscribe.replies.enabled is off")
+    try:
+        country = phone_parse(phone, field="source").country
+    except ApplicationError as exc:
+        return refused(exc.code, exc.message)
+    # The gateway it came in on when that one covers the number, else the preferred one that does.
+    inbound_gateway = message.gateway.code
+    gateway_code = inbound_gateway if segment_prices(countries=[country], gateway_code=inbound_gateway) else None
+    if gateway_code is None and not segment_prices(countries=[country]):
+        return refused("country_not_covered", f"no enabled gateway delivers to {country}")
+    purpose = MessagePurpose.TRANSACTIONAL
+    if frequency_blocked_purpose(purpose) or any(
+        capped.filter(destination=phone).exists() for capped in frequency_capped_destinations(purpose=purpose).values()
+    ):
+        return refused("frequency_capped", "the number is at its transactional SMS cap")
+    senders = list(dict.fromkeys(s for s in (message.destination.strip(), config["default_sender_id"]) if s))
+    sender = None
+    for candidate in senders:
+        try:
+            sender_id_check_usable(value=candidate, country=country)
+        except ApplicationError:
+            continue
+        sender = candidate
+        break
+    if sender is None:
+        return refused("sender_id_not_usable", f"none of {senders} is usable for {country}")
+    try:
+        with transaction.atomic():
+            queued = message_queue(
+                actor=actor,
+                gateway_code=gateway_code,
+                sender_id=sender,
+                destination=phone,
+                body=text,
+                purpose=purpose,
+                reference=f"keyword:{message.pk}",
+            )
+    except ApplicationError as exc:
+        return refused(exc.code, exc.message)
+    gateway_id, message_ids = queued.gateway_id, [queued.pk]
+    # Submitted after commit only: a rolled-back inbound message sends nothing.
+    transaction.on_commit(lambda: _submit(gateway_id, message_ids))
+    return {"queued": True, "message_id": queued.pk, "gateway": queued.gateway.code, "sender_id": sender}
+
+
+def _submit(gateway_id: int, message_ids: list[int]) -> None:
+    from gateways.adapters import adapter_for
+    from gateways.models import Gateway
+    from gateways.tasks import submit_messages
+
+    if not adapter_for(Gateway.objects.get(pk=gateway_id)).sends_from_worker:
+        submit_messages.delay(gateway_id, message_ids)  # an SMPP bind worker picks queued ones up itself
 
 
 def _phone(raw: str) -> str:
@@ -108,7 +172,8 @@ def _phone(raw: str) -> str:
 def inbound_keyword_handler(message: InboundMessage) -> dict[str, Any] | None:
     """Registered with gateways.delivery; runs inside the inbound message's transaction, so
     the opt-out commits together with the stored message: effective at once."""
-    match = keyword_classify(message.body)
+    config = platform_config_data()
+    match = keyword_classify(message.body, config["unsubscribe"])
     if match is None:
         return None
     actor = Actor.system(f"inbound_sms:{message.gateway_id}")
@@ -126,8 +191,9 @@ def inbound_keyword_handler(message: InboundMessage) -> dict[str, Any] | None:
         )
     elif match.kind == "start":
         outcome["resubscribe"] = _start(actor, message, phone, match)
-    reply = _reply(match.kind, match.language)
+    reply = _reply(config["unsubscribe"]["replies"], match.kind, match.language)
     outcome["reply"] = reply
+    outcome["reply_sms"] = _reply_queue(actor, message, phone, reply, config)
     audit_record(
         actor=actor,
         action=f"keyword.{match.kind}",
@@ -139,7 +205,7 @@ def inbound_keyword_handler(message: InboundMessage) -> dict[str, Any] | None:
             "keyword": match.keyword,
             "language": match.language,
             "reply": reply,
-            **{k: v for k, v in outcome.items() if k in {"opt_out", "resubscribe"}},
+            **{k: v for k, v in outcome.items() if k in {"opt_out", "resubscribe", "reply_sms"}},
         },
     )
     return outcome

@@ -35,15 +35,21 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import BooleanField, Exists, F, Func, OuterRef, Q, Value
+from django.db.models import BooleanField, F, Func, Max, Q, QuerySet, Value
 from django.utils import timezone
 
-from contacts.models import AudienceMembership, ConsentEvidence, ConsentPurpose, CustomerFact, FactKind
+from contacts.models import (
+    NOT_A_PURCHASE,
+    AudienceMembership,
+    ConsentEvidence,
+    ConsentPurpose,
+    CustomerFact,
+    FactKind,
+)
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
 MAX_DEPTH = 5
 MAX_LIST = 1000
-NOT_A_PURCHASE = ("cancelled", "refunded")
 FACT_STATUS_CONDITIONS = {
     "order_status": FactKind.ORDER,
     "payment_status": FactKind.PAYMENT,
@@ -178,12 +184,18 @@ class _JsonArrayMatch(Func):
         return f"EXISTS (SELECT 1 {elements})", params
 
 
-def _fact(kind: str, **filters: Any) -> Exists:
-    return Exists(CustomerFact.objects.filter(contact=OuterRef("pk"), kind=kind, **filters))
+def _contacts_with(queryset: QuerySet[Any]) -> Q:
+    """``id IN (SELECT contact_id ...)``: uncorrelated, so PostgreSQL runs it once as a hashed
+    lookup or a semi-join, even under OR, where a correlated EXISTS would probe per contact."""
+    return Q(pk__in=queryset.order_by().values("contact_id"))
+
+
+def _fact(kind: str, **filters: Any) -> Q:
+    return _contacts_with(CustomerFact.objects.filter(kind=kind, **filters))
 
 
 def criteria_q(criteria: dict[str, Any]) -> Q:
-    """Compile normalised criteria to a Q on Contact: EXISTS subqueries, no Python per contact."""
+    """Compile normalised criteria to a Q on Contact: uncorrelated subqueries, no Python per contact."""
     ((key, value),) = criteria.items()
     if key in ("all", "any"):
         q = criteria_q(value[0])
@@ -192,7 +204,7 @@ def criteria_q(criteria: dict[str, Any]) -> Q:
         return q
     now = timezone.now()
     if key == "audiences":
-        return Q(Exists(AudienceMembership.objects.filter(contact=OuterRef("pk"), audience_id__in=value)))
+        return _contacts_with(AudienceMembership.objects.filter(audience_id__in=value))
     if key == "tags":
         q = Q()
         for mode, tags in value.items():
@@ -203,23 +215,27 @@ def criteria_q(criteria: dict[str, Any]) -> Q:
     if key == "country":
         return Q(country__in=value)
     if key in FACT_STATUS_CONDITIONS:
-        return Q(_fact(FACT_STATUS_CONDITIONS[key], status__in=value))
+        return _fact(FACT_STATUS_CONDITIONS[key], status__in=value)
     if key == "offer":
-        return Q(_fact(FactKind.OFFER, offer_code__in=value)) | Q(_fact(FactKind.ORDER, offer_code__in=value))
+        offers = CustomerFact.objects.filter(kind__in=[FactKind.OFFER, FactKind.ORDER], offer_code__in=value)
+        return _contacts_with(offers)
     if key == "days_since_last_purchase":
-        purchases = CustomerFact.objects.filter(contact=OuterRef("pk"), kind=FactKind.ORDER).exclude(
-            status__in=NOT_A_PURCHASE
+        # One grouped pass over the purchases: the last one is at least min and at most max days old.
+        last = (
+            CustomerFact.objects.filter(kind=FactKind.ORDER)
+            .exclude(status__in=NOT_A_PURCHASE)
+            .order_by()
+            .values("contact_id")
+            .annotate(last=Max("occurred_at"))
         )
-        q = Q(Exists(purchases))
         if "min" in value:
-            # the last purchase is at least min days old: none since then
-            q &= ~Q(Exists(purchases.filter(occurred_at__gt=now - timedelta(days=value["min"]))))
+            last = last.filter(last__lte=now - timedelta(days=value["min"]))
         if "max" in value:
-            q &= Q(Exists(purchases.filter(occurred_at__gte=now - timedelta(days=value["max"]))))
-        return q
+            last = last.filter(last__gte=now - timedelta(days=value["max"]))
+        return Q(pk__in=last.values("contact_id"))
     if key in ("appointment_within_days", "repurchase_due_within_days"):
         kind = FactKind.APPOINTMENT if key == "appointment_within_days" else FactKind.REPURCHASE
-        return Q(_fact(kind, due_at__gte=now, due_at__lte=now + timedelta(days=value)))
+        return _fact(kind, due_at__gte=now, due_at__lte=now + timedelta(days=value))
     if key == "consent_purpose":
-        return Q(Exists(ConsentEvidence.objects.filter(contact=OuterRef("pk"), purpose=value)))
+        return _contacts_with(ConsentEvidence.objects.filter(purpose=value))
     raise AssertionError(key)  # pragma: no cover - criteria_normalise refuses unknown keys

@@ -33,8 +33,8 @@ from django.utils.dateparse import parse_datetime
 from compliance.governance import governed_write
 from compliance.models import ActionRequest, ActionType
 from contacts.models import Audience, ConsentPurpose, Contact
+from contacts.phones import PhoneNormaliser
 from contacts.services import LANGUAGES, consent_normalise
-from gateways.phones import DEFAULT_REGION
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -42,7 +42,7 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 IMPORT_PERMISSION = "contacts.add_contact"
 MAX_ROWS = 1_000_000
 MAX_ERRORS_REPORTED = 200
-BATCH = 5000
+LOOKUP_CHUNK = 5000
 PURPOSES = frozenset(ConsentPurpose.values)
 COLUMNS = (
     "phone",
@@ -68,35 +68,6 @@ def _bad(message: str, field: str, details: dict[str, Any] | None = None) -> App
     )
 
 
-class PhoneNormaliser:
-    """phonenumbers parse + validate + format, with the E.164 fast path kept in C-level str ops.
-
-    Parsing is the one per-row Python step an import cannot avoid; everything after it is
-    set-based SQL."""
-
-    def __init__(self, region: str = DEFAULT_REGION) -> None:
-        import phonenumbers
-
-        self._pn = phonenumbers
-        self._region = region
-
-    def __call__(self, raw: str) -> tuple[str, str] | str:
-        """(e164, country) or an error message."""
-        pn = self._pn
-        try:
-            number = pn.parse(raw, self._region)
-        except pn.NumberParseException as exc:
-            return f"not a phone number ({exc})"
-        if not pn.is_valid_number(number):
-            return "not a valid number for its country"
-        if number.italian_leading_zero:
-            e164 = pn.format_number(number, pn.PhoneNumberFormat.E164)
-        else:
-            # What format_number(E164) returns for these, without its formatting machinery.
-            e164 = f"+{number.country_code}{number.national_number}"
-        return e164, pn.region_code_for_number(number) or ""
-
-
 @lru_cache(maxsize=4096)
 def _obtained_at(raw: str) -> str | None:
     """ISO text with a time zone, not in the future; cached: a file repeats few distinct times."""
@@ -106,18 +77,16 @@ def _obtained_at(raw: str) -> str | None:
     return value.isoformat()
 
 
-def _row_consent(row: dict[str, str]) -> dict[str, Any] | tuple[str, str] | None:
-    """The row's consent evidence, None without any, or (column, problem)."""
-    wording = (row.get("consent_wording") or "").strip()
-    source = (row.get("consent_source") or "").strip()
-    obtained = (row.get("consent_obtained_at") or "").strip()
-    proof = (row.get("consent_proof_reference") or "").strip()
-    purpose = (row.get("consent_purpose") or "").strip() or ConsentPurpose.MARKETING
+def _row_consent(
+    wording: str, source: str, obtained: str, proof: str, purpose: str
+) -> dict[str, Any] | tuple[str, str] | None:
+    """The row's consent evidence, None without any, or (column, problem). Values are stripped."""
     if not (wording or source or obtained or proof):
         return None
     for column, value in (("consent_wording", wording), ("consent_source", source), ("consent_proof_reference", proof)):
         if not value:
             return column, "consent evidence needs it"
+    purpose = purpose or ConsentPurpose.MARKETING
     if purpose not in PURPOSES:
         return "consent_purpose", f"one of {', '.join(ConsentPurpose.values)}"
     iso = _obtained_at(obtained)
@@ -138,58 +107,86 @@ def import_parse(
 ) -> tuple[list[list[Any]], list[dict[str, Any]], int]:
     """Validate every row; return compact rows, row errors and how many duplicates were merged.
 
-    A compact row is [phone, country, language, name, tags, crm_key, consent or None]."""
-    reader = csv.DictReader(io.StringIO(csv_text))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    A compact row is [phone, country, language, name, tags, crm_key, consent or None].
+
+    This loop is the one per-row Python step of an import (everything after it is set-based
+    SQL), so it reads rows as lists by column position and memoises what files repeat (tag
+    lists, consent times); phone parsing takes PhoneNormaliser's fast path for common shapes.
+    """
+    reader = csv.reader(io.StringIO(csv_text))
+    header = [h.strip().lower() for h in next(reader, [])]
     if "phone" not in header:
         raise _bad("The CSV needs a header row with a phone column.", "csv")
     unknown = sorted(set(header) - set(COLUMNS))
     if unknown:
         raise _bad(f"Unknown column {unknown[0]!r}; columns: {', '.join(COLUMNS)}.", "csv")
-    reader.fieldnames = header
+    # A column given twice: the last one counts (as csv.DictReader reads it). A column absent
+    # reads the empty cell every row is padded with.
+    width = len(header)
+    at = dict.fromkeys(COLUMNS, width) | {name: i for i, name in enumerate(header)}
+    c_phone, c_language, c_name, c_tags, c_crm = (at[c] for c in ("phone", "language", "name", "tags", "crm_key"))
+    c_wording, c_source, c_obtained, c_proof, c_purpose = (
+        at[c]
+        for c in (
+            "consent_wording",
+            "consent_source",
+            "consent_obtained_at",
+            "consent_proof_reference",
+            "consent_purpose",
+        )
+    )
+    padding = [""] * (width + 1)
     normalise = PhoneNormaliser()
+    tag_lists: dict[str, list[str]] = {}
     rows: dict[str, list[Any]] = {}
     crm_keys: dict[str, str] = {}
     errors: list[dict[str, Any]] = []
     duplicates = 0
     count = 0
-    for i, row in enumerate(reader, start=2):  # line numbers as a spreadsheet shows them
+    line = 1  # line numbers as a spreadsheet shows them (blank lines skipped, as DictReader did)
+    for row in reader:
+        if not row:
+            continue
+        line += 1
         count += 1
         if count > MAX_ROWS:
             raise _bad(f"At most {MAX_ROWS} rows per import.", "csv")
-        raw = (row.get("phone") or "").strip()
+        if len(row) <= width:
+            row.extend(padding[len(row) :])
+        raw = row[c_phone].strip()
         parsed = normalise(raw) if raw else "phone is empty"
         if isinstance(parsed, str):
-            errors.append({"line": i, "field": "phone", "message": f"{raw!r}: {parsed}"})
+            errors.append({"line": line, "field": "phone", "message": f"{raw!r}: {parsed}"})
             continue
         phone, country = parsed
-        language = (row.get("language") or "").strip() or "zh-hant"
+        language = row[c_language].strip() or "zh-hant"
         if language not in LANGUAGES:
-            errors.append({"line": i, "field": "language", "message": f"one of {', '.join(LANGUAGES)}"})
+            errors.append({"line": line, "field": "language", "message": f"one of {', '.join(LANGUAGES)}"})
             continue
-        consent = _row_consent(row)
+        consent = _row_consent(
+            row[c_wording].strip(),
+            row[c_source].strip(),
+            row[c_obtained].strip(),
+            row[c_proof].strip(),
+            row[c_purpose].strip(),
+        )
         if isinstance(consent, tuple):
-            errors.append({"line": i, "field": consent[0], "message": consent[1]})
+            errors.append({"line": line, "field": consent[0], "message": consent[1]})
             continue
-        crm_key = (row.get("crm_key") or "").strip()[:100]
+        crm_key = row[c_crm].strip()[:100]
         if crm_key and crm_keys.setdefault(crm_key, phone) != phone:
-            errors.append({"line": i, "field": "crm_key", "message": f"{crm_key!r} is given to two phones"})
+            errors.append({"line": line, "field": "crm_key", "message": f"{crm_key!r} is given to two phones"})
             continue
-        tags = sorted({t.strip()[:50] for t in (row.get("tags") or "").split(";") if t.strip()})
+        raw_tags = row[c_tags]
+        tags = tag_lists.get(raw_tags)
+        if tags is None:
+            tags = tag_lists[raw_tags] = sorted({t.strip()[:50] for t in raw_tags.split(";") if t.strip()})
         if phone in rows:
             duplicates += 1
             if consent and not rows[phone][6]:
                 rows[phone][6] = consent
             continue
-        rows[phone] = [
-            phone,
-            country,
-            language,
-            (row.get("name") or "").strip()[:100],
-            tags,
-            crm_key,
-            consent or batch_consent,
-        ]
+        rows[phone] = [phone, country, language, row[c_name].strip()[:100], tags, crm_key, consent or batch_consent]
     if count == 0:
         raise _bad("The CSV has no rows.", "csv")
     return list(rows.values()), errors, duplicates
@@ -202,11 +199,14 @@ def import_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
             "audience", payload["audience_id"], field="audience_id", hint="See sms_marketing.audiences.list."
         )
     rows = payload["rows"]
-    # crm_key clashes with existing contacts of another phone are checked set-based.
+    # crm_key clashes with existing contacts of another phone are checked set-based, in chunks
+    # (a query holds at most so many parameters).
     keyed = {r[5]: r[0] for r in rows if r[5]}
+    keys = list(keyed)
     clashes = [
         (key, phone)
-        for key, phone in Contact.objects.filter(crm_key__in=list(keyed)).values_list("crm_key", "phone")
+        for i in range(0, len(keys), LOOKUP_CHUNK)
+        for key, phone in Contact.objects.filter(crm_key__in=keys[i : i + LOOKUP_CHUNK]).values_list("crm_key", "phone")
         if keyed[key] != phone
     ]
     if clashes:
@@ -261,82 +261,121 @@ def _stage(cursor: Any, rows: list[list[Any]]) -> None:
     """Load the validated rows into a temporary table (COPY on PostgreSQL)."""
     cursor.execute("DROP TABLE IF EXISTS contact_import_stage")
     cursor.execute(
-        "CREATE TEMP TABLE contact_import_stage (phone varchar(16) PRIMARY KEY, country varchar(2), "
+        "CREATE TEMP TABLE contact_import_stage (phone varchar(16) PRIMARY KEY, contact_id bigint, "
+        "existed boolean NOT NULL DEFAULT false, country varchar(2), "
         "language varchar(10), name varchar(100), tags text, crm_key varchar(100), c_channel varchar(20), "
         "c_purpose varchar(20), c_wording text, c_source varchar(200), c_obtained_at varchar(40), c_proof varchar(200))"
     )
-    data = [
-        (
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            json.dumps(r[4]),
-            r[5],
-            *(
-                (c.get("channel", "sms"), c.get("purpose", ConsentPurpose.MARKETING), c["wording"], c["source"])
-                if (c := r[6])
-                else (None, None, None, None)
-            ),
-            r[6]["obtained_at"] if r[6] else None,
-            r[6]["proof_reference"] if r[6] else None,
+    tags_json: dict[tuple[str, ...], str] = {}  # files repeat a few tag lists
+    no_consent = (None, None, None, None, None, None)
+
+    def staged(r: list[Any]) -> tuple[Any, ...]:
+        tags = tuple(r[4])
+        text = tags_json.get(tags)
+        if text is None:
+            text = tags_json[tags] = json.dumps(list(tags))
+        c = r[6]
+        consent = (
+            (
+                c.get("channel", "sms"),
+                c.get("purpose", ConsentPurpose.MARKETING),
+                c["wording"],
+                c["source"],
+                c["obtained_at"],
+                c["proof_reference"],
+            )
+            if c
+            else no_consent
         )
-        for r in rows
-    ]
+        return (r[0], r[1], r[2], r[3], text, r[5], *consent)
+
     if connection.vendor == "postgresql":
         with cursor.cursor.copy(f"COPY contact_import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-            for row in data:
-                copy.write_row(row)
+            for r in rows:
+                copy.write_row(staged(r))
+        # A temporary table is never auto-analysed: without statistics the planner guesses
+        # its size and may probe the contacts once per staged row.
+        cursor.execute("ANALYZE contact_import_stage")
     else:
         marks = ", ".join(["%s"] * len(STAGE_COLUMNS))
-        cursor.executemany(f"INSERT INTO contact_import_stage VALUES ({marks})", data)  # noqa: S608
+        cursor.executemany(
+            f"INSERT INTO contact_import_stage ({', '.join(STAGE_COLUMNS)}) VALUES ({marks})",  # noqa: S608
+            [staged(r) for r in rows],
+        )
 
 
 _INSERT_CONTACTS = (
     "INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, "
     "created_at, updated_at, created_by_id) SELECT phone, country, language, name, tags{cast}, %s, "
-    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT
-    "crm_key, 1, %s, %s, %s FROM contact_import_stage WHERE true ON CONFLICT (phone) DO NOTHING"
+    # WHERE ...: SQLite needs a WHERE to parse INSERT ... SELECT ... ON CONFLICT
+    "crm_key, 1, %s, %s, %s FROM contact_import_stage WHERE contact_id IS NULL ON CONFLICT (phone) DO NOTHING"
 )
+# PostgreSQL: the new ids come back from the INSERT itself and are written to the stage in the
+# same statement, so no second lookup of the phones is needed.
 INSERT_CONTACTS = {
-    "postgresql": _INSERT_CONTACTS.replace("{cast}", "::jsonb"),
+    "postgresql": (
+        f"WITH created AS ({_INSERT_CONTACTS.replace('{cast}', '::jsonb')} RETURNING id, phone) "  # noqa: S608
+        "UPDATE contact_import_stage s SET contact_id = created.id FROM created WHERE s.phone = created.phone"
+    ),
     "sqlite": _INSERT_CONTACTS.replace("{cast}", ""),
 }
 _INSERT_CONSENTS = (
     "INSERT INTO contacts_consentevidence (contact_id, channel, purpose, wording, source, obtained_at, "
     "proof_reference, recorded_at, recorded_by_id, actor_channel, actor_token_name) "
-    "SELECT c.id, s.c_channel, s.c_purpose, s.c_wording, s.c_source, s.c_obtained_at{cast}, s.c_proof, "
-    "%s, %s, %s, %s FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone "
-    "WHERE s.c_wording IS NOT NULL"
+    "SELECT contact_id, c_channel, c_purpose, c_wording, c_source, c_obtained_at{cast}, c_proof, "
+    "%s, %s, %s, %s FROM contact_import_stage WHERE c_wording IS NOT NULL"
 )
 INSERT_CONSENTS = {
     "postgresql": _INSERT_CONSENTS.replace("{cast}", "::timestamptz"),
     "sqlite": _INSERT_CONSENTS.replace("{cast}", ""),
 }
+# The stage's contact ids from the contacts table, for the rows still without one (UPDATE ... FROM:
+# PostgreSQL, and SQLite since 3.33); the first lookup marks the contacts that existed already.
+_FILL_IDS = (
+    "UPDATE contact_import_stage AS s SET contact_id = c.id{existed} FROM contacts_contact AS c "
+    "WHERE c.phone = s.phone AND s.contact_id IS NULL"
+)
+FILL_EXISTING = _FILL_IDS.replace("{existed}", ", existed = true")
+FILL_CREATED = _FILL_IDS.replace("{existed}", "")
 
 
 def import_rows(*, actor: Actor, rows: list[list[Any]], source: str, audience_id: int | None) -> dict[str, int]:
-    """The set-based write, inside the caller's transaction: stage the rows, then one
-    INSERT ... SELECT per table. Existing contacts are never overwritten (ON CONFLICT DO NOTHING)."""
+    """The set-based write, inside the caller's transaction: stage the rows, give each its
+    contact id once, then one INSERT ... SELECT per table from the stage (no further join).
+
+    Existing contacts are never overwritten (ON CONFLICT DO NOTHING)."""
     now = timezone.now()
     with connection.cursor() as cursor:
         _stage(cursor, rows)
-        cursor.execute("SELECT count(*) FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone")
-        existing = cursor.fetchone()[0]
-        # Existing contacts whose consent changes get a new version: tokens read before go stale.
-        cursor.execute(
-            "UPDATE contacts_contact SET version = version + 1, updated_at = %s WHERE phone IN "
-            "(SELECT phone FROM contact_import_stage WHERE c_wording IS NOT NULL)",
-            [now],
-        )
-        cursor.execute(INSERT_CONTACTS[connection.vendor], [source, now, now, actor.user_id])
-        created = cursor.rowcount
+        if connection.vendor == "postgresql":
+            # New phones first: the INSERT writes their ids back to the stage itself, and only the
+            # rows it skipped (contacts that exist, also one another writer created meanwhile)
+            # are looked up, which for a file of new numbers is no lookup at all.
+            cursor.execute(INSERT_CONTACTS["postgresql"], [source, now, now, actor.user_id])
+            created = cursor.rowcount
+            existing = 0
+            if created < len(rows):
+                cursor.execute(FILL_EXISTING)
+                existing = cursor.rowcount
+        else:
+            cursor.execute(FILL_EXISTING)
+            existing = cursor.rowcount
+            cursor.execute(INSERT_CONTACTS["sqlite"], [source, now, now, actor.user_id])
+            created = cursor.rowcount
+            cursor.execute(FILL_CREATED)
+        if existing:
+            # Existing contacts whose consent changes get a new version: tokens read before go stale.
+            cursor.execute(
+                "UPDATE contacts_contact SET version = version + 1, updated_at = %s WHERE id IN "
+                "(SELECT contact_id FROM contact_import_stage WHERE existed AND c_wording IS NOT NULL)",
+                [now],
+            )
         cursor.execute(INSERT_CONSENTS[connection.vendor], [now, actor.user_id, str(actor.channel), actor.token_name])
         consents = cursor.rowcount
         if audience_id is not None:
             cursor.execute(
                 "INSERT INTO contacts_audiencemembership (audience_id, contact_id, added_at) "
-                "SELECT %s, c.id, %s FROM contact_import_stage s JOIN contacts_contact c ON c.phone = s.phone "
+                "SELECT %s, contact_id, %s FROM contact_import_stage "
                 "WHERE true ON CONFLICT (audience_id, contact_id) DO NOTHING",
                 [audience_id, now],
             )

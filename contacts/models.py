@@ -24,9 +24,13 @@ from gateways.phones import phone_mask
 class Contact(models.Model):
     """One phone number, whatever lists it arrives through (duplicates are one phone)."""
 
-    phone = models.CharField(max_length=16, unique=True, help_text="E.164, validated with phonenumbers")
-    country = models.CharField(max_length=2, db_index=True)
-    language = models.CharField(max_length=10, default="zh-hant", db_index=True)
+    # Unique through Meta.constraints (uniq_contact_phone), not unique=True, which on PostgreSQL
+    # adds a second (LIKE) index that nothing uses. Country and language are not indexed: they
+    # select most of the table and every filter on them runs inside a larger scan. Each index
+    # costs every bulk import (measured: without these five, inserting 100k contacts is ~2x faster).
+    phone = models.CharField(max_length=16, help_text="E.164, validated with phonenumbers")
+    country = models.CharField(max_length=2)
+    language = models.CharField(max_length=10, default="zh-hant")
     name = models.CharField(max_length=100, blank=True)
     tags = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=100, help_text="Where the data came from (crm, web_form, import:...)")
@@ -41,6 +45,7 @@ class Contact(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
+            models.UniqueConstraint(fields=["phone"], name="uniq_contact_phone"),
             models.UniqueConstraint(fields=["crm_key"], condition=~models.Q(crm_key=""), name="uniq_contact_crm_key"),
         ]
 
@@ -57,7 +62,8 @@ class ConsentPurpose(models.TextChoices):
 class ConsentEvidence(models.Model):
     """What was shown, when and how consent was given (PDPO Part 6A). Never deleted."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="consents")
+    # Indexed by consent_contact_purpose (contact first), which serves the foreign key too.
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="consents", db_index=False)
     channel = models.CharField(max_length=20, default="sms")
     purpose = models.CharField(max_length=20, choices=ConsentPurpose.choices, default=ConsentPurpose.MARKETING)
     wording = models.TextField(help_text="The exact notice / wording shown when consent was given")
@@ -73,7 +79,12 @@ class ConsentEvidence(models.Model):
 
     class Meta:
         ordering = ["-obtained_at", "-id"]
-        indexes = [models.Index(fields=["contact", "purpose"], name="consent_contact_purpose")]
+        indexes = [
+            models.Index(fields=["contact", "purpose"], name="consent_contact_purpose"),
+            # "Has marketing consent" for a million contacts is one ordered index-only scan
+            # (segment previews and audience counts merge-join it by contact id).
+            models.Index(fields=["contact"], condition=models.Q(purpose="marketing"), name="consent_marketing_contact"),
+        ]
         verbose_name_plural = "consent evidence"
 
     def __str__(self) -> str:
@@ -175,16 +186,26 @@ class Audience(models.Model):
 
 
 class AudienceMembership(models.Model):
-    audience = models.ForeignKey(Audience, on_delete=models.CASCADE, related_name="memberships")
-    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="memberships")
+    # Both keys are indexed by a two-column index that leads with them (uniq_audience_contact,
+    # membership_contact_audience), which serves the foreign keys too: one index less per import.
+    audience = models.ForeignKey(Audience, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="memberships", db_index=False)
     added_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["audience", "contact"], name="uniq_audience_contact")]
-        indexes = [models.Index(fields=["contact"], name="membership_contact")]
+        indexes = [
+            # (contact, audience): a preview counts each contact's memberships in the scope with an
+            # index-only scan in contact order, merged with the contacts, no hash of a million rows.
+            models.Index(fields=["contact", "audience"], name="membership_contact_audience"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.contact_id} in {self.audience_id}"
+
+
+# Order statuses that are not a purchase (days_since_last_purchase ignores them).
+NOT_A_PURCHASE = ("cancelled", "refunded")
 
 
 class FactKind(models.TextChoices):
@@ -213,7 +234,15 @@ class CustomerFact(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "external_id"], name="uniq_fact_kind_external_id")]
-        indexes = [models.Index(fields=["contact", "kind", "-occurred_at"], name="fact_contact_kind")]
+        indexes = [
+            models.Index(fields=["contact", "kind", "-occurred_at"], name="fact_contact_kind"),
+            # The last purchase per contact (days_since_last_purchase), index-only.
+            models.Index(
+                fields=["contact", "occurred_at"],
+                condition=models.Q(kind="order") & ~models.Q(status__in=NOT_A_PURCHASE),
+                name="fact_purchase_last",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.external_id}"

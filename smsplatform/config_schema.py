@@ -88,6 +88,44 @@ class UnsubscribeFooter(Section):
     en: str = Field("Reply STOP to opt out", min_length=1, max_length=160)
 
 
+REPLY_LANGUAGES = ("en", "zh-hant")
+
+
+class KeywordReplies(Section):
+    """The SMS answered to a STOP, START or HELP reply, per language (compliance/keywords.py)."""
+
+    enabled: bool = Field(True, description="Answer keyword replies by SMS (transactional, audited).")
+    stop: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "You are unsubscribed and will receive no more marketing SMS. Reply START to resubscribe.",
+            "zh-hant": "你已取消訂閱，將不再收到推廣短訊。回覆 START 可重新訂閱。",
+        }
+    )
+    start: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "You are subscribed again. Reply STOP to opt out.",
+            "zh-hant": "你已重新訂閱。回覆 STOP 或 取消 可退訂。",
+        }
+    )
+    help: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "Marketing SMS. Reply STOP to opt out, START to resubscribe.",
+            "zh-hant": "推廣短訊。回覆 STOP 或 取消 退訂，回覆 START 重新訂閱。",
+        }
+    )
+
+    @field_validator("stop", "start", "help")
+    @classmethod
+    def _wording(cls, value: dict[str, str]) -> dict[str, str]:
+        cleaned = {lang: text.strip() for lang, text in value.items()}
+        missing = [lang for lang in REPLY_LANGUAGES if not cleaned.get(lang)]
+        if missing:
+            raise ValueError(f"a reply is needed in {', '.join(missing)}")
+        if any(len(text) > 300 for text in cleaned.values()):
+            raise ValueError("a reply is at most 300 characters")
+        return cleaned
+
+
 class UnsubscribePolicy(Section):
     keywords: dict[str, list[str]] = Field(
         default_factory=lambda: {
@@ -99,6 +137,7 @@ class UnsubscribePolicy(Section):
     start_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "開始"])
     help_keywords: list[str] = Field(default_factory=lambda: ["HELP", "INFO", "幫助"])
     footer: UnsubscribeFooter = Field(default_factory=UnsubscribeFooter)
+    replies: KeywordReplies = Field(default_factory=KeywordReplies)
     require_bilingual_footer: bool = Field(
         True,
         description="Marketing messages carry the unsubscribe statement in Chinese and English (Cap. 593A).",

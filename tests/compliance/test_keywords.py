@@ -184,3 +184,161 @@ def test_ordinary_replies_are_left_alone() -> None:
     message = _inbound("Thanks, see you on Saturday")
     assert message.handler_result == {}
     assert not OptOut.objects.exists() and not AuditLog.objects.filter(action__startswith="keyword.").exists()
+
+
+# --- the answer is sent back as an SMS -------------------------------------------------------------
+
+
+@pytest.fixture
+def hk_coverage() -> Gateway:
+    """The simulator (the gateway the tests' replies come in on) delivers to Hong Kong, with money."""
+    from decimal import Decimal
+
+    from gateways.models import GatewayRate
+    from gateways.quotas import account_instance
+
+    gateway = Gateway.objects.get(code="simulator")
+    gateway.countries, gateway.encodings = ["HK"], ["GSM-7", "UCS-2"]
+    gateway.save()
+    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    account = account_instance()
+    account.balance, account.monthly_quota_segments = Decimal("100"), 1000
+    account.save()
+    return gateway
+
+
+def _replies_sent(phone: str = "+85291234567") -> list[Any]:
+    from gateways.models import OutboundMessage
+
+    return list(OutboundMessage.objects.filter(destination=phone).order_by("id"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "kind", "words"),
+    [
+        ("ＳＴＯＰ", "stop", "You are unsubscribed"),
+        ("退 訂", "stop", "取消訂閱"),
+        ("幫助", "help", "推廣短訊"),
+        ("Start", "start", "subscribed again"),
+    ],
+)
+def test_the_answer_is_queued_as_a_transactional_sms_to_the_sender(
+    body: str, kind: str, words: str, hk_coverage: Gateway, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks() as callbacks:
+        message = _inbound(body)
+    [sms] = _replies_sent()
+    assert words in sms.body
+    assert (sms.purpose, sms.sender_id, sms.gateway_id) == ("transactional", "#SHOPHK", hk_coverage.pk)
+    assert sms.reference == f"keyword:{message.pk}" and sms.quota_reference == f"message:{sms.pk}"
+    result = message.handler_result["inbound_keyword_handler"]
+    assert result["kind"] == kind and result["reply"] == sms.body
+    assert result["reply_sms"] == {"queued": True, "message_id": sms.pk, "gateway": "simulator", "sender_id": "#SHOPHK"}
+    audit: Any = AuditLog.objects.get(action=f"keyword.{kind}")
+    assert audit.after["reply_sms"]["message_id"] == sms.pk
+    assert len(callbacks) == 1  # submitted to the gateway after commit, not before
+
+
+@pytest.mark.django_db
+def test_the_stop_answer_reaches_the_gateway_after_commit(
+    hk_coverage: Gateway, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        _inbound("STOP")
+    [sms] = _replies_sent()
+    sms.refresh_from_db()
+    assert sms.state != "queued"  # handed to the (simulated) gateway
+    assert phone_is_suppressed("+85291234567")  # the answer goes to an opted-out number: it is not marketing
+
+
+@pytest.mark.django_db
+def test_the_wording_comes_from_the_configuration(hk_coverage: Gateway, technical: Any) -> None:
+    config = platform_config_get()
+    unsubscribe = config["config"]["unsubscribe"]
+    replies = {**unsubscribe["replies"], "help": {"en": "Shop HK: STOP to quit.", "zh-hant": "商店：回覆取消退訂。"}}
+    platform_config_update(
+        actor=api_actor(technical),
+        changes={"unsubscribe": {**unsubscribe, "replies": replies}},
+        base_version_token=config["base_version_token"],
+        idempotency_key="kw-replies-0001",
+    )
+    _inbound("help")
+    _inbound("幫助", source="+85261234567")
+    assert [m.body for m in _replies_sent()] == ["Shop HK: STOP to quit."]
+    assert [m.body for m in _replies_sent("+85261234567")] == ["商店：回覆取消退訂。"]
+
+
+@pytest.mark.django_db
+def test_replies_need_both_languages(technical: Any) -> None:
+    from smsplatform.kernel.errors import ApplicationError
+
+    config = platform_config_get()
+    unsubscribe = config["config"]["unsubscribe"]
+    with pytest.raises(ApplicationError) as err:
+        platform_config_update(
+            actor=api_actor(technical),
+            changes={"unsubscribe": {**unsubscribe, "replies": {**unsubscribe["replies"], "stop": {"en": "Bye"}}}},
+            base_version_token=config["base_version_token"],
+            idempotency_key="kw-replies-0002",
+        )
+    assert err.value.field is not None and "unsubscribe" in err.value.field
+
+
+@pytest.mark.django_db
+def test_no_answer_where_no_gateway_covers_the_number_and_the_reason_is_recorded(hk_coverage: Gateway) -> None:
+    message = _inbound("STOP", source="+6591234567")  # Singapore: nobody delivers there
+    assert phone_is_suppressed("+6591234567")  # the opt-out stands
+    assert _replies_sent("+6591234567") == []
+    sms = message.handler_result["inbound_keyword_handler"]["reply_sms"]
+    assert sms["queued"] is False and sms["reason"] == "country_not_covered" and "SG" in sms["detail"]
+    audit: Any = AuditLog.objects.get(action="keyword.stop")
+    assert audit.after["reply_sms"]["reason"] == "country_not_covered"
+
+
+@pytest.mark.django_db
+def test_no_answer_without_any_gateway_rate_at_all() -> None:
+    message = _inbound("HELP")
+    assert message.handler_result["inbound_keyword_handler"]["reply_sms"]["reason"] == "country_not_covered"
+    assert _replies_sent() == []
+
+
+@pytest.mark.django_db
+def test_no_answer_over_the_transactional_cap(hk_coverage: Gateway) -> None:
+    from gateways.models import MessagePurpose, OutboundMessage
+
+    for _ in range(10):  # transactional_per_day defaults to 10
+        OutboundMessage.objects.create(
+            gateway=hk_coverage,
+            sender_id="#SHOPHK",
+            destination="+85291234567",
+            country="HK",
+            body="Your order shipped",
+            encoding="GSM-7",
+            segments=1,
+            purpose=MessagePurpose.TRANSACTIONAL,
+            quota_reference="q",
+        )
+    message = _inbound("HELP")
+    assert message.handler_result["inbound_keyword_handler"]["reply_sms"]["reason"] == "frequency_capped"
+    assert len(_replies_sent()) == 10
+
+
+@pytest.mark.django_db
+def test_no_answer_when_replies_are_off_or_no_sender_id_is_usable(hk_coverage: Gateway, technical: Any) -> None:
+    from gateways.models import SenderId
+
+    SenderId.objects.filter(value="#SHOPHK").delete()
+    first = _inbound("HELP")
+    assert first.handler_result["inbound_keyword_handler"]["reply_sms"]["reason"] == "sender_id_not_usable"
+    config = platform_config_get()
+    unsubscribe = config["config"]["unsubscribe"]
+    platform_config_update(
+        actor=api_actor(technical),
+        changes={"unsubscribe": {**unsubscribe, "replies": {**unsubscribe["replies"], "enabled": False}}},
+        base_version_token=config["base_version_token"],
+        idempotency_key="kw-replies-0003",
+    )
+    second = _inbound("HELP")
+    assert second.handler_result["inbound_keyword_handler"]["reply_sms"]["reason"] == "replies_disabled"
+    assert _replies_sent() == []

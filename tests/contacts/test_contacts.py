@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
 from compliance.optouts import contact_opt_out
@@ -194,3 +195,28 @@ def test_get_returns_consent_opt_outs_history_and_token(crm: Any) -> None:
         contact_get(actor=api_actor(crm), contact_id=999999)
     assert err.value.code == ErrorCode.NOT_FOUND and err.value.field == "contact_id"
     assert OptOut.objects.count() == 1
+
+
+def test_search_by_phone_alone_gives_the_same_flags_as_the_general_search(crm: Any) -> None:
+    """The phone-only search is one hand-written statement; it must agree with the annotated
+    queryset every other search uses, for every combination of consent and opt-out."""
+    from contacts.selectors import contacts_annotated
+
+    lifted = create_contact(crm, phone="+85298765432")
+    cases = {
+        "+85291234567": create_contact(crm, phone="+85291234567"),
+        "+85261234567": create_contact(crm, phone="+85261234567", with_consent=False),
+        "+85298765432": lifted,
+    }
+    contact_opt_out(actor=api_actor(crm), idempotency_key=key(), phone="+85291234567")
+    contact_opt_out(actor=api_actor(crm), idempotency_key=key(), phone="+85298765432")
+    OptOut.objects.filter(phone="+85298765432").update(lifted_at=timezone.now())
+    for phone, cid in cases.items():
+        [row] = contacts_search(actor=api_actor(crm), phone=phone)["contacts"]
+        general: Any = contacts_annotated().get(pk=cid)
+        assert (row["contact_id"], row["has_consent"], row["opted_out"]) == (
+            cid,
+            general.has_consent,
+            general.opted_out,
+        ), phone
+    assert contacts_search(actor=api_actor(crm), phone="+85251234567")["count"] == 0

@@ -168,3 +168,26 @@ def test_import_in_the_admin(client: Any, crm: Any) -> None:
     bad = SimpleUploadedFile("c.csv", b"phone\n12345\n", "text/csv")
     page = client.post("/admin/contacts/contact/import/", {"file": bad, "source": "pos"}).content.decode()
     assert "line 2 phone" in page and Contact.objects.count() == 1
+
+
+def test_a_file_mixing_new_and_existing_numbers(crm: Any) -> None:
+    """Existing contacts gain the evidence and the audience (their version bumped only when
+    consent changes); new ones are created; a membership already there is not duplicated."""
+    audience = Audience.objects.create(name="Mixed", source="import")
+    with_token = create_contact(crm, phone="+85291234567", with_consent=False)
+    no_consent_row = create_contact(crm, phone="+85261234567", with_consent=False)
+    AudienceMembership.objects.create(audience=audience, contact_id=no_consent_row)
+    versions = dict(Contact.objects.values_list("pk", "version"))
+    text = HEADER + (
+        f"+85291234567,en,,,,{WITH_CONSENT}\n"  # existing, gains consent
+        "+85261234567,en,,,,,,,\n"  # existing, already in the audience, no consent given
+        f"+85298765432,en,,,,{WITH_CONSENT}\n"  # new
+    )
+    result = _import(crm, text, audience_id=audience.pk)["result"]
+    assert result == {"rows": 3, "created": 1, "existing": 2, "consent_evidence": 2, "duplicates_in_file": 0}
+    after = dict(Contact.objects.values_list("pk", "version"))
+    assert after[with_token] == versions[with_token] + 1
+    assert after[no_consent_row] == versions[no_consent_row]
+    new = Contact.objects.get(phone="+85298765432")
+    assert new.version == 1 and new.consents.count() == 1
+    assert AudienceMembership.objects.filter(audience=audience).count() == 3
