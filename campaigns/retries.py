@@ -28,7 +28,7 @@ from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
-from smsplatform.kernel.previews import preview_store
+from smsplatform.kernel.previews import preview_consume, preview_store
 from smsplatform.models import Preview
 
 RESEND = "campaigns.resend_messages"
@@ -229,19 +229,16 @@ def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionReques
     from campaigns.dispatch import _apply_quiet_hours, _kick
     from gateways.quotas import quota_reserve
 
-    preview = _preview_row(actor, payload["retry_preview_id"], lock=True)
-    if request is None and preview.is_expired:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_EXPIRED,
-            f"Retry preview {preview.pk} expired.",
-            field="retry_preview_id",
-            hint="Call sms_marketing.failed_messages.retry_preview again.",
-        )
+    preview = preview_consume(
+        actor=actor,
+        kind=PREVIEW_KIND,
+        preview_id=payload["retry_preview_id"],
+        field="retry_preview_id",
+        consumer="sms_marketing.failed_messages.resend",
+        allow_expired=request is not None,
+    )
     campaign, eligible, excluded = _recheck(actor, preview)
     campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    preview.consumed_at = timezone.now()
-    preview.consumed_by = "sms_marketing.failed_messages.resend"
-    preview.save(update_fields=["consumed_at", "consumed_by"])
     if not eligible:
         raise ApplicationError(
             "nothing_to_resend",

@@ -36,8 +36,13 @@ def preview_store(
     )
 
 
-def preview_consume(*, actor: Actor, kind: str, preview_id: object, field: str, consumer: str) -> Preview:
-    """Lock, check and mark a preview used. Call inside the write's transaction."""
+def preview_consume(
+    *, actor: Actor, kind: str, preview_id: object, field: str, consumer: str, allow_expired: bool = False
+) -> Preview:
+    """Lock, check and mark a preview used. Call inside the write's transaction.
+
+    ``allow_expired``: an approved action request froze a preview that was valid when requested;
+    its execution may consume it after expiry (a direct write may not)."""
     preview_tool = f"sms_marketing.{kind}.preview" if "." not in kind else kind
     try:
         pid = uuid.UUID(str(preview_id))
@@ -71,7 +76,7 @@ def preview_consume(*, actor: Actor, kind: str, preview_id: object, field: str, 
             field=field,
             hint=f"Call {preview_tool} again for a fresh preview.",
         )
-    if preview.is_expired:
+    if preview.is_expired and not allow_expired:
         raise ApplicationError(
             ErrorCode.PREVIEW_EXPIRED,
             f"Preview {pid} expired at {preview.expires_at.isoformat()}.",
