@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from django.db import connection, transaction
 from django.db.models import BigIntegerField, Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, OutgoingSms, ReceiptEvent, SendOutcome, adapter_for
@@ -243,7 +244,13 @@ class ClaimResult(NamedTuple):
 
 
 def messages_claim_rows(
-    *, gateway_id: int, limit: int = 2000, actor: Actor | None = None, after_id: int = 0
+    *,
+    gateway_id: int,
+    limit: int = 2000,
+    actor: Actor | None = None,
+    after_id: int = 0,
+    countries: Sequence[str] | None = None,
+    on_claim: Callable[[list[int]], Any] | None = None,
 ) -> ClaimResult:
     """The bind worker's claim: the same rules as ``messages_claim``, rows instead of model
     instances.
@@ -251,19 +258,38 @@ def messages_claim_rows(
     ``after_id``: start after this id. Rows claimed earlier leave dead entries at the front of
     the queue's index until vacuum removes them; a worker that resumes after its last claim
     does not walk them again on every claim. It must still come back to 0 (retries and
-    requeued messages sit behind the cursor): see BindWorker._claim."""
-    return _claim(gateway_id=gateway_id, message_ids=None, limit=limit, actor=actor, after_id=after_id)
+    requeued messages sit behind the cursor): see BindWorker._claim.
+
+    ``countries``: only messages to these countries (a fail-over takes only what its fallback
+    covers). ``on_claim``: called with the claimed ids inside the claim's transaction, before it
+    commits (the bind worker journals them: see gateways.smpp.journal)."""
+    return _claim(
+        gateway_id=gateway_id,
+        message_ids=None,
+        limit=limit,
+        actor=actor,
+        after_id=after_id,
+        countries=countries,
+        on_claim=on_claim,
+    )
 
 
 def _claim(
-    *, gateway_id: int, message_ids: Sequence[int] | None, limit: int, actor: Actor | None, after_id: int = 0
+    *,
+    gateway_id: int,
+    message_ids: Sequence[int] | None,
+    limit: int,
+    actor: Actor | None,
+    after_id: int = 0,
+    countries: Sequence[str] | None = None,
+    on_claim: Callable[[list[int]], Any] | None = None,
 ) -> ClaimResult:
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            rows = _claim_postgresql(gateway_id, message_ids, limit, now, after_id)
+            rows = _claim_postgresql(gateway_id, message_ids, limit, now, after_id, countries)
         else:
-            rows = _claim_orm(gateway_id, message_ids, limit, now, after_id)
+            rows = _claim_orm(gateway_id, message_ids, limit, now, after_id, countries)
         claimed: list[ClaimedMessage] = []
         suppressed: list[tuple[int, str, int, Decimal]] = []
         for row in rows:
@@ -273,6 +299,8 @@ def _claim(
                 suppressed.append((row[0], row[9], row[5], row[6]))
         if suppressed:
             _suppressed_release(actor or Actor.system("messages_claim"), suppressed)
+        if on_claim is not None and claimed:
+            on_claim([m.pk for m in claimed])
     claimed.sort()
     return ClaimResult(claimed, len(suppressed), max((row[0] for row in rows), default=0))
 
@@ -282,7 +310,12 @@ def _suppressed_reason(opt_out_id: Any, reason: Any, source: Any) -> str:
 
 
 def _claim_postgresql(
-    gateway_id: int, message_ids: Sequence[int] | None, limit: int, now: Any, after_id: int
+    gateway_id: int,
+    message_ids: Sequence[int] | None,
+    limit: int,
+    now: Any,
+    after_id: int,
+    countries: Sequence[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     # 1. Pick in id order with SKIP LOCKED (concurrent workers take disjoint rows), looking up an
     #    active opt-out for marketing messages on its partial index.
@@ -292,6 +325,8 @@ def _claim_postgresql(
     from contacts.models import OptOut
 
     only = "AND m.id = ANY(%(ids)s)" if message_ids is not None else ""
+    if countries is not None:
+        only += " AND m.country = ANY(%(countries)s)"
     pick = f"""
         SELECT m.id, o.id, o.reason, o.source
         FROM {_MESSAGES} m
@@ -314,6 +349,7 @@ def _claim_postgresql(
         "limit": limit,
         "after": after_id,
         "ids": list(message_ids or []),
+        "countries": list(countries or []),
     }
     with _pg_cursor() as cursor:
         cursor.execute(pick, params)
@@ -349,7 +385,12 @@ def _claim_postgresql(
 
 
 def _claim_orm(
-    gateway_id: int, message_ids: Sequence[int] | None, limit: int, now: Any, after_id: int
+    gateway_id: int,
+    message_ids: Sequence[int] | None,
+    limit: int,
+    now: Any,
+    after_id: int,
+    countries: Sequence[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The portable claim (SQLite: one writer at a time, so no row locks are needed)."""
     from contacts.models import OptOut
@@ -362,6 +403,8 @@ def _claim_orm(
     )
     if message_ids is not None:
         qs = qs.filter(pk__in=list(message_ids))
+    if countries is not None:
+        qs = qs.filter(country__in=list(countries))
     rows = list(
         qs.select_for_update(skip_locked=True)
         .order_by("pk")
@@ -1028,8 +1071,56 @@ def messages_mark_unknown(*, actor: Actor, message_ids: Sequence[int], reason: s
 
 
 def messages_requeue(*, actor: Actor, message_ids: Sequence[int]) -> int:
-    """Messages claimed but never written to any gateway: safe to send later."""
+    """Messages claimed but never written to any gateway: safe to send later. The claim's
+    attempt did not happen, so it is not counted."""
+    count = 0
     with transaction.atomic():
-        return OutboundMessage.objects.filter(pk__in=list(message_ids), state=MessageState.SUBMITTING).update(
-            state=MessageState.QUEUED, submit_started_at=None
-        )
+        for chunk in _chunks(sorted(message_ids), 10_000):
+            count += OutboundMessage.objects.filter(pk__in=chunk, state=MessageState.SUBMITTING).update(
+                state=MessageState.QUEUED, submit_started_at=None, attempts=Greatest(F("attempts") - 1, 0)
+            )
+        if count:
+            audit_record(
+                actor=actor,
+                action="messages.requeue",
+                object_type="outbound_message",
+                after={"ids": list(message_ids)[:1000], "count": count},
+            )
+    return count
+
+
+def messages_fail_over(
+    *, actor: Actor, gateway: Gateway, fallback: Gateway, message_ids: Sequence[int], reason: str
+) -> int:
+    """Claimed messages none of whose parts reached ``gateway`` (its link is down) go to its
+    fallback: queued there at once, their attempt not counted. Only 'submitting' rows move."""
+    count = 0
+    with transaction.atomic():
+        for chunk in _chunks(sorted(message_ids), 10_000):
+            count += OutboundMessage.objects.filter(
+                pk__in=chunk, gateway=gateway, state=MessageState.SUBMITTING
+            ).update(
+                state=MessageState.QUEUED,
+                gateway=fallback,
+                submit_started_at=None,
+                next_attempt_at=None,
+                attempts=Greatest(F("attempts") - 1, 0),
+                error_code="failed_over",
+                error_reason=f"failed over from {gateway.code}: {reason}"[:300],
+            )
+        if count:
+            audit_record(
+                actor=actor,
+                action="messages.fail_over",
+                object_type="gateway",
+                object_id=str(gateway.pk),
+                after={"to": fallback.code, "ids": list(message_ids)[:1000], "count": count, "reason": reason},
+            )
+            ids = list(message_ids)
+            transaction.on_commit(lambda: _enqueue_submit(fallback.pk, ids))
+    return count
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

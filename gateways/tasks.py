@@ -8,6 +8,7 @@ from gateways.adapters.base import ReceiptEvent
 from gateways.adapters.simulator import simulated_receipt
 from gateways.delivery import messages_reconcile, messages_submit, receipts_apply_pending, receipts_ingest
 from gateways.models import Gateway, MessagePart, MessageState
+from gateways.smpp.journal import journals_recover
 from smsplatform.kernel.actor import Actor
 
 
@@ -21,6 +22,9 @@ def submit_messages(gateway_id: int, message_ids: list[int] | None = None) -> di
 @shared_task(name="gateways.reconcile_messages")
 def reconcile_messages() -> int:
     receipts_apply_pending()  # receipts stored unapplied while their parts were being written
+    # A dead bind worker's journal (on this host) says which of its messages never left: those
+    # go back to the queue instead of becoming 'unknown' below.
+    journals_recover()
     return messages_reconcile(actor=Actor.system("gateways.reconcile_messages"))
 
 

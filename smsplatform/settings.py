@@ -199,6 +199,9 @@ SMS_ACTION_REQUEST_TTL_HOURS = int(os.environ.get("SMS_ACTION_REQUEST_TTL_HOURS"
 SMS_CLICK_BATCH_SECONDS = float(os.environ.get("SMS_CLICK_BATCH_SECONDS", "0.5"))
 # Where the spool files live: a local disk of the web host, shared by its processes.
 SMS_CLICK_SPOOL_DIR = os.environ.get("SMS_CLICK_SPOOL_DIR", str(VAR_DIR / "clicks"))
+# The SMPP bind workers' journals of what they claimed and wrote (gateways.smpp.journal): on the
+# local disk of the host the workers run on.
+SMS_SMPP_JOURNAL_DIR = os.environ.get("SMS_SMPP_JOURNAL_DIR", str(VAR_DIR / "smpp-journal"))
 # How long a web process may serve a short link from its cache before reading it again (a
 # change made in the same process is seen at once).
 SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECONDS", "10"))

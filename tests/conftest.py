@@ -147,3 +147,9 @@ def _known_gateways_and_sender_ids(request: pytest.FixtureRequest) -> None:
                 "ssrs_registered_regions": ["HK"] if value.startswith("#") else [],
             },
         )
+
+
+@pytest.fixture(autouse=True)
+def _smpp_journal_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test's bind workers journal into a directory of their own (never var/)."""
+    settings.SMS_SMPP_JOURNAL_DIR = str(tmp_path_factory.mktemp("smpp-journal"))

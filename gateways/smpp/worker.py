@@ -17,7 +17,14 @@ deliver_sm itself. They meet in a few lists under one lock, handed over in batch
 At most once: a part whose submit_sm was written but never answered (link drop, crash) is
 ambiguous, so its message becomes 'unknown' and is never resent; a message none of whose
 parts were written goes back to 'queued' when the worker stops, and is sent on the next bind
-when the link drops.
+when the link drops. A worker that is killed cannot say which is which, so it keeps a journal
+(``gateways.smpp.journal``) of what it claimed and what it wrote: whoever recovers it (the next
+worker to start, the reconciler) requeues the never-written and makes the written 'unknown'.
+
+Fail-over: when the bind has been down for ``settings["failover_after"]`` seconds (default 10)
+and the gateway has an enabled fallback, the messages the worker holds and every due message
+for a country the fallback covers go to the fallback (none of their parts was written here),
+until the bind is back.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import smpplib.client
 import smpplib.consts
@@ -42,6 +50,7 @@ from gateways.delivery import (
     ClaimedMessage,
     inbound_receive,
     messages_claim_rows,
+    messages_fail_over,
     messages_mark_unknown,
     messages_requeue,
     outcomes_record,
@@ -49,6 +58,7 @@ from gateways.delivery import (
 from gateways.models import Gateway, MessageState
 from gateways.smpp import wire
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
+from gateways.smpp.journal import Journal, journals_recover
 from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
@@ -83,15 +93,17 @@ RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)(?:.*?err:(?P<
 READ_SIZE = 256 * 1024
 ACK_FLUSH_AT = 256  # deliver_sm read and not acknowledged yet: flush now rather than at the interval
 RESCAN_INTERVAL = 2.0  # seconds between claims from the start of the queue (see BindWorker._claim)
+RECOVER_INTERVAL = 30.0  # seconds between looks for dead workers' journals
 
 
 class Job:
     """One claimed message on its way through the bind: its parts' submit_sm bodies and answers."""
 
-    __slots__ = ("answered", "bodies", "done", "failed", "message", "provider_ids", "written")
+    __slots__ = ("answered", "bodies", "done", "failed", "message", "provider_ids", "segment", "written")
 
-    def __init__(self, message: ClaimedMessage, bodies: list[bytes]) -> None:
+    def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
         self.message = message
+        self.segment = segment  # the journal segment its claim is recorded in
         self.bodies = bodies
         self.provider_ids: list[str | None] = [None] * len(bodies)
         self.answered = 0  # parts accepted
@@ -112,6 +124,9 @@ class WorkerStats:
     unknown_messages: int = 0
     requeued_messages: int = 0
     suppressed_messages: int = 0
+    failed_over_messages: int = 0
+    recovered_requeued: int = 0
+    recovered_unknown: int = 0
     claimed_messages: int = 0
     claims: int = 0
     flushes: int = 0
@@ -131,6 +146,7 @@ class BindWorker:
         flush_interval: float = 0.2,
         poll_interval: float = 0.2,
         drain_timeout: float = 5.0,
+        journal: bool = True,
     ) -> None:
         self.gateway = gateway
         cfg = gateway.settings or {}
@@ -142,6 +158,10 @@ class BindWorker:
         self.rate = float(gateway.max_rate_per_second or 100)
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
         self.drain_timeout = drain_timeout
+        self.failover_after = float(cfg.get("failover_after", 10))
+        self.use_journal = journal
+        self.journal: Journal | None = None
+        self._claim_segment = 0
         self.actor = Actor.system(f"smpp_worker:{gateway.code}")
         self.stats = WorkerStats()
         self.client: smpplib.client.Client | None = None
@@ -181,12 +201,15 @@ class BindWorker:
     def connect(self) -> None:
         """Connect and bind with smpplib, then hand the socket to the link thread."""
         client = smpplib.client.Client(self.host, self.port, timeout=5, allow_unknown_opt_params=True)
-        client.connect()
         try:
+            client.connect()
             client.bind_transceiver(system_id=self.system_id, password=self.password, system_type=self.system_type)
         except Exception:
-            with contextlib.suppress(Exception):
-                client.disconnect()
+            if client._socket is not None:  # refused or failed bind: close quietly, no unbind
+                with contextlib.suppress(OSError):
+                    client._socket.close()
+                client._socket = None
+            client.state = smpplib.consts.SMPP_CLIENT_STATE_CLOSED
             raise
         sock = client._socket
         assert sock is not None
@@ -268,6 +291,10 @@ class BindWorker:
                     if n > 0:
                         taken = self._take(n)
                         tokens -= len(taken)
+                        if self.journal is not None and taken:
+                            # Journaled before the bytes can leave: a kill after this line leaves
+                            # these 'maybe sent' (unknown), never 'not sent' (requeued).
+                            self.journal.written([job.message.pk for job, _index in taken])
                         for job, index in taken:
                             seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
                             body = job.bodies[index]
@@ -454,6 +481,12 @@ class BindWorker:
         last_empty_claim = 0.0
         idle_since: float | None = None
         delay = 0.5
+        next_bind = 0.0
+        down_since: float | None = None
+        self._recover()  # messages a killed worker claimed and never wrote go back to the queue
+        last_recover = time.monotonic()
+        if self.use_journal:
+            self.journal = Journal(self.gateway.code)
         # Answers are written by a thread of their own (its own connection) while this one claims
         # and the link sends: a flush's commit never holds up the next claim. Inside a transaction
         # (tests) other connections cannot see its rows, and SQLite has one writer anyway, so
@@ -464,19 +497,33 @@ class BindWorker:
             self.flusher.start()
         while not stop.is_set():
             if self.link is None:
-                try:
-                    self.connect()
-                    delay = 0.5
-                except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
-                    logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
-                    self.client = self.sock = None
-                    stop.wait(delay)
-                    delay = min(delay * 2, 30)
+                now = time.monotonic()
+                if now >= next_bind:
+                    try:
+                        self.connect()
+                        delay, down_since = 0.5, None
+                    except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
+                        logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
+                        self.client = self.sock = None
+                        down_since = down_since or now
+                        next_bind = now + delay
+                        delay = min(delay * 2, 30)
+                if self.link is None:
+                    # Down: after a while, what this gateway cannot send goes to its fallback.
+                    moved = 0
+                    if down_since is not None and time.monotonic() - down_since >= self.failover_after:
+                        moved = self._fail_over(f"no bind for {time.monotonic() - down_since:.0f}s")
+                    if not moved:
+                        stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
                     continue
             if self.link_error is not None:
                 self._handle_link_down(self.link_error)
+                down_since = time.monotonic()
                 continue
             now = time.monotonic()
+            if now - last_recover >= RECOVER_INTERVAL:
+                last_recover = now
+                self._recover()
             # Claim the next batch before this one runs dry, so the window never idles.
             if (
                 len(self.ready) < self._low_water
@@ -515,10 +562,7 @@ class BindWorker:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
         now and then when that runs short."""
         _refresh_db_connection()
-        result = messages_claim_rows(
-            gateway_id=self.gateway.pk, limit=self.batch_size, actor=self.actor, after_id=self._claim_after
-        )
-        self.stats.claims += 1
+        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after)
         claimed, suppressed = list(result.messages), result.suppressed
         self._claim_after = max(self._claim_after, result.last_id)
         taken = len(claimed) + suppressed
@@ -528,13 +572,13 @@ class BindWorker:
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
             self._last_rescan = now
-            again = messages_claim_rows(gateway_id=self.gateway.pk, limit=self.batch_size - taken, actor=self.actor)
-            self.stats.claims += 1
+            again = self._claim_rows(limit=self.batch_size - taken)
             claimed += again.messages
             suppressed += again.suppressed
         self.stats.suppressed_messages += suppressed
         if not claimed:
             return suppressed
+        segment = self._claim_segment
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
         for message in claimed:
@@ -551,13 +595,102 @@ class BindWorker:
                 )
                 for short in with_udh(encoded)
             ]
-            job = Job(message, bodies)
+            job = Job(message, bodies, segment)
             parts.extend((job, index) for index in range(len(bodies)))
         with self.lock:
             self.ready.extend(parts)
             self.open_jobs += len(claimed)
         self.stats.claimed_messages += len(claimed)
         return len(claimed)
+
+    def _claim_rows(self, *, limit: int, after_id: int = 0, countries: list[str] | None = None) -> Any:
+        """One claim, journaled before it commits (see gateways.smpp.journal)."""
+        journal = self.journal
+        journaled: list[int] = []
+
+        def record(ids: list[int]) -> None:
+            if journal is not None:
+                self._claim_segment = journal.claimed(ids)
+                journaled.extend(ids)
+
+        try:
+            result = messages_claim_rows(
+                gateway_id=self.gateway.pk,
+                limit=limit,
+                actor=self.actor,
+                after_id=after_id,
+                countries=countries,
+                on_claim=record,
+            )
+        except BaseException:
+            if journal is not None and journaled:  # rolled back: nothing of it is ours
+                journal.settled([self._claim_segment] * len(journaled))
+            raise
+        self.stats.claims += 1
+        return result
+
+    def _recover(self) -> None:
+        if not self.use_journal:
+            return
+        try:
+            recovery = journals_recover()
+        except (DatabaseError, OSError):
+            logger.exception("recovering dead workers' journals failed; trying again later")
+            if not connection.in_atomic_block:
+                connection.close()
+            return
+        self.stats.recovered_requeued += recovery.requeued
+        self.stats.recovered_unknown += recovery.unknown
+        if recovery.requeued:
+            self._claim_after = 0  # requeued rows sit behind the cursor
+
+    def _settled(self, jobs: list[Job]) -> None:
+        if self.journal is not None and jobs:
+            self.journal.settled(job.segment for job in jobs)
+
+    def _fail_over(self, reason: str) -> int:
+        """The bind is down: hand what this worker holds, and due messages, to the fallback."""
+        try:
+            _refresh_db_connection()
+            gateway = Gateway.objects.select_related("fallback").get(pk=self.gateway.pk)
+            fallback = gateway.fallback
+            if fallback is None or not fallback.enabled or fallback.pk == gateway.pk:
+                return 0
+            countries = set(fallback.countries or [])
+            with self.lock:  # the link thread is gone: nothing here was written
+                held = list({id(job): job for job, _index in self.ready if not job.done}.values())
+                movable = [job for job in held if job.message.country in countries]
+                keep = {id(job) for job in held if job.message.country not in countries}
+                self.ready = deque(item for item in self.ready if id(item[0]) in keep)
+            if not movable:
+                claimed = self._claim_rows(limit=self.batch_size, countries=sorted(countries))
+                self.stats.suppressed_messages += claimed.suppressed
+                movable = [Job(message, [], self._claim_segment) for message in claimed.messages]
+                with self.lock:
+                    self.open_jobs += len(movable)
+            if not movable:
+                return 0
+            moved = messages_fail_over(
+                actor=self.actor,
+                gateway=gateway,
+                fallback=fallback,
+                message_ids=[job.message.pk for job in movable],
+                reason=reason,
+            )
+        except DatabaseError:
+            logger.exception("fail-over from %s failed; trying again", self.gateway.code)
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+            return 0
+        for job in movable:
+            job.done = True
+        with self.lock:
+            self.open_jobs -= len(movable)
+        self._settled(movable)
+        self.stats.failed_over_messages += moved
+        logger.warning("%d messages failed over from %s to %s (%s)", moved, gateway.code, fallback.code, reason)
+        return len(movable)
 
     # --- database -------------------------------------------------------------------------
 
@@ -587,6 +720,7 @@ class BindWorker:
         with self.lock:
             self.open_jobs -= len(completed)
             self.acks_ready.extend(acks)  # committed: now the SMSC may forget them
+        self._settled(completed)
         self.stats.flushes += 1
 
     def _flush_loop(self) -> None:
@@ -655,6 +789,7 @@ class BindWorker:
             )
             with self.lock:
                 self.open_jobs -= len(ids)
+            self._settled(list(ambiguous.values()))
 
     def _shutdown(self) -> None:
         """Stop taking new messages, finish those already started, record everything, unbind."""
@@ -676,14 +811,22 @@ class BindWorker:
         self.inflight = {}
         with self.lock:
             self.ready = deque()
-        if never_written:
-            messages_requeue(actor=self.actor, message_ids=never_written)
-            self.stats.requeued_messages += len(never_written)
-        if partly:
-            ids = [job.message.pk for job in partly.values()]
-            self.stats.unknown_messages += messages_mark_unknown(
-                actor=self.actor, message_ids=ids, reason="worker stopped mid-message"
-            )
+        journal, self.journal = self.journal, None
+        clean = False
+        try:
+            if never_written:
+                messages_requeue(actor=self.actor, message_ids=never_written)
+                self.stats.requeued_messages += len(never_written)
+            if partly:
+                ids = [job.message.pk for job in partly.values()]
+                self.stats.unknown_messages += messages_mark_unknown(
+                    actor=self.actor, message_ids=ids, reason="worker stopped mid-message"
+                )
+            clean = True
+        finally:
+            # Everything claimed is settled: the journal goes. Otherwise it stays for recovery.
+            if journal is not None:
+                journal.close(clean=clean)
         self.open_jobs = 0
 
 

@@ -56,13 +56,6 @@ pytestmark = [
         not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
         reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
     ),
-    # Known open defects these tests prove (issue 6): after a SIGKILL the SMPP worker's claimed but
-    # never-written messages become 'unknown' instead of being requeued, and an SMPP gateway whose
-    # bind is down never fails over to its fallback. Run them with SMS_RUN_FAULT_TESTS=1.
-    pytest.mark.skipif(
-        os.environ.get("SMS_RUN_FAULT_TESTS") != "1",
-        reason="known open defects (SIGKILL requeue, SMPP failover); set SMS_RUN_FAULT_TESTS=1 to run",
-    ),
 ]
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("FAULTS_SEED") or random.SystemRandom().randrange(1 << 30))
