@@ -25,6 +25,7 @@ from gateways.models import (
     SenderIdApplication,
 )
 from gateways.phones import phone_mask
+from gateways.selectors import bind_status
 from smsplatform.admin_utils import admin_actor, error_text
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.errors import ApplicationError
@@ -54,9 +55,39 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Gateway)
 class GatewayAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "provider", "enabled", "priority", "countries", "max_rate_per_second", "fallback"]
+    list_display = [
+        "code",
+        "name",
+        "provider",
+        "enabled",
+        "priority",
+        "countries",
+        "max_rate_per_second",
+        "fallback",
+        "bind",
+    ]
     list_filter = ["provider", "enabled"]
     inlines = [RateInline]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("fallback").prefetch_related("bind_workers")
+
+    @admin.display(description="SMPP bind")
+    def bind(self, obj: Gateway) -> str:
+        status = bind_status(obj, obj.bind_workers.all())
+        if status is None:
+            return "—"
+        text = {"bound": "bound", "down": "DOWN", "no_worker": "no worker running"}[status["state"]]
+        if status["state"] == "down":
+            text += f" since {status['since'][:19]}"
+            if status["failing_over_to"]:
+                text += f", failing over to {status['failing_over_to']}"
+            if status["last_error"]:
+                text += f" ({status['last_error'][:80]})"
+        elif status["workers"] > 1:
+            text += f" ({status['workers']} workers)"
+        return text
+
     change_form_template = "admin/gateways/gateway/change_form.html"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

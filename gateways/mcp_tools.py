@@ -34,6 +34,22 @@ GATEWAY_SCHEMA = object_schema(
         "fallback": NSTR,
         "priority": {"type": "integer"},
         "credentials": {"type": "object"},
+        "bind": {
+            "oneOf": [
+                {"type": "null"},
+                object_schema(
+                    {
+                        "state": {"type": "string", "enum": ["bound", "down", "no_worker"]},
+                        "workers": {"type": "integer"},
+                        "since": NSTR,
+                        "last_error": STR,
+                        "failing_over_to": NSTR,
+                        "note": STR,
+                    },
+                    ["state", "workers"],
+                ),
+            ]
+        },
     },
     ["code", "provider", "enabled", "countries", "rates", "receipts_supported", "fallback"],
 )
@@ -55,7 +71,8 @@ def gateways_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
         "count": len(gateways),
         "note": (
             "Check the destination country, the rate and receipt support before sending; a country no enabled "
-            "gateway covers cannot be sent to. Credentials are shown only as configured or not."
+            "gateway covers cannot be sent to. Credentials are shown only as configured or not. An SMPP gateway's "
+            "bind is 'bound', 'down' (retrying; failing over when it has a fallback) or 'no_worker' (nothing is sent)."
         ),
     }
 

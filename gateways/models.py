@@ -47,6 +47,38 @@ class Gateway(models.Model):
         return f"{self.name} ({self.code})"
 
 
+class BindState(models.TextChoices):
+    BINDING = "binding", "Binding"
+    BOUND = "bound", "Bound"
+    DOWN = "down", "Down (retrying)"
+    STOPPED = "stopped", "Stopped"
+
+
+class BindWorkerStatus(models.Model):
+    """What an SMPP bind worker last said about itself (``manage.py smpp_worker``): written when
+    its bind changes and every few seconds while it runs, so operators see a down bind, a
+    fail-over or a worker that died (its heartbeat stops) in gateways.list and the admin."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="bind_workers")
+    owner = models.CharField(max_length=120, unique=True, help_text="host, pid and a random token")
+    host = models.CharField(max_length=100)
+    pid = models.PositiveIntegerField()
+    state = models.CharField(max_length=10, choices=BindState.choices)
+    state_since = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+    last_error = models.CharField(max_length=300, blank=True)
+    failing_over_to = models.CharField(max_length=64, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["gateway", "-heartbeat_at"]
+        verbose_name_plural = "bind worker statuses"
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.state}"
+
+
 class GatewayRate(models.Model):
     gateway = models.ForeignKey(Gateway, on_delete=models.CASCADE, related_name="rates")
     country = models.CharField(max_length=2)

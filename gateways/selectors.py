@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from gateways.models import Gateway, GatewayRate
+from django.utils import timezone
+
+from gateways.models import BindState, BindWorkerStatus, Gateway, GatewayRate, Provider
+
+# A bind worker writes its status every HEARTBEAT seconds (gateways.smpp.worker); one silent for
+# longer than this is taken for dead.
+BIND_WORKER_SILENT_AFTER = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,54 @@ def _credential_state(gateway: Gateway) -> dict[str, dict[str, object]]:
     }
 
 
+def bind_status(gateway: Gateway, workers: Iterable[BindWorkerStatus] | None = None) -> dict[str, Any] | None:
+    """An SMPP gateway's bind as its workers last reported it (None for other providers):
+    ``bound`` (some live worker holds a bind), ``down`` (live workers, none bound: retrying,
+    perhaps failing over), ``no_worker`` (no worker has reported for a while: nothing is sent)."""
+    if gateway.provider != Provider.SMPP:
+        return None
+    rows = list(workers if workers is not None else gateway.bind_workers.all())
+    now = timezone.now()
+    live = [w for w in rows if w.state != BindState.STOPPED and now - w.heartbeat_at <= BIND_WORKER_SILENT_AFTER]
+    last_seen = max((w.heartbeat_at for w in rows), default=None)
+    if not live:
+        return {
+            "state": "no_worker",
+            "workers": 0,
+            "since": last_seen.isoformat() if last_seen else None,
+            "last_error": "",
+            "failing_over_to": None,
+            "note": "No bind worker is running for this gateway (manage.py smpp_worker --gateway CODE): "
+            "its queued messages wait.",
+        }
+    bound = [w for w in live if w.state == BindState.BOUND]
+    if bound:
+        return {
+            "state": "bound",
+            "workers": len(live),
+            "since": min(w.state_since for w in bound).isoformat(),
+            "last_error": "",
+            "failing_over_to": None,
+            "note": "",
+        }
+    latest = max(live, key=lambda w: w.heartbeat_at)
+    return {
+        "state": "down",
+        "workers": len(live),
+        "since": min(w.state_since for w in live).isoformat(),
+        "last_error": latest.last_error,
+        "failing_over_to": latest.failing_over_to or None,
+        "note": "The bind is down and being retried"
+        + (f"; due messages go to {latest.failing_over_to}." if latest.failing_over_to else "."),
+    }
+
+
 def gateways_list(*, include_disabled: bool = True) -> list[dict[str, Any]]:
-    qs = Gateway.objects.select_related("fallback").prefetch_related("rates").order_by("priority", "code")
+    qs = (
+        Gateway.objects.select_related("fallback")
+        .prefetch_related("rates", "bind_workers")
+        .order_by("priority", "code")
+    )
     if not include_disabled:
         qs = qs.filter(enabled=True)
     return [
@@ -77,6 +131,7 @@ def gateways_list(*, include_disabled: bool = True) -> list[dict[str, Any]]:
             "fallback": g.fallback.code if g.fallback else None,
             "priority": g.priority,
             "credentials": _credential_state(g),
+            "bind": bind_status(g, g.bind_workers.all()),
         }
         for g in qs
     ]

@@ -31,19 +31,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import secrets
 import select
 import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
 from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery import (
@@ -55,7 +59,7 @@ from gateways.delivery import (
     messages_requeue,
     outcomes_record,
 )
-from gateways.models import Gateway, MessageState
+from gateways.models import BindState, BindWorkerStatus, Gateway, MessageState
 from gateways.smpp import wire
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from gateways.smpp.journal import Journal, journals_recover
@@ -94,6 +98,7 @@ READ_SIZE = 256 * 1024
 ACK_FLUSH_AT = 256  # deliver_sm read and not acknowledged yet: flush now rather than at the interval
 RESCAN_INTERVAL = 2.0  # seconds between claims from the start of the queue (see BindWorker._claim)
 RECOVER_INTERVAL = 30.0  # seconds between looks for dead workers' journals
+HEARTBEAT_INTERVAL = 5.0  # seconds between status reports (gateways.selectors.BIND_WORKER_SILENT_AFTER)
 
 
 class Job:
@@ -195,6 +200,14 @@ class BindWorker:
         self._low_water = max(2 * self.window, batch_size // 2)
         self._claim_after = 0  # the claim cursor (see _claim)
         self._last_rescan = 0.0
+        # What operators see (BindWorkerStatus, gateways.list, the admin):
+        self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._bind_state = BindState.BINDING
+        self._bind_state_since = timezone.now()
+        self._started_at = self._bind_state_since
+        self._last_error = ""
+        self._failing_over_to = ""
+        self._last_report = 0.0
 
     # --- connection -------------------------------------------------------------------
 
@@ -483,6 +496,7 @@ class BindWorker:
         delay = 0.5
         next_bind = 0.0
         down_since: float | None = None
+        self._report(BindState.BINDING)
         self._recover()  # messages a killed worker claimed and never wrote go back to the queue
         last_recover = time.monotonic()
         if self.use_journal:
@@ -496,18 +510,22 @@ class BindWorker:
             self.flusher = threading.Thread(target=self._flush_loop, name="smpp-flush", daemon=True)
             self.flusher.start()
         while not stop.is_set():
+            if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
+                self._report()
             if self.link is None:
                 now = time.monotonic()
                 if now >= next_bind:
                     try:
                         self.connect()
                         delay, down_since = 0.5, None
+                        self._report(BindState.BOUND, error="", failing_over_to="")
                     except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
                         logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
                         self.client = self.sock = None
                         down_since = down_since or now
                         next_bind = now + delay
                         delay = min(delay * 2, 30)
+                        self._report(BindState.DOWN, error=f"bind failed: {exc}")
                 if self.link is None:
                     # Down: after a while, what this gateway cannot send goes to its fallback.
                     moved = 0
@@ -517,8 +535,10 @@ class BindWorker:
                         stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
                     continue
             if self.link_error is not None:
-                self._handle_link_down(self.link_error)
+                error = self.link_error
+                self._handle_link_down(error)
                 down_since = time.monotonic()
+                self._report(BindState.DOWN, error=f"link dropped: {error}")
                 continue
             now = time.monotonic()
             if now - last_recover >= RECOVER_INTERVAL:
@@ -556,7 +576,48 @@ class BindWorker:
             self.wake.wait(max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval)))
             self.wake.clear()
         self._shutdown()
+        self._report(BindState.STOPPED)
         return self.stats
+
+    def _report(
+        self, state: BindState | None = None, *, error: str | None = None, failing_over_to: str | None = None
+    ) -> None:
+        """Tell operators how this worker's bind is (BindWorkerStatus): on every change and as a
+        heartbeat. A failed write is only logged: reporting never stops sending."""
+        now = timezone.now()
+        if state is not None and state != self._bind_state:
+            self._bind_state, self._bind_state_since = state, now
+        if error is not None:
+            self._last_error = error[:300]
+        if failing_over_to is not None:
+            self._failing_over_to = failing_over_to
+        self._last_report = time.monotonic()
+        try:
+            _refresh_db_connection()
+            if state == BindState.BINDING:  # starting: forget workers long gone
+                BindWorkerStatus.objects.filter(
+                    gateway_id=self.gateway.pk, heartbeat_at__lt=now - timedelta(days=1)
+                ).delete()
+            BindWorkerStatus.objects.update_or_create(
+                owner=self.owner,
+                defaults={
+                    "gateway_id": self.gateway.pk,
+                    "host": socket.gethostname()[:100],
+                    "pid": os.getpid(),
+                    "state": self._bind_state,
+                    "state_since": self._bind_state_since,
+                    "heartbeat_at": now,
+                    "started_at": self._started_at,
+                    "last_error": self._last_error,
+                    "failing_over_to": self._failing_over_to,
+                    "stats": asdict(self.stats),
+                },
+            )
+        except DatabaseError:
+            logger.warning("could not record the status of %s's bind worker", self.gateway.code, exc_info=True)
+            if connection.in_atomic_block:
+                raise
+            connection.close()
 
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
@@ -689,6 +750,7 @@ class BindWorker:
             self.open_jobs -= len(movable)
         self._settled(movable)
         self.stats.failed_over_messages += moved
+        self._report(failing_over_to=fallback.code)
         logger.warning("%d messages failed over from %s to %s (%s)", moved, gateway.code, fallback.code, reason)
         return len(movable)
 

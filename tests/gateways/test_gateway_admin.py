@@ -76,3 +76,32 @@ def test_destination_masked_unless_permitted(
     assert "+852****4567" in operator_page and "+85291234567" not in operator_page
     crm_page = logged_in(make_user("crm", superuser=True)).get(url).content.decode()
     assert "+85291234567" in crm_page
+
+
+def test_the_gateway_list_shows_each_smpp_bind(make_user: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateways.models import BindState, BindWorkerStatus
+
+    down = Gateway.objects.create(code="smpp-down", name="Down", provider=Provider.SMPP, countries=["HK"])
+    idle = Gateway.objects.create(code="smpp-idle", name="Idle", provider=Provider.SMPP, countries=["HK"])
+    now = timezone.now()
+    BindWorkerStatus.objects.create(
+        gateway=down,
+        owner="host:1:ab",
+        host="host",
+        pid=1,
+        state=BindState.DOWN,
+        state_since=now - timedelta(minutes=3),
+        heartbeat_at=now,
+        started_at=now - timedelta(hours=1),
+        last_error="bind failed: Connection refused",
+        failing_over_to="smpp-backup",
+    )
+    page = logged_in(make_user(superuser=True)).get(reverse("admin:gateways_gateway_changelist"))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "DOWN since" in html and "failing over to smpp-backup" in html and "Connection refused" in html
+    assert "no worker running" in html and idle.code in html

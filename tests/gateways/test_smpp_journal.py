@@ -6,16 +6,22 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from gateways.delivery import message_queue, messages_claim_rows
+from gateways.mcp_tools import gateways_list_tool
 from gateways.models import (
+    BindState,
+    BindWorkerStatus,
     Gateway,
     GatewayRate,
     MessageState,
@@ -25,12 +31,14 @@ from gateways.models import (
     SenderIdKind,
     SenderIdStatus,
 )
+from gateways.selectors import bind_status
 from gateways.smpp import journal as journal_module
 from gateways.smpp.journal import Journal, journal_read, journals_recover
 from gateways.smpp.worker import BindWorker
 from gateways.smsc.server import find_duplicates, read_log
 from gateways.tasks import reconcile_messages
 from smsplatform.kernel.actor import Actor
+from smsplatform.mcp.registry import load_tools
 from smsplatform.models import AuditLog
 from tests.gateways.test_smpp_worker import queue, smpp_gateway, state
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
@@ -327,3 +335,65 @@ def test_held_messages_fail_over_when_the_link_drops_and_stays_down(smsc_factory
             assert states[message.pk] in (MessageState.DELIVERED, MessageState.SUBMITTED)
             assert (phone in first) != (phone in second)
     assert wait_for(lambda: len(second) > 0)
+
+
+# --- what operators see -------------------------------------------------------------------
+
+
+def test_operators_see_a_down_bind_and_its_fail_over(smsc: Any) -> None:
+    primary, _fallback = primary_and_fallback(smsc)
+    [queue(f"+8529134{i:04d}") for i in range(3)]
+    seen: list[dict[str, Any] | None] = []
+    worker = BindWorker(Gateway.objects.get(pk=primary.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    stop = threading.Event()
+    original = worker._report
+
+    def report(*args: Any, **kwargs: Any) -> None:
+        # Look right after the worker reported its fail-over, as gateways.list would.
+        original(*args, **kwargs)
+        if worker.stats.failed_over_messages and not seen:
+            seen.append(bind_status(Gateway.objects.get(pk=primary.pk)))
+            stop.set()
+
+    worker._report = report  # type: ignore[method-assign]
+    worker.run(stop=stop)
+    status = seen[0]
+    assert status is not None and status["state"] == "down" and status["workers"] == 1
+    assert status["failing_over_to"] == "smpp-b" and "bind failed" in status["last_error"]
+    # Stopped: no worker any more, and gateways.list (schema-checked) says so.
+    listed = {g["code"]: g for g in gateways_list_tool(SYSTEM, {})["gateways"]}
+    assert listed["smpp-hk"]["bind"]["state"] == "no_worker"
+    assert listed["smpp-b"]["bind"]["state"] == "no_worker"
+    row = BindWorkerStatus.objects.get(gateway=primary)
+    assert row.state == BindState.STOPPED and row.stats["failed_over_messages"] == 3
+
+
+def test_bind_status_from_worker_reports(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    now = timezone.now()
+
+    def worker(owner: str, state: str, heartbeat_ago: float, **extra: Any) -> BindWorkerStatus:
+        return BindWorkerStatus.objects.create(
+            gateway=gateway,
+            owner=owner,
+            host="h",
+            pid=1,
+            state=state,
+            state_since=now - timedelta(minutes=5),
+            heartbeat_at=now - timedelta(seconds=heartbeat_ago),
+            started_at=now - timedelta(hours=1),
+            **extra,
+        )
+
+    assert bind_status(gateway)["state"] == "no_worker"  # type: ignore[index]
+    dead = worker("a", BindState.BOUND, heartbeat_ago=120)  # bound, but silent for two minutes
+    assert bind_status(gateway)["state"] == "no_worker"  # type: ignore[index]
+    worker("b", BindState.DOWN, heartbeat_ago=2, last_error="bind failed: refused", failing_over_to="smpp-b")
+    status = bind_status(gateway)
+    assert status is not None and (status["state"], status["failing_over_to"]) == ("down", "smpp-b")
+    dead.heartbeat_at = now
+    dead.save()
+    assert bind_status(gateway)["state"] == "bound"  # type: ignore[index]
+    assert bind_status(Gateway.objects.get(code="simulator")) is None  # not an SMPP gateway
+    schema = load_tools()["sms_marketing.gateways.list"].output_schema
+    jsonschema.validate(gateways_list_tool(SYSTEM, {}), schema)
