@@ -70,7 +70,10 @@ logger = logging.getLogger(__name__)
 ESME_ROK = 0x00
 ESME_RTHROTTLED = 0x58
 ESME_RMSGQFUL = 0x14
-RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}
+RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}  # written again by the link after backing off
+# The SMSC's temporary trouble: the message goes back to the queue and is tried again later
+# (an attempt counted, backed off, failed after MAX_ATTEMPTS) -- when none of its parts was taken.
+TEMPORARY = {0x08: 30.0, 0x64: 30.0}  # ESME_RSYSERR, ESME_RX_T_APPN: seconds before the next attempt
 RECEIPT_STATES = {
     "DELIVRD": MessageState.DELIVERED,
     "UNDELIV": MessageState.FAILED,
@@ -411,7 +414,12 @@ class BindWorker:
                             self.backoff = min(self.backoff * 2, 5.0)
                     elif not job.done:
                         job.written.discard(index)
-                        job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status))
+                        if status in TEMPORARY and not job.written:  # no part of it was taken or is in flight
+                            job.failed = SendOutcome.temporary(
+                                f"smpp_{status:#04x}", _describe(status), retry_after=TEMPORARY[status]
+                            )
+                        else:
+                            job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status))
                         job.done = True
                         completed.append(job)
             elif command_id == wire.DELIVER_SM:

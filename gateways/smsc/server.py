@@ -60,7 +60,15 @@ FAULT_THROTTLE = "throttle"  # ESME_RTHROTTLED for the first `throttle_first_n` 
 FAULT_UNDELIVERABLE = "undeliverable"  # accepted; receipt stat:UNDELIV err:001
 FAULT_NO_RECEIPT = "no_receipt"  # accepted; no receipt ever
 FAULT_DROP = "drop"  # the connection is closed right after reading the submit_sm, unanswered
-FAULT_KINDS = (FAULT_INVALID_DESTINATION, FAULT_THROTTLE, FAULT_UNDELIVERABLE, FAULT_NO_RECEIPT, FAULT_DROP)
+FAULT_SYSTEM_ERROR = "system_error"  # ESME_RSYSERR (temporary) for the first `throttle_first_n` submits
+FAULT_KINDS = (
+    FAULT_INVALID_DESTINATION,
+    FAULT_THROTTLE,
+    FAULT_UNDELIVERABLE,
+    FAULT_NO_RECEIPT,
+    FAULT_DROP,
+    FAULT_SYSTEM_ERROR,
+)
 
 DEFAULT_FAULTS: dict[str, str] = {
     "85290000": FAULT_INVALID_DESTINATION,
@@ -68,6 +76,7 @@ DEFAULT_FAULTS: dict[str, str] = {
     "85290002": FAULT_UNDELIVERABLE,
     "85290003": FAULT_NO_RECEIPT,
     "85290004": FAULT_DROP,
+    "85290005": FAULT_SYSTEM_ERROR,
     # The same faults on valid Hong Kong mobile numbers (+852 5900 xxxx), which pass the
     # platform's phone validation; the simulator gateway uses the same prefixes.
     "85259000": FAULT_INVALID_DESTINATION,
@@ -75,6 +84,7 @@ DEFAULT_FAULTS: dict[str, str] = {
     "85259002": FAULT_UNDELIVERABLE,
     "85259003": FAULT_NO_RECEIPT,
     "85259004": FAULT_DROP,
+    "85259005": FAULT_SYSTEM_ERROR,
 }
 
 OUTCOME_ACCEPTED = "accepted"
@@ -594,6 +604,9 @@ class SmscServer:
             elif fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n:
                 self.throttle_counts[destination] += 1
                 status = P.ESME_RTHROTTLED
+            elif fault == FAULT_SYSTEM_ERROR and self.throttle_counts[destination] < self.config.throttle_first_n:
+                self.throttle_counts[destination] += 1
+                status = P.ESME_RSYSERR
             if status == P.ESME_ROK:
                 outcome = OUTCOME_ACCEPTED
                 message_id = self.next_message_id()

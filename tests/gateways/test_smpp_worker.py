@@ -112,6 +112,26 @@ def test_fault_prefixes(smsc: Any) -> None:
     assert [r["outcome"] for r in throttled_records] == ["refused", "refused", "accepted"]
 
 
+def test_a_temporary_smsc_error_requeues_backed_off_and_counts_the_attempt(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc, window=1)
+    message = queue("+85259005123")  # ESME_RSYSERR for the first two submits
+    run_worker(gateway)
+    message.refresh_from_db()
+    assert (message.state, message.error_code, message.attempts) == (MessageState.QUEUED, "smpp_0x08", 1)
+    assert message.next_attempt_at is not None and message.next_attempt_at > message.updated_at
+    assert not message.parts.exists() and message.final_at is None
+    # Not due yet: the next run leaves it alone; once due it is tried again, then taken.
+    run_worker(gateway, idle=0.3)
+    assert len([r for r in smsc.submitted() if r["destination"] == "85259005123"]) == 1
+    for _ in range(2):
+        OutboundMessage.objects.filter(pk=message.pk).update(next_attempt_at=None)
+        run_worker(gateway)
+    message.refresh_from_db()
+    assert (message.state, message.attempts) == (MessageState.DELIVERED, 3)
+    outcomes = [r["outcome"] for r in smsc.submitted() if r["destination"] == "85259005123"]
+    assert outcomes == ["refused", "refused", "accepted"]
+
+
 def test_link_drop_reconnects_and_never_resends(smsc: Any) -> None:
     gateway = smpp_gateway(smsc, window=1)
     before, dropped, after = queue("+85291230001"), queue("+85259004123"), queue("+85291230002")
