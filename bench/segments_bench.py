@@ -4,14 +4,24 @@ Run from the repository root: ``python bench/segments_bench.py [--texts N] [--ro
 seeded corpus of 70-300-character bodies (a third English GSM text with some extension characters and a few
 accented letters, a third Traditional Chinese, a third mixed emoji text), checks that ``count_segments`` and
 ``analyse`` agree on every body, then reports the best of R rounds in texts per second on one core.
+
+Side by side: when Node.js and npm are on the machine, the same texts go through Twilio's published segment
+calculator (npm ``sms-segments-calculator``, installed into ``var/bench-node`` on first use, never committed)
+by ``bench/segments_compare.mjs``: its rate on one core and how often its encoding and segment count agree
+with ours (``--no-compare`` skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -70,10 +80,65 @@ def best_rate(texts: list[str], func: Callable[[str], object], rounds: int) -> f
     return len(texts) / best
 
 
+COMPARE_PACKAGE = "sms-segments-calculator@1.3.0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compare(texts: list[str], ours: list[tuple[str, int]], rounds: int) -> None:
+    """Twilio's calculator on the same texts (Node.js), side by side; skipped with a note without Node."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        print("side by side: skipped (node and npm are not installed)")
+        return
+    modules = ROOT / "var" / "bench-node"
+    if not (modules / "node_modules" / "sms-segments-calculator").is_dir():
+        modules.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(modules), COMPARE_PACKAGE],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(f"side by side: skipped (npm install {COMPARE_PACKAGE} failed: {done.stderr.strip()[:200]})")
+            return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as corpus_file:
+        json.dump(texts, corpus_file, ensure_ascii=False)
+        corpus_file.flush()
+        done = subprocess.run(
+            [node, str(ROOT / "bench" / "segments_compare.mjs"), str(modules), corpus_file.name, str(rounds)],
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode != 0:
+        print(f"side by side: failed ({done.stderr.strip()[:300]})")
+        return
+    theirs = json.loads(done.stdout)
+    results = [(encoding, int(segments)) for encoding, segments in theirs["results"]]
+    differ = [i for i, (a, b) in enumerate(zip(ours, results, strict=True)) if a != b]
+    print(
+        f"{COMPARE_PACKAGE} (Twilio, Node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}): "
+        f"{theirs['rate']:,.0f} texts/s on the same texts; encoding and segments agree on "
+        f"{len(texts) - len(differ):,} of {len(texts):,}"
+    )
+    # Twilio's calculator keeps a grapheme cluster (a ZWJ sequence, an emoji with a skin-tone modifier or a
+    # variation selector) in one part; ours, like SMPP concatenation, may split between whole characters
+    # anywhere (never inside a surrogate pair or a GSM escape).
+    clusters = re.compile("[\u200d\ufe0f\U0001f3fb-\U0001f3ff]")
+    explained = sum(1 for i in differ if clusters.search(texts[i]) and results[i][1] > ours[i][1])
+    if differ:
+        print(
+            f"  {explained} of the {len(differ)} differences are texts where it keeps a grapheme cluster (ZWJ "
+            "sequence, skin tone, variation selector) whole across parts and so needs one more part"
+        )
+    for i in [i for i in differ if not (clusters.search(texts[i]) and results[i][1] > ours[i][1])][:3]:
+        print(f"  differs: ours {ours[i]}, theirs {results[i]}: {texts[i][:60]!r}...")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=60_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-compare", action="store_true", help="skip the side by side with Twilio's calculator")
     args = parser.parse_args()
 
     texts = corpus(args.texts)
@@ -93,6 +158,9 @@ def main() -> None:
     print(f"count_segments: {count_rate:,.0f} texts/s")
     print(f"analyse:        {analyse_rate:,.0f} texts/s")
     print(f"analyse of one {len(long_text)}-character text ({long_result.segments} parts): {long_ms:.1f} ms")
+    if not args.no_compare:
+        ours = [(encoding, segments) for encoding, _units, segments in map(count_segments, texts)]
+        compare(texts, ours, max(1, args.rounds // 2))
 
 
 if __name__ == "__main__":
