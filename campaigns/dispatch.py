@@ -16,6 +16,7 @@ re-checks opt-outs (gateways.delivery), so a STOP a second before sending still 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time as clock
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from django.db.models import (
     F,
     IntegerField,
     OuterRef,
+    Q,
     Sum,
     Value,
     When,
@@ -56,6 +58,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
+from smsplatform.models import AuditLog
 from templates.selectors import RECIPIENT_TOKEN_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -363,6 +366,56 @@ def _kick() -> None:
 PENDING_STATES = (MessageState.QUEUED, MessageState.SUBMITTING)
 
 
+# A campaign due this long ago with no dispatch committed lost its dispatch task (its Celery worker
+# was killed before the commit and the broker holds the task until its visibility timeout, or the
+# message was lost): the sweep in batches_advance dispatches it again. Dispatch is idempotent.
+DISPATCH_GRACE = timedelta(seconds=60)
+DISPATCH_RETRY_EVERY = timedelta(seconds=120)
+
+
+def dispatch_sweep(*, now: datetime | None = None) -> int:
+    """Queue the dispatch again for approved (send now) or scheduled campaigns past due by more
+    than DISPATCH_GRACE with nothing dispatched, at most every DISPATCH_RETRY_EVERY each (audited)."""
+    from campaigns.tasks import dispatch_campaign
+
+    now = now or timezone.now()
+    cutoff = now - DISPATCH_GRACE
+    dispatched = SendBatch.objects.filter(campaign=OuterRef("pk"), kind=BatchKind.INITIAL)
+    due = (
+        Campaign.objects.filter(
+            Q(state=CampaignState.APPROVED, approved_at__lt=cutoff)
+            | Q(state=CampaignState.SCHEDULED, send_at__lt=cutoff)
+        )
+        .exclude(Exists(dispatched))
+        .values_list("pk", "approved_version", "state")
+    )
+    system = Actor.system("campaigns.dispatch_sweep")
+    queued = 0
+    for campaign_id, version, state in due:
+        if version is None:
+            continue
+        recently = AuditLog.objects.filter(
+            object_type="campaign",
+            object_id=str(campaign_id),
+            action="campaign.dispatch_retry",
+            at__gte=now - DISPATCH_RETRY_EVERY,
+        ).exists()
+        if recently:
+            continue
+        audit_record(
+            actor=system,
+            action="campaign.dispatch_retry",
+            object_type="campaign",
+            object_id=campaign_id,
+            after={"version": version, "state": state},
+            reason=f"Due more than {DISPATCH_GRACE.seconds}s ago and not dispatched: its dispatch task was lost.",
+        )
+        logger.warning("campaign %s was due and not dispatched: dispatching it again", campaign_id)
+        transaction.on_commit(functools.partial(dispatch_campaign.delay, campaign_id, version))
+        queued += 1
+    return queued
+
+
 def batches_advance(*, budget_seconds: float = 4.0) -> dict[str, int]:
     """Start due batches, submit due messages for HTTP/in-process gateways, roll up completion."""
     from campaigns.notifications import campaign_notify
@@ -370,6 +423,7 @@ def batches_advance(*, budget_seconds: float = 4.0) -> dict[str, int]:
     from gateways.delivery import messages_submit
 
     now = timezone.now()
+    redispatched = dispatch_sweep(now=now)
     started = SendBatch.objects.filter(state=BatchState.WAITING, not_before__lte=now).update(
         state=BatchState.SENDING, started_at=now
     )
@@ -430,6 +484,7 @@ def batches_advance(*, budget_seconds: float = 4.0) -> dict[str, int]:
         "messages_submitted": submitted,
         "batches_completed": completed,
         "campaigns_completed": finished,
+        "campaigns_redispatched": redispatched,
     }
 
 
