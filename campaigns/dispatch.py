@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
     Case,
@@ -369,8 +370,8 @@ PENDING_STATES = (MessageState.QUEUED, MessageState.SUBMITTING)
 # A campaign due this long ago with no dispatch committed lost its dispatch task (its Celery worker
 # was killed before the commit and the broker holds the task until its visibility timeout, or the
 # message was lost): the sweep in batches_advance dispatches it again. Dispatch is idempotent.
-DISPATCH_GRACE = timedelta(seconds=60)
-DISPATCH_RETRY_EVERY = timedelta(seconds=120)
+DISPATCH_GRACE = timedelta(seconds=settings.SMS_DISPATCH_GRACE_SECONDS)
+DISPATCH_RETRY_EVERY = 2 * DISPATCH_GRACE
 
 
 def dispatch_sweep(*, now: datetime | None = None) -> int:

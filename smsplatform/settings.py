@@ -178,6 +178,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_celery_queue_dir / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A task whose worker was killed (acks late) is delivered again after this long, not the
+    # transport's default hour. Longer than any task runs (a 1M-recipient dispatch: ~30 s).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
@@ -191,6 +195,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # --- Platform -------------------------------------------------------------
 # How long stored previews stay usable, and the default life of an action request.
 SMS_PREVIEW_TTL_SECONDS = int(os.environ.get("SMS_PREVIEW_TTL_SECONDS", "3600"))
+# A campaign due this many seconds ago with nothing dispatched is dispatched again (campaigns.dispatch).
+SMS_DISPATCH_GRACE_SECONDS = int(os.environ.get("SMS_DISPATCH_GRACE_SECONDS", "60"))
 SMS_ACTION_REQUEST_TTL_HOURS = int(os.environ.get("SMS_ACTION_REQUEST_TTL_HOURS", "72"))
 # Short-link clicks (templates.clicks): N > 0 appends each click to a local spool file before
 # the redirect answers, and each web process writes its spool to the database every N seconds,
