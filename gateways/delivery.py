@@ -485,6 +485,7 @@ def outcomes_record(
     accepted_groups: dict[tuple[str, str], list[int]] = {}
     charged: list[MessageLike] = []  # a message that may have been sent is charged: the gateway may bill it
     refused: list[MessageLike] = []
+    rebilled: list[tuple[int, int, int]] = []  # (message, our parts, the provider's billed parts)
     with transaction.atomic():
         for message, outcome in zip(messages, outcomes, strict=True):
             counts[outcome.kind] += 1
@@ -502,6 +503,9 @@ def outcomes_record(
                     parts.append((message.pk, number, pid, state, error, receipt_at))
                     part_states.append((state, error))
                 accepted_groups.setdefault(_roll_up(part_states), []).append(message.pk)
+                if outcome.billed_segments and outcome.billed_segments != message.segments:
+                    rebilled.append((message.pk, message.segments, outcome.billed_segments))
+                    message = _rebilled(message, outcome.billed_segments)
                 charged.append(message)
             elif outcome.kind == "temporary":
                 fallback = (
@@ -551,12 +555,39 @@ def outcomes_record(
         if leftovers and _receipts_ingest(gateway, leftovers, now) < len(leftovers):
             late = [event.provider_message_id for event in leftovers]  # parts another transaction writes
             transaction.on_commit(lambda: _receipts_apply_late(gateway, late))
+        if rebilled:
+            audit_record(
+                actor=actor,
+                action="messages.rebilled",
+                object_type="gateway",
+                object_id=str(gateway.pk),
+                after={"messages": [{"id": m, "estimated": e, "billed": b} for m, e, b in rebilled[:1000]]},
+                reason="The provider split these messages into a different number of parts than estimated; "
+                "they are charged as the provider bills them.",
+            )
         # One quota movement per reservation per flush, not per message.
         for reference, (segments, amount) in _totals(charged).items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         for reference, (segments, amount) in _totals(refused).items():
             quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
     return counts
+
+
+class _Charge(NamedTuple):
+    pk: int
+    attempts: int
+    country: str
+    quota_reference: str
+    segments: int
+    cost: Decimal
+
+
+def _rebilled(message: MessageLike, billed: int) -> _Charge:
+    """The provider billed ``billed`` parts: the message's parts and cost follow (same price per part)."""
+    per_part = message.cost / message.segments if message.segments else Decimal(0)
+    cost = (per_part * billed).quantize(Decimal("0.0001"))
+    OutboundMessage.objects.filter(pk=message.pk).update(segments=billed, cost=cost)
+    return _Charge(message.pk, message.attempts, message.country, message.quota_reference, billed, cost)
 
 
 def _unknown_charge(actor: Actor, rows: Sequence[tuple[int, str, int, Decimal]]) -> None:

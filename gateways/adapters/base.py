@@ -38,10 +38,13 @@ class SendOutcome:
     retry_after: float = 0.0
     code: str = ""
     reason: str = ""
+    # The parts the provider says it billed, when it splits the message itself (Twilio's
+    # num_segments); None when the platform split it (SMPP, Kannel): then the count is ours.
+    billed_segments: int | None = None
 
     @classmethod
-    def accepted(cls, provider_ids: Sequence[str]) -> SendOutcome:
-        return cls("accepted", tuple(provider_ids))
+    def accepted(cls, provider_ids: Sequence[str], *, billed_segments: int | None = None) -> SendOutcome:
+        return cls("accepted", tuple(provider_ids), billed_segments=billed_segments)
 
     @classmethod
     def temporary(cls, code: str, reason: str, retry_after: float = 5.0) -> SendOutcome:

@@ -200,7 +200,10 @@ class TwilioAdapter(GatewayAdapter):
         sid = str(getattr(message, "sid", "") or "")
         if not sid:
             return SendOutcome.unknown(SUBMIT_UNKNOWN, "Twilio answered without a Message SID; not resent.")
-        return SendOutcome.accepted([sid])
+        # Twilio splits the message itself and bills its own count (it keeps grapheme clusters
+        # such as ZWJ emoji whole across parts, and may apply the account's Smart Encoding).
+        billed = _as_int(getattr(message, "num_segments", None))
+        return SendOutcome.accepted([sid], billed_segments=billed if billed > 0 else None)
 
     def _outcome_for_error(self, exc: TwilioRestException | TwilioServiceException) -> SendOutcome:
         status, code = _as_int(exc.status), _as_int(exc.code)

@@ -76,8 +76,11 @@ class FakeHttp(HttpClient):
         return answer
 
 
-def created(sid: str = SID, status: str = "queued") -> Response:
-    return Response(201, json.dumps({"sid": sid, "status": status, "account_sid": ACCOUNT_SID, "num_segments": "1"}))
+def created(sid: str = SID, status: str = "queued", segments: int = 1) -> Response:
+    """Twilio's 201, with the parts it says it billed (num_segments, a string in its API)."""
+    return Response(
+        201, json.dumps({"sid": sid, "status": status, "account_sid": ACCOUNT_SID, "num_segments": str(segments)})
+    )
 
 
 def error(status: int, code: int | None = None, message: str = "error") -> Response:
@@ -123,7 +126,7 @@ def test_adapter_is_registered_for_the_twilio_provider(gateway: Gateway) -> None
 def test_request_shape_with_a_sender_id_and_chinese_body(gateway: Gateway) -> None:
     http = FakeHttp(created())
     outcomes = TwilioAdapter(gateway, http_client=http).send([sms(body=CHINESE, segments=1)])
-    assert outcomes == [SendOutcome.accepted([SID])]
+    assert outcomes == [SendOutcome.accepted([SID], billed_segments=1)]
     (call,) = http.calls
     assert (call["method"], call["url"]) == ("POST", MESSAGES_URL)
     assert call["auth"] == (ACCOUNT_SID, TOKEN)
@@ -136,9 +139,10 @@ def test_request_shape_with_a_sender_id_and_chinese_body(gateway: Gateway) -> No
 
 
 def test_a_long_message_is_one_twilio_message_and_one_part(gateway: Gateway) -> None:
-    http = FakeHttp(created())
+    http = FakeHttp(created(segments=4))
     body = CHINESE * 4
-    assert TwilioAdapter(gateway, http_client=http).send([sms(body=body, segments=4)]) == [SendOutcome.accepted([SID])]
+    outcomes = TwilioAdapter(gateway, http_client=http).send([sms(body=body, segments=4)])
+    assert outcomes == [SendOutcome.accepted([SID], billed_segments=4)]
     assert len(http.calls) == 1 and http.calls[0]["data"]["Body"] == body
 
 
@@ -469,3 +473,32 @@ def test_malformed_inbound_is_refused(gateway: Gateway) -> None:
     response = post(f"/hooks/{CODE}/inbound", params, sign(INBOUND_URL, params))
     assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_callback"
     assert not InboundMessage.objects.exists()
+
+
+def test_twilio_bills_its_own_part_count_and_the_message_is_charged_so(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twilio splits the message itself (keeping a ZWJ emoji sequence whole across parts, say): its
+    num_segments is what it bills, so the message's parts, cost and quota charge follow it."""
+    from gateways.models import QuotaReservation
+    from smsplatform.models import AuditLog
+
+    monkeypatch.setattr(twilio_adapter, "http_client_factory", lambda gw: FakeHttp(created(segments=3)))
+    with transaction.atomic():
+        message = message_queue(
+            actor=SYSTEM,
+            gateway_code=CODE,
+            sender_id="#SHOPHK",
+            destination="+85291234567",
+            body=CHINESE * 2,  # two UCS-2 parts by our count
+            purpose="transactional",
+        )
+    assert (message.segments, message.cost) == (2, Decimal("1.0000"))
+    assert messages_submit(actor=SYSTEM, gateway_id=gateway.pk)["accepted"] == 1
+    message.refresh_from_db()
+    assert (message.state, message.segments, message.cost) == (MessageState.SUBMITTED, 3, Decimal("1.5000"))
+    reservation = QuotaReservation.objects.get(reference=message.quota_reference)
+    assert (reservation.settled_segments, reservation.settled_amount) == (3, Decimal("1.5000"))
+    rebilled = AuditLog.objects.get(action="messages.rebilled")
+    assert (rebilled.after or {})["messages"] == [{"id": message.pk, "estimated": 2, "billed": 3}]
+    assert AuditLog.objects.filter(action="messages.rebilled").count() == 1
