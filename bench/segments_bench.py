@@ -159,7 +159,9 @@ def main() -> None:
     print(f"analyse:        {analyse_rate:,.0f} texts/s")
     print(f"analyse of one {len(long_text)}-character text ({long_result.segments} parts): {long_ms:.1f} ms")
     if not args.no_compare:
-        ours = [(encoding, segments) for encoding, _units, segments in map(count_segments, texts)]
+        ours: list[tuple[str, int]] = [
+            (str(encoding), segments) for encoding, _units, segments in map(count_segments, texts)
+        ]
         compare(texts, ours, max(1, args.rounds // 2))
 
 
