@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from campaigns.models import CampaignState
@@ -14,8 +15,9 @@ from campaigns.services import (
     campaign_send_approved,
     campaign_update,
 )
+from campaigns.writes import WriteArgs, write_args
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import IDEMPOTENCY_KEY, Handler, object_schema, register_tool
 
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
@@ -68,8 +70,37 @@ SCHEDULE_PROPS: dict[str, Any] = {
 }
 
 
-def _key(args: dict[str, Any]) -> str:
-    return str(args.pop("idempotency_key"))
+def governed_tool(
+    name: str,
+    *,
+    permission: str,
+    properties: dict[str, Any],
+    required: list[str],
+    destructive: bool = False,
+) -> Callable[[Callable[[WriteArgs], dict[str, Any]]], Handler]:
+    """Register a governed campaign write: its input gains ``reason`` (unless given) and a required
+    ``idempotency_key``, its output is GOVERNED_OUTPUT, and the handler receives the arguments
+    split by ``write_args`` (key, reason, base_version_token and confirm taken off)."""
+    input_schema = object_schema(
+        {**properties, "reason": properties.get("reason", REASON), "idempotency_key": IDEMPOTENCY_KEY},
+        [*required, "idempotency_key"],
+    )
+
+    def decorator(write: Callable[[WriteArgs], dict[str, Any]]) -> Handler:
+        def handler(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
+            return write(write_args(actor, args))
+
+        handler.__name__ = handler.__qualname__ = write.__name__
+        handler.__doc__ = write.__doc__
+        return register_tool(
+            name,
+            permission=permission,
+            input_schema=input_schema,
+            output_schema=GOVERNED_OUTPUT,
+            destructive=destructive,
+        )(handler)
+
+    return decorator
 
 
 @register_tool(
@@ -130,49 +161,38 @@ def campaigns_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     return campaign_get(actor=actor, campaign_id=args["campaign_id"])
 
 
-@register_tool(
+@governed_tool(
     "sms_marketing.campaigns.create_draft",
     permission="campaigns.add_campaign",
-    input_schema=object_schema(
-        {**CONTENT_PROPS, **SCHEDULE_PROPS, "reason": REASON, "idempotency_key": IDEMPOTENCY_KEY},
-        ["name", "segment_id", "sender_id", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    properties={**CONTENT_PROPS, **SCHEDULE_PROPS},
+    required=["name", "segment_id", "sender_id"],
 )
-def campaigns_create_draft_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
-    reason = str(args.pop("reason", ""))
-    return campaign_create_draft(actor=actor, data=args, idempotency_key=key, reason=reason)
+def campaigns_create_draft_tool(w: WriteArgs) -> dict[str, Any]:
+    return campaign_create_draft(actor=w.actor, data=w.fields, idempotency_key=w.idempotency_key, reason=w.reason)
 
 
-@register_tool(
+@governed_tool(
     "sms_marketing.campaigns.update",
     permission="campaigns.change_campaign",
-    input_schema=object_schema(
-        {
-            "campaign_id": CAMPAIGN_ID,
-            "base_version_token": TOKEN,
-            "changes": {
-                **object_schema({**CONTENT_PROPS, **SCHEDULE_PROPS, "review_notes": {"type": "string"}}),
-                "minProperties": 1,
-                "description": "Only the fields named here change.",
-            },
-            "reason": REASON,
-            "idempotency_key": IDEMPOTENCY_KEY,
+    properties={
+        "campaign_id": CAMPAIGN_ID,
+        "base_version_token": TOKEN,
+        "changes": {
+            **object_schema({**CONTENT_PROPS, **SCHEDULE_PROPS, "review_notes": {"type": "string"}}),
+            "minProperties": 1,
+            "description": "Only the fields named here change.",
         },
-        ["campaign_id", "base_version_token", "changes", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    },
+    required=["campaign_id", "base_version_token", "changes"],
 )
-def campaigns_update_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
+def campaigns_update_tool(w: WriteArgs) -> dict[str, Any]:
     return campaign_update(
-        actor=actor,
-        campaign_id=args["campaign_id"],
-        base_version_token=args["base_version_token"],
-        changes=args["changes"],
-        idempotency_key=key,
-        reason=str(args.get("reason", "")),
+        actor=w.actor,
+        campaign_id=w.fields["campaign_id"],
+        base_version_token=w.base_version_token,
+        changes=w.fields["changes"],
+        idempotency_key=w.idempotency_key,
+        reason=w.reason,
     )
 
 
@@ -206,83 +226,57 @@ def cost_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     return cost_preview(actor=actor, campaign_id=args["campaign_id"])
 
 
-@register_tool(
+CONFIRM = {
+    "type": "boolean",
+    "description": "Explicit confirmation; only counts for holders of campaigns.confirm_campaign.",
+}
+
+
+@governed_tool(
     "sms_marketing.campaigns.schedule",
     permission="campaigns.schedule_campaign",
-    input_schema=object_schema(
-        {
-            "campaign_id": CAMPAIGN_ID,
-            "base_version_token": TOKEN,
-            **SCHEDULE_PROPS,
-            "confirm": {
-                "type": "boolean",
-                "description": "Explicit confirmation; only counts for holders of campaigns.confirm_campaign.",
-            },
-            "reason": REASON,
-            "idempotency_key": IDEMPOTENCY_KEY,
-        },
-        ["campaign_id", "base_version_token", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    properties={"campaign_id": CAMPAIGN_ID, "base_version_token": TOKEN, **SCHEDULE_PROPS, "confirm": CONFIRM},
+    required=["campaign_id", "base_version_token"],
 )
-def campaigns_schedule_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
-    schedule = {k: args[k] for k in SCHEDULE_PROPS if k in args}
+def campaigns_schedule_tool(w: WriteArgs) -> dict[str, Any]:
     return campaign_schedule(
-        actor=actor,
-        campaign_id=args["campaign_id"],
-        base_version_token=args["base_version_token"],
-        schedule=schedule,
-        confirm=bool(args.get("confirm", False)),
-        idempotency_key=key,
-        reason=str(args.get("reason", "")),
+        actor=w.actor,
+        campaign_id=w.fields["campaign_id"],
+        base_version_token=w.base_version_token,
+        schedule={k: w.fields[k] for k in SCHEDULE_PROPS if k in w.fields},
+        confirm=w.confirm,
+        idempotency_key=w.idempotency_key,
+        reason=w.reason,
     )
 
 
-@register_tool(
+@governed_tool(
     "sms_marketing.campaigns.cancel_schedule",
     permission="campaigns.schedule_campaign",
-    input_schema=object_schema(
-        {"campaign_id": CAMPAIGN_ID, "reason": {**REASON, "minLength": 1}, "idempotency_key": IDEMPOTENCY_KEY},
-        ["campaign_id", "reason", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    properties={"campaign_id": CAMPAIGN_ID, "reason": {**REASON, "minLength": 1}},
+    required=["campaign_id", "reason"],
     destructive=True,
 )
-def campaigns_cancel_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
+def campaigns_cancel_tool(w: WriteArgs) -> dict[str, Any]:
     return campaign_cancel_schedule(
-        actor=actor, campaign_id=args["campaign_id"], reason=args["reason"], idempotency_key=key
+        actor=w.actor, campaign_id=w.fields["campaign_id"], reason=w.reason, idempotency_key=w.idempotency_key
     )
 
 
-@register_tool(
+@governed_tool(
     "sms_marketing.campaigns.send_approved",
     permission="campaigns.send_campaign",
-    input_schema=object_schema(
-        {
-            "campaign_id": CAMPAIGN_ID,
-            "base_version_token": TOKEN,
-            "confirm": {
-                "type": "boolean",
-                "description": "Explicit confirmation; only counts for holders of campaigns.confirm_campaign.",
-            },
-            "reason": REASON,
-            "idempotency_key": IDEMPOTENCY_KEY,
-        },
-        ["campaign_id", "base_version_token", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    properties={"campaign_id": CAMPAIGN_ID, "base_version_token": TOKEN, "confirm": CONFIRM},
+    required=["campaign_id", "base_version_token"],
 )
-def campaigns_send_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
+def campaigns_send_tool(w: WriteArgs) -> dict[str, Any]:
     return campaign_send_approved(
-        actor=actor,
-        campaign_id=args["campaign_id"],
-        base_version_token=args["base_version_token"],
-        confirm=bool(args.get("confirm", False)),
-        idempotency_key=key,
-        reason=str(args.get("reason", "")),
+        actor=w.actor,
+        campaign_id=w.fields["campaign_id"],
+        base_version_token=w.base_version_token,
+        confirm=w.confirm,
+        idempotency_key=w.idempotency_key,
+        reason=w.reason,
     )
 
 
@@ -353,21 +347,16 @@ def retry_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     return retry_preview(actor=actor, campaign_id=args["campaign_id"], batch_id=args.get("batch_id"))
 
 
-@register_tool(
+@governed_tool(
     "sms_marketing.failed_messages.resend",
     permission="campaigns.resend_messages",
-    input_schema=object_schema(
-        {
-            "retry_preview_id": {"type": "string", "minLength": 1, "maxLength": 64},
-            "reason": REASON,
-            "idempotency_key": IDEMPOTENCY_KEY,
-        },
-        ["retry_preview_id", "idempotency_key"],
-    ),
-    output_schema=GOVERNED_OUTPUT,
+    properties={"retry_preview_id": {"type": "string", "minLength": 1, "maxLength": 64}},
+    required=["retry_preview_id"],
 )
-def resend_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    key = _key(args)
+def resend_tool(w: WriteArgs) -> dict[str, Any]:
     return failed_messages_resend(
-        actor=actor, retry_preview_id=args["retry_preview_id"], idempotency_key=key, reason=str(args.get("reason", ""))
+        actor=w.actor,
+        retry_preview_id=w.fields["retry_preview_id"],
+        idempotency_key=w.idempotency_key,
+        reason=w.reason,
     )

@@ -5,17 +5,43 @@ receipt, validity expired). Never: delivered, pending, maybe-delivered (unknown)
 failures, invalid numbers, opted-out phones, withdrawn messages, messages already
 resent, contacts now over a frequency cap. ``failed_messages.resend`` takes only the
 preview id; it re-checks every message at execution and can only narrow the preview.
+
+The preview classifies in Python (``resend_eligibility``, shared with delivery_status.get).
+The resend is set-based like the dispatch: the same rules as one SQL ``CASE``
+(``resend_classified``), then one ``INSERT ... SELECT`` over the preview's still-eligible
+messages and the quota reserved in the same transaction; a constant number of queries,
+whatever the number of messages.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Max
+from django.db import connection, transaction
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    Count,
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
@@ -203,29 +229,159 @@ def _preview_row(actor: Actor, preview_id: Any, *, lock: bool) -> Preview:
     return preview
 
 
-def _recheck(actor: Actor, preview: Preview) -> tuple[Campaign, list[OutboundMessage], dict[str, int]]:
-    campaign = Campaign.objects.select_related("gateway").get(pk=preview.payload["campaign_id"])
-    messages = list(
-        OutboundMessage.objects.filter(pk__in=preview.payload["message_ids"], batch__campaign=campaign).order_by("pk")
+# --- the resend, set-based --------------------------------------------------------------------------
+
+ELIGIBLE = "temporary_failure"
+
+
+def _previewed(message_ids: Sequence[Any]) -> RawSQL:
+    """The preview's message ids as one SQL subquery with one parameter (a JSON array), whatever
+    their number: no per-id placeholders, no driver limit on bind parameters."""
+    data = json.dumps([int(pk) for pk in message_ids])
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)::bigint", (data,), output_field=BigIntegerField())
+    return RawSQL("SELECT value FROM json_each(%s)", (data,), output_field=BigIntegerField())
+
+
+def resend_classified(
+    campaign: Campaign, message_ids: Sequence[Any], quotes: dict[str, Any]
+) -> QuerySet[OutboundMessage]:
+    """The preview's messages of this campaign, each annotated in SQL with ``m_reason``: what
+    ``resend_eligibility`` says about it now (same rules, same order), or ``country_not_covered``
+    when no quote covers an otherwise eligible one. ``ELIGIBLE`` marks the resendable ones.
+    Only ids of the preview and only messages of this campaign: never wider than the preview."""
+    from compliance.frequency import frequency_capped_destinations
+
+    active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True)
+    resends = OutboundMessage.objects.filter(resend_of=OuterRef("pk"))
+    capped = [
+        When(destination__in=qs, then=Value("frequency_capped"))
+        for qs in frequency_capped_destinations(purpose=MessagePurpose.MARKETING).values()
+    ]
+    covered = sorted(quotes)
+    uncovered = ~Q(country__in=covered) if covered else Q(pk__isnull=False)
+    reason = Case(
+        When(state=MessageState.DELIVERED, then=Value("delivered")),
+        When(state__in=[MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED], then=Value("pending")),
+        When(state=MessageState.UNKNOWN, then=Value("maybe_delivered")),
+        When(
+            Q(Exists(active.filter(reason=OptOutReason.INVALID))) | Q(error_code="invalid_destination"),
+            then=Value("invalid_number"),
+        ),
+        When(Q(Exists(active)) | Q(error_code="suppressed"), then=Value("opted_out")),
+        When(error_code="withdrawn", then=Value("withdrawn")),
+        When(Q(submitted_at__isnull=True) & ~Q(error_code="retries_exhausted"), then=Value("hard_failure")),
+        When(Exists(resends), then=Value("already_resent")),
+        *capped,
+        When(uncovered, then=Value("country_not_covered")),
+        default=Value(ELIGIBLE),
+        output_field=CharField(),
     )
-    eligible, excluded = _classify(messages)
-    quotes = _quotes(campaign, {m.country for m in eligible})
-    uncovered = [m for m in eligible if m.country not in quotes]
-    if uncovered:
-        excluded["country_not_covered"] = len(uncovered)
-        eligible = [m for m in eligible if m.country in quotes]
-    return campaign, eligible, excluded
+    return OutboundMessage.objects.filter(pk__in=_previewed(message_ids), batch__campaign_id=campaign.pk).annotate(
+        m_reason=reason
+    )
+
+
+def _by_reason(qs: QuerySet[OutboundMessage], quotes: dict[str, Any]) -> dict[str, tuple[int, Decimal]]:
+    """One grouped query: messages and their resend cost per reason."""
+    rows = qs.annotate(m_cost=_cost(quotes)).values("m_reason").annotate(n=Count("id"), cost=Sum("m_cost")).order_by()
+    return {r["m_reason"]: (int(r["n"]), Decimal(r["cost"] or 0)) for r in rows}
+
+
+def _by_country(quotes: dict[str, Any], values: dict[str, Any], output: Any) -> Case:
+    return Case(
+        *(When(country=c, then=Value(values[c])) for c in sorted(quotes)), default=Value(None), output_field=output
+    )
+
+
+def _cost(quotes: dict[str, Any]) -> ExpressionWrapper:
+    price = _by_country(
+        quotes, {c: q.price_per_segment for c, q in quotes.items()}, DecimalField(max_digits=10, decimal_places=4)
+    )
+    return ExpressionWrapper(price * F("segments"), output_field=DecimalField(max_digits=12, decimal_places=4))
+
+
+def _resend_quotes(campaign: Campaign, message_ids: Sequence[Any]) -> dict[str, Any]:
+    countries = OutboundMessage.objects.filter(pk__in=_previewed(message_ids), batch__campaign_id=campaign.pk)
+    return _quotes(campaign, set(countries.values_list("country", flat=True).distinct().order_by()))
+
+
+def _excluded(counts: dict[str, tuple[int, Decimal]]) -> dict[str, int]:
+    return {reason: n for reason, (n, _cost) in sorted(counts.items()) if reason != ELIGIBLE}
 
 
 def _resend_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     preview = _preview_row(actor, payload["retry_preview_id"], lock=False)
-    campaign, eligible, excluded = _recheck(actor, preview)
-    quotes = _quotes(campaign, {m.country for m in eligible})
-    cost = sum((quotes[m.country].price_per_segment * m.segments for m in eligible), Decimal(0))
-    return {"recipients": len(eligible), "cost": str(cost), "excluded_now": excluded, "campaign_id": campaign.pk}
+    campaign = Campaign.objects.select_related("gateway").get(pk=preview.payload["campaign_id"])
+    ids = preview.payload["message_ids"]
+    quotes = _resend_quotes(campaign, ids)
+    counts = _by_reason(resend_classified(campaign, ids, quotes), quotes)
+    recipients, cost = counts.get(ELIGIBLE, (0, Decimal(0)))
+    return {"recipients": recipients, "cost": str(cost), "excluded_now": _excluded(counts), "campaign_id": campaign.pk}
+
+
+_INSERT = """
+INSERT INTO gateways_outboundmessage (
+    gateway_id, sender_id, destination, country, body, encoding, segments, cost, currency, purpose, state,
+    reference, quota_reference, request_receipt, attempts, next_attempt_at, error_code, error_reason,
+    created_at, updated_at, batch_id, contact_id, resend_of_id
+)
+SELECT r.m_gateway, r.sender_id, r.destination, r.country, r.body, r.encoding, r.segments, r.m_cost, r.m_currency,
+       r.purpose, %s, %s, %s, r.m_receipt = 1, 0, %s, '', '', %s, %s, %s, r.contact_id, r.id
+FROM ({select}) r
+"""
+
+
+def _resend_insert(
+    campaign: Campaign, message_ids: Sequence[Any], quotes: dict[str, Any], batch: SendBatch, *, now: Any
+) -> None:
+    """One ``INSERT ... SELECT``: a resend of every preview message still eligible, rules applied in SQL."""
+    gateways = {g.code: g for g in Gateway.objects.filter(code__in={q.gateway_code for q in quotes.values()})}
+    eligible = (
+        resend_classified(campaign, message_ids, quotes)
+        .filter(Q(m_reason=ELIGIBLE))  # m_reason: annotated by resend_classified
+        .annotate(
+            m_gateway=_by_country(quotes, {c: gateways[q.gateway_code].pk for c, q in quotes.items()}, IntegerField()),
+            m_receipt=_by_country(
+                quotes, {c: int(gateways[q.gateway_code].receipts_supported) for c, q in quotes.items()}, IntegerField()
+            ),
+            m_cost=_cost(quotes),
+            m_currency=_by_country(quotes, {c: q.currency for c, q in quotes.items()}, CharField()),
+        )
+        .order_by("pk")
+        .values_list(
+            "m_gateway",
+            "sender_id",
+            "destination",
+            "country",
+            "body",
+            "encoding",
+            "segments",
+            "m_cost",
+            "m_currency",
+            "purpose",
+            "m_receipt",
+            "contact_id",
+            "id",
+        )
+    )
+    select_sql, select_params = eligible.query.sql_with_params()
+    params = [
+        MessageState.QUEUED.value,
+        batch.reference,
+        batch.quota_reference,
+        now,
+        now,
+        now,
+        batch.pk,
+        *select_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT.format(select=select_sql), params)
 
 
 def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+    """Set-based: a constant number of queries whatever the number of messages resent."""
     from campaigns.dispatch import _apply_quiet_hours, _kick
     from gateways.quotas import quota_reserve
 
@@ -237,9 +393,35 @@ def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionReques
         consumer="sms_marketing.failed_messages.resend",
         allow_expired=request is not None,
     )
-    campaign, eligible, excluded = _recheck(actor, preview)
-    campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    if not eligible:
+    campaign = (
+        Campaign.objects.select_for_update(of=("self",))
+        .select_related("gateway")
+        .get(pk=preview.payload["campaign_id"])
+    )
+    ids = preview.payload["message_ids"]
+    quotes = _resend_quotes(campaign, ids)
+    # Why each message is excluded, as of now, under the campaign lock (resends of one campaign are
+    # serialised). The INSERT below applies the same rules again in its own statement; what it
+    # writes (not this count) sizes the batch and the quota reservation.
+    excluded = _excluded(_by_reason(resend_classified(campaign, ids, quotes), quotes))
+    now = timezone.now()
+    number = (SendBatch.objects.filter(campaign=campaign).aggregate(n=Max("number"))["n"] or 0) + 1
+    quota_reference = f"campaign:{campaign.pk}:resend:{number}"
+    batch = SendBatch.objects.create(
+        campaign=campaign,
+        number=number,
+        kind=BatchKind.RESEND,
+        retry_preview_id=preview.pk,
+        not_before=now,
+        quota_reference=quota_reference,
+        created_by=actor.user,
+    )
+    _resend_insert(campaign, ids, quotes, batch, now=now)
+    written = OutboundMessage.objects.filter(batch=batch)
+    totals = written.aggregate(n=Count("id"), segments=Sum("segments"), amount=Sum("cost"), first=Min("resend_of_id"))
+    resent = int(totals["n"] or 0)
+    if not resent:
+        # Rolls back with the batch and the preview's consumption: nothing was written.
         raise ApplicationError(
             "nothing_to_resend",
             "No message of the preview is eligible any more.",
@@ -247,52 +429,15 @@ def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionReques
             hint="They were delivered, opted out or resent since the preview.",
             details={"excluded": excluded},
         )
-    now = timezone.now()
-    number = (SendBatch.objects.filter(campaign=campaign).aggregate(n=Max("number"))["n"] or 0) + 1
-    quotes = _quotes(campaign, {m.country for m in eligible})
-    gateways = {g.code: g for g in Gateway.objects.filter(code__in={q.gateway_code for q in quotes.values()})}
-    quota_reference = f"campaign:{campaign.pk}:resend:{number}"
-    batch = SendBatch.objects.create(
-        campaign=campaign,
-        number=number,
-        kind=BatchKind.RESEND,
-        resend_of_id=eligible[0].batch_id,
-        retry_preview_id=preview.pk,
-        not_before=now,
-        quota_reference=quota_reference,
-        size=len(eligible),
-        created_by=actor.user,
-    )
-    rows = []
-    for m in eligible:
-        quote = quotes[m.country]
-        gateway = gateways[quote.gateway_code]
-        rows.append(
-            OutboundMessage(
-                gateway=gateway,
-                sender_id=m.sender_id,
-                destination=m.destination,
-                country=m.country,
-                body=m.body,
-                encoding=m.encoding,
-                segments=m.segments,
-                cost=(quote.price_per_segment * m.segments).quantize(Decimal("0.0001")),
-                currency=quote.currency,
-                purpose=m.purpose,
-                reference=batch.reference,
-                quota_reference=quota_reference,
-                request_receipt=gateway.receipts_supported,
-                next_attempt_at=now,
-                batch=batch,
-                contact_id=m.contact_id,
-                resend_of=m,
-            )
-        )
-    OutboundMessage.objects.bulk_create(rows, batch_size=2000)
-    segments = sum(r.segments for r in rows)
-    amount = sum((r.cost for r in rows), Decimal(0))
+    segments = int(totals["segments"] or 0)
+    amount = Decimal(totals["amount"] or 0)
+    # The batch links to the batch of the first message it resends.
+    batch.resend_of_id = OutboundMessage.objects.filter(pk=totals["first"]).values_list("batch_id", flat=True)[0]
+    batch.size = resent
+    batch.save(update_fields=["resend_of", "size"])
     quota_reserve(actor=actor, reference=quota_reference, segments=segments, amount=amount)
-    waits = _apply_quiet_hours([batch], sorted({r.country for r in rows}))
+    countries = sorted(written.values_list("country", flat=True).distinct().order_by())
+    waits = _apply_quiet_hours([batch], countries)
     if campaign.state == CampaignState.COMPLETED:
         campaign.state = CampaignState.SENDING
         campaign.completed_at = None
@@ -304,7 +449,7 @@ def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionReques
         object_id=campaign.pk,
         after={
             "batch": number,
-            "messages": len(rows),
+            "messages": resent,
             "segments": segments,
             "amount": str(amount),
             "retry_preview_id": str(preview.pk),
@@ -318,7 +463,7 @@ def _resend_execute(actor: Actor, payload: dict[str, Any], request: ActionReques
         "campaign_id": campaign.pk,
         "batch_id": batch.pk,
         "batch_number": number,
-        "resent": len(rows),
+        "resent": resent,
         "excluded_at_execution": excluded,
         "estimated_cost": str(amount.quantize(Decimal("0.01"))),
         "quiet_hours_waits": waits,

@@ -7,7 +7,7 @@ field (state, approved_version, message_ids, ...) is an error instead of being i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -38,6 +38,7 @@ from campaigns.services import (
     campaign_send_approved,
     campaign_update,
 )
+from campaigns.writes import WriteArgs, write_args
 from smsplatform.api.base import ServiceApiView
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
@@ -78,13 +79,19 @@ def _query(serializer: type[StrictInput], request: Request) -> dict[str, Any]:
     return dict(data.validated_data)
 
 
-def _write_args(validated: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str]:
-    """Split the idempotency key and reason off. A missing key reaches the service, which
-    answers with its own code (idempotency_key_required)."""
-    data = dict(validated)
-    key = data.pop("idempotency_key", None) or None
-    reason = str(data.pop("reason", "") or "")
-    return data, key, reason
+def _governed_write(
+    view: ServiceApiView,
+    request: Request,
+    serializer: type[StrictInput],
+    write: Callable[[WriteArgs], dict[str, Any]],
+) -> Response:
+    """Every governed write view: check the body's shape, take the envelope off (key, reason,
+    base_version_token, confirm; see campaigns.writes), call the service as the request's actor,
+    answer 200 when executed or 202 when held for approval. Service errors are mapped by
+    ServiceApiView like every other view's."""
+    data = serializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    return governed_response(write(write_args(view.actor(request), data.validated_data)))
 
 
 # --- input shapes (the services check the rules) ---------------------------------------------------
@@ -341,11 +348,14 @@ class CampaignListApi(ServiceApiView):
         responses=_governed(404, 409),
     )
     def post(self, request: Request) -> Response:
-        data = CampaignCreateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields, key, reason = _write_args(data.validated_data)
-        result = campaign_create_draft(actor=self.actor(request), data=fields, idempotency_key=key, reason=reason)
-        return governed_response(result)
+        return _governed_write(
+            self,
+            request,
+            CampaignCreateInput,
+            lambda w: campaign_create_draft(
+                actor=w.actor, data=w.fields, idempotency_key=w.idempotency_key, reason=w.reason
+            ),
+        )
 
 
 class CampaignDetailApi(ServiceApiView):
@@ -369,18 +379,19 @@ class CampaignDetailApi(ServiceApiView):
         responses=_governed(404, 409),
     )
     def patch(self, request: Request, campaign_id: int) -> Response:
-        data = CampaignUpdateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields, key, reason = _write_args(data.validated_data)
-        result = campaign_update(
-            actor=self.actor(request),
-            campaign_id=campaign_id,
-            base_version_token=fields.get("base_version_token") or None,
-            changes=dict(fields["changes"]),
-            idempotency_key=key,
-            reason=reason,
+        return _governed_write(
+            self,
+            request,
+            CampaignUpdateInput,
+            lambda w: campaign_update(
+                actor=w.actor,
+                campaign_id=campaign_id,
+                base_version_token=w.base_version_token,
+                changes=dict(w.fields["changes"]),
+                idempotency_key=w.idempotency_key,
+                reason=w.reason,
+            ),
         )
-        return governed_response(result)
 
 
 class CampaignCostPreviewApi(ServiceApiView):
@@ -410,21 +421,20 @@ class CampaignScheduleApi(ServiceApiView):
         responses=_governed(404, 409),
     )
     def post(self, request: Request, campaign_id: int) -> Response:
-        data = CampaignScheduleInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields, key, reason = _write_args(data.validated_data)
-        token = fields.pop("base_version_token", None) or None
-        confirm = bool(fields.pop("confirm", False))
-        result = campaign_schedule(
-            actor=self.actor(request),
-            campaign_id=campaign_id,
-            base_version_token=token,
-            schedule=fields,
-            confirm=confirm,
-            idempotency_key=key,
-            reason=reason,
+        return _governed_write(
+            self,
+            request,
+            CampaignScheduleInput,
+            lambda w: campaign_schedule(
+                actor=w.actor,
+                campaign_id=campaign_id,
+                base_version_token=w.base_version_token,
+                schedule=w.fields,
+                confirm=w.confirm,
+                idempotency_key=w.idempotency_key,
+                reason=w.reason,
+            ),
         )
-        return governed_response(result)
 
 
 class CampaignCancelScheduleApi(ServiceApiView):
@@ -439,13 +449,14 @@ class CampaignCancelScheduleApi(ServiceApiView):
         responses=_governed(404, 409),
     )
     def post(self, request: Request, campaign_id: int) -> Response:
-        data = CampaignCancelInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        _fields, key, reason = _write_args(data.validated_data)
-        result = campaign_cancel_schedule(
-            actor=self.actor(request), campaign_id=campaign_id, reason=reason, idempotency_key=key
+        return _governed_write(
+            self,
+            request,
+            CampaignCancelInput,
+            lambda w: campaign_cancel_schedule(
+                actor=w.actor, campaign_id=campaign_id, reason=w.reason, idempotency_key=w.idempotency_key
+            ),
         )
-        return governed_response(result)
 
 
 class CampaignSendApi(ServiceApiView):
@@ -460,18 +471,19 @@ class CampaignSendApi(ServiceApiView):
         responses=_governed(404, 409),
     )
     def post(self, request: Request, campaign_id: int) -> Response:
-        data = CampaignSendInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields, key, reason = _write_args(data.validated_data)
-        result = campaign_send_approved(
-            actor=self.actor(request),
-            campaign_id=campaign_id,
-            base_version_token=fields.get("base_version_token") or None,
-            confirm=bool(fields.get("confirm", False)),
-            idempotency_key=key,
-            reason=reason,
+        return _governed_write(
+            self,
+            request,
+            CampaignSendInput,
+            lambda w: campaign_send_approved(
+                actor=w.actor,
+                campaign_id=campaign_id,
+                base_version_token=w.base_version_token,
+                confirm=w.confirm,
+                idempotency_key=w.idempotency_key,
+                reason=w.reason,
+            ),
         )
-        return governed_response(result)
 
 
 class SendBatchListApi(ServiceApiView):
@@ -535,10 +547,14 @@ class FailedMessagesResendApi(ServiceApiView):
         responses=_governed(404, 409, 410),
     )
     def post(self, request: Request) -> Response:
-        data = ResendInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields, key, reason = _write_args(data.validated_data)
-        result = failed_messages_resend(
-            actor=self.actor(request), retry_preview_id=fields["retry_preview_id"], idempotency_key=key, reason=reason
+        return _governed_write(
+            self,
+            request,
+            ResendInput,
+            lambda w: failed_messages_resend(
+                actor=w.actor,
+                retry_preview_id=w.fields["retry_preview_id"],
+                idempotency_key=w.idempotency_key,
+                reason=w.reason,
+            ),
         )
-        return governed_response(result)

@@ -46,6 +46,7 @@ from gateways.quotas import account_instance
 from smsplatform.celery import app
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.kernel.actor import Actor, Channel
+from tests.integration.conftest import ROOT, worker_env
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc_factory
 
 __all__ = ["smsc_factory"]
@@ -57,68 +58,23 @@ pytestmark = [
         reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
     ),
 ]
-ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("FAULTS_SEED") or random.SystemRandom().randrange(1 << 30))
 TEXT = "【ShopHK】週末8折 回覆STOP退訂 Reply STOP to opt out"  # one UCS-2 segment, required wording
 FLUSH = ["--flush-interval", "0.1"]
 STOP_GRACE = 1.0  # ARCHITECTURE: "an opt-out one second before send still wins"
+THROTTLE_WAIT = 15.0  # how long a throttle waits, past its 1.5 s, for a submit to refuse
 WINDOW = 10  # the bind worker's window: at most this many submit_sm in flight at a kill or a drop
 FINAL_OR_AMBIGUOUS = {MessageState.DELIVERED, MessageState.FAILED, MessageState.EXPIRED, MessageState.UNKNOWN}
 
 
-def _db_url() -> str:
-    db = connection.settings_dict
-    return f"postgresql://{db.get('USER') or 'postgres'}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
 def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": _db_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "TEST_SMPP_PASSWORD": PASSWORD,
-    }
+    return worker_env(TEST_SMPP_PASSWORD=PASSWORD)
 
 
 @pytest.fixture
-def celery_worker(transactional_db: Any, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker on Redis and the test database: dispatch and batch advance run there."""
-    app.control.purge()
-    log = (tmp_path / "celery.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "smsplatform",
-            "worker",
-            "--pool=solo",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"faults-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not app.control.ping(timeout=0.5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the Celery worker did not start: {(tmp_path / 'celery.log').read_text()[-2000:]}")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+def celery_worker_env() -> dict[str, str]:
+    """The Celery worker (tests/integration/conftest.py) also sees the SMPP gateways' credentials."""
+    return {"TEST_SMPP_PASSWORD": PASSWORD}
 
 
 class SmppWorkers:
@@ -370,8 +326,12 @@ def test_20k_send_survives_kills_link_drops_and_throttling_at_most_once(
     while events and time.monotonic() < deadline:
         done = progress.tick()
         if throttle_until and time.monotonic() >= throttle_until:
-            smsc.call(lambda: setattr(smsc.server.config, "max_rate_per_second", None))
-            throttle_until = 0.0
+            # Lifted once the SMSC has refused a submit as throttled: a throttle that fell while the
+            # bind worker was down (restarting after a kill) would otherwise have throttled nothing.
+            throttled = smsc.stats()["by_status"].get("ESME_RTHROTTLED", 0)
+            if throttled or time.monotonic() >= throttle_until + THROTTLE_WAIT:
+                smsc.call(lambda: setattr(smsc.server.config, "max_rate_per_second", None))
+                throttle_until = 0.0
         if done < events[0][0] * total:
             time.sleep(0.02)
             continue

@@ -1,14 +1,10 @@
-"""A real Celery worker, fed through Redis, working on the test database (PostgreSQL)."""
+"""A real Celery worker, fed through Redis, working on the test database (PostgreSQL): the
+``celery_worker`` fixture of tests/integration/conftest.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,57 +26,6 @@ pytestmark = [
         reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
     ),
 ]
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _db_url() -> str:
-    db = connection.settings_dict
-    user = db.get("USER") or "postgres"
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgresql://{user}@{host}:{port}/{db['NAME']}"
-
-
-@pytest.fixture
-def worker(transactional_db: Any) -> Iterator[subprocess.Popen[bytes]]:
-    app.control.purge()
-    env = {**os.environ, "DATABASE_URL": _db_url(), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "smsplatform",
-            "worker",
-            "--pool=solo",
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"test-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "worker died")
-        if app.control.ping(timeout=0.5):
-            break
-    else:
-        proc.kill()
-        raise RuntimeError("worker did not start")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def wait_for(predicate: Any, timeout: float = 30) -> None:
@@ -92,7 +37,7 @@ def wait_for(predicate: Any, timeout: float = 30) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_worker_expires_due_requests(worker: Any, technical: Any, config_policy: Any, config_token: str) -> None:
+def test_worker_expires_due_requests(celery_worker: Any, technical: Any, config_policy: Any, config_token: str) -> None:
     from smsplatform.config_service import platform_config_update
 
     result = platform_config_update(
@@ -113,7 +58,7 @@ def test_worker_expires_due_requests(worker: Any, technical: Any, config_policy:
     )
 
 
-def test_worker_runs_the_housekeeping_the_beat_schedule_names(worker: Any, technical: Any) -> None:
+def test_worker_runs_the_housekeeping_the_beat_schedule_names(celery_worker: Any, technical: Any) -> None:
     from django_celery_beat.models import PeriodicTask
 
     names = set(PeriodicTask.objects.values_list("task", flat=True))

@@ -1,0 +1,216 @@
+"""The resend is set-based: one INSERT ... SELECT from the preview, every rule re-applied in SQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db.models import F
+from django.test import TestCase
+from django.utils import timezone
+
+from campaigns.dispatch import batches_advance
+from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
+from campaigns.retries import (
+    ELIGIBLE,
+    _quotes,
+    eligibility_context,
+    failed_messages_resend,
+    resend_classified,
+    retry_preview,
+)
+from campaigns.selectors import resend_eligibility
+from campaigns.services import campaign_create_draft, campaign_send_approved
+from compliance.frequency import frequency_windows
+from compliance.optouts import opt_out_record
+from contacts.models import OptOutReason
+from gateways.models import MessagePurpose, MessageState, OutboundMessage, QuotaReservation
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError
+from smsplatform.models import Preview
+from tests.campaigns.conftest import PHONES, act, draft_data, key
+
+pytestmark = pytest.mark.django_db
+
+# Every query of a resend (governance, preview, rules, insert, quota, audit); the same for 10 or 200.
+MAX_RESEND_QUERIES = 40
+
+
+def _sent_campaign(world: dict[str, Any], marketer: Any, approver_user: Any) -> int:
+    draft = campaign_create_draft(actor=act(marketer), data=draft_data(world), idempotency_key=key())["result"]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        out = campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=draft["campaign_id"],
+            base_version_token=draft["base_version_token"],
+            confirm=True,
+            idempotency_key=key(),
+        )
+    assert out["status"] == "executed", out
+    batches_advance(budget_seconds=5)
+    return int(draft["campaign_id"])
+
+
+def _messages(campaign_id: int, specs: list[dict[str, Any]]) -> list[OutboundMessage]:
+    """Campaign messages in its first batch, each from a spec over a failed, once-submitted default."""
+    first = OutboundMessage.objects.filter(batch__campaign_id=campaign_id).order_by("pk").first()
+    assert first is not None
+    now = timezone.now()
+    rows = [
+        OutboundMessage(
+            gateway=first.gateway,
+            sender_id=first.sender_id,
+            destination=spec.get("destination", f"+852930{n:05d}"),
+            country=spec.get("country", "HK"),
+            body=f"{first.body} #{n}",
+            encoding=first.encoding,
+            segments=spec.get("segments", 1 + n % 2),
+            cost=first.cost,
+            currency=first.currency,
+            purpose=MessagePurpose.MARKETING,
+            state=spec.get("state", MessageState.FAILED),
+            reference=first.reference,
+            quota_reference=first.quota_reference,
+            error_code=spec.get("error_code", "001"),
+            submitted_at=spec.get("submitted_at", now - timedelta(minutes=5)),
+            batch_id=first.batch_id,
+            contact_id=first.contact_id,
+        )
+        for n, spec in enumerate(specs)
+    ]
+    return OutboundMessage.objects.bulk_create(rows)
+
+
+def test_resend_runs_a_constant_number_of_queries(
+    world: dict[str, Any], marketer: Any, approver_user: Any, django_assert_max_num_queries: Any
+) -> None:
+    campaign_id = _sent_campaign(world, marketer, approver_user)
+    runs = []
+    for n in (10, 200):
+        # Both runs reopen a completed campaign (the first one left it sending).
+        Campaign.objects.filter(pk=campaign_id).update(state=CampaignState.COMPLETED)
+        originals = _messages(campaign_id, [{"destination": f"+85293{n:03d}{i:04d}"} for i in range(n)])
+        preview = retry_preview(actor=act(marketer), campaign_id=campaign_id)
+        with django_assert_max_num_queries(MAX_RESEND_QUERIES) as queries:
+            out = failed_messages_resend(
+                actor=act(marketer), retry_preview_id=preview["retry_preview_id"], idempotency_key=key()
+            )
+        assert out["status"] == "executed", out
+        runs.append((originals, out["result"], [q["sql"] for q in queries.captured_queries]))
+    (small, small_result, small_queries), (large, large_result, large_queries) = runs
+    # The first preview also holds the simulator's undelivered message; the second only the new ones.
+    assert small_result["resent"] == len(small) + 1
+    assert large_result["resent"] == len(large) and large_result["excluded_at_execution"] == {}
+    assert len(small_queries) == len(large_queries)
+    inserts = [sql for sql in large_queries if sql.lstrip().startswith("INSERT INTO") and "outboundmessage" in sql]
+    assert len(inserts) == 1 and "SELECT" in inserts[0], inserts
+    # Copied from the rows in SQL, not sent from Python: no recipient's phone is a parameter.
+    assert not any(m.destination in inserts[0] for m in large)
+
+    # What the per-message version wrote, written in SQL.
+    batch = SendBatch.objects.get(pk=large_result["batch_id"])
+    assert batch.kind == BatchKind.RESEND and batch.size == len(large)
+    assert batch.resend_of_id == large[0].batch_id and batch.quota_reference.endswith(f":resend:{batch.number}")
+    resends = {m.resend_of_id: m for m in OutboundMessage.objects.filter(batch=batch)}
+    assert set(resends) == {m.pk for m in large}
+    price = Decimal("0.35")
+    for original in large:
+        new = resends[original.pk]
+        assert (new.destination, new.body, new.segments, new.contact_id) == (
+            original.destination,
+            original.body,
+            original.segments,
+            original.contact_id,
+        )
+        assert new.state == MessageState.QUEUED and new.cost == price * original.segments
+        assert (new.reference, new.quota_reference) == (batch.reference, batch.quota_reference)
+        assert new.request_receipt is world["gateway"].receipts_supported and new.next_attempt_at is not None
+        assert new.gateway_id == world["gateway"].pk and new.currency == "HKD"
+    segments = sum(m.segments for m in large)
+    reservation = QuotaReservation.objects.get(reference=batch.quota_reference)
+    assert (reservation.segments, reservation.amount) == (segments, price * segments)
+    assert large_result["estimated_cost"] == str((price * segments).quantize(Decimal("0.01")))
+    assert Campaign.objects.get(pk=campaign_id).state == CampaignState.SENDING
+
+
+def test_sql_rules_agree_with_resend_eligibility(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
+    campaign_id = _sent_campaign(world, marketer, approver_user)
+    per_day = next(w for w in frequency_windows() if w.name == "per_day").limit
+    specs: list[dict[str, Any]] = [
+        {"state": MessageState.DELIVERED},
+        {"state": MessageState.QUEUED},
+        {"state": MessageState.SUBMITTED},
+        {"state": MessageState.UNKNOWN},
+        {"destination": "+85293100001"},  # an opt-out for an invalid number, below
+        {"error_code": "invalid_destination"},
+        {"destination": "+85293100002"},  # opted out, below
+        {"error_code": "suppressed"},
+        {"error_code": "withdrawn"},
+        {"error_code": "rejected", "submitted_at": None},  # hard failure
+        {"error_code": "retries_exhausted", "submitted_at": None},  # eligible
+        {"destination": "+85293100003"},  # already resent, below
+        {"destination": "+85293100004"},  # at the daily cap, below
+        {"country": "SG"},  # eligible but no gateway covers it
+        # Expired was sent: it counts towards its own phone's cap (1 a day in this world).
+        {"state": MessageState.EXPIRED, "error_code": "expired"},
+        {},  # eligible
+    ]
+    messages = _messages(campaign_id, specs)
+    opt_out_record(actor=Actor.system("t"), phone="+85293100001", reason=OptOutReason.INVALID, source="sms")
+    opt_out_record(actor=Actor.system("t"), phone="+85293100002", reason="stop", source="sms")
+    resent = next(m for m in messages if m.destination == "+85293100003")
+    _messages(campaign_id, [{"destination": "+85293199999", "state": MessageState.QUEUED}])
+    OutboundMessage.objects.filter(destination="+85293199999").update(resend_of=resent)
+    _messages(campaign_id, [{"destination": "+85293100004", "state": MessageState.DELIVERED}] * per_day)
+
+    campaign = Campaign.objects.select_related("gateway").get(pk=campaign_id)
+    quotes = _quotes(campaign, {m.country for m in messages})
+    in_sql = dict(resend_classified(campaign, [m.pk for m in messages], quotes).values_list("pk", F("m_reason")))
+    context = eligibility_context(messages)
+    in_python = {}
+    for m in messages:
+        reason = resend_eligibility(m, **context(m))["reason"]
+        in_python[m.pk] = "country_not_covered" if reason == ELIGIBLE and m.country not in quotes else reason
+    assert in_sql == in_python
+    assert sorted(in_sql.values()) == sorted(
+        [
+            "delivered",
+            "pending",
+            "pending",
+            "maybe_delivered",
+            "invalid_number",
+            "invalid_number",
+            "opted_out",
+            "opted_out",
+            "withdrawn",
+            "hard_failure",
+            "already_resent",
+            "frequency_capped",
+            "country_not_covered",
+            "frequency_capped" if per_day <= 1 else ELIGIBLE,
+            ELIGIBLE,
+            ELIGIBLE,
+        ]
+    )
+    # Only the campaign's own messages, only the ids given: never wider than the preview.
+    outside = _messages(campaign_id, [{}])[0]
+    OutboundMessage.objects.filter(pk=outside.pk).update(batch=None)  # not a message of this campaign
+    ids = [m.pk for m in messages[:3]]
+    assert set(resend_classified(campaign, [*ids, outside.pk], quotes).values_list("pk", flat=True)) == set(ids)
+
+
+def test_nothing_left_to_resend_writes_nothing(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
+    campaign_id = _sent_campaign(world, marketer, approver_user)
+    preview = retry_preview(actor=act(marketer), campaign_id=campaign_id)
+    assert preview["eligible"] == 1  # the simulator's undelivered number
+    opt_out_record(actor=Actor.system("t"), phone=PHONES["undelivered"], reason="stop", source="sms")
+    with pytest.raises(ApplicationError) as err:
+        failed_messages_resend(actor=act(marketer), retry_preview_id=preview["retry_preview_id"], idempotency_key=key())
+    assert err.value.code == "nothing_to_resend" and err.value.details == {"excluded": {"opted_out": 1}}
+    # The batch written before the INSERT found nothing is rolled back with the preview's use.
+    assert not SendBatch.objects.filter(campaign_id=campaign_id, kind=BatchKind.RESEND).exists()
+    assert not OutboundMessage.objects.filter(resend_of__isnull=False).exists()
+    assert Preview.objects.get(pk=preview["retry_preview_id"]).consumed_at is None
+    assert not QuotaReservation.objects.filter(reference__contains=":resend:").exists()
