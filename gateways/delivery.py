@@ -441,7 +441,35 @@ def _claim_orm(
     return [(*r[:attempts], r[attempts] + 1, *r[attempts + 1 :]) if r[-1] is None else r for r in rows]
 
 
-def _suppressed_release(actor: Actor, suppressed: list[tuple[int, str, int, Decimal]]) -> None:
+def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int, int, str, str]]) -> int:
+    """Claimed marketing messages that no gateway has been given yet, whose number opted out after
+    the claim: failed as 'suppressed' (never sent) and their quota hold released.
+    ``suppressions``: (message id, opt-out id, its reason, its source). Only 'submitting' rows move."""
+    now = timezone.now()
+    with transaction.atomic():
+        withdrawn: list[tuple[int, str, int, Decimal]] = []
+        for message_id, opt_out_id, reason, source in suppressions:
+            updated = OutboundMessage.objects.filter(
+                pk=message_id, state=MessageState.SUBMITTING, purpose=MessagePurpose.MARKETING
+            ).update(
+                state=MessageState.FAILED,
+                final_at=now,
+                error_code="suppressed",
+                error_reason=_suppressed_reason(opt_out_id, reason, source),
+            )
+            if updated:
+                row = OutboundMessage.objects.values_list("pk", "quota_reference", "segments", "cost").get(
+                    pk=message_id
+                )
+                withdrawn.append(row)
+        if withdrawn:
+            _suppressed_release(actor, withdrawn, reason="Opt-out committed after the claim, before the send.")
+    return len(withdrawn)
+
+
+def _suppressed_release(
+    actor: Actor, suppressed: list[tuple[int, str, int, Decimal]], reason: str = "Active opt-out at claim time."
+) -> None:
     """Give back the quota held for suppressed messages: one movement per reservation."""
     totals: dict[str, tuple[int, Decimal]] = {}
     for _pk, reference, segments, cost in suppressed:
@@ -456,7 +484,7 @@ def _suppressed_release(actor: Actor, suppressed: list[tuple[int, str, int, Deci
         action="messages.suppressed",
         object_type="outbound_message",
         after={"ids": [s[0] for s in suppressed][:1000], "count": len(suppressed)},
-        reason="Active opt-out at claim time.",
+        reason=reason,
     )
 
 

@@ -57,6 +57,7 @@ from gateways.delivery import (
     messages_fail_over,
     messages_mark_unknown,
     messages_requeue,
+    messages_suppress_claimed,
     outcomes_record,
 )
 from gateways.models import BindState, BindWorkerStatus, Gateway, MessageState
@@ -102,6 +103,10 @@ ACK_FLUSH_AT = 256  # deliver_sm read and not acknowledged yet: flush now rather
 RESCAN_INTERVAL = 2.0  # seconds between claims from the start of the queue (see BindWorker._claim)
 RECOVER_INTERVAL = 30.0  # seconds between looks for dead workers' journals
 HEARTBEAT_INTERVAL = 5.0  # seconds between status reports (gateways.selectors.BIND_WORKER_SILENT_AFTER)
+# Opt-outs committed after a message was claimed: looked for this often, and the held messages to
+# those numbers are withdrawn before they are written ("an opt-out one second before send wins").
+OPTOUT_WATCH_INTERVAL = 0.2
+OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are looked at again (commit order)
 
 
 class Job:
@@ -211,6 +216,9 @@ class BindWorker:
         self._last_error = ""
         self._failing_over_to = ""
         self._last_report = 0.0
+        self._optout_floor: int | None = None
+        self._optouts_seen: set[int] = set()
+        self._last_optout_watch = 0.0
 
     # --- connection -------------------------------------------------------------------
 
@@ -317,7 +325,6 @@ class BindWorker:
                             out += pack_header(16 + len(body), wire.SUBMIT_SM, 0, seq)
                             out += body
                             inflight[seq] = (job, index)
-                            job.written.add(index)
                         stats.submitted_parts += len(taken)
             if out:
                 try:
@@ -365,7 +372,8 @@ class BindWorker:
             ready = self.ready
             while ready and len(taken) < n:
                 item = ready.popleft()
-                if not item[0].done:  # a part of a message already refused is not sent
+                if not item[0].done:  # a part of a message already refused (or suppressed) is not sent
+                    item[0].written.add(item[1])  # under the lock: from here on it is the link's
                     taken.append(item)
         return taken
 
@@ -552,6 +560,9 @@ class BindWorker:
             if now - last_recover >= RECOVER_INTERVAL:
                 last_recover = now
                 self._recover()
+            if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
+                self._last_optout_watch = now
+                self._watch_optouts()
             # Claim the next batch before this one runs dry, so the window never idles.
             if (
                 len(self.ready) < self._low_water
@@ -712,6 +723,62 @@ class BindWorker:
         self.stats.recovered_unknown += recovery.unknown
         if recovery.requeued:
             self._claim_after = 0  # requeued rows sit behind the cursor
+
+    def _watch_optouts(self) -> int:
+        """Withdraw held marketing messages (no part handed to the link yet) to numbers that opted
+        out after their claim. The claim checked opt-outs already; this closes the gap between the
+        claim and the write, which the claim-ahead makes seconds long."""
+        from contacts.models import OptOut
+
+        try:
+            _refresh_db_connection()
+            if self._optout_floor is None:
+                top = OptOut.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+                self._optout_floor = max(0, top - OPTOUT_ID_SLACK)
+            rows = list(
+                OptOut.objects.filter(pk__gt=self._optout_floor, lifted_at__isnull=True).values_list(
+                    "pk", "phone", "reason", "source"
+                )
+            )
+            fresh = [row for row in rows if row[0] not in self._optouts_seen]
+            if rows:
+                self._optout_floor = max(self._optout_floor, max(row[0] for row in rows) - OPTOUT_ID_SLACK)
+                self._optouts_seen = {row[0] for row in rows if row[0] > self._optout_floor}
+            if not fresh:
+                return 0
+            opted = {phone: (pk, reason, source) for pk, phone, reason, source in fresh}
+            with self.lock:
+                hit: dict[int, Job] = {}
+                for job, _index in self.ready:
+                    message = job.message
+                    if (
+                        not job.done
+                        and not job.written
+                        and message.purpose == "marketing"
+                        and message.destination in opted
+                    ):
+                        job.done = True
+                        hit[id(job)] = job
+                if hit:
+                    self.ready = deque(item for item in self.ready if not item[0].done)
+            if not hit:
+                return 0
+            jobs = list(hit.values())
+            withdrawn = messages_suppress_claimed(
+                actor=self.actor,
+                suppressions=[(job.message.pk, *opted[job.message.destination]) for job in jobs],
+            )
+        except DatabaseError:
+            logger.exception("looking for new opt-outs failed; trying again")
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+            return 0
+        with self.lock:
+            self.open_jobs -= len(jobs)
+        self._settled(jobs)
+        self.stats.suppressed_messages += withdrawn
+        return withdrawn
 
     def _settled(self, jobs: list[Job]) -> None:
         if self.journal is not None and jobs:

@@ -214,6 +214,51 @@ def test_marketing_to_an_opted_out_number_is_never_submitted(smsc: Any) -> None:
     assert [r["destination"] for r in smsc.submitted()] == ["85291239998"]
 
 
+def test_a_stop_committed_after_the_claim_withdraws_the_held_message(smsc_factory: Any) -> None:
+    """The worker claims ahead of the socket; a STOP committed between the claim and the write
+    still wins: the held message is withdrawn, never written, its quota hold released."""
+    from compliance.optouts import opt_out_record
+    from gateways.models import QuotaReservation
+
+    server = smsc_factory(max_rate_per_second=20)
+    gateway = smpp_gateway(server, window=1, rate=20)
+    phones = [f"+852912370{i:02d}" for i in range(12)]
+    messages = []
+    for phone in phones:
+        with transaction.atomic():
+            messages.append(
+                message_queue(
+                    actor=SYSTEM,
+                    gateway_code="smpp-hk",
+                    sender_id="#SHOPHK",
+                    destination=phone,
+                    body="Weekend sale",
+                    purpose="marketing",
+                )
+            )
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    claim = worker._claim
+    stopped: list[str] = []
+
+    def claim_then_stop() -> int:
+        taken = claim()
+        if taken and not stopped:  # every message is claimed and held; the last one's number opts out
+            opt_out_record(actor=SYSTEM, phone=phones[-1], reason="stop", source="sms:smpp-hk")
+            stopped.append(phones[-1])
+        return taken
+
+    worker._claim = claim_then_stop  # type: ignore[method-assign]
+    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
+    last = messages[-1]
+    last.refresh_from_db()
+    assert (last.state, last.error_code) == (MessageState.FAILED, "suppressed")
+    assert "Opt-out" in last.error_reason and stats.suppressed_messages == 1
+    assert phones[-1].lstrip("+") not in {r["destination"] for r in server.submitted()}
+    assert {state(m) for m in messages[:-1]} == {MessageState.DELIVERED}
+    reservation = QuotaReservation.objects.get(reference=last.quota_reference)
+    assert reservation.segments == 0 and reservation.settled_segments == 0  # its hold went back
+
+
 def test_stop_requeues_what_was_never_written_and_sends_nothing_twice(smsc_factory: Any) -> None:
     server = smsc_factory(max_rate_per_second=10)
     gateway = smpp_gateway(server, window=2)
