@@ -1,15 +1,18 @@
-"""Short-link redirects with the click recorded, on a gunicorn server over loopback.
+"""Short-link redirects with the click recorded, on the short domain's server over loopback.
 
 Usage: python bench/redirect_bench.py [--connections 16] [--requests 20000] [--database-url URL]
 
 Starts its own server on a free loopback port with a throwaway database: SQLite by default, or
 a fresh database created (and dropped afterwards) on the PostgreSQL server named by
 --database-url / BENCH_DATABASE_URL. Links are made through the real services
-(short_links.preview + short_links.create). The load generator is a small keep-alive HTTP/1.1
-client on asyncio streams, so that the figure measures the server rather than an HTTP library.
+(short_links.preview + short_links.create). The server is started with the production command
+line of the short domain (smsplatform.short_server: gunicorn serving templates.short_app);
+``--app django`` serves the main domain's Django stack (smsplatform.wsgi, the fallback view) on
+the same gunicorn for comparison. The load generator is a raw keep-alive HTTP/1.1 client on
+epoll (a few microseconds of CPU per request), so that the figure measures the server.
 
-Three scenarios: a link without click tracking (the redirect alone: the ceiling of Django and
-gunicorn on this machine), a shared link and a per-recipient link (unique-click check), each on
+Three scenarios: a link without click tracking (the redirect alone: the ceiling of the server
+on this machine), a shared link and a per-recipient link (unique-click check), each on
 two servers: with SMS_CLICK_BATCH_SECONDS=0 (one INSERT per click in the request) and with the
 click spool (the default, SMS_CLICK_BATCH_SECONDS=0.5: a line appended to a local file, written
 by each worker with one statement per segment). Both servers run at once and take turns, one
@@ -29,13 +32,13 @@ printed with the results).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import multiprocessing
 import os
 import platform
 import random
+import selectors
 import signal
 import socket
 import statistics
@@ -47,6 +50,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smsplatform import short_server  # noqa: E402 - the repository on the path first
+
 UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
@@ -105,41 +112,97 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _connection(port: int, paths: list[str], target: str, latencies: list[float]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for path in paths:
-            request = (
-                f"GET {path}?next=http://evil.example/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {UA}\r\n\r\n"
-            ).encode()
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            latencies.append((time.perf_counter() - start) * 1000)
-            lines = head.decode("latin-1").split("\r\n")
-            if not lines[0].startswith("HTTP/1.1 302"):
-                raise RuntimeError(f"unexpected answer: {lines[0]}")
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            if headers.get("location") != target:
-                raise RuntimeError(f"redirect left the stored target: {headers.get('location')}")
-            length = int(headers.get("content-length", "0"))
-            if length:
-                await reader.readexactly(length)
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    finally:
-        writer.close()
+def _requests(paths: list[str]) -> list[bytes]:
+    return [
+        f"GET {path}?next=http://evil.example/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {UA}\r\n\r\n".encode()
+        for path in paths
+    ]
+
+
+class _Connection:
+    """One keep-alive connection sending its requests one after the other."""
+
+    def __init__(self, port: int, requests: list[bytes]) -> None:
+        self.port, self.requests, self.next, self.buffer, self.started = port, requests, 0, b"", 0.0
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        return sock
+
+    def send(self) -> None:
+        self.started = time.perf_counter()
+        self.sock.sendall(self.requests[self.next])
+        self.next += 1
+
+    def answered(self, target: bytes) -> tuple[bool, bool]:
+        """Whether the buffer holds a whole answer (checked and consumed), and whether the
+        server closes the connection after it."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return False, False
+        head = self.buffer[: end + 2]
+        lower = head.lower()
+        length = _header(head, lower, b"content-length")
+        body = int(length) if length else 0
+        if len(self.buffer) < end + 4 + body:
+            return False, False
+        if not head.startswith(b"HTTP/1.1 302 "):
+            raise RuntimeError(f"unexpected answer: {head[: head.find(b'HTTP/1.1') + 40]!r}")
+        location = _header(head, lower, b"location")
+        if location != target:
+            raise RuntimeError(f"redirect left the stored target: {location!r}")
+        self.buffer = self.buffer[end + 4 + body :]
+        return True, _header(head, lower, b"connection").lower() == b"close"
+
+
+def _header(head: bytes, lower: bytes, name: bytes) -> bytes:
+    start = lower.find(b"\r\n" + name + b":")
+    if start < 0:
+        return b""
+    start += len(name) + 3
+    return head[start : head.find(b"\r\n", start)].strip()
 
 
 def _worker(args: tuple[int, list[list[str]], str]) -> list[float]:
+    """A raw keep-alive HTTP/1.1 client on epoll: a few microseconds of CPU per request, so that
+    the figures measure the server rather than the load generator."""
     port, per_connection, target = args
+    expected = target.encode("latin-1")
     latencies: list[float] = []
-
-    async def run() -> None:
-        await asyncio.gather(*(_connection(port, paths, target, latencies) for paths in per_connection))
-
-    asyncio.run(run())
+    selector = selectors.DefaultSelector()
+    for paths in per_connection:
+        if paths:
+            conn = _Connection(port, _requests(paths))
+            selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.send()
+    open_connections = len(selector.get_map())
+    while open_connections:
+        for key, _ in selector.select():
+            conn = key.data
+            data = conn.sock.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed a keep-alive connection")
+            conn.buffer += data
+            done, close = conn.answered(expected)
+            if not done:
+                continue
+            latencies.append((time.perf_counter() - conn.started) * 1000)
+            if close:
+                selector.unregister(conn.sock)
+                conn.sock.close()
+                if conn.next < len(conn.requests):
+                    conn.sock = conn._connect()
+                    selector.register(conn.sock, selectors.EVENT_READ, conn)
+            if conn.next < len(conn.requests):
+                conn.send()
+            else:
+                selector.unregister(conn.sock)
+                conn.sock.close()
+                open_connections -= 1
+    selector.close()
     return latencies
 
 
@@ -184,12 +247,12 @@ CRASH_BURST = 3000
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        return None
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
@@ -220,21 +283,27 @@ class ServerCpu:
             pids.update(int(pid) for (pid,) in rows)
         return pids
 
-    def sample(self) -> float:
-        return sum(_cpu_seconds(pid) for pid in self.pids())
+    def sample(self) -> dict[int, float]:
+        cpu = {pid: _cpu_seconds(pid) for pid in self.pids()}
+        return {pid: seconds for pid, seconds in cpu.items() if seconds is not None}  # None: exited meanwhile
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU used between two samples by the processes alive at the second (a backend or worker
+        that started meanwhile from zero). One that exited meanwhile (a database connection closed
+        at CONN_MAX_AGE) is left out rather than subtracting its whole life: an undercount of its
+        last moments, never a negative figure."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def _start_server(env: dict[str, str], args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "smsplatform.wsgi", "-b", f"127.0.0.1:{port}"),
-            *("-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads)),
-            *("--keep-alive", "30", "--log-level", "warning"),
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    # The production command line of the short domain's server (smsplatform.short_server);
+    # --app django serves the same gunicorn the main domain's Django stack instead.
+    command = short_server.gunicorn_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
+    if args.app == "django":
+        command[command.index("smsplatform.short_wsgi:application")] = "smsplatform.wsgi:application"
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
     for _ in range(100):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -275,7 +344,7 @@ def _round(server: Server, paths: list[str], target: str, tracked: bool, args: a
     latencies, elapsed = hammer(server.port, paths, target, args.connections, args.clients)
     if server.spool and tracked:
         time.sleep(server.batch_seconds + 0.3)  # its clicks written, so that their CPU is counted here
-    return latencies, elapsed, server.cpu.sample() - before
+    return latencies, elapsed, server.cpu.used(before, server.cpu.sample())
 
 
 def _kill_tree(server: subprocess.Popen[bytes]) -> None:
@@ -290,9 +359,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20000, help="per round and scenario")
-    # One request at a time per process and twice as many processes as cores measured best
-    # on a 2-core machine (less GIL hand-over than threads while a click INSERT waits).
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument(
+        "--app",
+        choices=("short", "django"),
+        default="short",
+        help="short: the short domain's server as production runs it (smsplatform.short_server); "
+        "django: the main domain's Django stack (smsplatform.wsgi) on the same gunicorn, for comparison",
+    )
+    parser.add_argument("--workers", type=int, default=short_server.default_workers())
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per scenario (median reported)")
@@ -391,9 +465,10 @@ def main() -> None:
     except (OSError, StopIteration):
         cpu = platform.processor()
     db = "PostgreSQL" if pg_name else "SQLite"
+    app = "smsplatform.short_server" if args.app == "short" else "Django stack (smsplatform.wsgi)"
     print(
         f"# short-link redirect (302 to the stored target + click recorded), {args.connections} keep-alive "
-        f"connections, gunicorn {args.workers}x{args.threads} gthread, {db}, {os.cpu_count()} cores ({cpu}), "
+        f"connections, {app} on gunicorn {args.workers}x{args.threads} gthread, {db}, {os.cpu_count()} cores ({cpu}), "
         f"load generator on the same machine, settings {args.settings}, load average before/after "
         f"{load_before} / {os.getloadavg()[0]:.2f}"
     )

@@ -1,4 +1,8 @@
-"""The short-link redirect on the short domain: /s/<code> and /s/<code>/<recipient token>.
+"""The short-link redirect as a Django view: /s/<code> and /s/<code>/<recipient token>.
+
+The short domain itself is served by templates.short_app (its own WSGI application and gunicorn,
+smsplatform.short_server), which uses this module's link cache and device classes; this view
+answers /s/ on the main domain with the same rules.
 
 It answers 302 to the link's stored target and nothing else: the target was validated
 when the link was created, and nothing in the request (query string, path suffix,
@@ -33,7 +37,7 @@ from templates.clicks import flush_clicks, record_click
 from templates.models import DeviceClass, ShortLink
 from templates.selectors import CODE_RE, RECIPIENT_TOKEN_RE
 
-__all__ = ["cache_clear", "device_class", "flush_clicks", "short_link_redirect"]
+__all__ = ["cache_clear", "cached_link", "device_class", "flush_clicks", "lookup_link", "short_link_redirect"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,19 @@ _cache: dict[str, tuple[float, CachedLink]] = {}
 _cache_lock = threading.Lock()
 
 
-def _link(code: str) -> CachedLink | None:
-    now = time.monotonic()
+def cached_link(code: str) -> CachedLink | None:
+    """The link from this process's cache if its entry is still fresh (no database access)."""
     hit = _cache.get(code)
-    if hit is not None and hit[0] > now:
+    if hit is not None and hit[0] > time.monotonic():
         return hit[1]
+    return None
+
+
+def _link(code: str) -> CachedLink | None:
+    link = cached_link(code)
+    if link is not None:
+        return link
+    now = time.monotonic()
     row = (
         ShortLink.objects.filter(code=code)
         .values_list("pk", "target_url", "expires_at", "tracking", "per_recipient")
@@ -74,6 +86,11 @@ def _link(code: str) -> CachedLink | None:
             _cache.clear()
         _cache[code] = (now + settings.SMS_SHORT_LINK_CACHE_SECONDS, link)
     return link
+
+
+def lookup_link(code: str) -> CachedLink | None:
+    """The link with this code: from the cache, or read (and cached) on a miss; None if unknown."""
+    return _link(code)
 
 
 def cache_forget(code: str) -> None:

@@ -1,4 +1,4 @@
-"""Start web, Celery worker and beat together on the embedded defaults (make run)."""
+"""Start web, the short-link server, Celery worker and beat together on the embedded defaults (make run)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,26 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from smsplatform import short_server
+
 
 class Command(BaseCommand):
-    help = "Run the web server, a Celery worker and beat in one terminal; Ctrl-C stops all three."
+    help = "Run the web server, the short-link server, a Celery worker and beat in one terminal; Ctrl-C stops all."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--addr", default=os.environ.get("SMS_ADDR", "127.0.0.1:8000"))
+        parser.add_argument(
+            "--short-addr",
+            default=os.environ.get("SMS_SHORT_ADDR", short_server.DEFAULT_BIND),
+            help="where the short domain's server (templates.short_app under gunicorn) listens",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", options["addr"], "--noreload", "--insecure"],
+            # The short domain's own server, with the production command line.
+            "short": short_server.gunicorn_command(options["short_addr"], workers=2, python=python),
             # One process runs the worker and the embedded beat (DatabaseScheduler).
             "worker+beat": [
                 python, "-m", "celery", "-A", "smsplatform", "worker", "--beat",
@@ -30,7 +39,10 @@ class Command(BaseCommand):
         }  # fmt: skip
         # Fixed argument lists built above; no shell, no user input.
         processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
-        self.stdout.write(f"Platform running: http://{options['addr']}/admin/  MCP: http://{options['addr']}/mcp")
+        self.stdout.write(
+            f"Platform running: http://{options['addr']}/admin/  MCP: http://{options['addr']}/mcp  "
+            f"short links: http://{options['short_addr']}/s/<code>"
+        )
 
         def stop(*_: Any) -> None:
             for proc in processes.values():
