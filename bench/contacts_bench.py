@@ -214,6 +214,11 @@ def main() -> None:
         default="preview,audiences,search,import",
         help="comma-separated measurements to run (preview, audiences, search, import)",
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="one more CSV import, instrumented: wall, client CPU and server CPU per phase",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", metavar="NAME", help="measure this existing database (from --keep); no build")
     parser.add_argument(
@@ -319,7 +324,7 @@ def run(args: argparse.Namespace) -> None:
     if "search" in only:
         measure_search(actor, contacts, args.searches)
     if "import" in only:
-        measure_import(actor, audiences, args.import_rows, repeat)
+        measure_import(actor, audiences, args.import_rows, repeat, phases=args.phases)
     print(f"after: {load()}")
 
 
@@ -375,7 +380,92 @@ def measure_search(actor: Any, contacts: int, searches: int) -> None:
     )
 
 
-def measure_import(actor: Any, audiences: list[int], rows: int, repeat: int) -> None:
+def import_phases(run: Callable[[], Any]) -> str:
+    """Run one import with each phase timed: wall seconds, client CPU seconds and the PostgreSQL
+    backend's CPU seconds (read from /proc when the server runs on this machine; '-' otherwise).
+    CPU seconds are what a busy machine distorts least; wall time includes the waiting."""
+    from unittest import mock
+
+    import psycopg
+    from django.db import connection
+
+    import contacts.imports as imports
+    import smsplatform.kernel.idempotency as idempotency
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+
+    def server_cpu() -> float:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    spent: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def phase(name: str) -> Any:
+        start = (time.perf_counter(), time.process_time(), server_cpu())
+        try:
+            yield
+        finally:
+            end = (time.perf_counter(), time.process_time(), server_cpu())
+            total = spent.setdefault(name, [0.0, 0.0, 0.0])
+            for i in range(3):
+                total[i] += end[i] - start[i]
+
+    def timed_function(module: Any, name: str) -> Any:
+        original = getattr(module, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with phase(name):
+                return original(*args, **kwargs)
+
+        return mock.patch.object(module, name, wrapper)
+
+    original_copy = psycopg.Cursor.copy
+
+    @contextlib.contextmanager
+    def copy(self: Any, statement: str, *args: Any, **kwargs: Any) -> Any:
+        with phase("  " + " ".join(statement.split()[:2])), original_copy(self, statement, *args, **kwargs) as c:
+            yield c
+
+    def statement(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        with phase("  " + " ".join(sql.split())[:48]):
+            return execute(sql, params, many, context)
+
+    original_commit = connection.commit
+
+    def commit() -> Any:
+        with phase("COMMIT"):
+            return original_commit()
+
+    with contextlib.ExitStack() as stack:
+        for module, name in (
+            (imports, "import_parse"),
+            (idempotency, "request_fingerprint"),
+            (imports, "import_check"),
+            (imports, "_copy_rows"),
+            (imports, "_staged_rows"),
+        ):
+            stack.enter_context(timed_function(module, name))
+        stack.enter_context(mock.patch.object(psycopg.Cursor, "copy", copy))
+        stack.enter_context(mock.patch.object(connection, "commit", commit))
+        stack.enter_context(connection.execute_wrapper(statement))
+        with phase("total"):
+            run()
+    lines = [
+        f"{'wall s':>8} {'client':>7} {'server':>7}  phase (CPU s; statements and COPYs indented, listed before the phase holding them)"
+    ]
+    for name, (wall, client, server) in spent.items():
+        if wall >= 0.01:
+            lines.append(f"{wall:8.3f} {client:7.2f} {server:7.2f}  {name}")
+    return "\n".join(lines)
+
+
+def measure_import(actor: Any, audiences: list[int], rows: int, repeat: int, phases: bool = False) -> None:
     """New numbers each run (blocks no contact has yet, so a --reuse run imports new ones too), in
     mobile ranges phonenumbers accepts in full (61, 63, 64, 65, 69), written the three ways files
     have them."""
@@ -389,15 +479,19 @@ def measure_import(actor: Any, audiences: list[int], rows: int, repeat: int) -> 
         for block in candidates
         if block + rows <= (block // 1_000_000 + 1) * 1_000_000
         and not Contact.objects.filter(phone__gte=f"+852{block}", phone__lt=f"+852{block + rows}").exists()
-    ][:repeat]
-    rates, parse_rates, results = [], [], []
-    for run_no, block in enumerate(blocks):
+    ][: repeat + phases]
+
+    def csv_text(block: int) -> str:
         lines = ["phone,language,tags,consent_wording,consent_source,consent_obtained_at,consent_proof_reference"]
         for i in range(rows):
             local = str(block + i)
             number = f"{local[:4]} {local[4:]}" if i % 3 == 0 else (f"+852{local}" if i % 3 == 1 else local)
             lines.append(f"{number},en,new;spring,I agree to SMS offers,pos,2026-01-05T10:00:00+08:00,receipt-{i}")
-        text = "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n"
+
+    rates, parse_rates, results = [], [], []
+    for run_no, block in enumerate(blocks[:repeat]):
+        text = csv_text(block)
         t0 = time.perf_counter()
         import_parse(text, batch_consent=None)
         parse_rates.append(rows / (time.perf_counter() - t0))
@@ -417,6 +511,18 @@ def measure_import(actor: Any, audiences: list[int], rows: int, repeat: int) -> 
         f"n={len(rates)}) of {rows:,} rows each (target >= 30,000 rows/s); parsing and validation alone "
         f"{statistics.median(parse_rates):,.0f} rows/s; {results[-1]}"
     )
+    if phases and len(blocks) > repeat:
+        text = csv_text(blocks[repeat])
+        breakdown = import_phases(
+            lambda: contacts_import(
+                actor=actor,
+                csv_text=text,
+                source="bench",
+                audience_id=audiences[0],
+                idempotency_key=f"bench-import-{os.getpid()}-phases",
+            )
+        )
+        print(f"CSV import phases ({rows:,} rows, {load()}):\n{breakdown}")
 
 
 if __name__ == "__main__":

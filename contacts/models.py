@@ -38,8 +38,17 @@ class Contact(models.Model):
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Checked set-based, per statement (contacts/migrations/0004_import_set_based_keys), as the
+    # keys of ConsentEvidence: an import writes one per row. Not indexed: nothing looks contacts
+    # up by their creator (only a user's deletion, which is refused anyway while they exist).
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
 
     class Meta:
@@ -63,7 +72,13 @@ class ConsentEvidence(models.Model):
     """What was shown, when and how consent was given (PDPO Part 6A). Never deleted."""
 
     # Indexed by consent_contact_purpose (contact first), which serves the foreign key too.
-    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="consents", db_index=False)
+    # No per-row foreign-key trigger (an import writes 100k rows and the per-row checks cost more
+    # than the writes): the key is checked set-based, once per statement, by the triggers of
+    # contacts/migrations/0004_import_set_based_keys (PostgreSQL), and contacts are never deleted
+    # (PROTECT in the ORM, no delete path; a raw DELETE is refused by the same triggers).
+    contact = models.ForeignKey(
+        Contact, on_delete=models.PROTECT, related_name="consents", db_index=False, db_constraint=False
+    )
     channel = models.CharField(max_length=20, default="sms")
     purpose = models.CharField(max_length=20, choices=ConsentPurpose.choices, default=ConsentPurpose.MARKETING)
     wording = models.TextField(help_text="The exact notice / wording shown when consent was given")
@@ -71,8 +86,15 @@ class ConsentEvidence(models.Model):
     obtained_at = models.DateTimeField()
     proof_reference = models.CharField(max_length=200, help_text="Form submission id, recording, inbound SMS id")
     recorded_at = models.DateTimeField(default=timezone.now)
+    # Checked and not indexed as Contact.created_by.
     recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     actor_channel = models.CharField(max_length=16)
     actor_token_name = models.CharField(max_length=100, blank=True)
@@ -188,8 +210,14 @@ class Audience(models.Model):
 class AudienceMembership(models.Model):
     # Both keys are indexed by a two-column index that leads with them (uniq_audience_contact,
     # membership_contact_audience), which serves the foreign keys too: one index less per import.
-    audience = models.ForeignKey(Audience, on_delete=models.CASCADE, related_name="memberships", db_index=False)
-    contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="memberships", db_index=False)
+    # Both keys are checked set-based, once per statement, not by per-row foreign-key triggers
+    # (see ConsentEvidence.contact and contacts/migrations/0004_import_set_based_keys).
+    audience = models.ForeignKey(
+        Audience, on_delete=models.CASCADE, related_name="memberships", db_index=False, db_constraint=False
+    )
+    contact = models.ForeignKey(
+        Contact, on_delete=models.PROTECT, related_name="memberships", db_index=False, db_constraint=False
+    )
     added_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

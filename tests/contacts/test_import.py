@@ -7,16 +7,19 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, transaction
 
 from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
 from compliance.optouts import opt_out_record, phone_is_suppressed
 from compliance.roles import Role
+from contacts import imports
 from contacts.imports import contacts_import
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, Contact
 from contacts.selectors import contact_get
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
+from tests.conftest import postgres_only
 from tests.contacts.factories import api_actor, consent, create_contact, key
 
 pytestmark = pytest.mark.django_db
@@ -191,3 +194,140 @@ def test_a_file_mixing_new_and_existing_numbers(crm: Any) -> None:
     new = Contact.objects.get(phone="+85298765432")
     assert new.version == 1 and new.consents.count() == 1
     assert AudienceMembership.objects.filter(audience=audience).count() == 3
+
+
+def _orphans() -> int:
+    """Consent evidence and memberships whose contact or audience does not exist."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM contacts_consentevidence e "
+            "        WHERE NOT EXISTS (SELECT 1 FROM contacts_contact c WHERE c.id = e.contact_id)) "
+            "     + (SELECT count(*) FROM contacts_audiencemembership m "
+            "        WHERE NOT EXISTS (SELECT 1 FROM contacts_contact c WHERE c.id = m.contact_id) "
+            "           OR NOT EXISTS (SELECT 1 FROM contacts_audience a WHERE a.id = m.audience_id))"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def test_a_phone_created_meanwhile_by_another_writer(crm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup misses a contact (as when another writer creates it after the lookup): the COPY
+    fails on the phone's unique index, its savepoint is rolled back and the staged path imports
+    the file in full: nothing twice, nothing lost, no orphan."""
+    audience = Audience.objects.create(name="Race", source="import")
+    cid = create_contact(crm, phone="+85291234567", with_consent=False)
+    monkeypatch.setattr(imports, "_existing_contacts", lambda cursor, phones: {})
+    text = HEADER + f"+85291234567,en,Changed,,,{WITH_CONSENT}\n+85298765432,en,,,,{WITH_CONSENT}\n"
+    result = _import(crm, text, audience_id=audience.pk)["result"]
+    assert result == {"rows": 2, "created": 1, "existing": 1, "consent_evidence": 2, "duplicates_in_file": 0}
+    assert Contact.objects.get(pk=cid).name != "Changed" and Contact.objects.count() == 2
+    assert ConsentEvidence.objects.count() == 2 and AudienceMembership.objects.filter(audience=audience).count() == 2
+    assert _orphans() == 0
+
+
+def test_no_orphan_through_the_orm(crm: Any) -> None:
+    """The keys of evidence and memberships have no per-row database constraint: the ORM keeps
+    PROTECT (a contact with evidence or memberships is never deleted) and CASCADE (an audience
+    takes its memberships with it)."""
+    from django.db.models import ProtectedError
+
+    audience = Audience.objects.create(name="Orm", source="import")
+    _import(crm, HEADER + f"+85291234567,en,,,,{WITH_CONSENT}\n+85261234567,en,,,,,,,\n", audience_id=audience.pk)
+    with pytest.raises(ProtectedError):
+        Contact.objects.get(phone="+85291234567").delete()
+    with pytest.raises(ProtectedError):
+        Contact.objects.all().delete()
+    audience.delete()
+    assert Contact.objects.count() == 2 and not AudienceMembership.objects.exists() and _orphans() == 0
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO contacts_consentevidence (contact_id, channel, purpose, wording, source, obtained_at, "
+        "proof_reference, recorded_at, actor_channel, actor_token_name) "
+        "VALUES (-1, 'sms', 'marketing', 'w', 's', now(), 'p', now(), 'api', '')",
+        "INSERT INTO contacts_audiencemembership (audience_id, contact_id, added_at) "
+        "SELECT -1, id, now() FROM contacts_contact",
+        "INSERT INTO contacts_audiencemembership (audience_id, contact_id, added_at) "
+        "SELECT id, -1, now() FROM contacts_audience",
+        "UPDATE contacts_consentevidence SET contact_id = -1",
+        "UPDATE contacts_audiencemembership SET contact_id = -1",
+        "UPDATE contacts_audiencemembership SET audience_id = -1",
+        "DELETE FROM contacts_contact",
+        "DELETE FROM contacts_audience",
+        "UPDATE contacts_contact SET id = id + 1000000",
+        "UPDATE contacts_audience SET id = id + 1000000",
+        "TRUNCATE contacts_audience, contacts_audience_visible_to",
+    ],
+)
+def test_no_orphan_through_raw_sql(crm: Any, statement: str) -> None:
+    """Even raw SQL cannot leave evidence or a membership without its contact or audience: the
+    statement-level checks of contacts/migrations/0004 refuse it as a foreign key would."""
+    from django.db import IntegrityError
+
+    audience = Audience.objects.create(name="Raw", source="import")
+    _import(crm, HEADER + f"+85291234567,en,,,,{WITH_CONSENT}\n", audience_id=audience.pk)
+    refused = r"refers to no|cannot be deleted|memberships first|never change|truncate it"
+    with pytest.raises(IntegrityError, match=refused), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
+    assert _orphans() == 0 and ConsentEvidence.objects.count() == 1 and AudienceMembership.objects.count() == 1
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, created_at, "
+        "updated_at, created_by_id) VALUES ('+85261234567', 'HK', 'en', '', '[]', 'x', '', 1, now(), now(), -1)",
+        "UPDATE contacts_contact SET created_by_id = -1",
+        "UPDATE contacts_consentevidence SET recorded_by_id = -1",
+        "DELETE FROM auth_user WHERE id = {user}",
+        "UPDATE auth_user SET id = id + 1000000 WHERE id = {user}",
+    ],
+)
+def test_no_contact_or_evidence_without_its_user(django_user_model: Any, statement: str) -> None:
+    """The users who created contacts and recorded evidence (one key per imported row, checked per
+    statement as well) cannot disappear from under them, nor be given to no user."""
+    from django.db import IntegrityError
+
+    user = django_user_model.objects.create_user(username="importer")
+    contact = Contact.objects.create(phone="+85291234567", country="HK", source="x", created_by=user)
+    ConsentEvidence.objects.create(
+        contact=contact,
+        wording="w",
+        source="s",
+        obtained_at=contact.created_at,
+        proof_reference="p",
+        recorded_by=user,
+        actor_channel="api",
+    )
+    refused = r"refers to no user|cannot be deleted|never change"
+    with pytest.raises(IntegrityError, match=refused), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement.replace("{user}", str(user.pk)))
+    assert Contact.objects.filter(created_by=user).count() == 1
+    assert ConsentEvidence.objects.filter(recorded_by=user).count() == 1
+
+
+def test_a_held_import_frozen_with_consent_as_a_dict_still_executes(crm: Any, approver: Any) -> None:
+    """Compact rows hold consent as a list; imports held for approval before that hold a dict."""
+    from compliance.services import action_request_approve
+
+    ApprovalPolicy.objects.create(
+        action=ActionType.CONTACTS_IMPORT,
+        condition=Condition.RECIPIENTS_OVER,
+        threshold_count=0,
+        approver_role=Group.objects.get(name=Role.APPROVER),
+    )
+    held = _import(crm, HEADER + f"+85291234567,en,,,,{WITH_CONSENT}\n")
+    request = ActionRequest.objects.get(pk=held["action_request_id"])
+    fields = ("channel", "purpose", "wording", "source", "obtained_at", "proof_reference")
+    request.payload["rows"][0][6] = dict(zip(fields, request.payload["rows"][0][6], strict=True))
+    request.save(update_fields=["payload"])
+    action_request_approve(actor=api_actor(approver), action_request_id=request.pk)
+    evidence = ConsentEvidence.objects.get(contact__phone="+85291234567")
+    assert (evidence.wording, evidence.source, evidence.proof_reference) == (
+        "I agree to SMS offers",
+        "web_form",
+        "form-1",
+    )
