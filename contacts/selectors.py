@@ -522,17 +522,26 @@ def _segment_rows(
             f"(SELECT destination FROM capped WHERE n_{w.name} >= %s) THEN 1 ELSE 0 END AS cap_{w.name}",
             [w.limit],
         )
-    s.add(" FROM (SELECT m.country AS country, m.phone AS phone, ms.n AS n, CASE")
+
+    def consent_and_coverage() -> None:
+        s.add(" WHEN k.contact_id IS NULL THEN 'no_consent'")
+        if covered:
+            s.add(f" WHEN m.country NOT IN ({', '.join(['%s'] * len(covered))}) THEN 'country_not_covered'", covered)
+        else:
+            s.add(" WHEN 1 = 1 THEN 'country_not_covered'")
+
+    # The phone-keyed reasons are hashed lookups per contact. Most contacts are in none of those
+    # sets, so one lookup in their union (active opt-outs, capped destinations) decides for them;
+    # only the few it finds are looked up again, reason by reason, in EXCLUSION_ORDER. A phone in
+    # the union but in no opt-out set is a capped destination, hence the inner ELSE.
+    s.add(" FROM (SELECT m.country AS country, m.phone AS phone, ms.n AS n, CASE WHEN m.phone IN (SELECT * FROM ")
+    s.query(active).add(" a UNION ALL SELECT destination FROM capped" if windows else " a").add(") THEN CASE")
     s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.INVALID)).add(" THEN 'invalid'")
     s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.BLOCKED)).add(" THEN 'blocked'")
     s.add(" WHEN m.phone IN ").query(active.exclude(reason__in=operational)).add(" THEN 'opted_out'")
-    s.add(" WHEN k.contact_id IS NULL THEN 'no_consent'")
-    if covered:
-        s.add(f" WHEN m.country NOT IN ({', '.join(['%s'] * len(covered))}) THEN 'country_not_covered'", covered)
-    else:
-        s.add(" WHEN 1 = 1 THEN 'country_not_covered'")
-    if windows:
-        s.add(" WHEN m.phone IN (SELECT destination FROM capped) THEN 'frequency_capped'")
+    consent_and_coverage()
+    s.add(f" ELSE '{'frequency_capped' if windows else 'sendable'}' END")
+    consent_and_coverage()
     s.add(" ELSE 'sendable' END AS reason FROM ").query(matched).add(" m JOIN ").query(memberships)
     s.add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(_consenting_contacts()).add(" k ON k.contact_id = m.id")
     # OFFSET 0 keeps PostgreSQL from flattening x into its readers, which would evaluate the

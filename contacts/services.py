@@ -41,7 +41,7 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
-from smsplatform.kernel.previews import preview_store
+from smsplatform.kernel.previews import preview_consume, preview_store
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
 from smsplatform.models import Preview
 
@@ -408,13 +408,14 @@ def segment_preview(*, actor: Actor, criteria: Any) -> dict[str, Any]:
     }
 
 
-def _segment_preview_row(actor: Actor, preview_id: Any, *, lock: bool) -> Preview:
+def _segment_preview_row(actor: Actor, preview_id: Any) -> Preview:
+    """The caller's unused segment preview, read without consuming it (the check and the
+    request); the write consumes it through the kernel's preview_consume."""
     try:
         pid = uuid.UUID(str(preview_id))
     except ValueError:
         raise _error("segment_preview_id is not a preview id.", "segment_preview_id") from None
-    qs = Preview.objects.select_for_update() if lock else Preview.objects.all()
-    preview = qs.filter(pk=pid, user=actor.user).first()
+    preview = Preview.objects.filter(pk=pid, user=actor.user).first()
     if preview is None or preview.kind != SEGMENT_PREVIEW_KIND:
         raise ApplicationError(
             ErrorCode.PREVIEW_NOT_FOUND,
@@ -439,23 +440,20 @@ def _segment_facts(preview: Preview) -> dict[str, Any]:
 
 
 def _segment_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
-    return _segment_facts(_segment_preview_row(actor, payload["segment_preview_id"], lock=False))
+    return _segment_facts(_segment_preview_row(actor, payload["segment_preview_id"]))
 
 
 def _segment_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
-    preview = _segment_preview_row(actor, payload["segment_preview_id"], lock=True)
     # A held request froze a preview that was valid when requested; only a direct write
     # is refused for an expired one.
-    if request is None and preview.is_expired:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_EXPIRED,
-            f"Preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
-            field="segment_preview_id",
-            hint="Call sms_marketing.segments.preview again.",
-        )
-    preview.consumed_at = timezone.now()
-    preview.consumed_by = "sms_marketing.segments.create"
-    preview.save(update_fields=["consumed_at", "consumed_by"])
+    preview = preview_consume(
+        actor=actor,
+        kind=SEGMENT_PREVIEW_KIND,
+        preview_id=payload["segment_preview_id"],
+        field="segment_preview_id",
+        consumer="sms_marketing.segments.create",
+        allow_expired=request is not None,
+    )
     result = preview.result
     # The segment is exactly the previewed criteria and scope: nothing from the caller but a name.
     segment = Segment.objects.create(
@@ -511,7 +509,7 @@ def segment_create(
     name = str(name or "").strip()
     if not name or len(name) > 100:
         raise _error("name must be 1-100 characters.", "name")
-    preview = _segment_preview_row(actor, segment_preview_id, lock=False)
+    preview = _segment_preview_row(actor, segment_preview_id)
     if preview.is_expired:
         raise ApplicationError(
             ErrorCode.PREVIEW_EXPIRED,

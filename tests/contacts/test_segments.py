@@ -99,6 +99,38 @@ def test_preview_numbers_add_up_one_primary_reason_each(world: dict[str, Any], m
     assert "+852" not in str(preview)  # counts only, no phone numbers
 
 
+def test_a_capped_phone_keeps_the_earlier_reason_it_also_has(world: dict[str, Any], marketing: Any, crm: Any) -> None:
+    """Sent to today (capped) and also opted out, without consent or uncovered: each is counted
+    under that earlier reason, never as frequency capped (the preview looks the phone-keyed
+    reasons up once in their union, then reason by reason for the phones found there)."""
+    spec = {"+85291000011": ("stop", True), "+85291000012": (None, False), "+6591000013": (None, True)}
+    for phone, (opt_out, with_consent) in spec.items():
+        contact_id = create_contact(crm, phone=phone, with_consent=with_consent, tags=["capped_too"])
+        AudienceMembership.objects.create(audience=world["a"], contact_id=contact_id)
+        if opt_out:
+            opt_out_record(actor=Actor.system("test"), phone=phone, reason=opt_out, source="sms")
+        OutboundMessage.objects.create(
+            gateway=world["gateway"],
+            sender_id="#SHOPHK",
+            destination=phone,
+            country="HK" if phone.startswith("+852") else "SG",
+            body="hi",
+            encoding="GSM-7",
+            segments=1,
+            purpose=MessagePurpose.MARKETING,
+            quota_reference="q",
+            created_at=timezone.now() - timedelta(hours=1),
+        )
+    preview = segment_preview(actor=api_actor(marketing), criteria={"tags": {"any": ["capped_too"]}})
+    assert preview["matched"] == 3 and preview["sendable"] == 0
+    assert {reason: n for reason, n in preview["exclusions"].items() if n} == {
+        "opted_out": 1,
+        "no_consent": 1,
+        "country_not_covered": 1,
+    }
+    assert preview["frequency_capped_by_window"]["per_day"]["count"] == 0
+
+
 def test_preview_scope_defaults_to_visible_audiences_and_hidden_ones_are_refused(
     world: dict[str, Any], marketing: Any, make_user: Any
 ) -> None:
@@ -308,6 +340,9 @@ def test_large_segments_follow_the_approval_policy(world: dict[str, Any], market
     Preview.objects.filter(pk=preview["segment_preview_id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
     outcome = action_request_approve(actor=api_actor(approver), action_request_id=request.pk)
     assert Segment.objects.get().name == "All", outcome
+    # Consumed once, by the write, through the kernel's preview_consume.
+    used = Preview.objects.get(pk=preview["segment_preview_id"])
+    assert used.consumed_at is not None and used.consumed_by == "sms_marketing.segments.create"
 
 
 def test_fact_ingest_is_all_or_nothing_with_row_errors(world: dict[str, Any], technical: Any, marketing: Any) -> None:
