@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 
 from compliance.optouts import FULL_PHONE_PERMISSION, opt_out_summary, phone_for_actor, suppressed_phone_exists
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact, OptOut
@@ -480,6 +481,10 @@ class _Statement:
         return "".join(self.parts)
 
 
+# Below this many contact ids one statement is quicker than starting a second connection.
+SPLIT_MIN_CONTACTS = 200_000
+
+
 def _segment_rows(
     criteria: dict[str, Any],
     scope: list[int],
@@ -490,23 +495,139 @@ def _segment_rows(
 ) -> list[tuple[str, str, tuple[bool, ...], int, int]]:
     """(primary reason, country, cap windows reached, contacts, scope memberships) groups.
 
+    Every contact's reason depends on that contact alone, so the groups of disjoint id ranges
+    add up. On PostgreSQL, outside a transaction and over enough contacts, the statement runs as
+    two halves of the id range on two connections at once (one per core), both reading one
+    exported snapshot: the same answer as one statement, in about half the time."""
+    if not scope:
+        return []
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        bounds = Contact.objects.aggregate(lo=Min("pk"), hi=Max("pk"))
+        lo, hi = bounds["lo"], bounds["hi"]
+        if lo is not None and hi - lo >= SPLIT_MIN_CONTACTS:
+            middle = _median_member(scope) or (lo + hi) // 2
+            halves = [
+                _segment_statement(criteria, scope, covered=covered, capped=capped, windows=windows, ids=ids)
+                for ids in ((None, middle), (middle, None))
+            ]
+            if all(half is not None for half in halves):
+                return _merge_groups(_run_on_one_snapshot([h for h in halves if h is not None]), len(windows))
+    statement = _segment_statement(criteria, scope, covered=covered, capped=capped, windows=windows)
+    if statement is None:
+        return []
+    with _analytic_cursor() as cursor:
+        cursor.execute(statement.sql, statement.params)
+        return _merge_groups([cursor.fetchall()], len(windows))
+
+
+def _median_member(scope: list[int]) -> int | None:
+    """The middle contact id of the scope's memberships, from a 1% page sample (a few ms): the
+    halves then hold about as many contacts each, however the ids are spread (imports append)."""
+    table = AudienceMembership._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY contact_id) FROM {table} "  # noqa: S608
+            "TABLESAMPLE SYSTEM (1) REPEATABLE (7) WHERE audience_id = ANY(%s)",
+            [scope],
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _merge_groups(
+    results: list[list[tuple[Any, ...]]], windows: int
+) -> list[tuple[str, str, tuple[bool, ...], int, int]]:
+    merged: dict[tuple[Any, ...], list[int]] = {}
+    for rows in results:
+        for row in rows:
+            key = (row[0], row[1], tuple(bool(v) for v in row[2 : 2 + windows]))
+            total = merged.setdefault(key, [0, 0])
+            total[0] += int(row[-2])
+            total[1] += int(row[-1] or 0)
+    return [(key[0], key[1], key[2], n, memberships) for key, (n, memberships) in merged.items()]
+
+
+def _run_on_one_snapshot(statements: list[_Statement]) -> list[list[tuple[Any, ...]]]:
+    """Run each statement on a connection of its own, all at once, all reading the snapshot the
+    first one exports (REPEATABLE READ, read only), with the analytic settings."""
+    connections = [connection.get_new_connection(connection.get_connection_params()) for _ in statements]
+    try:
+        for conn in connections:
+            conn.autocommit = True  # the transactions below are begun explicitly
+        cursors = [conn.cursor() for conn in connections]
+        for cursor in cursors:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cursors[0].execute("SELECT pg_export_snapshot()")
+        snapshot = cursors[0].fetchone()[0]
+        for cursor in cursors[1:]:
+            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+        for cursor in cursors:
+            for name, value in ANALYTIC_SETTINGS:
+                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+        results: list[list[tuple[Any, ...]] | BaseException | None] = [None] * len(statements)
+
+        def run(index: int) -> None:
+            try:
+                cursors[index].execute(statements[index].sql, statements[index].params)
+                results[index] = cursors[index].fetchall()
+            except BaseException as exc:  # re-raised on the calling thread
+                results[index] = exc
+
+        threads = [threading.Thread(target=run, args=(i,), name=f"segment-part-{i}") for i in range(1, len(statements))]
+        for thread in threads:
+            thread.start()
+        run(0)
+        for thread in threads:
+            thread.join()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, list)]
+    finally:
+        for conn in connections:
+            with suppress(Exception):
+                conn.close()
+
+
+def _segment_statement(
+    criteria: dict[str, Any],
+    scope: list[int],
+    *,
+    covered: list[str],
+    capped: QuerySet[Any],
+    windows: list[CapWindow],
+    ids: tuple[int | None, int | None] = (None, None),
+) -> _Statement | None:
+    """The statement of _segment_rows, over contact ids in [ids[0], ids[1]) when given.
+
     The big inputs are joined by contact id and merge in id order (the matched contacts, their
     memberships in the scope, the consenting contacts); the small phone-keyed sets (active
     opt-outs by reason, capped destinations) are hashed once and probed per contact. Nothing
     in the plan depends on how many contacts match: a small audience is read through its
-    memberships, a million contacts are streamed once."""
+    memberships, a million contacts are streamed once. None when nothing can match."""
     from contacts.models import OptOutReason
 
-    if not scope:
-        return []
+    low, high = ids
+    in_range = Q(pk__gte=low) if low is not None else Q()
+    if high is not None:
+        in_range &= Q(pk__lt=high)
+    member_range = Q(contact_id__gte=low) if low is not None else Q()
+    if high is not None:
+        member_range &= Q(contact_id__lt=high)
     try:
-        matched = Contact.objects.filter(_within_scope(criteria, scope)).order_by().values("id", "phone", "country")
+        matched = (
+            Contact.objects.filter(_within_scope(criteria, scope), in_range).order_by().values("id", "phone", "country")
+        )
         _sql(matched)
     except EmptyResultSet:
-        return []
+        return None
     memberships = (
-        AudienceMembership.objects.filter(audience_id__in=scope).order_by().values("contact_id").annotate(n=Count("*"))
+        AudienceMembership.objects.filter(member_range, audience_id__in=scope)
+        .order_by()
+        .values("contact_id")
+        .annotate(n=Count("*"))
     )
+    consenting = _consenting_contacts().filter(member_range)
     active = OptOut.objects.filter(lifted_at__isnull=True).order_by().values("phone")
     operational = [OptOutReason.INVALID, OptOutReason.BLOCKED]
     s = _Statement()
@@ -543,14 +664,9 @@ def _segment_rows(
     s.add(f" ELSE '{'frequency_capped' if windows else 'sendable'}' END")
     consent_and_coverage()
     s.add(" ELSE 'sendable' END AS reason FROM ").query(matched).add(" m JOIN ").query(memberships)
-    s.add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(_consenting_contacts()).add(" k ON k.contact_id = m.id")
+    s.add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(consenting).add(" k ON k.contact_id = m.id")
     # OFFSET 0 keeps PostgreSQL from flattening x into its readers, which would evaluate the
     # reason CASE once per use (grouping and every window test) instead of once per contact.
     s.add(" OFFSET 0" if connection.vendor == "postgresql" else "")
     s.add(f") x) y GROUP BY {group}")
-    with _analytic_cursor() as cursor:
-        cursor.execute(s.sql, s.params)
-        return [
-            (row[0], row[1], tuple(bool(v) for v in row[2 : 2 + len(windows)]), int(row[-2]), int(row[-1] or 0))
-            for row in cursor.fetchall()
-        ]
+    return s

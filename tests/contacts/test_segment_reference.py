@@ -236,3 +236,42 @@ def test_the_planner_settings_of_the_preview_do_not_outlive_it(make_user: Any) -
         assert cursor.fetchone() == before == ("on",)
         cursor.execute("SHOW work_mem")
         assert cursor.fetchone() != ("192MB",)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_preview_split_over_two_connections_counts_the_same(
+    seed: int, make_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over many contacts the preview runs as two halves of the id range on two connections at once,
+    on one exported snapshot: the figures must be those of the rules (and of one statement)."""
+    from django.db import connection
+
+    import contacts.selectors as selectors
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the split runs on PostgreSQL only")
+    rng = random.Random(seed)
+    world = _world(rng)
+    actor = api_actor(make_user(Role.MARKETING))
+    a, b, c = world["audiences"]
+    split_runs: list[int] = []
+    run_split = selectors._run_on_one_snapshot
+
+    def counted(statements: Any) -> Any:
+        split_runs.append(len(statements))
+        return run_split(statements)
+
+    monkeypatch.setattr(selectors, "_run_on_one_snapshot", counted)
+    for raw in ({"audiences": [a, b, c]}, {"all": [{"audiences": [a, b]}, {"tags": {"any": ["vip"]}}]}):
+        criteria = criteria_normalise(raw)
+        monkeypatch.setattr(selectors, "SPLIT_MIN_CONTACTS", 10**9)
+        whole = segment_counts(actor=actor, criteria=criteria)
+        monkeypatch.setattr(selectors, "SPLIT_MIN_CONTACTS", 0)
+        split = segment_counts(actor=actor, criteria=criteria)
+        expected = _reference(world, criteria, split["audience_ids"])
+        for name in ("matched", "distinct_phones", "sendable", "exclusions"):
+            assert split[name] == expected[name] == whole[name], (raw, name)
+        assert split["by_country"] == whole["by_country"] and split["matched"] > 0
+        assert split["frequency_capped_by_window"] == whole["frequency_capped_by_window"]
+    assert split_runs == [2, 2]
