@@ -36,7 +36,7 @@ from compliance.governance import governed_write
 from compliance.models import ActionRequest, ActionType
 from contacts.models import Audience, ConsentPurpose, Contact
 from contacts.phones import PhoneNormaliser
-from contacts.services import LANGUAGES, consent_normalise
+from contacts.services import CONSENT_LIMITS, LANGUAGES, consent_normalise
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -102,16 +102,22 @@ def _row_consent(
     Values are stripped."""
     if not (wording or source or obtained or proof):
         return None
-    for column, value in (("consent_wording", wording), ("consent_source", source), ("consent_proof_reference", proof)):
+    for column, value, limit in (
+        ("consent_wording", wording, CONSENT_LIMITS["wording"]),
+        ("consent_source", source, CONSENT_LIMITS["source"]),
+        ("consent_proof_reference", proof, CONSENT_LIMITS["proof_reference"]),
+    ):
         if not value:
             return column, "consent evidence needs it"
+        if len(value) > limit:  # evidence is kept as given, never cut
+            return column, f"{len(value)} characters; at most {limit}"
     purpose = purpose or ConsentPurpose.MARKETING
     if purpose not in PURPOSES:
         return "consent_purpose", f"one of {', '.join(ConsentPurpose.values)}"
     iso = _obtained_at(obtained)
     if iso is None:
         return "consent_obtained_at", "ISO 8601 with a time zone, not in the future"
-    return ["sms", purpose, wording[:2000], source[:200], iso, proof[:200]]
+    return ["sms", purpose, wording, source, iso, proof]
 
 
 def import_parse(

@@ -54,6 +54,10 @@ def _error(message: str, field: str, hint: str | None = None) -> ApplicationErro
     return ApplicationError(ErrorCode.VALIDATION_ERROR, message, field=field, hint=hint)
 
 
+# The longest consent evidence fields accepted (the columns' sizes; the wording a sane notice).
+CONSENT_LIMITS = {"wording": 2000, "source": 100, "proof_reference": 200}
+
+
 def consent_normalise(consent: Any, *, field: str = "consent") -> dict[str, Any] | None:
     """Validate consent evidence; every part of it is required (PDPO: keep what was shown)."""
     if consent is None:
@@ -69,7 +73,13 @@ def consent_normalise(consent: Any, *, field: str = "consent") -> dict[str, Any]
                 f"{field}.{name}",
                 "Give the wording shown, where consent was given and a proof reference.",
             )
-        out[name] = value[:200] if name != "wording" else value[:2000]
+        if len(value) > CONSENT_LIMITS[name]:  # evidence is kept as given, never cut
+            raise _error(
+                f"{name} is {len(value)} characters; at most {CONSENT_LIMITS[name]}.",
+                f"{field}.{name}",
+                "Shorten it (for a long wording, keep the full text where the proof reference points).",
+            )
+        out[name] = value
     purpose = consent.get("purpose") or ConsentPurpose.MARKETING
     if purpose not in ConsentPurpose.values:
         raise _error(f"purpose must be one of {', '.join(ConsentPurpose.values)}.", f"{field}.purpose")

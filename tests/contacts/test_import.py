@@ -16,6 +16,7 @@ from contacts import imports
 from contacts.imports import contacts_import
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, Contact
 from contacts.selectors import contact_get
+from contacts.services import consent_normalise
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
@@ -79,6 +80,38 @@ def test_any_row_error_refuses_the_whole_file_and_lists_every_error(crm: Any) ->
     ]
     assert "12345" in errors[0]["message"] and err.value.field == "csv.line_3.phone"
     assert not Contact.objects.exists() and not ConsentEvidence.objects.exists()
+
+
+def test_consent_evidence_too_long_is_refused_never_cut(crm: Any) -> None:
+    """Evidence is kept as given: a value longer than its column is a row error (never a database
+    error, never silently shortened)."""
+    long_source, long_proof = "s" * 101, "p" * 201
+    text = HEADER + (
+        f"+85291234567,en,,,,I agree,{long_source},2026-01-05T10:00:00+08:00,form-1\n"
+        f"+85261234567,en,,,,I agree,web,2026-01-05T10:00:00+08:00,{long_proof}\n"
+        f"+85298765432,en,,,,{'w' * 2001},web,2026-01-05T10:00:00+08:00,form-3\n"
+    )
+    with pytest.raises(ApplicationError) as err:
+        _import(crm, text)
+    errors = err.value.details["errors"]
+    assert [(e["line"], e["field"]) for e in errors] == [
+        (2, "consent_source"),
+        (3, "consent_proof_reference"),
+        (4, "consent_wording"),
+    ]
+    assert "at most 100" in errors[0]["message"]
+    assert not Contact.objects.exists() and not ConsentEvidence.objects.exists()
+    # The batch consent and the upsert path refuse it the same way.
+    with pytest.raises(ApplicationError) as err:
+        consent_normalise(
+            {
+                "wording": "I agree",
+                "source": long_source,
+                "proof_reference": "form-9",
+                "obtained_at": "2026-01-05T10:00:00+08:00",
+            }
+        )
+    assert err.value.field == "consent.source" and "at most 100" in err.value.message
 
 
 @pytest.mark.parametrize(
