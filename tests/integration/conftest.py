@@ -19,6 +19,35 @@ from smsplatform.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The marks of a test that drives real worker processes (make test-celery: PostgreSQL + Redis).
+REAL_WORKER_TEST = [
+    pytest.mark.celery_worker,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
+        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
+    ),
+]
+
+
+def celery_worker_command(name: str) -> list[str]:
+    """A Celery worker as the tests run it: solo pool, quiet, no gossip, mingle or heartbeat."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "smsplatform",
+        "worker",
+        "--pool=solo",
+        "--loglevel=WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"{name}@%h",
+    ]
+
 
 def worker_db_url() -> str:
     """The test database, as a subprocess (Celery or bind worker) reaches it."""
@@ -51,21 +80,7 @@ def celery_worker(
     log_path = tmp_path / "celery.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "smsplatform",
-                "worker",
-                "--pool=solo",
-                "--loglevel=WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"test-{os.getpid()}@%h",
-            ],
+            celery_worker_command(f"test-{os.getpid()}"),
             cwd=ROOT,
             env=worker_env(**celery_worker_env),
             stdout=log,

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignState
@@ -46,18 +44,11 @@ from gateways.quotas import account_instance
 from smsplatform.celery import app
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.kernel.actor import Actor, Channel
-from tests.integration.conftest import ROOT, worker_env
+from tests.integration.conftest import REAL_WORKER_TEST, ROOT, worker_env
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc_factory
 
 __all__ = ["smsc_factory"]
-pytestmark = [
-    pytest.mark.celery_worker,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
-        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
-    ),
-]
+pytestmark = REAL_WORKER_TEST
 SEED = int(os.environ.get("FAULTS_SEED") or random.SystemRandom().randrange(1 << 30))
 TEXT = "【ShopHK】週末8折 回覆STOP退訂 Reply STOP to opt out"  # one UCS-2 segment, required wording
 FLUSH = ["--flush-interval", "0.1"]

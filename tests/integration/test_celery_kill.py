@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from gateways.models import MessageState, OutboundMessage
 from smsplatform.celery import app
 from smsplatform.models import AuditLog
-from tests.integration.conftest import ROOT, worker_env
+from tests.integration.conftest import REAL_WORKER_TEST, ROOT, celery_worker_command, worker_env
 from tests.integration.test_campaign_faults import (
     PASSWORD,
     SmppWorkers,
@@ -38,14 +36,7 @@ from tests.integration.test_campaign_faults import (
 from tests.smsc.fixtures import smsc_factory
 
 __all__ = ["smpp_workers", "smsc_factory"]
-pytestmark = [
-    pytest.mark.celery_worker,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
-        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
-    ),
-]
+pytestmark = REAL_WORKER_TEST
 GRACE = 3  # SMS_DISPATCH_GRACE_SECONDS of the Celery worker: the sweep's wait, shortened for the test
 
 
@@ -62,21 +53,7 @@ class CeleryWorkers:
         self.started += 1
         with (self.tmp_path / f"celery-{self.started}.log").open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "smsplatform",
-                    "worker",
-                    "--pool=solo",
-                    "--loglevel=WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-n",
-                    f"kill-{os.getpid()}-{self.started}@%h",
-                ],
+                celery_worker_command(f"kill-{os.getpid()}-{self.started}"),
                 cwd=ROOT,
                 env=worker_env(TEST_SMPP_PASSWORD=PASSWORD, SMS_DISPATCH_GRACE_SECONDS=str(GRACE)),
                 stdout=log,

@@ -7,9 +7,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from compliance.models import ActionRequest, RequestState
@@ -17,15 +14,9 @@ from smsplatform.celery import app
 from smsplatform.kernel.previews import preview_store
 from smsplatform.models import AuditLog, Preview
 from tests.conftest import actor
+from tests.integration.conftest import REAL_WORKER_TEST
 
-pytestmark = [
-    pytest.mark.celery_worker,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
-        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
-    ),
-]
+pytestmark = REAL_WORKER_TEST
 
 
 def wait_for(predicate: Any, timeout: float = 30) -> None:
