@@ -44,8 +44,9 @@ from campaigns.services import (
     campaign_send_approved,
     campaign_token,
 )
+from compliance.admin import admin_decide
 from compliance.models import RequestState
-from compliance.services import APPROVE_PERMISSION, action_request_approve, action_request_reject
+from compliance.services import APPROVE_PERMISSION
 from contacts.models import Segment
 from gateways.models import Gateway
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
@@ -526,7 +527,6 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         campaign = self._campaign_for_post(request, object_id)
-        actor = admin_actor(request)
         decision = request.POST.get("decision")
         reason = request.POST.get("reason", "")
         try:
@@ -537,24 +537,7 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         if not campaign_action_requests(campaign_id=campaign.pk, pending_only=False).filter(pk=request_id).exists():
             messages.error(request, f"Request #{request_id} is not about this campaign.")
             return self._back(campaign)
-        try:
-            if decision == "approve":
-                result = action_request_approve(actor=actor, action_request_id=request_id, reason=reason)
-                if result["state"] == RequestState.EXECUTED:
-                    messages.success(request, f"Request #{request_id} approved and executed.")
-                else:
-                    error = result.get("error") or {}
-                    messages.error(
-                        request,
-                        f"Request #{request_id} was approved but failed when re-checked: {error.get('message')}",
-                    )
-            elif decision == "reject":
-                action_request_reject(actor=actor, action_request_id=request_id, reason=reason)
-                messages.success(request, f"Request #{request_id} rejected.")
-            else:
-                messages.error(request, "Choose approve or reject.")
-        except ApplicationError as exc:
-            messages.error(request, error_text(exc))
+        admin_decide(request, request_id=request_id, decision=decision, reason=reason)
         return self._back(campaign)
 
     def _run_request(

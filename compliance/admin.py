@@ -36,6 +36,29 @@ STATE_COLOURS: dict[str, str] = {
 }
 
 
+def admin_decide(request: HttpRequest, *, request_id: Any, decision: Any, reason: str) -> None:
+    """Approve or reject an action request from an admin page (the approval queue, a campaign's
+    review page) through the services, and say what happened as an admin message."""
+    actor = admin_actor(request)
+    try:
+        if decision == "approve":
+            result = action_request_approve(actor=actor, action_request_id=request_id, reason=reason)
+            if result["state"] == RequestState.EXECUTED:
+                messages.success(request, f"Request #{request_id} approved and executed.")
+            else:
+                error = result.get("error") or {}
+                messages.error(
+                    request, f"Request #{request_id} was approved but failed when re-checked: {error.get('message')}"
+                )
+        elif decision == "reject":
+            action_request_reject(actor=actor, action_request_id=request_id, reason=reason)
+            messages.success(request, f"Request #{request_id} rejected.")
+        else:
+            messages.error(request, "Choose approve or reject.")
+    except ApplicationError as exc:
+        messages.error(request, error_text(exc))
+
+
 @admin.register(ActionRequest)
 class ActionRequestAdmin(admin.ModelAdmin):
     change_form_template = "admin/compliance/actionrequest/change_form.html"
@@ -150,27 +173,8 @@ class ActionRequestAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         decision = request.POST.get("decision")
         reason = request.POST.get("reason", "")
-        actor = admin_actor(request)
-        back = reverse("admin:compliance_actionrequest_change", args=[object_id])
-        try:
-            if decision == "approve":
-                result = action_request_approve(actor=actor, action_request_id=object_id, reason=reason)
-                if result["state"] == RequestState.EXECUTED:
-                    messages.success(request, f"Request #{object_id} approved and executed.")
-                else:
-                    error = result.get("error") or {}
-                    messages.error(
-                        request,
-                        f"Request #{object_id} was approved but failed when re-checked: {error.get('message')}",
-                    )
-            elif decision == "reject":
-                action_request_reject(actor=actor, action_request_id=object_id, reason=reason)
-                messages.success(request, f"Request #{object_id} rejected.")
-            else:
-                messages.error(request, "Choose approve or reject.")
-        except ApplicationError as exc:
-            messages.error(request, error_text(exc))
-        return HttpResponseRedirect(back)
+        admin_decide(request, request_id=object_id, decision=decision, reason=reason)
+        return HttpResponseRedirect(reverse("admin:compliance_actionrequest_change", args=[object_id]))
 
 
 class ApprovalPolicyForm(forms.ModelForm):
