@@ -9,7 +9,10 @@ worker would become 'unknown' and never be sent.
 
 The journal tells them apart. Inside the claim's transaction, before it commits, the claimed ids
 are appended (record ``C``); before a submit_sm goes into the socket, its message's id is
-appended (record ``W``). Appends are plain ``write(2)`` calls on files opened ``O_APPEND``: they
+appended (record ``W``); once a message is no longer the worker's (its outcome committed,
+requeued, failed over, withdrawn, its claim rolled back) its id is appended as released (record
+``R``), so recovery never touches a message another worker may have claimed since. Appends
+are plain ``write(2)`` calls on files opened ``O_APPEND``: they
 survive the process being killed (the page cache belongs to the kernel) but not the machine
 crashing, so a journal names the boot it was written in, and one from another boot is not
 trusted (all its messages are left 'submitting' for the reconciler, which makes them 'unknown').
@@ -52,7 +55,7 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 MAGIC = b"SMSJ1"
-CLAIMED, WRITTEN = b"C", b"W"
+CLAIMED, WRITTEN, RELEASED = b"C", b"W", b"R"
 SEGMENT_BYTES = 8 * 1024 * 1024
 _RECORD_HEAD = struct.Struct("<cI")
 _SEGMENT = re.compile(r"^(?P<owner>.+)\.(?P<n>\d+)\.jnl$")
@@ -138,11 +141,16 @@ class Journal:
             with self._lock:
                 self._append(WRITTEN, ids)
 
-    def settled(self, segments: Iterable[int]) -> None:
-        """Messages whose outcome is committed (or that were requeued or made 'unknown'): one
-        segment number per message. Deletes the oldest segments that hold nothing open."""
+    def settled(self, messages: Iterable[tuple[int, int]]) -> None:
+        """Messages no longer this worker's (their outcome committed, requeued, failed over, made
+        'unknown', or a claim rolled back): (message id, segment of its claim) each. They are
+        recorded as released -- recovery must not touch a message another worker may hold by
+        then -- and the oldest segments that hold nothing open are deleted."""
+        messages = list(messages)
         with self._lock:
-            for segment in segments:
+            if messages:
+                self._append(RELEASED, [pk for pk, _segment in messages])
+            for _pk, segment in messages:
                 self._open[segment] -= 1
             while self._oldest < self.segment and self._open.get(self._oldest, 0) <= 0:
                 self._open.pop(self._oldest, None)
@@ -177,9 +185,12 @@ class JournalContents:
 
 
 def journal_read(paths: Sequence[Path], current_boot: str) -> JournalContents:
-    """A dead worker's segments. Untrusted when written in another boot (or one not known), or
+    """A dead worker's segments, read in order: ``claimed`` holds the messages it claimed and had
+    not released when it died, ``written`` those of them it had started writing (a message
+    claimed again starts afresh). Untrusted when written in another boot (or one not known), or
     when a record is cut short or malformed: then no message is known to be unwritten."""
     contents = JournalContents(trusted=True)
+    held, written = contents.claimed, contents.written
     for path in paths:
         data = path.read_bytes()
         newline = data.find(b"\n")
@@ -196,10 +207,17 @@ def journal_read(paths: Sequence[Path], current_boot: str) -> JournalContents:
             kind, count = _RECORD_HEAD.unpack_from(data, pos)
             pos += _RECORD_HEAD.size
             end = pos + 8 * count
-            if kind not in (CLAIMED, WRITTEN) or end > len(data):
+            if kind not in (CLAIMED, WRITTEN, RELEASED) or end > len(data):
                 return JournalContents(trusted=False, problem=f"{path.name}: bad record at {pos}")
             ids = struct.unpack_from(f"<{count}q", data, pos)
-            (contents.claimed if kind == CLAIMED else contents.written).update(ids)
+            if kind == CLAIMED:
+                held.update(ids)
+                written.difference_update(ids)
+            elif kind == WRITTEN:
+                written.update(i for i in ids if i in held)
+            else:
+                held.difference_update(ids)
+                written.difference_update(ids)
             pos = end
     return contents
 

@@ -704,7 +704,7 @@ class BindWorker:
             )
         except BaseException:
             if journal is not None and journaled:  # rolled back: nothing of it is ours
-                journal.settled([self._claim_segment] * len(journaled))
+                journal.settled((pk, self._claim_segment) for pk in journaled)
             raise
         self.stats.claims += 1
         return result
@@ -782,7 +782,7 @@ class BindWorker:
 
     def _settled(self, jobs: list[Job]) -> None:
         if self.journal is not None and jobs:
-            self.journal.settled(job.segment for job in jobs)
+            self.journal.settled((job.message.pk, job.segment) for job in jobs)
 
     def _fail_over(self, reason: str) -> int:
         """The bind is down: hand what this worker holds, and due messages, to the fallback."""
@@ -793,10 +793,13 @@ class BindWorker:
             if fallback is None or not fallback.enabled or fallback.pk == gateway.pk:
                 return 0
             countries = set(fallback.countries or [])
-            with self.lock:  # the link thread is gone: nothing here was written
+            with self.lock:  # the link thread is gone
                 held = list({id(job): job for job, _index in self.ready if not job.done}.values())
-                movable = [job for job in held if job.message.country in countries]
-                keep = {id(job) for job in held if job.message.country not in countries}
+                # A message with a part already taken here (accepted before the link went) can only
+                # be finished here: its other parts wait for the bind, never another gateway.
+                movable = [job for job in held if job.message.country in countries and not job.written]
+                moving = {id(job) for job in movable}
+                keep = {id(job) for job in held if id(job) not in moving}
                 self.ready = deque(item for item in self.ready if id(item[0]) in keep)
             if not movable:
                 claimed = self._claim_rows(limit=self.batch_size, countries=sorted(countries))

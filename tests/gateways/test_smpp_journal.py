@@ -89,7 +89,7 @@ def test_a_live_workers_journal_is_never_touched(smsc: Any) -> None:
     claim(gateway, journal)
     assert journals_recover().journals == 0  # its lock is held: the worker is alive
     assert {state(m) for m in messages} == {MessageState.SUBMITTING}
-    journal.settled([journal.segment] * 3)
+    journal.settled((m.pk, journal.segment) for m in messages)
     journal.close(clean=True)
     assert journal_files() == []
 
@@ -144,9 +144,9 @@ def test_segments_roll_over_and_the_settled_ones_are_deleted(smsc: Any, monkeypa
         journal.written(ids[:5])
     assert [segment for segment, _ids in batches] == [0, 1, 2]
     assert len([f for f in journal_files() if f.endswith(".jnl")]) == 3
-    journal.settled([batches[1][0]] * 10)  # the middle one is settled; the first still holds messages
+    journal.settled((pk, batches[1][0]) for pk in batches[1][1])  # the middle one is settled; the first is not
     assert len([f for f in journal_files() if f.endswith(".jnl")]) == 3
-    journal.settled([batches[0][0]] * 10)  # now both older segments go; the current one stays
+    journal.settled((pk, batches[0][0]) for pk in batches[0][1])  # now both older segments go; the current stays
     assert len([f for f in journal_files() if f.endswith(".jnl")]) == 1
     die(journal)
     recovery = journals_recover()
@@ -397,3 +397,38 @@ def test_bind_status_from_worker_reports(smsc: Any) -> None:
     assert bind_status(Gateway.objects.get(code="simulator")) is None  # not an SMPP gateway
     schema = load_tools()["sms_marketing.gateways.list"].output_schema
     jsonschema.validate(gateways_list_tool(SYSTEM, {}), schema)
+
+
+def test_recovery_leaves_alone_what_the_dead_worker_had_released(smsc: Any) -> None:
+    """A message the dead worker had given up (failed over, requeued after a temporary refusal, a
+    claim rolled back) may be held by another worker by now: recovery must not requeue it."""
+    gateway = smpp_gateway(smsc)
+    messages = [queue(f"+8529135{i:04d}") for i in range(4)]
+    journal = Journal(gateway.code)
+    claimed = claim(gateway, journal)
+    journal.written(claimed[:1])
+    journal.settled([(claimed[2], journal.segment), (claimed[3], journal.segment)])  # released
+    # ... and another worker has claimed those two since (they are 'submitting' again).
+    die(journal)
+    recovery = journals_recover()
+    assert (recovery.requeued, recovery.unknown) == (1, 1)
+    assert [state(m) for m in messages] == [
+        MessageState.UNKNOWN,
+        MessageState.QUEUED,
+        MessageState.SUBMITTING,
+        MessageState.SUBMITTING,
+    ]
+
+
+def test_a_message_claimed_again_after_its_release_is_the_new_claims(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    message = queue("+85291360001")
+    journal = Journal(gateway.code)
+    (pk,) = claim(gateway, journal)
+    journal.written([pk])
+    journal.settled([(pk, journal.segment)])  # a temporary refusal put it back in the queue...
+    OutboundMessage.objects.filter(pk=pk).update(state=MessageState.QUEUED)
+    assert claim(gateway, journal) == [pk]  # ... and this worker claimed it again, not written yet
+    die(journal)
+    assert journals_recover().requeued == 1
+    assert state(message) == MessageState.QUEUED
