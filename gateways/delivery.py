@@ -36,7 +36,7 @@ from gateways.models import (
     ReservationState,
 )
 from gateways.phones import phone_parse
-from gateways.quotas import quota_consume, quota_reserve, quota_unhold
+from gateways.quotas import quota_consume, quota_hold_adjust, quota_reserve, quota_unhold
 from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
@@ -514,6 +514,7 @@ def outcomes_record(
     charged: list[MessageLike] = []  # a message that may have been sent is charged: the gateway may bill it
     refused: list[MessageLike] = []
     rebilled: list[tuple[int, int, int]] = []  # (message, our parts, the provider's billed parts)
+    adjust: dict[str, tuple[int, Decimal]] = {}  # reservation -> what the provider billed beyond our estimate
     with transaction.atomic():
         for message, outcome in zip(messages, outcomes, strict=True):
             counts[outcome.kind] += 1
@@ -533,7 +534,13 @@ def outcomes_record(
                 accepted_groups.setdefault(_roll_up(part_states), []).append(message.pk)
                 if outcome.billed_segments and outcome.billed_segments != message.segments:
                     rebilled.append((message.pk, message.segments, outcome.billed_segments))
-                    message = _rebilled(message, outcome.billed_segments)
+                    charge = _rebilled(message, outcome.billed_segments)
+                    extra_parts, extra_amount = adjust.get(message.quota_reference, (0, Decimal(0)))
+                    adjust[message.quota_reference] = (
+                        extra_parts + charge.segments - message.segments,
+                        extra_amount + charge.cost - message.cost,
+                    )
+                    message = charge
                 charged.append(message)
             elif outcome.kind == "temporary":
                 fallback = (
@@ -593,6 +600,9 @@ def outcomes_record(
                 reason="The provider split these messages into a different number of parts than estimated; "
                 "they are charged as the provider bills them.",
             )
+        for reference, (segments, amount) in adjust.items():
+            if QuotaReservation.objects.filter(reference=reference).exists():
+                quota_hold_adjust(actor=actor, reference=reference, segments=segments, amount=amount)
         # One quota movement per reservation per flush, not per message.
         for reference, (segments, amount) in _totals(charged).items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)

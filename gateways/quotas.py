@@ -157,6 +157,27 @@ def _close_if_done(reservation: QuotaReservation) -> None:
         reservation.closed_at = timezone.now()
 
 
+def quota_hold_adjust(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
+    """Grow (or shrink) a hold by what a provider billed beyond (or below) the estimate. The
+    messages are already sent, so the hold follows the bill; called before their charge, it keeps
+    the hold from closing early and the next charge from being refused."""
+    reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
+    if reservation.state != ReservationState.HELD:
+        return reservation
+    reservation.segments = max(0, reservation.segments + segments)
+    reservation.amount = max(Decimal(0), reservation.amount + amount)
+    reservation.save()
+    audit_record(
+        actor=actor,
+        action="quota.adjust",
+        object_type="quota_reservation",
+        object_id=reservation.pk,
+        after={"reference": reference, "segments": segments, "amount": str(amount)},
+        reason="The provider billed a different number of parts than estimated.",
+    )
+    return reservation
+
+
 def quota_consume(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
     """Charge part of a hold for what was actually submitted (called once per flush, not per message)."""
     account = Account.objects.select_for_update().get(pk=account_instance().pk)

@@ -502,3 +502,37 @@ def test_twilio_bills_its_own_part_count_and_the_message_is_charged_so(
     rebilled = AuditLog.objects.get(action="messages.rebilled")
     assert (rebilled.after or {})["messages"] == [{"id": message.pk, "estimated": 2, "billed": 3}]
     assert AuditLog.objects.filter(action="messages.rebilled").count() == 1
+
+
+def test_a_bill_beyond_the_estimate_grows_the_hold_so_the_next_charge_is_taken(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two messages on one hold (as a campaign's): Twilio bills the first far beyond our estimate.
+    The hold grows by the difference, so it does not close early and the second is charged too."""
+    from gateways.models import QuotaReservation, ReservationState
+    from gateways.quotas import quota_reserve
+
+    answers = [created(sid="SM" + "1" * 32, segments=5), created(sid="SM" + "2" * 32, segments=2)]
+    monkeypatch.setattr(twilio_adapter, "http_client_factory", lambda gw: FakeHttp(answers.pop(0)))
+    with transaction.atomic():
+        first, second = (
+            message_queue(
+                actor=SYSTEM,
+                gateway_code=CODE,
+                sender_id="#SHOPHK",
+                destination=phone,
+                body=CHINESE * 2,  # two parts each by our count
+                purpose="transactional",
+            )
+            for phone in ("+85291234567", "+85291234568")
+        )
+        quota_reserve(actor=SYSTEM, reference="campaign:test:send", segments=4, amount=Decimal("2.0000"))
+        OutboundMessage.objects.filter(pk__in=[first.pk, second.pk]).update(quota_reference="campaign:test:send")
+    assert messages_submit(actor=SYSTEM, gateway_id=gateway.pk, message_ids=[first.pk])["accepted"] == 1
+    hold = QuotaReservation.objects.get(reference="campaign:test:send")
+    assert (hold.state, hold.segments, hold.settled_segments) == (ReservationState.HELD, 7, 5)
+    assert messages_submit(actor=SYSTEM, gateway_id=gateway.pk, message_ids=[second.pk])["accepted"] == 1
+    hold.refresh_from_db()
+    assert (hold.state, hold.settled_segments, hold.settled_amount) == (ReservationState.SETTLED, 7, Decimal("3.5000"))
+    second.refresh_from_db()
+    assert second.state == MessageState.SUBMITTED
