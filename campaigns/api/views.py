@@ -7,8 +7,8 @@ field (state, approved_version, message_ids, ...) is an error instead of being i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -39,38 +39,16 @@ from campaigns.services import (
     campaign_update,
 )
 from campaigns.writes import WriteArgs, write_args
-from smsplatform.api.base import ServiceApiView
+from smsplatform.api.base import QUERY_PASSTHROUGH, ServiceApiView
+from smsplatform.api.base import StrictInput as BaseStrictInput
 from smsplatform.api.views import governed_response
-from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from templates.models import Language
 
-# Query parameters DRF itself understands (format negotiation); never refused.
-QUERY_PASSTHROUGH = frozenset({"format"})
 
+class StrictInput(BaseStrictInput):
+    """Campaign inputs: the campaign's protected fields get the pointed hint."""
 
-class StrictInput(serializers.Serializer):
-    """A serializer that refuses undeclared fields, at any nesting level."""
-
-    passthrough: ClassVar[frozenset[str]] = frozenset()
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            unknown = sorted(set(data) - set(self.fields) - self.passthrough)
-            if unknown:
-                prefix = f"{self.field_name}." if getattr(self, "field_name", None) else ""
-                name = unknown[0]
-                hint = (
-                    "Review, approval, opt-out and version data are never set through this interface."
-                    if name in PROTECTED
-                    else f"Accepted here: {', '.join(self.fields)}."
-                )
-                raise ApplicationError(
-                    ErrorCode.VALIDATION_ERROR,
-                    f"{prefix}{name} cannot be set here.",
-                    field=f"{prefix}{name}",
-                    hint=hint,
-                )
-        return super().to_internal_value(data)
+    protected = frozenset(PROTECTED)
 
 
 def _query(serializer: type[StrictInput], request: Request) -> dict[str, Any]:

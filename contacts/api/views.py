@@ -15,7 +15,7 @@ from contacts.imports import contacts_import
 from contacts.models import ConsentPurpose, OptOutReason
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, customer_facts_ingest, segment_create, segment_preview
-from smsplatform.api.base import ServiceApiView
+from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
@@ -41,7 +41,7 @@ def _int(request: Request, name: str) -> int | None:
         raise ApplicationError(ErrorCode.VALIDATION_ERROR, f"{name} must be an integer.", field=name) from None
 
 
-class ConsentInput(serializers.Serializer):
+class ConsentInput(StrictInput):
     purpose = serializers.ChoiceField(choices=ConsentPurpose.values, default=ConsentPurpose.MARKETING)
     channel = serializers.CharField(max_length=20, default="sms")
     wording = serializers.CharField(max_length=2000)
@@ -53,7 +53,7 @@ class ConsentInput(serializers.Serializer):
 class ContactListApi(ServiceApiView):
     required_permissions = {"GET": "contacts.view_contact", "POST": "contacts.change_contact"}
 
-    class UpsertInput(serializers.Serializer):
+    class UpsertInput(StrictInput):
         phone = serializers.CharField(max_length=32, required=False)
         contact_id = serializers.IntegerField(required=False)
         base_version_token = serializers.CharField(required=False)
@@ -122,7 +122,7 @@ class ContactDetailApi(ServiceApiView):
 class OptOutListApi(ServiceApiView):
     required_permissions = {"GET": "contacts.view_optout", "POST": "contacts.add_optout"}
 
-    class OptOutInput(serializers.Serializer):
+    class OptOutInput(StrictInput):
         contact_id = serializers.IntegerField(required=False)
         phone = serializers.CharField(max_length=32, required=False)
         reason = serializers.ChoiceField(choices=OptOutReason.values, required=False)
@@ -185,7 +185,7 @@ class AudienceListApi(ServiceApiView):
 class SegmentPreviewApi(ServiceApiView):
     required_permissions = {"POST": "contacts.view_segment"}
 
-    class PreviewInput(serializers.Serializer):
+    class PreviewInput(StrictInput):
         criteria = serializers.DictField(help_text="The criteria language (see contacts/criteria.py)")
 
     @extend_schema(
@@ -202,7 +202,7 @@ class SegmentPreviewApi(ServiceApiView):
 class SegmentListApi(ServiceApiView):
     required_permissions = {"POST": "contacts.add_segment"}
 
-    class CreateInput(serializers.Serializer):
+    class CreateInput(StrictInput):
         segment_preview_id = serializers.CharField()
         name = serializers.CharField(max_length=100)
         reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
@@ -233,7 +233,7 @@ class SegmentListApi(ServiceApiView):
 class CustomerFactIngestApi(ServiceApiView):
     required_permissions = {"POST": "contacts.add_customerfact"}
 
-    class IngestInput(serializers.Serializer):
+    class IngestInput(StrictInput):
         facts = serializers.ListField(child=serializers.DictField(), max_length=10_000)
         idempotency_key = serializers.CharField(max_length=200)
 
@@ -257,7 +257,7 @@ class CustomerFactIngestApi(ServiceApiView):
 class ContactImportApi(ServiceApiView):
     required_permissions = {"POST": "contacts.add_contact"}
 
-    class ImportInput(serializers.Serializer):
+    class ImportInput(StrictInput):
         csv = serializers.CharField(required=False, trim_whitespace=False, help_text="The CSV text (or upload file)")
         file = serializers.FileField(required=False)
         source = serializers.CharField(max_length=90)  # type: ignore[assignment]

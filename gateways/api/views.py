@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from gateways.quotas import quotas_get
 from gateways.selectors import gateways_list, sender_ids_list
 from gateways.services import sender_id_apply
-from smsplatform.api.base import ServiceApiView
+from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
@@ -27,8 +27,8 @@ class GatewayListApi(ServiceApiView):
 class SenderIdListApi(ServiceApiView):
     required_permissions = {"GET": "gateways.view_senderid", "POST": "gateways.add_senderidapplication"}
 
-    class ApplyInput(serializers.Serializer):
-        class Document(serializers.Serializer):
+    class ApplyInput(StrictInput):
+        class Document(StrictInput):
             name = serializers.CharField(max_length=100)
             status = serializers.ChoiceField(choices=["provided", "missing", "verified"])
             reference = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from smsplatform.api.base import ServiceApiView
+from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from templates.models import Language, Purpose
@@ -33,7 +33,7 @@ def _query_choice(request: Request, name: str, allowed: list[str]) -> str | None
     return value or None
 
 
-class FieldInput(serializers.Serializer):
+class FieldInput(StrictInput):
     name = serializers.CharField(max_length=40)
     type = serializers.ChoiceField(choices=FIELD_TYPES)
     charset = serializers.ChoiceField(choices=CHARSETS, required=False)
@@ -41,7 +41,7 @@ class FieldInput(serializers.Serializer):
     example = serializers.CharField(max_length=500, trim_whitespace=False)
 
 
-class _WithFieldsInput(serializers.Serializer):
+class _WithFieldsInput(StrictInput):
     """Adds the input key "fields", a name a declared attribute cannot take (Serializer.fields)."""
 
     def get_fields(self) -> dict[str, serializers.Field]:
@@ -175,7 +175,7 @@ class CopyFitPreviewApi(ServiceApiView):
 class ShortLinkPreviewApi(ServiceApiView):
     required_permissions = {"POST": "sms_templates.preview_shortlink"}
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         url = serializers.CharField(max_length=10000, trim_whitespace=False, allow_blank=True)
         utm = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
         expires_at = serializers.CharField(required=False)
@@ -198,7 +198,7 @@ class ShortLinkPreviewApi(ServiceApiView):
 class ShortLinkCreateApi(ServiceApiView):
     required_permissions = {"POST": "sms_templates.add_shortlink"}
 
-    class Input(serializers.Serializer):
+    class Input(StrictInput):
         short_link_preview_id = serializers.CharField(max_length=100)
         idempotency_key = serializers.CharField(max_length=200)
         reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)

@@ -185,6 +185,42 @@ def test_rest(api_for: Any, make_user: Any, marketing: Any) -> None:
     assert phone_is_suppressed("+85291234567")
 
 
+def test_rest_refuses_fields_it_does_not_take_as_mcp_does(api_for: Any, make_user: Any) -> None:
+    """An upsert that tries to clear a STOP or set the version through a field the interface does
+    not take is refused, naming the field (as the MCP schema refuses it), never silently dropped."""
+    crm = api_for(make_user(Role.CRM))
+    created = crm.post(
+        "/api/v1/contacts/",
+        {"phone": "+85291234567", "source": "crm", "consent": consent(), "idempotency_key": "rest-strict-01"},
+        format="json",
+    )
+    cid = created.json()["result"]["contact_id"]
+    crm.post(
+        "/api/v1/opt-outs/", {"contact_id": cid, "reason": "stop", "idempotency_key": "rest-strict-02"}, format="json"
+    )
+    token = crm.get(f"/api/v1/contacts/{cid}/").json()["base_version_token"]
+    for extra, field in (
+        ({"opted_out": False}, "opted_out"),
+        ({"version": 1}, "version"),
+        ({"consent": {**consent(), "lifts_opt_out": True}}, "consent.lifts_opt_out"),
+    ):
+        refused = crm.post(
+            "/api/v1/contacts/",
+            {
+                "contact_id": cid,
+                "base_version_token": token,
+                "source": "crm",
+                "idempotency_key": f"rest-strict-{field}",
+                **extra,
+            },
+            format="json",
+        )
+        assert refused.status_code == 400, refused.json()
+        assert refused.json()["error"]["field"] == field
+    assert phone_is_suppressed("+85291234567")
+    assert crm.get("/api/v1/opt-outs/?reason=stop").json()["count"] == 1
+
+
 def test_admin_masks_phones_and_opts_out(client: Any, make_user: Any) -> None:
     from tests.contacts.factories import create_contact
 
