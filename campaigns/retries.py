@@ -6,11 +6,12 @@ failures, invalid numbers, opted-out phones, withdrawn messages, messages alread
 resent, contacts now over a frequency cap. ``failed_messages.resend`` takes only the
 preview id; it re-checks every message at execution and can only narrow the preview.
 
-The preview classifies in Python (``resend_eligibility``, shared with delivery_status.get).
-The resend is set-based like the dispatch: the same rules as one SQL ``CASE``
-(``resend_classified``), then one ``INSERT ... SELECT`` over the preview's still-eligible
-messages and the quota reserved in the same transaction; a constant number of queries,
-whatever the number of messages.
+The preview and the resend are set-based like the dispatch: the rules are one SQL ``CASE``
+(``_reason``; ``resend_eligibility`` reads the same rules one message at a time for
+delivery_status.get, and a test holds the two together). The preview groups by it in the
+database; the resend runs one ``INSERT ... SELECT`` over the preview's still-eligible messages
+with the quota reserved in the same transaction: a constant number of queries, whatever the
+number of messages.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
-from campaigns.selectors import _campaign, resend_eligibility
+from campaigns.selectors import _campaign
 from compliance.governance import GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from contacts.models import OptOut, OptOutReason
@@ -89,50 +90,8 @@ def eligibility_context(messages: Sequence[OutboundMessage]) -> Callable[[Outbou
     return context
 
 
-def _classify(messages: Sequence[OutboundMessage]) -> tuple[list[OutboundMessage], dict[str, int]]:
-    context = eligibility_context(messages)
-    eligible: list[OutboundMessage] = []
-    excluded: dict[str, int] = {}
-    for m in messages:
-        verdict = resend_eligibility(m, **context(m))
-        if verdict["eligible"]:
-            eligible.append(m)
-        else:
-            excluded[verdict["reason"]] = excluded.get(verdict["reason"], 0) + 1
-    return eligible, excluded
-
-
 def _quotes(campaign: Campaign, countries: set[str]) -> dict[str, Any]:
     return segment_prices(countries=sorted(countries), gateway_code=campaign.gateway.code if campaign.gateway else None)
-
-
-def _costing(campaign: Campaign, eligible: Sequence[OutboundMessage]) -> tuple[dict[str, Any], list[str]]:
-    quotes = _quotes(campaign, {m.country for m in eligible})
-    per_country: dict[str, dict[str, Any]] = {}
-    uncovered: list[str] = []
-    for m in eligible:
-        quote = quotes.get(m.country)
-        if quote is None:
-            uncovered.append(m.country)
-            continue
-        row = per_country.setdefault(
-            m.country,
-            {
-                "country": m.country,
-                "messages": 0,
-                "segments": 0,
-                "gateway": quote.gateway_code,
-                "price_per_segment": str(quote.price_per_segment),
-                "currency": quote.currency,
-                "estimated_cost": Decimal(0),
-            },
-        )
-        row["messages"] += 1
-        row["segments"] += m.segments
-        row["estimated_cost"] += quote.price_per_segment * m.segments
-    for row in per_country.values():
-        row["estimated_cost"] = str(row["estimated_cost"].quantize(Decimal("0.01")))
-    return per_country, sorted(set(uncovered))
 
 
 def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None) -> dict[str, Any]:
@@ -149,22 +108,35 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
                 hint="See sms_marketing.send_batches.list.",
             )
         qs = qs.filter(batch_id=batch_id)
-    failed = list(qs.order_by("pk")[: MAX_PREVIEW + 1])
-    if len(failed) > MAX_PREVIEW:
+    failed = qs.count()
+    if failed > MAX_PREVIEW:
         raise ApplicationError(
             "too_many_failures",
             f"More than {MAX_PREVIEW} failed messages; preview one batch at a time.",
             field="batch_id",
             hint="Pass batch_id (sms_marketing.send_batches.list).",
         )
-    eligible, excluded = _classify(failed)
-    per_country, uncovered = _costing(campaign, eligible)
-    if uncovered:
-        excluded["country_not_covered"] = sum(1 for m in eligible if m.country in uncovered)
-        eligible = [m for m in eligible if m.country not in uncovered]
+    # The resend's own rules (one SQL CASE), grouped in the database: no message is read into Python.
+    quotes = _quotes(campaign, set(qs.values_list("country", flat=True).distinct().order_by()))
+    classified = qs.annotate(m_reason=_reason(quotes))
+    excluded = _excluded(_by_reason(classified, quotes))
+    chosen = classified.filter(m_reason=ELIGIBLE)
+    eligible = list(chosen.order_by("pk").values_list("pk", flat=True))
+    per_country: dict[str, dict[str, Any]] = {}
     totals: dict[str, Decimal] = {}
-    for row in per_country.values():
-        totals[row["currency"]] = totals.get(row["currency"], Decimal(0)) + Decimal(row["estimated_cost"])
+    for row in chosen.values("country").annotate(n=Count("id"), n_segments=Sum("segments")).order_by("country"):
+        quote = quotes[row["country"]]
+        cost = (quote.price_per_segment * row["n_segments"]).quantize(Decimal("0.01"))
+        per_country[row["country"]] = {
+            "country": row["country"],
+            "messages": row["n"],
+            "segments": row["n_segments"],
+            "gateway": quote.gateway_code,
+            "price_per_segment": str(quote.price_per_segment),
+            "currency": quote.currency,
+            "estimated_cost": str(cost),
+        }
+        totals[quote.currency] = totals.get(quote.currency, Decimal(0)) + cost
     delivered = OutboundMessage.objects.filter(batch__campaign=campaign, state=MessageState.DELIVERED).count()
     final = OutboundMessage.objects.filter(
         batch__campaign=campaign, state__in=[*FAILED, MessageState.DELIVERED]
@@ -174,7 +146,7 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
         preview = preview_store(
             actor=actor,
             kind=PREVIEW_KIND,
-            payload={"campaign_id": campaign.pk, "batch_id": batch_id, "message_ids": [m.pk for m in eligible]},
+            payload={"campaign_id": campaign.pk, "batch_id": batch_id, "message_ids": eligible},
             result={"eligible": len(eligible), "excluded": excluded, "estimated_cost": totals},
         )
     return {
@@ -182,7 +154,7 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
         "expires_at": preview.expires_at.isoformat(),
         "campaign_id": campaign.pk,
         "batch_id": batch_id,
-        "failed": len(failed),
+        "failed": failed,
         "eligible": len(eligible),
         "excluded": excluded,
         "by_country": sorted(per_country.values(), key=lambda r: r["country"]),
@@ -250,6 +222,14 @@ def resend_classified(
     ``resend_eligibility`` says about it now (same rules, same order), or ``country_not_covered``
     when no quote covers an otherwise eligible one. ``ELIGIBLE`` marks the resendable ones.
     Only ids of the preview and only messages of this campaign: never wider than the preview."""
+    return OutboundMessage.objects.filter(pk__in=_previewed(message_ids), batch__campaign_id=campaign.pk).annotate(
+        m_reason=_reason(quotes)
+    )
+
+
+def _reason(quotes: dict[str, Any]) -> Case:
+    """``resend_eligibility`` as one SQL CASE (same rules, same order), then ``country_not_covered``
+    when no quote covers an otherwise eligible message; ``ELIGIBLE`` marks the resendable ones."""
     from compliance.frequency import frequency_capped_destinations
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True)
@@ -260,7 +240,7 @@ def resend_classified(
     ]
     covered = sorted(quotes)
     uncovered = ~Q(country__in=covered) if covered else Q(pk__isnull=False)
-    reason = Case(
+    return Case(
         When(state=MessageState.DELIVERED, then=Value("delivered")),
         When(state__in=[MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED], then=Value("pending")),
         When(state=MessageState.UNKNOWN, then=Value("maybe_delivered")),
@@ -276,9 +256,6 @@ def resend_classified(
         When(uncovered, then=Value("country_not_covered")),
         default=Value(ELIGIBLE),
         output_field=CharField(),
-    )
-    return OutboundMessage.objects.filter(pk__in=_previewed(message_ids), batch__campaign_id=campaign.pk).annotate(
-        m_reason=reason
     )
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db.models import F
+from django.db.models import F, Sum
 from django.test import TestCase
 from django.utils import timezone
 
@@ -133,6 +133,33 @@ def test_resend_runs_a_constant_number_of_queries(
     assert (reservation.segments, reservation.amount) == (segments, price * segments)
     assert large_result["estimated_cost"] == str((price * segments).quantize(Decimal("0.01")))
     assert Campaign.objects.get(pk=campaign_id).state == CampaignState.SENDING
+
+
+def test_the_retry_preview_runs_a_constant_number_of_queries(
+    world: dict[str, Any], marketer: Any, approver_user: Any, django_assert_max_num_queries: Any
+) -> None:
+    """The preview classifies and costs in the database: 10 or 200 failures, the same queries, and
+    its figures those of the rules."""
+    campaign_id = _sent_campaign(world, marketer, approver_user)
+    counts = []
+    for n in (10, 200):
+        _messages(campaign_id, [{"destination": f"+85294{n:03d}{i:04d}", "segments": 1} for i in range(n)])
+        with django_assert_max_num_queries(MAX_RESEND_QUERIES) as queries:
+            preview = retry_preview(actor=act(marketer), campaign_id=campaign_id)
+        counts.append(len(queries.captured_queries))
+        # The simulator's own undelivered message is eligible too.
+        assert preview["eligible"] == preview["failed"] == {10: 11, 200: 211}[n]
+        (hk,) = preview["by_country"]
+        assert (hk["messages"], hk["segments"], hk["estimated_cost"]) == (
+            preview["eligible"],
+            OutboundMessage.objects.filter(batch__campaign_id=campaign_id, state=MessageState.FAILED).aggregate(
+                s=Sum("segments")
+            )["s"],
+            preview["estimated_cost"]["HKD"],
+        )
+        stored = Preview.objects.get(pk=preview["retry_preview_id"])
+        assert len(stored.payload["message_ids"]) == preview["eligible"]
+    assert counts[0] == counts[1]
 
 
 def test_sql_rules_agree_with_resend_eligibility(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
