@@ -409,7 +409,8 @@ def dispatch_sweep(*, now: datetime | None = None) -> int:
             object_type="campaign",
             object_id=campaign_id,
             after={"version": version, "state": state},
-            reason=f"Due more than {DISPATCH_GRACE.seconds}s ago and not dispatched: its dispatch task was lost.",
+            reason=f"Due more than {DISPATCH_GRACE.seconds}s ago and not dispatched: its dispatch task was lost "
+            "or is late; queued again (a campaign is dispatched once, whichever task runs first).",
         )
         logger.warning("campaign %s was due and not dispatched: dispatching it again", campaign_id)
         transaction.on_commit(functools.partial(dispatch_campaign.delay, campaign_id, version))
