@@ -184,27 +184,29 @@ class _JsonArrayMatch(Func):
         return f"EXISTS (SELECT 1 {elements})", params
 
 
-def _contacts_with(queryset: QuerySet[Any]) -> Q:
+def _contacts_with(queryset: QuerySet[Any], within: Q) -> Q:
     """``id IN (SELECT contact_id ...)``: uncorrelated, so PostgreSQL runs it once as a hashed
     lookup or a semi-join, even under OR, where a correlated EXISTS would probe per contact."""
-    return Q(pk__in=queryset.order_by().values("contact_id"))
+    return Q(pk__in=queryset.filter(within).order_by().values("contact_id"))
 
 
-def _fact(kind: str, **filters: Any) -> Q:
-    return _contacts_with(CustomerFact.objects.filter(kind=kind, **filters))
+def criteria_q(criteria: dict[str, Any], *, within: Q | None = None) -> Q:
+    """Compile normalised criteria to a Q on Contact: uncorrelated subqueries, no Python per contact.
 
-
-def criteria_q(criteria: dict[str, Any]) -> Q:
-    """Compile normalised criteria to a Q on Contact: uncorrelated subqueries, no Python per contact."""
+    ``within`` (a Q on ``contact_id``) narrows every subquery to the contact ids the caller
+    already limits the contacts to (a part of the id range): the same answer for those
+    contacts, and each subquery reads only their rows."""
+    within = within or Q()
     ((key, value),) = criteria.items()
     if key in ("all", "any"):
-        q = criteria_q(value[0])
+        q = criteria_q(value[0], within=within)
         for part in value[1:]:
-            q = (q & criteria_q(part)) if key == "all" else (q | criteria_q(part))
+            more = criteria_q(part, within=within)
+            q = (q & more) if key == "all" else (q | more)
         return q
     now = timezone.now()
     if key == "audiences":
-        return _contacts_with(AudienceMembership.objects.filter(audience_id__in=value))
+        return _contacts_with(AudienceMembership.objects.filter(audience_id__in=value), within)
     if key == "tags":
         q = Q()
         for mode, tags in value.items():
@@ -215,14 +217,14 @@ def criteria_q(criteria: dict[str, Any]) -> Q:
     if key == "country":
         return Q(country__in=value)
     if key in FACT_STATUS_CONDITIONS:
-        return _fact(FACT_STATUS_CONDITIONS[key], status__in=value)
+        return _contacts_with(CustomerFact.objects.filter(kind=FACT_STATUS_CONDITIONS[key], status__in=value), within)
     if key == "offer":
         offers = CustomerFact.objects.filter(kind__in=[FactKind.OFFER, FactKind.ORDER], offer_code__in=value)
-        return _contacts_with(offers)
+        return _contacts_with(offers, within)
     if key == "days_since_last_purchase":
         # One grouped pass over the purchases: the last one is at least min and at most max days old.
         last = (
-            CustomerFact.objects.filter(kind=FactKind.ORDER)
+            CustomerFact.objects.filter(within, kind=FactKind.ORDER)
             .exclude(status__in=NOT_A_PURCHASE)
             .order_by()
             .values("contact_id")
@@ -235,7 +237,8 @@ def criteria_q(criteria: dict[str, Any]) -> Q:
         return Q(pk__in=last.values("contact_id"))
     if key in ("appointment_within_days", "repurchase_due_within_days"):
         kind = FactKind.APPOINTMENT if key == "appointment_within_days" else FactKind.REPURCHASE
-        return _fact(kind, due_at__gte=now, due_at__lte=now + timedelta(days=value))
+        due = CustomerFact.objects.filter(kind=kind, due_at__gte=now, due_at__lte=now + timedelta(days=value))
+        return _contacts_with(due, within)
     if key == "consent_purpose":
-        return _contacts_with(ConsentEvidence.objects.filter(purpose=value))
+        return _contacts_with(ConsentEvidence.objects.filter(purpose=value), within)
     raise AssertionError(key)  # pragma: no cover - criteria_normalise refuses unknown keys

@@ -444,9 +444,10 @@ def segment_counts(*, actor: Actor, criteria: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _within_scope(criteria: dict[str, Any], scope: list[int]) -> Q:
+def _within_scope(criteria: dict[str, Any], scope: list[int], within: Q) -> Q:
     """criteria_q, minus a top-level ``audiences`` condition naming exactly the scope: the scope
-    join already requires it, and evaluating it twice would read the memberships twice."""
+    join already requires it, and evaluating it twice would read the memberships twice.
+    ``within`` (a Q on contact_id) narrows the criteria's subqueries to the statement's ids."""
     from contacts.criteria import criteria_q
 
     def redundant(part: dict[str, Any]) -> bool:
@@ -456,8 +457,8 @@ def _within_scope(criteria: dict[str, Any], scope: list[int]) -> Q:
         return Q()
     if set(criteria) == {"all"}:
         parts = [part for part in criteria["all"] if not redundant(part)]
-        return criteria_q({"all": parts}) if parts else Q()
-    return criteria_q(criteria)
+        return criteria_q({"all": parts}, within=within) if parts else Q()
+    return criteria_q(criteria, within=within)
 
 
 class _Statement:
@@ -537,13 +538,16 @@ def _median_member(scope: list[int]) -> int | None:
 def _merge_groups(
     results: list[list[tuple[Any, ...]]], windows: int
 ) -> list[tuple[str, str, tuple[bool, ...], int, int]]:
+    """Add up (reason, country, contacts, memberships) rows; a capped reason's digits are the
+    windows reached ('frequency_capped:10': the first window, not the second)."""
     merged: dict[tuple[Any, ...], list[int]] = {}
     for rows in results:
-        for row in rows:
-            key = (row[0], row[1], tuple(bool(v) for v in row[2 : 2 + windows]))
+        for reason, country, n, memberships in rows:
+            primary, _, digits = str(reason).partition(":")
+            key = (primary, country, tuple(d == "1" for d in digits) or (False,) * windows)
             total = merged.setdefault(key, [0, 0])
-            total[0] += int(row[-2])
-            total[1] += int(row[-1] or 0)
+            total[0] += int(n)
+            total[1] += int(memberships or 0)
     return [(key[0], key[1], key[2], n, memberships) for key, (n, memberships) in merged.items()]
 
 
@@ -616,7 +620,9 @@ def _segment_statement(
         member_range &= Q(contact_id__lt=high)
     try:
         matched = (
-            Contact.objects.filter(_within_scope(criteria, scope), in_range).order_by().values("id", "phone", "country")
+            Contact.objects.filter(_within_scope(criteria, scope, member_range), in_range)
+            .order_by()
+            .values("id", "phone", "country")
         )
         _sql(matched)
     except EmptyResultSet:
@@ -634,15 +640,6 @@ def _segment_statement(
     if windows:
         # Every cap window in one pass over the send history, read by each window's test below.
         s.add("WITH capped AS ").query(capped).add(" ")
-    group = ", ".join(["reason", "country", *(f"cap_{w.name}" for w in windows)])
-    s.add(f"SELECT {group}, COUNT(*), SUM(n) FROM (SELECT reason, country, n")  # noqa: S608
-    for w in windows:
-        # Window names come from frequency_windows() (identifiers we define); limits are parameters.
-        s.add(
-            f", CASE WHEN reason = 'frequency_capped' AND phone IN "  # noqa: S608
-            f"(SELECT destination FROM capped WHERE n_{w.name} >= %s) THEN 1 ELSE 0 END AS cap_{w.name}",
-            [w.limit],
-        )
 
     def consent_and_coverage() -> None:
         s.add(" WHEN k.contact_id IS NULL THEN 'no_consent'")
@@ -654,19 +651,29 @@ def _segment_statement(
     # The phone-keyed reasons are hashed lookups per contact. Most contacts are in none of those
     # sets, so one lookup in their union (active opt-outs, capped destinations) decides for them;
     # only the few it finds are looked up again, reason by reason, in EXCLUSION_ORDER. A phone in
-    # the union but in no opt-out set is a capped destination, hence the inner ELSE.
-    s.add(" FROM (SELECT m.country AS country, m.phone AS phone, ms.n AS n, CASE WHEN m.phone IN (SELECT * FROM ")
-    s.query(active).add(" a UNION ALL SELECT destination FROM capped" if windows else " a").add(") THEN CASE")
+    # the union but in no opt-out set is a capped destination: its reason carries one digit per
+    # window, 1 where the phone is at that window's cap ('frequency_capped:10'), so the windows
+    # are looked up for those contacts only and the rows are grouped once, by reason and country.
+    s.add("SELECT CASE WHEN m.phone IN (SELECT * FROM ").query(active)
+    s.add(" a UNION ALL SELECT destination FROM capped" if windows else " a").add(") THEN CASE")
     s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.INVALID)).add(" THEN 'invalid'")
     s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.BLOCKED)).add(" THEN 'blocked'")
     s.add(" WHEN m.phone IN ").query(active.exclude(reason__in=operational)).add(" THEN 'opted_out'")
     consent_and_coverage()
-    s.add(f" ELSE '{'frequency_capped' if windows else 'sendable'}' END")
+    if windows:
+        s.add(" ELSE 'frequency_capped:'")
+        for w in windows:
+            # Window names come from frequency_windows() (identifiers we define); limits are parameters.
+            s.add(
+                f" || CASE WHEN m.phone IN (SELECT destination FROM capped WHERE n_{w.name} >= %s)"  # noqa: S608
+                " THEN '1' ELSE '0' END",
+                [w.limit],
+            )
+        s.add(" END")
+    else:
+        s.add(" ELSE 'sendable' END")
     consent_and_coverage()
-    s.add(" ELSE 'sendable' END AS reason FROM ").query(matched).add(" m JOIN ").query(memberships)
-    s.add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(consenting).add(" k ON k.contact_id = m.id")
-    # OFFSET 0 keeps PostgreSQL from flattening x into its readers, which would evaluate the
-    # reason CASE once per use (grouping and every window test) instead of once per contact.
-    s.add(" OFFSET 0" if connection.vendor == "postgresql" else "")
-    s.add(f") x) y GROUP BY {group}")
+    s.add(" ELSE 'sendable' END AS reason, m.country, COUNT(*), SUM(ms.n) FROM ").query(matched).add(" m JOIN ")
+    s.query(memberships).add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(consenting)
+    s.add(" k ON k.contact_id = m.id GROUP BY 1, 2")
     return s
