@@ -5,7 +5,7 @@ computed in SQL from the send history (``gateways.OutboundMessage``; the index o
 (purpose, created_at) with destination and state, contacts migration 0003, makes each window
 an index-only range scan): a dispatch excludes
 ``destination IN (frequency_capped_destinations(...))`` without a per-contact loop, and a
-segment preview joins ``frequency_capped_counts()``, every window counted in one pass.
+segment preview probes the same per-window sets (``frequency_capped_windows()``).
 OTP is never capped here; transactional SMS has its own daily cap.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from gateways.models import MessagePurpose, MessageState, OutboundMessage
@@ -70,6 +70,34 @@ def frequency_caps_get() -> dict[str, Any]:
     }
 
 
+def frequency_capped_windows(
+    *,
+    purpose: str = MessagePurpose.MARKETING,
+    now: datetime | None = None,
+    caps: dict[str, Any] | None = None,
+) -> list[tuple[CapWindow, QuerySet[Any]]]:
+    """Each cap window of ``purpose`` with a ``values("destination")`` queryset of the phones
+    already at its cap: the window's own range of the send history (an index-only range scan),
+    grouped by destination with a plain count. Windows with a cap of zero are left out (they
+    forbid the purpose outright, which callers check with frequency_blocked_purpose)."""
+    now = now or timezone.now()
+    return [
+        (
+            window,
+            OutboundMessage.objects.filter(
+                purpose__in=window.purposes, created_at__gte=now - timedelta(hours=window.hours)
+            )
+            .exclude(state__in=_NOT_SENT)
+            .values("destination")
+            .annotate(n=Count("destination"))  # not id: countable from the index alone
+            .filter(n__gte=window.limit)
+            .values("destination"),
+        )
+        for window in frequency_windows(caps)
+        if purpose in window.purposes and window.limit > 0
+    ]
+
+
 def frequency_capped_destinations(
     *,
     purpose: str = MessagePurpose.MARKETING,
@@ -82,21 +110,7 @@ def frequency_capped_destinations(
     Each is a subquery, meant for ``phone__in=...`` inside a larger SQL statement. A cap of
     zero means no message of that purpose may be sent, which callers check separately.
     """
-    now = now or timezone.now()
-    out: dict[str, QuerySet[Any]] = {}
-    for window in frequency_windows(caps):
-        if purpose not in window.purposes or window.limit <= 0:
-            continue
-        out[window.name] = (
-            OutboundMessage.objects.filter(
-                purpose__in=window.purposes, created_at__gte=now - timedelta(hours=window.hours)
-            )
-            .exclude(state__in=_NOT_SENT)
-            .values("destination")
-            .annotate(n=Count("destination"))  # not id: countable from the index alone
-            .filter(n__gte=window.limit)
-            .values("destination")
-        )
+    out = {w.name: qs for w, qs in frequency_capped_windows(purpose=purpose, now=now, caps=caps)}
     if campaign_reference:
         limit = int((caps or platform_config_data()["frequency_caps"])["per_campaign"])
         out["per_campaign"] = (
@@ -108,48 +122,6 @@ def frequency_capped_destinations(
             .values("destination")
         )
     return out
-
-
-def frequency_capped_counts(
-    *,
-    purpose: str = MessagePurpose.MARKETING,
-    now: datetime | None = None,
-    caps: dict[str, Any] | None = None,
-) -> tuple[QuerySet[Any], list[CapWindow]]:
-    """Every cap window of ``purpose`` in one pass over the send history.
-
-    Returns a ``values("destination")`` queryset with one count column ``n_<window>`` per
-    window, holding only the destinations at the cap of at least one window (a destination is
-    capped by window w when ``n_<w> >= w.limit``), and the windows it covers. One scan of the
-    widest window replaces one grouped subquery per window: this is what a segment preview joins.
-    """
-    now = now or timezone.now()
-    windows = [w for w in frequency_windows(caps) if purpose in w.purposes and w.limit > 0]
-    if not windows:
-        return OutboundMessage.objects.none().values("destination"), []
-    purposes = sorted({p for w in windows for p in w.purposes})
-    # COUNT(destination) (never null), not COUNT(id): with the index on (purpose, created_at)
-    # including destination and state (contacts migration 0003) the scan never reads the table.
-    counts = {
-        f"n_{w.name}": Count(
-            "destination", filter=Q(created_at__gte=now - timedelta(hours=w.hours), purpose__in=list(w.purposes))
-        )
-        for w in windows
-    }
-    reached = Q()
-    for w in windows:
-        reached |= Q(**{f"n_{w.name}__gte": w.limit})
-    qs = (
-        OutboundMessage.objects.filter(
-            purpose__in=purposes, created_at__gte=now - timedelta(hours=max(w.hours for w in windows))
-        )
-        .exclude(state__in=_NOT_SENT)
-        .order_by()
-        .values("destination")
-        .annotate(**counts)
-        .filter(reached)
-    )
-    return qs, windows
 
 
 def frequency_blocked_purpose(purpose: str, caps: dict[str, Any] | None = None) -> bool:

@@ -372,7 +372,7 @@ def segment_counts(*, actor: Actor, criteria: dict[str, Any]) -> dict[str, Any]:
     primary reason, the first in ``EXCLUSION_ORDER`` that applies (or sendable), and the result
     is grouped by (reason, country, cap windows reached). Python only adds up those groups.
     """
-    from compliance.frequency import frequency_capped_counts
+    from compliance.frequency import frequency_capped_windows
     from contacts.criteria import criteria_audience_ids
     from gateways.models import GatewayRate, MessagePurpose
     from gateways.selectors import segment_prices
@@ -389,7 +389,9 @@ def segment_counts(*, actor: Actor, criteria: dict[str, Any]) -> dict[str, Any]:
         GatewayRate.objects.filter(gateway__enabled=True).values_list("country", flat=True).distinct().order_by()
     )
     prices = segment_prices(countries=countries)
-    capped, windows = frequency_capped_counts(purpose=MessagePurpose.MARKETING)
+    capped_windows = frequency_capped_windows(purpose=MessagePurpose.MARKETING)
+    windows = [window for window, _ in capped_windows]
+    capped = [destinations for _, destinations in capped_windows]
     rows = _segment_rows(criteria, scope, covered=sorted(prices), capped=capped, windows=windows)
     limits = {w.name: w for w in windows}
 
@@ -491,7 +493,7 @@ def _segment_rows(
     scope: list[int],
     *,
     covered: list[str],
-    capped: QuerySet[Any],
+    capped: list[QuerySet[Any]],
     windows: list[CapWindow],
 ) -> list[tuple[str, str, tuple[bool, ...], int, int]]:
     """(primary reason, country, cap windows reached, contacts, scope memberships) groups.
@@ -598,7 +600,7 @@ def _segment_statement(
     scope: list[int],
     *,
     covered: list[str],
-    capped: QuerySet[Any],
+    capped: list[QuerySet[Any]],
     windows: list[CapWindow],
     ids: tuple[int | None, int | None] = (None, None),
 ) -> _Statement | None:
@@ -637,9 +639,19 @@ def _segment_statement(
     active = OptOut.objects.filter(lifted_at__isnull=True).order_by().values("phone")
     operational = [OptOutReason.INVALID, OptOutReason.BLOCKED]
     s = _Statement()
+    # The capped destinations of every window, tagged with the window's position; windows with
+    # the same rule (a day's cap of 1 and a 24-hour gap) are computed once and share a tag.
+    tags: list[int] = []
+    for i, window in enumerate(windows):
+        rule = (window.hours, window.limit, window.purposes)
+        same = [j for j in range(i) if (windows[j].hours, windows[j].limit, windows[j].purposes) == rule]
+        tags.append(same[0] if same else i)
+        if not same:
+            # Only window positions (ints) are interpolated; the window's query is Django's.
+            s.add("WITH capped AS (" if i == 0 else " UNION ALL ").add(f"SELECT destination, {i} AS w FROM ")  # noqa: S608
+            s.query(capped[i]).add(f" c{i}")
     if windows:
-        # Every cap window in one pass over the send history, read by each window's test below.
-        s.add("WITH capped AS ").query(capped).add(" ")
+        s.add(") ")
 
     def consent_and_coverage() -> None:
         s.add(" WHEN k.contact_id IS NULL THEN 'no_consent'")
@@ -662,13 +674,8 @@ def _segment_statement(
     consent_and_coverage()
     if windows:
         s.add(" ELSE 'frequency_capped:'")
-        for w in windows:
-            # Window names come from frequency_windows() (identifiers we define); limits are parameters.
-            s.add(
-                f" || CASE WHEN m.phone IN (SELECT destination FROM capped WHERE n_{w.name} >= %s)"  # noqa: S608
-                " THEN '1' ELSE '0' END",
-                [w.limit],
-            )
+        for tag in tags:
+            s.add(f" || CASE WHEN m.phone IN (SELECT destination FROM capped WHERE w = {tag}) THEN '1' ELSE '0' END")  # noqa: S608
         s.add(" END")
     else:
         s.add(" ELSE 'sendable' END")
