@@ -537,16 +537,24 @@ def _median_member(scope: list[int]) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+# The statement's reason codes (integers group faster than text): the position in _REASONS, or
+# for a frequency-capped contact _CAPPED plus one bit per window at its cap (bit i: window i).
+_REASONS = ("sendable", "invalid", "blocked", "opted_out", "no_consent", "country_not_covered")
+_CAPPED = 1 << 20
+
+
 def _merge_groups(
     results: list[list[tuple[Any, ...]]], windows: int
 ) -> list[tuple[str, str, tuple[bool, ...], int, int]]:
-    """Add up (reason, country, contacts, memberships) rows; a capped reason's digits are the
-    windows reached ('frequency_capped:10': the first window, not the second)."""
+    """Add up (reason code, country, contacts, memberships) rows by reason, country and the
+    cap windows reached."""
     merged: dict[tuple[Any, ...], list[int]] = {}
     for rows in results:
-        for reason, country, n, memberships in rows:
-            primary, _, digits = str(reason).partition(":")
-            key = (primary, country, tuple(d == "1" for d in digits) or (False,) * windows)
+        for code, country, n, memberships in rows:
+            if code >= _CAPPED:
+                key = ("frequency_capped", country, tuple(bool(code >> i & 1) for i in range(windows)))
+            else:
+                key = (_REASONS[code], country, (False,) * windows)
             total = merged.setdefault(key, [0, 0])
             total[0] += int(n)
             total[1] += int(memberships or 0)
@@ -654,33 +662,37 @@ def _segment_statement(
         s.add(") ")
 
     def consent_and_coverage() -> None:
-        s.add(" WHEN k.contact_id IS NULL THEN 'no_consent'")
+        s.add(f" WHEN k.contact_id IS NULL THEN {_REASONS.index('no_consent')}")
         if covered:
-            s.add(f" WHEN m.country NOT IN ({', '.join(['%s'] * len(covered))}) THEN 'country_not_covered'", covered)
+            marks = ", ".join(["%s"] * len(covered))
+            s.add(f" WHEN m.country NOT IN ({marks}) THEN {_REASONS.index('country_not_covered')}", covered)
         else:
-            s.add(" WHEN 1 = 1 THEN 'country_not_covered'")
+            s.add(f" WHEN 1 = 1 THEN {_REASONS.index('country_not_covered')}")
 
     # The phone-keyed reasons are hashed lookups per contact. Most contacts are in none of those
     # sets, so one lookup in their union (active opt-outs, capped destinations) decides for them;
     # only the few it finds are looked up again, reason by reason, in EXCLUSION_ORDER. A phone in
-    # the union but in no opt-out set is a capped destination: its reason carries one digit per
-    # window, 1 where the phone is at that window's cap ('frequency_capped:10'), so the windows
-    # are looked up for those contacts only and the rows are grouped once, by reason and country.
+    # the union but in no opt-out set is a capped destination: its code is _CAPPED plus one bit
+    # per window at whose cap the phone is, so the windows are looked up for those contacts only
+    # and the rows are grouped once, by reason code and country.
     s.add("SELECT CASE WHEN m.phone IN (SELECT * FROM ").query(active)
     s.add(" a UNION ALL SELECT destination FROM capped" if windows else " a").add(") THEN CASE")
-    s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.INVALID)).add(" THEN 'invalid'")
-    s.add(" WHEN m.phone IN ").query(active.filter(reason=OptOutReason.BLOCKED)).add(" THEN 'blocked'")
-    s.add(" WHEN m.phone IN ").query(active.exclude(reason__in=operational)).add(" THEN 'opted_out'")
+    for reason, opt_outs in (
+        ("invalid", active.filter(reason=OptOutReason.INVALID)),
+        ("blocked", active.filter(reason=OptOutReason.BLOCKED)),
+        ("opted_out", active.exclude(reason__in=operational)),
+    ):
+        s.add(" WHEN m.phone IN ").query(opt_outs).add(f" THEN {_REASONS.index(reason)}")
     consent_and_coverage()
     if windows:
-        s.add(" ELSE 'frequency_capped:'")
-        for tag in tags:
-            s.add(f" || CASE WHEN m.phone IN (SELECT destination FROM capped WHERE w = {tag}) THEN '1' ELSE '0' END")  # noqa: S608
+        s.add(f" ELSE {_CAPPED}")
+        for i, tag in enumerate(tags):
+            s.add(f" + CASE WHEN m.phone IN (SELECT destination FROM capped WHERE w = {tag}) THEN {1 << i} ELSE 0 END")  # noqa: S608
         s.add(" END")
     else:
-        s.add(" ELSE 'sendable' END")
+        s.add(" ELSE 0 END")
     consent_and_coverage()
-    s.add(" ELSE 'sendable' END AS reason, m.country, COUNT(*), SUM(ms.n) FROM ").query(matched).add(" m JOIN ")
+    s.add(" ELSE 0 END AS reason, m.country, COUNT(*), SUM(ms.n) FROM ").query(matched).add(" m JOIN ")
     s.query(memberships).add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(consenting)
     s.add(" k ON k.contact_id = m.id GROUP BY 1, 2")
     return s
