@@ -190,8 +190,23 @@ def _reference(world: dict[str, Any], criteria: dict[str, Any], scope: list[int]
     }
 
 
+# The default caps have two windows with one rule (a day's cap of 1 and a 24-hour gap), which the
+# preview computes once; the other set has every window different.
+CAPS = [None, {"per_day": 2, "per_week": 3, "per_campaign": 1, "transactional_per_day": 10, "min_hours_between": 48}]
+
+
+@pytest.mark.parametrize("caps", CAPS, ids=["default-caps", "distinct-windows"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_preview_counts_match_the_rules_read_one_contact_at_a_time(seed: int, make_user: Any) -> None:
+def test_preview_counts_match_the_rules_read_one_contact_at_a_time(
+    seed: int, caps: dict[str, int] | None, make_user: Any
+) -> None:
+    from smsplatform.config_service import platform_config_instance
+
+    if caps is not None:
+        config = platform_config_instance()
+        config.frequency_caps = caps
+        config.save(update_fields=["frequency_caps"])
+        assert [(w.hours, w.limit) for w in frequency_windows()] == [(24, 2), (168, 3), (24, 10), (48, 1)]
     rng = random.Random(seed)
     world = _world(rng)
     actor = api_actor(make_user(Role.MARKETING))
