@@ -49,6 +49,20 @@ def phone_is_suppressed(phone: str) -> bool:
     return active_opt_outs().filter(phone=phone).exists()
 
 
+def opt_out_last_id() -> int:
+    """The highest opt-out id (0 when there is none): where a watch for new opt-outs starts."""
+    return OptOut.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+
+def opt_outs_active_after(*, after_id: int) -> list[tuple[int, str, str, str]]:
+    """Active opt-outs with an id above ``after_id``: (id, phone, reason, source), one query.
+
+    For watchers of new opt-outs (the SMPP bind worker withdraws held messages to those numbers).
+    Ids are assigned at insert, not at commit: a watcher looks again somewhat below the highest id
+    it has seen, so an opt-out committed after a higher one is not missed."""
+    return list(active_opt_outs().filter(pk__gt=after_id).values_list("pk", "phone", "reason", "source"))
+
+
 def phone_for_actor(actor: Actor, e164: str) -> str:
     return e164 if actor.has_perm(FULL_PHONE_PERMISSION) else phone_mask(e164)
 

@@ -18,11 +18,12 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import BigIntegerField, Case, CharField, Exists, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, OutgoingSms, ReceiptEvent, SendOutcome, adapter_for
+from gateways.failover import FAIL_OVER_CODES, fail_over_eligible, fallback_usable, messages_fail_over_eligible
 from gateways.models import (
     FINAL_MESSAGE_STATES,
     DeliveryReceipt,
@@ -207,6 +208,26 @@ class MessageLike(Protocol):
     def cost(self) -> Decimal: ...
 
 
+class _QuotaHolder(Protocol):
+    """What a quota movement reads of a message: its reservation, parts and cost."""
+
+    @property
+    def quota_reference(self) -> str: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def cost(self) -> Decimal: ...
+
+
+class _HeldRow(NamedTuple):
+    """A message's quota hold as read from its row (id, quota reference, segments, cost)."""
+
+    pk: int
+    quota_reference: str
+    segments: int
+    cost: Decimal
+
+
 _CLAIM_COLUMNS = (
     "id",
     "sender_id",
@@ -291,12 +312,12 @@ def _claim(
         else:
             rows = _claim_orm(gateway_id, message_ids, limit, now, after_id, countries)
         claimed: list[ClaimedMessage] = []
-        suppressed: list[tuple[int, str, int, Decimal]] = []
+        suppressed: list[_HeldRow] = []
         for row in rows:
             if row[-1] is None:
                 claimed.append(ClaimedMessage._make(row[:-1]))
             else:  # (id, quota_reference, segments, cost)
-                suppressed.append((row[0], row[9], row[5], row[6]))
+                suppressed.append(_HeldRow(row[0], row[9], row[5], row[6]))
         if suppressed:
             _suppressed_release(actor or Actor.system("messages_claim"), suppressed)
         if on_claim is not None and claimed:
@@ -424,19 +445,15 @@ def _claim_orm(
         OutboundMessage.objects.filter(pk__in=ids).update(
             state=MessageState.SUBMITTING, submit_started_at=now, attempts=F("attempts") + 1
         )
-    blocked = {r[-1]: r[0] for r in rows if r[-1] is not None}
+    blocked = [(r[0], r[-1]) for r in rows if r[-1] is not None]  # (message, its active opt-out)
     if blocked:
-        for opt_out_id, reason, source in OptOut.objects.filter(pk__in=list(blocked)).values_list(
-            "pk", "reason", "source"
-        ):
-            for row in rows:
-                if row[-1] == opt_out_id:
-                    OutboundMessage.objects.filter(pk=row[0]).update(
-                        state=MessageState.FAILED,
-                        final_at=now,
-                        error_code="suppressed",
-                        error_reason=_suppressed_reason(opt_out_id, reason, source),
-                    )
+        opt_outs = {
+            pk: _suppressed_reason(pk, reason, source)
+            for pk, reason, source in OptOut.objects.filter(pk__in={o for _m, o in blocked}).values_list(
+                "pk", "reason", "source"
+            )
+        }
+        _suppressed_write([(m, opt_outs[o]) for m, o in blocked if o in opt_outs], now)
     attempts = _CLAIM_COLUMNS.index("attempts")
     return [(*r[:attempts], r[attempts] + 1, *r[attempts + 1 :]) if r[-1] is None else r for r in rows]
 
@@ -446,35 +463,59 @@ def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int,
     the claim: failed as 'suppressed' (never sent) and their quota hold released.
     ``suppressions``: (message id, opt-out id, its reason, its source). Only 'submitting' rows move."""
     now = timezone.now()
+    reasons: dict[int, str] = {}
+    for message_id, opt_out_id, reason, source in suppressions:
+        reasons.setdefault(message_id, _suppressed_reason(opt_out_id, reason, source))
+    withdrawn: list[_HeldRow] = []
     with transaction.atomic():
-        withdrawn: list[tuple[int, str, int, Decimal]] = []
-        for message_id, opt_out_id, reason, source in suppressions:
-            updated = OutboundMessage.objects.filter(
-                pk=message_id, state=MessageState.SUBMITTING, purpose=MessagePurpose.MARKETING
-            ).update(
-                state=MessageState.FAILED,
-                final_at=now,
-                error_code="suppressed",
-                error_reason=_suppressed_reason(opt_out_id, reason, source),
+        for chunk in _chunks(sorted(reasons), 5_000):
+            # Locked in id order, then moved in one UPDATE: exactly the rows read here move (a
+            # concurrent reconciler waits, then finds them failed).
+            rows = [
+                _HeldRow._make(row)
+                for row in OutboundMessage.objects.select_for_update(of=("self",))
+                .filter(pk__in=chunk, state=MessageState.SUBMITTING, purpose=MessagePurpose.MARKETING)
+                .order_by("pk")
+                .values_list("pk", "quota_reference", "segments", "cost")
+            ]
+            _suppressed_write(
+                [(row.pk, reasons[row.pk]) for row in rows],
+                now,
+                state=MessageState.SUBMITTING,
+                purpose=MessagePurpose.MARKETING,
             )
-            if updated:
-                row = OutboundMessage.objects.values_list("pk", "quota_reference", "segments", "cost").get(
-                    pk=message_id
-                )
-                withdrawn.append(row)
+            withdrawn.extend(rows)
         if withdrawn:
             _suppressed_release(actor, withdrawn, reason="Opt-out committed after the claim, before the send.")
     return len(withdrawn)
 
 
+def _suppressed_write(messages: Sequence[tuple[int, str]], now: Any, **only: Any) -> None:
+    """Fail these messages as 'suppressed', each with its reason (message id, reason), those of
+    them matching ``only``: one UPDATE, the reasons in a CASE with a branch per distinct reason
+    (one per opt-out), far fewer than the messages."""
+    if not messages:
+        return
+    by_reason: dict[str, list[int]] = {}
+    for message_id, reason in messages:
+        by_reason.setdefault(reason, []).append(message_id)
+    OutboundMessage.objects.filter(pk__in=[message_id for message_id, _reason in messages], **only).update(
+        state=MessageState.FAILED,
+        final_at=now,
+        error_code="suppressed",
+        error_reason=Case(
+            *(When(pk__in=ids, then=Value(reason)) for reason, ids in by_reason.items()),
+            default=F("error_reason"),
+            output_field=CharField(),
+        ),
+    )
+
+
 def _suppressed_release(
-    actor: Actor, suppressed: list[tuple[int, str, int, Decimal]], reason: str = "Active opt-out at claim time."
+    actor: Actor, suppressed: Sequence[_HeldRow], reason: str = "Active opt-out at claim time."
 ) -> None:
     """Give back the quota held for suppressed messages: one movement per reservation."""
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for _pk, reference, segments, cost in suppressed:
-        held_segments, held_amount = totals.get(reference, (0, Decimal(0)))
-        totals[reference] = (held_segments + segments, held_amount + cost)
+    totals = _totals(suppressed)
     existing = set(QuotaReservation.objects.filter(reference__in=list(totals)).values_list("reference", flat=True))
     for reference in sorted(existing):
         segments, amount = totals[reference]
@@ -483,7 +524,7 @@ def _suppressed_release(
         actor=actor,
         action="messages.suppressed",
         object_type="outbound_message",
-        after={"ids": [s[0] for s in suppressed][:1000], "count": len(suppressed)},
+        after={"ids": [s.pk for s in suppressed][:1000], "count": len(suppressed)},
         reason=reason,
     )
 
@@ -515,6 +556,7 @@ def outcomes_record(
     refused: list[MessageLike] = []
     rebilled: list[tuple[int, int, int]] = []  # (message, our parts, the provider's billed parts)
     adjust: dict[str, tuple[int, Decimal]] = {}  # reservation -> what the provider billed beyond our estimate
+    unreachable: list[tuple[MessageLike, SendOutcome]] = []  # temporary: the gateway could not be reached
     with transaction.atomic():
         for message, outcome in zip(messages, outcomes, strict=True):
             counts[outcome.kind] += 1
@@ -543,30 +585,10 @@ def outcomes_record(
                     message = charge
                 charged.append(message)
             elif outcome.kind == "temporary":
-                fallback = (
-                    gateway.fallback
-                    if gateway.fallback_id and outcome.code in {"gateway_unavailable", "link_down"}
-                    else None
-                )
-                if fallback is not None and fallback.enabled and message.country in (fallback.countries or []):
-                    OutboundMessage.objects.filter(pk=message.pk).update(
-                        state=MessageState.QUEUED,
-                        gateway=fallback,
-                        next_attempt_at=None,
-                        error_code=outcome.code,
-                        error_reason=f"failed over from {gateway.code}: {outcome.reason}"[:300],
-                    )
-                    counts["failed_over"] += 1
-                elif message.attempts >= MAX_ATTEMPTS:
-                    _fail(message.pk, "retries_exhausted", f"{outcome.code}: {outcome.reason}", now)
+                if gateway.fallback_id and outcome.code in FAIL_OVER_CODES:
+                    unreachable.append((message, outcome))  # the fallback may take it: decided below
+                elif _retry_later(message, outcome, now):
                     refused.append(message)
-                else:
-                    OutboundMessage.objects.filter(pk=message.pk).update(
-                        state=MessageState.QUEUED,
-                        next_attempt_at=now + timedelta(seconds=outcome.retry_after * (2 ** (message.attempts - 1))),
-                        error_code=outcome.code,
-                        error_reason=outcome.reason[:300],
-                    )
             elif outcome.kind == "unknown":
                 OutboundMessage.objects.filter(pk=message.pk).update(
                     state=MessageState.UNKNOWN, error_code=outcome.code[:32], error_reason=outcome.reason[:300]
@@ -575,6 +597,8 @@ def outcomes_record(
             else:
                 _fail(message.pk, outcome.code, outcome.reason, now)
                 refused.append(message)
+        if unreachable:
+            counts["failed_over"] = _unreachable_fail_over(gateway, unreachable, refused, now)
         if accepted_groups:
             _accepted_write(accepted_groups, now)
             _parts_insert(gateway, parts)
@@ -611,6 +635,48 @@ def outcomes_record(
     return counts
 
 
+def _retry_later(message: MessageLike, outcome: SendOutcome, now: Any) -> bool:
+    """A temporary failure: back to the queue with a back-off, or failed once the attempts are
+    spent (True: its quota hold is to be released)."""
+    if message.attempts >= MAX_ATTEMPTS:
+        _fail(message.pk, "retries_exhausted", f"{outcome.code}: {outcome.reason}", now)
+        return True
+    OutboundMessage.objects.filter(pk=message.pk).update(
+        state=MessageState.QUEUED,
+        next_attempt_at=now + timedelta(seconds=outcome.retry_after * (2 ** (message.attempts - 1))),
+        error_code=outcome.code,
+        error_reason=outcome.reason[:300],
+    )
+    return False
+
+
+def _unreachable_fail_over(
+    gateway: Gateway, unreachable: list[tuple[MessageLike, SendOutcome]], refused: list[MessageLike], now: Any
+) -> int:
+    """Messages the gateway could not be reached for: those its fallback may take over
+    (gateways.failover, the rule the bind worker's fail-over applies too) are queued there at
+    once; the others wait to be retried here. Returns how many failed over."""
+    fallback = fallback_usable(gateway)
+    eligible = messages_fail_over_eligible(
+        gateway=gateway, fallback=fallback, message_ids=[message.pk for message, _outcome in unreachable]
+    )
+    groups: dict[tuple[str, str], list[int]] = {}
+    for message, outcome in unreachable:
+        if message.pk in eligible:
+            groups.setdefault((outcome.code, outcome.reason), []).append(message.pk)
+        elif _retry_later(message, outcome, now):
+            refused.append(message)
+    for (code, reason), ids in groups.items():
+        OutboundMessage.objects.filter(pk__in=ids).update(
+            state=MessageState.QUEUED,
+            gateway=fallback,
+            next_attempt_at=None,
+            error_code=code,
+            error_reason=f"failed over from {gateway.code}: {reason}"[:300],
+        )
+    return len(eligible)
+
+
 class _Charge(NamedTuple):
     pk: int
     attempts: int
@@ -628,15 +694,11 @@ def _rebilled(message: MessageLike, billed: int) -> _Charge:
     return _Charge(message.pk, message.attempts, message.country, message.quota_reference, billed, cost)
 
 
-def _unknown_charge(actor: Actor, rows: Sequence[tuple[int, str, int, Decimal]]) -> None:
+def _unknown_charge(actor: Actor, rows: Iterable[tuple[int, str, int, Decimal]]) -> None:
     """Messages turned 'unknown' may have been sent: charge their holds, one movement per
-    reservation (as outcomes_record does for an 'unknown' answer)."""
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for _pk, reference, segments, cost in rows:
-        if not reference:
-            continue
-        held_segments, held_amount = totals.get(reference, (0, Decimal(0)))
-        totals[reference] = (held_segments + segments, held_amount + cost)
+    reservation (as outcomes_record does for an 'unknown' answer). ``rows``: (id, quota
+    reference, segments, cost)."""
+    totals = _totals(_HeldRow._make(row) for row in rows if row[1])
     if not totals:
         return
     held = set(
@@ -729,7 +791,8 @@ def _parts_insert(gateway: Gateway, parts: list[tuple[int, int, str, str, str, A
     )
 
 
-def _totals(messages: Iterable[MessageLike]) -> dict[str, tuple[int, Decimal]]:
+def _totals(messages: Iterable[_QuotaHolder]) -> dict[str, tuple[int, Decimal]]:
+    """Segments and amount per reservation: quota moves once per reservation, not per message."""
     totals: dict[str, tuple[int, Decimal]] = {}
     for m in messages:
         segments, amount = totals.get(m.quota_reference, (0, Decimal(0)))
@@ -1160,15 +1223,24 @@ def messages_requeue(*, actor: Actor, message_ids: Sequence[int]) -> int:
 
 def messages_fail_over(
     *, actor: Actor, gateway: Gateway, fallback: Gateway, message_ids: Sequence[int], reason: str
-) -> int:
-    """Claimed messages none of whose parts reached ``gateway`` (its link is down) go to its
-    fallback: queued there at once, their attempt not counted. Only 'submitting' rows move."""
-    count = 0
+) -> list[int]:
+    """Claimed messages go to ``gateway``'s fallback (its link is down): queued there at once,
+    their attempt not counted. Only 'submitting' rows the fallback may take over move
+    (gateways.failover: the rule outcomes_record applies too). Returns the ids moved, in order."""
+    moved: list[int] = []
+    eligible = fail_over_eligible(gateway=gateway, fallback=fallback)
     with transaction.atomic():
         for chunk in _chunks(sorted(message_ids), 10_000):
-            count += OutboundMessage.objects.filter(
-                pk__in=chunk, gateway=gateway, state=MessageState.SUBMITTING
-            ).update(
+            # Locked in id order (a concurrent reconciler waits, then finds them moved).
+            ids = list(
+                OutboundMessage.objects.select_for_update(of=("self",))
+                .filter(eligible, pk__in=chunk, state=MessageState.SUBMITTING)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if not ids:
+                continue
+            OutboundMessage.objects.filter(pk__in=ids).update(
                 state=MessageState.QUEUED,
                 gateway=fallback,
                 submit_started_at=None,
@@ -1177,17 +1249,18 @@ def messages_fail_over(
                 error_code="failed_over",
                 error_reason=f"failed over from {gateway.code}: {reason}"[:300],
             )
-        if count:
+            moved.extend(ids)
+        if moved:
             audit_record(
                 actor=actor,
                 action="messages.fail_over",
                 object_type="gateway",
                 object_id=str(gateway.pk),
-                after={"to": fallback.code, "ids": list(message_ids)[:1000], "count": count, "reason": reason},
+                after={"to": fallback.code, "ids": moved[:1000], "count": len(moved), "reason": reason},
             )
-            ids = list(message_ids)
-            transaction.on_commit(lambda: _enqueue_submit(fallback.pk, ids))
-    return count
+            fallback_id, ids = fallback.pk, list(moved)
+            transaction.on_commit(lambda: _enqueue_submit(fallback_id, ids))
+    return moved
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:

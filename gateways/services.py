@@ -1,17 +1,19 @@
-"""Writes of the gateways app: sender-ID applications (governed)."""
+"""Writes of the gateways app: sender-ID applications (governed), bind worker status reports."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from django.db.models import Max
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compliance.governance import GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
-from gateways.models import SenderId, SenderIdApplication, SenderIdStatus
+from gateways.models import BindWorkerStatus, SenderId, SenderIdApplication, SenderIdStatus
 from gateways.rules import SSRS_REGION, sender_id_kind
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
@@ -181,4 +183,52 @@ def sender_id_apply(*, actor: Actor, idempotency_key: str | None, **fields: Any)
         payload=payload,
         idempotency_key=idempotency_key,
         reason=payload["reason"],
+    )
+
+
+# A worker that has not reported for this long is long gone: its row is dropped when a worker of
+# the same gateway starts (gateways.selectors.bind_status takes it for dead much sooner).
+BIND_WORKER_FORGET_AFTER = timedelta(days=1)
+
+
+def bind_worker_status_record(
+    *,
+    actor: Actor,
+    gateway_id: int,
+    owner: str,
+    host: str,
+    pid: int,
+    state: str,
+    state_since: datetime,
+    started_at: datetime,
+    last_error: str,
+    failing_over_to: str,
+    stats: dict[str, Any],
+    starting: bool = False,
+) -> None:
+    """Record what a bind worker (``actor``, identified by ``owner``) says about its bind: on
+    every change and as a heartbeat (gateways.smpp.worker). ``starting``: the worker starts, so
+    the rows of this gateway's workers silent for a day are dropped first.
+
+    Operational telemetry, not a business write: no audit row (a heartbeat every few seconds per
+    worker would swamp the log). What a worker does to messages (fail-over, unknown, requeue,
+    suppression) is audited by the delivery services it calls. No transaction of its own: each
+    statement stands alone, and a heartbeat costs one upsert."""
+    now = timezone.now()
+    if starting:
+        BindWorkerStatus.objects.filter(gateway_id=gateway_id, heartbeat_at__lt=now - BIND_WORKER_FORGET_AFTER).delete()
+    BindWorkerStatus.objects.update_or_create(
+        owner=owner,
+        defaults={
+            "gateway_id": gateway_id,
+            "host": host[:100],
+            "pid": pid,
+            "state": state,
+            "state_since": state_since,
+            "heartbeat_at": now,
+            "started_at": started_at,
+            "last_error": last_error[:300],
+            "failing_over_to": failing_over_to,
+            "stats": stats,
+        },
     )

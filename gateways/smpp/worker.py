@@ -24,12 +24,14 @@ worker to start, the reconciler) requeues the never-written and makes the writte
 Fail-over: when the bind has been down for ``settings["failover_after"]`` seconds (default 10)
 and the gateway has an enabled fallback, the messages the worker holds and every due message
 for a country the fallback covers go to the fallback (none of their parts was written here),
-until the bind is back.
+until the bind is back. Which messages may go is ``gateways.failover``'s rule, the one
+``outcomes_record`` applies to a gateway that answers 'unavailable'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -40,7 +42,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
 import smpplib.client
@@ -49,6 +50,7 @@ import smpplib.exceptions
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from compliance.optouts import opt_out_last_id, opt_outs_active_after
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery import (
     ClaimedMessage,
@@ -60,7 +62,9 @@ from gateways.delivery import (
     messages_suppress_claimed,
     outcomes_record,
 )
-from gateways.models import BindState, BindWorkerStatus, Gateway, MessageState
+from gateways.failover import fallback_usable
+from gateways.models import BindState, Gateway, MessageState
+from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from gateways.smpp.journal import Journal, journals_recover
@@ -613,24 +617,19 @@ class BindWorker:
         self._last_report = time.monotonic()
         try:
             _refresh_db_connection()
-            if state == BindState.BINDING:  # starting: forget workers long gone
-                BindWorkerStatus.objects.filter(
-                    gateway_id=self.gateway.pk, heartbeat_at__lt=now - timedelta(days=1)
-                ).delete()
-            BindWorkerStatus.objects.update_or_create(
+            bind_worker_status_record(
+                actor=self.actor,
+                gateway_id=self.gateway.pk,
                 owner=self.owner,
-                defaults={
-                    "gateway_id": self.gateway.pk,
-                    "host": socket.gethostname()[:100],
-                    "pid": os.getpid(),
-                    "state": self._bind_state,
-                    "state_since": self._bind_state_since,
-                    "heartbeat_at": now,
-                    "started_at": self._started_at,
-                    "last_error": self._last_error,
-                    "failing_over_to": self._failing_over_to,
-                    "stats": asdict(self.stats),
-                },
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                state=self._bind_state,
+                state_since=self._bind_state_since,
+                started_at=self._started_at,
+                last_error=self._last_error,
+                failing_over_to=self._failing_over_to,
+                stats=asdict(self.stats),
+                starting=state == BindState.BINDING,  # starting: forget workers long gone
             )
         except DatabaseError:
             logger.warning("could not record the status of %s's bind worker", self.gateway.code, exc_info=True)
@@ -728,18 +727,11 @@ class BindWorker:
         """Withdraw held marketing messages (no part handed to the link yet) to numbers that opted
         out after their claim. The claim checked opt-outs already; this closes the gap between the
         claim and the write, which the claim-ahead makes seconds long."""
-        from contacts.models import OptOut
-
         try:
             _refresh_db_connection()
             if self._optout_floor is None:
-                top = OptOut.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-                self._optout_floor = max(0, top - OPTOUT_ID_SLACK)
-            rows = list(
-                OptOut.objects.filter(pk__gt=self._optout_floor, lifted_at__isnull=True).values_list(
-                    "pk", "phone", "reason", "source"
-                )
-            )
+                self._optout_floor = max(0, opt_out_last_id() - OPTOUT_ID_SLACK)
+            rows = opt_outs_active_after(after_id=self._optout_floor)
             fresh = [row for row in rows if row[0] not in self._optouts_seen]
             if rows:
                 self._optout_floor = max(self._optout_floor, max(row[0] for row in rows) - OPTOUT_ID_SLACK)
@@ -785,37 +777,44 @@ class BindWorker:
             self.journal.settled((job.message.pk, job.segment) for job in jobs)
 
     def _fail_over(self, reason: str) -> int:
-        """The bind is down: hand what this worker holds, and due messages, to the fallback."""
+        """The bind is down: hand what this worker holds, and due messages, to the fallback.
+        Which messages may go is gateways.failover's rule (outcomes_record applies it too)."""
         try:
             _refresh_db_connection()
             gateway = Gateway.objects.select_related("fallback").get(pk=self.gateway.pk)
-            fallback = gateway.fallback
-            if fallback is None or not fallback.enabled or fallback.pk == gateway.pk:
+            fallback = fallback_usable(gateway)
+            if fallback is None:
                 return 0
-            countries = set(fallback.countries or [])
             with self.lock:  # the link thread is gone
                 held = list({id(job): job for job, _index in self.ready if not job.done}.values())
-                # A message with a part already taken here (accepted before the link went) can only
-                # be finished here: its other parts wait for the bind, never another gateway.
-                movable = [job for job in held if job.message.country in countries and not job.written]
+            # A part taken here (accepted before the link went) is recorded only when the whole
+            # message is: the database cannot tell, so such messages are not offered. They can
+            # only be finished here: their other parts wait for the bind, never another gateway.
+            offered = {job.message.pk: job for job in held if not job.written}
+            fail_over = functools.partial(
+                messages_fail_over, actor=self.actor, gateway=gateway, fallback=fallback, reason=reason
+            )
+            moved_ids = fail_over(message_ids=list(offered)) if offered else []
+            movable = [offered[pk] for pk in moved_ids]
+            if movable:
                 moving = {id(job) for job in movable}
-                keep = {id(job) for job in held if id(job) not in moving}
-                self.ready = deque(item for item in self.ready if id(item[0]) in keep)
-            if not movable:
-                claimed = self._claim_rows(limit=self.batch_size, countries=sorted(countries))
-                self.stats.suppressed_messages += claimed.suppressed
-                movable = [Job(message, [], self._claim_segment) for message in claimed.messages]
                 with self.lock:
-                    self.open_jobs += len(movable)
+                    self.ready = deque(item for item in self.ready if id(item[0]) not in moving)
+            else:
+                claimed = self._claim_rows(limit=self.batch_size, countries=sorted(fallback.countries or []))
+                self.stats.suppressed_messages += claimed.suppressed
+                jobs = {message.pk: Job(message, [], self._claim_segment) for message in claimed.messages}
+                with self.lock:
+                    self.open_jobs += len(jobs)
+                moved_ids = fail_over(message_ids=list(jobs)) if jobs else []
+                movable = [jobs.pop(pk) for pk in moved_ids]
+                if jobs:  # claimed for the fallback, which may not take them: back to the queue
+                    messages_requeue(actor=self.actor, message_ids=sorted(jobs))
+                    with self.lock:
+                        self.open_jobs -= len(jobs)
+                    self._settled(list(jobs.values()))
             if not movable:
                 return 0
-            moved = messages_fail_over(
-                actor=self.actor,
-                gateway=gateway,
-                fallback=fallback,
-                message_ids=[job.message.pk for job in movable],
-                reason=reason,
-            )
         except DatabaseError:
             logger.exception("fail-over from %s failed; trying again", self.gateway.code)
             if connection.in_atomic_block:
@@ -827,9 +826,11 @@ class BindWorker:
         with self.lock:
             self.open_jobs -= len(movable)
         self._settled(movable)
-        self.stats.failed_over_messages += moved
+        self.stats.failed_over_messages += len(moved_ids)
         self._report(failing_over_to=fallback.code)
-        logger.warning("%d messages failed over from %s to %s (%s)", moved, gateway.code, fallback.code, reason)
+        logger.warning(
+            "%d messages failed over from %s to %s (%s)", len(moved_ids), gateway.code, fallback.code, reason
+        )
         return len(movable)
 
     # --- database -------------------------------------------------------------------------
