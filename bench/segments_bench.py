@@ -8,7 +8,8 @@ accented letters, a third Traditional Chinese, a third mixed emoji text), checks
 Side by side: when Node.js and npm are on the machine, the same texts go through Twilio's published segment
 calculator (npm ``sms-segments-calculator``, installed into ``var/bench-node`` on first use, never committed)
 by ``bench/segments_compare.mjs``: its rate on one core and how often its encoding and segment count agree
-with ours (``--no-compare`` skips it).
+with ours, both the SMPP-style count and the Twilio mode (``count_segments_clusters``, grapheme clusters kept
+whole), which should agree on every text (``--no-compare`` skips it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from templates.segments import analyse, count_segments
+from templates.segments import analyse, count_segments, count_segments_clusters
 
 ENGLISH_WORDS = (
     "Hi {name}, your order #{n} is ready for pickup. Use code SAVE20 at checkout for 20% off all items "
@@ -84,7 +85,7 @@ COMPARE_PACKAGE = "sms-segments-calculator@1.3.0"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compare(texts: list[str], ours: list[tuple[str, int]], rounds: int) -> None:
+def compare(texts: list[str], ours: list[tuple[str, int]], twilio_mode: list[tuple[str, int]], rounds: int) -> None:
     """Twilio's calculator on the same texts (Node.js), side by side; skipped with a note without Node."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
@@ -132,6 +133,14 @@ def compare(texts: list[str], ours: list[tuple[str, int]], rounds: int) -> None:
         )
     for i in [i for i in differ if not (clusters.search(texts[i]) and results[i][1] > ours[i][1])][:3]:
         print(f"  differs: ours {ours[i]}, theirs {results[i]}: {texts[i][:60]!r}...")
+    # What Twilio gateways are estimated with: the same rule as its calculator, so no difference is expected.
+    differ = [i for i, (a, b) in enumerate(zip(twilio_mode, results, strict=True)) if a != b]
+    print(
+        f"  Twilio mode (count_segments_clusters): encoding and segments agree on "
+        f"{len(texts) - len(differ):,} of {len(texts):,}"
+    )
+    for i in differ[:3]:
+        print(f"  differs: ours {twilio_mode[i]}, theirs {results[i]}: {texts[i][:60]!r}...")
 
 
 def main() -> None:
@@ -146,8 +155,11 @@ def main() -> None:
     for text in texts[:3000]:
         result = analyse(text)
         assert count_segments(text) == (result.encoding, result.units, result.segments), text
+        result = analyse(text, keep_clusters=True)
+        assert count_segments_clusters(text) == (result.encoding, result.units, result.segments), text
 
     count_rate = best_rate(texts, count_segments, args.rounds)
+    clusters_rate = best_rate(texts, count_segments_clusters, args.rounds)
     analyse_rate = best_rate(texts[:10_000], analyse, max(1, args.rounds // 2))
     long_text = (CHINESE + "🎉") * (10_000 // (len(CHINESE) + 1))
     started = time.perf_counter()
@@ -156,13 +168,17 @@ def main() -> None:
 
     print(f"python {platform.python_version()} on {platform.machine()}, {len(texts)} texts, mix {dict(mix)}")
     print(f"count_segments: {count_rate:,.0f} texts/s")
+    print(f"count_segments_clusters (Twilio gateways): {clusters_rate:,.0f} texts/s")
     print(f"analyse:        {analyse_rate:,.0f} texts/s")
     print(f"analyse of one {len(long_text)}-character text ({long_result.segments} parts): {long_ms:.1f} ms")
     if not args.no_compare:
         ours: list[tuple[str, int]] = [
             (str(encoding), segments) for encoding, _units, segments in map(count_segments, texts)
         ]
-        compare(texts, ours, max(1, args.rounds // 2))
+        twilio_mode: list[tuple[str, int]] = [
+            (str(encoding), segments) for encoding, _units, segments in map(count_segments_clusters, texts)
+        ]
+        compare(texts, ours, twilio_mode, max(1, args.rounds // 2))
 
 
 if __name__ == "__main__":

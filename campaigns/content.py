@@ -29,6 +29,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
 from templates.models import Purpose, ShortLink, TemplateVersion
+from templates.segments import SegmentResult
 from templates.selectors import (
     PLACEHOLDER_RE,
     RECIPIENT_TOKEN_LENGTH,
@@ -82,10 +83,16 @@ class Evaluation:
     recipients: int
     sensitive: bool
     warnings: list[str] = field(default_factory=list)
+    # Parts per covered country as its gateway splits them (a Twilio gateway keeps grapheme
+    # clusters whole, so it can need one more); ``segments`` is the largest of them.
+    segments_by_country: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> Decimal:
         return sum(self.cost.values(), Decimal(0))
+
+    def segments_for(self, country: str) -> int:
+        return self.segments_by_country.get(country, self.segments)
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -294,7 +301,7 @@ def _message(
         # Name the campaign's input at fault (a campaign has no "body"): its copy or its template.
         error.field = "text" if text else "template_version_id"
         raise error
-    result = segment_analysis(measured, field="text" if text else "template_version_id")
+    result = segment_analysis(measured, field=_content_field(spec))
     analysis = {
         "characters": len(measured),
         "encoding": result.encoding,
@@ -305,18 +312,44 @@ def _message(
         "non_gsm_characters": [{"char": c.char, "count": len(c.positions)} for c in result.non_gsm_chars[:20]],
         "link_characters": len(short_url.replace(TOKEN_MARK, TOKEN_SAMPLE)) if short_url else 0,
     }
+    _fits(result, max_segments, field="text" if text else "variables")
+    return rendered, measured, analysis, max_segments, language
+
+
+def _content_field(spec: dict[str, Any]) -> str:
+    return "text" if spec.get("text") else "template_version_id"
+
+
+def _fits(result: SegmentResult, max_segments: int, *, field: str) -> None:
     if result.segments > max_segments:
         cut = "".join(p.text for p in result.parts[max_segments:])
         raise _error(
             "message_too_long",
             f"The message is {result.segments} segments; at most {max_segments} are allowed. "
             f"{len(cut)} characters would be cut.",
-            field="text" if text else "variables",
+            field=field,
             hint="Shorten the copy or the values (sms_marketing.copy.fit_preview shows what fits).",
             segments=result.segments,
             cut_text=cut,
         )
-    return rendered, measured, analysis, max_segments, language
+
+
+def _segments_by_country(
+    spec: dict[str, Any], measured: str, segments: int, quotes: dict[str, PriceQuote], *, max_segments: int
+) -> dict[str, int]:
+    """Parts per covered country as its gateway will split the message.
+
+    A provider that splits by itself (Twilio) never cuts a grapheme cluster (ZWJ emoji, skin tone,
+    variation selector, combining mark), so the same text can need one part more there than the
+    SMPP-style count; the text is analysed that way only when such a gateway carries it.
+    """
+    by_country = dict.fromkeys(quotes, segments)
+    clustered = [country for country, quote in quotes.items() if quote.keeps_clusters]
+    if clustered:
+        result = segment_analysis(measured, field=_content_field(spec), keep_clusters=True)
+        _fits(result, max_segments, field="text" if spec.get("text") else "variables")
+        by_country.update(dict.fromkeys(clustered, result.segments))
+    return by_country
 
 
 def campaign_evaluate(
@@ -382,26 +415,28 @@ def campaign_evaluate(
                 field="gateway",
                 hint="Pick another gateway or change the copy.",
             )
+    segments_by_country = _segments_by_country(spec, measured, analysis["segments"], quotes, max_segments=max_segments)
     cost: dict[str, Decimal] = {}
     by_country = []
     for entry in counts["by_country"]:
         country, n = entry["country"], int(entry["sendable"])
         quote = quotes.get(country)
+        parts = segments_by_country.get(country, analysis["segments"])
         row = {
             "country": country,
             "contacts": entry["contacts"],
             "sendable": n,
             "excluded": entry["excluded"],
-            "segments_per_message": analysis["segments"],
+            "segments_per_message": parts,
         }
         if quote is not None and n:
-            amount = (quote.price_per_segment * analysis["segments"] * n).quantize(Decimal("0.01"))
+            amount = (quote.price_per_segment * parts * n).quantize(Decimal("0.01"))
             cost[quote.currency] = cost.get(quote.currency, Decimal(0)) + amount
             row.update(
                 gateway=quote.gateway_code,
                 price_per_segment=str(quote.price_per_segment),
                 currency=quote.currency,
-                price_per_message=str(quote.price_per_segment * analysis["segments"]),
+                price_per_message=str(quote.price_per_segment * parts),
                 estimated_cost=str(amount),
             )
         by_country.append(row)
@@ -412,7 +447,7 @@ def campaign_evaluate(
         body_template=body,
         body_preview=measured,
         encoding=analysis["encoding"],
-        segments=analysis["segments"],
+        segments=max([analysis["segments"], *segments_by_country.values()]),
         max_segments=max_segments,
         analysis=analysis,
         link=link,
@@ -424,6 +459,7 @@ def campaign_evaluate(
         recipients=recipients,
         sensitive=bool(link and link.sensitive),
         warnings=warnings,
+        segments_by_country=segments_by_country,
     )
 
 
@@ -455,7 +491,10 @@ def quota_check(evaluation: Evaluation) -> dict[str, Any]:
     from gateways.quotas import headroom
 
     room = headroom()
-    segments = evaluation.recipients * evaluation.segments
+    if len(set(evaluation.segments_by_country.values())) > 1:  # gateways that split differently
+        segments = sum(int(row["sendable"]) * row["segments_per_message"] for row in evaluation.by_country)
+    else:
+        segments = evaluation.recipients * evaluation.segments
     return {
         "segments_needed": segments,
         "available_segments": room.available_segments,

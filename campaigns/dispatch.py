@@ -150,13 +150,17 @@ def _annotated(campaign: Campaign, evaluation: Evaluation, qs: Any) -> Any:
         m_gateway=case({c: gateways[q.gateway_code].pk for c, q in by_country}, IntegerField()),
         m_receipt=case({c: int(gateways[q.gateway_code].receipts_supported) for c, q in by_country}, IntegerField()),
         m_cost=case(
-            {c: q.price_per_segment * evaluation.segments for c, q in by_country},
+            {c: q.price_per_segment * evaluation.segments_for(c) for c, q in by_country},
             DecimalField(max_digits=12, decimal_places=4),
         ),
+        # Parts as each country's gateway splits the message (a Twilio gateway can need one more).
+        m_segments=case({c: evaluation.segments_for(c) for c, _q in by_country}, IntegerField()),
         m_currency=case({c: q.currency for c, q in by_country}, CharField()),
         m_body=body,
         m_rn=Window(RowNumber(), order_by=F("id").asc()),
-    ).values_list("m_gateway", "phone", "country", "m_body", "m_cost", "m_currency", "m_receipt", "id", "m_rn")
+    ).values_list(
+        "m_gateway", "phone", "country", "m_body", "m_cost", "m_currency", "m_receipt", "id", "m_rn", "m_segments"
+    )
 
 
 _INSERT = """
@@ -165,7 +169,7 @@ INSERT INTO gateways_outboundmessage (
     reference, quota_reference, request_receipt, attempts, next_attempt_at, error_code, error_reason,
     created_at, updated_at, batch_id, contact_id
 )
-SELECT r.m_gateway, %s, r.phone, r.country, r.m_body, %s, %s, r.m_cost, r.m_currency, %s, %s,
+SELECT r.m_gateway, %s, r.phone, r.country, r.m_body, %s, r.m_segments, r.m_cost, r.m_currency, %s, %s,
        %s || CAST(b.number AS TEXT), %s, r.m_receipt = 1, 0, b.not_before, '', '',
        %s, %s, b.id, r.id
 FROM ({select}) r
@@ -203,7 +207,6 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
     params = [
         campaign.sender_id,
         evaluation.encoding,
-        evaluation.segments,
         MessagePurpose.MARKETING.value,
         MessageState.QUEUED.value,
         f"campaign:{campaign.pk}:batch:",

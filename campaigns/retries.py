@@ -7,18 +7,17 @@ resent, contacts now over a frequency cap. ``failed_messages.resend`` takes only
 preview id; it re-checks every message at execution and can only narrow the preview.
 
 The preview and the resend are set-based like the dispatch: the rules are one SQL ``CASE``
-(``_reason``; ``resend_eligibility`` reads the same rules one message at a time for
-delivery_status.get, and a test holds the two together). The preview groups by it in the
-database; the resend runs one ``INSERT ... SELECT`` over the preview's still-eligible messages
-with the quota reserved in the same transaction: a constant number of queries, whatever the
-number of messages.
+(``_reason``), their only home; delivery_status.get evaluates the same expression over the
+messages it shows (``resend_reasons``). The preview groups by it in the database; the resend
+runs one ``INSERT ... SELECT`` over the preview's still-eligible messages with the quota
+reserved in the same transaction: a constant number of queries, whatever the number of messages.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -62,32 +61,6 @@ RESEND = "campaigns.resend_messages"
 PREVIEW_KIND = "failed_messages.retry"
 MAX_PREVIEW = 100_000
 FAILED = (MessageState.FAILED, MessageState.EXPIRED)
-
-
-def eligibility_context(messages: Sequence[OutboundMessage]) -> Callable[[OutboundMessage], dict[str, Any]]:
-    """Everything resend_eligibility needs for these messages, in a few set-based queries."""
-    from compliance.frequency import frequency_capped_destinations
-
-    phones = {m.destination for m in messages}
-    suppressed: dict[str, str] = {}
-    for phone, reason in OptOut.objects.filter(phone__in=phones, lifted_at__isnull=True).values_list("phone", "reason"):
-        if suppressed.get(phone) != OptOutReason.INVALID:
-            suppressed[phone] = "invalid" if reason == OptOutReason.INVALID else str(reason)
-    capped: set[str] = set()
-    for qs in frequency_capped_destinations(purpose=MessagePurpose.MARKETING).values():
-        capped |= set(qs.filter(destination__in=phones).values_list("destination", flat=True))
-    resent = set(
-        OutboundMessage.objects.filter(resend_of__in=[m.pk for m in messages]).values_list("resend_of_id", flat=True)
-    )
-
-    def context(m: OutboundMessage) -> dict[str, Any]:
-        return {
-            "now_suppressed": suppressed.get(m.destination),
-            "capped": m.destination in capped,
-            "resent": m.pk in resent,
-        }
-
-    return context
 
 
 def _quotes(campaign: Campaign, countries: set[str]) -> dict[str, Any]:
@@ -218,18 +191,26 @@ def _previewed(message_ids: Sequence[Any]) -> RawSQL:
 def resend_classified(
     campaign: Campaign, message_ids: Sequence[Any], quotes: dict[str, Any]
 ) -> QuerySet[OutboundMessage]:
-    """The preview's messages of this campaign, each annotated in SQL with ``m_reason``: what
-    ``resend_eligibility`` says about it now (same rules, same order), or ``country_not_covered``
-    when no quote covers an otherwise eligible one. ``ELIGIBLE`` marks the resendable ones.
-    Only ids of the preview and only messages of this campaign: never wider than the preview."""
+    """The preview's messages of this campaign, each annotated in SQL with ``m_reason``
+    (``_reason``: why it may not be resent now, ``ELIGIBLE`` if it may). Only ids of the preview
+    and only messages of this campaign: never wider than the preview."""
     return OutboundMessage.objects.filter(pk__in=_previewed(message_ids), batch__campaign_id=campaign.pk).annotate(
         m_reason=_reason(quotes)
     )
 
 
-def _reason(quotes: dict[str, Any]) -> Case:
-    """``resend_eligibility`` as one SQL CASE (same rules, same order), then ``country_not_covered``
-    when no quote covers an otherwise eligible message; ``ELIGIBLE`` marks the resendable ones."""
+def resend_reasons(message_ids: Sequence[int]) -> dict[int, str]:
+    """Each message's reason under the resend rule (``_reason``), in one query whatever their
+    number: what delivery_status.get reports. Without quotes: whether a gateway covers the
+    country is decided when a resend is previewed, not part of a message's own verdict."""
+    rows = OutboundMessage.objects.filter(pk__in=list(message_ids)).annotate(m_reason=_reason(None))
+    return dict(rows.values_list("pk", "m_reason"))
+
+
+def _reason(quotes: dict[str, Any] | None) -> Case:
+    """The resend rule, the only copy: one SQL CASE, first match wins, ``ELIGIBLE`` marks the
+    resendable messages. With ``quotes`` (a preview or a resend), an otherwise eligible message
+    no quote covers is ``country_not_covered``; ``None`` leaves that last check out."""
     from compliance.frequency import frequency_capped_destinations
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True)
@@ -238,8 +219,11 @@ def _reason(quotes: dict[str, Any]) -> Case:
         When(destination__in=qs, then=Value("frequency_capped"))
         for qs in frequency_capped_destinations(purpose=MessagePurpose.MARKETING).values()
     ]
-    covered = sorted(quotes)
-    uncovered = ~Q(country__in=covered) if covered else Q(pk__isnull=False)
+    coverage = []
+    if quotes is not None:
+        covered = sorted(quotes)
+        uncovered = ~Q(country__in=covered) if covered else Q(pk__isnull=False)
+        coverage.append(When(uncovered, then=Value("country_not_covered")))
     return Case(
         When(state=MessageState.DELIVERED, then=Value("delivered")),
         When(state__in=[MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED], then=Value("pending")),
@@ -253,7 +237,7 @@ def _reason(quotes: dict[str, Any]) -> Case:
         When(Q(submitted_at__isnull=True) & ~Q(error_code="retries_exhausted"), then=Value("hard_failure")),
         When(Exists(resends), then=Value("already_resent")),
         *capped,
-        When(uncovered, then=Value("country_not_covered")),
+        *coverage,
         default=Value(ELIGIBLE),
         output_field=CharField(),
     )

@@ -7,7 +7,7 @@ not found, so its name, offer and audience do not leak.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -247,17 +247,29 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     if evaluation.link is not None:
         url_len = evaluation.analysis["link_characters"]
         sample = evaluation.link.short_url + ("/" + TOKEN_SAMPLE if evaluation.per_recipient_token else "")
-        without = segment_analysis(evaluation.body_preview.replace(sample, ""), field="text")
+        unlinked = evaluation.body_preview.replace(sample, "")
+        without = segment_analysis(unlinked, field="text")
+        # Counted per gateway, like the message itself: a Twilio gateway keeps grapheme clusters whole.
+        clustered = (
+            segment_analysis(unlinked, field="text", keep_clusters=True)
+            if any(q.keeps_clusters for q in evaluation.quotes.values())
+            else without
+        )
         link_effect = {
             "short_url_characters": url_len,
             "per_recipient_token": evaluation.per_recipient_token,
             "segments_with_link": evaluation.segments,
-            "segments_without_link": without.segments,
+            "segments_without_link": max(without.segments, clustered.segments),
             "extra_cost": {
                 q.currency: str(
-                    (q.price_per_segment * (evaluation.segments - without.segments) * row["sendable"]).quantize(
-                        Decimal("0.01")
-                    )
+                    (
+                        q.price_per_segment
+                        * (
+                            evaluation.segments_for(row["country"])
+                            - (clustered if q.keeps_clusters else without).segments
+                        )
+                        * row["sendable"]
+                    ).quantize(Decimal("0.01"))
                 )
                 for row in evaluation.by_country
                 if (q := evaluation.quotes.get(row["country"])) is not None
@@ -379,36 +391,32 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 
 HARD_FAILURE_HINT = "refused by the gateway before delivery (invalid destination, rejected, not routable)"
 
+# A few verdicts carry a word of explanation; the verdict itself is the resend rule's (retries._reason).
+RESEND_DETAILS = {
+    "pending": "not failed (yet); pending is not a failure",
+    "maybe_delivered": "submission interrupted; never resent",
+    "withdrawn": "stopped by a cancellation",
+    "hard_failure": HARD_FAILURE_HINT,
+}
 
-def resend_eligibility(
-    message: OutboundMessage, *, now_suppressed: str | None, capped: bool, resent: bool
-) -> dict[str, Any]:
-    """Why a message may or may not be resent. ``now_suppressed`` is the active opt-out reason, if any."""
-    if message.state == MessageState.DELIVERED:
-        return {"eligible": False, "reason": "delivered"}
-    if message.state in (MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED):
-        return {"eligible": False, "reason": "pending", "detail": "not failed (yet); pending is not a failure"}
-    if message.state == MessageState.UNKNOWN:
-        return {"eligible": False, "reason": "maybe_delivered", "detail": "submission interrupted; never resent"}
-    if now_suppressed == "invalid" or message.error_code == "invalid_destination":
-        return {"eligible": False, "reason": "invalid_number"}
-    if now_suppressed is not None or message.error_code == "suppressed":
-        return {"eligible": False, "reason": "opted_out"}
-    if message.error_code == "withdrawn":
-        return {"eligible": False, "reason": "withdrawn", "detail": "stopped by a cancellation"}
-    if message.submitted_at is None and message.error_code != "retries_exhausted":
-        return {"eligible": False, "reason": "hard_failure", "detail": HARD_FAILURE_HINT}
-    if resent:
-        return {"eligible": False, "reason": "already_resent"}
-    if capped:
-        return {"eligible": False, "reason": "frequency_capped"}
-    return {"eligible": True, "reason": "temporary_failure"}
+
+def resend_eligibility(*, message_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Per message id, whether it may be resent and if not why: the same SQL expression the retry
+    preview and the resend classify with, evaluated for just these messages in one query."""
+    from campaigns.retries import ELIGIBLE, resend_reasons
+
+    out: dict[int, dict[str, Any]] = {}
+    for pk, reason in resend_reasons(message_ids).items():
+        verdict: dict[str, Any] = {"eligible": reason == ELIGIBLE, "reason": reason}
+        if reason in RESEND_DETAILS:
+            verdict["detail"] = RESEND_DETAILS[reason]
+        out[pk] = verdict
+    return out
 
 
 def delivery_status_get(
     *, actor: Actor, message_id: int | None = None, phone: str | None = None, campaign_id: int | None = None
 ) -> dict[str, Any]:
-    from campaigns.retries import eligibility_context
     from gateways.phones import phone_parse
 
     if not actor.has_perm(VIEW_BATCHES):
@@ -442,7 +450,7 @@ def delivery_status_get(
                 "receipt_at": part.receipt_at.isoformat() if part.receipt_at else None,
             }
         )
-    context = eligibility_context(messages)
+    resend = resend_eligibility(message_ids=[m.pk for m in messages])
     out = []
     for m in messages:
         out.append(
@@ -465,7 +473,7 @@ def delivery_status_get(
                 "submitted_at": m.submitted_at.isoformat() if m.submitted_at else None,
                 "final_at": m.final_at.isoformat() if m.final_at else None,
                 "updated_at": m.updated_at.isoformat(),
-                "resend": resend_eligibility(m, **context(m)),
+                "resend": resend[m.pk],
             }
         )
     return {

@@ -16,12 +16,29 @@ from gateways.models import BindState, BindWorkerStatus, Gateway, GatewayRate, P
 # longer than this is taken for dead.
 BIND_WORKER_SILENT_AFTER = timedelta(seconds=30)
 
+# Providers that split a message into parts themselves, keeping grapheme clusters (ZWJ emoji, skin
+# tones, variation selectors, combining marks) whole: a body can need one part more there than our
+# SMPP-style split, so estimates for their gateways count with templates.segments' keep_clusters.
+# After sending, such a provider's own count is billed (SendOutcome.billed_segments).
+CLUSTER_SPLITTING_PROVIDERS = frozenset({Provider.TWILIO.value})
+
+
+def provider_keeps_clusters(provider: str) -> bool:
+    """Whether a gateway of this provider splits messages itself, never cutting a grapheme cluster."""
+    return provider in CLUSTER_SPLITTING_PROVIDERS
+
 
 @dataclass(frozen=True)
 class PriceQuote:
     gateway_code: str
     price_per_segment: Decimal
     currency: str
+    provider: str = ""
+
+    @property
+    def keeps_clusters(self) -> bool:
+        """Count this gateway's parts with whole grapheme clusters (see CLUSTER_SPLITTING_PROVIDERS)."""
+        return provider_keeps_clusters(self.provider)
 
 
 def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> dict[str, PriceQuote]:
@@ -42,7 +59,9 @@ def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> 
     for rate in rates:
         if rate.country in quotes or rate.country not in (rate.gateway.countries or []):
             continue
-        quotes[rate.country] = PriceQuote(rate.gateway.code, rate.price_per_segment, rate.currency)
+        quotes[rate.country] = PriceQuote(
+            rate.gateway.code, rate.price_per_segment, rate.currency, provider=rate.gateway.provider
+        )
     return quotes
 
 

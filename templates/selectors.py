@@ -24,7 +24,7 @@ from django.utils.encoding import iri_to_uri
 
 from compliance.models import ActionRequest, ActionType, RequestState
 from gateways.models import Gateway
-from gateways.selectors import segment_prices
+from gateways.selectors import PriceQuote, segment_prices
 from smsplatform.config_schema import DOMAIN_RE
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
@@ -79,10 +79,16 @@ def _error(code: str, message: str, *, field: str, hint: str, **details: Any) ->
 # --- text ------------------------------------------------------------------
 
 
-def segment_analysis(text: str, *, field: str, smart_encoding: bool = False) -> SegmentResult:
-    """analyse() with its input errors in our error shape (lone surrogates, control characters)."""
+def segment_analysis(
+    text: str, *, field: str, smart_encoding: bool = False, keep_clusters: bool = False
+) -> SegmentResult:
+    """analyse() with its input errors in our error shape (lone surrogates, control characters).
+
+    ``keep_clusters`` counts parts as a provider that splits by itself (Twilio) does; see
+    gateways.selectors.provider_keeps_clusters.
+    """
     try:
-        return analyse(text, smart_encoding=smart_encoding, field=field)
+        return analyse(text, smart_encoding=smart_encoding, field=field, keep_clusters=keep_clusters)
     except SegmentInputError as exc:
         raise _error(
             exc.code,
@@ -855,6 +861,19 @@ def copy_fit_preview(
 
     prices = segment_prices(countries=wanted)
     gateway_limits = _gateway_limits({q.gateway_code for q in prices.values()})
+    # A gateway whose provider splits by itself (Twilio) never cuts a grapheme cluster, so the same
+    # text can take one part more there: its rows are counted that way (analysed once, on demand).
+    clustered: dict[str, SegmentResult] = {}
+
+    def split_for(quote_: PriceQuote, scenario: str, result: SegmentResult) -> SegmentResult:
+        if not quote_.keeps_clusters:
+            return result
+        if scenario not in clustered:
+            clustered[scenario] = segment_analysis(
+                result.text, field=field_name, smart_encoding=False, keep_clusters=True
+            )
+        return clustered[scenario]
+
     truncation: list[dict[str, Any]] = []
     wording_args: dict[str, Any] = {"purpose": purpose, "language": language, "brand": brand, "config": config}
     if limit is not None:
@@ -879,15 +898,17 @@ def copy_fit_preview(
             )
             continue
         gateway_limit = gateway_limits.get(quote_.gateway_code, GATEWAY_DEFAULT_MAX_SEGMENTS)
-        if longest_result.segments > gateway_limit:
+        gateway_longest = split_for(quote_, "longest", longest_result)
+        gateway_given = split_for(quote_, "given", given_result)
+        if gateway_longest.segments > gateway_limit:
             truncation.append(
                 {
                     "limit": f"gateway {quote_.gateway_code} ({country})",
-                    **_cut(longest_result, gateway_limit),
-                    "cuts_required_wording": _cut_wording(longest_result, gateway_limit, **wording_args),
+                    **_cut(gateway_longest, gateway_limit),
+                    "cuts_required_wording": _cut_wording(gateway_longest, gateway_limit, **wording_args),
                 }
             )
-        billed = min(longest_result.segments, gateway_limit)
+        billed = min(gateway_longest.segments, gateway_limit)
         per_message = (quote_.price_per_segment * billed).quantize(Decimal("0.0001"))
         costs.append(
             {
@@ -901,7 +922,7 @@ def copy_fit_preview(
                 "recipients": recipients,
                 "cost_total": str((per_message * recipients).quantize(Decimal("0.01"))),
                 "example_cost_per_message": str(
-                    (quote_.price_per_segment * min(given_result.segments, gateway_limit)).quantize(Decimal("0.0001"))
+                    (quote_.price_per_segment * min(gateway_given.segments, gateway_limit)).quantize(Decimal("0.0001"))
                 ),
             }
         )
@@ -932,7 +953,8 @@ def copy_fit_preview(
             "url fields hold a short link of the configured short domain"
             + (" with a per-recipient token." if per_recipient else "."),
             "costs use the longest scenario's segments at the preferred enabled gateway's listed rate, capped at the "
-            "gateway's segment limit; " + config["cost"]["estimate_note"],
+            "gateway's segment limit; a gateway that splits messages itself (Twilio) keeps emoji sequences and "
+            "accented letters whole across parts, which can take one part more; " + config["cost"]["estimate_note"],
         ],
     }
 

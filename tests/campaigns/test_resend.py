@@ -16,12 +16,11 @@ from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.retries import (
     ELIGIBLE,
     _quotes,
-    eligibility_context,
     failed_messages_resend,
     resend_classified,
     retry_preview,
 )
-from campaigns.selectors import resend_eligibility
+from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
 from campaigns.services import campaign_create_draft, campaign_send_approved
 from compliance.frequency import frequency_windows
 from compliance.optouts import opt_out_record
@@ -36,6 +35,8 @@ pytestmark = pytest.mark.django_db
 
 # Every query of a resend (governance, preview, rules, insert, quota, audit); the same for 10 or 200.
 MAX_RESEND_QUERIES = 40
+# delivery_status.get: the messages, their parts, the caps (configuration) and the resend verdicts.
+MAX_STATUS_QUERIES = 4
 
 
 def _sent_campaign(world: dict[str, Any], marketer: Any, approver_user: Any) -> int:
@@ -162,70 +163,99 @@ def test_the_retry_preview_runs_a_constant_number_of_queries(
     assert counts[0] == counts[1]
 
 
-def test_sql_rules_agree_with_resend_eligibility(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
+def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
+    """One rule (retries._reason), two readers: the preview and the resend classify with it
+    set-based, delivery_status.get evaluates it for the messages it shows. Each documented case,
+    in the rule's order (the first that applies wins), through both."""
     campaign_id = _sent_campaign(world, marketer, approver_user)
     per_day = next(w for w in frequency_windows() if w.name == "per_day").limit
-    specs: list[dict[str, Any]] = [
-        {"state": MessageState.DELIVERED},
-        {"state": MessageState.QUEUED},
-        {"state": MessageState.SUBMITTED},
-        {"state": MessageState.UNKNOWN},
-        {"destination": "+85293100001"},  # an opt-out for an invalid number, below
-        {"error_code": "invalid_destination"},
-        {"destination": "+85293100002"},  # opted out, below
-        {"error_code": "suppressed"},
-        {"error_code": "withdrawn"},
-        {"error_code": "rejected", "submitted_at": None},  # hard failure
-        {"error_code": "retries_exhausted", "submitted_at": None},  # eligible
-        {"destination": "+85293100003"},  # already resent, below
-        {"destination": "+85293100004"},  # at the daily cap, below
-        {"country": "SG"},  # eligible but no gateway covers it
+    # (spec of a message, its reason in a resend, the detail delivery_status.get adds to it)
+    cases: list[tuple[dict[str, Any], str, str | None]] = [
+        ({"state": MessageState.DELIVERED}, "delivered", None),
+        ({"state": MessageState.QUEUED}, "pending", "not failed (yet); pending is not a failure"),
+        ({"state": MessageState.SUBMITTED}, "pending", "not failed (yet); pending is not a failure"),
+        ({"state": MessageState.UNKNOWN}, "maybe_delivered", "submission interrupted; never resent"),
+        ({"destination": "+85293100001"}, "invalid_number", None),  # an opt-out for an invalid number, below
+        ({"error_code": "invalid_destination"}, "invalid_number", None),
+        ({"destination": "+85293100002"}, "opted_out", None),  # opted out, below
+        ({"error_code": "suppressed"}, "opted_out", None),
+        # Opted out wins over a later rule (a cancellation's withdrawal).
+        ({"destination": "+85293100002", "error_code": "withdrawn"}, "opted_out", None),
+        ({"error_code": "withdrawn"}, "withdrawn", "stopped by a cancellation"),
+        ({"error_code": "rejected", "submitted_at": None}, "hard_failure", HARD_FAILURE_HINT),
+        ({"error_code": "retries_exhausted", "submitted_at": None}, ELIGIBLE, None),  # never accepted, yet temporary
+        ({"destination": "+85293100003"}, "already_resent", None),  # below
+        ({"destination": "+85293100004"}, "frequency_capped", None),  # at the daily cap, below
         # Expired was sent: it counts towards its own phone's cap (1 a day in this world).
-        {"state": MessageState.EXPIRED, "error_code": "expired"},
-        {},  # eligible
+        (
+            {"state": MessageState.EXPIRED, "error_code": "expired"},
+            "frequency_capped" if per_day <= 1 else ELIGIBLE,
+            None,
+        ),
+        ({"country": "SG"}, "country_not_covered", None),  # eligible, but no gateway covers SG for a resend
+        ({}, ELIGIBLE, None),
     ]
-    messages = _messages(campaign_id, specs)
+    messages = _messages(campaign_id, [spec for spec, _reason, _detail in cases])
     opt_out_record(actor=Actor.system("t"), phone="+85293100001", reason=OptOutReason.INVALID, source="sms")
     opt_out_record(actor=Actor.system("t"), phone="+85293100002", reason="stop", source="sms")
     resent = next(m for m in messages if m.destination == "+85293100003")
     _messages(campaign_id, [{"destination": "+85293199999", "state": MessageState.QUEUED}])
     OutboundMessage.objects.filter(destination="+85293199999").update(resend_of=resent)
     _messages(campaign_id, [{"destination": "+85293100004", "state": MessageState.DELIVERED}] * per_day)
+    expected = {m.pk: (reason, detail) for m, (_spec, reason, detail) in zip(messages, cases, strict=True)}
 
+    # The set-based path (retry_preview, resend): coverage by a gateway's quotes is its last check.
     campaign = Campaign.objects.select_related("gateway").get(pk=campaign_id)
     quotes = _quotes(campaign, {m.country for m in messages})
-    in_sql = dict(resend_classified(campaign, [m.pk for m in messages], quotes).values_list("pk", F("m_reason")))
-    context = eligibility_context(messages)
-    in_python = {}
-    for m in messages:
-        reason = resend_eligibility(m, **context(m))["reason"]
-        in_python[m.pk] = "country_not_covered" if reason == ELIGIBLE and m.country not in quotes else reason
-    assert in_sql == in_python
-    assert sorted(in_sql.values()) == sorted(
-        [
-            "delivered",
-            "pending",
-            "pending",
-            "maybe_delivered",
-            "invalid_number",
-            "invalid_number",
-            "opted_out",
-            "opted_out",
-            "withdrawn",
-            "hard_failure",
-            "already_resent",
-            "frequency_capped",
-            "country_not_covered",
-            "frequency_capped" if per_day <= 1 else ELIGIBLE,
-            ELIGIBLE,
-            ELIGIBLE,
-        ]
-    )
+    assert "SG" not in quotes
+    in_resend = dict(resend_classified(campaign, list(expected), quotes).values_list("pk", F("m_reason")))
+    assert in_resend == {pk: reason for pk, (reason, _detail) in expected.items()}
+
+    # One message at a time, as delivery_status.get shows it: the same rule, without the coverage check.
+    for pk, (reason, detail) in expected.items():
+        reason = ELIGIBLE if reason == "country_not_covered" else reason
+        verdict = {"eligible": reason == ELIGIBLE, "reason": reason} | ({"detail": detail} if detail else {})
+        assert resend_eligibility(message_ids=[pk]) == {pk: verdict}
+
     # Only the campaign's own messages, only the ids given: never wider than the preview.
     outside = _messages(campaign_id, [{}])[0]
     OutboundMessage.objects.filter(pk=outside.pk).update(batch=None)  # not a message of this campaign
     ids = [m.pk for m in messages[:3]]
     assert set(resend_classified(campaign, [*ids, outside.pk], quotes).values_list("pk", flat=True)) == set(ids)
+
+
+def test_delivery_status_runs_a_constant_number_of_queries(
+    world: dict[str, Any], marketer: Any, approver_user: Any, django_assert_max_num_queries: Any
+) -> None:
+    """The resend verdicts of the messages shown are one query, however many messages (up to the
+    20 shown) and whatever their reasons."""
+    campaign_id = _sent_campaign(world, marketer, approver_user)
+    phone = "+85293200000"
+    (first,) = _messages(campaign_id, [{"destination": phone}])
+    counts = []
+    with django_assert_max_num_queries(MAX_STATUS_QUERIES) as queries:
+        one = delivery_status_get(actor=act(marketer), message_id=first.pk)
+    counts.append(len(queries.captured_queries))
+    assert one["messages"][0]["resend"] == {"eligible": True, "reason": ELIGIBLE}
+    with django_assert_max_num_queries(MAX_STATUS_QUERIES) as queries:
+        delivery_status_get(actor=act(marketer), phone=phone)
+    counts.append(len(queries.captured_queries))
+
+    # More messages than the 20 shown, in states with different verdicts; then the phone opts out.
+    states = [MessageState.DELIVERED, MessageState.QUEUED, MessageState.UNKNOWN, MessageState.EXPIRED]
+    _messages(campaign_id, [{"destination": phone, "state": states[i % 4]} for i in range(24)])
+    with django_assert_max_num_queries(MAX_STATUS_QUERIES) as queries:
+        many = delivery_status_get(actor=act(marketer), phone=phone)
+    counts.append(len(queries.captured_queries))
+    assert many["count"] == 20
+    assert {m["resend"]["reason"] for m in many["messages"]} >= {"delivered", "pending", "maybe_delivered"}
+    opt_out_record(actor=Actor.system("t"), phone=phone, reason="stop", source="sms")
+    with django_assert_max_num_queries(MAX_STATUS_QUERIES) as queries:
+        opted = delivery_status_get(actor=act(marketer), phone=phone)
+    counts.append(len(queries.captured_queries))
+    expired = [m["resend"] for m in opted["messages"] if m["state"] == MessageState.EXPIRED]
+    assert expired and all(r == {"eligible": False, "reason": "opted_out"} for r in expired)
+    assert len(set(counts)) == 1, counts
 
 
 def test_nothing_left_to_resend_writes_nothing(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:

@@ -171,3 +171,28 @@ def test_bad_input_gets_clear_errors(db: Any, kw: dict[str, Any], code: str, fie
 def test_marketing_body_constant_is_valid(marketing: Any) -> None:
     out = copy_fit_preview(text=MARKETING["body"], variables={"first_name": "Amy"}, brand="ShopHK")
     assert out["required_wording_missing"] == []
+
+
+def test_twilio_gateway_costs_whole_grapheme_clusters(db: Any, hk_gateway: Any) -> None:
+    """Twilio splits by itself and keeps a ZWJ emoji whole: an emoji across our part boundary costs
+    one part more there, and only there."""
+    Gateway.objects.create(code="tpl-twilio-mo", name="Twilio MO", provider="twilio", countries=["MO"], priority=1)
+    GatewayRate.objects.create(
+        gateway=Gateway.objects.get(code="tpl-twilio-mo"), country="MO", price_per_segment=Decimal("0.5000")
+    )
+    head = "【ShopHK】"
+    text = head + "親" * (65 - len(head)) + "👨\u200d👩\u200d👧"  # the emoji starts 2 units before the boundary
+    text += "親" * (134 - 73 - len(FOOTER)) + FOOTER
+    out = copy_fit_preview(text=text, countries=["HK", "MO"], brand="ShopHK", max_segments=2)
+    assert out["given"]["units"] == 134 and out["given"]["segments"] == out["longest"]["segments"] == 2
+    hk, mo = out["costs"]
+    assert (hk["gateway"], hk["segments_billed"], hk["cost_per_message"]) == ("tpl-sim-hk", 2, "0.7000")
+    assert (mo["gateway"], mo["segments_billed"], mo["cost_per_message"]) == ("tpl-twilio-mo", 3, "1.5000")
+    assert mo["example_cost_per_message"] == "1.5000"
+    assert any("Twilio" in a for a in out["assumptions"])
+    # A Twilio gateway limited to 2 parts would cut this copy; the SMPP-counted one would not.
+    Gateway.objects.filter(code="tpl-twilio-mo").update(settings={"max_segments": 2})
+    out = copy_fit_preview(text=text, countries=["HK", "MO"], brand="ShopHK")
+    (cut,) = out["truncation"]
+    assert cut["limit"] == "gateway tpl-twilio-mo (MO)" and cut["fits"] is False
+    assert cut["cut_text"] == "ut"  # the emoji moved 2 units on, pushing the last 2 characters out
