@@ -99,7 +99,7 @@ def _reply_queue(
     Runs inside the inbound message's transaction; the queueing itself is a savepoint, so a
     refusal half-way (quota, encoding) leaves nothing behind and never undoes the opt-out."""
     from compliance.frequency import frequency_blocked_purpose, frequency_capped_destinations
-    from gateways.delivery import message_queue
+    from gateways.delivery import message_queue, message_submit_enqueue
     from gateways.models import MessagePurpose
     from gateways.rules import sender_id_check_usable
     from gateways.selectors import segment_prices
@@ -149,17 +149,9 @@ def _reply_queue(
         return refused(exc.code, exc.message)
     gateway_id, message_ids = queued.gateway_id, [queued.pk]
     # Submitted after commit only: a rolled-back inbound message sends nothing.
-    transaction.on_commit(lambda: _submit(gateway_id, message_ids))
+    # The same enqueue as every other send (an SMPP bind worker picks queued ones up itself).
+    transaction.on_commit(lambda: message_submit_enqueue(gateway_id, message_ids))
     return {"queued": True, "message_id": queued.pk, "gateway": queued.gateway.code, "sender_id": sender}
-
-
-def _submit(gateway_id: int, message_ids: list[int]) -> None:
-    from gateways.adapters import adapter_for
-    from gateways.models import Gateway
-    from gateways.tasks import submit_messages
-
-    if not adapter_for(Gateway.objects.get(pk=gateway_id)).sends_from_worker:
-        submit_messages.delay(gateway_id, message_ids)  # an SMPP bind worker picks queued ones up itself
 
 
 def _phone(raw: str) -> str:

@@ -7,7 +7,7 @@ Columns (header row; only ``phone`` is required)::
 
 Consent evidence comes from the row's consent_* columns or, for rows without them, from the
 batch-level ``consent`` given with the import; a row without either is imported as not
-sendable. Rules:
+sendable. Both are checked by the upsert's rules (contacts.services.consent_check). Rules:
 
 - every row is validated first (phone parsed with phonenumbers, default region HK); any
   error refuses the whole file with every row error listed: nothing is half-imported;
@@ -24,19 +24,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from compliance.governance import governed_write
 from compliance.models import ActionRequest, ActionType
 from contacts.models import Audience, ConsentPurpose, Contact
 from contacts.phones import PhoneNormaliser
-from contacts.services import CONSENT_LIMITS, LANGUAGES, consent_normalise
+from contacts.services import LANGUAGES, ConsentFieldError, consent_check, consent_latest, consent_normalise
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -45,7 +43,6 @@ IMPORT_PERMISSION = "contacts.add_contact"
 MAX_ROWS = 1_000_000
 MAX_ERRORS_REPORTED = 200
 LOOKUP_CHUNK = 5000
-PURPOSES = frozenset(ConsentPurpose.values)
 COLUMNS = (
     "phone",
     "language",
@@ -70,15 +67,6 @@ def _bad(message: str, field: str, details: dict[str, Any] | None = None) -> App
     )
 
 
-@lru_cache(maxsize=4096)
-def _obtained_at(raw: str) -> str | None:
-    """ISO text with a time zone, not in the future; cached: a file repeats few distinct times."""
-    value = parse_datetime(raw)
-    if value is None or timezone.is_naive(value) or value > timezone.now() + timedelta(minutes=5):
-        return None
-    return value.isoformat()
-
-
 def consent_values(consent: dict[str, Any] | list[str]) -> list[str]:
     """Consent evidence as a compact row holds it: [channel, purpose, wording, source, obtained_at
     (ISO), proof_reference]. A list (half the cost of a dict when the payload of 100k rows is
@@ -93,31 +81,6 @@ def consent_values(consent: dict[str, Any] | list[str]) -> list[str]:
         consent["obtained_at"],
         consent["proof_reference"],
     ]
-
-
-def _row_consent(
-    wording: str, source: str, obtained: str, proof: str, purpose: str
-) -> list[str] | tuple[str, str] | None:
-    """The row's consent evidence (see consent_values), None without any, or (column, problem).
-    Values are stripped."""
-    if not (wording or source or obtained or proof):
-        return None
-    for column, value, limit in (
-        ("consent_wording", wording, CONSENT_LIMITS["wording"]),
-        ("consent_source", source, CONSENT_LIMITS["source"]),
-        ("consent_proof_reference", proof, CONSENT_LIMITS["proof_reference"]),
-    ):
-        if not value:
-            return column, "consent evidence needs it"
-        if len(value) > limit:  # evidence is kept as given, never cut
-            return column, f"{len(value)} characters; at most {limit}"
-    purpose = purpose or ConsentPurpose.MARKETING
-    if purpose not in PURPOSES:
-        return "consent_purpose", f"one of {', '.join(ConsentPurpose.values)}"
-    iso = _obtained_at(obtained)
-    if iso is None:
-        return "consent_obtained_at", "ISO 8601 with a time zone, not in the future"
-    return ["sms", purpose, wording, source, iso, proof]
 
 
 def import_parse(
@@ -156,6 +119,7 @@ def import_parse(
     )
     padding = [""] * (width + 1)
     normalise = PhoneNormaliser()
+    latest = consent_latest()  # the latest consent time accepted, taken once per file
     batch = consent_values(batch_consent) if batch_consent else None
     tag_lists: dict[str, list[str]] = {}
     rows: dict[str, list[Any]] = {}
@@ -183,16 +147,26 @@ def import_parse(
         if language not in LANGUAGES:
             errors.append({"line": line, "field": "language", "message": f"one of {', '.join(LANGUAGES)}"})
             continue
-        consent = _row_consent(
+        wording, source, obtained, proof = (
             row[c_wording].strip(),
             row[c_source].strip(),
             row[c_obtained].strip(),
             row[c_proof].strip(),
-            row[c_purpose].strip(),
         )
-        if isinstance(consent, tuple):
-            errors.append({"line": line, "field": consent[0], "message": consent[1]})
-            continue
+        consent: list[str] | ConsentFieldError | None = None
+        if wording or source or obtained or proof:  # a row without evidence takes the batch's
+            consent = consent_check(
+                wording=wording,
+                source=source,
+                proof_reference=proof,
+                purpose=row[c_purpose].strip(),
+                obtained_at=obtained,
+                latest=latest,
+            )
+            if isinstance(consent, ConsentFieldError):
+                # The column at fault: consent_<part> (consent_wording, ..., consent_obtained_at).
+                errors.append({"line": line, "field": f"consent_{consent.field}", "message": consent.message})
+                continue
         crm_key = row[c_crm].strip()[:100]
         if crm_key and crm_keys.setdefault(crm_key, phone) != phone:
             errors.append({"line": line, "field": "crm_key", "message": f"{crm_key!r} is given to two phones"})

@@ -13,10 +13,12 @@ Rules the upsert keeps (catalogue safety notes):
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -56,47 +58,113 @@ def _error(message: str, field: str, hint: str | None = None) -> ApplicationErro
 
 # The longest consent evidence fields accepted (the columns' sizes; the wording a sane notice).
 CONSENT_LIMITS = {"wording": 2000, "source": 100, "proof_reference": 200}
+# How far past the current time obtained_at may lie (clocks of the systems that record consent drift).
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)
+_CONSENT_PURPOSES = frozenset(ConsentPurpose.values)
+_CONSENT_REQUIRED_HINT = "Give the wording shown, where consent was given and a proof reference."
+_CONSENT_LENGTH_HINT = "Shorten it (for a long wording, keep the full text where the proof reference points)."
+
+
+class ConsentFieldError(NamedTuple):
+    """The part of consent evidence at fault (wording, source, proof_reference, purpose or
+    obtained_at), what is wrong with it and how to fix it."""
+
+    field: str
+    message: str
+    hint: str | None = None
+
+
+def consent_latest() -> float:
+    """The latest consent time accepted now (POSIX timestamp): now plus CONSENT_CLOCK_SKEW."""
+    return time.time() + CONSENT_CLOCK_SKEW.total_seconds()
+
+
+def _consent_moment(value: datetime) -> tuple[float, str] | None:
+    """An aware time as (POSIX timestamp, ISO text); None for a naive one. Timestamps, since
+    comparing floats costs a fraction of comparing datetimes of different time zones (an import
+    compares one per row)."""
+    return None if timezone.is_naive(value) else (value.timestamp(), value.isoformat())
+
+
+@lru_cache(maxsize=4096)
+def _consent_time(raw: str) -> tuple[float, str] | None:
+    """ISO 8601 text with a time zone as _consent_moment gives it, or None. Cached: the rows of an
+    import repeat few distinct times, and parsing costs more than the rest of a row's checks."""
+    try:
+        value = parse_datetime(raw)
+    except ValueError:  # well formed but no such time (month 13): the caller's error, not ours
+        return None
+    return None if value is None else _consent_moment(value)
+
+
+def consent_check(
+    *,
+    wording: str,
+    source: str,
+    proof_reference: str,
+    purpose: str,
+    obtained_at: str | datetime,
+    channel: str = "sms",
+    latest: float | None = None,
+) -> list[str] | ConsentFieldError:
+    """The rules of consent evidence, for the upsert, the import's batch consent and each import
+    row alike: every part is required (PDPO: keep what was shown), kept as given (too long is
+    refused, never cut), a known purpose (marketing when empty), obtained at a time with a time
+    zone and not in the future.
+
+    Pure: strings come stripped; ``latest`` is the latest acceptable obtained_at as consent_latest
+    gives it (taken now unless given; the import takes it once per file). Returns the evidence as
+    [channel, purpose, wording, source, obtained_at (ISO), proof_reference] (the order of
+    contacts.imports.consent_values) or the first part at fault; it raises nothing, so the import
+    reports the fault on its row and the upsert as its error.
+    """
+    for name, value in (("wording", wording), ("source", source), ("proof_reference", proof_reference)):
+        if not value:
+            return ConsentFieldError(name, f"Consent evidence needs {name}.", _CONSENT_REQUIRED_HINT)
+        if len(value) > CONSENT_LIMITS[name]:
+            return ConsentFieldError(
+                name, f"{name} is {len(value)} characters; at most {CONSENT_LIMITS[name]}.", _CONSENT_LENGTH_HINT
+            )
+    purpose = purpose or ConsentPurpose.MARKETING
+    if purpose not in _CONSENT_PURPOSES:
+        return ConsentFieldError("purpose", f"purpose must be one of {', '.join(ConsentPurpose.values)}.")
+    moment = _consent_time(obtained_at) if isinstance(obtained_at, str) else _consent_moment(obtained_at)
+    if moment is None:
+        return ConsentFieldError(
+            "obtained_at", "obtained_at must be an ISO 8601 time with a time zone.", "e.g. 2026-01-31T10:00:00+08:00"
+        )
+    if moment[0] > (consent_latest() if latest is None else latest):
+        return ConsentFieldError("obtained_at", "Consent cannot be obtained in the future.")
+    return [channel, purpose, wording, source, moment[1], proof_reference]
 
 
 def consent_normalise(consent: Any, *, field: str = "consent") -> dict[str, Any] | None:
-    """Validate consent evidence; every part of it is required (PDPO: keep what was shown)."""
+    """Validate consent evidence given as an object (consent_check has the rules); errors name
+    ``field.<part>``."""
     if consent is None:
         return None
     if not isinstance(consent, dict):
         raise _error("consent must be an object.", field)
-    out: dict[str, Any] = {}
-    for name in ("wording", "source", "proof_reference"):
-        value = str(consent.get(name) or "").strip()
-        if not value:
-            raise _error(
-                f"Consent evidence needs {name}.",
-                f"{field}.{name}",
-                "Give the wording shown, where consent was given and a proof reference.",
-            )
-        if len(value) > CONSENT_LIMITS[name]:  # evidence is kept as given, never cut
-            raise _error(
-                f"{name} is {len(value)} characters; at most {CONSENT_LIMITS[name]}.",
-                f"{field}.{name}",
-                "Shorten it (for a long wording, keep the full text where the proof reference points).",
-            )
-        out[name] = value
-    purpose = consent.get("purpose") or ConsentPurpose.MARKETING
-    if purpose not in ConsentPurpose.values:
-        raise _error(f"purpose must be one of {', '.join(ConsentPurpose.values)}.", f"{field}.purpose")
-    out["purpose"] = purpose
-    out["channel"] = str(consent.get("channel") or "sms")[:20]
-    raw = consent.get("obtained_at")
-    obtained = raw if isinstance(raw, datetime) else parse_datetime(str(raw or ""))
-    if obtained is None or timezone.is_naive(obtained):
-        raise _error(
-            "obtained_at must be an ISO 8601 time with a time zone.",
-            f"{field}.obtained_at",
-            "e.g. 2026-01-31T10:00:00+08:00",
-        )
-    if obtained > timezone.now() + timedelta(minutes=5):
-        raise _error("Consent cannot be obtained in the future.", f"{field}.obtained_at")
-    out["obtained_at"] = obtained.isoformat()
-    return out
+    raw_time = consent.get("obtained_at")
+    checked = consent_check(
+        wording=str(consent.get("wording") or "").strip(),
+        source=str(consent.get("source") or "").strip(),
+        proof_reference=str(consent.get("proof_reference") or "").strip(),
+        purpose=str(consent.get("purpose") or "").strip(),
+        obtained_at=raw_time if isinstance(raw_time, datetime) else str(raw_time or "").strip(),
+        channel=str(consent.get("channel") or "sms")[:20],
+    )
+    if isinstance(checked, ConsentFieldError):
+        raise _error(checked.message, f"{field}.{checked.field}", checked.hint)
+    channel, purpose, wording, source, obtained_at, proof_reference = checked
+    return {
+        "wording": wording,
+        "source": source,
+        "proof_reference": proof_reference,
+        "purpose": purpose,
+        "channel": channel,
+        "obtained_at": obtained_at,
+    }
 
 
 def _tags(tags: Any) -> list[str]:

@@ -158,11 +158,14 @@ def gateway_test_sms(
         )
         message_ids = [message.pk]
         gateway_id = message.gateway_id
-        transaction.on_commit(lambda: _enqueue_submit(gateway_id, message_ids))
+        transaction.on_commit(lambda: message_submit_enqueue(gateway_id, message_ids))
     return message
 
 
-def _enqueue_submit(gateway_id: int, message_ids: list[int]) -> None:
+def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:
+    """Hand queued messages to their gateway's sender: a Celery submit task, or nothing for a
+    gateway whose bind worker claims queued messages itself. Call it after the commit that
+    queued them (transaction.on_commit)."""
     from gateways.tasks import submit_messages
 
     gateway = Gateway.objects.get(pk=gateway_id)
@@ -1259,7 +1262,7 @@ def messages_fail_over(
                 after={"to": fallback.code, "ids": moved[:1000], "count": len(moved), "reason": reason},
             )
             fallback_id, ids = fallback.pk, list(moved)
-            transaction.on_commit(lambda: _enqueue_submit(fallback_id, ids))
+            transaction.on_commit(lambda: message_submit_enqueue(fallback_id, ids))
     return moved
 
 

@@ -137,6 +137,64 @@ def test_existing_contacts_are_not_overwritten_and_opt_outs_survive(crm: Any) ->
     assert got["base_version_token"] != token  # consent changed: older tokens are stale
 
 
+GOOD_CONSENT = {
+    "consent_wording": "I agree",
+    "consent_source": "web",
+    "consent_obtained_at": "2026-01-05T10:00:00+08:00",
+    "consent_proof_reference": "form-1",
+    "consent_purpose": "marketing",
+}
+
+
+@pytest.mark.parametrize(
+    ("columns", "part"),
+    [
+        ({"consent_wording": ""}, "wording"),
+        ({"consent_source": "s" * 101}, "source"),
+        ({"consent_proof_reference": ""}, "proof_reference"),
+        ({"consent_purpose": "spam"}, "purpose"),
+        ({"consent_obtained_at": "2026-01-05 10:00"}, "obtained_at"),  # no time zone
+        ({"consent_obtained_at": "2026-13-05T10:00:00+08:00"}, "obtained_at"),  # well formed, no such month
+        ({"consent_obtained_at": "2999-01-01T00:00:00+00:00"}, "obtained_at"),  # in the future
+    ],
+)
+def test_a_row_and_the_batch_consent_are_held_to_the_same_rules(columns: dict[str, str], part: str) -> None:
+    """One home for the consent rules (contacts.services.consent_check): an import row's error
+    names its column and carries the message the upsert and the batch consent give."""
+    row = GOOD_CONSENT | columns
+    text = (
+        f"phone,{','.join(row)}\n"
+        f"+85261234567,{','.join(GOOD_CONSENT.values())}\n"
+        f"+85291234567,{','.join(row.values())}\n"
+    )
+    rows, errors, _ = imports.import_parse(text, batch_consent=None)
+    assert [(e["line"], e["field"]) for e in errors] == [(3, f"consent_{part}")]
+    assert rows[0][6] == ["sms", "marketing", "I agree", "web", "2026-01-05T10:00:00+08:00", "form-1"]
+    with pytest.raises(ApplicationError) as err:
+        consent_normalise({name.removeprefix("consent_"): value for name, value in row.items()})
+    assert err.value.field == f"consent.{part}" and err.value.message == errors[0]["message"]
+
+
+def test_consent_normalise_keeps_its_shape(crm: Any) -> None:
+    """The upsert's and the batch's normalised consent (frozen in action request payloads)."""
+    assert consent_normalise(
+        {
+            "wording": " I agree ",
+            "source": "web",
+            "proof_reference": "form-1",
+            "obtained_at": "2026-01-05T10:00:00+08:00",
+            "channel": "x" * 30,
+        }
+    ) == {
+        "wording": "I agree",
+        "source": "web",
+        "proof_reference": "form-1",
+        "purpose": "marketing",
+        "channel": "x" * 20,
+        "obtained_at": "2026-01-05T10:00:00+08:00",
+    }
+
+
 def test_batch_consent_applies_to_rows_without_their_own(crm: Any) -> None:
     result = _import(crm, "phone\n+85291234567\n+85261234567\n", consent=consent())["result"]
     assert result["consent_evidence"] == 2
