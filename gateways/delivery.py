@@ -43,7 +43,7 @@ from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
-from templates.segments import SegmentInputError, count_segments
+from templates.segments import SegmentInputError, count_segments, count_segments_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,9 @@ def message_queue(
     if encoding not in (gateway.encodings or ["GSM-7", "UCS-2"]):
         raise ApplicationError("encoding_not_supported", f"{gateway.code} cannot send {encoding}.", field="body")
     sender_id_check_usable(value=sender_id, country=phone.country)
+    if quote.keeps_clusters:
+        # The provider splits the message itself, never inside a grapheme cluster (Twilio).
+        segments = count_segments_clusters(body)[2]
     cost = (quote.price_per_segment * segments).quantize(Decimal("0.0001"))
     message = OutboundMessage.objects.create(
         gateway=gateway,

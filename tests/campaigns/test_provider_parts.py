@@ -163,3 +163,34 @@ def test_twilio_short_link_effect_is_counted_the_twilio_way(
     # Without the link the emoji no longer straddles a boundary: 2 parts, one saved per recipient.
     assert effect["segments_with_link"] == 3 and effect["segments_without_link"] == 2
     assert effect["extra_cost"] == {"HKD": "1.40"}  # 4 recipients x 1 part x 0.35
+
+
+def test_a_single_message_queued_on_twilio_holds_the_twilio_count(world: dict[str, Any], twilio: Gateway) -> None:
+    """message_queue (test SMS, OTP, STOP replies) counts with the chosen gateway's split too."""
+    from django.db import transaction
+
+    from gateways.delivery import message_queue
+    from smsplatform.kernel.actor import Actor
+
+    system, text = Actor.system("test"), straddling_text()
+    with transaction.atomic():
+        on_twilio = message_queue(
+            actor=system,
+            gateway_code="camp-twilio",
+            sender_id="#SHOPHK",
+            destination="+85291234567",
+            body=text,
+            purpose="transactional",
+        )
+        on_simulator = message_queue(
+            actor=system,
+            gateway_code="camp-sim",
+            sender_id="#SHOPHK",
+            destination="+85291234568",
+            body=text,
+            purpose="transactional",
+        )
+    assert (on_twilio.segments, on_twilio.cost) == (3, Decimal("1.0500"))
+    assert on_simulator.segments == 2
+    held = QuotaReservation.objects.get(reference=on_twilio.quota_reference)
+    assert held.segments == 3
