@@ -60,6 +60,9 @@ class Campaign(models.Model):
         related_name="+",
         help_text="Empty: the preferred enabled gateway per country.",
     )
+    max_segments = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Most parts the free copy may take (empty: 3); a template sets its own."
+    )
     tracking = models.BooleanField(default=True)
     send_goal = models.CharField(max_length=300, blank=True)
     budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)

@@ -156,8 +156,17 @@ def spec_normalise(raw: dict[str, Any], *, partial: bool = False) -> dict[str, A
     for name, value in raw.items():
         if name == "name":
             out[name] = _text(value, "name", max_chars=100, required=True)
-        elif name in ("segment_id", "template_version_id", "short_link_id", "max_segments"):
+        elif name in ("segment_id", "template_version_id", "short_link_id"):
             out[name] = _int_or_none(value, name)
+        elif name == "max_segments":
+            out[name] = _int_or_none(value, name)
+            if out[name] is not None and not 1 <= out[name] <= 10:
+                raise _error(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"max_segments is {out[name]}; it must be from 1 to 10.",
+                    field=name,
+                    hint="Leave it empty for 3.",
+                )
         elif name in ("text",):
             out[name] = value if value is None else _text(value, "text", max_chars=5000)
             if out[name] == "":
@@ -279,6 +288,7 @@ def campaign_spec(campaign: Campaign) -> dict[str, Any]:
         "segment_id": campaign.segment_id,
         "template_version_id": campaign.template_version_id,
         "text": campaign.text or None,
+        "max_segments": campaign.max_segments,
         "brand": campaign.brand,
         "language": campaign.language,
         "variables": campaign.variables,
@@ -377,8 +387,6 @@ def _set_fields(campaign: Campaign, spec: dict[str, Any]) -> None:
             campaign.budget = Decimal(value) if value is not None else None
         elif name == "send_at":
             campaign.send_at = datetime.fromisoformat(value) if value else None
-        elif name == "max_segments":
-            continue  # part of the evaluated spec only
         else:
             setattr(campaign, name, value)
 

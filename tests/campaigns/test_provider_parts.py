@@ -194,3 +194,47 @@ def test_a_single_message_queued_on_twilio_holds_the_twilio_count(world: dict[st
     assert on_simulator.segments == 2
     held = QuotaReservation.objects.get(reference=on_twilio.quota_reference)
     assert held.segments == 3
+
+
+def test_a_free_copy_limit_is_kept_by_every_later_check(world: dict[str, Any], marketer: Any) -> None:
+    """max_segments of free copy is stored with the campaign: an update and the dispatch check the
+    copy against it (they re-read the campaign), not against the default 3."""
+    from campaigns.services import campaign_update
+
+    text = "【ShopHK】" + "新品" * 100 + FOOTER  # 4 UCS-2 parts
+    assert count_segments(text)[2] == 4
+    with pytest.raises(ApplicationError, match="at most 3"):
+        campaign_create_draft(
+            actor=act(marketer),
+            data=draft_data(world, text=text, gateway="camp-sim", short_link_id=None),
+            idempotency_key=key(),
+        )
+    draft = _draft(world, marketer, text=text, gateway="camp-sim", short_link_id=None, max_segments=4)
+    campaign = Campaign.objects.get(pk=draft["campaign_id"])
+    assert campaign.max_segments == 4 and campaign_spec(campaign)["max_segments"] == 4
+    updated = campaign_update(
+        actor=act(marketer),
+        campaign_id=campaign.pk,
+        base_version_token=draft["base_version_token"],
+        changes={"name": "Four parts"},
+        idempotency_key=key(),
+    )
+    assert updated["status"] == "executed", updated
+    campaign.refresh_from_db()
+    Campaign.objects.filter(pk=campaign.pk).update(state=CampaignState.APPROVED, approved_version=campaign.version)
+    out = campaign_dispatch(campaign_id=campaign.pk, version=campaign.version)
+    assert out["dispatched"] is True, out
+    assert set(OutboundMessage.objects.filter(batch__campaign=campaign).values_list("segments", flat=True)) == {4}
+
+
+@pytest.mark.parametrize("limit", [0, 11, True, "4"])
+def test_a_free_copy_limit_outside_1_to_10_is_refused_naming_the_field(
+    world: dict[str, Any], marketer: Any, limit: Any
+) -> None:
+    with pytest.raises(ApplicationError) as caught:
+        campaign_create_draft(
+            actor=act(marketer),
+            data=draft_data(world, gateway="camp-sim", short_link_id=None, max_segments=limit),
+            idempotency_key=key(),
+        )
+    assert caught.value.field == "max_segments"
