@@ -255,25 +255,20 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             if any(q.keeps_clusters for q in evaluation.quotes.values())
             else without
         )
+        # What the link adds, per currency: summed over every country billed in that currency.
+        extra: dict[str, Decimal] = {}
+        for row in evaluation.by_country:
+            q = evaluation.quotes.get(row["country"])
+            if q is None:
+                continue
+            parts = evaluation.segments_for(row["country"]) - (clustered if q.keeps_clusters else without).segments
+            extra[q.currency] = extra.get(q.currency, Decimal(0)) + q.price_per_segment * parts * row["sendable"]
         link_effect = {
             "short_url_characters": url_len,
             "per_recipient_token": evaluation.per_recipient_token,
             "segments_with_link": evaluation.segments,
             "segments_without_link": max(without.segments, clustered.segments),
-            "extra_cost": {
-                q.currency: str(
-                    (
-                        q.price_per_segment
-                        * (
-                            evaluation.segments_for(row["country"])
-                            - (clustered if q.keeps_clusters else without).segments
-                        )
-                        * row["sendable"]
-                    ).quantize(Decimal("0.01"))
-                )
-                for row in evaluation.by_country
-                if (q := evaluation.quotes.get(row["country"])) is not None
-            },
+            "extra_cost": {currency: str(amount.quantize(Decimal("0.01"))) for currency, amount in extra.items()},
         }
     budget = campaign.budget
     ceiling = Decimal(str(config["cost"]["max_campaign_cost"]))

@@ -238,3 +238,47 @@ def test_a_free_copy_limit_outside_1_to_10_is_refused_naming_the_field(
             idempotency_key=key(),
         )
     assert caught.value.field == "max_segments"
+
+
+def test_the_link_effect_adds_up_every_country_billed_in_one_currency(
+    world: dict[str, Any], marketer: Any, crm: Any
+) -> None:
+    """Two countries priced in HKD: the link's extra cost is the sum of both, not the last one."""
+    from contacts.models import AudienceMembership
+    from contacts.services import segment_create, segment_preview
+    from tests.contacts.factories import create_contact
+
+    gateway = world["gateway"]
+    gateway.countries = ["HK", "MO"]
+    gateway.save(update_fields=["countries"])
+    GatewayRate.objects.create(gateway=gateway, country="MO", price_per_segment=Decimal("0.50"), currency="HKD")
+    from gateways.models import SenderId, SenderIdKind, SenderIdStatus
+
+    SenderId.objects.create(
+        value="ShopHK",
+        kind=SenderIdKind.ALPHANUMERIC,
+        brand="Shop",
+        status=SenderIdStatus.REGISTERED,
+        regions=["HK", "MO"],
+    )
+    for phone in ("+85366123451", "+85366123452"):
+        contact_id = create_contact(crm, phone=phone, tags=["member"])
+        AudienceMembership.objects.create(audience=world["audience"], contact_id=contact_id)
+    preview = segment_preview(actor=act(marketer), criteria={"audiences": [world["audience"].pk]})
+    segment = segment_create(
+        actor=act(marketer), segment_preview_id=preview["segment_preview_id"], name="HK and MO", idempotency_key=key()
+    )
+    assert segment["status"] == "executed", segment
+    link = ShortLink.objects.get(pk=world["short_link_id"])
+    sample = f"{link.short_url}/{TOKEN_SAMPLE}"
+    head = "【ShopHK】{{link}} "
+    # 75 units with the link (2 parts), at most 70 without it (1 part).
+    text = head + "親" * (75 - units(head.replace("{{link}}", sample)) - units(FOOTER)) + FOOTER
+    draft = _draft(world, marketer, text=text, segment_id=segment["result"]["segment_id"], sender_id="ShopHK")
+    preview_out = cost_preview(actor=act(marketer), campaign_id=draft["campaign_id"])
+    effect = preview_out["short_link_effect"]
+    assert (effect["segments_with_link"], effect["segments_without_link"]) == (2, 1)
+    sendable = {row["country"]: row["sendable"] for row in preview_out["by_country"]}
+    assert sendable["MO"] == 2 and sendable["HK"] > 0
+    expected = (Decimal("0.35") * sendable["HK"] + Decimal("0.50") * sendable["MO"]).quantize(Decimal("0.01"))
+    assert effect["extra_cost"] == {"HKD": str(expected)}
