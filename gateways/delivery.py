@@ -197,23 +197,6 @@ class ClaimedMessage(NamedTuple):
     attempts: int  # including this attempt
 
 
-class MessageLike(Protocol):
-    """What recording an outcome reads of a message (an OutboundMessage or a ClaimedMessage)."""
-
-    @property
-    def pk(self) -> Any: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def country(self) -> str: ...
-    @property
-    def quota_reference(self) -> str: ...
-    @property
-    def segments(self) -> int: ...
-    @property
-    def cost(self) -> Decimal: ...
-
-
 class _QuotaHolder(Protocol):
     """What a quota movement reads of a message: its reservation, parts and cost."""
 
@@ -223,6 +206,17 @@ class _QuotaHolder(Protocol):
     def segments(self) -> int: ...
     @property
     def cost(self) -> Decimal: ...
+
+
+class MessageLike(_QuotaHolder, Protocol):
+    """What recording an outcome reads of a message (an OutboundMessage or a ClaimedMessage)."""
+
+    @property
+    def pk(self) -> Any: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def country(self) -> str: ...
 
 
 class _HeldRow(NamedTuple):
