@@ -134,6 +134,9 @@ class CampaignDraftForm(forms.ModelForm):
         help_text="Free copy: the brand, and the unsubscribe wording in Chinese and English; {{link}} places the link.",
     )
     brand = forms.CharField(max_length=60, required=False, help_text="The brand named in the free copy.")
+    max_segments = forms.IntegerField(
+        required=False, help_text="Most parts the free copy may take (1 to 10; empty: 3). A template sets its own."
+    )
     language = forms.ChoiceField(choices=Language.choices, initial=Language.BILINGUAL)
     variables = VariablesField(
         required=False,
@@ -165,7 +168,6 @@ class CampaignDraftForm(forms.ModelForm):
         "segment_id": "segment",
         "template_version_id": "template_version",
         "short_link_id": "short_link",
-        "max_segments": "text",
     }
 
     class Meta:
@@ -200,6 +202,7 @@ class CampaignDraftForm(forms.ModelForm):
             "template_version_id": template_version.pk if template_version else None,
             "text": cleaned.get("text") or None,
             "brand": cleaned.get("brand", ""),
+            "max_segments": cleaned.get("max_segments"),
             "language": cleaned["language"],
             "variables": cleaned.get("variables") or {},
             "short_link_id": short_link.pk if short_link else None,
@@ -374,7 +377,10 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         if obj is not None:
             return [(None, {"fields": self.readonly_fields})]
         return [
-            ("Audience and message", {"fields": ["name", "segment", "template_version", "text", "brand", "language"]}),
+            (
+                "Audience and message",
+                {"fields": ["name", "segment", "template_version", "text", "brand", "max_segments", "language"]},
+            ),
             ("Values and link", {"fields": ["variables", "short_link", "tracking"]}),
             ("Sending", {"fields": ["sender_id", "gateway", "budget", "send_goal"]}),
             (None, {"fields": ["reason", "idempotency_key"]}),

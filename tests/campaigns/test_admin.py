@@ -254,6 +254,12 @@ def test_marketer_add_form_creates_an_audited_draft(world: dict[str, Any], marke
     assert page.status_code == 200 and "Draft #" in " ".join(messages_of(page))
 
 
+def test_add_form_keeps_the_free_copy_part_limit(world: dict[str, Any], marketer: Any) -> None:
+    response = logged_in(marketer).post(reverse("admin:campaigns_campaign_add"), _add_form(world, max_segments="5"))
+    assert response.status_code == 302
+    assert Campaign.objects.get().max_segments == 5
+
+
 @pytest.mark.parametrize(
     ("overrides", "field", "words"),
     [
@@ -261,6 +267,8 @@ def test_marketer_add_form_creates_an_audited_draft(world: dict[str, Any], marke
         ({"sender_id": "#NOPE"}, "sender_id", "sender"),
         ({"variables": '["not", "a", "map"]'}, "variables", "variables"),
         ({"budget": "-5"}, "budget", "budget"),
+        ({"max_segments": "11"}, "max_segments", "1 to 10"),
+        ({"max_segments": "0"}, "max_segments", "1 to 10"),
     ],
 )
 def test_add_form_rule_failure_is_shown_on_its_field(

@@ -75,3 +75,15 @@ def test_every_campaign_tool_output_matches_its_schema(
         marketer,
         {"campaign_id": cid, "reason": "Stop the resend", "idempotency_key": key()},
     )
+
+
+def test_mcp_refuses_a_free_copy_part_limit_outside_1_to_10(world: dict[str, Any], marketer: Any) -> None:
+    """Both layers: the advertised input schema, and the service behind the handler."""
+    from smsplatform.kernel.errors import ApplicationError
+
+    spec = next(s for s in registered_tools() if s.name == "sms_marketing.campaigns.create_draft")
+    args = {**draft_data(world), "idempotency_key": key(), "max_segments": 11}
+    assert any(e.absolute_path and e.absolute_path[0] == "max_segments" for e in spec.input_validator.iter_errors(args))
+    with pytest.raises(ApplicationError) as caught:
+        spec.handler(act(marketer), dict(args))
+    assert caught.value.field == "max_segments"

@@ -229,6 +229,7 @@ def test_send_batches_delivery_status_retry_and_resend(
         ({"budget": "lots"}, "validation_error", "budget"),
         ({"name": None}, "validation_error", "name"),
         ({"segment_id": 999999}, "not_found", "segment_id"),
+        ({"max_segments": 11}, "validation_error", "max_segments"),
         ({"text": "Spring sale {{link}}"}, None, None),  # a rule failure (no brand / opt-out wording)
     ],
 )
@@ -274,6 +275,9 @@ def test_update_refuses_protected_fields_stale_and_missing_tokens(
         "changes.tracking"
     )
     assert error_of(patch(base_version_token=token, changes={"batch_size": 0}), 400)["field"] == "changes.batch_size"
+    assert error_of(patch(base_version_token=token, changes={"max_segments": 11}), 400)["field"].endswith(
+        "max_segments"
+    )
     assert error_of(patch(changes={"name": "x"}), 400)["code"] == "version_token_required"
     missing_key = api.patch(url, {"base_version_token": token, "changes": {"name": "x"}}, format="json")
     assert error_of(missing_key, 400)["code"] == "idempotency_key_required"
