@@ -312,7 +312,7 @@ def _message(
         "non_gsm_characters": [{"char": c.char, "count": len(c.positions)} for c in result.non_gsm_chars[:20]],
         "link_characters": len(short_url.replace(TOKEN_MARK, TOKEN_SAMPLE)) if short_url else 0,
     }
-    _fits(result, max_segments, field="text" if text else "variables")
+    _fits(result, max_segments, spec)
     return rendered, measured, analysis, max_segments, language
 
 
@@ -320,14 +320,16 @@ def _content_field(spec: dict[str, Any]) -> str:
     return "text" if spec.get("text") else "template_version_id"
 
 
-def _fits(result: SegmentResult, max_segments: int, *, field: str) -> None:
+def _fits(result: SegmentResult, max_segments: int, spec: dict[str, Any]) -> None:
+    """Refuse a message over its part limit, on the input that made it long: the free copy, or
+    a template's values."""
     if result.segments > max_segments:
         cut = "".join(p.text for p in result.parts[max_segments:])
         raise _error(
             "message_too_long",
             f"The message is {result.segments} segments; at most {max_segments} are allowed. "
             f"{len(cut)} characters would be cut.",
-            field=field,
+            field="text" if spec.get("text") else "variables",
             hint="Shorten the copy or the values (sms_marketing.copy.fit_preview shows what fits).",
             segments=result.segments,
             cut_text=cut,
@@ -347,7 +349,7 @@ def _segments_by_country(
     clustered = [country for country, quote in quotes.items() if quote.keeps_clusters]
     if clustered:
         result = segment_analysis(measured, field=_content_field(spec), keep_clusters=True)
-        _fits(result, max_segments, field="text" if spec.get("text") else "variables")
+        _fits(result, max_segments, spec)
         by_country.update(dict.fromkeys(clustered, result.segments))
     return by_country
 
