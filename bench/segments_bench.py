@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from templates.segments import analyse, count_segments, count_segments_clusters
+from smsplatform.kernel.segments import analyse, count_segments, count_segments_clusters
 
 ENGLISH_WORDS = (
     "Hi {name}, your order #{n} is ready for pickup. Use code SAVE20 at checkout for 20% off all items "

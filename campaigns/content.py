@@ -28,8 +28,8 @@ from gateways.selectors import PriceQuote, segment_prices
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
+from smsplatform.kernel.segments import SegmentResult
 from templates.models import Purpose, ShortLink, TemplateVersion
-from templates.segments import SegmentResult
 from templates.selectors import (
     PLACEHOLDER_RE,
     RECIPIENT_TOKEN_LENGTH,

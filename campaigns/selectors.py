@@ -412,7 +412,7 @@ def resend_eligibility(*, message_ids: Sequence[int]) -> dict[int, dict[str, Any
 def delivery_status_get(
     *, actor: Actor, message_id: int | None = None, phone: str | None = None, campaign_id: int | None = None
 ) -> dict[str, Any]:
-    from gateways.phones import phone_parse
+    from smsplatform.kernel.phones import phone_parse
 
     if not actor.has_perm(VIEW_BATCHES):
         raise permission_denied(VIEW_BATCHES)

@@ -29,11 +29,11 @@ from django.utils import timezone
 from compliance.optouts import active_opt_outs, opt_out_record, opt_outs_lift_by_consent
 from contacts.models import LIFTABLE_REASONS, ConsentEvidence, ConsentPurpose, Contact, OptOutReason
 from gateways.models import InboundMessage
-from gateways.phones import phone_mask, phone_parse
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.phones import phone_mask, phone_parse
 
 ALWAYS_STOP = {"en": ["STOP"]}
 ALWAYS_START = ["START"]

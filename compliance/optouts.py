@@ -17,11 +17,11 @@ from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from contacts.models import LIFTABLE_REASONS, ConsentEvidence, Contact, OptOut, OptOutReason, SyncState
-from gateways.phones import phone_mask, phone_parse
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.phones import phone_mask, phone_parse
 
 VIEW_PERMISSION = "contacts.view_optout"
 ADD_PERMISSION = "contacts.add_optout"

@@ -21,9 +21,9 @@ from django.urls import path, reverse
 from compliance.optouts import FULL_PHONE_PERMISSION, contact_opt_out
 from contacts.imports import contacts_import
 from contacts.models import Audience, ConsentEvidence, Contact, CustomerFact, OptOut, Segment
-from gateways.phones import phone_mask
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.phones import phone_mask
 
 
 def _phone(request: HttpRequest, e164: str) -> str:
@@ -92,7 +92,7 @@ class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
         # Searching by phone finds the exact E.164 number, never a partial match that would reveal others.
-        from gateways.phones import phone_parse
+        from smsplatform.kernel.phones import phone_parse
 
         try:
             return queryset.filter(phone=phone_parse(search_term).e164), False

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from gateways.phones import phone_mask
+from smsplatform.kernel.phones import phone_mask
 
 
 class Contact(models.Model):

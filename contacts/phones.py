@@ -21,7 +21,7 @@ from typing import Any
 import phonenumbers
 from phonenumbers.phonemetadata import PhoneMetadata
 
-from gateways.phones import DEFAULT_REGION
+from smsplatform.kernel.phones import DEFAULT_REGION
 
 # The order is irrelevant for validity: a number is valid when it fits the general description
 # and any one type (phonenumbers' _number_type_helper returns the first that fits).

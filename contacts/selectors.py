@@ -15,9 +15,9 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 from compliance.optouts import FULL_PHONE_PERMISSION, opt_out_summary, phone_for_actor, suppressed_phone_exists
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact, OptOut
 from gateways.models import OutboundMessage
-from gateways.phones import phone_parse
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
+from smsplatform.kernel.phones import phone_parse
 from smsplatform.kernel.versioning import version_token
 
 if TYPE_CHECKING:

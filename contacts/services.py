@@ -38,11 +38,11 @@ from contacts.models import (
     Segment,
 )
 from contacts.selectors import LABEL, contact_token, segment_counts
-from gateways.phones import phone_mask, phone_parse
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.previews import preview_consume, preview_store
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
 from smsplatform.models import Preview

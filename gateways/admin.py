@@ -24,11 +24,11 @@ from gateways.models import (
     SenderId,
     SenderIdApplication,
 )
-from gateways.phones import phone_mask
 from gateways.selectors import bind_status
 from smsplatform.admin_utils import admin_actor, error_text
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.phones import phone_mask
 
 
 class RateInline(admin.TabularInline):

@@ -36,14 +36,14 @@ from gateways.models import (
     QuotaReservation,
     ReservationState,
 )
-from gateways.phones import phone_parse
 from gateways.quotas import quota_consume, quota_hold_adjust, quota_reserve, quota_unhold
 from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
-from templates.segments import SegmentInputError, count_segments, count_segments_clusters
+from smsplatform.kernel.phones import phone_parse
+from smsplatform.kernel.segments import SegmentInputError, count_segments, count_segments_clusters
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ BIND_WORKER_SILENT_AFTER = timedelta(seconds=30)
 
 # Providers that split a message into parts themselves, keeping grapheme clusters (ZWJ emoji, skin
 # tones, variation selectors, combining marks) whole: a body can need one part more there than our
-# SMPP-style split, so estimates for their gateways count with templates.segments' keep_clusters.
+# SMPP-style split, so estimates for their gateways count with smsplatform.kernel.segments' keep_clusters.
 # After sending, such a provider's own count is billed (SendOutcome.billed_segments).
 CLUSTER_SPLITTING_PROVIDERS = frozenset({Provider.TWILIO.value})
 

@@ -30,9 +30,9 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
 from smsplatform.kernel.previews import preview_store
+from smsplatform.kernel.segments import SegmentInputError, SegmentResult, analyse
 from smsplatform.kernel.versioning import version_token
 from templates.models import Language, Purpose, ShortLink, Template, TemplateVersion
-from templates.segments import SegmentInputError, SegmentResult, analyse
 
 LABEL = "sms_templates.template"
 PREVIEW_KIND = "short_links"

@@ -19,7 +19,7 @@ text itself. Kannel's sendsms answer carries no SMSC message id, so provider ids
 Parts, and why the adapter splits long messages itself: when Kannel splits a long message it asks
 for a delivery report on the first part only (``sms_split`` clears the dlr-url of parts 2..n), so a
 message could be reported delivered while its later parts were lost. Instead the body is cut with
-the platform's own segment engine (``templates.segments.analyse``: 153 septets / 67 UTF-16 units,
+the platform's own segment engine (``smsplatform.kernel.segments.analyse``: 153 septets / 67 UTF-16 units,
 never splitting an escape or a surrogate pair; the same engine that counted and billed the
 segments), and each part is its own sendsms request carrying a concatenation UDH (8-bit reference =
 message id mod 256) and its own dlr-url with ``part=<n>``. Every part fits one SMS, so Kannel does
@@ -81,7 +81,7 @@ from gateways.adapters.base import (
     register_adapter,
 )
 from gateways.models import Gateway, MessageState
-from templates.segments import SegmentInputError, analyse
+from smsplatform.kernel.segments import SegmentInputError, analyse
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """SMS parts for SMPP: GSM 03.38 septets (unpacked) or UCS-2, split by our segment engine.
 
 smpplib's own splitter cuts encoded bytes blindly (it can split an escape pair or a
-surrogate pair), so the parts come from templates.segments, which never does, and the
+surrogate pair), so the parts come from smsplatform.kernel.segments, which never does, and the
 UDH is ours.
 """
 
@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
-from templates.segments import analyse
+from smsplatform.kernel.segments import analyse
 
 # GSM 03.38 basic table in code order (0x1B is the escape to the extension table).
 GSM_BASIC = (

@@ -21,8 +21,8 @@ from campaigns.services import campaign_create_draft, campaign_spec
 from gateways.models import Gateway, GatewayRate, OutboundMessage, Provider, QuotaReservation
 from gateways.selectors import PriceQuote, provider_keeps_clusters
 from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.segments import count_segments, count_segments_clusters
 from templates.models import ShortLink
-from templates.segments import count_segments, count_segments_clusters
 from tests.campaigns.conftest import act, draft_data, key
 
 pytestmark = pytest.mark.django_db

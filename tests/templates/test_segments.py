@@ -1,4 +1,4 @@
-"""Tests of the SMS segment engine (templates.segments): published vectors, edge cases and properties.
+"""Tests of the SMS segment engine (smsplatform.kernel.segments): published vectors, edge cases and properties.
 
 Published vectors are copied (inputs and expected counts only) from the test suites of independent open-source
 calculators, each cited where used:
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from templates.segments import (
+from smsplatform.kernel.segments import (
     GSM_BASIC_CHARS,
     GSM_EXTENSION_CHARS,
     SMART_ENCODING_MAP,

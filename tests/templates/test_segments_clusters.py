@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from templates.segments import (
+from smsplatform.kernel.segments import (
     UCS2_PART_LIMIT,
     SegmentInputError,
     analyse,
