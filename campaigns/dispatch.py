@@ -99,8 +99,8 @@ def _owner_actor(campaign: Campaign) -> Actor:
 
 
 def _recipients(campaign: Campaign, evaluation: Evaluation) -> Any:
-    from compliance.frequency import frequency_capped_destinations
     from contacts.criteria import criteria_q
+    from gateways.frequency import frequency_capped_destinations
 
     scope = campaign.segment.criteria.get("audience_ids") or []
     criteria = campaign.segment.criteria.get("criteria") or {}
@@ -320,7 +320,7 @@ def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
                         hint="Update the campaign and have it approved again.",
                     )
                 budget_check(evaluation, budget=campaign.budget)
-                from compliance.frequency import frequency_blocked_purpose
+                from gateways.frequency import frequency_blocked_purpose
 
                 if frequency_blocked_purpose(MessagePurpose.MARKETING):
                     raise ApplicationError(

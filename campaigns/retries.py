@@ -211,7 +211,7 @@ def _reason(quotes: dict[str, Any] | None) -> Case:
     """The resend rule, the only copy: one SQL CASE, first match wins, ``ELIGIBLE`` marks the
     resendable messages. With ``quotes`` (a preview or a resend), an otherwise eligible message
     no quote covers is ``country_not_covered``; ``None`` leaves that last check out."""
-    from compliance.frequency import frequency_capped_destinations
+    from gateways.frequency import frequency_capped_destinations
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True)
     resends = OutboundMessage.objects.filter(resend_of=OuterRef("pk"))

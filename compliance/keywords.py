@@ -98,8 +98,8 @@ def _reply_queue(
 
     Runs inside the inbound message's transaction; the queueing itself is a savepoint, so a
     refusal half-way (quota, encoding) leaves nothing behind and never undoes the opt-out."""
-    from compliance.frequency import frequency_blocked_purpose, frequency_capped_destinations
     from gateways.delivery import message_queue, message_submit_enqueue
+    from gateways.frequency import frequency_blocked_purpose, frequency_capped_destinations
     from gateways.models import MessagePurpose
     from gateways.rules import sender_id_check_usable
     from gateways.selectors import segment_prices

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from compliance.frequency import frequency_caps_get
 from compliance.optouts import contact_opt_out, opt_outs_list
 from contacts.models import ConsentPurpose, OptOutReason
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, segment_create, segment_preview
+from gateways.frequency import frequency_caps_get
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
 

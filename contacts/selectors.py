@@ -21,7 +21,7 @@ from smsplatform.kernel.phones import phone_parse
 from smsplatform.kernel.versioning import version_token
 
 if TYPE_CHECKING:
-    from compliance.frequency import CapWindow
+    from gateways.frequency import CapWindow
 
 LABEL = "contacts.contact"
 VIEW_PERMISSION = "contacts.view_contact"
@@ -372,8 +372,8 @@ def segment_counts(*, actor: Actor, criteria: dict[str, Any]) -> dict[str, Any]:
     primary reason, the first in ``EXCLUSION_ORDER`` that applies (or sendable), and the result
     is grouped by (reason, country, cap windows reached). Python only adds up those groups.
     """
-    from compliance.frequency import frequency_capped_windows
     from contacts.criteria import criteria_audience_ids
+    from gateways.frequency import frequency_capped_windows
     from gateways.models import GatewayRate, MessagePurpose
     from gateways.selectors import segment_prices
 

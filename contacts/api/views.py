@@ -9,12 +9,12 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from compliance.frequency import frequency_caps_get
 from compliance.optouts import contact_opt_out, opt_outs_list
 from contacts.imports import contacts_import
 from contacts.models import ConsentPurpose, OptOutReason
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, customer_facts_ingest, segment_create, segment_preview
+from gateways.frequency import frequency_caps_get
 from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode

@@ -1,6 +1,6 @@
 """An index on the send history (gateways_outboundmessage) for frequency caps.
 
-Frequency caps (compliance/frequency.py) count each destination's messages of a purpose in the
+Frequency caps (gateways/frequency.py) count each destination's messages of a purpose in the
 last day or week. Without an index starting with (purpose, created_at) that is a scan of the
 whole send history at every segment preview and dispatch; with this one (destination and state
 included) it is an index-only range scan of the window. The table belongs to the gateways app,

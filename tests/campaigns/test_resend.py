@@ -22,9 +22,9 @@ from campaigns.retries import (
 )
 from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
 from campaigns.services import campaign_create_draft, campaign_send_approved
-from compliance.frequency import frequency_windows
 from compliance.optouts import opt_out_record
 from contacts.models import OptOutReason
+from gateways.frequency import frequency_windows
 from gateways.models import MessagePurpose, MessageState, OutboundMessage, QuotaReservation
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError

@@ -12,12 +12,12 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
-from compliance.frequency import frequency_blocked_purpose, frequency_capped_destinations, frequency_caps_get
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.optouts import contact_opt_out, opt_outs_list, phone_is_suppressed
 from compliance.roles import Role
 from contacts.models import ConsentEvidence, Contact, OptOut, OptOutReason
 from contacts.selectors import contact_get
+from gateways.frequency import frequency_blocked_purpose, frequency_capped_destinations, frequency_caps_get
 from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessage, Provider
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from compliance.frequency import frequency_windows
 from compliance.roles import Role
 from contacts.criteria import criteria_audience_ids, criteria_normalise
 from contacts.models import (
@@ -28,6 +27,7 @@ from contacts.models import (
     OptOut,
 )
 from contacts.selectors import EXCLUSION_ORDER, segment_counts
+from gateways.frequency import frequency_windows
 from gateways.models import Gateway, GatewayRate, MessagePurpose, MessageState, OutboundMessage, Provider
 from tests.contacts.factories import api_actor
 
