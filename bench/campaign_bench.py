@@ -141,9 +141,10 @@ def run(args: argparse.Namespace, url: str) -> None:
         SenderIdKind,
         SenderIdStatus,
     )
+    from gateways.platform_config import platform_config_update
     from gateways.quotas import account_instance
     from gateways.smsc import SmscConfig, SmscProcess
-    from smsplatform.config_service import platform_config_get, platform_config_update
+    from smsplatform.config_service import platform_config_get
     from smsplatform.kernel.actor import Actor, Channel
     from templates.selectors import short_link_preview
     from templates.services import short_link_create

@@ -7,4 +7,4 @@ class GatewaysConfig(AppConfig):
     verbose_name = "Gateways, sender IDs and quotas"
 
     def ready(self) -> None:
-        from gateways import services  # noqa: F401  (registers the sender_id.apply action)
+        from gateways import platform_config, services  # noqa: F401  (register sender_id.apply and config.update)

@@ -1,137 +1,18 @@
-"""Admin for the kernel: configuration editing (governed), audit log (read-only), API tokens."""
+"""Admin for the kernel: configuration versions and audit log (read-only), API tokens.
+
+The configuration's own page edits through the governed write, so it is registered with that
+write in gateways/admin.py (the kernel imports no app)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponseRedirect
-from django.urls import reverse
+from django.http import HttpRequest
 
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
-from smsplatform.config_schema import SECTIONS
-from smsplatform.config_service import (
-    LABEL,
-    platform_config_data,
-    platform_config_instance,
-    platform_config_update,
-)
-from smsplatform.kernel.errors import ApplicationError
-from smsplatform.kernel.versioning import version_token
-from smsplatform.models import ApiToken, AuditLog, PlatformConfig, PlatformConfigVersion
-
-
-class PrettyJSONField(forms.JSONField):
-    def prepare_value(self, value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-
-
-CONFIG_FIELDS = ["default_sender_id", "default_gateway", *SECTIONS]
-
-
-class PlatformConfigForm(forms.ModelForm):
-    """Edits go through platform_config_update: validated, versioned, audited, maybe held for approval."""
-
-    base_version_token = forms.CharField(widget=forms.HiddenInput)
-    idempotency_key = forms.CharField(widget=forms.HiddenInput)
-    reason = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Why (audited).",
-    )
-
-    class Meta:
-        model = PlatformConfig
-        fields = CONFIG_FIELDS
-        field_classes = dict.fromkeys(SECTIONS, PrettyJSONField)
-        widgets = {name: forms.Textarea(attrs={"rows": 12, "cols": 90}) for name in SECTIONS}
-
-    request: HttpRequest
-    result: dict[str, Any] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not self.is_bound and self.instance.pk:
-            self.initial["base_version_token"] = version_token(LABEL, self.instance.pk, self.instance.version)
-            self.initial["idempotency_key"] = f"admin-config-{uuid.uuid4()}"
-            current = platform_config_data()
-            for name in CONFIG_FIELDS:
-                self.initial[name] = current[name]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if self.errors:
-            return cleaned
-        current = platform_config_data()
-        changes = {name: cleaned[name] for name in CONFIG_FIELDS if cleaned.get(name) != current[name]}
-        if not changes:
-            raise forms.ValidationError("Nothing changed.")
-        try:
-            self.result = platform_config_update(
-                actor=admin_actor(self.request),
-                changes=changes,
-                base_version_token=cleaned["base_version_token"],
-                idempotency_key=cleaned["idempotency_key"],
-                reason=cleaned.get("reason", ""),
-            )
-        except ApplicationError as exc:
-            field = (exc.field or "").removeprefix("changes.").split(".")[0]
-            self.add_error(field if field in self.fields else None, error_text(exc))
-        return cleaned
-
-
-@admin.register(PlatformConfig)
-class PlatformConfigAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
-    form = PlatformConfigForm
-    list_display = [
-        "__str__",
-        "default_sender_id",
-        "default_gateway",
-        "updated_at",
-        "updated_by",
-    ]
-    readonly_fields = ["version", "updated_at", "updated_by"]
-
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
-        form_class = super().get_form(request, obj, change, **kwargs)
-        return type("BoundPlatformConfigForm", (form_class,), {"request": request})
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        # One configuration: go straight to it.
-        config = platform_config_instance()
-        return HttpResponseRedirect(reverse("admin:smsplatform_platformconfig_change", args=[config.pk]))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        # The service already wrote (or queued) the change in form.clean(); report what happened.
-        result = form.result or {}
-        if result.get("status") == "pending_approval":
-            messages.warning(
-                request,
-                f"Change held for approval as request #{result['action_request_id']} "
-                f"(role: {result['required_role']}).",
-            )
-        else:
-            messages.success(
-                request,
-                f"Configuration is now version {result.get('result', {}).get('version')}.",
-            )
-
-    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
-        return None  # the platform audit log has the record
-
-    def response_change(self, request: HttpRequest, obj: Any) -> Any:
-        return HttpResponseRedirect(reverse("admin:smsplatform_platformconfig_change", args=[obj.pk]))
+from smsplatform.admin_utils import pretty_json
+from smsplatform.models import ApiToken, AuditLog, PlatformConfigVersion
 
 
 @admin.register(PlatformConfigVersion)

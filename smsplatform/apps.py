@@ -19,4 +19,3 @@ class SmsPlatformConfig(AppConfig):
             sender=self,
             dispatch_uid="smsplatform.periodic_tasks",
         )
-        from smsplatform import config_service  # noqa: F401  (registers the config.update action)

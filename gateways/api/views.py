@@ -1,4 +1,4 @@
-"""REST views of the gateways app."""
+"""REST views of the gateways app, and of the platform configuration (its governed write is here)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from gateways.platform_config import platform_config_update
 from gateways.quotas import quotas_get
 from gateways.selectors import gateways_list, sender_ids_list
 from gateways.services import sender_id_apply
 from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
+from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
 
@@ -78,3 +80,34 @@ class QuotaApi(ServiceApiView):
     )
     def get(self, request: Request) -> Response:
         return Response(quotas_get())
+
+
+class ConfigApi(ServiceApiView):
+    required_permissions = {
+        "GET": "smsplatform.view_platformconfig",
+        "PATCH": "smsplatform.change_platformconfig",
+    }
+
+    class UpdateInput(serializers.Serializer):
+        changes = serializers.DictField(help_text="Settings to change, each given whole (see GET).")
+        base_version_token = serializers.CharField(help_text="From GET; a stale token is refused.")
+        idempotency_key = serializers.CharField(max_length=200)
+        reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(
+        operation_id="config_get",
+        summary="Read the platform configuration (sms_marketing.config.get)",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(platform_config_get())
+
+    @extend_schema(
+        operation_id="config_update",
+        summary="Change named settings; may be held for approval (202)",
+        request=UpdateInput,
+    )
+    def patch(self, request: Request) -> Response:
+        data = self.UpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = platform_config_update(actor=self.actor(request), **data.validated_data)
+        return governed_response(result)

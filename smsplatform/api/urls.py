@@ -5,8 +5,8 @@ from compliance.api.views import (
     ApprovalPolicyListApi,
     OwnerListApi,
 )
-from gateways.api.views import GatewayListApi, QuotaApi, SenderIdListApi
-from smsplatform.api.views import ConfigApi, ConfigVersionsApi, HealthApi
+from gateways.api.views import ConfigApi, GatewayListApi, QuotaApi, SenderIdListApi
+from smsplatform.api.views import ConfigVersionsApi, HealthApi
 
 urlpatterns = [
     path("health/", HealthApi.as_view(), name="health"),

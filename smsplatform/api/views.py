@@ -1,59 +1,27 @@
-"""REST views of the platform kernel: configuration."""
+"""REST views of the platform kernel: configuration versions, health.
+
+The configuration's own endpoint (GET and the governed PATCH) is ConfigApi in
+gateways/api/views.py, beside the write it calls (the kernel imports no app)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from smsplatform.api.base import ServiceApiView
-from smsplatform.config_service import (
-    platform_config_get,
-    platform_config_update,
-    platform_config_versions,
-)
+from smsplatform.config_service import platform_config_versions
 
 
 def governed_response(result: dict[str, Any]) -> Response:
     """200 when executed, 202 when held for approval."""
     code = status.HTTP_202_ACCEPTED if result.get("status") == "pending_approval" else status.HTTP_200_OK
     return Response(result, status=code)
-
-
-class ConfigApi(ServiceApiView):
-    required_permissions = {
-        "GET": "smsplatform.view_platformconfig",
-        "PATCH": "smsplatform.change_platformconfig",
-    }
-
-    class UpdateInput(serializers.Serializer):
-        changes = serializers.DictField(help_text="Settings to change, each given whole (see GET).")
-        base_version_token = serializers.CharField(help_text="From GET; a stale token is refused.")
-        idempotency_key = serializers.CharField(max_length=200)
-        reason = serializers.CharField(required=False, allow_blank=True, default="")
-
-    @extend_schema(
-        operation_id="config_get",
-        summary="Read the platform configuration (sms_marketing.config.get)",
-    )
-    def get(self, request: Request) -> Response:
-        return Response(platform_config_get())
-
-    @extend_schema(
-        operation_id="config_update",
-        summary="Change named settings; may be held for approval (202)",
-        request=UpdateInput,
-    )
-    def patch(self, request: Request) -> Response:
-        data = self.UpdateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        result = platform_config_update(actor=self.actor(request), **data.validated_data)
-        return governed_response(result)
 
 
 class ConfigVersionsApi(ServiceApiView):

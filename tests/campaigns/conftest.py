@@ -17,8 +17,9 @@ from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership
 from contacts.services import segment_create, segment_preview
 from gateways.models import Gateway, GatewayRate, Provider
+from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance
-from smsplatform.config_service import platform_config_get, platform_config_update
+from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
 from templates.selectors import short_link_preview
 from templates.services import short_link_create

@@ -30,7 +30,8 @@ from compliance.roles import Role
 from compliance.services import action_request_approve
 from contacts.models import Segment
 from gateways.models import Account, Gateway, MessageState, OutboundMessage, SenderId, SenderIdStatus
-from smsplatform.config_service import platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from tests.campaigns.conftest import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours

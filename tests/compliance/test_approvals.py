@@ -17,7 +17,8 @@ from compliance.roles import Role
 from compliance.selectors import action_request_status
 from compliance.services import action_request_approve, action_request_reject, action_requests_expire
 from compliance.tasks import expire_action_requests
-from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog, PlatformConfig
@@ -170,7 +171,7 @@ def test_approval_rechecks_the_requesters_permission(pending: int, approver: Any
 
 def test_failed_execution_leaves_no_partial_write(pending: int, approver: Any) -> None:
     with mock.patch(
-        "smsplatform.config_service.PlatformConfigVersion.objects.create",
+        "gateways.platform_config.PlatformConfigVersion.objects.create",
         side_effect=ApplicationError("boom", "simulated failure"),
     ):
         result = action_request_approve(actor=actor(approver), action_request_id=pending)

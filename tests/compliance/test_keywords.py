@@ -16,7 +16,8 @@ from contacts.selectors import contact_get
 from gateways.adapters.base import InboundEvent
 from gateways.delivery import inbound_receive
 from gateways.models import Gateway
-from smsplatform.config_service import platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_get
 from smsplatform.models import AuditLog
 from tests.contacts.factories import api_actor, create_contact
 

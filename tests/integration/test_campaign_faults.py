@@ -40,9 +40,10 @@ from contacts.services import segment_create, segment_preview
 from gateways.adapters.base import InboundEvent
 from gateways.delivery import inbound_receive, messages_reconcile
 from gateways.models import Gateway, GatewayRate, MessageState, OutboundMessage, Provider
+from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance
 from smsplatform.celery import app
-from smsplatform.config_service import platform_config_get, platform_config_update
+from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
 from tests.integration.conftest import REAL_WORKER_TEST, ROOT, worker_env
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc_factory

@@ -45,10 +45,11 @@ from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Conditi
 from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership, OptOut
 from gateways.models import Gateway, GatewayRate, InboundMessage, MessageState, OutboundMessage, Provider
+from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance
 from gateways.smpp.worker import BindWorker, WorkerStats
 from smsplatform.celery import app as celery_app
-from smsplatform.config_service import platform_config_get, platform_config_update
+from smsplatform.config_service import platform_config_get
 from tests.conftest import actor
 from tests.contacts.factories import consent
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory

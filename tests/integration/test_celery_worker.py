@@ -29,7 +29,7 @@ def wait_for(predicate: Any, timeout: float = 30) -> None:
 
 
 def test_worker_expires_due_requests(celery_worker: Any, technical: Any, config_policy: Any, config_token: str) -> None:
-    from smsplatform.config_service import platform_config_update
+    from gateways.platform_config import platform_config_update
 
     result = platform_config_update(
         actor=actor(technical),

@@ -9,7 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from compliance.models import ActionRequest, RequestState
-from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.models import AuditLog
 from tests.conftest import actor
 

@@ -15,7 +15,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from compliance.models import ActionRequest
 from compliance.roles import Role
-from smsplatform.config_service import platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_get
 from smsplatform.mcp.catalogue import catalogue
 from smsplatform.mcp.registry import registered_tools
 from tests.conftest import actor

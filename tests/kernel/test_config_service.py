@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog, IdempotencyRecord, PlatformConfig, PlatformConfigVersion
 from tests.conftest import actor, postgres_only

@@ -12,7 +12,8 @@ from django.contrib.auth.models import Group
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role
-from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
+from gateways.platform_config import platform_config_update
+from smsplatform.config_service import platform_config_data, platform_config_get
 from templates.selectors import short_link_preview
 from templates.services import short_link_create, template_save
 from templates.views import cache_clear

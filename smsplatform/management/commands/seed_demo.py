@@ -180,7 +180,8 @@ class Command(BaseCommand):
                 "registered_at": timezone.now(),
             },
         )
-        from smsplatform.config_service import platform_config_get, platform_config_update
+        from gateways.platform_config import platform_config_update
+        from smsplatform.config_service import platform_config_get
         from smsplatform.kernel.actor import Actor
 
         current = platform_config_get()
