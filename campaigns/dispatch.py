@@ -53,7 +53,8 @@ from campaigns.models import (
     CampaignState,
     SendBatch,
 )
-from contacts.models import AudienceMembership, ConsentEvidence, ConsentPurpose, Contact, OptOut
+from compliance.models import OptOut
+from contacts.models import AudienceMembership, ConsentEvidence, ConsentPurpose, Contact
 from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessage
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor, Channel

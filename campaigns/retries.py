@@ -47,8 +47,7 @@ from django.utils import timezone
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.selectors import _campaign
 from compliance.governance import GovernedAction, governed_write, register_action
-from compliance.models import ActionRequest, ActionType
-from contacts.models import OptOut, OptOutReason
+from compliance.models import ActionRequest, ActionType, OptOut, OptOutReason
 from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessage
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor

@@ -1,13 +1,16 @@
-"""Approval policies and action requests (ARCHITECTURE, spine 3)."""
+"""Approval policies and action requests (ARCHITECTURE, spine 3), and the suppression list (opt-outs)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
+
+from smsplatform.kernel.phones import phone_mask
 
 
 class ActionType(models.TextChoices):
@@ -189,3 +192,80 @@ class PlatformRole(models.Model):
 
     def __str__(self) -> str:
         return "platform role permissions"
+
+
+# The suppression list (ARCHITECTURE, hard rules): rules in compliance/optouts.py.
+class OptOutReason(models.TextChoices):
+    STOP = "stop", "STOP reply"
+    WEB = "web", "Web request"
+    API = "api", "API request"
+    ADMIN = "admin", "Staff request (admin)"
+    BLOCKED = "blocked", "Blocked"
+    INVALID = "invalid", "Invalid number"
+    COMPLAINT = "complaint", "Complaint"
+    DO_NOT_CALL = "do_not_call", "Do-not-call register"
+
+
+# Opt-outs the person can reverse by giving new consent with evidence. Blocks, invalid
+# numbers and complaints are operational decisions and are never lifted by a consent.
+LIFTABLE_REASONS = (
+    OptOutReason.STOP,
+    OptOutReason.WEB,
+    OptOutReason.API,
+    OptOutReason.ADMIN,
+    OptOutReason.DO_NOT_CALL,
+)
+
+
+class SyncState(models.TextChoices):
+    PENDING = "pending", "Pending sync to CRM"
+    SYNCED = "synced", "Synced"
+    NOT_APPLICABLE = "not_applicable", "No CRM"
+
+
+class OptOut(models.Model):
+    """One suppression record for a phone. Active while ``lifted_at`` is null; never deleted."""
+
+    phone = models.CharField(max_length=16, help_text="E.164")
+    # The contact and the consent that lifted it are named by string: compliance sits below
+    # contacts and imports nothing of it (the phone, not the contact, is what is suppressed).
+    contact = models.ForeignKey(
+        "contacts.Contact", null=True, blank=True, on_delete=models.PROTECT, related_name="opt_outs"
+    )
+    reason = models.CharField(max_length=20, choices=OptOutReason.choices)
+    source = models.CharField(max_length=100, help_text="sms:<gateway>, web_form, api, admin, import:...")
+    message_text = models.TextField(blank=True, help_text="The STOP message as received")
+    language = models.CharField(max_length=10, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    recorded_at = models.DateTimeField(default=timezone.now)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_channel = models.CharField(max_length=16)
+    actor_token_name = models.CharField(max_length=100, blank=True)
+    sync_state = models.CharField(max_length=20, choices=SyncState.choices, default=SyncState.PENDING)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by_consent = models.ForeignKey(
+        "contacts.ConsentEvidence", null=True, blank=True, on_delete=models.PROTECT, related_name="lifted_opt_outs"
+    )
+
+    class Meta:
+        # The table kept its name when the model moved here from contacts (compliance 0003).
+        db_table = "contacts_optout"
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            # The suppression check ("is this phone opted out now?") is an index-only probe.
+            models.Index(fields=["phone"], condition=models.Q(lifted_at__isnull=True), name="optout_active_phone"),
+            models.Index(fields=["reason", "-occurred_at"], name="optout_reason_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} {phone_mask(self.phone)}"
+
+    @property
+    def active(self) -> bool:
+        return self.lifted_at is None
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("Opt-out evidence is kept; it is never deleted.")

@@ -140,20 +140,20 @@ def roles_sync(*, using: str = "default") -> dict[str, int]:
 
 
 # Contacts, consent, opt-outs, audiences, customer facts and segments (issue 4).
-_CONTACTS_READ = ["contacts.view_contact", "contacts.view_optout", "contacts.view_audience", "contacts.view_segment"]
+_CONTACTS_READ = ["contacts.view_contact", "compliance.view_optout", "contacts.view_audience", "contacts.view_segment"]
 ROLE_PERMISSIONS[Role.MARKETING] += [*_CONTACTS_READ, "contacts.add_segment", "contacts.view_customerfact"]
 ROLE_PERMISSIONS[Role.CRM] += [
     *_CONTACTS_READ,
     "contacts.add_contact",
     "contacts.change_contact",
     "contacts.view_consentevidence",
-    "contacts.add_optout",
+    "compliance.add_optout",
     "contacts.add_segment",
     "contacts.add_customerfact",
     "contacts.view_customerfact",
 ]
-ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_CONTACTS_READ, "contacts.view_consentevidence", "contacts.add_optout"]
-ROLE_PERMISSIONS[Role.OPERATIONS] += ["contacts.view_contact", "contacts.view_optout", "contacts.add_optout"]
+ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_CONTACTS_READ, "contacts.view_consentevidence", "compliance.add_optout"]
+ROLE_PERMISSIONS[Role.OPERATIONS] += ["contacts.view_contact", "compliance.view_optout", "compliance.add_optout"]
 ROLE_PERMISSIONS[Role.TECHNICAL] += ["contacts.add_customerfact", "contacts.view_customerfact"]
 ROLE_PERMISSIONS[Role.APPROVER] += _CONTACTS_READ
 

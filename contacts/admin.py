@@ -18,9 +18,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from compliance.optouts import FULL_PHONE_PERMISSION, contact_opt_out
+from compliance.models import OptOut
+from compliance.optouts import FULL_PHONE_PERMISSION
 from contacts.imports import contacts_import
-from contacts.models import Audience, ConsentEvidence, Contact, CustomerFact, OptOut, Segment
+from contacts.models import Audience, ConsentEvidence, Contact, CustomerFact, Segment
+from contacts.optouts import contact_opt_out
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
@@ -153,8 +155,8 @@ class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Opt out the selected contacts (at once, audited)")
     def opt_out_selected(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
-        if not request.user.has_perm("contacts.add_optout"):
-            messages.error(request, "You lack the permission contacts.add_optout.")
+        if not request.user.has_perm("compliance.add_optout"):
+            messages.error(request, "You lack the permission compliance.add_optout.")
             return
         done = 0
         for contact_id in queryset.order_by("pk").values_list("pk", flat=True):
@@ -171,6 +173,7 @@ class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
         messages.success(request, f"{done} contact(s) opted out.")
 
 
+# The suppression list is compliance's model; its read-only page shares the phone masking above.
 @admin.register(OptOut)
 class OptOutAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
     phone_list_display = ["id", "reason", "source", "language", "occurred_at", "sync_state", "lifted_at"]

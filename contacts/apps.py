@@ -39,8 +39,8 @@ class ContactsConfig(AppConfig):
     name = "contacts"
 
     def ready(self) -> None:
-        from compliance.keywords import inbound_keyword_handler
         from contacts import services  # noqa: F401  (registers the governed contact actions)
+        from contacts.keywords import inbound_keyword_handler
         from gateways.delivery import INBOUND_HANDLERS, register_inbound_handler
 
         # ready() can run twice in some test setups: register the STOP handler once.

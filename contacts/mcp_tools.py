@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from compliance.optouts import contact_opt_out, opt_outs_list
-from contacts.models import ConsentPurpose, OptOutReason
+from compliance.models import OptOutReason
+from compliance.optouts import opt_outs_list
+from contacts.models import ConsentPurpose
+from contacts.optouts import contact_opt_out
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, segment_create, segment_preview
 from gateways.frequency import frequency_caps_get
@@ -173,7 +175,7 @@ def contacts_upsert_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 @register_tool(
     "sms_marketing.opt_outs.list",
-    permission="contacts.view_optout",
+    permission="compliance.view_optout",
     input_schema=object_schema(
         {
             "reason": {"type": "string", "enum": list(OptOutReason.values)},
@@ -199,7 +201,7 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 @register_tool(
     "sms_marketing.contacts.opt_out",
-    permission="contacts.add_optout",
+    permission="compliance.add_optout",
     input_schema=object_schema(
         {
             "contact_id": INT,

@@ -1,9 +1,7 @@
-"""Contacts, consent evidence and the suppression list (opt-outs).
+"""Contacts, consent evidence, audiences, customer facts and segments.
 
-The suppression list (``OptOut``) is owned by compliance (services in
-``compliance/optouts.py``); its table lives here beside the contacts it
-suppresses so that the contacts app, which owns the phone, carries no
-migration dependency on a compliance migration edited concurrently.
+The suppression list (``OptOut``) is compliance's (compliance/models.py); its table
+keeps its first name, ``contacts_optout``.
 
 Sendable for marketing is never stored: it is derived in SQL as "has marketing
 consent evidence and no active opt-out for the phone", so no path can create a
@@ -114,76 +112,6 @@ class ConsentEvidence(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> Any:
         raise PermissionError("Consent evidence is kept; it is never deleted.")
-
-
-class OptOutReason(models.TextChoices):
-    STOP = "stop", "STOP reply"
-    WEB = "web", "Web request"
-    API = "api", "API request"
-    ADMIN = "admin", "Staff request (admin)"
-    BLOCKED = "blocked", "Blocked"
-    INVALID = "invalid", "Invalid number"
-    COMPLAINT = "complaint", "Complaint"
-    DO_NOT_CALL = "do_not_call", "Do-not-call register"
-
-
-# Opt-outs the person can reverse by giving new consent with evidence. Blocks, invalid
-# numbers and complaints are operational decisions and are never lifted by a consent.
-LIFTABLE_REASONS = (
-    OptOutReason.STOP,
-    OptOutReason.WEB,
-    OptOutReason.API,
-    OptOutReason.ADMIN,
-    OptOutReason.DO_NOT_CALL,
-)
-
-
-class SyncState(models.TextChoices):
-    PENDING = "pending", "Pending sync to CRM"
-    SYNCED = "synced", "Synced"
-    NOT_APPLICABLE = "not_applicable", "No CRM"
-
-
-class OptOut(models.Model):
-    """One suppression record for a phone. Active while ``lifted_at`` is null; never deleted."""
-
-    phone = models.CharField(max_length=16, help_text="E.164")
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.PROTECT, related_name="opt_outs")
-    reason = models.CharField(max_length=20, choices=OptOutReason.choices)
-    source = models.CharField(max_length=100, help_text="sms:<gateway>, web_form, api, admin, import:...")
-    message_text = models.TextField(blank=True, help_text="The STOP message as received")
-    language = models.CharField(max_length=10, blank=True)
-    note = models.CharField(max_length=500, blank=True)
-    occurred_at = models.DateTimeField(default=timezone.now)
-    recorded_at = models.DateTimeField(default=timezone.now)
-    recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    actor_channel = models.CharField(max_length=16)
-    actor_token_name = models.CharField(max_length=100, blank=True)
-    sync_state = models.CharField(max_length=20, choices=SyncState.choices, default=SyncState.PENDING)
-    lifted_at = models.DateTimeField(null=True, blank=True)
-    lifted_by_consent = models.ForeignKey(
-        ConsentEvidence, null=True, blank=True, on_delete=models.PROTECT, related_name="lifted_opt_outs"
-    )
-
-    class Meta:
-        ordering = ["-occurred_at", "-id"]
-        indexes = [
-            # The suppression check ("is this phone opted out now?") is an index-only probe.
-            models.Index(fields=["phone"], condition=models.Q(lifted_at__isnull=True), name="optout_active_phone"),
-            models.Index(fields=["reason", "-occurred_at"], name="optout_reason_recent"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.get_reason_display()} {phone_mask(self.phone)}"
-
-    @property
-    def active(self) -> bool:
-        return self.lifted_at is None
-
-    def delete(self, *args: Any, **kwargs: Any) -> Any:
-        raise PermissionError("Opt-out evidence is kept; it is never deleted.")
 
 
 class Audience(models.Model):

@@ -12,8 +12,9 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 
+from compliance.models import OptOut
 from compliance.optouts import FULL_PHONE_PERMISSION, opt_out_summary, phone_for_actor, suppressed_phone_exists
-from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact, OptOut
+from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact
 from gateways.models import OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -619,7 +620,7 @@ def _segment_statement(
     opt-outs by reason, capped destinations) are hashed once and probed per contact. Nothing
     in the plan depends on how many contacts match: a small audience is read through its
     memberships, a million contacts are streamed once. None when nothing can match."""
-    from contacts.models import OptOutReason
+    from compliance.models import OptOutReason
 
     low, high = ids
     in_range = Q(pk__gte=low) if low is not None else Q()

@@ -25,18 +25,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from compliance.governance import GovernedAction, governed_write, register_action
-from compliance.models import ActionRequest, ActionType
-from compliance.optouts import active_opt_outs, opt_outs_lift_by_consent
+from compliance.models import LIFTABLE_REASONS, ActionRequest, ActionType
+from compliance.optouts import active_opt_outs
 from contacts.criteria import criteria_normalise
-from contacts.models import (
-    LIFTABLE_REASONS,
-    ConsentEvidence,
-    ConsentPurpose,
-    Contact,
-    CustomerFact,
-    FactKind,
-    Segment,
-)
+from contacts.models import ConsentEvidence, ConsentPurpose, Contact, CustomerFact, FactKind, Segment
+from contacts.optouts import opt_outs_lift_by_consent
 from contacts.selectors import LABEL, contact_token, segment_counts
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record

@@ -343,7 +343,7 @@ def _claim_postgresql(
     # 2. Move the picked rows by primary key (an array parameter: an index scan whatever the
     #    table's statistics say, even right after a bulk dispatch) to 'submitting' -- or, when
     #    opted out, straight to 'failed': the opt-out wins at claim time.
-    from contacts.models import OptOut
+    from compliance.models import OptOut
 
     only = "AND m.id = ANY(%(ids)s)" if message_ids is not None else ""
     if countries is not None:
@@ -414,7 +414,7 @@ def _claim_orm(
     countries: Sequence[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The portable claim (SQLite: one writer at a time, so no row locks are needed)."""
-    from contacts.models import OptOut
+    from compliance.models import OptOut
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True).order_by(
         "-occurred_at", "-pk"

@@ -92,7 +92,7 @@ REPLY_LANGUAGES = ("en", "zh-hant")
 
 
 class KeywordReplies(Section):
-    """The SMS answered to a STOP, START or HELP reply, per language (compliance/keywords.py)."""
+    """The SMS answered to a STOP, START or HELP reply, per language (contacts/keywords.py)."""
 
     enabled: bool = Field(True, description="Answer keyword replies by SMS (transactional, audited).")
     stop: dict[str, str] = Field(

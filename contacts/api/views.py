@@ -9,9 +9,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from compliance.optouts import contact_opt_out, opt_outs_list
+from compliance.models import OptOutReason
+from compliance.optouts import opt_outs_list
 from contacts.imports import contacts_import
-from contacts.models import ConsentPurpose, OptOutReason
+from contacts.models import ConsentPurpose
+from contacts.optouts import contact_opt_out
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, customer_facts_ingest, segment_create, segment_preview
 from gateways.frequency import frequency_caps_get
@@ -120,7 +122,7 @@ class ContactDetailApi(ServiceApiView):
 
 
 class OptOutListApi(ServiceApiView):
-    required_permissions = {"GET": "contacts.view_optout", "POST": "contacts.add_optout"}
+    required_permissions = {"GET": "compliance.view_optout", "POST": "compliance.add_optout"}
 
     class OptOutInput(StrictInput):
         contact_id = serializers.IntegerField(required=False)

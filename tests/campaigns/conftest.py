@@ -12,9 +12,9 @@ import pytest
 from django.contrib.auth.models import Group
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
-from compliance.optouts import opt_out_record
 from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership
+from contacts.optouts import opt_out_record
 from contacts.services import segment_create, segment_preview
 from gateways.models import Gateway, GatewayRate, Provider
 from gateways.platform_config import platform_config_update

@@ -25,10 +25,10 @@ from campaigns.services import (
     campaign_update,
 )
 from compliance.models import ActionRequest, ActionType, Condition
-from compliance.optouts import opt_out_record
 from compliance.roles import Role
 from compliance.services import action_request_approve
 from contacts.models import Segment
+from contacts.optouts import opt_out_record
 from gateways.models import Account, Gateway, MessageState, OutboundMessage, SenderId, SenderIdStatus
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get

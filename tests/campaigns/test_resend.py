@@ -22,8 +22,8 @@ from campaigns.retries import (
 )
 from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
 from campaigns.services import campaign_create_draft, campaign_send_approved
-from compliance.optouts import opt_out_record
-from contacts.models import OptOutReason
+from compliance.models import OptOutReason
+from contacts.optouts import opt_out_record
 from gateways.frequency import frequency_windows
 from gateways.models import MessagePurpose, MessageState, OutboundMessage, QuotaReservation
 from smsplatform.kernel.actor import Actor

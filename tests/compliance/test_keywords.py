@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from compliance.keywords import keyword_classify, keyword_normalise
+from compliance.models import OptOut
 from compliance.optouts import phone_is_suppressed
 from compliance.roles import Role
-from contacts.models import ConsentEvidence, OptOut
+from contacts.keywords import keyword_classify, keyword_normalise
+from contacts.models import ConsentEvidence
 from contacts.selectors import contact_get
 from gateways.adapters.base import InboundEvent
 from gateways.delivery import inbound_receive
@@ -163,7 +164,7 @@ def test_start_from_a_number_never_opted_out_records_nothing() -> None:
 
 @pytest.mark.django_db
 def test_start_does_not_lift_a_block() -> None:
-    from compliance.optouts import opt_out_record
+    from contacts.optouts import opt_out_record
     from smsplatform.kernel.actor import Actor
 
     opt_out_record(actor=Actor.system("t"), phone="+85291234567", reason="blocked", source="ops")

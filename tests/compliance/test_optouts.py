@@ -12,10 +12,11 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
-from compliance.models import ActionType, ApprovalPolicy, Condition
-from compliance.optouts import contact_opt_out, opt_outs_list, phone_is_suppressed
+from compliance.models import ActionType, ApprovalPolicy, Condition, OptOut, OptOutReason
+from compliance.optouts import opt_outs_list, phone_is_suppressed
 from compliance.roles import Role
-from contacts.models import ConsentEvidence, Contact, OptOut, OptOutReason
+from contacts.models import ConsentEvidence, Contact
+from contacts.optouts import contact_opt_out
 from contacts.selectors import contact_get
 from gateways.frequency import frequency_blocked_purpose, frequency_capped_destinations, frequency_caps_get
 from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessage, Provider

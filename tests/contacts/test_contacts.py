@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
-from compliance.optouts import contact_opt_out
+from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition, OptOut
 from compliance.roles import Role
-from contacts.models import ConsentEvidence, Contact, OptOut
+from contacts.models import ConsentEvidence, Contact
+from contacts.optouts import contact_opt_out
 from contacts.selectors import contact_get, contacts_search
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog

@@ -10,11 +10,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 
 from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
-from compliance.optouts import opt_out_record, phone_is_suppressed
+from compliance.optouts import phone_is_suppressed
 from compliance.roles import Role
 from contacts import imports
 from contacts.imports import contacts_import
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, Contact
+from contacts.optouts import opt_out_record
 from contacts.selectors import contact_get
 from contacts.services import consent_normalise
 from smsplatform.kernel.actor import Actor

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from compliance.models import OptOut
 from compliance.optouts import phone_is_suppressed
 from compliance.roles import Role
-from contacts.models import Contact, OptOut
+from contacts.models import Contact
 from tests.contacts.factories import consent
 from tests.interfaces.test_mcp import _error, run, structured
 
@@ -239,8 +240,8 @@ def test_admin_masks_phones_and_opts_out(client: Any, make_user: Any) -> None:
     assert response.status_code == 200
     assert phone_is_suppressed("+85291234567")
     assert OptOut.objects.get().reason == "admin"
-    assert client.get("/admin/contacts/optout/").status_code == 200
-    assert client.post(f"/admin/contacts/optout/{OptOut.objects.get().pk}/delete/").status_code == 403
+    assert client.get("/admin/compliance/optout/").status_code == 200
+    assert client.post(f"/admin/compliance/optout/{OptOut.objects.get().pk}/delete/").status_code == 403
 
 
 def test_audiences_and_segments_over_mcp_and_rest(

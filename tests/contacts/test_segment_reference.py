@@ -16,16 +16,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from compliance.models import OptOut
 from compliance.roles import Role
 from contacts.criteria import criteria_audience_ids, criteria_normalise
-from contacts.models import (
-    Audience,
-    AudienceMembership,
-    ConsentEvidence,
-    Contact,
-    CustomerFact,
-    OptOut,
-)
+from contacts.models import Audience, AudienceMembership, ConsentEvidence, Contact, CustomerFact
 from contacts.selectors import EXCLUSION_ORDER, segment_counts
 from gateways.frequency import frequency_windows
 from gateways.models import Gateway, GatewayRate, MessagePurpose, MessageState, OutboundMessage, Provider

@@ -11,10 +11,10 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
-from compliance.optouts import opt_out_record
 from compliance.roles import Role
 from contacts.criteria import criteria_normalise
 from contacts.models import Audience, AudienceMembership, Contact, CustomerFact, Segment
+from contacts.optouts import opt_out_record
 from contacts.selectors import audiences_list
 from contacts.services import customer_facts_ingest, segment_create, segment_preview
 from gateways.models import Gateway, GatewayRate, MessagePurpose, OutboundMessage, Provider

@@ -12,8 +12,9 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from compliance.optouts import opt_out_last_id, opt_out_record, opt_outs_active_after
-from contacts.models import OptOut
+from compliance.models import OptOut
+from compliance.optouts import opt_out_last_id, opt_outs_active_after
+from contacts.optouts import opt_out_record
 from gateways.models import BindState, BindWorkerStatus, Gateway
 from gateways.services import bind_worker_status_record
 from smsplatform.kernel.actor import Actor

@@ -292,7 +292,7 @@ def test_unknown_outcome_is_never_resent_and_is_charged(sim: Gateway) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_opt_out_committed_after_queueing_wins_at_claim_time(sim: Gateway) -> None:
-    from compliance.optouts import opt_out_record
+    from contacts.optouts import opt_out_record
 
     marketing = queue("+85291230001", purpose="marketing")
     transactional = queue("+85291230001", purpose="transactional")  # not marketing: still sent
@@ -301,7 +301,7 @@ def test_an_opt_out_committed_after_queueing_wins_at_claim_time(sim: Gateway) ->
     with transaction.atomic():  # committed after queueing, before any claim
         opted = opt_out_record(actor=SYSTEM, phone="+85291230001", reason="stop", source="sms:sim-hk")
         old = opt_out_record(actor=SYSTEM, phone="+85291230003", reason="web", source="web_form")
-    from contacts.models import OptOut
+    from compliance.models import OptOut
 
     OptOut.objects.filter(pk=old["opt_out_id"]).update(lifted_at=timezone.now())
     counts = submit(sim)
@@ -325,7 +325,7 @@ def test_an_opt_out_committed_after_queueing_wins_at_claim_time(sim: Gateway) ->
 
 
 def test_suppression_releases_one_hold_per_reservation(sim: Gateway) -> None:
-    from compliance.optouts import opt_out_record
+    from contacts.optouts import opt_out_record
 
     first, second = queue("+85291230004", purpose="marketing"), queue("+85291230004", purpose="marketing")
     QuotaReservation.objects.filter(reference=second.quota_reference).delete()

@@ -191,7 +191,7 @@ def test_mobile_originated_stop_reaches_the_handlers(smsc: Any) -> None:
 
 
 def test_marketing_to_an_opted_out_number_is_never_submitted(smsc: Any) -> None:
-    from compliance.optouts import opt_out_record
+    from contacts.optouts import opt_out_record
 
     gateway = smpp_gateway(smsc)
     with transaction.atomic():
@@ -217,7 +217,7 @@ def test_marketing_to_an_opted_out_number_is_never_submitted(smsc: Any) -> None:
 def test_a_stop_committed_after_the_claim_withdraws_the_held_message(smsc_factory: Any) -> None:
     """The worker claims ahead of the socket; a STOP committed between the claim and the write
     still wins: the held message is withdrawn, never written, its quota hold released."""
-    from compliance.optouts import opt_out_record
+    from contacts.optouts import opt_out_record
     from gateways.models import QuotaReservation
 
     server = smsc_factory(max_rate_per_second=20)

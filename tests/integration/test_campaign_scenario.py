@@ -41,9 +41,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from campaigns.models import BatchKind, BatchState, Campaign, CampaignState, SendBatch
 from campaigns.tasks import advance_batches
-from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition, RequestState
+from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition, OptOut, RequestState
 from compliance.roles import Role
-from contacts.models import Audience, AudienceMembership, OptOut
+from contacts.models import Audience, AudienceMembership
 from gateways.models import Gateway, GatewayRate, InboundMessage, MessageState, OutboundMessage, Provider
 from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 
 from campaigns.models import Campaign, CampaignState
-from compliance.models import ApprovalPolicy
-from contacts.models import Contact, OptOut
+from compliance.models import ApprovalPolicy, OptOut
+from contacts.models import Contact
 from gateways.models import Gateway
 from smsplatform.models import ApiToken, AuditLog
 

@@ -204,8 +204,9 @@ class Command(BaseCommand):
         made through the same services as real data. Skipped once the demo campaign exists."""
         from campaigns.models import Campaign
         from campaigns.services import campaign_create_draft
-        from compliance.optouts import opt_out_record
-        from contacts.models import Audience, AudienceMembership, OptOut
+        from compliance.models import OptOut
+        from contacts.models import Audience, AudienceMembership
+        from contacts.optouts import opt_out_record
         from contacts.services import contacts_upsert, segment_create, segment_preview
         from smsplatform.kernel.actor import Actor, Channel
         from templates.selectors import short_link_preview

@@ -26,8 +26,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from compliance.optouts import active_opt_outs, opt_out_record, opt_outs_lift_by_consent
-from contacts.models import LIFTABLE_REASONS, ConsentEvidence, ConsentPurpose, Contact, OptOutReason
+from compliance.models import LIFTABLE_REASONS, OptOutReason
+from compliance.optouts import active_opt_outs
+from contacts.models import ConsentEvidence, ConsentPurpose, Contact
+from contacts.optouts import opt_out_record, opt_outs_lift_by_consent
 from gateways.models import InboundMessage
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
