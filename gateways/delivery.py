@@ -66,7 +66,7 @@ def _pg_cursor() -> Any:
 
 SUBMITTING_TIMEOUT = timedelta(minutes=5)
 
-# Handlers for inbound SMS (the compliance keyword handler registers here).
+# Handlers for inbound SMS (the STOP/START keyword handler, contacts/keywords.py, registers here from contacts/apps.py).
 InboundHandler = Callable[[InboundMessage], dict[str, Any] | None]
 INBOUND_HANDLERS: list[InboundHandler] = []
 

@@ -344,7 +344,7 @@ class DeliveryReceipt(models.Model):
 
 
 class InboundMessage(models.Model):
-    """A mobile-originated SMS (replies such as STOP), handed to the compliance keyword handler."""
+    """A mobile-originated SMS (replies such as STOP), handed to the keyword handler (contacts/keywords.py)."""
 
     gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
     provider_message_id = models.CharField(max_length=100, blank=True)
