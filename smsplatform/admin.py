@@ -1,4 +1,5 @@
-"""Admin for the kernel: configuration editing (governed), audit log (read-only), API tokens."""
+"""Admin for the kernel: configuration editing (governed), audit log and notification outbox (read-only),
+API tokens."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from smsplatform.config_service import (
 )
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.versioning import version_token
-from smsplatform.models import ApiToken, AuditLog, PlatformConfig, PlatformConfigVersion
+from smsplatform.models import ApiToken, AuditLog, Notification, PlatformConfig, PlatformConfigVersion
 
 
 class PrettyJSONField(forms.JSONField):
@@ -197,6 +198,49 @@ class AuditLogAdmin(admin.ModelAdmin):
         return pretty_json(obj.after)
 
     # Append-only: nobody adds, edits or deletes through the admin.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """The outbox, to see what was sent, what is waiting and why something failed. Read-only:
+    rows are written by the changes they report and moved on only by the send task."""
+
+    list_display = [
+        "created_at",
+        "subject",
+        "state",
+        "attempts",
+        "sent_at",
+        "next_attempt_at",
+        "object_type",
+        "object_id",
+    ]
+    list_filter = ["state", "object_type"]
+    search_fields = ["subject", "object_id", "last_error"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "created_at",
+        "object_type",
+        "object_id",
+        "recipients",
+        "subject",
+        "body",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "lease_until",
+        "last_error",
+        "sent_at",
+    ]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
