@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, url: str) -> None:
         SenderIdStatus,
     )
     from gateways.platform_config import platform_config_update
-    from gateways.quotas import account_instance
+    from gateways.quotas import account_instance, account_top_up
     from gateways.smsc import SmscConfig, SmscProcess
     from smsplatform.config_service import platform_config_get
     from smsplatform.kernel.actor import Actor, Channel
@@ -200,8 +200,15 @@ def run(args: argparse.Namespace, url: str) -> None:
             ssrs_registered_regions=["HK"],
         )
         account = account_instance()
-        account.balance, account.monthly_quota_segments = Decimal("100000000"), 100_000_000
-        account.save()
+        account.monthly_quota_segments = 100_000_000
+        account.save(update_fields=["monthly_quota_segments", "updated_at"])
+        if account.balance < Decimal("100000000"):  # funded through the audited service, as operations would
+            account_top_up(
+                actor=Actor.system("bench"),
+                amount=Decimal("100000000") - account.balance,
+                reason="bench funds",
+                idempotency_key="bench-top-up-1",
+            )
         audience_id = connection.cursor().execute("SELECT id FROM contacts_audience").fetchone()[0]
 
         seconds, preview = timed(segment_preview, actor=actor, criteria={"audiences": [audience_id]})

@@ -203,8 +203,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         Provider,
         QuotaReservation,
     )
-    from gateways.quotas import account_instance
+    from gateways.quotas import account_instance, account_top_up
     from gateways.smsc import SmscConfig, SmscProcess, find_duplicates, read_log
+    from smsplatform.kernel.actor import Actor
 
     log = tmp / "smsc.jsonl"
     smsc = SmscProcess(
@@ -236,8 +237,15 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         )
         GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
         account = account_instance()
-        account.balance, account.monthly_quota_segments = Decimal("100000000"), 100_000_000
-        account.save()
+        account.monthly_quota_segments = 100_000_000
+        account.save(update_fields=["monthly_quota_segments", "updated_at"])
+        if account.balance < Decimal("100000000"):  # funded through the audited service, as operations would
+            account_top_up(
+                actor=Actor.system("bench"),
+                amount=Decimal("100000000") - account.balance,
+                reason="bench funds",
+                idempotency_key="bench-top-up-1",
+            )
         pending = (MessageState.QUEUED, MessageState.SUBMITTING, MessageState.SUBMITTED)
         for attempt in range(args.repeat):
             reference = f"bench-{attempt}"

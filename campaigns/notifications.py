@@ -1,15 +1,20 @@
 """Campaign notifications: the schedule's ``notify`` list (usernames or e-mail addresses)
-hears about cancellation, failure and completion. Sent through Django's e-mail backend
-(console by default); the outcome is returned so it can be recorded in the audit log."""
+hears about cancellation, failure and completion.
+
+Each notification is a row of the kernel's outbox, written in the caller's transaction and
+e-mailed by a Celery task after it commits (smsplatform.kernel.notifications), so a change that
+rolls back notifies nobody and no mail server is contacted under the campaign's row lock. What is
+returned (queued, to whom, which entries did not resolve, the outbox row's id) goes into the audit
+log; the send's outcome is recorded on the outbox row."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 
 from campaigns.models import Campaign
+from smsplatform.kernel.notifications import notification_record
 
 
 def _addresses(campaign: Campaign) -> tuple[list[str], list[str]]:
@@ -30,9 +35,8 @@ def _addresses(campaign: Campaign) -> tuple[list[str], list[str]]:
 def campaign_notify(campaign: Campaign, *, subject: str, body: str) -> dict[str, Any]:
     recipients, unknown = _addresses(campaign)
     if not recipients:
-        return {"status": "none", "sent_to": [], "unresolved": unknown}
-    try:
-        send_mail(subject[:200], body, None, recipients, fail_silently=False)
-    except Exception as exc:
-        return {"status": "failed", "sent_to": [], "error": str(exc)[:200], "unresolved": unknown}
-    return {"status": "sent", "sent_to": recipients, "unresolved": unknown}
+        return {"status": "none", "to": [], "unresolved": unknown}
+    notification = notification_record(
+        recipients=recipients, subject=subject, body=body, object_type="campaign", object_id=campaign.pk
+    )
+    return {"status": "queued", "notification_id": notification.pk, "to": recipients, "unresolved": unknown}

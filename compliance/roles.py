@@ -108,6 +108,9 @@ _DELIVERY_VIEW = [
 ]
 ROLE_PERMISSIONS[Role.OPERATIONS] += _DELIVERY_VIEW
 ROLE_PERMISSIONS[Role.TECHNICAL] += _DELIVERY_VIEW
+# The notification outbox (read-only in the admin): who was told what, and whether it went.
+ROLE_PERMISSIONS[Role.OPERATIONS] += ["smsplatform.view_notification"]
+ROLE_PERMISSIONS[Role.TECHNICAL] += ["smsplatform.view_notification"]
 
 # What each capability in owners.list means, as the permission that grants it.
 CAPABILITIES: dict[str, str] = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -30,6 +31,7 @@ from gateways.models import (
     SenderIdApplication,
 )
 from gateways.platform_config import platform_config_update
+from gateways.quotas import TOP_UP_PERMISSION, account_top_up
 from gateways.selectors import bind_status
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
 from smsplatform.config_schema import SECTIONS
@@ -154,9 +156,48 @@ class SenderIdApplicationAdmin(ReadOnlyAdmin):
     search_fields = ["reference", "sender_id", "brand", "company_name"]
 
 
+class TopUpForm(forms.Form):
+    amount = forms.DecimalField(max_digits=14, decimal_places=4, min_value=Decimal("0.0001"))
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), help_text="Why (audited), e.g. the invoice.")
+    # Fixed when the page is drawn, so a double submit replays the first top-up instead of adding twice.
+    idempotency_key = forms.CharField(widget=forms.HiddenInput)
+
+
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
     list_display = ["currency", "balance", "monthly_quota_segments", "segments_used", "period_start"]
+    change_list_template = "admin/gateways/account/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        top_up = path("top-up/", self.admin_site.admin_view(self.top_up_view), name="gateways_account_top_up")
+        return [top_up, *super().get_urls()]
+
+    def top_up_view(self, request: HttpRequest) -> HttpResponse:
+        """Parse, call account_top_up, show its coded errors on the form (STYLE 19)."""
+        changelist = reverse("admin:gateways_account_changelist")
+        if not request.user.has_perm(TOP_UP_PERMISSION):
+            messages.error(request, "You lack the permission to top up the account.")
+            return HttpResponseRedirect(changelist)
+        form = TopUpForm(request.POST or None, initial={"idempotency_key": f"admin-top-up-{uuid.uuid4()}"})
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = account_top_up(actor=admin_actor(request), **form.cleaned_data)
+            except ApplicationError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, error_text(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Added {result['currency']} {result['amount']}: the balance is now "
+                    f"{result['currency']} {result['balance']}.",
+                )
+                return HttpResponseRedirect(changelist)
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "opts": self.model._meta,
+            "title": "Top up the account",
+        }
+        return TemplateResponse(request, "admin/gateways/account/top_up.html", context)
 
 
 @admin.register(QuotaReservation)

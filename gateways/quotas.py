@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -18,7 +17,8 @@ from gateways.models import Account, Gateway, QuotaReservation, ReservationState
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.errors import ApplicationError, permission_denied
+from smsplatform.kernel.idempotency import run_idempotent
 
 SEGMENT_RULES = {
     "GSM-7": {"single": 160, "per_part": 153, "unit": "septet"},
@@ -245,10 +245,20 @@ def quota_release(*, actor: Actor, reference: str) -> QuotaReservation:
     return reservation
 
 
-def account_top_up(*, actor: Actor, amount: Decimal, reason: str) -> Account:
+# Operations funds the account (compliance/roles.py grants it); the admin's account page is read-only,
+# so this permission only ever reaches the balance through this service.
+TOP_UP_PERMISSION = "gateways.change_account"
+
+
+def account_top_up(*, actor: Actor, amount: Decimal, reason: str, idempotency_key: str | None) -> dict[str, Any]:
+    """Add ``amount`` to the balance, once per idempotency key, audited with before and after."""
+    if not actor.has_perm(TOP_UP_PERMISSION):
+        raise permission_denied(TOP_UP_PERMISSION, hint="Operations funds the account.")
     if amount <= 0:
         raise ApplicationError("invalid_argument", "A top-up must be positive.", field="amount")
-    with transaction.atomic(durable=True):
+
+    def execute() -> dict[str, Any]:
+        # The same row lock quota_reserve takes, so a top-up and a reservation never interleave.
         account = Account.objects.select_for_update().get(pk=account_instance().pk)
         before = str(account.balance)
         account.balance += amount
@@ -261,5 +271,20 @@ def account_top_up(*, actor: Actor, amount: Decimal, reason: str) -> Account:
             before={"balance": before},
             after={"balance": str(account.balance)},
             reason=reason,
+            idempotency_key=idempotency_key or "",
         )
-    return account
+        return {
+            "account_id": account.pk,
+            "currency": account.currency,
+            "amount": str(amount),
+            "balance_before": before,
+            "balance": str(account.balance),
+        }
+
+    return run_idempotent(
+        actor=actor,
+        key=idempotency_key,
+        operation="account.top_up",
+        payload={"amount": str(amount), "reason": reason},
+        execute=execute,
+    )

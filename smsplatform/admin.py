@@ -1,4 +1,4 @@
-"""Admin for the kernel: configuration versions and audit log (read-only), API tokens.
+"""Admin for the kernel: configuration versions, audit log and notification outbox (read-only), API tokens.
 
 The configuration's own page edits through the governed write, so it is registered with that
 write in gateways/admin.py (the kernel imports no app)."""
@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from smsplatform.admin_utils import pretty_json
-from smsplatform.models import ApiToken, AuditLog, PlatformConfigVersion
+from smsplatform.models import ApiToken, AuditLog, Notification, PlatformConfigVersion
 
 
 @admin.register(PlatformConfigVersion)
@@ -78,6 +78,49 @@ class AuditLogAdmin(admin.ModelAdmin):
         return pretty_json(obj.after)
 
     # Append-only: nobody adds, edits or deletes through the admin.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """The outbox, to see what was sent, what is waiting and why something failed. Read-only:
+    rows are written by the changes they report and moved on only by the send task."""
+
+    list_display = [
+        "created_at",
+        "subject",
+        "state",
+        "attempts",
+        "sent_at",
+        "next_attempt_at",
+        "object_type",
+        "object_id",
+    ]
+    list_filter = ["state", "object_type"]
+    search_fields = ["subject", "object_id", "last_error"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "created_at",
+        "object_type",
+        "object_id",
+        "recipients",
+        "subject",
+        "body",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "lease_until",
+        "last_error",
+        "sent_at",
+    ]
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

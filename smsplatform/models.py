@@ -1,4 +1,5 @@
-"""Shared-kernel models: API tokens, audit log, idempotency, previews, platform config."""
+"""Shared-kernel models: API tokens, audit log, idempotency, previews, platform config, the notification
+outbox."""
 
 from __future__ import annotations
 
@@ -194,3 +195,40 @@ class PlatformConfigVersion(models.Model):
 
     def __str__(self) -> str:
         return f"config v{self.version}"
+
+
+class NotificationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class Notification(models.Model):
+    """The notification outbox (STYLE 18): one e-mail, written in the transaction of the change it
+    reports and sent by a Celery task after commit (smsplatform.kernel.notifications).
+
+    pending -> sending (claimed by one worker, under a lease) -> sent | pending again (back-off)
+    | failed (permanent error or attempts used up).
+    """
+
+    object_type = models.CharField(max_length=100, blank=True, help_text="What the notification is about.")
+    object_id = models.CharField(max_length=64, blank=True)
+    recipients = models.JSONField(default=list, help_text="E-mail addresses.")
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    state = models.CharField(max_length=16, choices=NotificationState.choices, default=NotificationState.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # While ``sending``: until when the claiming worker owns the row; past it, the sweep takes it back.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="notification_due")]
+
+    def __str__(self) -> str:
+        return f"notification {self.pk} ({self.state}): {self.subject}"

@@ -8,6 +8,7 @@ PERIODIC = [
     # (beat entry name, task name, every N seconds)
     ("Expire action requests", "compliance.expire_action_requests", 60),
     ("Purge expired previews", "smsplatform.purge_expired_previews", 3600),
+    ("Send notifications left pending", "smsplatform.sweep_notifications", 60),
     ("Reconcile interrupted submissions", "gateways.reconcile_messages", 60),
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),

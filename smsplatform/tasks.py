@@ -1,10 +1,25 @@
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
+from smsplatform.kernel.notifications import notification_deliver, notifications_sweep
 from smsplatform.kernel.previews import previews_purge_expired
 
 
 @shared_task(name="smsplatform.purge_expired_previews")
 def purge_expired_previews() -> int:
     return previews_purge_expired()
+
+
+@shared_task(name="smsplatform.send_notification")
+def send_notification(notification_id: int) -> dict[str, Any]:
+    """One attempt at an outbox row; a failed attempt re-enqueues itself with back-off."""
+    return notification_deliver(notification_id=notification_id)
+
+
+@shared_task(name="smsplatform.sweep_notifications")
+def sweep_notifications() -> int:
+    """Beat: send outbox rows whose enqueue was lost or whose worker died."""
+    return notifications_sweep()

@@ -88,7 +88,8 @@ class ConfigApi(ServiceApiView):
         "PATCH": "smsplatform.change_platformconfig",
     }
 
-    class UpdateInput(serializers.Serializer):
+    # Strict like every other write: a misspelt top-level field is refused, naming it, not dropped.
+    class UpdateInput(StrictInput):
         changes = serializers.DictField(help_text="Settings to change, each given whole (see GET).")
         base_version_token = serializers.CharField(help_text="From GET; a stale token is refused.")
         idempotency_key = serializers.CharField(max_length=200)

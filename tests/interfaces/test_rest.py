@@ -98,6 +98,21 @@ def test_bad_input_is_a_structured_400(
     assert PlatformConfig.objects.get().version == 1
 
 
+def test_update_refuses_undeclared_fields_naming_them(api_for: Any, technical: Any, config_token: str) -> None:
+    body = {
+        "changes": {"default_gateway": "a"},
+        "base_version_token": config_token,
+        "idempotency_key": "rest-key-0008",
+        "reasons": "misspelt",
+    }
+    response = api_for(technical).patch("/api/v1/config/", body, format="json")
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["code"], error["field"]) == ("validation_error", "reasons")
+    assert "reasons" in error["message"] and "reason" in error["hint"]
+    assert PlatformConfig.objects.get().version == 1
+
+
 def test_stale_token_is_409_with_current_token(api_for: Any, technical: Any, config_token: str) -> None:
     api = api_for(technical)
     body = {"changes": {"default_gateway": "a"}, "base_version_token": config_token, "idempotency_key": "rest-key-0006"}

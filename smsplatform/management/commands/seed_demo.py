@@ -140,7 +140,7 @@ class Command(BaseCommand):
         from django.utils import timezone
 
         from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdKind, SenderIdStatus
-        from gateways.quotas import account_instance
+        from gateways.quotas import account_instance, account_top_up
 
         simulator, _ = Gateway.objects.get_or_create(
             code="simulator",
@@ -195,8 +195,14 @@ class Command(BaseCommand):
             )
         account = account_instance()
         if account.balance == 0:
-            account.balance = Decimal("5000")
-            account.save(update_fields=["balance"])
+            # The key follows the account's state, so a rerun over the same empty account replays
+            # instead of funding it twice.
+            account_top_up(
+                actor=Actor.system("seed_demo"),
+                amount=Decimal("5000"),
+                reason="demo funds",
+                idempotency_key=f"seed-demo-top-up-{account.pk}-{account.updated_at:%Y%m%d%H%M%S%f}",
+            )
 
     def _seed_marketing(self) -> None:
         """Demo contacts with consent (two opted out by STOP, two on the simulator's 'undelivered'
