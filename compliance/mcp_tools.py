@@ -12,9 +12,7 @@ from compliance.selectors import (
     owners_list,
 )
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import ERROR_SCHEMA, object_schema, register_tool
-
-NULLABLE_STRING = {"type": ["string", "null"]}
+from smsplatform.mcp.registry import ERROR_SCHEMA, NSTR, object_schema, register_tool
 
 POLICY_SCHEMA = object_schema(
     {
@@ -23,7 +21,7 @@ POLICY_SCHEMA = object_schema(
         "action_label": {"type": "string"},
         "condition": {"type": "string"},
         "threshold_count": {"type": ["integer", "null"]},
-        "threshold_amount": NULLABLE_STRING,
+        "threshold_amount": NSTR,
         "currency": {"type": "string"},
         "channels": {"type": "array", "items": {"type": "string"}},
         "approver_role": {"type": "string"},
@@ -144,10 +142,10 @@ def owners_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "required_role": {"type": "string"},
             "created_at": {"type": "string"},
             "expires_at": {"type": "string"},
-            "decided_by": NULLABLE_STRING,
-            "decided_at": NULLABLE_STRING,
-            "decision_reason": NULLABLE_STRING,
-            "executed_at": NULLABLE_STRING,
+            "decided_by": NSTR,
+            "decided_at": NSTR,
+            "decision_reason": NSTR,
+            "executed_at": NSTR,
             "result": {"type": ["object", "null"]},
             "error": {"anyOf": [ERROR_SCHEMA, {"type": "null"}]},
             "note": {"type": "string"},

@@ -10,25 +10,20 @@ from contacts.models import ConsentPurpose, OptOutReason
 from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, segment_create, segment_preview
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import (
+    BOOL,
+    INT,
+    NINT,
+    NSTR,
+    STR,
+    base_version_token,
+    governed_output,
+    object_schema,
+    register_tool,
+    write_input,
+)
 
-STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
-INT = {"type": "integer"}
-NINT = {"type": ["integer", "null"]}
-BOOL = {"type": "boolean"}
 PHONE = {"type": "string", "minLength": 3, "maxLength": 32, "description": "E.164 (+85291234567) or a local HK number"}
-
-GOVERNED_OUTPUT = {
-    "type": "object",
-    "properties": {
-        "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-        "action": STR,
-        "action_request_id": INT,
-        "result": {"type": "object"},
-    },
-    "required": ["status", "action"],
-}
 
 CONTACT_MINIMAL = object_schema(
     {
@@ -142,11 +137,11 @@ CONSENT = object_schema(
 @register_tool(
     "sms_marketing.contacts.upsert",
     permission="contacts.change_contact",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "phone": {**PHONE, "description": "To create a contact (or to confirm the phone of contact_id)."},
             "contact_id": {**INT, "description": "To update: from contacts.get, with base_version_token."},
-            "base_version_token": STR,
+            "base_version_token": base_version_token("From contacts.get; required with contact_id."),
             "source": {"type": "string", "minLength": 1, "maxLength": 100},
             "language": {"type": "string", "enum": list(LANGUAGES)},
             "name": {"type": "string", "maxLength": 100},
@@ -158,12 +153,10 @@ CONSENT = object_schema(
                 "default": False,
                 "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
             },
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["source", "idempotency_key"],
+        ["source"],
     ),
-    output_schema=GOVERNED_OUTPUT,
+    output_schema=governed_output(),
 )
 def contacts_upsert_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)
@@ -200,7 +193,7 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 @register_tool(
     "sms_marketing.contacts.opt_out",
     permission="contacts.add_optout",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "contact_id": INT,
             "phone": PHONE,
@@ -209,9 +202,7 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "message_text": {"type": "string", "maxLength": 2000, "description": "The STOP message, if any"},
             "language": {"type": "string", "maxLength": 10},
             "note": {"type": "string", "maxLength": 500},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["idempotency_key"],
     ),
     output_schema=object_schema(
         {
@@ -328,16 +319,14 @@ def segments_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 @register_tool(
     "sms_marketing.segments.create",
     permission="contacts.add_segment",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "segment_preview_id": {"type": "string", "description": "From segments.preview; nothing else widens it."},
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["segment_preview_id", "name", "idempotency_key"],
+        ["segment_preview_id", "name"],
     ),
-    output_schema=GOVERNED_OUTPUT,
+    output_schema=governed_output(),
 )
 def segments_create_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)

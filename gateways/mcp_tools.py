@@ -8,10 +8,8 @@ from gateways.quotas import quotas_get
 from gateways.selectors import gateways_list, sender_ids_list
 from gateways.services import sender_id_apply
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import NSTR, REASON, STR, governed_output, object_schema, register_tool, write_input
 
-STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
 COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}
 
 GATEWAY_SCHEMA = object_schema(
@@ -163,7 +161,7 @@ DOCUMENT = object_schema(
 @register_tool(
     "sms_marketing.sender_id.apply",
     permission="gateways.add_senderidapplication",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "sender_id": {"type": "string", "maxLength": 16, "description": "e.g. #SHOPHK (SSRS) or SHOPHK"},
             "brand": {"type": "string", "maxLength": 100},
@@ -172,9 +170,8 @@ DOCUMENT = object_schema(
             "purpose": {"type": "string", "minLength": 10, "maxLength": 2000},
             "regions": {"type": "array", "items": COUNTRY, "minItems": 1},
             "documents": {"type": "array", "items": DOCUMENT},
-            "reason": {"type": "string", "minLength": 5, "maxLength": 1000},
+            "reason": {**REASON, "minLength": 5},
             "reference": {"type": "string", "description": "An existing application to update (new version)."},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
         [
             "sender_id",
@@ -185,19 +182,9 @@ DOCUMENT = object_schema(
             "regions",
             "documents",
             "reason",
-            "idempotency_key",
         ],
     ),
-    output_schema={
-        "type": "object",
-        "properties": {
-            "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-            "action": STR,
-            "action_request_id": {"type": "integer"},
-            "result": {"type": "object"},
-        },
-        "required": ["status", "action"],
-    },
+    output_schema=governed_output(),
 )
 def sender_id_apply_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)
