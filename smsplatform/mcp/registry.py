@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from jsonschema import Draft202012Validator
 from mcp import types
 
@@ -204,6 +207,27 @@ def registered_tools() -> list[ToolSpec]:
 
 def get_tool(name: str) -> ToolSpec | None:
     return load_tools().get(name)
+
+
+def error_code_enums() -> dict[str, type[StrEnum]]:
+    """Each project app's own error-code enum (``<app>/errors.py``), by app name, in app order.
+
+    The kernel's shared ``ErrorCode`` is not among them; the tool reference lists both."""
+    found: dict[str, type[StrEnum]] = {}
+    for app_config in apps.get_app_configs():
+        if app_config.name == "smsplatform" or not Path(app_config.path).is_relative_to(settings.BASE_DIR):
+            continue
+        module_name = f"{app_config.name}.errors"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, StrEnum) and value.__module__ == module_name:
+                found[app_config.name] = value
+    return found
 
 
 # Shared schema pieces -------------------------------------------------------
