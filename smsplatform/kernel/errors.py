@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MALFORMED_REQUEST = "malformed_request"
     INTERNAL_ERROR = "internal_error"
+    WRITE_COMMITTED = "write_committed"  # a failure after the write committed: it is not lost
 
 
 # HTTP status per code, for REST; anything not listed is a 400.
@@ -66,6 +67,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.PREVIEW_ALREADY_USED: 409,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.WRITE_COMMITTED: 500,
 }
 
 
