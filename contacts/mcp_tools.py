@@ -15,6 +15,7 @@ from smsplatform.mcp.registry import (
     INT,
     NINT,
     NSTR,
+    OBJ,
     STR,
     base_version_token,
     governed_output,
@@ -107,9 +108,9 @@ def contacts_search_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "has_consent": BOOL,
             "opted_out": BOOL,
             "sendable": BOOL,
-            "consent_evidence": {"type": "array", "items": {"type": "object"}},
+            "consent_evidence": {"type": "array", "items": OBJ},
             "opt_outs": {"type": "array", "items": OPT_OUT},
-            "send_history": {"type": "array", "items": {"type": "object"}},
+            "send_history": {"type": "array", "items": OBJ},
             "version": INT,
             "base_version_token": STR,
             "note": STR,
@@ -229,9 +230,9 @@ def contacts_opt_out_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     input_schema=object_schema({}),
     output_schema=object_schema(
         {
-            "caps": {"type": "object"},
-            "windows": {"type": "array", "items": {"type": "object"}},
-            "per_campaign": {"type": "object"},
+            "caps": OBJ,
+            "windows": {"type": "array", "items": OBJ},
+            "per_campaign": OBJ,
             "applies_to": STR,
             "note": STR,
         },
@@ -275,7 +276,7 @@ def audiences_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 COUNTS = {"type": "object", "additionalProperties": INT}
 SEGMENT_COUNTS = {
-    "criteria": {"type": "object"},
+    "criteria": OBJ,
     "audience_ids": {"type": "array", "items": INT},
     "matched": INT,
     "distinct_phones": INT,
@@ -283,8 +284,8 @@ SEGMENT_COUNTS = {
     "excluded": INT,
     "exclusions": COUNTS,
     "exclusion_order": {"type": "array", "items": STR},
-    "frequency_capped_by_window": {"type": "object"},
-    "by_country": {"type": "array", "items": {"type": "object"}},
+    "frequency_capped_by_window": OBJ,
+    "by_country": {"type": "array", "items": OBJ},
     "estimated_cost": {"type": "object", "additionalProperties": STR},
     "cost_basis": STR,
 }

@@ -322,7 +322,7 @@ LINK_PROPS: dict[str, Any] = {
             "url": {"type": "string", "maxLength": 10000, "description": "The landing page, https://..."},
             "utm": {
                 "type": "object",
-                "additionalProperties": {"type": "string"},
+                "additionalProperties": STR,
                 "description": "UTM parameters to add (utm_source, utm_medium, utm_campaign, utm_term, utm_content).",
             },
             "expires_at": {"type": "string", "description": "ISO 8601; or give expiry_days."},
