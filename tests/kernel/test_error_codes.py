@@ -138,3 +138,16 @@ def test_the_scan_sees_literal_codes() -> None:
     assert "nothing_to_resend" in literals
     members = scan("templates")[1]
     assert "TemplateErrorCode.NAME_TAKEN" in members
+
+
+def test_every_listed_app_code_is_raised_somewhere() -> None:
+    """No stale entries: the reference lists only codes a client can receive."""
+    raised: set[str] = set()
+    referenced: set[str] = set()
+    for app in APPS:
+        literals, members = scan(app)
+        raised |= set(literals)
+        referenced |= set(members)
+    for app, enum in error_code_enums().items():
+        stale = [c.value for c in enum if c.value not in raised and f"{enum.__name__}.{c.name}" not in referenced]
+        assert not stale, f"{app}/errors.py lists codes nothing raises: {stale}"
