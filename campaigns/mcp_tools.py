@@ -17,33 +17,26 @@ from campaigns.services import (
 )
 from campaigns.writes import WriteArgs, write_args
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, Handler, object_schema, register_tool
-
-STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
-INT = {"type": "integer"}
-NINT = {"type": ["integer", "null"]}
-BOOL = {"type": "boolean"}
-OBJ = {"type": "object"}
-NOBJ = {"type": ["object", "null"]}
-ARR = {"type": "array"}
-CAMPAIGN_ID = {"type": "integer", "minimum": 1, "description": "From sms_marketing.campaigns.list."}
-TOKEN = {"type": "string", "minLength": 3, "maxLength": 100, "description": "base_version_token from campaigns.get"}
-REASON = {"type": "string", "maxLength": 1000}
-
-GOVERNED_OUTPUT = object_schema(
-    {
-        "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-        "action": STR,
-        "action_request_id": INT,
-        "required_role": STR,
-        "policy": STR,
-        "expires_at": STR,
-        "hint": STR,
-        "result": OBJ,
-    },
-    ["status", "action"],
+from smsplatform.mcp.registry import (
+    ARR,
+    BOOL,
+    INT,
+    NINT,
+    NOBJ,
+    NSTR,
+    OBJ,
+    REASON,
+    STR,
+    Handler,
+    base_version_token,
+    governed_output,
+    object_schema,
+    register_tool,
+    write_input,
 )
+
+CAMPAIGN_ID = {"type": "integer", "minimum": 1, "description": "From sms_marketing.campaigns.list."}
+TOKEN = base_version_token("base_version_token from campaigns.get")
 
 CONTENT_PROPS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 100},
@@ -78,13 +71,10 @@ def governed_tool(
     required: list[str],
     destructive: bool = False,
 ) -> Callable[[Callable[[WriteArgs], dict[str, Any]]], Handler]:
-    """Register a governed campaign write: its input gains ``reason`` (unless given) and a required
-    ``idempotency_key``, its output is GOVERNED_OUTPUT, and the handler receives the arguments
+    """Register a governed campaign write: its input is the registry's write envelope around
+    ``properties``, its output the governed answer, and the handler receives the arguments
     split by ``write_args`` (key, reason, base_version_token and confirm taken off)."""
-    input_schema = object_schema(
-        {**properties, "reason": properties.get("reason", REASON), "idempotency_key": IDEMPOTENCY_KEY},
-        [*required, "idempotency_key"],
-    )
+    input_schema = write_input(properties, required)
 
     def decorator(write: Callable[[WriteArgs], dict[str, Any]]) -> Handler:
         def handler(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +86,7 @@ def governed_tool(
             name,
             permission=permission,
             input_schema=input_schema,
-            output_schema=GOVERNED_OUTPUT,
+            output_schema=governed_output(),
             destructive=destructive,
         )(handler)
 

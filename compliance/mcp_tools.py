@@ -12,25 +12,23 @@ from compliance.selectors import (
     owners_list,
 )
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import ERROR_SCHEMA, object_schema, register_tool
-
-NULLABLE_STRING = {"type": ["string", "null"]}
+from smsplatform.mcp.registry import BOOL, ERROR_SCHEMA, INT, NINT, NOBJ, NSTR, STR, object_schema, register_tool
 
 POLICY_SCHEMA = object_schema(
     {
-        "id": {"type": "integer"},
+        "id": INT,
         "action": {"type": "string", "enum": list(ActionType.values)},
-        "action_label": {"type": "string"},
-        "condition": {"type": "string"},
-        "threshold_count": {"type": ["integer", "null"]},
-        "threshold_amount": NULLABLE_STRING,
-        "currency": {"type": "string"},
-        "channels": {"type": "array", "items": {"type": "string"}},
-        "approver_role": {"type": "string"},
-        "request_ttl_hours": {"type": ["integer", "null"]},
-        "enabled": {"type": "boolean"},
-        "rule": {"type": "string"},
-        "description": {"type": "string"},
+        "action_label": STR,
+        "condition": STR,
+        "threshold_count": NINT,
+        "threshold_amount": NSTR,
+        "currency": STR,
+        "channels": {"type": "array", "items": STR},
+        "approver_role": STR,
+        "request_ttl_hours": NINT,
+        "enabled": BOOL,
+        "rule": STR,
+        "description": STR,
     },
     ["id", "action", "condition", "approver_role", "enabled", "rule"],
 )
@@ -51,8 +49,8 @@ POLICY_SCHEMA = object_schema(
     output_schema=object_schema(
         {
             "policies": {"type": "array", "items": POLICY_SCHEMA},
-            "count": {"type": "integer"},
-            "note": {"type": "string"},
+            "count": INT,
+            "note": STR,
         },
         ["policies", "count"],
     ),
@@ -71,15 +69,15 @@ def approval_policies_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str,
 
 OWNER_SCHEMA = object_schema(
     {
-        "username": {"type": "string"},
-        "display_name": {"type": "string"},
+        "username": STR,
+        "display_name": STR,
         "roles": {
             "type": "array",
             "items": object_schema(
                 {
-                    "role": {"type": "string"},
-                    "label_en": {"type": "string"},
-                    "label_zh": {"type": "string"},
+                    "role": STR,
+                    "label_en": STR,
+                    "label_zh": STR,
                 },
                 ["role"],
             ),
@@ -100,8 +98,8 @@ OWNER_SCHEMA = object_schema(
     output_schema=object_schema(
         {
             "owners": {"type": "array", "items": OWNER_SCHEMA},
-            "count": {"type": "integer"},
-            "note": {"type": "string"},
+            "count": INT,
+            "note": STR,
         },
         ["owners", "count"],
     ),
@@ -133,24 +131,24 @@ def owners_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     ),
     output_schema=object_schema(
         {
-            "action_request_id": {"type": "integer"},
-            "action": {"type": "string"},
+            "action_request_id": INT,
+            "action": STR,
             "state": {"type": "string", "enum": list(RequestState.values)},
-            "state_label": {"type": "string"},
-            "is_final": {"type": "boolean"},
-            "summary": {"type": "string"},
-            "requested_by": {"type": "string"},
-            "channel": {"type": "string"},
-            "required_role": {"type": "string"},
-            "created_at": {"type": "string"},
-            "expires_at": {"type": "string"},
-            "decided_by": NULLABLE_STRING,
-            "decided_at": NULLABLE_STRING,
-            "decision_reason": NULLABLE_STRING,
-            "executed_at": NULLABLE_STRING,
-            "result": {"type": ["object", "null"]},
+            "state_label": STR,
+            "is_final": BOOL,
+            "summary": STR,
+            "requested_by": STR,
+            "channel": STR,
+            "required_role": STR,
+            "created_at": STR,
+            "expires_at": STR,
+            "decided_by": NSTR,
+            "decided_at": NSTR,
+            "decision_reason": NSTR,
+            "executed_at": NSTR,
+            "result": NOBJ,
             "error": {"anyOf": [ERROR_SCHEMA, {"type": "null"}]},
-            "note": {"type": "string"},
+            "note": STR,
         },
         ["action_request_id", "action", "state", "is_final"],
     ),

@@ -12,25 +12,21 @@ from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, segment_create, segment_preview
 from gateways.frequency import frequency_caps_get
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import (
+    BOOL,
+    INT,
+    NINT,
+    NSTR,
+    OBJ,
+    STR,
+    base_version_token,
+    governed_output,
+    object_schema,
+    register_tool,
+    write_input,
+)
 
-STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
-INT = {"type": "integer"}
-NINT = {"type": ["integer", "null"]}
-BOOL = {"type": "boolean"}
 PHONE = {"type": "string", "minLength": 3, "maxLength": 32, "description": "E.164 (+85291234567) or a local HK number"}
-
-GOVERNED_OUTPUT = {
-    "type": "object",
-    "properties": {
-        "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-        "action": STR,
-        "action_request_id": INT,
-        "result": {"type": "object"},
-    },
-    "required": ["status", "action"],
-}
 
 CONTACT_MINIMAL = object_schema(
     {
@@ -114,9 +110,9 @@ def contacts_search_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "has_consent": BOOL,
             "opted_out": BOOL,
             "sendable": BOOL,
-            "consent_evidence": {"type": "array", "items": {"type": "object"}},
+            "consent_evidence": {"type": "array", "items": OBJ},
             "opt_outs": {"type": "array", "items": OPT_OUT},
-            "send_history": {"type": "array", "items": {"type": "object"}},
+            "send_history": {"type": "array", "items": OBJ},
             "version": INT,
             "base_version_token": STR,
             "note": STR,
@@ -144,11 +140,11 @@ CONSENT = object_schema(
 @register_tool(
     "sms_marketing.contacts.upsert",
     permission="contacts.change_contact",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "phone": {**PHONE, "description": "To create a contact (or to confirm the phone of contact_id)."},
             "contact_id": {**INT, "description": "To update: from contacts.get, with base_version_token."},
-            "base_version_token": STR,
+            "base_version_token": base_version_token("From contacts.get; required with contact_id."),
             "source": {"type": "string", "minLength": 1, "maxLength": 100},
             "language": {"type": "string", "enum": list(LANGUAGES)},
             "name": {"type": "string", "maxLength": 100},
@@ -160,12 +156,10 @@ CONSENT = object_schema(
                 "default": False,
                 "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
             },
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["source", "idempotency_key"],
+        ["source"],
     ),
-    output_schema=GOVERNED_OUTPUT,
+    output_schema=governed_output(),
 )
 def contacts_upsert_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)
@@ -202,7 +196,7 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 @register_tool(
     "sms_marketing.contacts.opt_out",
     permission="compliance.add_optout",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "contact_id": INT,
             "phone": PHONE,
@@ -211,9 +205,7 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "message_text": {"type": "string", "maxLength": 2000, "description": "The STOP message, if any"},
             "language": {"type": "string", "maxLength": 10},
             "note": {"type": "string", "maxLength": 500},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["idempotency_key"],
     ),
     output_schema=object_schema(
         {
@@ -240,9 +232,9 @@ def contacts_opt_out_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     input_schema=object_schema({}),
     output_schema=object_schema(
         {
-            "caps": {"type": "object"},
-            "windows": {"type": "array", "items": {"type": "object"}},
-            "per_campaign": {"type": "object"},
+            "caps": OBJ,
+            "windows": {"type": "array", "items": OBJ},
+            "per_campaign": OBJ,
             "applies_to": STR,
             "note": STR,
         },
@@ -286,7 +278,7 @@ def audiences_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 COUNTS = {"type": "object", "additionalProperties": INT}
 SEGMENT_COUNTS = {
-    "criteria": {"type": "object"},
+    "criteria": OBJ,
     "audience_ids": {"type": "array", "items": INT},
     "matched": INT,
     "distinct_phones": INT,
@@ -294,8 +286,8 @@ SEGMENT_COUNTS = {
     "excluded": INT,
     "exclusions": COUNTS,
     "exclusion_order": {"type": "array", "items": STR},
-    "frequency_capped_by_window": {"type": "object"},
-    "by_country": {"type": "array", "items": {"type": "object"}},
+    "frequency_capped_by_window": OBJ,
+    "by_country": {"type": "array", "items": OBJ},
     "estimated_cost": {"type": "object", "additionalProperties": STR},
     "cost_basis": STR,
 }
@@ -330,16 +322,14 @@ def segments_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 @register_tool(
     "sms_marketing.segments.create",
     permission="contacts.add_segment",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "segment_preview_id": {"type": "string", "description": "From segments.preview; nothing else widens it."},
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["segment_preview_id", "name", "idempotency_key"],
+        ["segment_preview_id", "name"],
     ),
-    output_schema=GOVERNED_OUTPUT,
+    output_schema=governed_output(),
 )
 def segments_create_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)

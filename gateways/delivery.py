@@ -23,6 +23,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, OutgoingSms, ReceiptEvent, SendOutcome, adapter_for
+from gateways.errors import GatewayErrorCode
 from gateways.failover import FAIL_OVER_CODES, fail_over_eligible, fallback_usable, messages_fail_over_eligible
 from gateways.models import (
     FINAL_MESSAGE_STATES,
@@ -41,7 +42,7 @@ from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.phones import phone_parse
 from smsplatform.kernel.segments import SegmentInputError, count_segments, count_segments_clusters
 
@@ -96,18 +97,20 @@ def message_queue(
     except SegmentInputError as exc:
         raise ApplicationError(exc.code, exc.message, field="body") from None
     if not body.strip():
-        raise ApplicationError("body_empty", "The message is empty.", field="body")
+        raise ApplicationError(GatewayErrorCode.BODY_EMPTY, "The message is empty.", field="body")
     quote = segment_prices(countries=[phone.country], gateway_code=gateway_code).get(phone.country)
     if quote is None:
         raise ApplicationError(
-            "country_not_covered",
+            GatewayErrorCode.COUNTRY_NOT_COVERED,
             f"No enabled gateway{f' {gateway_code!r}' if gateway_code else ''} delivers to {phone.country}.",
             field="gateway" if gateway_code else "destination",
             hint="See sms_marketing.gateways.list for coverage.",
         )
     gateway = Gateway.objects.get(code=quote.gateway_code)
     if encoding not in (gateway.encodings or ["GSM-7", "UCS-2"]):
-        raise ApplicationError("encoding_not_supported", f"{gateway.code} cannot send {encoding}.", field="body")
+        raise ApplicationError(
+            GatewayErrorCode.ENCODING_NOT_SUPPORTED, f"{gateway.code} cannot send {encoding}.", field="body"
+        )
     sender_id_check_usable(value=sender_id, country=phone.country)
     if quote.keeps_clusters:
         # The provider splits the message itself, never inside a grapheme cluster (Twilio).
@@ -811,7 +814,9 @@ def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int]
     gateway = Gateway.objects.get(pk=gateway_id)
     adapter = adapter_for(gateway)
     if adapter.sends_from_worker:
-        raise ApplicationError("invalid_argument", f"{gateway.code} is sent by its bind worker.", field="gateway")
+        raise ApplicationError(
+            ErrorCode.INVALID_ARGUMENT, f"{gateway.code} is sent by its bind worker.", field="gateway"
+        )
     with transaction.atomic():
         rows, suppressed, _last = _claim(gateway_id=gateway_id, message_ids=message_ids, limit=500, actor=actor)
         claimed = list(OutboundMessage.objects.filter(pk__in=[m.pk for m in rows]).order_by("pk")) if rows else []

@@ -8,10 +8,19 @@ from gateways.quotas import quotas_get
 from gateways.selectors import gateways_list, sender_ids_list
 from gateways.services import sender_id_apply
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import (
+    BOOL,
+    INT,
+    NSTR,
+    OBJ,
+    REASON,
+    STR,
+    governed_output,
+    object_schema,
+    register_tool,
+    write_input,
+)
 
-STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
 COUNTRY = {"type": "string", "pattern": "^[A-Z]{2}$"}
 
 GATEWAY_SCHEMA = object_schema(
@@ -19,7 +28,7 @@ GATEWAY_SCHEMA = object_schema(
         "code": STR,
         "name": STR,
         "provider": {"type": "string", "enum": ["simulator", "smpp", "kannel", "twilio"]},
-        "enabled": {"type": "boolean"},
+        "enabled": BOOL,
         "countries": {"type": "array", "items": STR},
         "rates": {
             "type": "array",
@@ -27,20 +36,20 @@ GATEWAY_SCHEMA = object_schema(
                 {"country": STR, "price_per_segment": STR, "currency": STR}, ["country", "price_per_segment"]
             ),
         },
-        "receipts_supported": {"type": "boolean"},
-        "max_rate_per_second": {"type": "integer"},
-        "window_size": {"type": "integer"},
+        "receipts_supported": BOOL,
+        "max_rate_per_second": INT,
+        "window_size": INT,
         "encodings": {"type": "array", "items": STR},
         "fallback": NSTR,
-        "priority": {"type": "integer"},
-        "credentials": {"type": "object"},
+        "priority": INT,
+        "credentials": OBJ,
         "bind": {
             "oneOf": [
                 {"type": "null"},
                 object_schema(
                     {
                         "state": {"type": "string", "enum": ["bound", "down", "no_worker"]},
-                        "workers": {"type": "integer"},
+                        "workers": INT,
                         "since": NSTR,
                         "last_error": STR,
                         "failing_over_to": NSTR,
@@ -60,7 +69,7 @@ GATEWAY_SCHEMA = object_schema(
     permission="gateways.view_gateway",
     input_schema=object_schema({"include_disabled": {"type": "boolean", "default": True}}),
     output_schema=object_schema(
-        {"gateways": {"type": "array", "items": GATEWAY_SCHEMA}, "count": {"type": "integer"}, "note": STR},
+        {"gateways": {"type": "array", "items": GATEWAY_SCHEMA}, "count": INT, "note": STR},
         ["gateways", "count"],
     ),
 )
@@ -79,7 +88,7 @@ def gateways_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 USABLE = {
     "type": "object",
-    "additionalProperties": object_schema({"usable": {"type": "boolean"}, "reason": STR}, ["usable", "reason"]),
+    "additionalProperties": object_schema({"usable": BOOL, "reason": STR}, ["usable", "reason"]),
 }
 
 
@@ -108,7 +117,7 @@ USABLE = {
                     ["value", "kind", "status", "regions", "usable"],
                 ),
             },
-            "count": {"type": "integer"},
+            "count": INT,
             "note": STR,
         },
         ["sender_ids", "count"],
@@ -133,14 +142,14 @@ def sender_ids_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "balance": STR,
             "reserved_amount": STR,
             "available_amount": STR,
-            "monthly_quota_segments": {"type": "integer"},
+            "monthly_quota_segments": INT,
             "period_start": STR,
-            "used_segments": {"type": "integer"},
-            "reserved_segments": {"type": "integer"},
-            "available_segments": {"type": "integer"},
-            "country_rates": {"type": "object"},
-            "segment_billing": {"type": "object"},
-            "rate_limits": {"type": "object"},
+            "used_segments": INT,
+            "reserved_segments": INT,
+            "available_segments": INT,
+            "country_rates": OBJ,
+            "segment_billing": OBJ,
+            "rate_limits": OBJ,
             "note": STR,
         },
         ["currency", "balance", "available_amount", "available_segments", "country_rates"],
@@ -154,7 +163,7 @@ DOCUMENT = object_schema(
     {
         "name": {"type": "string", "description": "e.g. business_registration, authorisation_letter"},
         "status": {"type": "string", "enum": ["provided", "missing", "verified"]},
-        "reference": {"type": "string"},
+        "reference": STR,
     },
     ["name", "status"],
 )
@@ -163,7 +172,7 @@ DOCUMENT = object_schema(
 @register_tool(
     "sms_marketing.sender_id.apply",
     permission="gateways.add_senderidapplication",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "sender_id": {"type": "string", "maxLength": 16, "description": "e.g. #SHOPHK (SSRS) or SHOPHK"},
             "brand": {"type": "string", "maxLength": 100},
@@ -172,9 +181,8 @@ DOCUMENT = object_schema(
             "purpose": {"type": "string", "minLength": 10, "maxLength": 2000},
             "regions": {"type": "array", "items": COUNTRY, "minItems": 1},
             "documents": {"type": "array", "items": DOCUMENT},
-            "reason": {"type": "string", "minLength": 5, "maxLength": 1000},
+            "reason": {**REASON, "minLength": 5},
             "reference": {"type": "string", "description": "An existing application to update (new version)."},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
         [
             "sender_id",
@@ -185,19 +193,9 @@ DOCUMENT = object_schema(
             "regions",
             "documents",
             "reason",
-            "idempotency_key",
         ],
     ),
-    output_schema={
-        "type": "object",
-        "properties": {
-            "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-            "action": STR,
-            "action_request_id": {"type": "integer"},
-            "result": {"type": "object"},
-        },
-        "required": ["status", "action"],
-    },
+    output_schema=governed_output(),
 )
 def sender_id_apply_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     fields = dict(args)

@@ -13,11 +13,12 @@ from typing import Any
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from gateways.errors import GatewayErrorCode
 from gateways.models import Account, Gateway, QuotaReservation, ReservationState
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.errors import ApplicationError, permission_denied
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
 
 SEGMENT_RULES = {
@@ -115,7 +116,7 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
 
     Runs inside the caller's transaction (the dispatch that needs it)."""
     if segments < 0 or amount < 0:
-        raise ApplicationError("invalid_argument", "A reservation cannot be negative.", field="segments")
+        raise ApplicationError(ErrorCode.INVALID_ARGUMENT, "A reservation cannot be negative.", field="segments")
     # Lock the account row: reservations are serialised, so the check below is exact.
     account = Account.objects.select_for_update().get(pk=account_instance().pk)
     existing = QuotaReservation.objects.filter(reference=reference).first()
@@ -124,7 +125,7 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
     room = headroom(account)
     if segments > room.available_segments:
         raise ApplicationError(
-            "quota_exceeded",
+            GatewayErrorCode.QUOTA_EXCEEDED,
             f"{segments} segments needed, {room.available_segments} left in this month's quota.",
             field="segments",
             hint="Reduce the audience or raise the quota (sms_marketing.quotas.get shows the headroom).",
@@ -132,7 +133,7 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
         )
     if amount > room.available_amount:
         raise ApplicationError(
-            "balance_insufficient",
+            GatewayErrorCode.BALANCE_INSUFFICIENT,
             f"{account.currency} {amount} needed, {account.currency} {room.available_amount} available.",
             field="amount",
             hint="Top up the balance or reduce the audience.",
@@ -184,7 +185,7 @@ def quota_consume(*, actor: Actor, reference: str, segments: int, amount: Decima
     reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
     if reservation.state != ReservationState.HELD:
         raise ApplicationError(
-            "invalid_argument", f"Reservation {reference} is {reservation.state}.", field="reference"
+            ErrorCode.INVALID_ARGUMENT, f"Reservation {reference} is {reservation.state}.", field="reference"
         )
     account.balance = account.balance - amount
     account.segments_used = account.segments_used + segments
@@ -255,7 +256,7 @@ def account_top_up(*, actor: Actor, amount: Decimal, reason: str, idempotency_ke
     if not actor.has_perm(TOP_UP_PERMISSION):
         raise permission_denied(TOP_UP_PERMISSION, hint="Operations funds the account.")
     if amount <= 0:
-        raise ApplicationError("invalid_argument", "A top-up must be positive.", field="amount")
+        raise ApplicationError(ErrorCode.INVALID_ARGUMENT, "A top-up must be positive.", field="amount")
 
     def execute() -> dict[str, Any]:
         # The same row lock quota_reserve takes, so a top-up and a reservation never interleave.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateways.errors import GatewayErrorCode
 from gateways.models import SenderId, SenderIdKind, SenderIdStatus
 from smsplatform.kernel.errors import ApplicationError
 
@@ -20,7 +21,7 @@ def sender_id_kind(value: str, *, field: str = "sender_id") -> str:
     if value.startswith("#"):
         if not SSRS_RE.match(value):
             raise ApplicationError(
-                "sender_id_invalid_format",
+                GatewayErrorCode.SENDER_ID_INVALID_FORMAT,
                 f"{value!r} is not a valid SSRS sender ID.",
                 field=field,
                 hint="An SSRS ID is '#' followed by 1-10 letters or digits, with at least one letter (e.g. #SHOPHK).",
@@ -31,7 +32,7 @@ def sender_id_kind(value: str, *, field: str = "sender_id") -> str:
     if ALPHANUMERIC_RE.match(value) and value == value.strip():
         return SenderIdKind.ALPHANUMERIC
     raise ApplicationError(
-        "sender_id_invalid_format",
+        GatewayErrorCode.SENDER_ID_INVALID_FORMAT,
         f"{value!r} is not a valid sender ID.",
         field=field,
         hint="Use up to 11 letters, digits or spaces with at least one letter, or a number of 3-15 digits.",
@@ -63,7 +64,7 @@ def sender_id_check_usable(*, value: str, country: str, field: str = "sender_id"
     sender = SenderId.objects.filter(value=value).first()
     if sender is None:
         raise ApplicationError(
-            "sender_id_unknown",
+            GatewayErrorCode.SENDER_ID_UNKNOWN,
             f"Sender ID {value!r} is not registered with the platform.",
             field=field,
             hint="Pick one from sms_marketing.sender_ids.list, or apply with sms_marketing.sender_id.apply.",
@@ -71,7 +72,7 @@ def sender_id_check_usable(*, value: str, country: str, field: str = "sender_id"
     usability = sender_id_usability(sender, country)
     if not usability.usable:
         raise ApplicationError(
-            "sender_id_not_usable",
+            GatewayErrorCode.SENDER_ID_NOT_USABLE,
             f"Sender ID {value!r} cannot be used for {country.upper()}: {usability.reason}.",
             field=field,
             hint="Pick a sender ID that sms_marketing.sender_ids.list shows as usable for this region.",

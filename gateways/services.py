@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compliance.governance import GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
+from gateways.errors import GatewayErrorCode
 from gateways.models import BindWorkerStatus, SenderId, SenderIdApplication, SenderIdStatus
 from gateways.rules import SSRS_REGION, sender_id_kind
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.errors import ApplicationError, from_pydantic
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, from_pydantic
 
 APPLY_PERMISSION = "gateways.add_senderidapplication"
 HK_BR_RE = re.compile(r"^\d{8}$")
@@ -59,14 +60,14 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     kind = sender_id_kind(data.sender_id)
     if data.sender_id.startswith("#") and SSRS_REGION not in data.regions:
         raise ApplicationError(
-            "sender_id_region_mismatch",
+            GatewayErrorCode.SENDER_ID_REGION_MISMATCH,
             "A '#' sender ID is registered under Hong Kong's SSRS; HK must be among the regions.",
             field="regions",
             hint="Add HK, or apply for a sender ID without '#' for other regions.",
         )
     if SSRS_REGION in data.regions and not HK_BR_RE.match(data.company_registration_no):
         raise ApplicationError(
-            "company_registration_invalid",
+            GatewayErrorCode.COMPANY_REGISTRATION_INVALID,
             "A Hong Kong application needs the 8-digit Business Registration number.",
             field="company_registration_no",
             hint="Use the first 8 digits of the BR certificate number.",
@@ -75,7 +76,7 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     for term in PROTECTED_TERMS:
         if term in upper_id and term not in upper_brand:
             raise ApplicationError(
-                "sender_id_impersonation",
+                GatewayErrorCode.SENDER_ID_IMPERSONATION,
                 f"{data.sender_id!r} contains {term!r}, which the brand {data.brand!r} does not carry.",
                 field="sender_id",
                 hint="Apply only for names of your own brand; names of public bodies or banks need their authority.",
@@ -84,7 +85,7 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     missing = [name for name in REQUIRED_DOCUMENTS if name not in provided]
     if missing:
         raise ApplicationError(
-            "documents_missing",
+            GatewayErrorCode.DOCUMENTS_MISSING,
             f"Documents not provided: {', '.join(missing)}.",
             field="documents",
             hint="Attach the company's Business Registration and a letter authorising you to act for the brand.",
@@ -95,21 +96,21 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
         previous = SenderIdApplication.objects.filter(reference=data.reference).order_by("-version").first()
         if previous is None:
             raise ApplicationError(
-                "not_found",
+                ErrorCode.NOT_FOUND,
                 f"No application {data.reference!r}.",
                 field="reference",
                 hint="Leave reference empty for a new application.",
             )
         if previous.sender_id != data.sender_id:
             raise ApplicationError(
-                "invalid_argument",
+                ErrorCode.INVALID_ARGUMENT,
                 "An update keeps the sender ID of the application; apply anew for another ID.",
                 field="sender_id",
             )
     existing = SenderId.objects.filter(value=data.sender_id).first()
     if existing is not None and existing.status == SenderIdStatus.REGISTERED and previous is None:
         raise ApplicationError(
-            "sender_id_already_registered",
+            GatewayErrorCode.SENDER_ID_ALREADY_REGISTERED,
             f"{data.sender_id!r} is already registered.",
             field="sender_id",
             hint="See sms_marketing.sender_ids.list.",

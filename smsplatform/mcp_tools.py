@@ -7,16 +7,16 @@ from typing import Any
 from smsplatform.config_schema import PlatformConfigData
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import object_schema, register_tool
+from smsplatform.mcp.registry import INT, NSTR, STR, object_schema, register_tool
 
 CONFIG_OUTPUT = object_schema(
     {
         "config": PlatformConfigData.model_json_schema(mode="serialization"),
-        "version": {"type": "integer"},
-        "base_version_token": {"type": "string"},
+        "version": INT,
+        "base_version_token": STR,
         "updated_at": {"type": "string", "format": "date-time"},
-        "updated_by": {"type": ["string", "null"]},
-        "note": {"type": "string"},
+        "updated_by": NSTR,
+        "note": STR,
     },
     ["config", "version", "base_version_token", "updated_at"],
 )

@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from smsplatform.kernel.actor import Actor
-from smsplatform.mcp.registry import IDEMPOTENCY_KEY, object_schema, register_tool
+from smsplatform.mcp.registry import (
+    BOOL,
+    INT,
+    NINT,
+    NSTR,
+    STR,
+    STRS,
+    base_version_token,
+    governed_output,
+    object_schema,
+    register_tool,
+    write_input,
+)
 from templates.models import Language, Purpose, VersionApproval
 from templates.selectors import CHARSETS, FIELD_TYPES, copy_fit_preview, short_link_preview, templates_list
 from templates.services import short_link_create, template_save
-
-STRING = {"type": "string"}
-NULLABLE_STRING = {"type": ["string", "null"]}
-NULLABLE_INT = {"type": ["integer", "null"]}
-INT = {"type": "integer"}
-BOOL = {"type": "boolean"}
-STRINGS = {"type": "array", "items": STRING}
 
 FIELD_INPUT = object_schema(
     {
@@ -33,20 +38,20 @@ FIELD_INPUT = object_schema(
     ["name", "type", "max_length", "example"],
 )
 FIELD_OUTPUT = object_schema(
-    {"name": STRING, "type": STRING, "charset": STRING, "max_length": INT, "example": STRING},
+    {"name": STR, "type": STR, "charset": STR, "max_length": INT, "example": STR},
     ["name", "type", "charset", "max_length", "example"],
 )
-STATEMENTS = object_schema({"zh": NULLABLE_STRING, "en": NULLABLE_STRING}, ["zh", "en"])
+STATEMENTS = object_schema({"zh": NSTR, "en": NSTR}, ["zh", "en"])
 
 VERSION_SUMMARY = object_schema(
     {
         "version": INT,
         "version_id": INT,
         "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
-        "action_request_id": NULLABLE_INT,
-        "reason": STRING,
-        "created_at": STRING,
-        "created_by": NULLABLE_STRING,
+        "action_request_id": NINT,
+        "reason": STR,
+        "created_at": STR,
+        "created_by": NSTR,
     },
     ["version", "version_id", "approval_status"],
 )
@@ -57,27 +62,27 @@ TEMPLATE_OUTPUT = object_schema(
         "version": INT,
         "version_id": {"type": "integer", "description": "Campaigns pin this id."},
         "base_version_token": {"type": "string", "description": "Send it back with templates.save to update."},
-        "name": STRING,
+        "name": STR,
         "purpose": {"type": "string", "enum": list(Purpose.values)},
         "language": {"type": "string", "enum": list(Language.values)},
-        "body": STRING,
-        "brand": STRING,
+        "body": STR,
+        "brand": STR,
         "fields": {"type": "array", "items": FIELD_OUTPUT},
         "max_segments": INT,
         "characters": INT,
-        "example_text": STRING,
+        "example_text": STR,
         "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
         "segments_example": INT,
         "segments_longest": INT,
         "opt_out_text": STATEMENTS,
-        "required_wording": object_schema({"required": STRINGS, "missing": STRINGS}, ["required", "missing"]),
+        "required_wording": object_schema({"required": STRS, "missing": STRS}, ["required", "missing"]),
         "usable": {"type": "boolean", "description": "False when the current rules (config) are not met."},
         "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
-        "action_request_id": NULLABLE_INT,
-        "reason": STRING,
-        "created_at": STRING,
-        "created_by": NULLABLE_STRING,
-        "updated_at": STRING,
+        "action_request_id": NINT,
+        "reason": STR,
+        "created_at": STR,
+        "created_by": NSTR,
+        "updated_at": STR,
         "pending_action_request_ids": {"type": "array", "items": INT},
         "versions": {"type": "array", "items": VERSION_SUMMARY},
     },
@@ -104,7 +109,7 @@ TEMPLATE_OUTPUT = object_schema(
             "count": INT,
             "total": INT,
             "pending_new_template_request_ids": {"type": "array", "items": INT},
-            "note": STRING,
+            "note": STR,
         },
         ["templates", "count", "total"],
     ),
@@ -113,28 +118,17 @@ def templates_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
     return templates_list(**args)
 
 
-GOVERNED_OUTPUT_PROPS: dict[str, Any] = {
-    "status": {"type": "string", "enum": ["executed", "pending_approval"]},
-    "action": STRING,
-    "action_request_id": INT,
-    "required_role": STRING,
-    "policy": STRING,
-    "expires_at": STRING,
-    "hint": STRING,
-}
-
-
 @register_tool(
     "sms_marketing.templates.save",
     permission="sms_templates.add_template",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "template_id": {
                 "type": "integer",
                 "minimum": 1,
                 "description": "Omit to create a template; give it (with base_version_token) to save a new version.",
             },
-            "base_version_token": {"type": "string", "description": "From templates.list; required on update."},
+            "base_version_token": base_version_token("From templates.list; required on update."),
             "name": {"type": "string", "maxLength": 200},
             "purpose": {"type": "string", "enum": list(Purpose.values)},
             "language": {"type": "string", "enum": list(Language.values)},
@@ -146,26 +140,19 @@ GOVERNED_OUTPUT_PROPS: dict[str, Any] = {
             "brand": {"type": "string", "maxLength": 200, "description": "Brand identification; required in body."},
             "fields": {"type": "array", "items": FIELD_INPUT, "maxItems": 20},
             "max_segments": {"type": "integer", "minimum": 1, "maximum": 10},
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["idempotency_key"],
     ),
-    output_schema=object_schema(
-        {
-            **GOVERNED_OUTPUT_PROPS,
-            "result": object_schema(
-                {
-                    "template_id": INT,
-                    "version": INT,
-                    "version_id": INT,
-                    "base_version_token": STRING,
-                    "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
-                },
-                ["template_id", "version", "version_id", "base_version_token", "approval_status"],
-            ),
-        },
-        ["status", "action"],
+    output_schema=governed_output(
+        object_schema(
+            {
+                "template_id": INT,
+                "version": INT,
+                "version_id": INT,
+                "base_version_token": STR,
+                "approval_status": {"type": "string", "enum": list(VersionApproval.values)},
+            },
+            ["template_id", "version", "version_id", "base_version_token", "approval_status"],
+        )
     ),
 )
 def templates_save_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +169,7 @@ def templates_save_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIO = object_schema(
     {
-        "text": STRING,
+        "text": STR,
         "characters": INT,
         "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
         "units": {"type": "integer", "description": "Septets (GSM-7) or UTF-16 code units (UCS-2)."},
@@ -192,7 +179,7 @@ SCENARIO = object_schema(
         "part_limit": INT,
         "non_gsm_characters": {
             "type": "array",
-            "items": object_schema({"char": STRING, "code_point": STRING, "count": INT}, ["char", "code_point"]),
+            "items": object_schema({"char": STR, "code_point": STR, "count": INT}, ["char", "code_point"]),
         },
         "smart_encoding_applied": BOOL,
         "replacements": INT,
@@ -208,7 +195,7 @@ TRUNCATION = object_schema(
         "cut_characters": INT,
         "cuts_required_wording": {
             "type": "array",
-            "items": STRING,
+            "items": STR,
             "description": "Required wording (brand, unsubscribe_zh, unsubscribe_en) the cut would remove.",
         },
     },
@@ -216,24 +203,24 @@ TRUNCATION = object_schema(
 )
 COST = object_schema(
     {
-        "country": STRING,
+        "country": STR,
         "covered": {"type": "boolean", "description": "False: no enabled gateway covers it (never priced at 0)."},
-        "note": STRING,
-        "gateway": STRING,
-        "currency": STRING,
-        "price_per_segment": STRING,
+        "note": STR,
+        "gateway": STR,
+        "currency": STR,
+        "price_per_segment": STR,
         "segments_billed": INT,
-        "cost_per_message": STRING,
+        "cost_per_message": STR,
         "recipients": INT,
-        "cost_total": STRING,
-        "example_cost_per_message": STRING,
+        "cost_total": STR,
+        "example_cost_per_message": STR,
     },
     ["country", "covered"],
 )
 SHORT_SUMMARY = object_schema(
     {
         "characters": INT,
-        "encoding": STRING,
+        "encoding": STR,
         "units": INT,
         "segments": INT,
         "characters_left": INT,
@@ -283,14 +270,14 @@ SHORT_SUMMARY = object_schema(
             "longest": SCENARIO,
             "short_links": object_schema(
                 {
-                    "short_url_example": STRING,
+                    "short_url_example": STR,
                     "short_url_characters": INT,
                     "per_recipient": BOOL,
-                    "url_fields": STRINGS,
+                    "url_fields": STRS,
                     "urls_in_text": {
                         "type": "array",
                         "items": object_schema(
-                            {"url": STRING, "characters": INT, "short_url_characters": INT},
+                            {"url": STR, "characters": INT, "short_url_characters": INT},
                             ["url", "characters", "short_url_characters"],
                         ),
                     },
@@ -301,8 +288,8 @@ SHORT_SUMMARY = object_schema(
             "truncation": {"type": "array", "items": TRUNCATION},
             "fits": BOOL,
             "costs": {"type": "array", "items": COST},
-            "required_wording_missing": STRINGS,
-            "assumptions": STRINGS,
+            "required_wording_missing": STRS,
+            "assumptions": STRS,
         },
         ["given", "longest", "short_links", "truncation", "fits", "costs"],
     ),
@@ -312,18 +299,18 @@ def copy_fit_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
 
 
 LINK_PROPS: dict[str, Any] = {
-    "original_url": STRING,
+    "original_url": STR,
     "target_url": {"type": "string", "description": "Where the short link will redirect (UTM included)."},
-    "landing_host": STRING,
-    "utm": {"type": "object", "additionalProperties": STRING},
-    "expires_at": STRING,
+    "landing_host": STR,
+    "utm": {"type": "object", "additionalProperties": STR},
+    "expires_at": STR,
     "tracking": BOOL,
     "per_recipient": BOOL,
-    "campaign_id": NULLABLE_INT,
+    "campaign_id": NINT,
     "sensitive": {"type": "boolean", "description": "Payment/finance landing page: create follows approval."},
-    "sensitive_reasons": STRINGS,
-    "short_domain": STRING,
-    "warnings": STRINGS,
+    "sensitive_reasons": STRS,
+    "short_domain": STR,
+    "warnings": STRS,
 }
 
 
@@ -335,7 +322,7 @@ LINK_PROPS: dict[str, Any] = {
             "url": {"type": "string", "maxLength": 10000, "description": "The landing page, https://..."},
             "utm": {
                 "type": "object",
-                "additionalProperties": {"type": "string"},
+                "additionalProperties": STR,
                 "description": "UTM parameters to add (utm_source, utm_medium, utm_campaign, utm_term, utm_content).",
             },
             "expires_at": {"type": "string", "description": "ISO 8601; or give expiry_days."},
@@ -349,15 +336,15 @@ LINK_PROPS: dict[str, Any] = {
     output_schema=object_schema(
         {
             **LINK_PROPS,
-            "code": STRING,
-            "short_url": STRING,
+            "code": STR,
+            "short_url": STR,
             "short_url_characters": INT,
-            "per_recipient_url_example": NULLABLE_STRING,
-            "per_recipient_url_characters": NULLABLE_INT,
+            "per_recipient_url_example": NSTR,
+            "per_recipient_url_characters": NINT,
             "characters_saved": INT,
-            "needs_approval_hint": NULLABLE_STRING,
+            "needs_approval_hint": NSTR,
             "short_link_preview_id": {"type": "string", "description": "Pass it to short_links.create."},
-            "preview_expires_at": STRING,
+            "preview_expires_at": STR,
         },
         ["short_url", "short_url_characters", "target_url", "expires_at", "short_link_preview_id"],
     ),
@@ -369,33 +356,27 @@ def short_links_preview_tool(actor: Actor, args: dict[str, Any]) -> dict[str, An
 @register_tool(
     "sms_marketing.short_links.create",
     permission="sms_templates.add_shortlink",
-    input_schema=object_schema(
+    input_schema=write_input(
         {
             "short_link_preview_id": {"type": "string", "maxLength": 100, "description": "From short_links.preview."},
-            "reason": {"type": "string", "maxLength": 1000},
-            "idempotency_key": IDEMPOTENCY_KEY,
         },
-        ["short_link_preview_id", "idempotency_key"],
+        ["short_link_preview_id"],
     ),
-    output_schema=object_schema(
-        {
-            **GOVERNED_OUTPUT_PROPS,
-            "result": object_schema(
-                {
-                    **{k: LINK_PROPS[k] for k in ("target_url", "landing_host", "utm", "expires_at", "campaign_id")},
-                    "short_link_id": INT,
-                    "code": STRING,
-                    "short_url": STRING,
-                    "tracking": BOOL,
-                    "per_recipient": BOOL,
-                    "sensitive": BOOL,
-                    "owner": STRING,
-                    "created_at": STRING,
-                },
-                ["short_link_id", "code", "short_url", "target_url", "expires_at"],
-            ),
-        },
-        ["status", "action"],
+    output_schema=governed_output(
+        object_schema(
+            {
+                **{k: LINK_PROPS[k] for k in ("target_url", "landing_host", "utm", "expires_at", "campaign_id")},
+                "short_link_id": INT,
+                "code": STR,
+                "short_url": STR,
+                "tracking": BOOL,
+                "per_recipient": BOOL,
+                "sensitive": BOOL,
+                "owner": STR,
+                "created_at": STR,
+            },
+            ["short_link_id", "code", "short_url", "target_url", "expires_at"],
+        )
     ),
 )
 def short_links_create_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:

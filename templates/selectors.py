@@ -13,7 +13,6 @@ import secrets
 import unicodedata
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
@@ -32,6 +31,7 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
 from smsplatform.kernel.previews import preview_store
 from smsplatform.kernel.segments import SegmentInputError, SegmentResult, analyse
 from smsplatform.kernel.versioning import version_token
+from templates.errors import TemplateErrorCode
 from templates.models import Language, Purpose, ShortLink, Template, TemplateVersion
 
 LABEL = "sms_templates.template"
@@ -47,29 +47,6 @@ GATEWAY_DEFAULT_MAX_SEGMENTS = 10  # when a gateway's settings name no "max_segm
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"  # no 0/O, 1/l/I look-alikes
 CODE_RE = re.compile(r"^[A-Za-z0-9]{7,16}$")
 RECIPIENT_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
-
-
-class TemplateErrorCode(StrEnum):
-    TEXT_EMPTY = "text_empty"
-    TEXT_TOO_LONG = "text_too_long"
-    MISSING_REQUIRED_WORDING = "template_missing_required_wording"
-    OTP_PROMOTIONAL = "template_otp_promotional"
-    PLACEHOLDER_UNDECLARED = "template_placeholder_undeclared"
-    FIELD_UNUSED = "template_field_unused"
-    NAME_TAKEN = "template_name_taken"
-    URL_INVALID = "url_invalid"
-    URL_SCHEME = "url_scheme_not_allowed"
-    URL_CREDENTIALS = "url_credentials"
-    URL_IP_LITERAL = "url_ip_literal"
-    URL_LOOKALIKE = "url_lookalike_domain"
-    URL_SHORTENER = "url_shortener"
-    URL_DENIED = "url_domain_denied"
-    URL_NOT_ALLOWED = "url_domain_not_allowed"
-    UTM_MISSING = "utm_missing"
-    UTM_MALFORMED = "utm_malformed"
-    EXPIRY_INVALID = "expiry_invalid"
-    TRACKING_NOT_PERMITTED = "tracking_not_permitted"
-    PREVIEW_OUTDATED = "short_link_preview_outdated"
 
 
 def _error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:

@@ -24,11 +24,11 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 from smsplatform.kernel.idempotency import check_key
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 from smsplatform.models import Preview
+from templates.errors import TemplateErrorCode
 from templates.models import ShortLink, Template, TemplateVersion, VersionApproval
 from templates.selectors import (
     LABEL,
     PREVIEW_KIND,
-    TemplateErrorCode,
     content_of,
     current_version,
     sensitive_changes,

@@ -12,10 +12,17 @@ from typing import Any
 
 
 class ErrorCode(StrEnum):
+    """The codes every app shares. Each app lists its own beside its services (``<app>/errors.py``);
+    docs/MCP_TOOLS.md lists them all, and tests/kernel/test_error_codes.py keeps the lists complete."""
+
     # generic input problems
     VALIDATION_ERROR = "validation_error"
     INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
+    # input the kernel parses for every app (phones.py, segments.py)
+    PHONE_INVALID = "phone_invalid"
+    LONE_SURROGATE = "lone_surrogate"
+    CONTROL_CHARACTER = "control_character"
     # access
     AUTHENTICATION_REQUIRED = "authentication_required"
     PERMISSION_DENIED = "permission_denied"
@@ -40,6 +47,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MALFORMED_REQUEST = "malformed_request"
     INTERNAL_ERROR = "internal_error"
+    WRITE_COMMITTED = "write_committed"  # a failure after the write committed: it is not lost
 
 
 # HTTP status per code, for REST; anything not listed is a 400.
@@ -59,6 +67,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.PREVIEW_ALREADY_USED: 409,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.WRITE_COMMITTED: 500,
 }
 
 

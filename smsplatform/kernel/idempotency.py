@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -50,6 +51,10 @@ def check_key(key: str | None) -> str:
     return key
 
 
+def _namespace(actor: Actor) -> str:
+    return "" if actor.user_id else f"system:{actor.token_name}"
+
+
 def run_idempotent(
     *,
     actor: Actor,
@@ -61,7 +66,7 @@ def run_idempotent(
     """Run ``execute`` once per (actor, key) in one durable transaction."""
     key = check_key(key)
     fingerprint = request_fingerprint(operation, payload)
-    namespace = "" if actor.user_id else f"system:{actor.token_name}"
+    namespace = _namespace(actor)
     with transaction.atomic(durable=True):
         try:
             # A savepoint, so a duplicate key leaves the outer transaction usable.
@@ -96,3 +101,20 @@ def run_idempotent(
         record.response = json.loads(json.dumps(result, cls=DjangoJSONEncoder))
         record.save(update_fields=["response"])
         return dict(record.response)
+
+
+def committed_response(*, actor: Actor, key: object, since: datetime) -> dict[str, Any] | None:
+    """The stored result of a write committed under ``key`` at or after ``since``, else None.
+
+    The record commits with the work, so finding it means the write is durable even if what came
+    after the commit (an on-commit step, the interface serialising the answer) failed."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        return None
+    response = (
+        IdempotencyRecord.objects.filter(
+            user=actor.user, namespace=_namespace(actor), key=key, created_at__gte=since, response__isnull=False
+        )
+        .values_list("response", flat=True)
+        .first()
+    )
+    return dict(response) if isinstance(response, dict) else None

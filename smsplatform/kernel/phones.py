@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from smsplatform.kernel.errors import ApplicationError
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
 DEFAULT_REGION = "HK"
 
@@ -22,14 +22,14 @@ def phone_parse(raw: str, *, field: str = "phone", region: str = DEFAULT_REGION)
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
         raise ApplicationError(
-            "phone_invalid",
+            ErrorCode.PHONE_INVALID,
             f"{raw!r} is not a phone number ({exc}).",
             field=field,
             hint="Use E.164 (+85291234567) or a local Hong Kong number.",
         ) from None
     if not phonenumbers.is_valid_number(number):
         raise ApplicationError(
-            "phone_invalid",
+            ErrorCode.PHONE_INVALID,
             f"{raw!r} is not a valid number for its country.",
             field=field,
             hint="Check the digits and the country code.",

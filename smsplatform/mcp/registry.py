@@ -13,10 +13,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from jsonschema import Draft202012Validator
 from mcp import types
 
@@ -206,15 +209,40 @@ def get_tool(name: str) -> ToolSpec | None:
     return load_tools().get(name)
 
 
-# Shared schema pieces -------------------------------------------------------
+def error_code_enums() -> dict[str, type[StrEnum]]:
+    """Each project app's own error-code enum (``<app>/errors.py``), by app name, in app order.
 
-IDEMPOTENCY_KEY = {
-    "type": "string",
-    "minLength": 8,
-    "maxLength": 200,
-    "pattern": "^[A-Za-z0-9._:\\-]+$",
-    "description": "Unique per intended write (a UUID). Retrying with the same key returns the first result.",
-}
+    The kernel's shared ``ErrorCode`` is not among them; the tool reference lists both."""
+    found: dict[str, type[StrEnum]] = {}
+    for app_config in apps.get_app_configs():
+        if app_config.name == "smsplatform" or not Path(app_config.path).is_relative_to(settings.BASE_DIR):
+            continue
+        module_name = f"{app_config.name}.errors"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, StrEnum) and value.__module__ == module_name:
+                found[app_config.name] = value
+    return found
+
+
+# Shared schema pieces -------------------------------------------------------
+# Every app's mcp_tools.py builds its schemas from these, so a fragment (the write envelope above
+# all) is defined here once and cannot drift between apps.
+
+STR: dict[str, Any] = {"type": "string"}
+NSTR: dict[str, Any] = {"type": ["string", "null"]}
+INT: dict[str, Any] = {"type": "integer"}
+NINT: dict[str, Any] = {"type": ["integer", "null"]}
+BOOL: dict[str, Any] = {"type": "boolean"}
+OBJ: dict[str, Any] = {"type": "object"}
+NOBJ: dict[str, Any] = {"type": ["object", "null"]}
+ARR: dict[str, Any] = {"type": "array"}
+STRS: dict[str, Any] = {"type": "array", "items": STR}
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -226,6 +254,50 @@ ERROR_SCHEMA = {
     },
     "required": ["code", "message"],
 }
+
+# The write envelope (spine 4 and 5): what every write tool takes around its own fields.
+
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 200,
+    "pattern": "^[A-Za-z0-9._:\\-]+$",
+    "description": "Unique per intended write (a UUID). Retrying with the same key returns the first result.",
+}
+
+REASON: dict[str, Any] = {"type": "string", "maxLength": 1000}
+
+
+def base_version_token(description: str) -> dict[str, Any]:
+    """The ``base_version_token`` input of an update; ``description`` names the read that returns it."""
+    return {"type": "string", "minLength": 3, "maxLength": 100, "description": description}
+
+
+def write_input(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """A write tool's input: its own fields plus the envelope, ``reason`` (unless the tool gives its
+    own) and a required ``idempotency_key``."""
+    return object_schema(
+        {**properties, "reason": properties.get("reason", REASON), "idempotency_key": IDEMPOTENCY_KEY},
+        [*(required or []), "idempotency_key"],
+    )
+
+
+# What a governed write answers (compliance.governance.governed_write): executed with its result,
+# or pending_approval with the action request, its approver role, policy, expiry and a hint.
+GOVERNED_OUTPUT_PROPS: dict[str, Any] = {
+    "status": {"type": "string", "enum": ["executed", "pending_approval"]},
+    "action": STR,
+    "action_request_id": INT,
+    "required_role": STR,
+    "policy": STR,
+    "expires_at": STR,
+    "hint": STR,
+}
+
+
+def governed_output(result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The output schema of a governed write; ``result`` describes what an executed write returns."""
+    return object_schema({**GOVERNED_OUTPUT_PROPS, "result": result or OBJ}, ["status", "action"])
 
 
 def object_schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:

@@ -14,12 +14,14 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 from mcp import types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
-from smsplatform.mcp.registry import get_tool, registered_tools
+from smsplatform.kernel.idempotency import committed_response
+from smsplatform.mcp.registry import ToolSpec, get_tool, registered_tools
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,38 @@ def success_result(result: dict[str, Any]) -> types.CallToolResult:
     )
 
 
+def committed_error(spec: ToolSpec, actor: Actor, arguments: Any, since: Any) -> ApplicationError | None:
+    """For a write that failed after its transaction committed, the error that says so.
+
+    A write commits inside its service; an on-commit step, or serialising or checking the answer,
+    can still fail afterwards. Answering "rolled back" then would invite a second write under a
+    new key. The idempotency record commits with the work, so it tells the two cases apart."""
+    if spec.read_only or not isinstance(arguments, dict):
+        return None
+    key = arguments.get("idempotency_key")
+    try:
+        stored = committed_response(actor=actor, key=key, since=since)
+    except Exception:  # the lookup must not hide the original failure
+        logger.exception("MCP tool %s: could not check whether the write committed", spec.name)
+        return None
+    if stored is None:
+        return None
+    hint = (
+        f"Do not repeat it under a new key. Call {spec.name} again with the same idempotency_key: it returns "
+        "the stored result and does nothing twice."
+    )
+    if stored.get("status") == "pending_approval" and stored.get("action_request_id"):
+        hint += f" It is held for approval: follow action_request_id {stored['action_request_id']} with "
+        hint += "sms_marketing.action_request.status."
+    return ApplicationError(
+        ErrorCode.WRITE_COMMITTED,
+        "The write was committed, but the tool failed after the commit, so its answer is missing.",
+        field="idempotency_key",
+        hint=hint,
+        details={"committed": True, "idempotency_key": key, "result": stored},
+    )
+
+
 def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
     """Sync part of a tool call: runs in the request's thread, with the ORM."""
     spec = get_tool(name)
@@ -65,6 +99,7 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
     if user is None or not user.is_authenticated:  # the view refuses these first; belt and braces
         return error_result(ApplicationError(ErrorCode.AUTHENTICATION_REQUIRED, "Authentication required."))
     actor = Actor.for_request(request, Channel.MCP)
+    started = timezone.now()
     try:
         if not actor.has_perm(spec.permission):
             raise permission_denied(spec.permission)
@@ -78,11 +113,12 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
             raise RuntimeError("output schema violation")
         return success_result(result)
     except ApplicationError as exc:
-        return error_result(exc)
+        return error_result(committed_error(spec, actor, arguments, started) or exc)
     except Exception:
         logger.exception("MCP tool %s failed", name)
         return error_result(
-            ApplicationError(
+            committed_error(spec, actor, arguments, started)
+            or ApplicationError(
                 ErrorCode.INTERNAL_ERROR,
                 "The tool failed on our side; its transaction was rolled back.",
                 hint="Retry with the same idempotency_key; report it if it persists.",

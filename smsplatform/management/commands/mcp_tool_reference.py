@@ -8,8 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from smsplatform.kernel.errors import ErrorCode
 from smsplatform.mcp.catalogue import catalogue
-from smsplatform.mcp.registry import load_tools
+from smsplatform.mcp.registry import error_code_enums, load_tools
 
 
 def render() -> str:
@@ -60,7 +61,26 @@ def render() -> str:
                 json.dumps(spec.input_schema, indent=2, ensure_ascii=False),
                 "```",
             ]
+    lines += error_code_lines()
     return "\n".join(lines) + "\n"
+
+
+def error_code_lines() -> list[str]:
+    """Every error code a tool can answer with: the kernel's shared ones, then each app's own."""
+    lines = [
+        "",
+        "## Error codes",
+        "",
+        "Every error is `{code, message, field, hint}`. The shared codes come from the kernel; each app "
+        "adds its own in `<app>/errors.py`.",
+    ]
+    sections = [("shared", "smsplatform.kernel.errors.ErrorCode", ErrorCode)] + [
+        (app, f"{app}.errors.{enum.__name__}", enum) for app, enum in error_code_enums().items()
+    ]
+    for title, enum_name, enum in sections:
+        codes = ", ".join(f"`{code.value}`" for code in enum) or "none of its own yet (it uses the shared codes)"
+        lines += ["", f"### {title} (`{enum_name}`)", "", codes]
+    return lines
 
 
 class Command(BaseCommand):
