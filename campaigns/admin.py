@@ -20,18 +20,15 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from campaigns.dispatch import campaign_progress
+from campaigns.access import VIEW, campaigns_visible
 from campaigns.models import Campaign, CampaignState, SendBatch
+from campaigns.progress import campaign_progress, campaigns_progress, send_batches_progress
 from campaigns.selectors import (
-    VIEW,
     VIEW_BATCHES,
     campaign_action_requests,
     campaign_get,
-    campaigns_progress,
-    campaigns_visible,
     cost_preview,
     send_batches_list,
-    send_batches_progress,
 )
 from campaigns.services import (
     CANCELLABLE,
@@ -42,8 +39,8 @@ from campaigns.services import (
     campaign_create_draft,
     campaign_schedule,
     campaign_send_approved,
-    campaign_token,
 )
+from campaigns.spec import campaign_token
 from compliance.admin import admin_decide
 from compliance.models import RequestState
 from compliance.services import APPROVE_PERMISSION

@@ -13,15 +13,10 @@ from django.utils import timezone
 
 from campaigns.dispatch import batches_advance
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
-from campaigns.retries import (
-    ELIGIBLE,
-    _quotes,
-    failed_messages_resend,
-    resend_classified,
-    retry_preview,
-)
+from campaigns.resend_rules import ELIGIBLE, quotes_for_countries, resend_classified
+from campaigns.retries import retry_preview
 from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
-from campaigns.services import campaign_create_draft, campaign_send_approved
+from campaigns.services import campaign_create_draft, campaign_send_approved, failed_messages_resend
 from compliance.frequency import frequency_windows
 from compliance.optouts import opt_out_record
 from contacts.models import OptOutReason
@@ -206,7 +201,7 @@ def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer
 
     # The set-based path (retry_preview, resend): coverage by a gateway's quotes is its last check.
     campaign = Campaign.objects.select_related("gateway").get(pk=campaign_id)
-    quotes = _quotes(campaign, {m.country for m in messages})
+    quotes = quotes_for_countries(campaign, {m.country for m in messages})
     assert "SG" not in quotes
     in_resend = dict(resend_classified(campaign, list(expected), quotes).values_list("pk", F("m_reason")))
     assert in_resend == {pk: reason for pk, (reason, _detail) in expected.items()}
