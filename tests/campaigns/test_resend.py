@@ -159,7 +159,7 @@ def test_the_retry_preview_runs_a_constant_number_of_queries(
 
 
 def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
-    """One rule (retries._reason), two readers: the preview and the resend classify with it
+    """One rule (resend_rules.resend_reason), two readers: the preview and the resend classify with it
     set-based, delivery_status.get evaluates it for the messages it shows. Each documented case,
     in the rule's order (the first that applies wins), through both."""
     campaign_id = _sent_campaign(world, marketer, approver_user)
