@@ -56,10 +56,12 @@ PROTECTED = (
 
 
 def campaign_token(campaign: Campaign) -> str:
+    """The base_version_token reads return and versioned writes send back."""
     return version_token(LABEL, campaign.pk, campaign.version)
 
 
 def campaign_error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:
+    """A campaign rule's refusal: its code, the field at fault and the step that fixes it."""
     return ApplicationError(code, message, field=field, hint=hint, details=details or None)
 
 
@@ -75,6 +77,7 @@ def _int_or_none(value: Any, field: str) -> int | None:
 
 
 def text_normalise(value: Any, field: str, *, max_chars: int, required: bool = False) -> str:
+    """A stripped string of at most ``max_chars`` (``None`` reads as empty)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -283,6 +286,7 @@ def campaign_snapshot(campaign: Campaign) -> dict[str, Any]:
 
 
 def campaign_token_check(campaign: Campaign, token: Any) -> None:
+    """Refuse a missing, malformed or stale token (a stale one is answered with the current)."""
     version = parse_version_token(token, label=LABEL, pk=campaign.pk)
     if version != campaign.version:
         raise stale_token_error(label=LABEL, pk=campaign.pk, current_version=campaign.version)
