@@ -14,24 +14,24 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
 
-from campaigns.dispatch import campaign_progress
+from campaigns.access import VIEW, campaigns_visible
 from campaigns.models import Campaign, CampaignState, SendBatch
+from campaigns.progress import campaign_progress, campaigns_progress, send_batches_progress
 from campaigns.selectors import (
-    VIEW,
     VIEW_BATCHES,
     campaign_action_requests,
     campaign_get,
-    campaigns_progress,
-    campaigns_visible,
     cost_preview,
     send_batches_list,
-    send_batches_progress,
 )
 from campaigns.services import (
     CANCELLABLE,
@@ -42,8 +42,8 @@ from campaigns.services import (
     campaign_create_draft,
     campaign_schedule,
     campaign_send_approved,
-    campaign_token,
 )
+from campaigns.spec import campaign_token
 from compliance.admin import admin_decide
 from compliance.models import RequestState
 from compliance.services import APPROVE_PERMISSION
@@ -118,7 +118,8 @@ class VariablesField(forms.JSONField):
 
 
 class CampaignDraftForm(forms.ModelForm):
-    """Add a campaign: each save is campaign_create_draft (every rule checked, audited, maybe held)."""
+    """Add a campaign: the form parses; the admin view calls campaign_create_draft (every rule
+    checked, audited, maybe held) and puts a refused rule back on its field."""
 
     name = forms.CharField(max_length=100)
     segment = forms.ModelChoiceField(queryset=Segment.objects.order_by("-id"), help_text="From segments.create.")
@@ -174,9 +175,6 @@ class CampaignDraftForm(forms.ModelForm):
         model = Campaign
         fields: list[str] = []
 
-    request: HttpRequest
-    result: dict[str, Any] | None = None
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.is_bound:
@@ -184,19 +182,18 @@ class CampaignDraftForm(forms.ModelForm):
             self.initial["idempotency_key"] = f"admin-campaign-{uuid.uuid4()}"
 
     def _post_clean(self) -> None:
-        # No model validation or instance building: the service validated and wrote in clean().
+        # No model validation or instance building: the service validates, called by the view.
         return None
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if self.errors:
-            return cleaned
+    def draft_data(self) -> dict[str, Any]:
+        """The service's input, from the cleaned form (call after is_valid())."""
+        cleaned = self.cleaned_data
         template_version, short_link, gateway = (
             cleaned.get("template_version"),
             cleaned.get("short_link"),
             cleaned.get("gateway"),
         )
-        data = {
+        return {
             "name": cleaned["name"],
             "segment_id": cleaned["segment"].pk,
             "template_version_id": template_version.pk if template_version else None,
@@ -212,16 +209,6 @@ class CampaignDraftForm(forms.ModelForm):
             "send_goal": cleaned.get("send_goal", ""),
             "budget": str(cleaned["budget"]) if cleaned.get("budget") is not None else None,
         }
-        try:
-            self.result = campaign_create_draft(
-                actor=admin_actor(self.request),
-                data=data,
-                idempotency_key=cleaned["idempotency_key"],
-                reason=cleaned.get("reason", ""),
-            )
-        except ApplicationError as exc:
-            self.add_error(_field_for(exc, self, self.ALIASES), error_text(exc))
-        return cleaned
 
 
 # --- the request forms on the review page ---------------------------------------------------------------
@@ -370,8 +357,67 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         if obj is not None:
             kwargs["form"] = forms.ModelForm  # the review page has no editable fields
             return super().get_form(request, obj, change, **kwargs)
-        form_class = super().get_form(request, obj, change, **kwargs)
-        return type("BoundCampaignDraftForm", (form_class,), {"request": request})
+        return super().get_form(request, obj, change, **kwargs)
+
+    def _changeform_view(
+        self, request: HttpRequest, object_id: str | None, form_url: str, extra_context: dict[str, Any] | None
+    ) -> Any:
+        if object_id is None and request.method == "POST" and self.has_add_permission(request):
+            return self._draft_add(request, form_url, extra_context)
+        return super()._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+
+    def _draft_add(self, request: HttpRequest, form_url: str, extra_context: dict[str, Any] | None) -> HttpResponse:
+        """The add form's view: the form parses, this calls campaign_create_draft once and either
+        reports what happened or shows the form again with the refused rule on its field."""
+        fieldsets = self.get_fieldsets(request)
+        form = self.get_form(request, None, change=False, fields=flatten_fieldsets(fieldsets))(
+            request.POST, request.FILES
+        )
+        if form.is_valid():
+            try:
+                result = campaign_create_draft(
+                    actor=admin_actor(request),
+                    data=form.draft_data(),
+                    idempotency_key=form.cleaned_data["idempotency_key"],
+                    reason=form.cleaned_data.get("reason", ""),
+                )
+            except ApplicationError as exc:
+                form.add_error(_field_for(exc, form, form.ALIASES), error_text(exc))
+            else:
+                return self._draft_response(request, result)
+        admin_form = helpers.AdminForm(form, list(fieldsets), {}, self.get_readonly_fields(request), model_admin=self)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Add %s") % self.opts.verbose_name,
+            "subtitle": None,
+            "adminform": admin_form,
+            "object_id": None,
+            "original": None,
+            "is_popup": IS_POPUP_VAR in request.POST or IS_POPUP_VAR in request.GET,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            **(extra_context or {}),
+        }
+        return self.render_change_form(request, context, add=True, change=False, form_url=form_url)
+
+    def _draft_response(self, request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
+        if result.get("status") == "pending_approval":
+            messages.warning(
+                request,
+                f"The draft is held for approval as request #{result['action_request_id']} "
+                f"(role: {result.get('required_role')}); it is created when approved.",
+            )
+            return HttpResponseRedirect(reverse("admin:campaigns_campaign_changelist"))
+        created = result.get("result", {})
+        messages.success(
+            request,
+            f"Draft #{created.get('campaign_id')} created: {created.get('recipients')} recipients, "
+            f"{created.get('segments_per_message')} segments each, estimated {created.get('estimated_cost')}.",
+        )
+        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[created.get("campaign_id")]))
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None:
@@ -390,36 +436,15 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         return self.readonly_fields if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        # The service already wrote (or held) the draft in form.clean(); report what happened.
-        result = form.result or {}
-        if result.get("status") == "pending_approval":
-            messages.warning(
-                request,
-                f"The draft is held for approval as request #{result['action_request_id']} "
-                f"(role: {result.get('required_role')}); it is created when approved.",
-            )
-            return
-        created = result.get("result", {})
-        obj.pk = created.get("campaign_id")
-        messages.success(
-            request,
-            f"Draft #{obj.pk} created: {created.get('recipients')} recipients, "
-            f"{created.get('segments_per_message')} segments each, estimated {created.get('estimated_cost')}.",
-        )
+        # Never the ORM: the add view calls campaign_create_draft (_draft_add), and the review
+        # page has nothing to save.
+        return None
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         return None
 
-    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
-        return []
-
     def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
         return None  # the platform audit log has the record (campaign.create)
-
-    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
-        if obj.pk is None:
-            return HttpResponseRedirect(reverse("admin:campaigns_campaign_changelist"))
-        return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[obj.pk]))
 
     # --- the review page ---
 

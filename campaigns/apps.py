@@ -7,4 +7,4 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         # Register the governed campaign actions (create, update, schedule, send, cancel, resend).
-        from campaigns import retries, services  # noqa: F401
+        from campaigns import services  # noqa: F401

@@ -22,7 +22,6 @@ import time as clock
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -53,6 +52,9 @@ from campaigns.models import (
     CampaignState,
     SendBatch,
 )
+from campaigns.progress import campaign_progress
+from campaigns.quiet_hours import quiet_hours_apply
+from campaigns.spec import campaign_spec
 from compliance.models import OptOut
 from contacts.models import AudienceMembership, ConsentEvidence, ConsentPurpose, Contact
 from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessage
@@ -64,33 +66,6 @@ from smsplatform.models import AuditLog
 from templates.selectors import RECIPIENT_TOKEN_LENGTH
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_ZONES = {"HK": "Asia/Hong_Kong", "MO": "Asia/Macau", "SG": "Asia/Singapore", "GB": "Europe/London"}
-
-
-# --- quiet hours ---------------------------------------------------------------------------------
-
-
-def quiet_release_time(country: str, at: datetime) -> datetime:
-    """``at`` if the country is outside its quiet hours then, else when they end (never dropped)."""
-    rules = platform_config_data()["schedule"]["quiet_hours"].get(country.upper())
-    if not rules:
-        return at
-    zone = ZoneInfo(rules.get("time_zone") or DEFAULT_ZONES.get(country.upper(), "UTC"))
-    local = at.astimezone(zone)
-    start = datetime.strptime(rules["start"], "%H:%M").time()
-    end = datetime.strptime(rules["end"], "%H:%M").time()
-    now_t = local.time()
-    in_quiet = (start <= now_t or now_t < end) if start > end else (start <= now_t < end)
-    release = local
-    if in_quiet:
-        release = local.replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
-        if release <= local:
-            release += timedelta(days=1)
-    if rules.get("no_sundays") and release.weekday() == 6:
-        release = (release + timedelta(days=1)).replace(hour=end.hour, minute=end.minute, second=0, microsecond=0)
-    return release.astimezone(at.tzinfo) if release != local else at
-
 
 # --- dispatch ------------------------------------------------------------------------------------
 
@@ -235,7 +210,7 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
         batch.size = sizes.get(batch.pk, 0)
     SendBatch.objects.bulk_update(batch_rows, ["size"])
     SendBatch.objects.filter(campaign=campaign, kind=BatchKind.INITIAL, size=0).delete()
-    waits = _apply_quiet_hours([b for b in batch_rows if b.size], sorted(evaluation.quotes))
+    waits = quiet_hours_apply([b for b in batch_rows if b.size], sorted(evaluation.quotes))
     totals = OutboundMessage.objects.filter(batch__campaign=campaign, batch__kind=BatchKind.INITIAL).aggregate(
         n=Count("id"), segments=Sum("segments"), amount=Sum("cost")
     )
@@ -261,20 +236,6 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
         "first_batch_at": start.isoformat(),
         "quiet_hours_waits": waits,
     }
-
-
-def _apply_quiet_hours(batches: list[SendBatch], countries: list[str]) -> list[dict[str, Any]]:
-    waits = []
-    for batch in batches:
-        for country in countries:
-            release = quiet_release_time(country, batch.not_before)
-            if release > batch.not_before:
-                n = OutboundMessage.objects.filter(batch=batch, country=country).update(next_attempt_at=release)
-                if n:
-                    waits.append(
-                        {"batch": batch.number, "country": country, "messages": n, "until": release.isoformat()}
-                    )
-    return waits
 
 
 def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
@@ -310,8 +271,6 @@ def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
             return {"dispatched": False, "reason": skip}
         try:
             with transaction.atomic():
-                from campaigns.services import campaign_spec
-
                 evaluation = campaign_evaluate(_owner_actor(campaign), campaign_spec(campaign), campaign_id=campaign.pk)
                 if evaluation.body_preview != campaign.body_preview:
                     raise ApplicationError(
@@ -364,6 +323,11 @@ def _kick() -> None:
     from campaigns.tasks import advance_batches
 
     advance_batches.delay()
+
+
+def batches_advance_on_commit() -> None:
+    """Run batches_advance soon after the current transaction commits (new messages to submit)."""
+    transaction.on_commit(_kick)
 
 
 # --- progress ---------------------------------------------------------------------------------------
@@ -492,20 +456,6 @@ def batches_advance(*, budget_seconds: float = 4.0) -> dict[str, int]:
         "campaigns_completed": finished,
         "campaigns_redispatched": redispatched,
     }
-
-
-def campaign_progress(campaign_id: int) -> dict[str, int]:
-    rows = (
-        OutboundMessage.objects.filter(batch__campaign_id=campaign_id)
-        .values_list("state")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    out = dict.fromkeys(MessageState.values, 0)
-    for state, n in rows:
-        out[state] = n
-    out["total"] = sum(out.values())
-    return out
 
 
 # --- stop ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from campaigns.models import CampaignState
-from campaigns.retries import failed_messages_resend, retry_preview
+from campaigns.retries import retry_preview
 from campaigns.selectors import campaign_get, campaigns_list, cost_preview, delivery_status_get, send_batches_list
 from campaigns.services import (
     campaign_cancel_schedule,
@@ -14,8 +14,9 @@ from campaigns.services import (
     campaign_schedule,
     campaign_send_approved,
     campaign_update,
+    failed_messages_resend,
 )
-from campaigns.writes import WriteArgs, write_args
+from campaigns.services.writes import WriteArgs, write_args
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import (
     ARR,

@@ -1,20 +1,24 @@
 """Campaign reads: list, get, cost preview, send batches, delivery status.
 
-Visibility: a user sees the campaigns they own or created; ``campaigns.view_all_campaigns``
-(approvers, compliance, operations) sees all. A campaign outside that set is reported as
-not found, so its name, offer and audience do not leak.
+Visibility (``campaigns.access``): a user sees the campaigns they own or created;
+``campaigns.view_all_campaigns`` (approvers, compliance, operations) sees all. A campaign
+outside that set is reported as not found, so its name, offer and audience do not leak.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
+from campaigns.access import campaign_access, campaigns_visible
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
 from campaigns.models import BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
+from campaigns.progress import campaign_progress, campaigns_progress
+from campaigns.resend_rules import ELIGIBLE, resend_reasons
+from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
 from gateways.models import MessagePart, MessageState, OutboundMessage
@@ -23,8 +27,6 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from templates.selectors import segment_analysis
 
-VIEW = "campaigns.view_campaign"
-VIEW_ALL = "campaigns.view_all_campaigns"
 VIEW_BATCHES = "campaigns.view_sendbatch"
 
 STATE_DEFINITIONS = {
@@ -43,34 +45,6 @@ BATCH_STATE_DEFINITIONS = {
     "stopped": "Stopped by a cancellation: its unsent messages were withdrawn.",
 }
 CHARGED_STATES = (MessageState.SUBMITTED, MessageState.DELIVERED, MessageState.UNKNOWN)
-
-
-def campaigns_visible(actor: Actor) -> QuerySet[Campaign]:
-    if not actor.has_perm(VIEW):
-        raise permission_denied(VIEW)
-    qs = Campaign.objects.all()
-    if actor.user is None or actor.has_perm(VIEW_ALL):
-        return qs
-    return qs.filter(Q(owner_id=actor.user_id) | Q(created_by_id=actor.user_id))
-
-
-def _campaign(actor: Actor, campaign_id: Any) -> Campaign:
-    if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
-        raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR,
-            "campaign_id must be an integer.",
-            field="campaign_id",
-            hint="See sms_marketing.campaigns.list.",
-        )
-    campaign = (
-        campaigns_visible(actor)
-        .select_related("segment", "gateway", "short_link", "template_version", "owner", "approved_by")
-        .filter(pk=campaign_id)
-        .first()
-    )
-    if campaign is None:
-        raise not_found("campaign", campaign_id, field="campaign_id", hint="See sms_marketing.campaigns.list.")
-    return campaign
 
 
 def _pending_requests(campaign_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -121,28 +95,6 @@ def _summary(campaign: Campaign, progress: dict[str, int] | None, pending: list[
     }
 
 
-def _progress(key: str, ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    progress: dict[int, dict[str, int]] = {}
-    for group, msg_state, n in (
-        OutboundMessage.objects.filter(**{f"{key}__in": list(ids)})
-        .values_list(key, "state")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        progress.setdefault(group, dict.fromkeys(MessageState.values, 0))[msg_state] = n
-    return progress
-
-
-def campaigns_progress(campaign_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """Messages per state for each campaign that has any, in one grouped query (a list page)."""
-    return _progress("batch__campaign_id", campaign_ids)
-
-
-def send_batches_progress(batch_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """Messages per state for each batch that has any, in one grouped query (a list page)."""
-    return _progress("batch_id", batch_ids)
-
-
 CAMPAIGN_ACTIONS = (
     ActionType.CAMPAIGN_UPDATE,
     ActionType.CAMPAIGN_SCHEDULE,
@@ -186,11 +138,9 @@ def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -
 
 
 def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
-    from campaigns.dispatch import campaign_progress
-    from campaigns.services import campaign_snapshot, campaign_token
     from templates.selectors import short_link_payload
 
-    campaign = _campaign(actor, campaign_id)
+    campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     versions = list(CampaignVersion.objects.filter(campaign=campaign).select_related("created_by")[:20])
     pending = _pending_requests([campaign.pk]).get(campaign.pk, [])
     batches = SendBatch.objects.filter(campaign=campaign).count()
@@ -237,9 +187,7 @@ def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 
 def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     """Per country: recipients, segments, rate, cost; exclusions; overage. Writes nothing."""
-    from campaigns.services import campaign_spec
-
-    campaign = _campaign(actor, campaign_id)
+    campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     config = platform_config_data()
     evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=campaign.send_at)
     counts = evaluation.counts
@@ -312,7 +260,7 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     if not actor.has_perm(VIEW_BATCHES):
         raise permission_denied(VIEW_BATCHES)
-    campaign = _campaign(actor, campaign_id)
+    campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
     stats: dict[int, dict[str, Any]] = {
         b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
@@ -386,7 +334,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 
 HARD_FAILURE_HINT = "refused by the gateway before delivery (invalid destination, rejected, not routable)"
 
-# A few verdicts carry a word of explanation; the verdict itself is the resend rule's (retries._reason).
+# A few verdicts carry a word of explanation; the verdict itself is the resend rule's (resend_rules).
 RESEND_DETAILS = {
     "pending": "not failed (yet); pending is not a failure",
     "maybe_delivered": "submission interrupted; never resent",
@@ -398,8 +346,6 @@ RESEND_DETAILS = {
 def resend_eligibility(*, message_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per message id, whether it may be resent and if not why: the same SQL expression the retry
     preview and the resend classify with, evaluated for just these messages in one query."""
-    from campaigns.retries import ELIGIBLE, resend_reasons
-
     out: dict[int, dict[str, Any]] = {}
     for pk, reason in resend_reasons(message_ids).items():
         verdict: dict[str, Any] = {"eligible": reason == ELIGIBLE, "reason": reason}
@@ -483,7 +429,6 @@ __all__ = [
     "BatchState",
     "campaign_get",
     "campaigns_list",
-    "campaigns_visible",
     "cost_preview",
     "delivery_status_get",
     "send_batches_list",

@@ -1,11 +1,14 @@
 """The approval engine every governed write goes through (ARCHITECTURE, spine 3).
 
-A governed action registers three things: the permission its requester needs,
-``check`` (validates the payload against the current state and returns the
-facts the policies look at) and ``execute`` (does the work). ``governed_write``
-either executes at once or freezes the validated payload in an ActionRequest;
-approval later runs ``check`` and ``execute`` again, so every rule is
-re-checked at the moment the approver clicks.
+A governed action registers the permission its requester needs, ``check``
+(validates the payload against the current state) and ``execute`` (does the work).
+``check`` returns a ``Checked``: the facts the policies look at, and a context
+holding whatever ``execute`` needs from the check (an expensive evaluation, say).
+``governed_write`` either executes at once, handing ``execute`` the context of the
+check it just ran, or freezes the validated payload and the facts in an
+ActionRequest (the context is never stored). Approval later runs ``check`` again and
+hands the fresh context to ``execute``, so every rule is re-checked at the moment
+the approver clicks.
 """
 
 from __future__ import annotations
@@ -29,15 +32,28 @@ Facts = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What a check found: ``facts`` for the policies (stored on a held request) and
+    ``context`` for the ``execute`` of the same call (never stored)."""
+
+    facts: Facts
+    context: Any = None
+
+
+@dataclass(frozen=True)
 class GovernedAction:
     action: str
     permission: str
-    # check(actor, payload) -> facts; raises ApplicationError when a rule fails.
-    check: Callable[[Actor, dict[str, Any]], Facts]
-    # execute(actor, payload, action_request or None) -> result dict; runs inside a transaction.
-    execute: Callable[[Actor, dict[str, Any], ActionRequest | None], dict[str, Any]]
+    # check(actor, payload) -> Checked; raises ApplicationError when a rule fails.
+    check: Callable[[Actor, dict[str, Any]], Checked]
+    # execute(actor, payload, action_request or None, context of the check just run) -> result
+    # dict; runs inside a transaction.
+    execute: Callable[[Actor, dict[str, Any], ActionRequest | None, Any], dict[str, Any]]
     # summary(payload, facts) -> one line for the approval queue.
     summary: Callable[[dict[str, Any], Facts], str]
+    # on_hold(actor, payload, action_request): what the held request changes besides itself
+    # (a campaign marked pending approval); runs in the transaction that creates the request.
+    on_hold: Callable[[Actor, dict[str, Any], ActionRequest], None] | None = None
 
 
 _ACTIONS: dict[str, GovernedAction] = {}
@@ -130,16 +146,16 @@ def governed_write(
     _check_requester(spec, actor)
 
     def body() -> dict[str, Any]:
-        facts = spec.check(actor, payload)
-        policy = matching_policy(action, facts, actor) if actor.user_id else None
+        checked = spec.check(actor, payload)
+        policy = matching_policy(action, checked.facts, actor) if actor.user_id else None
         if policy is None:
-            result = spec.execute(actor, payload, None)
+            result = spec.execute(actor, payload, None, checked.context)
             return {"status": "executed", "action": action, "result": result}
         return _hold_for_approval(
             spec=spec,
             actor=actor,
             payload=payload,
-            facts=facts,
+            facts=checked.facts,
             policy=policy,
             reason=reason,
             key=idempotency_key,
@@ -196,6 +212,9 @@ def _hold_for_approval(
         action_request_id=request.pk,
         idempotency_key=key or "",
     )
+    if spec.on_hold is not None:
+        # Same transaction as the request: held and marked together, or neither.
+        spec.on_hold(actor, payload, request)
     return {
         "status": "pending_approval",
         "action": spec.action,

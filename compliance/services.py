@@ -115,8 +115,8 @@ def action_request_approve(*, actor: Actor, action_request_id: int, reason: str 
                             spec.permission,
                             hint="The requester no longer holds the permission; reject or re-request.",
                         )
-                    spec.check(requester, request.payload)
-                    result = spec.execute(requester, request.payload, request)
+                    checked = spec.check(requester, request.payload)
+                    result = spec.execute(requester, request.payload, request, checked.context)
                 request.state = RequestState.EXECUTED
                 request.executed_at = timezone.now()
                 request.outcome = {"result": result}

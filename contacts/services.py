@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from compliance.governance import GovernedAction, governed_write, register_action
+from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import LIFTABLE_REASONS, ActionRequest, ActionType
 from compliance.optouts import active_opt_outs
 from contacts.criteria import criteria_normalise
@@ -378,15 +378,17 @@ def _summary(payload: dict[str, Any], facts: dict[str, Any]) -> str:
 # for contact data and consent changes); the frozen payload says which one it holds.
 
 
-def _dispatch_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+def _dispatch_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     if payload.get("kind") == "import":
         from contacts.imports import import_check
 
-        return import_check(actor, payload)
-    return _check(actor, payload)
+        return Checked(facts=import_check(actor, payload))
+    return Checked(facts=_check(actor, payload))
 
 
-def _dispatch_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _dispatch_execute(
+    actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any
+) -> dict[str, Any]:
     if payload.get("kind") == "import":
         from contacts.imports import import_execute
 
@@ -510,11 +512,13 @@ def _segment_facts(preview: Preview) -> dict[str, Any]:
     return {"recipients": int(result["sendable"]), "cost": str(sum(costs, Decimal(0))), "matched": result["matched"]}
 
 
-def _segment_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
-    return _segment_facts(_segment_preview_row(actor, payload["segment_preview_id"]))
+def _segment_check(actor: Actor, payload: dict[str, Any]) -> Checked:
+    return Checked(facts=_segment_facts(_segment_preview_row(actor, payload["segment_preview_id"])))
 
 
-def _segment_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _segment_execute(
+    actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any
+) -> dict[str, Any]:
     # A held request froze a preview that was valid when requested; only a direct write
     # is refused for an expired one.
     preview = preview_consume(

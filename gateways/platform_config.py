@@ -12,7 +12,7 @@ from typing import Any
 from django.utils import timezone
 from pydantic import ValidationError
 
-from compliance.governance import GovernedAction, governed_write, register_action
+from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from gateways.models import Gateway, SenderId, SenderIdStatus
 from smsplatform.config_schema import PlatformConfigData
@@ -78,16 +78,16 @@ def _check_references(changes: dict[str, Any]) -> None:
         )
 
 
-def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+def _check(actor: Actor, payload: dict[str, Any]) -> Checked:
     config = platform_config_instance()
     expected = parse_version_token(payload.get("base_version_token"), label=LABEL, pk=config.pk)
     if expected != config.version:
         raise stale_token_error(label=LABEL, pk=config.pk, current_version=config.version)
     _validated_changes(payload.get("changes"))
-    return {"settings": sorted(payload["changes"]), "version": config.version}
+    return Checked(facts={"settings": sorted(payload["changes"]), "version": config.version})
 
 
-def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     config = platform_config_instance()
     expected = parse_version_token(payload["base_version_token"], label=LABEL, pk=config.pk)
     changes = _validated_changes(payload["changes"])

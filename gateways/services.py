@@ -11,7 +11,7 @@ from django.db.models import Max
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from compliance.governance import GovernedAction, governed_write, register_action
+from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from gateways.errors import GatewayErrorCode
 from gateways.models import BindWorkerStatus, SenderId, SenderIdApplication, SenderIdStatus
@@ -55,7 +55,7 @@ def _validated(payload: dict[str, Any]) -> SenderIdApplicationInput:
         raise from_pydantic(exc) from None
 
 
-def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+def _check(actor: Actor, payload: dict[str, Any]) -> Checked:
     data = _validated(payload)
     kind = sender_id_kind(data.sender_id)
     if data.sender_id.startswith("#") and SSRS_REGION not in data.regions:
@@ -115,10 +115,10 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
             field="sender_id",
             hint="See sms_marketing.sender_ids.list.",
         )
-    return {"kind": kind, "regions": data.regions, "update_of": data.reference or None}
+    return Checked(facts={"kind": kind, "regions": data.regions, "update_of": data.reference or None})
 
 
-def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     data = _validated(payload)
     reference = data.reference or f"SID-{secrets.token_hex(6).upper()}"
     last = SenderIdApplication.objects.filter(reference=reference).aggregate(v=Max("version"))["v"] or 0

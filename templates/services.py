@@ -15,7 +15,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compliance.governance import GovernedAction, governed_write, register_action
+from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
@@ -55,7 +55,7 @@ def _template_for_update(payload: dict[str, Any]) -> Template:
     return template
 
 
-def _template_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+def _template_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     config = platform_config_data()
     content = template_content_validate(payload["content"], config=config)
     old: TemplateVersion | None = None
@@ -83,13 +83,15 @@ def _template_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     if others.exists():
         raise _name_taken(content["name"])
     reasons = sensitive_changes(content, old, config=config)
-    return {
-        "sensitive": bool(reasons),
-        "sensitive_reasons": reasons,
-        "template_id": payload.get("template_id"),
-        "purpose": content["purpose"],
-        "new_template": old is None,
-    }
+    return Checked(
+        facts={
+            "sensitive": bool(reasons),
+            "sensitive_reasons": reasons,
+            "template_id": payload.get("template_id"),
+            "purpose": content["purpose"],
+            "new_template": old is None,
+        }
+    )
 
 
 def _name_taken(name: str) -> ApplicationError:
@@ -101,7 +103,9 @@ def _name_taken(name: str) -> ApplicationError:
     )
 
 
-def _template_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _template_execute(
+    actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any
+) -> dict[str, Any]:
     config = platform_config_data()
     content = template_content_validate(payload["content"], config=config)
     now = timezone.now()
@@ -269,7 +273,7 @@ def _claim_preview(actor: Actor, payload: dict[str, Any]) -> Preview:
     )
 
 
-def _link_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
+def _link_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     preview = _claim_preview(actor, payload)
     spec = short_link_spec(preview.payload, config=platform_config_data())
     shown = preview.result
@@ -291,16 +295,18 @@ def _link_check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
             field="short_link_preview_id",
             hint="Call sms_marketing.short_links.preview again.",
         )
-    return {
-        "sensitive": spec["sensitive"],
-        "sensitive_reasons": spec["sensitive_reasons"],
-        "landing_host": spec["landing_host"],
-        "target_url": spec["target_url"],
-        "short_url": shown["short_url"],
-    }
+    return Checked(
+        facts={
+            "sensitive": spec["sensitive"],
+            "sensitive_reasons": spec["sensitive_reasons"],
+            "landing_host": spec["landing_host"],
+            "target_url": spec["target_url"],
+            "short_url": shown["short_url"],
+        }
+    )
 
 
-def _link_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> dict[str, Any]:
+def _link_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     preview = _claim_preview(actor, payload)
     spec = short_link_spec(preview.payload, config=platform_config_data())
     shown = preview.result

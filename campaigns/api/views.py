@@ -15,10 +15,11 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from campaigns.access import VIEW
 from campaigns.models import CampaignState
-from campaigns.retries import RESEND, failed_messages_resend, retry_preview
+from campaigns.resend_rules import RESEND
+from campaigns.retries import retry_preview
 from campaigns.selectors import (
-    VIEW,
     VIEW_BATCHES,
     campaign_get,
     campaigns_list,
@@ -29,7 +30,6 @@ from campaigns.selectors import (
 from campaigns.services import (
     ADD,
     CHANGE,
-    PROTECTED,
     SCHEDULE,
     SEND,
     campaign_cancel_schedule,
@@ -37,8 +37,10 @@ from campaigns.services import (
     campaign_schedule,
     campaign_send_approved,
     campaign_update,
+    failed_messages_resend,
 )
-from campaigns.writes import WriteArgs, write_args
+from campaigns.services.writes import WriteArgs, write_args
+from campaigns.spec import PROTECTED
 from smsplatform.api.base import QUERY_PASSTHROUGH, ServiceApiView
 from smsplatform.api.base import StrictInput as BaseStrictInput
 from smsplatform.api.views import governed_response
@@ -64,7 +66,7 @@ def _governed_write(
     write: Callable[[WriteArgs], dict[str, Any]],
 ) -> Response:
     """Every governed write view: check the body's shape, take the envelope off (key, reason,
-    base_version_token, confirm; see campaigns.writes), call the service as the request's actor,
+    base_version_token, confirm; see campaigns.services.writes), call the service as the request's actor,
     answer 200 when executed or 202 when held for approval. Service errors are mapped by
     ServiceApiView like every other view's."""
     data = serializer(data=request.data)

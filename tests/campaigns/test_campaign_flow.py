@@ -11,11 +11,17 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from campaigns.content import recipient_token
-from campaigns.dispatch import batches_advance, campaign_progress
+from campaigns.dispatch import batches_advance
 from campaigns.models import BatchState, Campaign, CampaignState, SendBatch
-from campaigns.retries import failed_messages_resend, retry_preview
+from campaigns.progress import campaign_progress
+from campaigns.retries import retry_preview
 from campaigns.selectors import cost_preview, delivery_status_get, send_batches_list
-from campaigns.services import campaign_create_draft, campaign_schedule, campaign_send_approved
+from campaigns.services import (
+    campaign_create_draft,
+    campaign_schedule,
+    campaign_send_approved,
+    failed_messages_resend,
+)
 from campaigns.tasks import dispatch_campaign
 from compliance.services import action_request_approve
 from gateways.models import MessageState, OutboundMessage, QuotaReservation

@@ -13,9 +13,11 @@ from django.test import TestCase
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from campaigns.dispatch import batches_advance, campaign_dispatch, campaign_progress, quiet_release_time
+from campaigns.dispatch import batches_advance, campaign_dispatch
 from campaigns.models import Campaign, CampaignState, SendBatch
-from campaigns.retries import failed_messages_resend, retry_preview
+from campaigns.progress import campaign_progress
+from campaigns.quiet_hours import quiet_release_time
+from campaigns.retries import retry_preview
 from campaigns.selectors import campaign_get, campaigns_list, delivery_status_get
 from campaigns.services import (
     campaign_cancel_schedule,
@@ -23,6 +25,7 @@ from campaigns.services import (
     campaign_schedule,
     campaign_send_approved,
     campaign_update,
+    failed_messages_resend,
 )
 from compliance.models import ActionRequest, ActionType, Condition
 from compliance.roles import Role

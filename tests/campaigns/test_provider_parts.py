@@ -17,7 +17,8 @@ from campaigns.content import TOKEN_SAMPLE, _segments_by_country, campaign_evalu
 from campaigns.dispatch import campaign_dispatch
 from campaigns.models import Campaign, CampaignState
 from campaigns.selectors import cost_preview
-from campaigns.services import campaign_create_draft, campaign_spec
+from campaigns.services import campaign_create_draft
+from campaigns.spec import campaign_spec
 from gateways.models import Gateway, GatewayRate, OutboundMessage, Provider, QuotaReservation
 from gateways.selectors import PriceQuote, provider_keeps_clusters
 from smsplatform.kernel.errors import ApplicationError

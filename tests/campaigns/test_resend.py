@@ -13,15 +13,10 @@ from django.utils import timezone
 
 from campaigns.dispatch import batches_advance
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
-from campaigns.retries import (
-    ELIGIBLE,
-    _quotes,
-    failed_messages_resend,
-    resend_classified,
-    retry_preview,
-)
+from campaigns.resend_rules import ELIGIBLE, quotes_for_countries, resend_classified
+from campaigns.retries import retry_preview
 from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
-from campaigns.services import campaign_create_draft, campaign_send_approved
+from campaigns.services import campaign_create_draft, campaign_send_approved, failed_messages_resend
 from compliance.models import OptOutReason
 from contacts.optouts import opt_out_record
 from gateways.frequency import frequency_windows
@@ -164,7 +159,7 @@ def test_the_retry_preview_runs_a_constant_number_of_queries(
 
 
 def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
-    """One rule (retries._reason), two readers: the preview and the resend classify with it
+    """One rule (resend_rules.resend_reason), two readers: the preview and the resend classify with it
     set-based, delivery_status.get evaluates it for the messages it shows. Each documented case,
     in the rule's order (the first that applies wins), through both."""
     campaign_id = _sent_campaign(world, marketer, approver_user)
@@ -206,7 +201,7 @@ def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer
 
     # The set-based path (retry_preview, resend): coverage by a gateway's quotes is its last check.
     campaign = Campaign.objects.select_related("gateway").get(pk=campaign_id)
-    quotes = _quotes(campaign, {m.country for m in messages})
+    quotes = quotes_for_countries(campaign, {m.country for m in messages})
     assert "SG" not in quotes
     in_resend = dict(resend_classified(campaign, list(expected), quotes).values_list("pk", F("m_reason")))
     assert in_resend == {pk: reason for pk, (reason, _detail) in expected.items()}

@@ -33,7 +33,8 @@ import pytest
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignState
-from campaigns.services import campaign_create_draft, campaign_send_approved, campaign_token
+from campaigns.services import campaign_create_draft, campaign_send_approved
+from campaigns.spec import campaign_token
 from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact
 from contacts.services import segment_create, segment_preview
