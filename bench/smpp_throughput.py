@@ -358,7 +358,7 @@ def ingestion_rate(gateway: Any, count: int, batch: int = 2000, threads: int = 1
     from decimal import Decimal
 
     from gateways.adapters.base import ReceiptEvent
-    from gateways.delivery import receipts_ingest
+    from gateways.delivery.receipts import receipts_ingest
     from gateways.models import MessagePart, MessageState, OutboundMessage
 
     messages = OutboundMessage.objects.bulk_create(

@@ -52,16 +52,10 @@ from django.utils import timezone
 
 from compliance.optouts import opt_out_last_id, opt_outs_active_after
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
-from gateways.delivery import (
-    ClaimedMessage,
-    inbound_receive,
-    messages_claim_rows,
-    messages_fail_over,
-    messages_mark_unknown,
-    messages_requeue,
-    messages_suppress_claimed,
-    outcomes_record,
-)
+from gateways.delivery.claim import ClaimedMessage, messages_claim_rows, messages_suppress_claimed
+from gateways.delivery.inbound import inbound_receive
+from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
 from gateways.models import BindState, Gateway, MessageState
 from gateways.services import bind_worker_status_record

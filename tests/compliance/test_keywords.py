@@ -14,7 +14,7 @@ from compliance.roles import Role
 from contacts.models import ConsentEvidence, OptOut
 from contacts.selectors import contact_get
 from gateways.adapters.base import InboundEvent
-from gateways.delivery import inbound_receive
+from gateways.delivery.inbound import inbound_receive
 from gateways.models import Gateway
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.models import AuditLog

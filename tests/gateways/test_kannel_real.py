@@ -33,7 +33,7 @@ import pytest
 from django.db import transaction
 
 from gateways.adapters.kannel import KannelAdapter, callback_token, provider_id
-from gateways.delivery import message_queue, messages_submit
+from gateways.delivery.queue import message_queue, messages_submit
 from gateways.models import (
     DeliveryReceipt,
     Gateway,
@@ -184,7 +184,7 @@ def send(gate: CallbackGate, body: str, destination: str = HANDSET) -> OutboundM
 
     Kannel's callbacks are held until the submit's answer is recorded: on PostgreSQL a receipt
     ingested while ``outcomes_record`` is still writing the parts (an SMSC reject comes back in
-    milliseconds) is stored unapplied and never applied -- a race in gateways/delivery.py, not
+    milliseconds) is stored unapplied and never applied -- a race in gateways/delivery/, not
     in the adapter. A receipt that comes strictly before the answer is covered by
     test_kannel.py and test_delivery.py."""
     with gate.hold():

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gateways.delivery import message_queue, messages_claim_rows
+from gateways.delivery.claim import messages_claim_rows
+from gateways.delivery.queue import message_queue
 from gateways.mcp_tools import gateways_list_tool
 from gateways.models import (
     BindState,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from gateways.delivery import INBOUND_HANDLERS, message_queue
+from gateways.delivery.inbound import INBOUND_HANDLERS
+from gateways.delivery.queue import message_queue
 from gateways.models import (
     Account,
     DeliveryReceipt,
