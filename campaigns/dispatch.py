@@ -60,7 +60,7 @@ from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import AuditLog
-from templates.selectors import RECIPIENT_TOKEN_LENGTH
+from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
 
 logger = logging.getLogger(__name__)
 

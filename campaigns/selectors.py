@@ -21,7 +21,7 @@ from gateways.models import MessagePart, MessageState, OutboundMessage
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
-from templates.selectors import segment_analysis
+from templates.content_rules import segment_analysis
 
 VIEW = "campaigns.view_campaign"
 VIEW_ALL = "campaigns.view_all_campaigns"
@@ -188,7 +188,7 @@ def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -
 def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     from campaigns.dispatch import campaign_progress
     from campaigns.services import campaign_snapshot, campaign_token
-    from templates.selectors import short_link_payload
+    from templates.short_links.preview import short_link_payload
 
     campaign = _campaign(actor, campaign_id)
     versions = list(CampaignVersion.objects.filter(campaign=campaign).select_related("created_by")[:20])

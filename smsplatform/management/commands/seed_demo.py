@@ -207,8 +207,8 @@ class Command(BaseCommand):
         from contacts.models import Audience, AudienceMembership, OptOut
         from contacts.services import contacts_upsert, segment_create, segment_preview
         from smsplatform.kernel.actor import Actor, Channel
-        from templates.selectors import short_link_preview
         from templates.services import short_link_create
+        from templates.short_links.preview import short_link_preview
 
         if Campaign.objects.filter(name="Demo weekend sale").exists():
             return
