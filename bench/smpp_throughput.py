@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         QuotaReservation,
     )
     from gateways.quotas import account_instance
-    from gateways.smsc import SmscConfig, SmscProcess, find_duplicates, read_log
+    from tests.support.smsc import SmscConfig, SmscProcess, find_duplicates, read_log
 
     log = tmp / "smsc.jsonl"
     smsc = SmscProcess(

@@ -44,7 +44,6 @@ from gateways.models import (
     Provider,
 )
 from gateways.quotas import account_instance
-from gateways.smsc import SmscThread
 from smsplatform.kernel.actor import Actor
 from tests.kannel.fixtures import (
     SENDSMS_PASSWORD,
@@ -57,6 +56,7 @@ from tests.kannel.fixtures import (
     requires_kannel,
 )
 from tests.smsc.fixtures import smsc, smsc_config, smsc_factory
+from tests.support.smsc import SmscThread
 
 __all__ = ["kannel_factory", "smsc", "smsc_factory"]  # fixtures, imported for pytest
 
