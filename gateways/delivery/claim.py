@@ -116,6 +116,8 @@ def messages_claim_result(
     countries: Sequence[str] | None = None,
     on_claim: Callable[[list[int]], Any] | None = None,
 ) -> ClaimResult:
+    """The claim itself (messages_claim, messages_claim_rows and messages_submit all come here):
+    claimed rows, how many were suppressed, and the highest id taken."""
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
