@@ -143,11 +143,11 @@ def run(args: argparse.Namespace, url: str) -> None:
     )
     from gateways.platform_config import platform_config_update
     from gateways.quotas import account_instance, account_top_up
-    from gateways.smsc import SmscConfig, SmscProcess
     from smsplatform.config_service import platform_config_get
     from smsplatform.kernel.actor import Actor, Channel
-    from templates.selectors import short_link_preview
     from templates.services import short_link_create
+    from templates.short_links.preview import short_link_preview
+    from tests.support.smsc import SmscConfig, SmscProcess
 
     print(f"# campaign of {args.recipients:,} recipients, PostgreSQL, {machine()}")
     total = int(args.recipients * 1.02)

@@ -36,7 +36,7 @@ def main() -> None:
     from decimal import Decimal
 
     from gateways.adapters.base import ReceiptEvent
-    from gateways.delivery import receipts_ingest
+    from gateways.delivery.receipts import receipts_ingest
     from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage, Provider
 
     gateway = Gateway.objects.create(code="bench", name="bench", provider=Provider.SMPP, countries=["HK"])

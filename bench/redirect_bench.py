@@ -6,7 +6,7 @@ Starts its own server on a free loopback port with a throwaway database: SQLite 
 a fresh database created (and dropped afterwards) on the PostgreSQL server named by
 --database-url / BENCH_DATABASE_URL. Links are made through the real services
 (short_links.preview + short_links.create). The server is started with the production command
-line of the short domain (smsplatform.short_server: gunicorn serving templates.short_app);
+line of the short domain (templates.short_links.server: gunicorn serving templates.short_links.app);
 ``--app django`` serves the main domain's Django stack (smsplatform.wsgi, the fallback view) on
 the same gunicorn for comparison. The load generator is a raw keep-alive HTTP/1.1 client on
 epoll (a few microseconds of CPU per request), so that the figure measures the server.
@@ -52,7 +52,7 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from smsplatform import short_server  # noqa: E402 - the repository on the path first
+from templates.short_links import server as short_server  # noqa: E402 - the repository on the path first
 
 UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
@@ -64,7 +64,7 @@ import json, django
 django.setup()
 from django.contrib.auth import get_user_model
 from smsplatform.kernel.actor import Actor, Channel
-from templates.selectors import short_link_preview
+from templates.short_links.preview import short_link_preview
 from templates.services import short_link_create
 
 user = get_user_model().objects.get(username="demo_marketing")
@@ -298,11 +298,11 @@ class ServerCpu:
 
 def _start_server(env: dict[str, str], args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    # The production command line of the short domain's server (smsplatform.short_server);
+    # The production command line of the short domain's server (templates.short_links.server);
     # --app django serves the same gunicorn the main domain's Django stack instead.
     command = short_server.gunicorn_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
     if args.app == "django":
-        command[command.index("smsplatform.short_wsgi:application")] = "smsplatform.wsgi:application"
+        command[command.index("templates.short_links.wsgi:application")] = "smsplatform.wsgi:application"
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     for _ in range(100):
         try:
@@ -363,7 +363,7 @@ def main() -> None:
         "--app",
         choices=("short", "django"),
         default="short",
-        help="short: the short domain's server as production runs it (smsplatform.short_server); "
+        help="short: the short domain's server as production runs it (templates.short_links.server); "
         "django: the main domain's Django stack (smsplatform.wsgi) on the same gunicorn, for comparison",
     )
     parser.add_argument("--workers", type=int, default=short_server.default_workers())
@@ -465,7 +465,7 @@ def main() -> None:
     except (OSError, StopIteration):
         cpu = platform.processor()
     db = "PostgreSQL" if pg_name else "SQLite"
-    app = "smsplatform.short_server" if args.app == "short" else "Django stack (smsplatform.wsgi)"
+    app = "templates.short_links.server" if args.app == "short" else "Django stack (smsplatform.wsgi)"
     print(
         f"# short-link redirect (302 to the stored target + click recorded), {args.connections} keep-alive "
         f"connections, {app} on gunicorn {args.workers}x{args.threads} gthread, {db}, {os.cpu_count()} cores ({cpu}), "

@@ -204,8 +204,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         QuotaReservation,
     )
     from gateways.quotas import account_instance, account_top_up
-    from gateways.smsc import SmscConfig, SmscProcess, find_duplicates, read_log
     from smsplatform.kernel.actor import Actor
+    from tests.support.smsc import SmscConfig, SmscProcess, find_duplicates, read_log
 
     log = tmp / "smsc.jsonl"
     smsc = SmscProcess(
@@ -366,7 +366,7 @@ def ingestion_rate(gateway: Any, count: int, batch: int = 2000, threads: int = 1
     from decimal import Decimal
 
     from gateways.adapters.base import ReceiptEvent
-    from gateways.delivery import receipts_ingest
+    from gateways.delivery.receipts import receipts_ingest
     from gateways.models import MessagePart, MessageState, OutboundMessage
 
     messages = OutboundMessage.objects.bulk_create(

@@ -29,18 +29,18 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
 from smsplatform.kernel.segments import SegmentResult
-from templates.models import Purpose, ShortLink, TemplateVersion
-from templates.selectors import (
+from templates.content_rules import (
     PLACEHOLDER_RE,
-    RECIPIENT_TOKEN_LENGTH,
     content_of,
     render,
     required_wording,
     segment_analysis,
     text_validate,
-    url_check,
     value_check,
 )
+from templates.models import Purpose, ShortLink, TemplateVersion
+from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
+from templates.short_links.preview import url_check
 
 # Stands for the per-recipient token while the message is measured; it is replaced in SQL
 # at dispatch. Same length and alphabet class (GSM basic) as the real token.
@@ -295,7 +295,7 @@ def _message(
     measured = rendered.replace(TOKEN_MARK, TOKEN_SAMPLE)
     wording = required_wording(body=measured, purpose=Purpose.MARKETING, language=language, brand=brand, config=config)
     if wording["missing"]:
-        from templates.selectors import missing_wording_error
+        from templates.content_rules import missing_wording_error
 
         error = missing_wording_error(wording["missing"], brand=brand, config=config)
         # Name the campaign's input at fault (a campaign has no "body"): its copy or its template.

@@ -11,7 +11,7 @@ same transaction: nothing is queued that the balance cannot pay for.
 
 Messages of a batch become claimable at the batch's start time (``next_attempt_at``);
 messages to a country inside its quiet hours wait for the window to open. The claim
-re-checks opt-outs (gateways.delivery), so a STOP a second before sending still wins.
+re-checks opt-outs (gateways.delivery.claim), so a STOP a second before sending still wins.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import AuditLog
-from templates.selectors import RECIPIENT_TOKEN_LENGTH
+from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ def batches_advance(*, budget_seconds: float = 4.0) -> dict[str, int]:
     """Start due batches, submit due messages for HTTP/in-process gateways, roll up completion."""
     from campaigns.notifications import campaign_notify
     from gateways.adapters import adapter_for
-    from gateways.delivery import messages_submit
+    from gateways.delivery.queue import messages_submit
 
     now = timezone.now()
     redispatched = dispatch_sweep(now=now)

@@ -25,7 +25,7 @@ from gateways.models import MessagePart, MessageState, OutboundMessage
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
-from templates.selectors import segment_analysis
+from templates.content_rules import segment_analysis
 
 VIEW_BATCHES = "campaigns.view_sendbatch"
 
@@ -138,7 +138,7 @@ def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -
 
 
 def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
-    from templates.selectors import short_link_payload
+    from templates.short_links.preview import short_link_payload
 
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     versions = list(CampaignVersion.objects.filter(campaign=campaign).select_related("created_by")[:20])

@@ -41,7 +41,7 @@ class ContactsConfig(AppConfig):
     def ready(self) -> None:
         from contacts import services  # noqa: F401  (registers the governed contact actions)
         from contacts.keywords import inbound_keyword_handler
-        from gateways.delivery import INBOUND_HANDLERS, register_inbound_handler
+        from gateways.delivery.inbound import INBOUND_HANDLERS, register_inbound_handler
 
         # ready() can run twice in some test setups: register the STOP handler once.
         if inbound_keyword_handler not in INBOUND_HANDLERS:

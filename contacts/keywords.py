@@ -100,7 +100,7 @@ def _reply_queue(
 
     Runs inside the inbound message's transaction; the queueing itself is a savepoint, so a
     refusal half-way (quota, encoding) leaves nothing behind and never undoes the opt-out."""
-    from gateways.delivery import message_queue, message_submit_enqueue
+    from gateways.delivery.queue import message_queue, message_submit_enqueue
     from gateways.frequency import frequency_blocked_purpose, frequency_capped_destinations
     from gateways.models import MessagePurpose
     from gateways.rules import sender_id_check_usable
@@ -164,7 +164,7 @@ def _phone(raw: str) -> str:
 
 
 def inbound_keyword_handler(message: InboundMessage) -> dict[str, Any] | None:
-    """Registered with gateways.delivery; runs inside the inbound message's transaction, so
+    """Registered with gateways.delivery.inbound; runs inside the inbound message's transaction, so
     the opt-out commits together with the stored message: effective at once."""
     config = platform_config_data()
     match = keyword_classify(message.body, config["unsubscribe"])

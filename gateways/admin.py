@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from gateways.delivery import gateway_test_sms
+from gateways.delivery.queue import gateway_test_sms
 from gateways.models import (
     Account,
     DeliveryReceipt,

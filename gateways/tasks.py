@@ -6,7 +6,9 @@ from celery import shared_task
 
 from gateways.adapters.base import ReceiptEvent
 from gateways.adapters.simulator import simulated_receipt
-from gateways.delivery import messages_reconcile, messages_submit, receipts_apply_pending, receipts_ingest
+from gateways.delivery.queue import messages_submit
+from gateways.delivery.receipts import receipts_apply_pending, receipts_ingest
+from gateways.delivery.reconcile import messages_reconcile
 from gateways.models import Gateway, MessagePart, MessageState
 from gateways.smpp.journal import journals_recover
 from smsplatform.kernel.actor import Actor

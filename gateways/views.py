@@ -9,7 +9,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from gateways.adapters.base import CallbackRejected, adapter_for
-from gateways.delivery import inbound_receive, receipts_ingest
+from gateways.delivery.inbound import inbound_receive
+from gateways.delivery.receipts import receipts_ingest
 from gateways.models import Gateway
 
 logger = logging.getLogger(__name__)

@@ -198,7 +198,7 @@ SMS_PREVIEW_TTL_SECONDS = int(os.environ.get("SMS_PREVIEW_TTL_SECONDS", "3600"))
 # A campaign due this many seconds ago with nothing dispatched is dispatched again (campaigns.dispatch).
 SMS_DISPATCH_GRACE_SECONDS = int(os.environ.get("SMS_DISPATCH_GRACE_SECONDS", "60"))
 SMS_ACTION_REQUEST_TTL_HOURS = int(os.environ.get("SMS_ACTION_REQUEST_TTL_HOURS", "72"))
-# Short-link clicks (templates.clicks): N > 0 appends each click to a local spool file before
+# Short-link clicks (templates.short_links.clicks): N > 0 appends each click to a local spool file before
 # the redirect answers, and each web process writes its spool to the database every N seconds,
 # one transaction per segment (a crashed process loses nothing; a crashed machine at most the
 # last N seconds); 0 writes each click with one INSERT during the redirect (slower).

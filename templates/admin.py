@@ -16,8 +16,9 @@ from django.utils.html import format_html
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.versioning import version_token
+from templates.content_rules import content_of, current_version
 from templates.models import Language, Purpose, ShortLink, Template, TemplateVersion
-from templates.selectors import LABEL, content_of, current_version
+from templates.selectors import LABEL
 from templates.services import template_save
 
 CONTENT_FIELDS = ["name", "purpose", "language", "brand", "body", "fields", "max_segments"]

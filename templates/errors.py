@@ -1,8 +1,13 @@
-"""The templates app's own error codes (STYLE 12); shared codes are the kernel's ``ErrorCode``."""
+"""The templates app's own error codes (STYLE 12) and the coded error its rules raise.
+
+Shared codes are the kernel's ``ErrorCode``."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
+
+from smsplatform.kernel.errors import ApplicationError
 
 
 class TemplateErrorCode(StrEnum):
@@ -26,3 +31,7 @@ class TemplateErrorCode(StrEnum):
     EXPIRY_INVALID = "expiry_invalid"
     TRACKING_NOT_PERMITTED = "tracking_not_permitted"
     PREVIEW_OUTDATED = "short_link_preview_outdated"
+
+
+def template_error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:
+    return ApplicationError(code, message, field=field, hint=hint, details=details or None)

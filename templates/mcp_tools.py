@@ -18,9 +18,12 @@ from smsplatform.mcp.registry import (
     register_tool,
     write_input,
 )
+from templates.content_rules import CHARSETS, FIELD_TYPES
+from templates.copy_fit import copy_fit_preview
 from templates.models import Language, Purpose, VersionApproval
-from templates.selectors import CHARSETS, FIELD_TYPES, copy_fit_preview, short_link_preview, templates_list
+from templates.selectors import templates_list
 from templates.services import short_link_create, template_save
+from templates.short_links.preview import short_link_preview
 
 FIELD_INPUT = object_schema(
     {

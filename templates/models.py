@@ -147,7 +147,7 @@ class LinkClick(models.Model):
 
 
 class ClickSpoolSegment(models.Model):
-    """Ledger of click spool segments written to ``LinkClick`` (see templates.clicks).
+    """Ledger of click spool segments written to ``LinkClick`` (see templates.short_links.clicks).
 
     A segment's row is inserted in the same transaction as its clicks, so a drain that finds
     the row already there (its writer died between COMMIT and deleting the file) deletes the

@@ -24,18 +24,11 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 from smsplatform.kernel.idempotency import check_key
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 from smsplatform.models import Preview
+from templates.content_rules import content_of, current_version, sensitive_changes, template_content_validate
 from templates.errors import TemplateErrorCode
 from templates.models import ShortLink, Template, TemplateVersion, VersionApproval
-from templates.selectors import (
-    LABEL,
-    PREVIEW_KIND,
-    content_of,
-    current_version,
-    sensitive_changes,
-    short_link_payload,
-    short_link_spec,
-    template_content_validate,
-)
+from templates.selectors import LABEL
+from templates.short_links.preview import PREVIEW_KIND, short_link_payload, short_link_spec
 
 ADD_TEMPLATE = "sms_templates.add_template"
 CHANGE_TEMPLATE = "sms_templates.change_template"

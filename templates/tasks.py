@@ -7,8 +7,8 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from templates.clicks import drain_spool
 from templates.models import ClickSpoolSegment
+from templates.short_links.clicks import drain_spool
 
 # A ledger row outlives its segment file only when a drain died between deleting the file and
 # the row; after a day no drain can still be holding that file.

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
+from gateways.smpp.constants import DATA_CODING_DEFAULT, DATA_CODING_UCS2, ESM_CLASS_UDHI
 from smsplatform.kernel.segments import analyse
 
 # GSM 03.38 basic table in code order (0x1B is the escape to the extension table).
@@ -35,9 +36,6 @@ _ENCODE.update({ch: bytes([0x1B, code]) for ch, code in GSM_EXTENSION.items()})
 _DECODE_BASIC = dict(enumerate(GSM_BASIC))
 _DECODE_EXT = {code: ch for ch, code in GSM_EXTENSION.items()}
 
-DATA_CODING_DEFAULT = 0x00
-DATA_CODING_UCS2 = 0x08
-ESM_CLASS_UDHI = 0x40
 _references = itertools.cycle(range(1, 256))
 
 

@@ -233,7 +233,7 @@ class Recovery:
 def journals_recover(directory: Path | None = None) -> Recovery:
     """Recover the journals of dead bind workers (see the module docstring). Safe to run from
     any number of processes at once: a journal is recovered by whoever takes its lock."""
-    from gateways.delivery import messages_mark_unknown, messages_requeue
+    from gateways.delivery.reconcile import messages_mark_unknown, messages_requeue
     from smsplatform.kernel.actor import Actor
 
     directory = directory or journal_dir()

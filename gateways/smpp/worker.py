@@ -52,33 +52,44 @@ from django.utils import timezone
 
 from compliance.optouts import opt_out_last_id, opt_outs_active_after
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
-from gateways.delivery import (
-    ClaimedMessage,
-    inbound_receive,
-    messages_claim_rows,
-    messages_fail_over,
-    messages_mark_unknown,
-    messages_requeue,
-    messages_suppress_claimed,
-    outcomes_record,
-)
+from gateways.delivery.claim import ClaimedMessage, messages_claim_rows, messages_suppress_claimed
+from gateways.delivery.inbound import inbound_receive
+from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
 from gateways.models import BindState, Gateway, MessageState
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
+from gateways.smpp.constants import (
+    DELIVER_SM,
+    ENQUIRE_LINK,
+    ENQUIRE_LINK_RESP,
+    ESM_CLASS_RECEIPT,
+    ESME_RINVCMDID,
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    ESME_RX_T_APPN,
+    GENERIC_NACK,
+    MAX_PDU_LENGTH,
+    MESSAGE_STATES,
+    RESP_BIT,
+    SUBMIT_SM,
+    SUBMIT_SM_RESP,
+    UNBIND,
+    UNBIND_RESP,
+)
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from gateways.smpp.journal import Journal, journals_recover
 from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
 
-ESME_ROK = 0x00
-ESME_RTHROTTLED = 0x58
-ESME_RMSGQFUL = 0x14
 RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}  # written again by the link after backing off
 # The SMSC's temporary trouble: the message goes back to the queue and is tried again later
 # (an attempt counted, backed off, failed after MAX_ATTEMPTS) -- when none of its parts was taken.
-TEMPORARY = {0x08: 30.0, 0x64: 30.0}  # ESME_RSYSERR, ESME_RX_T_APPN: seconds before the next attempt
+TEMPORARY = {ESME_RSYSERR: 30.0, ESME_RX_T_APPN: 30.0}  # seconds before the next attempt
 RECEIPT_STATES = {
     "DELIVRD": MessageState.DELIVERED,
     "UNDELIV": MessageState.FAILED,
@@ -90,17 +101,8 @@ RECEIPT_STATES = {
     "UNKNOWN": MessageState.SUBMITTED,
 }
 # SMPP message_state TLV values
-TLV_STATES = {
-    1: "ENROUTE",
-    2: "DELIVRD",
-    3: "EXPIRED",
-    4: "DELETED",
-    5: "UNDELIV",
-    6: "ACCEPTD",
-    7: "UNKNOWN",
-    8: "REJECTD",
-}
-TLV_DELIVERED = 2
+TLV_STATES = {value: name for name, value in MESSAGE_STATES.items()}
+TLV_DELIVERED = MESSAGE_STATES["DELIVRD"]
 RECEIPT_TEXT = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)(?:.*?err:(?P<err>\w+))?", re.S)
 READ_SIZE = 256 * 1024
 ACK_FLUSH_AT = 256  # deliver_sm read and not acknowledged yet: flush now rather than at the interval
@@ -326,7 +328,7 @@ class BindWorker:
                         for job, index in taken:
                             seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
                             body = job.bodies[index]
-                            out += pack_header(16 + len(body), wire.SUBMIT_SM, 0, seq)
+                            out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
                             out += body
                             inflight[seq] = (job, index)
                         stats.submitted_parts += len(taken)
@@ -397,11 +399,11 @@ class BindWorker:
         stats = self.stats
         while size - pos >= 16:
             length, command_id, status, sequence = unpack(buf, pos)
-            if length < 16 or length > wire.MAX_PDU_LENGTH:
+            if length < 16 or length > MAX_PDU_LENGTH:
                 raise LinkDown(f"framing error (command_length {length})")
             if size - pos < length:
                 break
-            if command_id == wire.SUBMIT_SM_RESP:
+            if command_id == SUBMIT_SM_RESP:
                 item = inflight.pop(sequence, None)
                 if item is not None:
                     job, index = item
@@ -434,22 +436,22 @@ class BindWorker:
                             job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status))
                         job.done = True
                         completed.append(job)
-            elif command_id == wire.DELIVER_SM:
+            elif command_id == DELIVER_SM:
                 body = bytes(buf[pos + 16 : pos + length])
                 if self._on_deliver(body, receipts, inbound):
                     held.append((generation, sequence))  # answered once committed (flush)
                 else:
                     out += wire.deliver_sm_resp(sequence)
-            elif command_id == wire.ENQUIRE_LINK:
+            elif command_id == ENQUIRE_LINK:
                 out += wire.enquire_link_resp(sequence)
-            elif command_id == wire.ENQUIRE_LINK_RESP:
+            elif command_id == ENQUIRE_LINK_RESP:
                 self._enquire_answered = True
-            elif command_id == wire.UNBIND:
+            elif command_id == UNBIND:
                 out += wire.unbind_resp(sequence)
                 closing = True
-            elif command_id == wire.UNBIND_RESP:
+            elif command_id == UNBIND_RESP:
                 closing = True
-            elif command_id == wire.GENERIC_NACK:
+            elif command_id == GENERIC_NACK:
                 item = inflight.pop(sequence, None)
                 if item is not None and not item[0].done:
                     job = item[0]
@@ -457,8 +459,8 @@ class BindWorker:
                     job.failed = SendOutcome.permanent(f"smpp_{status:#04x}", _describe(status or 0x08))
                     job.done = True
                     completed.append(job)
-            elif not command_id & wire.RESP_BIT:
-                out += wire.generic_nack(sequence, wire.ESME_RINVCMDID)
+            elif not command_id & RESP_BIT:
+                out += wire.generic_nack(sequence, ESME_RINVCMDID)
             pos += length
         del buf[:pos]
         if completed or receipts or inbound or retry or held:
@@ -489,7 +491,7 @@ class BindWorker:
         except (ValueError, IndexError):
             logger.warning("malformed deliver_sm (%d octets) ignored", len(body))
             return False
-        if pdu.esm_class & wire.ESM_CLASS_RECEIPT:
+        if pdu.esm_class & ESM_CLASS_RECEIPT:
             receipt = receipt_from(pdu)
             if receipt is not None:
                 receipts.append(receipt)

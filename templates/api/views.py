@@ -12,9 +12,12 @@ from rest_framework.response import Response
 from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from templates.content_rules import CHARSETS, FIELD_TYPES
+from templates.copy_fit import copy_fit_preview
 from templates.models import Language, Purpose
-from templates.selectors import CHARSETS, FIELD_TYPES, copy_fit_preview, short_link_preview, templates_list
+from templates.selectors import templates_list
 from templates.services import short_link_create, template_save
+from templates.short_links.preview import short_link_preview
 
 
 def _query_int(request: Request, name: str) -> int | None:

@@ -21,8 +21,8 @@ from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
-from templates.selectors import short_link_preview
 from templates.services import short_link_create
+from templates.short_links.preview import short_link_preview
 from tests.contacts.factories import create_contact
 
 _keys = itertools.count(1)

@@ -170,7 +170,7 @@ def test_a_single_message_queued_on_twilio_holds_the_twilio_count(world: dict[st
     """message_queue (test SMS, OTP, STOP replies) counts with the chosen gateway's split too."""
     from django.db import transaction
 
-    from gateways.delivery import message_queue
+    from gateways.delivery.queue import message_queue
     from smsplatform.kernel.actor import Actor
 
     system, text = Actor.system("test"), straddling_text()

@@ -15,7 +15,7 @@ from contacts.keywords import keyword_classify, keyword_normalise
 from contacts.models import ConsentEvidence
 from contacts.selectors import contact_get
 from gateways.adapters.base import InboundEvent
-from gateways.delivery import inbound_receive
+from gateways.delivery.inbound import inbound_receive
 from gateways.models import Gateway
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get

@@ -11,17 +11,12 @@ from django.test import Client
 from django.utils import timezone
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
-from gateways.delivery import (
-    INBOUND_HANDLERS,
-    gateway_test_sms,
-    inbound_receive,
-    message_queue,
-    messages_claim,
-    messages_reconcile,
-    messages_submit,
-    outcomes_record,
-    receipts_ingest,
-)
+from gateways.delivery.claim import messages_claim
+from gateways.delivery.inbound import INBOUND_HANDLERS, inbound_receive
+from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.queue import gateway_test_sms, message_queue, messages_submit
+from gateways.delivery.receipts import receipts_ingest
+from gateways.delivery.reconcile import messages_reconcile
 from gateways.models import (
     Account,
     DeliveryReceipt,

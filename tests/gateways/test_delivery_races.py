@@ -11,14 +11,10 @@ import pytest
 from django.db import connection, transaction
 
 from gateways.adapters.base import ReceiptEvent, SendOutcome
-from gateways.delivery import (
-    messages_claim,
-    messages_mark_unknown,
-    messages_reconcile,
-    outcomes_record,
-    receipts_apply_pending,
-    receipts_ingest,
-)
+from gateways.delivery.claim import messages_claim
+from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.receipts import receipts_apply_pending, receipts_ingest
+from gateways.delivery.reconcile import messages_mark_unknown, messages_reconcile
 from gateways.models import Account, DeliveryReceipt, Gateway, MessageState, QuotaReservation, ReservationState
 from tests.conftest import postgres_only
 from tests.gateways.test_delivery import SYSTEM, queue, sim  # noqa: F401 (sim is a fixture)

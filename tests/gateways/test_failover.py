@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from gateways.adapters.base import SendOutcome
-from gateways.delivery import messages_claim, messages_claim_rows, outcomes_record
+from gateways.delivery.claim import messages_claim, messages_claim_rows
+from gateways.delivery.outcomes import outcomes_record
 from gateways.failover import fail_over_eligible, fallback_usable
 from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage, Provider
 from gateways.smpp.worker import BindWorker, Job

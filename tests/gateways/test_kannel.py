@@ -21,7 +21,7 @@ from django.test import Client
 import gateways.adapters.kannel as kannel_adapter
 from gateways.adapters.base import OutgoingSms, adapter_for
 from gateways.adapters.kannel import KannelAdapter, callback_token, concatenation_udh, provider_id
-from gateways.delivery import message_queue, messages_submit
+from gateways.delivery.queue import message_queue, messages_submit
 from gateways.models import (
     DeliveryReceipt,
     Gateway,

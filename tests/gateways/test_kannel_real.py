@@ -33,7 +33,7 @@ import pytest
 from django.db import transaction
 
 from gateways.adapters.kannel import KannelAdapter, callback_token, provider_id
-from gateways.delivery import message_queue, messages_submit
+from gateways.delivery.queue import message_queue, messages_submit
 from gateways.models import (
     DeliveryReceipt,
     Gateway,
@@ -44,7 +44,6 @@ from gateways.models import (
     Provider,
 )
 from gateways.quotas import account_instance
-from gateways.smsc import SmscThread
 from smsplatform.kernel.actor import Actor
 from tests.kannel.fixtures import (
     SENDSMS_PASSWORD,
@@ -57,6 +56,7 @@ from tests.kannel.fixtures import (
     requires_kannel,
 )
 from tests.smsc.fixtures import smsc, smsc_config, smsc_factory
+from tests.support.smsc import SmscThread
 
 __all__ = ["kannel_factory", "smsc", "smsc_factory"]  # fixtures, imported for pytest
 
@@ -184,7 +184,7 @@ def send(gate: CallbackGate, body: str, destination: str = HANDSET) -> OutboundM
 
     Kannel's callbacks are held until the submit's answer is recorded: on PostgreSQL a receipt
     ingested while ``outcomes_record`` is still writing the parts (an SMSC reject comes back in
-    milliseconds) is stored unapplied and never applied -- a race in gateways/delivery.py, not
+    milliseconds) is stored unapplied and never applied -- a race in gateways/delivery/, not
     in the adapter. A receipt that comes strictly before the answer is covered by
     test_kannel.py and test_delivery.py."""
     with gate.hold():

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from gateways.delivery import message_queue, messages_claim_rows
+from gateways.delivery.claim import messages_claim_rows
+from gateways.delivery.queue import message_queue
 from gateways.mcp_tools import gateways_list_tool
 from gateways.models import (
     BindState,
@@ -35,13 +36,13 @@ from gateways.selectors import bind_status
 from gateways.smpp import journal as journal_module
 from gateways.smpp.journal import Journal, journal_read, journals_recover
 from gateways.smpp.worker import BindWorker
-from gateways.smsc.server import find_duplicates, read_log
 from gateways.tasks import reconcile_messages
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import load_tools
 from smsplatform.models import AuditLog
 from tests.gateways.test_smpp_worker import queue, smpp_gateway, state
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
+from tests.support.smsc.server import find_duplicates, read_log
 
 __all__ = ["smsc", "smsc_factory"]
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from gateways.delivery import INBOUND_HANDLERS, message_queue
+from gateways.delivery.inbound import INBOUND_HANDLERS
+from gateways.delivery.queue import message_queue
 from gateways.models import (
     Account,
     DeliveryReceipt,
@@ -22,10 +23,10 @@ from gateways.models import (
 )
 from gateways.quotas import account_instance
 from gateways.smpp.worker import BindWorker
-from gateways.smsc.server import find_duplicates, read_log
 from smsplatform.kernel.actor import Actor
 from tests.conftest import postgres_only
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
+from tests.support.smsc.server import find_duplicates, read_log
 
 __all__ = ["smsc", "smsc_factory"]
 pytestmark = pytest.mark.django_db
@@ -316,9 +317,10 @@ def test_submit_sm_bytes_match_smpplib() -> None:
 
 
 def test_receipts_parse_from_tlvs_or_text() -> None:
+    from gateways.smpp import constants as C
     from gateways.smpp import wire
     from gateways.smpp.worker import receipt_from
-    from gateways.smsc import pdu as P
+    from tests.support.smsc import pdu as P
 
     def deliver(stat: str, err: int, tlvs: bool) -> wire.Deliver:
         text = P.receipt_text("1a2b", stat, err, "2511280930", "2511280930", "Hello", stat == "DELIVRD")
@@ -326,7 +328,7 @@ def test_receipts_parse_from_tlvs_or_text() -> None:
             source="85291234567",
             destination="SHOPHK",
             short_message=text.encode(),
-            esm_class=P.ESM_CLASS_RECEIPT,
+            esm_class=C.ESM_CLASS_RECEIPT,
             tlvs=P.receipt_tlvs("1a2b", stat, err) if tlvs else b"",
         )
         return wire.parse_deliver_sm(body)

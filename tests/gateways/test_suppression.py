@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from contacts.optouts import opt_out_record
-from gateways.delivery import messages_claim, messages_claim_rows, messages_suppress_claimed
+from gateways.delivery.claim import messages_claim, messages_claim_rows, messages_suppress_claimed
 from gateways.models import MessageState, OutboundMessage, QuotaReservation, ReservationState
 from smsplatform.kernel.actor import Actor
 from smsplatform.models import AuditLog

@@ -20,7 +20,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 import gateways.adapters.twilio as twilio_adapter
 from gateways.adapters.base import OutgoingSms, SendOutcome, adapter_for
 from gateways.adapters.twilio import TwilioAdapter
-from gateways.delivery import message_queue, messages_submit
+from gateways.delivery.queue import message_queue, messages_submit
 from gateways.models import (
     DeliveryReceipt,
     Gateway,

@@ -39,7 +39,8 @@ from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership, ConsentEvidence, ConsentPurpose, Contact
 from contacts.services import segment_create, segment_preview
 from gateways.adapters.base import InboundEvent
-from gateways.delivery import inbound_receive, messages_reconcile
+from gateways.delivery.inbound import inbound_receive
+from gateways.delivery.reconcile import messages_reconcile
 from gateways.models import Gateway, GatewayRate, MessageState, OutboundMessage, Provider
 from gateways.platform_config import platform_config_update
 from gateways.quotas import account_instance

@@ -214,7 +214,7 @@ def test_campaign_from_contacts_to_receipts_and_a_resend(
     AudienceMembership.objects.bulk_create([AudienceMembership(audience=members, contact_id=i) for i in ids.values()])
 
     # 2. One of them replies STOP: an MO over SMPP, received by the bind worker, handled by the
-    #    keyword handler inside gateways.delivery.inbound_receive.
+    #    keyword handler inside gateways.delivery.inbound.inbound_receive.
     smsc.inject_mo(SIM["stopper"], "SHOPHK", "STOP", wait=False)
     stats = run_worker(smpp_gateway, idle=1.0)
     assert stats.inbound == 1 and stats.claimed_messages == 0

@@ -3,7 +3,7 @@
 ``smsc``: a simulator on a free loopback port (its own event loop in a background thread), with
 the default faults, credentials ``SYSTEM_ID``/``PASSWORD``, receipts after 0-50 ms and a JSON-lines
 log in the test's tmp dir. ``smsc_factory(mode="thread"|"process", **SmscConfig fields)`` starts
-more, or other configurations (``mode="process"`` runs ``python -m gateways.smsc`` in a subprocess:
+more, or other configurations (``mode="process"`` runs ``python -m tests.support.smsc`` in a subprocess:
 its own core, for throughput). Every one started is stopped in teardown.
 
 The object yielded (``SmscThread`` or ``SmscProcess``, same API):
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateways.smsc import SmscConfig, SmscProcess, SmscThread
+from tests.support.smsc import SmscConfig, SmscProcess, SmscThread
 
 SYSTEM_ID, PASSWORD = "platform", "sim-pass"  # SMPP 3.4: system_id <= 15, password <= 8 characters
 

@@ -16,9 +16,10 @@ import smpplib.exceptions
 import smpplib.gsm
 import smpplib.smpp
 
-from gateways.smsc import SmscConfig, find_duplicates, pdu
-from gateways.smsc.__main__ import build_config, parse_args
+from gateways.smpp import constants as C
 from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, Smsc, smsc, smsc_factory, wait_for
+from tests.support.smsc import SmscConfig, find_duplicates, pdu
+from tests.support.smsc.__main__ import build_config, parse_args
 
 __all__ = ["smsc", "smsc_factory"]  # the fixtures, imported for pytest
 
@@ -83,7 +84,7 @@ class Esme:
         self.pump(lambda: False, timeout=seconds)
 
     def receipts(self) -> list[Any]:
-        return [d for d in self.delivers if d.esm_class & pdu.ESM_CLASS_RECEIPT]  # 0x04: SMSC delivery receipt
+        return [d for d in self.delivers if d.esm_class & C.ESM_CLASS_RECEIPT]  # 0x04: SMSC delivery receipt
 
     def resp_for(self, sequence: int) -> Any:
         return next((r for r in self.resps if r.sequence == sequence), None)
@@ -139,7 +140,7 @@ def test_bind_with_bad_credentials_fails_with_rbindfail(smsc: Smsc, system_id: s
     try:
         with pytest.raises(smpplib.exceptions.PDUError) as failure:
             client.client.bind_transceiver(system_id=system_id, password=password)
-        assert failure.value.args[1] == pdu.ESME_RBINDFAIL == 0x0D
+        assert failure.value.args[1] == C.ESME_RBINDFAIL == 0x0D
         # The connection stays open: a corrected bind goes through.
         assert client.client.bind_transceiver(system_id=SYSTEM_ID, password=PASSWORD).status == 0
     finally:
@@ -183,14 +184,14 @@ def test_generic_nack_on_unknown_command_and_submit_before_bind(smsc: Smsc) -> N
     with socket.create_connection((smsc.host, smsc.port), timeout=5) as sock:
         sock.sendall(raw_pdu(0x00000099, 7))
         command_id, status, sequence, _ = read_raw(sock)
-        assert (command_id, status, sequence) == (pdu.GENERIC_NACK, pdu.ESME_RINVCMDID, 7)
+        assert (command_id, status, sequence) == (C.GENERIC_NACK, C.ESME_RINVCMDID, 7)
         # A submit_sm before any bind: refused with ESME_RINVBNDSTS.
-        sock.sendall(raw_pdu(pdu.SUBMIT_SM, 8, b"\x00" * 17))
+        sock.sendall(raw_pdu(C.SUBMIT_SM, 8, b"\x00" * 17))
         command_id, status, sequence, _ = read_raw(sock)
-        assert (command_id, status, sequence) == (pdu.SUBMIT_SM_RESP, pdu.ESME_RINVBNDSTS, 8)
+        assert (command_id, status, sequence) == (C.SUBMIT_SM_RESP, C.ESME_RINVBNDSTS, 8)
         # query_sm is known but not offered: its own response with ESME_RINVCMDID.
-        sock.sendall(raw_pdu(pdu.QUERY_SM, 9, b"1\x00\x00\x00\x00"))
-        assert read_raw(sock)[:3] == (pdu.QUERY_SM | pdu.RESP, pdu.ESME_RINVCMDID, 9)
+        sock.sendall(raw_pdu(C.QUERY_SM, 9, b"1\x00\x00\x00\x00"))
+        assert read_raw(sock)[:3] == (C.QUERY_SM | C.RESP_BIT, C.ESME_RINVCMDID, 9)
 
 
 # --- submits and receipts ------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def test_invalid_destination_prefix(smsc: Smsc, esme: Esme) -> None:
     seq = esme.submit("85290000123", b"to nowhere")
     assert esme.pump(lambda: bool(esme.resps))
     resp = esme.resp_for(seq)
-    assert resp.status == pdu.ESME_RINVDSTADR == 0x0B and not resp.message_id
+    assert resp.status == C.ESME_RINVDSTADR == 0x0B and not resp.message_id
     esme.idle(0.15)
     assert esme.receipts() == []
     (record,) = smsc.submitted()
@@ -295,7 +296,7 @@ def test_throttled_twice_then_accepted_on_retry(smsc: Smsc, esme: Esme) -> None:
         if statuses[-1] == 0:
             break
         time.sleep(0.01 * 2**attempt)  # back off
-    assert statuses == [pdu.ESME_RTHROTTLED, pdu.ESME_RTHROTTLED, 0]
+    assert statuses == [C.ESME_RTHROTTLED, C.ESME_RTHROTTLED, 0]
     assert esme.pump(lambda: len(esme.receipts()) == 1)
     records = smsc.submitted()
     assert [r["outcome"] for r in records] == ["refused", "refused", "accepted"]
@@ -303,7 +304,7 @@ def test_throttled_twice_then_accepted_on_retry(smsc: Smsc, esme: Esme) -> None:
     # The count is per destination: another number of the prefix starts again.
     seq = esme.submit("85290001666", b"other")
     assert esme.pump(lambda: esme.resp_for(seq) is not None)
-    assert esme.resp_for(seq).status == pdu.ESME_RTHROTTLED
+    assert esme.resp_for(seq).status == C.ESME_RTHROTTLED
 
 
 def test_undeliverable_prefix_gets_undeliv_receipt(smsc: Smsc, esme: Esme) -> None:
@@ -381,7 +382,7 @@ def test_global_rate_limit_throttles(smsc_factory: Callable[..., Smsc]) -> None:
         assert client.pump(lambda: len(client.resps) == 12)
         statuses = [r.status for r in sorted(client.resps, key=lambda r: r.sequence)]
         assert statuses[:5] == [0] * 5
-        assert statuses.count(pdu.ESME_RTHROTTLED) >= 6
+        assert statuses.count(C.ESME_RTHROTTLED) >= 6
     finally:
         client.close()
     assert server.stats()["by_status"]["ESME_RTHROTTLED"] >= 6

@@ -14,9 +14,9 @@ from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_data, platform_config_get
-from templates.selectors import short_link_preview
 from templates.services import short_link_create, template_save
-from templates.views import cache_clear
+from templates.short_links.cache import cache_clear
+from templates.short_links.preview import short_link_preview
 from tests.conftest import actor
 
 _keys = itertools.count(1)

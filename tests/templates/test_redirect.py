@@ -18,9 +18,9 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from templates.clicks import Click
 from templates.models import DeviceClass, LinkClick, ShortLink
-from templates.views import device_class
+from templates.short_links.clicks import Click
+from templates.short_links.rules import device_class
 from tests.conftest import postgres_only
 from tests.templates.conftest import make_link
 
@@ -124,11 +124,11 @@ def test_expired_link_gets_a_clear_page_and_no_click(link: dict[str, Any]) -> No
 
 
 def test_expiry_is_checked_even_when_the_link_is_cached(link: dict[str, Any]) -> None:
-    from templates import views
+    from templates.short_links import cache as link_cache
 
     assert get(f"/s/{link['code']}").status_code == 302
-    cached_until, cached = views._cache[link["code"]]
-    views._cache[link["code"]] = (cached_until, cached._replace(expires_at=timezone.now() - timedelta(seconds=1)))
+    cached_until, cached = link_cache._cache[link["code"]]
+    link_cache._cache[link["code"]] = (cached_until, cached._replace(expires_at=timezone.now() - timedelta(seconds=1)))
     assert get(f"/s/{link['code']}").status_code == 410
 
 
@@ -214,7 +214,7 @@ def test_race_two_first_clicks_make_one_unique(per_recipient: dict[str, Any]) ->
 def test_a_failing_click_write_still_redirects(link: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from django.db import DatabaseError
 
-    from templates import clicks
+    from templates.short_links import clicks
 
     def down(click: Any) -> None:
         raise DatabaseError("connection lost")
@@ -237,9 +237,9 @@ def test_a_change_to_a_link_reaches_the_cache(link: dict[str, Any], settings: An
     ShortLink.objects.filter(pk=link["short_link_id"]).update(expires_at=timezone.now() + timedelta(days=1))
     assert get(f"/s/{link['code']}").status_code == 410  # still the cached row
     settings.SMS_SHORT_LINK_CACHE_SECONDS = 0
-    from templates import views
+    from templates.short_links import cache as link_cache
 
-    views.cache_forget(link["code"])  # as if its 10 s had passed
+    link_cache.cache_forget(link["code"])  # as if its 10 s had passed
     assert get(f"/s/{link['code']}").status_code == 302  # read again, cached for 0 s
     ShortLink.objects.filter(pk=link["short_link_id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
     assert get(f"/s/{link['code']}").status_code == 410
@@ -252,7 +252,7 @@ def test_a_change_to_a_link_reaches_the_cache(link: dict[str, Any], settings: An
 def spool(settings: Any, tmp_path: Path) -> Iterator[Any]:
     """Spool mode, written by the test itself (no writer thread: the test's own connection and
     transaction see the links)."""
-    from templates import clicks
+    from templates.short_links import clicks
 
     directory = tmp_path / "spool"
     settings.SMS_CLICK_BATCH_SECONDS = 60
@@ -282,8 +282,8 @@ def rows() -> list[tuple[str | None, bool, str]]:
 def test_spooled_clicks_cost_no_query_and_are_written_with_the_same_rules(
     per_recipient: dict[str, Any], spool: Any, django_assert_num_queries: Any
 ) -> None:
-    from templates.clicks import flush_clicks
     from templates.models import ClickSpoolSegment
+    from templates.short_links.clicks import flush_clicks
 
     code = per_recipient["code"]
     assert get(f"/s/{code}/rcpt0001")["Location"] == per_recipient["target_url"]  # reads the link
@@ -316,7 +316,7 @@ def test_spooled_clicks_cost_no_query_and_are_written_with_the_same_rules(
 
 
 def test_a_spooled_click_keeps_its_time_and_device(link: dict[str, Any], spool: Any) -> None:
-    from templates.clicks import flush_clicks
+    from templates.short_links.clicks import flush_clicks
 
     before = timezone.now()
     get(f"/s/{link['code']}", ua="Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) Mobile/15E148")
@@ -332,7 +332,7 @@ def test_bulk_insert_keeps_a_candidate_whose_recipient_already_has_its_unique_cl
 ) -> None:
     """ON CONFLICT DO NOTHING claims the unique click; the losing candidate is kept as a repeat,
     never dropped. Chunked statements (3 rows each here) keep the same rule."""
-    from templates import clicks
+    from templates.short_links import clicks
 
     monkeypatch.setattr(clicks, "_rows_per_statement", lambda: 3)
     link_id = per_recipient["short_link_id"]
@@ -368,7 +368,7 @@ def test_a_killed_worker_loses_no_click_and_the_beat_task_writes_them(
     child = f"""
 import os, signal, django
 django.setup()
-from templates import clicks
+from templates.short_links import clicks
 clicks._spool = clicks.ClickSpool(clicks.spool_dir(), 60, thread=False)  # this process has no database
 for n in range(250):
     clicks.record_click({link["short_link_id"]}, device="mobile", recipient=None)
@@ -398,7 +398,7 @@ def test_a_segment_committed_but_not_deleted_is_not_written_twice(
 ) -> None:
     """The writer dies between COMMIT and deleting the file: the ledger row makes the next drain
     delete the file without writing its clicks again."""
-    from templates import clicks
+    from templates.short_links import clicks
 
     for _ in range(5):
         get(f"/s/{link['code']}")
@@ -425,7 +425,7 @@ def test_a_drain_never_writes_a_segment_its_owner_wrote_meanwhile(
     before the drain's flock(): the drain must see the file is gone, not write it again."""
     import fcntl
 
-    from templates import clicks
+    from templates.short_links import clicks
 
     for _ in range(3):
         get(f"/s/{link['code']}")
@@ -448,7 +448,7 @@ def test_segments_wait_on_disk_while_the_database_is_down(
 ) -> None:
     from django.db import DatabaseError
 
-    from templates import clicks
+    from templates.short_links import clicks
 
     for _ in range(3):
         get(f"/s/{link['code']}")
@@ -479,7 +479,7 @@ def test_an_unwritable_spool_falls_back_to_the_insert(link: dict[str, Any], sett
 
 
 def test_unreadable_and_torn_lines_are_skipped_and_the_rest_kept() -> None:
-    from templates.clicks import decode, encode
+    from templates.short_links.clicks import decode, encode
 
     good = encode(7, 1_700_000_000_123_456, "mobile", "rcpt0001", True)
     good += encode(7, 1_700_000_000_200_000, "bot", None, False)
@@ -492,7 +492,7 @@ def test_unreadable_and_torn_lines_are_skipped_and_the_rest_kept() -> None:
 def test_a_segment_with_a_bad_line_keeps_its_good_ones(per_recipient: dict[str, Any], spool: Any) -> None:
     """On PostgreSQL the server parses the segment; a line it rejects sends the segment through
     the line-by-line path, which skips that line only (and the torn last line of a crash)."""
-    from templates.clicks import drain_spool, encode
+    from templates.short_links.clicks import drain_spool, encode
 
     link_id = per_recipient["short_link_id"]
     good = [encode(link_id, 1_700_000_000_000_000 + n, "mobile", f"seg{n % 3:05d}", True) for n in range(6)]
@@ -511,7 +511,7 @@ def test_a_segment_with_a_bad_line_keeps_its_good_ones(per_recipient: dict[str, 
 def test_the_writer_thread_writes_clicks_by_itself_and_close_writes_the_rest(
     per_recipient: dict[str, Any], settings: Any, tmp_path: Path
 ) -> None:
-    from templates import clicks
+    from templates.short_links import clicks
 
     settings.SMS_CLICK_BATCH_SECONDS = 0.05
     settings.SMS_CLICK_SPOOL_DIR = str(tmp_path / "spool")
@@ -546,7 +546,7 @@ def test_race_two_writers_make_one_unique_click_each_and_keep_every_click(per_re
     """Four processes' segments holding the same recipients' first clicks, written at once."""
     from django.db import transaction
 
-    from templates.clicks import insert_clicks
+    from templates.short_links.clicks import insert_clicks
 
     link_id = per_recipient["short_link_id"]
     barrier = threading.Barrier(4)

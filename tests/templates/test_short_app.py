@@ -1,4 +1,4 @@
-"""The short domain's WSGI application (templates.short_app): the same rules as the Django view.
+"""The short domain's WSGI application (templates.short_links.app): the same rules as the Django view.
 
 Requests go straight to the WSGI callable, as gunicorn calls it (PATH_INFO percent-decoded and
 latin-1, like every WSGI server); one test runs the production server itself.
@@ -84,7 +84,7 @@ class Answer:
 
 
 def call(path: str, *, method: str = "GET", ua: str | None = IPHONE, host: str = "127.0.0.1") -> Answer:
-    from templates.short_app import application
+    from templates.short_links.app import application
 
     raw_path, _, query = path.partition("?")
     environ: dict[str, Any] = {
@@ -190,17 +190,17 @@ def test_expired_link_gets_a_clear_page_and_no_click(link: dict[str, Any]) -> No
 
 
 def test_expiry_is_checked_even_when_the_link_is_cached(link: dict[str, Any]) -> None:
-    from templates import views
+    from templates.short_links import cache as link_cache
 
     assert call(f"/s/{link['code']}").status_code == 302
-    cached_until, cached = views._cache[link["code"]]
-    views._cache[link["code"]] = (cached_until, cached._replace(expires_at=timezone.now() - timedelta(seconds=1)))
+    cached_until, cached = link_cache._cache[link["code"]]
+    link_cache._cache[link["code"]] = (cached_until, cached._replace(expires_at=timezone.now() - timedelta(seconds=1)))
     assert call(f"/s/{link['code']}").status_code == 410
     assert LinkClick.objects.count() == 1
 
 
 def test_a_change_to_a_link_reaches_the_cache(link: dict[str, Any], settings: Any) -> None:
-    from templates import views
+    from templates.short_links import cache as link_cache
 
     assert call(f"/s/{link['code']}").status_code == 302  # now cached
     saved = ShortLink.objects.get(pk=link["short_link_id"])
@@ -210,7 +210,7 @@ def test_a_change_to_a_link_reaches_the_cache(link: dict[str, Any], settings: An
     ShortLink.objects.filter(pk=link["short_link_id"]).update(expires_at=timezone.now() + timedelta(days=1))
     assert call(f"/s/{link['code']}").status_code == 410  # still cached
     settings.SMS_SHORT_LINK_CACHE_SECONDS = 0
-    views.cache_forget(link["code"])  # as if its TTL had passed
+    link_cache.cache_forget(link["code"])  # as if its TTL had passed
     assert call(f"/s/{link['code']}").status_code == 302
 
 
@@ -257,7 +257,7 @@ def test_shared_link_ignores_a_recipient_suffix(link: dict[str, Any]) -> None:
 def test_a_failing_click_write_still_redirects(link: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from django.db import DatabaseError
 
-    from templates import clicks
+    from templates.short_links import clicks
 
     def down(click: Any) -> None:
         raise DatabaseError("connection lost")
@@ -270,7 +270,7 @@ def test_a_failing_click_write_still_redirects(link: dict[str, Any], monkeypatch
 def test_an_unexpected_error_is_a_500_page_without_location(
     link: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from templates import short_app
+    from templates.short_links import app as short_app
 
     def broken(code: str) -> None:
         raise RuntimeError("boom")
@@ -282,7 +282,7 @@ def test_an_unexpected_error_is_a_500_page_without_location(
 
 @pytest.fixture
 def spool(settings: Any, tmp_path: Path) -> Iterator[Any]:
-    from templates import clicks
+    from templates.short_links import clicks
 
     directory = tmp_path / "spool"
     settings.SMS_CLICK_BATCH_SECONDS = 60
@@ -297,7 +297,7 @@ def spool(settings: Any, tmp_path: Path) -> Iterator[Any]:
 def test_a_cached_link_and_a_spooled_click_cost_no_query(
     per_recipient: dict[str, Any], spool: Any, django_assert_num_queries: Any
 ) -> None:
-    from templates.clicks import flush_clicks
+    from templates.short_links.clicks import flush_clicks
 
     code = per_recipient["code"]
     assert call(f"/s/{code}/rcpt0001")["Location"] == per_recipient["target_url"]  # reads the link
@@ -336,12 +336,12 @@ def _http(port: int, request: bytes) -> bytes:
 @postgres_only  # the server's processes need the test database (SQLite's is in memory)
 @pytest.mark.django_db(transaction=True)
 def test_the_production_server_redirects_and_its_clicks_survive_sigkill(link: dict[str, Any], tmp_path: Path) -> None:
-    """smsplatform.short_server's gunicorn, as make run and production start it; SIGKILLed right
+    """templates.short_links.server's gunicorn, as make run and production start it; SIGKILLed right
     after its answers, then the beat task's drain writes every click once."""
     from django.db import connection
 
-    from smsplatform import short_server
-    from templates.clicks import drain_spool
+    from templates.short_links import server as short_server
+    from templates.short_links.clicks import drain_spool
 
     spool_dir = tmp_path / "spool"
     db = connection.settings_dict
@@ -390,9 +390,11 @@ def test_the_production_server_redirects_and_its_clicks_survive_sigkill(link: di
 
 
 def test_runplatform_starts_the_short_domain_server() -> None:
-    from smsplatform import short_server
+    from templates.short_links import server as short_server
 
     command = short_server.gunicorn_command("127.0.0.1:9999", workers=2, python=sys.executable)
-    assert "smsplatform.short_wsgi:application" in command and command[command.index("--bind") + 1] == "127.0.0.1:9999"
+    assert (
+        "templates.short_links.wsgi:application" in command and command[command.index("--bind") + 1] == "127.0.0.1:9999"
+    )
     source = (ROOT / "smsplatform/management/commands/runplatform.py").read_text()
-    assert "short_server.gunicorn_command(" in source
+    assert 'SHORT_SERVER = "templates.short_links.server"' in source and '"-m", SHORT_SERVER' in source

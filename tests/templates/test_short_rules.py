@@ -1,4 +1,4 @@
-"""templates.short_rules: the redirect's rules as plain decisions, and both adapters following them.
+"""templates.short_links.rules: the redirect's rules as plain decisions, and both adapters following them.
 
 The decision tests need no database. The parity tests send the same requests to the Django view
 (through the test Client and the whole middleware stack) and to the short domain's WSGI
@@ -16,9 +16,10 @@ from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 
-from templates import short_rules
 from templates.models import LinkClick, ShortLink
-from templates.short_rules import (
+from templates.short_links import rules as short_rules
+from templates.short_links.cache import CachedLink
+from templates.short_links.rules import (
     BAD_HOST,
     GONE,
     NOT_ALLOWED,
@@ -31,7 +32,6 @@ from templates.short_rules import (
     parts_valid,
     request_outcome,
 )
-from templates.views import CachedLink
 from tests.templates.conftest import make_link
 from tests.templates.test_redirect import IPHONE
 from tests.templates.test_short_app import call

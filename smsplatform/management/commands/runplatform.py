@@ -11,7 +11,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from smsplatform import short_server
+# The short domain's server is started by its module (templates.short_links.server: the
+# production command line); the kernel does not import the templates app.
+SHORT_SERVER = "templates.short_links.server"
+SHORT_ADDR = "127.0.0.1:8001"  # templates.short_links.server.DEFAULT_BIND
 
 
 class Command(BaseCommand):
@@ -21,16 +24,16 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default=os.environ.get("SMS_ADDR", "127.0.0.1:8000"))
         parser.add_argument(
             "--short-addr",
-            default=os.environ.get("SMS_SHORT_ADDR", short_server.DEFAULT_BIND),
-            help="where the short domain's server (templates.short_app under gunicorn) listens",
+            default=os.environ.get("SMS_SHORT_ADDR", SHORT_ADDR),
+            help="where the short domain's server (templates.short_links.app under gunicorn) listens",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         python = sys.executable
         commands = {
             "web": [python, "manage.py", "runserver", options["addr"], "--noreload", "--insecure"],
-            # The short domain's own server, with the production command line.
-            "short": short_server.gunicorn_command(options["short_addr"], workers=2, python=python),
+            # The short domain's own server, with the production command line (it execs gunicorn).
+            "short": [python, "-m", SHORT_SERVER, "--bind", options["short_addr"], "--workers", "2"],
             # One process runs the worker and the embedded beat (DatabaseScheduler).
             "worker+beat": [
                 python, "-m", "celery", "-A", "smsplatform", "worker", "--beat",

@@ -215,8 +215,8 @@ class Command(BaseCommand):
         from contacts.optouts import opt_out_record
         from contacts.services import contacts_upsert, segment_create, segment_preview
         from smsplatform.kernel.actor import Actor, Channel
-        from templates.selectors import short_link_preview
         from templates.services import short_link_create
+        from templates.short_links.preview import short_link_preview
 
         if Campaign.objects.filter(name="Demo weekend sale").exists():
             return

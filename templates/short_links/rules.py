@@ -1,6 +1,6 @@
 """The short-link redirect's rules, in one place: what /s/<code>[/<recipient token>] answers.
 
-Two adapters serve them and decide nothing themselves: templates.short_app (the short domain's
+Two adapters serve them and decide nothing themselves: templates.short_links.app (the short domain's
 own WSGI application, the hot path) and templates.views.short_link_redirect (/s/ on the main
 domain). Each turns its request into the inputs here, looks the link up its own way (the WSGI
 app must run Django's request_started before a query), and turns the Outcome into its response.
@@ -33,12 +33,12 @@ from django.dispatch import receiver
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 
-from templates.clicks import record_click
 from templates.models import DeviceClass
-from templates.selectors import CODE_RE, RECIPIENT_TOKEN_RE
+from templates.short_links.clicks import record_click
+from templates.short_links.codes import CODE_RE, RECIPIENT_TOKEN_RE
 
 if TYPE_CHECKING:
-    from templates.views import CachedLink
+    from templates.short_links.cache import CachedLink
 
 __all__ = [
     "BAD_HOST",
@@ -127,7 +127,7 @@ def host_allowed(host: str) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
-@receiver(setting_changed, dispatch_uid="templates.short_rules.setting_changed")
+@receiver(setting_changed, dispatch_uid="templates.short_links.rules.setting_changed")
 def _setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in ("ALLOWED_HOSTS", "DEBUG"):
         host_allowed.cache_clear()
@@ -190,7 +190,7 @@ def device_class(user_agent: str) -> str:
 
 
 def click_record(outcome: Outcome, link: CachedLink, recipient: str | None, user_agent: str) -> None:
-    """Record the click of an outcome with ``click`` set (templates.clicks says where it goes)."""
+    """Record the click of an outcome with ``click`` set (templates.short_links.clicks says where it goes)."""
     try:
         record_click(
             link.pk,

@@ -1,4 +1,4 @@
-"""``python -m gateways.smsc --port 2775 --log /tmp/smsc.jsonl ...``: run the SMSC simulator.
+"""``python -m tests.support.smsc --port 2775 --log /tmp/smsc.jsonl ...``: run the SMSC simulator.
 
 Prints one JSON line ``{"event": "listening", "host", "port", "run"}`` on stdout once it listens,
 and its counters on stderr when it stops (SIGINT/SIGTERM, or ``stop`` on the control channel).
@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from gateways.smsc.server import DEFAULT_FAULTS, FAULT_KINDS, SmscConfig, SmscServer
+from tests.support.smsc.server import DEFAULT_FAULTS, FAULT_KINDS, SmscConfig, SmscServer
 
 
 def _pair(value: str, sep: str) -> tuple[str, str]:
@@ -31,7 +31,7 @@ def _pair(value: str, sep: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gateways.smsc", description="SMPP 3.4 SMSC simulator")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.smsc", description="SMPP 3.4 SMSC simulator")
     parser.add_argument("--config", help="SmscConfig fields as a JSON object (flags below override it)")
     parser.add_argument("--host", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default 2775; 0 = any free port)")

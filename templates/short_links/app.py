@@ -3,14 +3,14 @@
 Every click of every campaign comes through here, so this is a small WSGI callable rather than
 Django's request handling (no middleware, URL resolver, session, auth, messages or response
 classes): it checks the Host header against ALLOWED_HOSTS, parses the path, takes the link from
-the same per-process cache as the Django view (templates.views: a change saved in this process
+the same per-process cache as the Django view (templates.short_links.cache: a change saved in this process
 is seen at once, any other within SMS_SHORT_LINK_CACHE_SECONDS; expiry is checked on every
-request), records the click through templates.clicks (the spool, or the INSERT path) and
+request), records the click through templates.short_links.clicks (the spool, or the INSERT path) and
 answers the 302 to the stored target. Django is set up (settings, ORM, templates) for the cache
-miss, the click writer and the error pages. smsplatform.short_wsgi is the production entry and
-smsplatform.short_server the gunicorn command line that ``make run`` and the benchmark start.
+miss, the click writer and the error pages. templates.short_links.wsgi is the production entry and
+templates.short_links.server the gunicorn command line that ``make run`` and the benchmark start.
 
-The rules are templates.short_rules, which templates.views.short_link_redirect (still
+The rules are templates.short_links.rules, which templates.views.short_link_redirect (still
 answering /s/ on the main domain) follows too; this module only adapts: WSGI environ in, the
 Outcome's status, headers and body out. Its own additions are what Django's request handling
 does for the view: the Host check's input, request_started before a query, the headers every
@@ -30,7 +30,8 @@ from django.conf import settings
 from django.core.signals import request_started
 from django.utils.encoding import iri_to_uri
 
-from templates.short_rules import (
+from templates.short_links.cache import CachedLink, cached_link, lookup_link
+from templates.short_links.rules import (
     PATH_RE,
     REDIRECT_HEADERS,
     Outcome,
@@ -40,7 +41,6 @@ from templates.short_rules import (
     page_html,
     request_outcome,
 )
-from templates.views import CachedLink, cached_link, lookup_link
 
 __all__ = ["application"]
 

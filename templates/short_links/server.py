@@ -1,7 +1,7 @@
-"""The short domain's server: gunicorn serving smsplatform.short_wsgi.
+"""The short domain's server: gunicorn serving templates.short_links.wsgi.
 
 One command line for every place that starts it: ``make run`` (runplatform), the benchmark
-(bench/redirect_bench.py) and production (``python -m smsplatform.short_server --bind ...``
+(bench/redirect_bench.py) and production (``python -m templates.short_links.server --bind ...``
 runs exactly this command), so that what is measured is what is served.
 """
 
@@ -23,7 +23,7 @@ def gunicorn_command(
     bind: str = DEFAULT_BIND, *, workers: int | None = None, threads: int = 1, python: str = sys.executable
 ) -> list[str]:
     return [
-        *(python, "-m", "gunicorn", "smsplatform.short_wsgi:application", "--bind", bind),
+        *(python, "-m", "gunicorn", "templates.short_links.wsgi:application", "--bind", bind),
         *("--workers", str(workers or default_workers()), "--worker-class", "gthread", "--threads", str(threads)),
         # Keep-alive: a phone that opens the link usually fetches nothing else from us, but
         # a reverse proxy in front reuses its connections.

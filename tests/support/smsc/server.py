@@ -20,7 +20,7 @@ What it does (see ``SmscConfig`` for every knob):
   written in batches (``log_flush_interval``) and on stop.
 
 Runners: ``SmscThread`` (its own event loop in a thread: the test fixture) and ``SmscProcess``
-(``python -m gateways.smsc`` in a subprocess, driven over stdin: benchmarks). No Django here.
+(``python -m tests.support.smsc`` in a subprocess, driven over stdin: benchmarks). No Django here.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from gateways.smsc import pdu as P
+from gateways.smpp import constants as C
+from tests.support.smsc import pdu as P
 
-logger = logging.getLogger("gateways.smsc")
+logger = logging.getLogger("tests.support.smsc")
 
 T = TypeVar("T")
 
@@ -205,8 +206,8 @@ def smpp_date(epoch: float) -> str:
 
 # --- one client connection ----------------------------------------------------------------------------
 
-BIND_KINDS = {P.BIND_TRANSMITTER: "tx", P.BIND_RECEIVER: "rx", P.BIND_TRANSCEIVER: "trx"}
-UNSUPPORTED_REQUESTS = {P.QUERY_SM, P.REPLACE_SM, P.CANCEL_SM, P.SUBMIT_MULTI, P.DATA_SM}
+BIND_KINDS = {C.BIND_TRANSMITTER: "tx", C.BIND_RECEIVER: "rx", C.BIND_TRANSCEIVER: "trx"}
+UNSUPPORTED_REQUESTS = {C.QUERY_SM, C.REPLACE_SM, C.CANCEL_SM, C.SUBMIT_MULTI, C.DATA_SM}
 
 
 class Session(asyncio.Protocol):
@@ -225,16 +226,16 @@ class Session(asyncio.Protocol):
         self.outstanding: dict[int, Delivery] = {}
         self._sequence = 0
         self.handlers: dict[int, Callable[[int, int, bytes], bool]] = {
-            P.SUBMIT_SM: self.on_submit_sm,
-            P.DELIVER_SM_RESP: self.on_deliver_sm_resp,
-            P.ENQUIRE_LINK: self.on_enquire_link,
-            P.ENQUIRE_LINK_RESP: self.on_ignore,
-            P.BIND_TRANSMITTER: functools.partial(self.on_bind, P.BIND_TRANSMITTER),
-            P.BIND_RECEIVER: functools.partial(self.on_bind, P.BIND_RECEIVER),
-            P.BIND_TRANSCEIVER: functools.partial(self.on_bind, P.BIND_TRANSCEIVER),
-            P.UNBIND: self.on_unbind,
-            P.UNBIND_RESP: self.on_unbind_resp,
-            P.GENERIC_NACK: self.on_generic_nack,
+            C.SUBMIT_SM: self.on_submit_sm,
+            C.DELIVER_SM_RESP: self.on_deliver_sm_resp,
+            C.ENQUIRE_LINK: self.on_enquire_link,
+            C.ENQUIRE_LINK_RESP: self.on_ignore,
+            C.BIND_TRANSMITTER: functools.partial(self.on_bind, C.BIND_TRANSMITTER),
+            C.BIND_RECEIVER: functools.partial(self.on_bind, C.BIND_RECEIVER),
+            C.BIND_TRANSCEIVER: functools.partial(self.on_bind, C.BIND_TRANSCEIVER),
+            C.UNBIND: self.on_unbind,
+            C.UNBIND_RESP: self.on_unbind_resp,
+            C.GENERIC_NACK: self.on_generic_nack,
         }
 
     # -- state
@@ -281,19 +282,19 @@ class Session(asyncio.Protocol):
         buffer += data
         size = len(buffer)
         pos = 0
-        unpack = P.HEADER.unpack_from
+        unpack = C.HEADER.unpack_from
         handlers = self.handlers
         try:
-            while size - pos >= P.HEADER_SIZE:
+            while size - pos >= C.HEADER_SIZE:
                 length, command_id, status, sequence = unpack(buffer, pos)
-                if length < P.HEADER_SIZE or length > P.MAX_PDU_LENGTH:
+                if length < C.HEADER_SIZE or length > C.MAX_PDU_LENGTH:
                     self.server.count("framing_errors")
-                    self.out.append(P.generic_nack(P.ESME_RINVCMDLEN, sequence))
+                    self.out.append(P.generic_nack(C.ESME_RINVCMDLEN, sequence))
                     self.close()
                     return
                 if size - pos < length:
                     break
-                body = bytes(buffer[pos + P.HEADER_SIZE : pos + length])
+                body = bytes(buffer[pos + C.HEADER_SIZE : pos + length])
                 pos += length
                 handler = handlers.get(command_id)
                 if handler is None:
@@ -326,7 +327,7 @@ class Session(asyncio.Protocol):
         sequence = self.next_sequence()
         delivery.attempts += 1
         self.outstanding[sequence] = delivery
-        self.out.append(P.encode(P.DELIVER_SM, P.ESME_ROK, sequence, delivery.body))
+        self.out.append(P.encode(C.DELIVER_SM, C.ESME_ROK, sequence, delivery.body))
         self.server.count("receipts_sent" if delivery.kind == "receipt" else "mo_sent")
 
     # -- handlers: each returns False when the connection is gone
@@ -336,52 +337,52 @@ class Session(asyncio.Protocol):
 
     def on_enquire_link(self, sequence: int, status: int, body: bytes) -> bool:
         self.server.count("enquire_links")
-        self.out.append(P.encode(P.ENQUIRE_LINK_RESP, P.ESME_ROK, sequence))
+        self.out.append(P.encode(C.ENQUIRE_LINK_RESP, C.ESME_ROK, sequence))
         return True
 
     def on_generic_nack(self, sequence: int, status: int, body: bytes) -> bool:
         self.server.count("generic_nacks_received")
         delivery = self.outstanding.pop(sequence, None)
         if delivery is not None:
-            self.server.delivery_answered(delivery, status or P.ESME_RSYSERR)
+            self.server.delivery_answered(delivery, status or C.ESME_RSYSERR)
         return True
 
     def on_other(self, command_id: int, sequence: int) -> None:
-        if command_id & P.RESP:
+        if command_id & C.RESP_BIT:
             self.server.count("unexpected_responses")
             return
         if command_id in UNSUPPORTED_REQUESTS:
             self.server.count("unsupported_requests")
-            self.out.append(P.encode(command_id | P.RESP, P.ESME_RINVCMDID, sequence))
+            self.out.append(P.encode(command_id | C.RESP_BIT, C.ESME_RINVCMDID, sequence))
             return
         self.server.count("generic_nacks_sent")
-        self.out.append(P.generic_nack(P.ESME_RINVCMDID, sequence))
+        self.out.append(P.generic_nack(C.ESME_RINVCMDID, sequence))
 
     def on_bind(self, command_id: int, sequence: int, status: int, body: bytes) -> bool:
         server = self.server
         if self.bound is not None:
-            self.out.append(P.bind_resp(command_id, P.ESME_RALYBND, sequence, server.config.smsc_system_id))
+            self.out.append(P.bind_resp(command_id, C.ESME_RALYBND, sequence, server.config.smsc_system_id))
             return True
         try:
             bind = P.parse_bind(body)
         except P.PduError:
             server.count("bind_failures")
-            self.out.append(P.bind_resp(command_id, P.ESME_RINVCMDLEN, sequence, server.config.smsc_system_id))
+            self.out.append(P.bind_resp(command_id, C.ESME_RINVCMDLEN, sequence, server.config.smsc_system_id))
             return True
         if not server.credentials_ok(bind.system_id, bind.password):
             server.count("bind_failures")
             logger.info("bind refused for system_id %r from %s", bind.system_id, self.peer)
-            self.out.append(P.bind_resp(command_id, P.ESME_RBINDFAIL, sequence, server.config.smsc_system_id))
+            self.out.append(P.bind_resp(command_id, C.ESME_RBINDFAIL, sequence, server.config.smsc_system_id))
             return True
         self.bound, self.system_id = BIND_KINDS[command_id], bind.system_id
         server.count("binds")
-        self.out.append(P.bind_resp(command_id, P.ESME_ROK, sequence, server.config.smsc_system_id))
+        self.out.append(P.bind_resp(command_id, C.ESME_ROK, sequence, server.config.smsc_system_id))
         server.session_bound(self)
         return True
 
     def on_unbind(self, sequence: int, status: int, body: bytes) -> bool:
         self.server.count("unbinds")
-        self.out.append(P.encode(P.UNBIND_RESP, P.ESME_ROK, sequence))
+        self.out.append(P.encode(C.UNBIND_RESP, C.ESME_ROK, sequence))
         self.server.session_unbound(self)
         self.bound = None
         self.close()
@@ -467,7 +468,7 @@ class SmscServer:
             self._server.close()
         for session in list(self.sessions):
             if session.bound is not None and not session.closed:
-                session.out.append(P.encode(P.UNBIND, P.ESME_ROK, session.next_sequence()))
+                session.out.append(P.encode(C.UNBIND, C.ESME_ROK, session.next_sequence()))
             session.close()
         for handle in (self._flush_handle, self._receipt_handle):
             if handle is not None:
@@ -566,7 +567,7 @@ class SmscServer:
         if not session.can_transmit:
             counters["refused"] += 1
             self.by_status["ESME_RINVBNDSTS"] += 1
-            session.out.append(P.submit_sm_resp(P.ESME_RINVBNDSTS, sequence, ""))
+            session.out.append(P.submit_sm_resp(C.ESME_RINVBNDSTS, sequence, ""))
             return True
         try:
             sm = P.parse_submit_sm(body)
@@ -575,7 +576,7 @@ class SmscServer:
             counters["refused"] += 1
             counters["malformed"] += 1
             self.by_status["ESME_RINVCMDLEN"] += 1
-            session.out.append(P.submit_sm_resp(P.ESME_RINVCMDLEN, sequence, ""))
+            session.out.append(P.submit_sm_resp(C.ESME_RINVCMDLEN, sequence, ""))
             return True
         now = time.time()
         destination = sm.destination[1:] if sm.destination.startswith("+") else sm.destination
@@ -583,7 +584,7 @@ class SmscServer:
 
         concat = None
         user_data = sm.short_message
-        if sm.esm_class & P.ESM_CLASS_UDHI:
+        if sm.esm_class & C.ESM_CLASS_UDHI:
             concat, user_data = P.split_udh(user_data)
         elif sm.tlvs:
             concat = P.sar_concat(sm.tlvs)
@@ -596,18 +597,18 @@ class SmscServer:
             status: int | None = None
             outcome = OUTCOME_DROPPED
         else:
-            status = P.ESME_ROK
+            status = C.ESME_ROK
             if not self._rate_ok():
-                status = P.ESME_RTHROTTLED
+                status = C.ESME_RTHROTTLED
             elif fault == FAULT_INVALID_DESTINATION:
-                status = P.ESME_RINVDSTADR
+                status = C.ESME_RINVDSTADR
             elif fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n:
                 self.throttle_counts[destination] += 1
-                status = P.ESME_RTHROTTLED
+                status = C.ESME_RTHROTTLED
             elif fault == FAULT_SYSTEM_ERROR and self.throttle_counts[destination] < self.config.throttle_first_n:
                 self.throttle_counts[destination] += 1
-                status = P.ESME_RSYSERR
-            if status == P.ESME_ROK:
+                status = C.ESME_RSYSERR
+            if status == C.ESME_ROK:
                 outcome = OUTCOME_ACCEPTED
                 message_id = self.next_message_id()
                 if fault == FAULT_UNDELIVERABLE:
@@ -619,7 +620,7 @@ class SmscServer:
 
         wants = sm.registered_delivery & 0x03
         receipt = stat if stat is not None and (wants == 1 or (wants == 2 and stat != "DELIVRD")) else None
-        status_label = P.status_name(status) if status is not None else None
+        status_label = C.status_name(status) if status is not None else None
         record = {
             "kind": "submit_sm",
             "time": round(now, 3),
@@ -657,7 +658,7 @@ class SmscServer:
             session.close()
             return False
 
-        assert message_id is not None or status != P.ESME_ROK
+        assert message_id is not None or status != C.ESME_ROK
         if receipt is not None and message_id is not None:
             counters["receipts_scheduled"] += 1
             job = ReceiptJob(
@@ -710,8 +711,8 @@ class SmscServer:
             source=job.destination,
             destination=job.source,
             short_message=text.encode("ascii", "replace"),
-            esm_class=P.ESM_CLASS_RECEIPT,
-            data_coding=P.DATA_CODING_DEFAULT,
+            esm_class=C.ESM_CLASS_RECEIPT,
+            data_coding=C.DATA_CODING_DEFAULT,
             source_ton=job.dest_ton,
             source_npi=job.dest_npi,
             dest_ton=job.source_ton,
@@ -776,7 +777,7 @@ class SmscServer:
             session.flush()
 
     def delivery_answered(self, delivery: Delivery, status: int) -> None:
-        ok = status == P.ESME_ROK
+        ok = status == C.ESME_ROK
         if delivery.kind == "receipt":
             self.count("receipts_acked" if ok else "receipts_refused")
         else:
@@ -1022,7 +1023,7 @@ class SmscThread:
 
 
 class SmscProcess:
-    """``python -m gateways.smsc`` in a subprocess (its own core: the benchmark peer), driven over its
+    """``python -m tests.support.smsc`` in a subprocess (its own core: the benchmark peer), driven over its
     stdin/stdout control channel. Same methods as ``SmscThread`` but ``call``/``server``."""
 
     def __init__(
@@ -1030,7 +1031,7 @@ class SmscProcess:
     ):
         base = config or SmscConfig(port=0)
         self.config = dataclasses.replace(base, **overrides) if overrides else base
-        self.cwd = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
+        self.cwd = Path(cwd) if cwd else Path(__file__).resolve().parents[3]
         self.process: subprocess.Popen[str] | None = None
         self.host, self.port = self.config.host, self.config.port
         self.run_id = ""
@@ -1054,12 +1055,12 @@ class SmscProcess:
         command = [
             sys.executable,
             "-m",
-            "gateways.smsc",
+            "tests.support.smsc",
             "--config",
             json.dumps(self.config.to_dict()),
             "--control-stdin",
         ]
-        self.process = subprocess.Popen(  # noqa: S603 -- this interpreter, our module, our arguments
+        self.process = subprocess.Popen(
             command,
             cwd=self.cwd,
             stdin=subprocess.PIPE,

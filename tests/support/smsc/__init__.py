@@ -1,11 +1,11 @@
 """SMSC simulator: an SMPP 3.4 server (asyncio, no Django) for the platform's tests and benchmarks.
 
-``python -m gateways.smsc --help``; in Python, ``SmscServer`` (in an event loop), ``SmscThread``
+``python -m tests.support.smsc --help``; in Python, ``SmscServer`` (in an event loop), ``SmscThread``
 (in a background thread) or ``SmscProcess`` (in a subprocess). The pytest fixture ``smsc`` is in
 ``tests/smsc/fixtures.py``.
 """
 
-from gateways.smsc.server import (
+from tests.support.smsc.server import (
     DEFAULT_FAULTS,
     FAULT_KINDS,
     SmscConfig,

@@ -1,0 +1,167 @@
+"""Queueing and submitting: validate and queue a message with its quota held, hand queued
+messages to their gateway's sender, and the claim -> send -> record path for HTTP and
+in-process adapters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+
+from django.db import transaction
+
+from gateways.adapters.base import OutgoingSms, adapter_for
+from gateways.delivery.claim import messages_claim_result
+from gateways.delivery.outcomes import outcomes_record
+from gateways.errors import GatewayErrorCode
+from gateways.models import Gateway, MessagePurpose, OutboundMessage
+from gateways.quotas import quota_reserve
+from gateways.rules import sender_id_check_usable
+from gateways.selectors import segment_prices
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.kernel.phones import phone_parse
+from smsplatform.kernel.segments import SegmentInputError, count_segments, count_segments_clusters
+
+logger = logging.getLogger(__name__)
+
+
+def message_queue(
+    *,
+    actor: Actor,
+    gateway_code: str | None,
+    sender_id: str,
+    destination: str,
+    body: str,
+    purpose: str,
+    reference: str = "",
+) -> OutboundMessage:
+    """Validate and queue one message with its quota held. Runs inside the caller's transaction."""
+    phone = phone_parse(destination, field="destination")
+    try:
+        encoding, _units, segments = count_segments(body)
+    except SegmentInputError as exc:
+        raise ApplicationError(exc.code, exc.message, field="body") from None
+    if not body.strip():
+        raise ApplicationError(GatewayErrorCode.BODY_EMPTY, "The message is empty.", field="body")
+    quote = segment_prices(countries=[phone.country], gateway_code=gateway_code).get(phone.country)
+    if quote is None:
+        raise ApplicationError(
+            GatewayErrorCode.COUNTRY_NOT_COVERED,
+            f"No enabled gateway{f' {gateway_code!r}' if gateway_code else ''} delivers to {phone.country}.",
+            field="gateway" if gateway_code else "destination",
+            hint="See sms_marketing.gateways.list for coverage.",
+        )
+    gateway = Gateway.objects.get(code=quote.gateway_code)
+    if encoding not in (gateway.encodings or ["GSM-7", "UCS-2"]):
+        raise ApplicationError(
+            GatewayErrorCode.ENCODING_NOT_SUPPORTED, f"{gateway.code} cannot send {encoding}.", field="body"
+        )
+    sender_id_check_usable(value=sender_id, country=phone.country)
+    if quote.keeps_clusters:
+        # The provider splits the message itself, never inside a grapheme cluster (Twilio).
+        segments = count_segments_clusters(body)[2]
+    cost = (quote.price_per_segment * segments).quantize(Decimal("0.0001"))
+    message = OutboundMessage.objects.create(
+        gateway=gateway,
+        sender_id=sender_id,
+        destination=phone.e164,
+        country=phone.country,
+        body=body,
+        encoding=encoding,
+        segments=segments,
+        cost=cost,
+        currency=quote.currency,
+        purpose=purpose,
+        reference=reference,
+        quota_reference="",
+        request_receipt=gateway.receipts_supported,
+    )
+    message.quota_reference = f"message:{message.pk}"
+    OutboundMessage.objects.filter(pk=message.pk).update(quota_reference=message.quota_reference)
+    quota_reserve(actor=actor, reference=message.quota_reference, segments=segments, amount=cost)
+    return message
+
+
+def gateway_test_sms(
+    *, actor: Actor, gateway_code: str, destination: str, body: str, sender_id: str
+) -> OutboundMessage:
+    """The admin's 'send a test SMS': the full path through the real adapter."""
+    if not actor.has_perm("gateways.send_test_sms"):
+        from smsplatform.kernel.errors import permission_denied
+
+        raise permission_denied("gateways.send_test_sms")
+    with transaction.atomic(durable=True):
+        message = message_queue(
+            actor=actor,
+            gateway_code=gateway_code,
+            sender_id=sender_id,
+            destination=destination,
+            body=body,
+            purpose=MessagePurpose.TEST,
+            reference="test",
+        )
+        audit_record(
+            actor=actor,
+            action="gateway.test_sms",
+            object_type="outbound_message",
+            object_id=message.pk,
+            after={"gateway": gateway_code, "segments": message.segments, "cost": str(message.cost)},
+        )
+        message_ids = [message.pk]
+        gateway_id = message.gateway_id
+        transaction.on_commit(lambda: message_submit_enqueue(gateway_id, message_ids))
+    return message
+
+
+def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:
+    """Hand queued messages to their gateway's sender: a Celery submit task, or nothing for a
+    gateway whose bind worker claims queued messages itself. Call it after the commit that
+    queued them (transaction.on_commit)."""
+    from gateways.tasks import submit_messages
+
+    gateway = Gateway.objects.get(pk=gateway_id)
+    if adapter_for(gateway).sends_from_worker:
+        return  # the SMPP worker picks queued messages up itself
+    submit_messages.delay(gateway_id, message_ids)
+
+
+def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """Claim, send through the adapter, record (for HTTP and in-process adapters)."""
+    gateway = Gateway.objects.get(pk=gateway_id)
+    adapter = adapter_for(gateway)
+    if adapter.sends_from_worker:
+        raise ApplicationError(
+            ErrorCode.INVALID_ARGUMENT, f"{gateway.code} is sent by its bind worker.", field="gateway"
+        )
+    with transaction.atomic():
+        rows, suppressed, _last = messages_claim_result(
+            gateway_id=gateway_id, message_ids=message_ids, limit=500, actor=actor
+        )
+        claimed = list(OutboundMessage.objects.filter(pk__in=[m.pk for m in rows]).order_by("pk")) if rows else []
+    empty = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
+    if not claimed:
+        return {**empty, "suppressed": suppressed} if suppressed else empty
+    batch = [
+        OutgoingSms(m.pk, m.sender_id, m.destination, m.body, m.encoding, m.segments, m.request_receipt, m.attempts)
+        for m in claimed
+    ]
+    try:
+        outcomes = adapter.send(batch)
+    except Exception:
+        # The gateway may or may not have taken them: leave them 'submitting' for the
+        # reconciler (-> unknown). Never resend blindly.
+        logger.exception("adapter %s failed mid-batch", gateway.code)
+        raise
+    counts = outcomes_record(actor=actor, gateway=gateway, messages=claimed, outcomes=outcomes)
+    if suppressed:
+        counts["suppressed"] = suppressed
+    if gateway.provider == "simulator" and counts["accepted"]:
+        from gateways.tasks import simulator_receipts
+
+        simulator_receipts.apply_async(
+            args=(gateway.pk, [m.pk for m, o in zip(claimed, outcomes, strict=True) if o.kind == "accepted"]),
+            countdown=adapter.receipt_latency_seconds,  # type: ignore[attr-defined]
+        )
+    return counts
