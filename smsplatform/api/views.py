@@ -1,10 +1,12 @@
-"""REST views of the platform kernel: configuration."""
+"""REST views of the platform kernel: the API index, health, configuration."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -12,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from smsplatform.api.base import ServiceApiView
+from smsplatform.api.schema import governed_responses, list_output, read_responses
 from smsplatform.config_service import (
     platform_config_get,
     platform_config_update,
@@ -40,6 +43,7 @@ class ConfigApi(ServiceApiView):
     @extend_schema(
         operation_id="config_get",
         summary="Read the platform configuration (sms_marketing.config.get)",
+        responses=read_responses(description="The configuration, its version and base_version_token."),
     )
     def get(self, request: Request) -> Response:
         return Response(platform_config_get())
@@ -48,6 +52,7 @@ class ConfigApi(ServiceApiView):
         operation_id="config_update",
         summary="Change named settings; may be held for approval (202)",
         request=UpdateInput,
+        responses=governed_responses(409),
     )
     def patch(self, request: Request) -> Response:
         data = self.UpdateInput(data=request.data)
@@ -59,7 +64,11 @@ class ConfigApi(ServiceApiView):
 class ConfigVersionsApi(ServiceApiView):
     required_permissions = {"GET": "smsplatform.view_platformconfig"}
 
-    @extend_schema(operation_id="config_versions", summary="Configuration version history")
+    @extend_schema(
+        operation_id="config_versions",
+        summary="Configuration version history",
+        responses=read_responses(list_output("ConfigVersionListOutput", "versions")),
+    )
     def get(self, request: Request) -> Response:
         return Response({"versions": platform_config_versions()})
 
@@ -68,10 +77,80 @@ class HealthApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="health", summary="Liveness and database check")
+    @extend_schema(
+        operation_id="health",
+        summary="Liveness and database check",
+        responses=inline_serializer("HealthOutput", {"status": serializers.CharField()}),
+    )
     def get(self, request: Request) -> Response:
         from django.db import connection
 
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return Response({"status": "ok"})
+
+
+def _endpoints(patterns: list[Any], prefix: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            out += _endpoints(list(entry.url_patterns), prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            view = getattr(entry.callback, "cls", None)
+            methods = [m.upper() for m in ("get", "post", "put", "patch", "delete") if hasattr(view, m)]
+            doc = (getattr(view, "__doc__", None) or "").strip().splitlines()
+            out.append(
+                {
+                    "path": "/" + prefix + str(entry.pattern),
+                    "name": entry.name,
+                    "methods": methods,
+                    **({"description": doc[0]} if doc else {}),
+                }
+            )
+    return out
+
+
+class ApiIndexApi(APIView):
+    """What the REST API offers, with the links to its schema and documentation."""
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="api_index",
+        summary="This index: every endpoint with its methods, and the schema, docs and MCP links",
+        responses=inline_serializer(
+            "ApiIndexOutput",
+            {
+                "name": serializers.CharField(),
+                "version": serializers.CharField(),
+                "authentication": serializers.CharField(),
+                "links": serializers.DictField(child=serializers.CharField()),
+                "endpoints": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        # Read from the URL configuration as it is mounted, so the index never drifts from it.
+        prefix, resolver = get_resolver().namespace_dict["api"]
+        return Response(
+            {
+                "name": settings.SPECTACULAR_SETTINGS["TITLE"],
+                "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+                "authentication": (
+                    "Authorization: Bearer <API token> (issued in the admin under Platform > API tokens; "
+                    "seed_demo prints demo ones), or an admin session."
+                ),
+                "links": {
+                    "openapi_schema": request.build_absolute_uri(reverse("schema")),
+                    "swagger_ui": request.build_absolute_uri(reverse("swagger-ui")),
+                    "redoc": request.build_absolute_uri(reverse("redoc")),
+                    "mcp_endpoint": request.build_absolute_uri(reverse("mcp")),
+                    "admin": request.build_absolute_uri(reverse("admin:index")),
+                },
+                "endpoints": [
+                    {**e, "url": request.build_absolute_uri(e["path"])}
+                    for e in _endpoints(list(resolver.url_patterns), prefix)
+                ],
+            }
+        )
