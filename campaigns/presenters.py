@@ -82,23 +82,22 @@ def campaign_request_presentation(request: ActionRequest, actor: Actor) -> SafeS
     parts = list(preview["message"]["parts"]) if preview else []
     changes = payload.get("changes") or {}
     estimate = detail.get("estimate_detail") or {}
+    pending = request.state == RequestState.PENDING
+    # The version the request covers; a later change makes the approval fail its re-check.
+    token = payload.get("base_version_token")
     context = {
         "request": request,
         "verb": VERBS.get(request.action, request.get_action_display()),
         "detail": detail,
         "campaign_url": reverse("admin:campaigns_campaign_change", args=[campaign_id]),
-        "changed_since": request.state == RequestState.PENDING
-        and payload.get("base_version_token")
-        not in (
-            None,
-            detail["base_version_token"],
-        ),
+        "changed_since": pending and token is not None and token != detail["base_version_token"],
         "preview": preview,
         "live_error": live_error,
         "parts": [{"number": i, "text": text, "characters": len(text)} for i, text in enumerate(parts, 1)],
         "is_send": request.action == ActionType.CAMPAIGN_SEND,
         "is_schedule": request.action == ActionType.CAMPAIGN_SCHEDULE,
         "is_cancel": request.action == ActionType.CAMPAIGN_CANCEL,
+        "is_update": request.action == ActionType.CAMPAIGN_UPDATE,
         "send_at_local": _local(send_at, time_zone),
         "time_zone": time_zone,
         "batch_size": requested_schedule.get("batch_size") or schedule["batch_size"],

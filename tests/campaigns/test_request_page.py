@@ -10,9 +10,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from campaigns.services import campaign_schedule, campaign_send_approved
-from compliance.models import ActionRequest, RequestState
-from tests.campaigns.conftest import act, key
+from campaigns.services import campaign_schedule, campaign_send_approved, campaign_update
+from compliance.models import ActionRequest, ActionType, RequestState
+from tests.campaigns.conftest import act, key, policy
 from tests.campaigns.test_admin import draft
 
 pytestmark = pytest.mark.django_db
@@ -85,3 +85,21 @@ def test_outcome_names_the_approver_by_username(
     assert request.state == RequestState.EXECUTED and outcome["result"]["approved_by"] == approver_user.pk
     html = page(approver_user, request.pk)
     assert '<th scope="row">approved by</th><td>approver1</td>' in html
+
+
+def test_update_request_shows_the_changes_beside_the_current_copy(
+    world: dict[str, Any], marketer: Any, approver_user: Any
+) -> None:
+    policy(ActionType.CAMPAIGN_UPDATE)
+    created = draft(world, marketer)
+    held = campaign_update(
+        actor=act(marketer),
+        campaign_id=created["campaign_id"],
+        base_version_token=created["base_version_token"],
+        changes={"name": "Spring sale, members"},
+        idempotency_key=key("page"),
+    )
+    assert held["status"] == "pending_approval", held
+    html = page(approver_user, held["action_request_id"])
+    assert "Message now (before the changes below)" in html
+    assert '<th scope="row">name</th><td>Spring sale, members</td>' in html
