@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from campaigns.models import CampaignState
 from campaigns.selectors import campaign_get, cost_preview
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.presenters import payload_presentation
@@ -89,6 +90,7 @@ def campaign_request_presentation(request: ActionRequest, actor: Actor) -> SafeS
         "request": request,
         "verb": VERBS.get(request.action, request.get_action_display()),
         "detail": detail,
+        "state_label": CampaignState(detail["state"]).label.lower(),
         "campaign_url": reverse("admin:campaigns_campaign_change", args=[campaign_id]),
         "changed_since": pending and token is not None and token != detail["base_version_token"],
         "preview": preview,
