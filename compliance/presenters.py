@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -104,12 +105,15 @@ def config_update_presentation(request: ActionRequest, actor: Actor) -> SafeStri
     )
     return format_html(
         "<h3>Change {} setting{} of configuration version {}</h3>{}"
-        '<table class="readable" id="config-diff"><tr><th>setting</th><th>before</th><th>after</th></tr>{}</table>',
+        '<table class="readable" id="config-diff"><tr><th>setting</th><th>before</th><th>after</th></tr>{}</table>'
+        '<p><a href="{}">The configuration now</a> · <a href="{}">its versions</a></p>',
         len(rows),
         "" if len(rows) == 1 else "s",
         version if version is not None else "?",
         stale,
         table or format_html("<tr><td colspan=3>{}</td></tr>", "No value changes."),
+        reverse("admin:smsplatform_platformconfig_changelist"),
+        reverse("admin:smsplatform_platformconfigversion_changelist"),
     )
 
 
