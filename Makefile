@@ -32,13 +32,14 @@ run: seed
 test: test-sqlite test-postgres test-celery
 
 test-sqlite: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not browser"
 
 test-postgres: install
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not browser"
 
+# The real-process tests, run once: a real Celery worker on Redis, and the admin in Debian's chromium.
 test-celery: install
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m celery_worker
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or browser"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -49,7 +49,9 @@ from compliance.models import RequestState
 from compliance.services import APPROVE_PERMISSION
 from contacts.models import Segment
 from gateways.models import Gateway
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
+from gateways.quotas import account_instance
+from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, amounts_text, error_text, pretty_json, readable
+from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.errors import ApplicationError
 from templates.models import Language, ShortLink, TemplateVersion
 
@@ -415,7 +417,8 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         messages.success(
             request,
             f"Draft #{created.get('campaign_id')} created: {created.get('recipients')} recipients, "
-            f"{created.get('segments_per_message')} segments each, estimated {created.get('estimated_cost')}.",
+            f"{created.get('segments_per_message')} segments each, "
+            f"estimated {amounts_text(created.get('estimated_cost'))}.",
         )
         return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[created.get("campaign_id")]))
 
@@ -482,7 +485,7 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
                 "request": r,
                 "can_decide": may_approve and r.requested_by_id != user.pk,
                 "is_own": r.requested_by_id == user.pk,
-                "facts": pretty_json(r.facts),
+                "facts": readable(r.facts),
             }
             for r in pending
         ]
@@ -527,6 +530,9 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
             "send_url": reverse("admin:campaigns_campaign_send", args=[campaign.pk]),
             "cancel_url": reverse("admin:campaigns_campaign_cancel", args=[campaign.pk]),
             "stopping": campaign.state == CampaignState.SENDING,
+            # Budget and ceiling are in the configuration's cost currency; quota amounts in the account's.
+            "cost_currency": platform_config_data()["cost"]["currency"],
+            "balance_currency": account_instance().currency,
         }
 
     # --- the buttons: each a POST that calls one service ---

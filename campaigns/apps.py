@@ -8,3 +8,9 @@ class CampaignsConfig(AppConfig):
     def ready(self) -> None:
         # Register the governed campaign actions (create, update, schedule, send, cancel, resend).
         from campaigns import services  # noqa: F401
+
+        # What a campaign request will do, on its approval page (compliance cannot import upward).
+        from campaigns.presenters import CAMPAIGN_ACTIONS, campaign_request_presentation
+        from compliance.presenters import action_presenter_register
+
+        action_presenter_register(CAMPAIGN_ACTIONS, campaign_request_presentation)

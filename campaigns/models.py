@@ -171,6 +171,7 @@ class SendBatch(models.Model):
 
     class Meta:
         ordering = ["campaign", "number"]
+        verbose_name_plural = "send batches"
         constraints = [models.UniqueConstraint(fields=["campaign", "number"], name="uniq_campaign_batch_number")]
         indexes = [models.Index(fields=["state", "not_before"], name="batch_state_due")]
 

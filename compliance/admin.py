@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -16,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from compliance.models import ActionRequest, ApprovalPolicy, RequestState
+from compliance.presenters import action_request_presentation
 from compliance.selectors import queue_order
 from compliance.services import (
     APPROVE_PERMISSION,
@@ -24,7 +26,7 @@ from compliance.services import (
     approval_policy_save,
     approval_policy_validate,
 )
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json
+from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json, readable
 from smsplatform.kernel.errors import ApplicationError
 
 STATE_COLOURS: dict[str, str] = {
@@ -59,6 +61,17 @@ def admin_decide(request: HttpRequest, *, request_id: Any, decision: Any, reason
         messages.error(request, error_text(exc))
 
 
+def _usernames(value: Any) -> Any:
+    """A service result names people by user id (``approved_by: 7``); a page names them by username."""
+    if isinstance(value, list):
+        return [_usernames(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    ids = {v for k, v in value.items() if k.endswith("_by") and isinstance(v, int) and not isinstance(v, bool)}
+    names = dict(get_user_model().objects.filter(pk__in=ids).values_list("pk", "username")) if ids else {}
+    return {k: names.get(v, v) if k.endswith("_by") and v in ids else _usernames(v) for k, v in value.items()}
+
+
 @admin.register(ActionRequest)
 class ActionRequestAdmin(admin.ModelAdmin):
     change_form_template = "admin/compliance/actionrequest/change_form.html"
@@ -88,13 +101,13 @@ class ActionRequestAdmin(admin.ModelAdmin):
         "policy",
         "created_at",
         "expires_at",
-        "payload_pretty",
         "facts_pretty",
         "decided_by",
         "decided_at",
         "decision_reason",
         "executed_at",
         "outcome_pretty",
+        "payload_pretty",
     )
     readonly_fields = fields
 
@@ -108,15 +121,16 @@ class ActionRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="payload (frozen at request time)")
     def payload_pretty(self, obj: ActionRequest) -> str:
-        return pretty_json(obj.payload)
+        # The page says what it does in human terms above; the exact payload stays one click away.
+        return format_html("<details><summary>raw payload (JSON)</summary>{}</details>", pretty_json(obj.payload))
 
     @admin.display(description="facts the policy saw")
     def facts_pretty(self, obj: ActionRequest) -> str:
-        return pretty_json(obj.facts)
+        return readable(obj.facts)
 
     @admin.display(description="outcome")
     def outcome_pretty(self, obj: ActionRequest) -> str:
-        return pretty_json(obj.outcome) if obj.outcome else "—"
+        return readable(_usernames(obj.outcome)) if obj.outcome else "—"
 
     def get_ordering(self, request: HttpRequest) -> Any:
         # Pending first (annotated in get_queryset), then newest.
@@ -166,6 +180,7 @@ class ActionRequestAdmin(admin.ModelAdmin):
             )
             extra_context["is_own_request"] = obj.requested_by_id == request.user.pk
             extra_context["decide_url"] = reverse("admin:compliance_actionrequest_decide", args=[obj.pk])
+            extra_context["presentation"] = action_request_presentation(request=obj, actor=admin_actor(request))
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def decide_view(self, request: HttpRequest, object_id: int) -> HttpResponse:

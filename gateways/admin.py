@@ -202,8 +202,16 @@ class AccountAdmin(ReadOnlyAdmin):
 
 @admin.register(QuotaReservation)
 class QuotaReservationAdmin(ReadOnlyAdmin):
-    list_display = ["reference", "segments", "amount", "state", "settled_segments", "settled_amount", "created_at"]
+    list_display = ["reference", "segments", "amount_text", "state", "settled_segments", "settled_text", "created_at"]
     list_filter = ["state"]
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_text(self, obj: QuotaReservation) -> str:
+        return f"{obj.amount} {obj.currency}"
+
+    @admin.display(description="settled amount", ordering="settled_amount")
+    def settled_text(self, obj: QuotaReservation) -> str:
+        return f"{obj.settled_amount} {obj.currency}"
 
 
 class PartInline(admin.TabularInline):
@@ -218,10 +226,14 @@ class PartInline(admin.TabularInline):
 
 @admin.register(OutboundMessage)
 class OutboundMessageAdmin(ReadOnlyAdmin):
-    list_display = ["id", "masked_destination", "gateway", "purpose", "state", "segments", "cost", "created_at"]
+    list_display = ["id", "masked_destination", "gateway", "purpose", "state", "segments", "cost_text", "created_at"]
     list_filter = ["state", "purpose", "gateway"]
     search_fields = ["reference"]
     inlines = [PartInline]
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_text(self, obj: OutboundMessage) -> str:
+        return f"{obj.cost} {obj.currency}"
 
     @admin.display(description="destination")
     def masked_destination(self, obj: OutboundMessage) -> str:

@@ -126,6 +126,8 @@ class SenderId(models.Model):
 
     class Meta:
         ordering = ["value"]
+        verbose_name = "sender ID"
+        verbose_name_plural = "sender IDs"
 
     def __str__(self) -> str:
         return self.value
@@ -157,6 +159,7 @@ class SenderIdApplication(models.Model):
 
     class Meta:
         ordering = ["reference", "-version"]
+        verbose_name = "sender ID application"
         constraints = [
             models.UniqueConstraint(fields=["reference", "version"], name="uniq_sender_application_version"),
         ]

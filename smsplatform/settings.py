@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "smsplatform",
     "compliance",
@@ -157,6 +158,18 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from our own static files (drf-spectacular-sidecar): /api/docs/ works
+    # without internet, and never loads a moving "@latest" from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Fields of the same name with different choices get names that say which they are.
+    "ENUM_NAME_OVERRIDES": {
+        "TemplateLanguageEnum": "templates.models.Language",
+        "ContactLanguageEnum": "contacts.services.LANGUAGES",
+        "TemplatePurposeEnum": "templates.models.Purpose",
+        "ConsentPurposeEnum": "contacts.models.ConsentPurpose",
+    },
 }
 
 # --- MCP ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from gateways import views as gateway_views
 from smsplatform.mcp.views import McpEndpointView
@@ -22,6 +22,11 @@ urlpatterns = [
         "api/docs/",
         SpectacularSwaggerView.as_view(url_name="schema"),
         name="swagger-ui",
+    ),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"),
+        name="redoc",
     ),
     path("mcp", McpEndpointView.as_view(), name="mcp"),
     path("hooks/<slug:gateway_code>/receipts", gateway_views.receipt_callback, name="gateway-receipts"),

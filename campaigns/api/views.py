@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -43,6 +43,7 @@ from campaigns.services.writes import WriteArgs, write_args
 from campaigns.spec import PROTECTED
 from smsplatform.api.base import QUERY_PASSTHROUGH, ServiceApiView
 from smsplatform.api.base import StrictInput as BaseStrictInput
+from smsplatform.api.schema import governed_responses, read_responses
 from smsplatform.api.views import governed_response
 from templates.models import Language
 
@@ -199,29 +200,6 @@ class EmptyQuery(StrictInput):
 # --- output shapes (documentation of what the selectors and services return) ------------------------
 
 
-class ApiErrorDetail(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    field = serializers.CharField(allow_null=True)
-    hint = serializers.CharField(allow_null=True)
-    details = serializers.DictField(required=False)
-
-
-class ApiErrorOutput(serializers.Serializer):
-    error = ApiErrorDetail()
-
-
-class GovernedWriteOutput(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["executed", "pending_approval"])
-    action = serializers.CharField()
-    result = serializers.DictField(required=False, help_text="When executed: what the service returned.")
-    action_request_id = serializers.IntegerField(required=False, help_text="When held for approval.")
-    required_role = serializers.CharField(required=False)
-    policy = serializers.CharField(required=False)
-    expires_at = serializers.DateTimeField(required=False)
-    hint = serializers.CharField(required=False)
-
-
 class CampaignListOutput(serializers.Serializer):
     campaigns = serializers.ListField(child=serializers.DictField())
     count = serializers.IntegerField()
@@ -288,20 +266,9 @@ class RetryPreviewOutput(serializers.Serializer):
     estimated_cost = serializers.DictField(child=serializers.CharField())
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ApiErrorOutput) for code in (400, 401, 403, *codes)}
-
-
-def _read(output: type[serializers.Serializer], *codes: int) -> dict[int, Any]:
-    return {200: output, **_errors(*codes)}
-
-
-def _governed(*codes: int) -> dict[int, Any]:
-    return {
-        200: OpenApiResponse(GovernedWriteOutput, description="Executed"),
-        202: OpenApiResponse(GovernedWriteOutput, description="Held for approval (pending_approval)"),
-        **_errors(*codes),
-    }
+# The error shape and the governed write's answer are shared by every app (smsplatform.api.schema).
+_read = read_responses
+_governed = governed_responses
 
 
 # --- views ---------------------------------------------------------------------------------------------

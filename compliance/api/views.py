@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +15,7 @@ from compliance.selectors import (
     owners_list,
 )
 from smsplatform.api.base import ServiceApiView
+from smsplatform.api.schema import list_output, read_responses
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
 
@@ -35,6 +37,7 @@ class ApprovalPolicyListApi(ServiceApiView):
         operation_id="approval_policies_list",
         summary="Approval policies (sms_marketing.approval_policies.list)",
         parameters=[OpenApiParameter("action", str, enum=list(ActionType.values))],
+        responses=read_responses(list_output("ApprovalPolicyListOutput", "policies")),
     )
     def get(self, request: Request) -> Response:
         policies = approval_policies_list(action=_choice(request, "action", list(ActionType.values)))
@@ -48,6 +51,7 @@ class OwnerListApi(ServiceApiView):
         operation_id="owners_list",
         summary="Owners, roles and capabilities (sms_marketing.owners.list)",
         parameters=[OpenApiParameter("role", str, enum=[r.value for r in Role])],
+        responses=read_responses(list_output("OwnerListOutput", "owners")),
     )
     def get(self, request: Request) -> Response:
         owners = owners_list(role=_choice(request, "role", [r.value for r in Role]))
@@ -60,6 +64,9 @@ class ActionRequestStatusApi(ServiceApiView):
     @extend_schema(
         operation_id="action_request_status",
         summary="Status of an action request (sms_marketing.action_request.status)",
+        responses=read_responses(
+            OpenApiTypes.OBJECT, 404, description="The request's state, summary, decision and outcome."
+        ),
     )
     def get(self, request: Request, action_request_id: int) -> Response:
         return Response(action_request_status(actor=self.actor(request), action_request_id=action_request_id))

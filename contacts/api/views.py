@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -18,6 +19,7 @@ from contacts.selectors import audiences_list, contact_get, contacts_search
 from contacts.services import LANGUAGES, contacts_upsert, customer_facts_ingest, segment_create, segment_preview
 from gateways.frequency import frequency_caps_get
 from smsplatform.api.base import ServiceApiView, StrictInput
+from smsplatform.api.schema import governed_responses, list_output, read_responses
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
@@ -82,6 +84,7 @@ class ContactListApi(ServiceApiView):
             OpenApiParameter("sent_within_days", int),
             OpenApiParameter("limit", int),
         ],
+        responses=read_responses(description="Matching contacts, minimal and masked, with the count."),
     )
     def get(self, request: Request) -> Response:
         q = request.query_params
@@ -102,6 +105,7 @@ class ContactListApi(ServiceApiView):
         operation_id="contacts_upsert",
         summary="Create or update a contact with consent evidence (sms_marketing.contacts.upsert)",
         request=UpsertInput,
+        responses=governed_responses(409),
     )
     def post(self, request: Request) -> Response:
         data = self.UpsertInput(data=request.data)
@@ -116,7 +120,13 @@ class ContactListApi(ServiceApiView):
 class ContactDetailApi(ServiceApiView):
     required_permissions = {"GET": "contacts.view_contact"}
 
-    @extend_schema(operation_id="contacts_get", summary="One contact, version token (sms_marketing.contacts.get)")
+    @extend_schema(
+        operation_id="contacts_get",
+        summary="One contact, version token (sms_marketing.contacts.get)",
+        responses=read_responses(
+            OpenApiTypes.OBJECT, 404, description="The contact, its consent evidence and base_version_token."
+        ),
+    )
     def get(self, request: Request, contact_id: int) -> Response:
         return Response(contact_get(actor=self.actor(request), contact_id=contact_id))
 
@@ -143,6 +153,7 @@ class OptOutListApi(ServiceApiView):
             OpenApiParameter("include_lifted", bool),
             OpenApiParameter("limit", int),
         ],
+        responses=read_responses(description="Opt-outs (phones masked unless you may see them), with the count."),
     )
     def get(self, request: Request) -> Response:
         q = request.query_params
@@ -159,6 +170,7 @@ class OptOutListApi(ServiceApiView):
         operation_id="contacts_opt_out",
         summary="Opt a phone out, at once (sms_marketing.contacts.opt_out)",
         request=OptOutInput,
+        responses=read_responses(description="The opt-out recorded (it takes effect at once)."),
     )
     def post(self, request: Request) -> Response:
         data = self.OptOutInput(data=request.data)
@@ -171,7 +183,11 @@ class OptOutListApi(ServiceApiView):
 class FrequencyCapsApi(ServiceApiView):
     required_permissions = {"GET": "smsplatform.view_platformconfig"}
 
-    @extend_schema(operation_id="frequency_caps_get", summary="Frequency caps (sms_marketing.frequency_caps.get)")
+    @extend_schema(
+        operation_id="frequency_caps_get",
+        summary="Frequency caps (sms_marketing.frequency_caps.get)",
+        responses=read_responses(description="The caps per window and where to change them."),
+    )
     def get(self, request: Request) -> Response:
         return Response(frequency_caps_get())
 
@@ -179,7 +195,11 @@ class FrequencyCapsApi(ServiceApiView):
 class AudienceListApi(ServiceApiView):
     required_permissions = {"GET": "contacts.view_audience"}
 
-    @extend_schema(operation_id="audiences_list", summary="Audiences you may see (sms_marketing.audiences.list)")
+    @extend_schema(
+        operation_id="audiences_list",
+        summary="Audiences you may see (sms_marketing.audiences.list)",
+        responses=read_responses(list_output("AudienceListOutput", "audiences")),
+    )
     def get(self, request: Request) -> Response:
         return Response(audiences_list(actor=self.actor(request)))
 
@@ -194,6 +214,9 @@ class SegmentPreviewApi(ServiceApiView):
         operation_id="segments_preview",
         summary="Preview a segment: counts, exclusions, cost (sms_marketing.segments.preview)",
         request=PreviewInput,
+        responses=read_responses(
+            description="matched = sendable + exclusions by reason, by country, cost; segment_preview_id."
+        ),
     )
     def post(self, request: Request) -> Response:
         data = self.PreviewInput(data=request.data)
@@ -214,6 +237,7 @@ class SegmentListApi(ServiceApiView):
         operation_id="segments_create",
         summary="Create a segment from a preview id (sms_marketing.segments.create)",
         request=CreateInput,
+        responses=governed_responses(404, 409, 410),
     )
     def post(self, request: Request) -> Response:
         # Unknown fields (criteria, audiences, ...) are refused: a create never widens the preview.
@@ -243,6 +267,7 @@ class CustomerFactIngestApi(ServiceApiView):
         operation_id="customer_facts_ingest",
         summary="Bulk ingest orders, payments, pickups, offers, appointments, repurchase dates",
         request=IngestInput,
+        responses=read_responses(description="How many facts were written, and any refused rows."),
     )
     def post(self, request: Request) -> Response:
         data = self.IngestInput(data=request.data)
@@ -272,6 +297,7 @@ class ContactImportApi(ServiceApiView):
         operation_id="contacts_import",
         summary="Import contacts from CSV with consent evidence (all or nothing; may need approval)",
         request=ImportInput,
+        responses=governed_responses(409),
     )
     def post(self, request: Request) -> Response:
         data = self.ImportInput(data=request.data)

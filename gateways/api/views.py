@@ -12,6 +12,7 @@ from gateways.quotas import quotas_get
 from gateways.selectors import gateways_list, sender_ids_list
 from gateways.services import sender_id_apply
 from smsplatform.api.base import ServiceApiView, StrictInput
+from smsplatform.api.schema import governed_responses, list_output, read_responses
 from smsplatform.api.views import governed_response
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
@@ -20,7 +21,11 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode
 class GatewayListApi(ServiceApiView):
     required_permissions = {"GET": "gateways.view_gateway"}
 
-    @extend_schema(operation_id="gateways_list", summary="Gateways, coverage, rates (sms_marketing.gateways.list)")
+    @extend_schema(
+        operation_id="gateways_list",
+        summary="Gateways, coverage, rates (sms_marketing.gateways.list)",
+        responses=read_responses(list_output("GatewayListOutput", "gateways")),
+    )
     def get(self, request: Request) -> Response:
         items = gateways_list()
         return Response({"gateways": items, "count": len(items)})
@@ -50,6 +55,7 @@ class SenderIdListApi(ServiceApiView):
         operation_id="sender_ids_list",
         summary="Sender IDs and where they are usable (sms_marketing.sender_ids.list)",
         parameters=[OpenApiParameter("country", str)],
+        responses=read_responses(list_output("SenderIdListOutput", "sender_ids")),
     )
     def get(self, request: Request) -> Response:
         country = request.query_params.get("country")
@@ -62,6 +68,7 @@ class SenderIdListApi(ServiceApiView):
         operation_id="sender_id_apply",
         summary="Submit or update a sender ID / SSRS application (sms_marketing.sender_id.apply)",
         request=ApplyInput,
+        responses=governed_responses(409),
     )
     def post(self, request: Request) -> Response:
         data = self.ApplyInput(data=request.data)
@@ -76,7 +83,9 @@ class QuotaApi(ServiceApiView):
     required_permissions = {"GET": "gateways.view_account"}
 
     @extend_schema(
-        operation_id="quotas_get", summary="Balance, quota, rates, sendable estimate (sms_marketing.quotas.get)"
+        operation_id="quotas_get",
+        summary="Balance, quota, rates, sendable estimate (sms_marketing.quotas.get)",
+        responses=read_responses(description="Balance, the month's quota and use, rates, what is sendable."),
     )
     def get(self, request: Request) -> Response:
         return Response(quotas_get())
@@ -98,6 +107,7 @@ class ConfigApi(ServiceApiView):
     @extend_schema(
         operation_id="config_get",
         summary="Read the platform configuration (sms_marketing.config.get)",
+        responses=read_responses(description="The configuration, its version and base_version_token."),
     )
     def get(self, request: Request) -> Response:
         return Response(platform_config_get())
@@ -106,6 +116,7 @@ class ConfigApi(ServiceApiView):
         operation_id="config_update",
         summary="Change named settings; may be held for approval (202)",
         request=UpdateInput,
+        responses=governed_responses(409),
     )
     def patch(self, request: Request) -> Response:
         data = self.UpdateInput(data=request.data)

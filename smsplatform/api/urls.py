@@ -6,9 +6,10 @@ from compliance.api.views import (
     OwnerListApi,
 )
 from gateways.api.views import ConfigApi, GatewayListApi, QuotaApi, SenderIdListApi
-from smsplatform.api.views import ConfigVersionsApi, HealthApi
+from smsplatform.api.views import ApiIndexApi, ConfigVersionsApi, HealthApi
 
 urlpatterns = [
+    path("", ApiIndexApi.as_view(), name="index"),
     path("health/", HealthApi.as_view(), name="health"),
     path("config/", ConfigApi.as_view(), name="config"),
     path("config/versions/", ConfigVersionsApi.as_view(), name="config-versions"),

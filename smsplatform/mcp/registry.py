@@ -30,6 +30,14 @@ from smsplatform.mcp.catalogue import catalogue
 Handler = Callable[[Actor, dict[str, Any]], dict[str, Any]]
 
 
+def prior_reads_text(entry: dict[str, Any], language: str) -> str:
+    """The catalogue's prior-reads sentence, which already names the tools ("X, or a known id"); the
+    tool names are added only when the sentence leaves one out, so nothing is said twice."""
+    text = str(entry["prior_reads_text"][language]).strip()
+    missing = [name for name in entry["prior_reads"] if name not in text]
+    return f"{', '.join(missing)} ({text})" if missing else text
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
@@ -58,17 +66,16 @@ class ToolSpec:
 
     def description(self) -> str:
         e = self.entry
-        prior = ", ".join(e["prior_reads"]) or "none"
         return "\n".join(
             [
                 e["description"]["en"],
-                f"Kind: {self.kind}. Recommended prior reads: {prior} ({e['prior_reads_text']['en']}).",
+                f"Kind: {self.kind}. Recommended prior reads: {prior_reads_text(e, 'en')}",
                 f"Governance: {e['governance']['en']}",
                 f"Safety (enforced): {e['safety']['en']}",
                 f"Permission: {self.permission}.",
                 "",
                 e["description"]["zh"],
-                f"建議先讀取：{e['prior_reads_text']['zh']}",
+                f"建議先讀取：{prior_reads_text(e, 'zh')}",
                 f"治理與審批：{e['governance']['zh']}",
                 f"安全說明：{e['safety']['zh']}",
             ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse, JsonResponse
+from drf_spectacular.utils import extend_schema
 from mcp_server.views import MCPServerStreamableHttpView
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
@@ -40,6 +41,8 @@ class McpEndpointView(MCPServerStreamableHttpView):
         # answers are JSON either way, so never refuse with 406.
         return super().perform_content_negotiation(request, force=True)
 
+    # JSON-RPC, not REST: described by the MCP tool reference (docs/MCP_TOOLS.md), not the OpenAPI schema.
+    @extend_schema(exclude=True)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             body = request.data

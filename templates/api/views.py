@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from smsplatform.api.base import ServiceApiView, StrictInput
+from smsplatform.api.schema import governed_responses, list_output, read_responses
 from smsplatform.api.views import governed_response
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from templates.content_rules import CHARSETS, FIELD_TYPES
@@ -87,6 +89,7 @@ class TemplatesApi(ServiceApiView):
             OpenApiParameter("include_versions", bool),
             OpenApiParameter("limit", int),
         ],
+        responses=read_responses(list_output("TemplateListOutput", "templates")),
     )
     def get(self, request: Request) -> Response:
         return Response(
@@ -103,6 +106,7 @@ class TemplatesApi(ServiceApiView):
         operation_id="templates_create",
         summary="Create a template (sms_marketing.templates.save); may be held for approval (202)",
         request=TemplateContentInput,
+        responses=governed_responses(409),
     )
     def post(self, request: Request) -> Response:
         data = TemplateContentInput(data=request.data)
@@ -122,7 +126,11 @@ class TemplateDetailApi(ServiceApiView):
     class UpdateInput(TemplateContentInput):
         base_version_token = serializers.CharField(help_text="From GET; a stale token is refused (409).")
 
-    @extend_schema(operation_id="templates_get", summary="One template with its versions")
+    @extend_schema(
+        operation_id="templates_get",
+        summary="One template with its versions",
+        responses=read_responses(OpenApiTypes.OBJECT, 404, description="The template, its versions and token."),
+    )
     def get(self, request: Request, template_id: int) -> Response:
         return Response(templates_list(template_id=template_id)["templates"][0])
 
@@ -130,6 +138,7 @@ class TemplateDetailApi(ServiceApiView):
         operation_id="templates_save_version",
         summary="Save a new version (sms_marketing.templates.save); omitted properties keep their value",
         request=UpdateInput,
+        responses=governed_responses(404, 409),
     )
     def put(self, request: Request, template_id: int) -> Response:
         data = self.UpdateInput(data=request.data)
@@ -148,6 +157,7 @@ class TemplateDetailApi(ServiceApiView):
 class CopyFitPreviewApi(ServiceApiView):
     required_permissions = {"POST": "sms_templates.fit_preview"}
 
+    @extend_schema_serializer(component_name="CopyFitPreviewInput")
     class Input(_WithFieldsInput):
         text = serializers.CharField(required=False, max_length=20000, allow_blank=True, trim_whitespace=False)
         purpose = serializers.ChoiceField(choices=Purpose.choices, required=False)
@@ -165,6 +175,7 @@ class CopyFitPreviewApi(ServiceApiView):
         operation_id="copy_fit_preview",
         summary="Encoding, segments, truncation and cost, longest-variable scenario (sms_marketing.copy.fit_preview)",
         request=Input,
+        responses=read_responses(description="Encoding, parts, truncation and cost per scenario."),
     )
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
@@ -178,6 +189,7 @@ class CopyFitPreviewApi(ServiceApiView):
 class ShortLinkPreviewApi(ServiceApiView):
     required_permissions = {"POST": "sms_templates.preview_shortlink"}
 
+    @extend_schema_serializer(component_name="ShortLinkPreviewInput")
     class Input(StrictInput):
         url = serializers.CharField(max_length=10000, trim_whitespace=False, allow_blank=True)
         utm = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
@@ -191,6 +203,7 @@ class ShortLinkPreviewApi(ServiceApiView):
         operation_id="short_links_preview",
         summary="Check a landing page and show its short link (sms_marketing.short_links.preview)",
         request=Input,
+        responses=read_responses(description="The checked landing page, the short URL and short_link_preview_id."),
     )
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)
@@ -201,6 +214,7 @@ class ShortLinkPreviewApi(ServiceApiView):
 class ShortLinkCreateApi(ServiceApiView):
     required_permissions = {"POST": "sms_templates.add_shortlink"}
 
+    @extend_schema_serializer(component_name="ShortLinkCreateInput")
     class Input(StrictInput):
         short_link_preview_id = serializers.CharField(max_length=100)
         idempotency_key = serializers.CharField(max_length=200)
@@ -210,6 +224,7 @@ class ShortLinkCreateApi(ServiceApiView):
         operation_id="short_links_create",
         summary="Create the previewed short link (sms_marketing.short_links.create); may be held (202)",
         request=Input,
+        responses=governed_responses(404, 409, 410),
     )
     def post(self, request: Request) -> Response:
         data = self.Input(data=request.data)

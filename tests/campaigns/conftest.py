@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import transaction
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role
@@ -112,7 +113,9 @@ def world(marketer: Any, crm: Any) -> dict[str, Any]:
     for name, phone in PHONES.items():
         contacts[name] = create_contact(crm, phone=phone, tags=["member"])
         AudienceMembership.objects.create(audience=audience, contact_id=contacts[name])
-    opt_out_record(actor=Actor.system("test"), phone=PHONES["stopped"], reason="stop", source="sms")
+    # Its callers hold a transaction (it locks the row); a transactional test (live_server) has none.
+    with transaction.atomic():
+        opt_out_record(actor=Actor.system("test"), phone=PHONES["stopped"], reason="stop", source="sms")
     preview = segment_preview(actor=act(marketer), criteria={"audiences": [audience.pk]})
     segment = segment_create(
         actor=act(marketer), segment_preview_id=preview["segment_preview_id"], name="Members", idempotency_key=key()

@@ -10,7 +10,12 @@ from django.core.management.base import BaseCommand
 
 from smsplatform.kernel.errors import ErrorCode
 from smsplatform.mcp.catalogue import catalogue
-from smsplatform.mcp.registry import error_code_enums, load_tools
+from smsplatform.mcp.registry import error_code_enums, load_tools, prior_reads_text
+
+
+def _both(en: str, zh: str) -> str:
+    """English / Chinese, once when they are the same words (tool names)."""
+    return en if en == zh else f"{en} / {zh}"
 
 
 def render() -> str:
@@ -44,7 +49,7 @@ def render() -> str:
             "",
             entry["description"]["zh"],
             "",
-            f"- **Recommended prior reads:** {entry['prior_reads_text']['en']} / {entry['prior_reads_text']['zh']}",
+            f"- **Recommended prior reads:** {_both(prior_reads_text(entry, 'en'), prior_reads_text(entry, 'zh'))}",
             f"- **Governance:** {entry['governance']['en']} / {entry['governance']['zh']}",
             f"- **Safety (enforced):** {entry['safety']['en']} / {entry['safety']['zh']}",
         ]
