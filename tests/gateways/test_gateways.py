@@ -21,6 +21,7 @@ from gateways.models import (
     ReservationState,
     SenderId,
     SenderIdApplication,
+    SenderIdKind,
     SenderIdStatus,
 )
 from gateways.quotas import account_instance, quota_release, quota_reserve, quota_settle, quotas_get
@@ -74,9 +75,19 @@ def application(**overrides: Any) -> dict[str, Any]:
 # --- sender-ID formats and usability --------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["#SHOPHK", "#A1", "DemoShop", "Shop 24", "85291234567", "+85291234567"])
-def test_valid_sender_id_formats(value: str) -> None:
-    sender_id_kind(value)
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("#SHOPHK", SenderIdKind.SSRS),
+        ("#A1", SenderIdKind.SSRS),
+        ("DemoShop", SenderIdKind.ALPHANUMERIC),
+        ("Shop 24", SenderIdKind.ALPHANUMERIC),
+        ("85291234567", SenderIdKind.NUMERIC),
+        ("+85291234567", SenderIdKind.NUMERIC),
+    ],
+)
+def test_valid_sender_id_formats(value: str, kind: SenderIdKind) -> None:
+    assert sender_id_kind(value) == kind
 
 
 @pytest.mark.parametrize(
