@@ -25,6 +25,21 @@ postgres_only = pytest.mark.skipif(
 )
 
 
+# A test that uses one of these starts a server, a socket peer or a subprocess: it is a `process`
+# test, run once after the parallel pass (Makefile). Tests that start one themselves carry the
+# marker in their module.
+PROCESS_FIXTURES = frozenset({"live_server", "smsc", "smsc_factory", "kannel_factory", "celery_worker"})
+PROCESS_MARKERS = ("kannel", "celery_worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & PROCESS_FIXTURES or any(item.get_closest_marker(name) for name in PROCESS_MARKERS):
+            item.add_marker(pytest.mark.process)
+
+
 @pytest.fixture
 def roles(db: Any) -> None:
     roles_sync()

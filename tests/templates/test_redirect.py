@@ -358,6 +358,7 @@ def test_bulk_insert_keeps_a_candidate_whose_recipient_already_has_its_unique_cl
         assert first is not None and first.is_unique
 
 
+@pytest.mark.process  # a child process
 def test_a_killed_worker_loses_no_click_and_the_beat_task_writes_them(
     link: dict[str, Any], spool: Any, tmp_path: Path
 ) -> None:

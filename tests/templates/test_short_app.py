@@ -333,6 +333,7 @@ def _http(port: int, request: bytes) -> bytes:
         return data
 
 
+@pytest.mark.process  # gunicorn
 @postgres_only  # the server's processes need the test database (SQLite's is in memory)
 @pytest.mark.django_db(transaction=True)
 def test_the_production_server_redirects_and_its_clicks_survive_sigkill(link: dict[str, Any], tmp_path: Path) -> None:
