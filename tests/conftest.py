@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +15,12 @@ from rest_framework.test import APIClient
 
 from compliance.models import ActionType, ApprovalPolicy, Condition
 from compliance.roles import Role, roles_sync
+from gateways.smsc import SmscProcess, SmscThread
 from smsplatform.config_service import platform_config_get
-from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.models import ApiToken
+from tests.support.smsc_setup import Smsc, smsc_config
 
 _counter = itertools.count(1)
-
-postgres_only = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="needs PostgreSQL row locks and real concurrency"
-)
-
 
 # A test that uses one of these starts a server, a socket peer or a subprocess: it is a `process`
 # test, run once after the parallel pass (Makefile). Tests that start one themselves carry the
@@ -75,10 +72,6 @@ def marketing(make_user: Callable[..., Any]) -> Any:
     return make_user(Role.MARKETING, username="marketer")
 
 
-def actor(user: Any, channel: Channel = Channel.API, token_name: str = "") -> Actor:
-    return Actor(user=user, channel=channel, token_name=token_name)
-
-
 @pytest.fixture
 def token_for() -> Callable[[Any], str]:
     def issue(user: Any, name: str = "test-token") -> str:
@@ -112,18 +105,32 @@ def config_token(db: Any) -> str:
     return str(platform_config_get()["base_version_token"])
 
 
+def _uses_db(request: pytest.FixtureRequest) -> bool:
+    return bool(request.node.get_closest_marker("django_db")) or bool(
+        {"db", "transactional_db", "live_server"} & set(request.fixturenames)
+    )
+
+
 @pytest.fixture(autouse=True)
 def _sqlite_flush_past_the_audit_trigger(request: pytest.FixtureRequest) -> Any:
     """Transactional tests end with a flush (DELETE FROM every table on SQLite), which the
     audit log's append-only trigger rightly refuses. Lift only the DELETE trigger for the
-    flush and put it back before the next test. PostgreSQL flushes with TRUNCATE, which
-    row triggers do not see."""
+    flush and put it back before the next test: a transactional test at its start, any other
+    database test too (pytest-django runs those first, but a pytest-xdist worker may get a
+    file of them after a transactional test). PostgreSQL flushes with TRUNCATE, which row
+    triggers do not see."""
     from smsplatform.kernel.audit_triggers import SQLITE_NO_DELETE, TABLE
 
+    if connection.vendor != "sqlite" or not _uses_db(request):
+        yield
+        return
     transactional = "transactional_db" in request.fixturenames or "live_server" in request.fixturenames
     marker = request.node.get_closest_marker("django_db")
     transactional = transactional or bool(marker and marker.kwargs.get("transaction"))
-    if not transactional or connection.vendor != "sqlite":
+    if not transactional:
+        request.getfixturevalue("db")
+        with connection.cursor() as cursor:
+            cursor.execute(SQLITE_NO_DELETE)  # inside the test's transaction: rolled back with it
         yield
         return
     request.getfixturevalue("transactional_db")
@@ -141,10 +148,7 @@ TEST_SENDER_IDS = ["#SHOPHK", "#SHOP", "SHOP"]
 
 @pytest.fixture(autouse=True)
 def _known_gateways_and_sender_ids(request: pytest.FixtureRequest) -> None:
-    uses_db = bool(request.node.get_closest_marker("django_db")) or bool(
-        {"db", "transactional_db", "live_server"} & set(request.fixturenames)
-    )
-    if not uses_db:
+    if not _uses_db(request):
         return
     request.getfixturevalue("db")
     from gateways.models import Gateway, Provider, SenderId, SenderIdKind, SenderIdStatus
@@ -168,3 +172,26 @@ def _known_gateways_and_sender_ids(request: pytest.FixtureRequest) -> None:
 def _smpp_journal_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test's bind workers journal into a directory of their own (never var/)."""
     settings.SMS_SMPP_JOURNAL_DIR = str(tmp_path_factory.mktemp("smpp-journal"))
+
+
+@pytest.fixture
+def smsc_factory(tmp_path: Path) -> Iterator[Callable[..., Smsc]]:
+    """Start SMSC simulators: ``smsc_factory(mode="thread"|"process", **SmscConfig fields)``
+    (see tests/support/smsc_setup.py); every one started is stopped in teardown."""
+    started: list[Smsc] = []
+
+    def start(*, mode: str = "thread", **overrides: Any) -> Smsc:
+        config = smsc_config(tmp_path, f"smsc{len(started)}", **overrides)
+        runner: Smsc = SmscThread(config) if mode == "thread" else SmscProcess(config)
+        started.append(runner)
+        return runner.start()
+
+    yield start
+    for runner in reversed(started):
+        runner.stop()
+
+
+@pytest.fixture
+def smsc(smsc_factory: Callable[..., Smsc]) -> Smsc:
+    """An SMSC simulator with the default configuration (see tests/support/smsc_setup.py)."""
+    return smsc_factory()

@@ -4,58 +4,23 @@ short link and a funded account."""
 
 from __future__ import annotations
 
-import itertools
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group
 
-from compliance.models import ActionType, ApprovalPolicy, Condition
+from compliance.models import ActionType, ApprovalPolicy
 from compliance.optouts import opt_out_record
 from compliance.roles import Role
 from contacts.models import Audience, AudienceMembership
 from contacts.services import segment_create, segment_preview
 from gateways.models import Gateway, GatewayRate, Provider
 from gateways.quotas import account_instance
-from smsplatform.config_service import platform_config_get, platform_config_update
-from smsplatform.kernel.actor import Actor, Channel
+from smsplatform.kernel.actor import Actor
 from templates.selectors import short_link_preview
 from templates.services import short_link_create
-from tests.contacts.factories import create_contact
-
-_keys = itertools.count(1)
-
-TEXT = "【ShopHK】春季優惠全場8折 {{link}} 回覆STOP退訂 Reply STOP to opt out"
-UTM = {"utm_source": "sms", "utm_medium": "sms", "utm_campaign": "spring"}
-PHONES = {
-    "a": "+85291000001",
-    "b": "+85291000002",
-    "c": "+85291000003",
-    "stopped": "+85291000004",
-    "undelivered": "+85259002001",
-}
-
-
-def set_quiet_hours(quiet_hours: dict[str, Any]) -> None:
-    config = platform_config_get()
-    platform_config_update(
-        actor=Actor.system("test"),
-        changes={"schedule": {**config["config"]["schedule"], "quiet_hours": quiet_hours}},
-        base_version_token=config["base_version_token"],
-        idempotency_key=key("quiet"),
-    )
-
-
-HK_QUIET_HOURS = {"HK": {"start": "21:00", "end": "09:00", "time_zone": "Asia/Hong_Kong", "no_sundays": False}}
-
-
-def key(prefix: str = "c") -> str:
-    return f"{prefix}-campaign-{next(_keys):06d}"
-
-
-def act(user: Any, channel: Channel = Channel.MCP) -> Actor:
-    return Actor(user=user, channel=channel, token_name="test")
+from tests.support.campaigns import PHONES, UTM, act, key, policy, set_quiet_hours
+from tests.support.contacts import create_contact
 
 
 @pytest.fixture
@@ -72,12 +37,6 @@ def crm(make_user: Any) -> Any:
 def approver_user(make_user: Any) -> Any:
     """A marketing manager who approves: may also confirm a live send explicitly."""
     return make_user(Role.APPROVER, Role.MARKETING, username="approver1")
-
-
-def policy(action: str, condition: str = Condition.ALWAYS, **kw: Any) -> ApprovalPolicy:
-    return ApprovalPolicy.objects.create(
-        action=action, condition=condition, approver_role=Group.objects.get(name=Role.APPROVER), **kw
-    )
 
 
 @pytest.fixture
@@ -130,17 +89,4 @@ def world(marketer: Any, crm: Any) -> dict[str, Any]:
         "contacts": contacts,
         "segment_id": segment["result"]["segment_id"],
         "short_link_id": link["result"]["short_link_id"],
-    }
-
-
-def draft_data(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    return {
-        "name": "Spring sale",
-        "segment_id": world["segment_id"],
-        "text": TEXT,
-        "brand": "ShopHK",
-        "short_link_id": world["short_link_id"],
-        "sender_id": "#SHOPHK",
-        "send_goal": "Spring sale visits",
-        **overrides,
     }

@@ -33,7 +33,7 @@ from gateways.models import Account, Gateway, MessageState, OutboundMessage, Sen
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
-from tests.campaigns.conftest import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours
+from tests.support.campaigns import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours
 
 pytestmark = pytest.mark.django_db
 

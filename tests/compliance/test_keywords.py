@@ -18,7 +18,7 @@ from gateways.delivery import inbound_receive
 from gateways.models import Gateway
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.models import AuditLog
-from tests.contacts.factories import api_actor, create_contact
+from tests.support.contacts import api_actor, create_contact
 
 _ids = itertools.count(1)
 

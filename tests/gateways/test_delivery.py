@@ -15,7 +15,6 @@ from gateways.delivery import (
     INBOUND_HANDLERS,
     gateway_test_sms,
     inbound_receive,
-    message_queue,
     messages_claim,
     messages_reconcile,
     messages_submit,
@@ -26,7 +25,6 @@ from gateways.models import (
     Account,
     DeliveryReceipt,
     Gateway,
-    GatewayRate,
     MessagePart,
     MessageState,
     OutboundMessage,
@@ -34,52 +32,18 @@ from gateways.models import (
     QuotaReservation,
     ReservationState,
 )
-from gateways.quotas import account_instance
-from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import AuditLog
-from tests.conftest import actor
+from tests.support.actors import actor
+from tests.support.delivery import SYSTEM, queue
 
 pytestmark = pytest.mark.django_db
-SYSTEM = Actor.system("test")
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
-
-
-@pytest.fixture
-def sim(db: Any) -> Gateway:
-    gateway = Gateway.objects.create(
-        code="sim-hk",
-        name="Simulator",
-        provider=Provider.SIMULATOR,
-        countries=["HK"],
-        priority=1,
-        encodings=["GSM-7", "UCS-2"],
-        settings={"receipt_latency_ms": 0},
-    )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    account = account_instance()
-    account.balance, account.monthly_quota_segments = Decimal("100"), 1000
-    account.save()
-    return gateway
 
 
 @pytest.fixture
 def operator(make_user: Any) -> Any:
     return make_user("operations")
-
-
-def queue(
-    destination: str, body: str = "Hello from the shop", sender: str = "#SHOPHK", purpose: str = "transactional"
-) -> OutboundMessage:
-    with transaction.atomic():
-        return message_queue(
-            actor=SYSTEM,
-            gateway_code="sim-hk",
-            sender_id=sender,
-            destination=destination,
-            body=body,
-            purpose=purpose,
-        )
 
 
 def submit(gateway: Gateway) -> dict[str, int]:

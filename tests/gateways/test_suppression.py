@@ -15,9 +15,8 @@ from gateways.delivery import messages_claim, messages_claim_rows, messages_supp
 from gateways.models import MessageState, OutboundMessage, QuotaReservation, ReservationState
 from smsplatform.kernel.actor import Actor
 from smsplatform.models import AuditLog
-from tests.gateways.test_delivery import queue, sim
+from tests.support.delivery import queue
 
-__all__ = ["sim"]
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("test")
 PHONES = [f"+8529123{i:04d}" for i in range(5)]

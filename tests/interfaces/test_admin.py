@@ -11,7 +11,7 @@ from django.urls import reverse
 from compliance.models import ActionRequest, RequestState
 from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
 from smsplatform.models import AuditLog
-from tests.conftest import actor
+from tests.support.actors import actor
 
 pytestmark = pytest.mark.django_db
 

@@ -18,9 +18,7 @@ import smpplib.smpp
 
 from gateways.smsc import SmscConfig, find_duplicates, pdu
 from gateways.smsc.__main__ import build_config, parse_args
-from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, Smsc, smsc, smsc_factory, wait_for
-
-__all__ = ["smsc", "smsc_factory"]  # the fixtures, imported for pytest
+from tests.support.smsc_setup import PASSWORD, SYSTEM_ID, Smsc, wait_for
 
 HANDSET = "85291234567"
 SENDER = "MyBrand"

@@ -21,12 +21,10 @@ from django.utils import timezone
 from templates.clicks import Click
 from templates.models import DeviceClass, LinkClick, ShortLink
 from templates.views import device_class
-from tests.conftest import postgres_only
-from tests.templates.conftest import make_link
+from tests.support.db import postgres_only
+from tests.support.templates import IPHONE, make_link
 
 pytestmark = pytest.mark.django_db
-
-IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 
 
 @pytest.fixture
