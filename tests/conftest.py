@@ -146,11 +146,12 @@ TEST_GATEWAYS = ["simulator", "sim", "other", "x", "a", "b", "c", "gw", "gw0", "
 TEST_SENDER_IDS = ["#SHOPHK", "#SHOP", "SHOP"]
 
 
-@pytest.fixture(autouse=True)
-def _known_gateways_and_sender_ids(request: pytest.FixtureRequest) -> None:
-    if not _uses_db(request):
-        return
-    request.getfixturevalue("db")
+@pytest.fixture
+def known_gateways(db: Any) -> None:
+    """The gateways and registered sender IDs that tests name in configuration and sends (a
+    simulator gateway per code in TEST_GATEWAYS; #SHOPHK, #SHOP, SHOP registered for HK). Request
+    it where a test names them: module ``pytestmark = pytest.mark.usefixtures("known_gateways")``,
+    or a directory conftest for a whole directory."""
     from gateways.models import Gateway, Provider, SenderId, SenderIdKind, SenderIdStatus
 
     for code in TEST_GATEWAYS:

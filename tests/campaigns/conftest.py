@@ -50,7 +50,7 @@ def send_policy(roles: None) -> ApprovalPolicy:
 
 
 @pytest.fixture
-def world(marketer: Any, crm: Any) -> dict[str, Any]:
+def world(marketer: Any, crm: Any, known_gateways: None) -> dict[str, Any]:
     gateway = Gateway.objects.create(
         code="camp-sim",
         name="Campaign simulator",

@@ -24,7 +24,7 @@ from smsplatform.models import AuditLog, PlatformConfig
 from tests.support.actors import actor
 from tests.support.db import postgres_only, race
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def request_change(user: Any, token: str, gateway: str = "simulator", key: str = "req-key-0001") -> dict[str, Any]:

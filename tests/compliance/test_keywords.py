@@ -20,6 +20,7 @@ from smsplatform.config_service import platform_config_get, platform_config_upda
 from smsplatform.models import AuditLog
 from tests.support.contacts import api_actor, create_contact
 
+pytestmark = pytest.mark.usefixtures("known_gateways")
 _ids = itertools.count(1)
 
 

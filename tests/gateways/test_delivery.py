@@ -37,7 +37,7 @@ from smsplatform.models import AuditLog
 from tests.support.actors import actor
 from tests.support.delivery import SYSTEM, queue
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
 
 

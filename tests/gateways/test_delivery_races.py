@@ -23,7 +23,7 @@ from gateways.models import Account, DeliveryReceipt, Gateway, MessageState, Quo
 from tests.support.db import postgres_only
 from tests.support.delivery import SYSTEM, queue
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_a_receipt_stored_while_the_parts_are_uncommitted_is_applied_on_commit(

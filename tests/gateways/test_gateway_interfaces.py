@@ -11,7 +11,7 @@ from gateways.models import SenderIdApplication
 from tests.support.gateways import application
 from tests.support.mcp import run, structured, tool_error
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 
 def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, marketing: Any) -> None:

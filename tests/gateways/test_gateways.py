@@ -34,7 +34,7 @@ from tests.support.actors import actor
 from tests.support.db import postgres_only, race
 from tests.support.gateways import application
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 SYSTEM = Actor.system("test")
 

@@ -43,7 +43,7 @@ from smsplatform.models import AuditLog
 from tests.support.smpp import queue, smpp_gateway, state
 from tests.support.smsc_setup import PASSWORD, SYSTEM_ID, wait_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 
 

@@ -25,7 +25,7 @@ from tests.support.db import postgres_only
 from tests.support.smpp import queue, smpp_gateway, state
 from tests.support.smsc_setup import PASSWORD, wait_for
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
 

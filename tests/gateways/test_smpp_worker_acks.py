@@ -13,7 +13,7 @@ from gateways.smpp.worker import BindWorker
 from tests.support.smpp import queue, smpp_gateway, state
 from tests.support.smsc_setup import PASSWORD
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_receipts_are_acknowledged_after_their_commit(smsc: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.models import AuditLog
 from tests.support.delivery import queue
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 PHONES = [f"+8529123{i:04d}" for i in range(5)]
 

@@ -53,7 +53,7 @@ from tests.support.actors import actor
 from tests.support.contacts import consent
 from tests.support.smsc_setup import PASSWORD, SYSTEM_ID
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 PHONES = {
     "amy": "+85291000001",

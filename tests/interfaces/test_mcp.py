@@ -18,7 +18,7 @@ from smsplatform.mcp.registry import registered_tools
 from tests.support.actors import actor
 from tests.support.mcp import run, structured, tool_error
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 EXPECTED_TOOLS = {
     "sms_marketing.config.get",

@@ -11,7 +11,7 @@ from compliance.roles import Role
 from smsplatform.models import AuditLog, PlatformConfig
 from tests.support.rest import error_of
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_config_read_and_update(api_for: Any, technical: Any) -> None:

@@ -12,7 +12,7 @@ from smsplatform.models import AuditLog, IdempotencyRecord, PlatformConfig, Plat
 from tests.support.actors import actor
 from tests.support.db import postgres_only, race
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def update(user: Any, changes: dict[str, Any], token: str, key: str = "key-00000001", **kw: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REAL_WORKER_TEST = [
     pytest.mark.celery_worker,
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("known_gateways"),
     pytest.mark.skipif(
         not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
         reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
