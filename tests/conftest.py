@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -18,6 +16,7 @@ from compliance.roles import Role, roles_sync
 from gateways.smsc import SmscProcess, SmscThread
 from smsplatform.config_service import platform_config_get
 from smsplatform.models import ApiToken
+from tests.support.factories import ApprovalPolicyFactory, GatewayFactory, SenderIdFactory, UserFactory
 from tests.support.smsc_setup import Smsc, smsc_config
 
 _counter = itertools.count(1)
@@ -45,14 +44,9 @@ def roles(db: Any) -> None:
 @pytest.fixture
 def make_user(roles: None) -> Callable[..., Any]:
     def make(*role_names: str, username: str | None = None, superuser: bool = False) -> Any:
-        user = get_user_model().objects.create_user(
-            username=username or f"user{next(_counter)}",
-            password="test-pass-123",
-            is_staff=True,
-            is_superuser=superuser,
+        return UserFactory.create(
+            username=username or f"user{next(_counter)}", is_superuser=superuser, roles=role_names
         )
-        user.groups.set([Group.objects.get(name=name) for name in role_names])
-        return user
 
     return make
 
@@ -93,11 +87,7 @@ def api_for(token_for: Callable[[Any], str]) -> Callable[[Any], APIClient]:
 
 @pytest.fixture
 def config_policy(roles: None) -> ApprovalPolicy:
-    return ApprovalPolicy.objects.create(
-        action=ActionType.CONFIG_UPDATE,
-        condition=Condition.ALWAYS,
-        approver_role=Group.objects.get(name=Role.APPROVER),
-    )
+    return ApprovalPolicyFactory.create(action=ActionType.CONFIG_UPDATE, condition=Condition.ALWAYS)
 
 
 @pytest.fixture
@@ -152,21 +142,10 @@ def known_gateways(db: Any) -> None:
     simulator gateway per code in TEST_GATEWAYS; #SHOPHK, #SHOP, SHOP registered for HK). Request
     it where a test names them: module ``pytestmark = pytest.mark.usefixtures("known_gateways")``,
     or a directory conftest for a whole directory."""
-    from gateways.models import Gateway, Provider, SenderId, SenderIdKind, SenderIdStatus
-
     for code in TEST_GATEWAYS:
-        Gateway.objects.get_or_create(code=code, defaults={"name": code, "provider": Provider.SIMULATOR})
+        GatewayFactory.create(code=code)
     for value in TEST_SENDER_IDS:
-        SenderId.objects.get_or_create(
-            value=value,
-            defaults={
-                "kind": SenderIdKind.SSRS if value.startswith("#") else SenderIdKind.ALPHANUMERIC,
-                "brand": "Shop",
-                "status": SenderIdStatus.REGISTERED,
-                "regions": ["HK"],
-                "ssrs_registered_regions": ["HK"] if value.startswith("#") else [],
-            },
-        )
+        SenderIdFactory.create(value=value)
 
 
 @pytest.fixture(autouse=True)

@@ -9,26 +9,23 @@ from typing import Any
 
 import pytest
 
-from gateways.models import Gateway, GatewayRate, Provider
-from gateways.quotas import account_instance
+from gateways.models import Gateway
+from tests.support.factories import GatewayFactory, GatewayRateFactory, account_fund
 from tests.support.kannel import Kannel
 
 
 @pytest.fixture
 def sim(db: Any) -> Gateway:
-    gateway = Gateway.objects.create(
+    gateway = GatewayFactory.create(
         code="sim-hk",
         name="Simulator",
-        provider=Provider.SIMULATOR,
         countries=["HK"],
         priority=1,
         encodings=["GSM-7", "UCS-2"],
         settings={"receipt_latency_ms": 0},
     )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    account = account_instance()
-    account.balance, account.monthly_quota_segments = Decimal("100"), 1000
-    account.save()
+    GatewayRateFactory.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    account_fund(balance=Decimal("100"), monthly_quota_segments=1000)
     return gateway
 
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from django.contrib.auth.models import Group
-
 from compliance.models import ApprovalPolicy, Condition
-from compliance.roles import Role
 from smsplatform.config_service import platform_config_get, platform_config_update
 from smsplatform.kernel.actor import Actor, Channel
+from tests.support.factories import ApprovalPolicyFactory
 
 _keys = itertools.count(1)
 
@@ -49,9 +47,7 @@ def act(user: Any, channel: Channel = Channel.MCP) -> Actor:
 
 
 def policy(action: str, condition: str = Condition.ALWAYS, **kw: Any) -> ApprovalPolicy:
-    return ApprovalPolicy.objects.create(
-        action=action, condition=condition, approver_role=Group.objects.get(name=Role.APPROVER), **kw
-    )
+    return ApprovalPolicyFactory.create(action=action, condition=condition, **kw)
 
 
 def draft_data(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -8,16 +8,16 @@ from typing import Any
 from django.db import transaction
 
 from gateways.delivery import message_queue
-from gateways.models import Gateway, GatewayRate, OutboundMessage, Provider
-from gateways.quotas import account_instance
+from gateways.models import Gateway, OutboundMessage, Provider
 from smsplatform.kernel.actor import Actor
+from tests.support.factories import GatewayFactory, GatewayRateFactory, account_fund
 from tests.support.smsc_setup import SYSTEM_ID
 
 SYSTEM = Actor.system("test")
 
 
 def smpp_gateway(server: Any, *, window: int = 10, rate: int = 1000) -> Gateway:
-    gateway = Gateway.objects.create(
+    gateway = GatewayFactory.create(
         code="smpp-hk",
         name="SMPP HK",
         provider=Provider.SMPP,
@@ -29,10 +29,8 @@ def smpp_gateway(server: Any, *, window: int = 10, rate: int = 1000) -> Gateway:
         settings={"host": server.host, "port": server.port, "system_id": SYSTEM_ID},
         credentials_env={"password": "TEST_SMPP_PASSWORD"},
     )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    account = account_instance()
-    account.balance, account.monthly_quota_segments = Decimal("1000"), 100_000
-    account.save()
+    GatewayRateFactory.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    account_fund(balance=Decimal("1000"), monthly_quota_segments=100_000)
     return gateway
 
 

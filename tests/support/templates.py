@@ -6,14 +6,12 @@ import copy
 import itertools
 from typing import Any
 
-from django.contrib.auth.models import Group
-
 from compliance.models import ApprovalPolicy, Condition
-from compliance.roles import Role
 from smsplatform.config_service import platform_config_data, platform_config_get, platform_config_update
 from templates.selectors import short_link_preview
 from templates.services import short_link_create, template_save
 from tests.support.actors import actor
+from tests.support.factories import ApprovalPolicyFactory
 
 _keys = itertools.count(1)
 
@@ -53,9 +51,7 @@ def content(base: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any
 
 
 def policy(action: str, condition: str = Condition.SENSITIVE_CONTENT) -> ApprovalPolicy:
-    return ApprovalPolicy.objects.create(
-        action=action, condition=condition, approver_role=Group.objects.get(name=Role.APPROVER)
-    )
+    return ApprovalPolicyFactory.create(action=action, condition=condition)
 
 
 def save(user: Any, data: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
