@@ -16,6 +16,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from campaigns.models import Campaign, CampaignState
 from compliance.models import ApprovalPolicy, Condition
 from compliance.roles import Role
 from contacts.models import (
@@ -31,6 +32,7 @@ from contacts.models import (
 )
 from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdKind, SenderIdStatus
 from gateways.quotas import account_instance
+from templates.models import Language, Purpose, Template, TemplateVersion, VersionApproval
 
 PASSWORD = "test-pass-123"
 # A segment preview's exclusion counts, none excluded.
@@ -198,3 +200,59 @@ class SegmentFactory(factory.django.DjangoModelFactory[Segment]):
     exclusions = factory.LazyFunction(lambda: dict(NO_EXCLUSIONS))
     estimated_cost = factory.LazyFunction(dict)
     created_by = factory.SubFactory(UserFactory)
+
+
+class TemplateFactory(factory.django.DjangoModelFactory[Template]):
+    """A marketing template at version 1, with its version row (as template_save stores a new one)."""
+
+    class Meta:
+        model = Template
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"Template {n + 1}")
+    purpose = Purpose.MARKETING
+    language = Language.BILINGUAL
+    version = 1
+    created_by = factory.SubFactory(UserFactory)
+    first_version = factory.RelatedFactory(
+        "tests.support.factories.TemplateVersionFactory",
+        factory_related_name="template",
+        version=1,
+    )
+
+
+class TemplateVersionFactory(factory.django.DjangoModelFactory[TemplateVersion]):
+    """One saved state of a template (its name, purpose and language copied from the template)."""
+
+    class Meta:
+        model = TemplateVersion
+
+    template = factory.SubFactory(TemplateFactory, first_version=None)
+    version = factory.LazyAttribute(lambda o: o.template.version)
+    name = factory.LazyAttribute(lambda o: o.template.name)
+    purpose = factory.LazyAttribute(lambda o: o.template.purpose)
+    language = factory.LazyAttribute(lambda o: o.template.language)
+    body = "【ShopHK】春季優惠全場8折 回覆STOP退訂 Reply STOP to opt out"
+    brand = "ShopHK"
+    max_segments = 3
+    approval_status = VersionApproval.NOT_REQUIRED
+    created_by = factory.LazyAttribute(lambda o: o.template.created_by)
+
+
+class CampaignFactory(factory.django.DjangoModelFactory[Campaign]):
+    """A draft campaign with free copy to a segment, owned by its creator. Counts and cost (the
+    ``estimate``, ``body_preview``, ``encoding``) are what the draft services compute: give them
+    when a test reads them."""
+
+    class Meta:
+        model = Campaign
+
+    name = factory.Sequence(lambda n: f"Campaign {n + 1}")
+    state = CampaignState.DRAFT
+    segment = factory.SubFactory(SegmentFactory)
+    text = "【ShopHK】春季優惠全場8折 回覆STOP退訂 Reply STOP to opt out"
+    brand = "ShopHK"
+    sender_id = "#SHOPHK"
+    send_goal = "Spring sale visits"
+    owner = factory.SubFactory(UserFactory)
+    created_by = factory.LazyAttribute(lambda o: o.owner)
