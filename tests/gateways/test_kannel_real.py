@@ -57,7 +57,7 @@ from tests.support.kannel import (
 )
 from tests.support.smsc_setup import smsc_config
 
-pytestmark = [pytest.mark.kannel, requires_kannel]
+pytestmark = [pytest.mark.kannel, requires_kannel, pytest.mark.usefixtures("known_gateways")]
 
 T = TypeVar("T")
 
