@@ -31,11 +31,20 @@ run: seed
 # that drive a real Celery worker through Redis (.ci/run starts both servers).
 test: test-sqlite test-postgres test-celery
 
+# Each suite runs in two passes: the process-free tests in parallel (pytest-xdist, whole files per
+# worker), then, once and one at a time, the `process` tests that start servers or subprocesses
+# (SMSC simulator, live server, short-link server, Kannel), which would only fight over the cores.
+TEST_WORKERS ?= auto
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not celery_worker and not process and not browser"
+SERIAL := -m "process and not celery_worker and not browser"
+
 test-sqlite: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not browser"
+	$(PY) -m pytest -q -p no:cacheprovider $(PARALLEL)
+	$(PY) -m pytest -q -p no:cacheprovider $(SERIAL)
 
 test-postgres: install
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not browser"
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider $(PARALLEL)
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider $(SERIAL)
 
 # The real-process tests, run once: a real Celery worker on Redis, and the admin in Debian's chromium.
 test-celery: install

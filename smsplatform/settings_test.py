@@ -1,5 +1,15 @@
 """Test settings: the production settings with a fast password hasher."""
 
+import os
+from pathlib import Path
+
+# A pytest-xdist worker gets a var/ of its own (click spool, journals, broker folders), so that
+# parallel workers never share a file; the serial pass and single runs keep var/.
+if os.environ.get("PYTEST_XDIST_WORKER") and "SMS_VAR_DIR" not in os.environ:
+    os.environ["SMS_VAR_DIR"] = str(
+        Path(__file__).resolve().parent.parent / "var" / "test-workers" / os.environ["PYTEST_XDIST_WORKER"]
+    )
+
 from smsplatform.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

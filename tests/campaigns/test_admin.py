@@ -19,7 +19,7 @@ from compliance.models import ActionRequest, RequestState
 from compliance.roles import Role
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
-from tests.campaigns.conftest import PHONES, TEXT, act, draft_data, key
+from tests.support.campaigns import PHONES, TEXT, act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

@@ -22,8 +22,8 @@ from django.conf import settings
 from campaigns.models import Campaign, CampaignState
 from campaigns.services import campaign_send_approved
 from compliance.models import ActionRequest, RequestState
-from tests.campaigns.conftest import act, key
 from tests.campaigns.test_admin import draft
+from tests.support.campaigns import act, key
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -26,7 +26,7 @@ from campaigns.tasks import dispatch_campaign
 from compliance.services import action_request_approve
 from gateways.models import MessageState, OutboundMessage, QuotaReservation
 from smsplatform.kernel.errors import ApplicationError
-from tests.campaigns.conftest import PHONES, act, draft_data, key
+from tests.support.campaigns import PHONES, act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

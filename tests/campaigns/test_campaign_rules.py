@@ -37,7 +37,7 @@ from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
-from tests.campaigns.conftest import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours
+from tests.support.campaigns import HK_QUIET_HOURS, PHONES, act, draft_data, key, policy, set_quiet_hours
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.services import campaign_create_draft, campaign_send_approved
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
-from tests.campaigns.conftest import act, draft_data, key
+from tests.support.campaigns import act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

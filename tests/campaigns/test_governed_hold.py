@@ -23,7 +23,7 @@ from compliance.models import ActionRequest
 from compliance.services import action_request_approve
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import AuditLog
-from tests.campaigns.conftest import act, draft_data, key
+from tests.support.campaigns import act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

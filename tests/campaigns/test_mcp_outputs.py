@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from campaigns.dispatch import batches_advance
 from smsplatform.mcp.registry import registered_tools
-from tests.campaigns.conftest import act, draft_data, key
+from tests.support.campaigns import act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

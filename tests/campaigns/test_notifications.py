@@ -17,7 +17,7 @@ from campaigns.notifications import campaign_notify
 from campaigns.services import campaign_cancel_schedule, campaign_create_draft, campaign_schedule
 from gateways.models import SenderId
 from smsplatform.models import AuditLog, Notification, NotificationState
-from tests.campaigns.conftest import act, draft_data, key
+from tests.support.campaigns import act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ from gateways.selectors import PriceQuote, provider_keeps_clusters
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.segments import count_segments, count_segments_clusters
 from templates.models import ShortLink
-from tests.campaigns.conftest import act, draft_data, key
+from tests.support.campaigns import act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 
@@ -247,7 +247,7 @@ def test_the_link_effect_adds_up_every_country_billed_in_one_currency(
     """Two countries priced in HKD: the link's extra cost is the sum of both, not the last one."""
     from contacts.models import AudienceMembership
     from contacts.services import segment_create, segment_preview
-    from tests.contacts.factories import create_contact
+    from tests.support.contacts import create_contact
 
     gateway = world["gateway"]
     gateway.countries = ["HK", "MO"]

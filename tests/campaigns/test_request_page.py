@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from campaigns.services import campaign_schedule, campaign_send_approved, campaign_update
 from compliance.models import ActionRequest, ActionType, RequestState
-from tests.campaigns.conftest import act, key, policy
 from tests.campaigns.test_admin import draft
+from tests.support.campaigns import act, key, policy
 
 pytestmark = pytest.mark.django_db
 

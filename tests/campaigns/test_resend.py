@@ -24,7 +24,7 @@ from gateways.models import MessagePurpose, MessageState, OutboundMessage, Quota
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import Preview
-from tests.campaigns.conftest import PHONES, act, draft_data, key
+from tests.support.campaigns import PHONES, act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from compliance.roles import Role
 from compliance.services import action_request_approve
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
-from tests.campaigns.conftest import PHONES, act, draft_data, key
+from tests.support.campaigns import PHONES, act, draft_data, key
 
 pytestmark = pytest.mark.django_db
 

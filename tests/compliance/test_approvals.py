@@ -22,10 +22,10 @@ from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog, PlatformConfig
-from tests.conftest import actor, postgres_only
-from tests.kernel.test_config_service import _race
+from tests.support.actors import actor
+from tests.support.db import postgres_only, race
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def request_change(user: Any, token: str, gateway: str = "simulator", key: str = "req-key-0001") -> dict[str, Any]:
@@ -247,7 +247,7 @@ def test_disabled_policy_does_not_apply(config_policy: ApprovalPolicy, technical
 def test_race_two_approvers_execute_once(pending: int, approver: Any, make_user: Any) -> None:
     second = make_user(Role.APPROVER)
     approvers = [approver, second]
-    results = _race(2, lambda i: action_request_approve(actor=actor(approvers[i]), action_request_id=pending))
+    results = race(2, lambda i: action_request_approve(actor=actor(approvers[i]), action_request_id=pending))
     executed = [r for r in results if isinstance(r, dict)]
     refused = [r for r in results if isinstance(r, ApplicationError)]
     assert len(executed) == 1 and len(refused) == 1, results

@@ -20,8 +20,9 @@ from gateways.models import Gateway
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
 from smsplatform.models import AuditLog
-from tests.contacts.factories import api_actor, create_contact
+from tests.support.contacts import api_actor, create_contact
 
+pytestmark = pytest.mark.usefixtures("known_gateways")
 _ids = itertools.count(1)
 
 

@@ -23,8 +23,8 @@ from gateways.models import Gateway, MessagePurpose, MessageState, OutboundMessa
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
-from tests.conftest import postgres_only
-from tests.contacts.factories import api_actor, consent, create_contact, key, upsert
+from tests.support.contacts import api_actor, consent, create_contact, key, upsert
+from tests.support.db import postgres_only
 
 
 @pytest.fixture
@@ -318,7 +318,7 @@ def test_race_stop_versus_upsert_with_an_older_token(
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_race_many_stops_and_upserts_on_one_token(crm: Any) -> None:
-    from tests.kernel.test_config_service import _race
+    from tests.support.db import race
 
     cid = create_contact(crm)
     token = _token(crm, cid)
@@ -328,7 +328,7 @@ def test_race_many_stops_and_upserts_on_one_token(crm: Any) -> None:
             return contact_opt_out(actor=api_actor(crm), idempotency_key=key(f"s{i}"), contact_id=cid, reason="stop")
         return upsert(crm, contact_id=cid, base_version_token=token, tags=[f"t{i}"])
 
-    results = _race(6, work)
+    results = race(6, work)
     upserts = [r for i, r in enumerate(results) if i % 2 == 0]
     assert sum(isinstance(r, dict) for r in upserts) <= 1, results
     assert all(isinstance(r, dict) for i, r in enumerate(results) if i % 2), results

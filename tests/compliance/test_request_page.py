@@ -12,7 +12,7 @@ from compliance.models import ActionRequest
 from compliance.presenters import config_changes_diff
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
-from tests.conftest import actor
+from tests.support.actors import actor
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from contacts.optouts import contact_opt_out
 from contacts.selectors import contact_get, contacts_search
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
-from tests.contacts.factories import api_actor, consent, create_contact, key, upsert
+from tests.support.contacts import api_actor, consent, create_contact, key, upsert
 
 pytestmark = pytest.mark.django_db
 

@@ -21,8 +21,8 @@ from contacts.services import consent_normalise
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
-from tests.conftest import postgres_only
-from tests.contacts.factories import api_actor, consent, create_contact, key
+from tests.support.contacts import api_actor, consent, create_contact, key
+from tests.support.db import postgres_only
 
 pytestmark = pytest.mark.django_db
 

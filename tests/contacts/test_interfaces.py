@@ -12,8 +12,8 @@ from compliance.models import OptOut
 from compliance.optouts import phone_is_suppressed
 from compliance.roles import Role
 from contacts.models import Contact
-from tests.contacts.factories import consent
-from tests.interfaces.test_mcp import _error, run, structured
+from tests.support.contacts import consent
+from tests.support.mcp import run, structured, tool_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,16 +92,16 @@ def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, market
     assert structured(r["bare"])["result"]["sendable"] is False  # no consent evidence: never sendable
     created = structured(r["created"])
     assert created["status"] == "executed" and created["result"]["sendable"] is True
-    assert _error(r["invalid"])["code"] == "phone_invalid" and _error(r["invalid"])["field"] == "phone"
-    assert _error(r["no_key"])["field"] == "idempotency_key"
-    assert _error(r["duplicate"])["code"] == "version_token_required"
+    assert tool_error(r["invalid"])["code"] == "phone_invalid" and tool_error(r["invalid"])["field"] == "phone"
+    assert tool_error(r["no_key"])["field"] == "idempotency_key"
+    assert tool_error(r["duplicate"])["code"] == "version_token_required"
     assert r["found"]["contacts"][0]["phone"] == "+85291234567"  # CRM may see full numbers
     assert r["got"]["consent_evidence"][0]["source"] == "web_form"
     assert structured(r["opt_out"])["suppressed"] is True
-    assert _error(r["stale"])["code"] == "stale_version_token"
+    assert tool_error(r["stale"])["code"] == "stale_version_token"
     cleared = structured(r["silent_clear"])["result"]
     assert cleared["opted_out"] is True and cleared["sendable"] is False  # consent alone lifts nothing
-    assert _error(r["lift_without_consent"])["field"] == "consent"
+    assert tool_error(r["lift_without_consent"])["field"] == "consent"
     assert structured(r["opt_outs"])["active_by_reason"]["stop"] == 1
     assert structured(r["caps"])["caps"]["per_day"] >= 0
     assert phone_is_suppressed("+85291234567") and OptOut.objects.get().lifted_at is None
@@ -122,7 +122,7 @@ def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, market
     assert search["phones_masked"] is True and search["contacts"][0]["phone"] == "+852****4567"
     assert "name" not in search["contacts"][0] and "tags" not in search["contacts"][0]
     assert {o["phone"] for o in structured(m["opt_outs"])["opt_outs"]} == {"+852****4567"}
-    assert _error(m["upsert"])["code"] == "permission_denied"
+    assert tool_error(m["upsert"])["code"] == "permission_denied"
     assert not Contact.objects.filter(phone="+85298765432").exists()
 
 
@@ -223,7 +223,7 @@ def test_rest_refuses_fields_it_does_not_take_as_mcp_does(api_for: Any, make_use
 
 
 def test_admin_masks_phones_and_opts_out(client: Any, make_user: Any) -> None:
-    from tests.contacts.factories import create_contact
+    from tests.support.contacts import create_contact
 
     officer = make_user(Role.COMPLIANCE)
     marketer = make_user(Role.MARKETING)
@@ -248,7 +248,7 @@ def test_audiences_and_segments_over_mcp_and_rest(
     live_server: Any, make_user: Any, token_for: Any, api_for: Any, marketing: Any
 ) -> None:
     from contacts.models import Audience, AudienceMembership, Segment
-    from tests.contacts.factories import create_contact
+    from tests.support.contacts import create_contact
 
     crm_user = make_user(Role.CRM)
     audience = Audience.objects.create(name="Members", source="crm", region="HK")
@@ -282,13 +282,13 @@ def test_audiences_and_segments_over_mcp_and_rest(
     r = run(url, token_for(marketing), body)
     listed = structured(r["audiences"])["audiences"][0]
     assert listed["members"] == 2 and listed["sendable"] == 1 and "+852" not in str(listed)
-    assert _error(r["bad"])["field"] == "criteria.tags"
+    assert tool_error(r["bad"])["field"] == "criteria.tags"
     preview = structured(r["preview"])
     assert preview["matched"] == 2 and preview["sendable"] + sum(preview["exclusions"].values()) == 2
     assert preview["exclusions"]["no_consent"] == 1
-    assert _error(r["widen"])["field"] == "criteria"
+    assert tool_error(r["widen"])["field"] == "criteria"
     assert structured(r["create"])["result"]["sendable"] == preview["sendable"]
-    assert _error(r["again"])["code"] == "preview_already_used"
+    assert tool_error(r["again"])["code"] == "preview_already_used"
     assert Segment.objects.count() == 1
 
     api = api_for(marketing)

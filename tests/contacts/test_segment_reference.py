@@ -23,7 +23,7 @@ from contacts.models import Audience, AudienceMembership, ConsentEvidence, Conta
 from contacts.selectors import EXCLUSION_ORDER, segment_counts
 from gateways.frequency import frequency_windows
 from gateways.models import Gateway, GatewayRate, MessagePurpose, MessageState, OutboundMessage, Provider
-from tests.contacts.factories import api_actor
+from tests.support.contacts import api_actor
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ from gateways.models import Gateway, GatewayRate, MessagePurpose, OutboundMessag
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import Preview
-from tests.contacts.factories import api_actor, create_contact, key
+from tests.support.contacts import api_actor, create_contact, key
 
 pytestmark = pytest.mark.django_db
 

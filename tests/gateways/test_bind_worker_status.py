@@ -19,7 +19,7 @@ from gateways.models import BindState, BindWorkerStatus, Gateway
 from gateways.services import bind_worker_status_record
 from smsplatform.kernel.actor import Actor
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 WORKER = Actor.system("smpp_worker:gw")
 
 

@@ -14,14 +14,13 @@ from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery.claim import messages_claim
 from gateways.delivery.inbound import INBOUND_HANDLERS, inbound_receive
 from gateways.delivery.outcomes import outcomes_record
-from gateways.delivery.queue import gateway_test_sms, message_queue, messages_submit
+from gateways.delivery.queue import gateway_test_sms, messages_submit
 from gateways.delivery.receipts import receipts_ingest
 from gateways.delivery.reconcile import messages_reconcile
 from gateways.models import (
     Account,
     DeliveryReceipt,
     Gateway,
-    GatewayRate,
     MessagePart,
     MessageState,
     OutboundMessage,
@@ -29,52 +28,18 @@ from gateways.models import (
     QuotaReservation,
     ReservationState,
 )
-from gateways.quotas import account_instance
-from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.models import AuditLog
-from tests.conftest import actor
+from tests.support.actors import actor
+from tests.support.delivery import SYSTEM, queue
 
-pytestmark = pytest.mark.django_db
-SYSTEM = Actor.system("test")
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
-
-
-@pytest.fixture
-def sim(db: Any) -> Gateway:
-    gateway = Gateway.objects.create(
-        code="sim-hk",
-        name="Simulator",
-        provider=Provider.SIMULATOR,
-        countries=["HK"],
-        priority=1,
-        encodings=["GSM-7", "UCS-2"],
-        settings={"receipt_latency_ms": 0},
-    )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    account = account_instance()
-    account.balance, account.monthly_quota_segments = Decimal("100"), 1000
-    account.save()
-    return gateway
 
 
 @pytest.fixture
 def operator(make_user: Any) -> Any:
     return make_user("operations")
-
-
-def queue(
-    destination: str, body: str = "Hello from the shop", sender: str = "#SHOPHK", purpose: str = "transactional"
-) -> OutboundMessage:
-    with transaction.atomic():
-        return message_queue(
-            actor=SYSTEM,
-            gateway_code="sim-hk",
-            sender_id=sender,
-            destination=destination,
-            body=body,
-            purpose=purpose,
-        )
 
 
 def submit(gateway: Gateway) -> dict[str, int]:

@@ -16,14 +16,14 @@ from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.receipts import receipts_apply_pending, receipts_ingest
 from gateways.delivery.reconcile import messages_mark_unknown, messages_reconcile
 from gateways.models import Account, DeliveryReceipt, Gateway, MessageState, QuotaReservation, ReservationState
-from tests.conftest import postgres_only
-from tests.gateways.test_delivery import SYSTEM, queue, sim  # noqa: F401 (sim is a fixture)
+from tests.support.db import postgres_only
+from tests.support.delivery import SYSTEM, queue
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_a_receipt_stored_while_the_parts_are_uncommitted_is_applied_on_commit(
-    sim: Gateway,  # noqa: F811
+    sim: Gateway,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     message = queue("+85291234567")
@@ -39,7 +39,7 @@ def test_a_receipt_stored_while_the_parts_are_uncommitted_is_applied_on_commit(
     assert not DeliveryReceipt.objects.filter(applied_at__isnull=True).exists()
 
 
-def test_the_reconciler_applies_unapplied_receipts_whose_parts_exist(sim: Gateway) -> None:  # noqa: F811
+def test_the_reconciler_applies_unapplied_receipts_whose_parts_exist(sim: Gateway) -> None:
     message = queue("+85291234567")
     claimed = messages_claim(gateway_id=sim.pk)
     outcomes_record(actor=SYSTEM, gateway=sim, messages=claimed, outcomes=[SendOutcome.accepted(["r-2"])])
@@ -59,7 +59,7 @@ def test_the_reconciler_applies_unapplied_receipts_whose_parts_exist(sim: Gatewa
 
 @postgres_only
 @pytest.mark.django_db(transaction=True)
-def test_receipt_race_with_a_real_concurrent_ingestion(sim: Gateway) -> None:  # noqa: F811
+def test_receipt_race_with_a_real_concurrent_ingestion(sim: Gateway) -> None:
     message = queue("+85291234567")
     claimed = messages_claim(gateway_id=sim.pk)
     results: list[Any] = []
@@ -84,7 +84,7 @@ def test_receipt_race_with_a_real_concurrent_ingestion(sim: Gateway) -> None:  #
 
 
 @pytest.mark.parametrize("how", ["mark_unknown", "reconcile"])
-def test_messages_turned_unknown_consume_their_hold(sim: Gateway, how: str) -> None:  # noqa: F811
+def test_messages_turned_unknown_consume_their_hold(sim: Gateway, how: str) -> None:
     first, second = queue("+85291234567"), queue("+85291234568", "z" * 200)
     claimed = messages_claim(gateway_id=sim.pk)
     assert len(claimed) == 2

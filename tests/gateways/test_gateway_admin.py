@@ -12,7 +12,7 @@ from django.urls import reverse
 from gateways.models import Gateway, GatewayRate, MessageState, OutboundMessage, Provider
 from gateways.quotas import account_instance
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 @pytest.fixture

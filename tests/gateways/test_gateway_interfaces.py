@@ -8,10 +8,10 @@ import pytest
 
 from compliance.roles import Role
 from gateways.models import SenderIdApplication
-from tests.gateways.test_gateways import application
-from tests.interfaces.test_mcp import _error, run, structured
+from tests.support.gateways import application
+from tests.support.mcp import run, structured, tool_error
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 
 def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, marketing: Any) -> None:
@@ -40,15 +40,15 @@ def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, market
     assert "available_segments" in structured(results["quotas"])
     applied = structured(results["apply"])
     assert applied["status"] == "executed" and applied["result"]["sender_id"] == "#SHOPNEW"
-    assert _error(results["bad"])["code"] == "sender_id_impersonation"
-    assert _error(results["no_key"])["field"] == "idempotency_key"
+    assert tool_error(results["bad"])["code"] == "sender_id_impersonation"
+    assert tool_error(results["no_key"])["field"] == "idempotency_key"
 
     async def marketer(session: Any) -> Any:
         return await session.call_tool(
             "sms_marketing.sender_id.apply", {**application(), "idempotency_key": "mcp-sid-3"}
         )
 
-    assert _error(run(url, marketer_key, marketer))["code"] == "permission_denied"
+    assert tool_error(run(url, marketer_key, marketer))["code"] == "permission_denied"
     assert SenderIdApplication.objects.count() == 1
 
 

@@ -21,6 +21,7 @@ from gateways.models import (
     ReservationState,
     SenderId,
     SenderIdApplication,
+    SenderIdKind,
     SenderIdStatus,
 )
 from gateways.quotas import account_instance, quota_release, quota_reserve, quota_settle, quotas_get
@@ -29,10 +30,11 @@ from gateways.selectors import gateways_list, segment_prices, sender_ids_list
 from gateways.services import sender_id_apply
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
-from tests.conftest import actor, postgres_only
-from tests.kernel.test_config_service import _race
+from tests.support.actors import actor
+from tests.support.db import postgres_only, race
+from tests.support.gateways import application
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 SYSTEM = Actor.system("test")
 
@@ -53,30 +55,22 @@ def hk_gateway(db: Any) -> Gateway:
     return gateway
 
 
-def application(**overrides: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "sender_id": "#SHOPNEW",
-        "brand": "Shop New",
-        "company_name": "Shop New Limited",
-        "company_registration_no": "12345678",
-        "purpose": "Promotions and order updates to consenting customers.",
-        "regions": ["HK"],
-        "documents": [
-            {"name": "business_registration", "status": "provided"},
-            {"name": "authorisation_letter", "status": "provided"},
-        ],
-        "reason": "New brand launch",
-    }
-    fields.update(overrides)
-    return fields
-
-
 # --- sender-ID formats and usability --------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["#SHOPHK", "#A1", "DemoShop", "Shop 24", "85291234567", "+85291234567"])
-def test_valid_sender_id_formats(value: str) -> None:
-    sender_id_kind(value)
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("#SHOPHK", SenderIdKind.SSRS),
+        ("#A1", SenderIdKind.SSRS),
+        ("DemoShop", SenderIdKind.ALPHANUMERIC),
+        ("Shop 24", SenderIdKind.ALPHANUMERIC),
+        ("85291234567", SenderIdKind.NUMERIC),
+        ("+85291234567", SenderIdKind.NUMERIC),
+    ],
+)
+def test_valid_sender_id_formats(value: str, kind: SenderIdKind) -> None:
+    assert sender_id_kind(value) == kind
 
 
 @pytest.mark.parametrize(
@@ -254,7 +248,7 @@ def test_race_for_the_last_segments(funded: Account) -> None:
         with transaction.atomic():
             return quota_reserve(actor=SYSTEM, reference=f"race:{i}", segments=600, amount=Decimal("10"))
 
-    results = _race(2, reserve)
+    results = race(2, reserve)
     assert sum(isinstance(r, QuotaReservation) for r in results) == 1, results
     assert sum(isinstance(r, ApplicationError) and r.code == "quota_exceeded" for r in results) == 1
 

@@ -35,6 +35,7 @@ from gateways.models import (
 from gateways.quotas import account_instance
 from smsplatform.kernel.actor import Actor
 
+pytestmark = pytest.mark.usefixtures("known_gateways")
 SYSTEM = Actor.system("test")
 CODE = "kannel-hk"
 PASSWORD_ENV, PASSWORD = "TEST_KANNEL_PASSWORD", "sendsms-secret"

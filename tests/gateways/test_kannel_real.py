@@ -45,22 +45,19 @@ from gateways.models import (
 )
 from gateways.quotas import account_instance
 from smsplatform.kernel.actor import Actor
-from tests.kannel.fixtures import (
+from tests.support.kannel import (
     SENDSMS_PASSWORD,
     SENDSMS_USER,
     SMSC_ID,
     Callback,
     CallbackGate,
     Kannel,
-    kannel_factory,
     requires_kannel,
 )
-from tests.smsc.fixtures import smsc, smsc_config, smsc_factory
 from tests.support.smsc import SmscThread
+from tests.support.smsc_setup import smsc_config
 
-__all__ = ["kannel_factory", "smsc", "smsc_factory"]  # fixtures, imported for pytest
-
-pytestmark = [pytest.mark.kannel, requires_kannel]
+pytestmark = [pytest.mark.kannel, requires_kannel, pytest.mark.usefixtures("known_gateways")]
 
 T = TypeVar("T")
 

@@ -40,12 +40,11 @@ from gateways.tasks import reconcile_messages
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import load_tools
 from smsplatform.models import AuditLog
-from tests.gateways.test_smpp_worker import queue, smpp_gateway, state
-from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
+from tests.support.smpp import queue, smpp_gateway, state
 from tests.support.smsc.server import find_duplicates, read_log
+from tests.support.smsc_setup import PASSWORD, SYSTEM_ID, wait_for
 
-__all__ = ["smsc", "smsc_factory"]
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 
 

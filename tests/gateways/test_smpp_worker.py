@@ -15,65 +15,25 @@ from gateways.models import (
     Account,
     DeliveryReceipt,
     Gateway,
-    GatewayRate,
     InboundMessage,
     MessageState,
     OutboundMessage,
-    Provider,
 )
-from gateways.quotas import account_instance
 from gateways.smpp.worker import BindWorker
 from smsplatform.kernel.actor import Actor
-from tests.conftest import postgres_only
-from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory, wait_for
+from tests.support.db import postgres_only
+from tests.support.smpp import queue, smpp_gateway, state
 from tests.support.smsc.server import find_duplicates, read_log
+from tests.support.smsc_setup import PASSWORD, wait_for
 
-__all__ = ["smsc", "smsc_factory"]
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
-
-
-def smpp_gateway(server: Any, *, window: int = 10, rate: int = 1000) -> Gateway:
-    gateway = Gateway.objects.create(
-        code="smpp-hk",
-        name="SMPP HK",
-        provider=Provider.SMPP,
-        countries=["HK"],
-        priority=1,
-        window_size=window,
-        max_rate_per_second=rate,
-        encodings=["GSM-7", "UCS-2"],
-        settings={"host": server.host, "port": server.port, "system_id": SYSTEM_ID},
-        credentials_env={"password": "TEST_SMPP_PASSWORD"},
-    )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    account = account_instance()
-    account.balance, account.monthly_quota_segments = Decimal("1000"), 100_000
-    account.save()
-    return gateway
-
-
-def queue(destination: str, body: str = "Hello from the shop [GSM] €5") -> OutboundMessage:
-    with transaction.atomic():
-        return message_queue(
-            actor=SYSTEM,
-            gateway_code="smpp-hk",
-            sender_id="#SHOPHK",
-            destination=destination,
-            body=body,
-            purpose="transactional",
-        )
 
 
 def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
     return worker.run(stop=threading.Event(), idle_exit_after=idle)
-
-
-def state(message: OutboundMessage) -> str:
-    message.refresh_from_db()
-    return message.state
 
 
 def test_gsm_and_a_three_part_chinese_message_with_receipts(smsc: Any) -> None:

@@ -10,11 +10,10 @@ import pytest
 from gateways.models import DeliveryReceipt, Gateway, MessageState
 from gateways.smpp import worker as worker_module
 from gateways.smpp.worker import BindWorker
-from tests.gateways.test_smpp_worker import queue, smpp_gateway, state
-from tests.smsc.fixtures import PASSWORD, smsc, smsc_factory
+from tests.support.smpp import queue, smpp_gateway, state
+from tests.support.smsc_setup import PASSWORD
 
-__all__ = ["smsc", "smsc_factory"]
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_receipts_are_acknowledged_after_their_commit(smsc: Any, monkeypatch: pytest.MonkeyPatch) -> None:

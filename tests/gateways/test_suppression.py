@@ -15,10 +15,9 @@ from gateways.delivery.claim import messages_claim, messages_claim_rows, message
 from gateways.models import MessageState, OutboundMessage, QuotaReservation, ReservationState
 from smsplatform.kernel.actor import Actor
 from smsplatform.models import AuditLog
-from tests.gateways.test_delivery import queue, sim
+from tests.support.delivery import queue
 
-__all__ = ["sim"]
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
 PHONES = [f"+8529123{i:04d}" for i in range(5)]
 

@@ -34,7 +34,7 @@ from gateways.models import (
 from gateways.quotas import account_instance
 from smsplatform.kernel.actor import Actor
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 SYSTEM = Actor.system("test")
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2

@@ -5,62 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from smsplatform.celery import app
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# The marks of a test that drives real worker processes (make test-celery: PostgreSQL + Redis).
-REAL_WORKER_TEST = [
-    pytest.mark.celery_worker,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
-        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
-    ),
-]
-
-
-def celery_worker_command(name: str) -> list[str]:
-    """A Celery worker as the tests run it: solo pool, quiet, no gossip, mingle or heartbeat."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "smsplatform",
-        "worker",
-        "--pool=solo",
-        "--loglevel=WARNING",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-n",
-        f"{name}@%h",
-    ]
-
-
-def worker_db_url() -> str:
-    """The test database, as a subprocess (Celery or bind worker) reaches it."""
-    db = connection.settings_dict
-    user = db.get("USER") or "postgres"
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgresql://{user}@{host}:{port}/{db['NAME']}"
-
-
-def worker_env(**extra: str) -> dict[str, str]:
-    """The environment of a worker subprocess: this process's, on the test database and broker."""
-    return {**os.environ, "DATABASE_URL": worker_db_url(), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, **extra}
+from tests.support.faults import SmppWorkers
+from tests.support.workers import ROOT, celery_worker_command, worker_env
 
 
 @pytest.fixture
@@ -99,3 +53,10 @@ def celery_worker(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def smpp_workers(tmp_path: Path) -> Iterator[SmppWorkers]:
+    workers = SmppWorkers(tmp_path)
+    yield workers
+    workers.stop_all()

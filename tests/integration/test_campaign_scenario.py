@@ -50,12 +50,11 @@ from gateways.quotas import account_instance
 from gateways.smpp.worker import BindWorker, WorkerStats
 from smsplatform.celery import app as celery_app
 from smsplatform.config_service import platform_config_get
-from tests.conftest import actor
-from tests.contacts.factories import consent
-from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, smsc, smsc_factory
+from tests.support.actors import actor
+from tests.support.contacts import consent
+from tests.support.smsc_setup import PASSWORD, SYSTEM_ID
 
-__all__ = ["smsc", "smsc_factory"]
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 PHONES = {
     "amy": "+85291000001",

@@ -23,19 +23,10 @@ from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from gateways.models import MessageState, OutboundMessage
 from smsplatform.celery import app
 from smsplatform.models import AuditLog
-from tests.integration.conftest import REAL_WORKER_TEST, ROOT, celery_worker_command, worker_env
-from tests.integration.test_campaign_faults import (
-    PASSWORD,
-    SmppWorkers,
-    campaign_for,
-    send,
-    smpp_gateway,
-    smpp_workers,
-    submissions,
-)
-from tests.smsc.fixtures import smsc_factory
+from tests.support.faults import SmppWorkers, campaign_for, send, smpp_gateway, submissions
+from tests.support.smsc_setup import PASSWORD
+from tests.support.workers import REAL_WORKER_TEST, ROOT, celery_worker_command, worker_env
 
-__all__ = ["smpp_workers", "smsc_factory"]
 pytestmark = REAL_WORKER_TEST
 GRACE = 3  # SMS_DISPATCH_GRACE_SECONDS of the Celery worker: the sweep's wait, shortened for the test
 

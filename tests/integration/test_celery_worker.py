@@ -13,8 +13,8 @@ from compliance.models import ActionRequest, RequestState
 from smsplatform.celery import app
 from smsplatform.kernel.previews import preview_store
 from smsplatform.models import AuditLog, Preview
-from tests.conftest import actor
-from tests.integration.conftest import REAL_WORKER_TEST
+from tests.support.actors import actor
+from tests.support.workers import REAL_WORKER_TEST
 
 pytestmark = REAL_WORKER_TEST
 

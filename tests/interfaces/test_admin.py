@@ -12,9 +12,9 @@ from compliance.models import ActionRequest, RequestState
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.models import AuditLog
-from tests.conftest import actor
+from tests.support.actors import actor
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def logged_in(user: Any) -> Client:

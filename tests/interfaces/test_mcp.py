@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from mcp import ClientSession, types
-from mcp.client.streamable_http import streamable_http_client
 
 from compliance.models import ActionRequest
 from compliance.roles import Role
@@ -19,9 +16,10 @@ from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
 from smsplatform.mcp.catalogue import catalogue
 from smsplatform.mcp.registry import registered_tools
-from tests.conftest import actor
+from tests.support.actors import actor
+from tests.support.mcp import run, structured, tool_error
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("known_gateways")]
 
 EXPECTED_TOOLS = {
     "sms_marketing.config.get",
@@ -35,21 +33,6 @@ EXPECTED_TOOLS = {
 }
 
 
-def run(url: str, key: str | None, body: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        with anyio.fail_after(30):
-            async with (
-                httpx.AsyncClient(headers=headers, timeout=20) as http,
-                streamable_http_client(url, http_client=http) as (read, write, _),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
-                return await body(session)
-
-    return anyio.run(main)
-
-
 @pytest.fixture
 def mcp_url(live_server: Any) -> str:
     return f"{live_server.url}/mcp"
@@ -58,13 +41,6 @@ def mcp_url(live_server: Any) -> str:
 @pytest.fixture
 def tech_key(technical: Any, token_for: Any) -> str:
     return token_for(technical, "agent")
-
-
-def structured(result: types.CallToolResult) -> dict[str, Any]:
-    assert result.structuredContent is not None
-    # The text content carries the same JSON for clients that ignore structured output.
-    assert json.loads(result.content[0].text) == result.structuredContent  # type: ignore[union-attr]
-    return result.structuredContent
 
 
 def test_initialize_and_list_tools(mcp_url: str, tech_key: str) -> None:
@@ -125,13 +101,6 @@ def test_each_tool_returns_schema_valid_output(
     assert status["state"] == "pending" and status["requested_by"] == "tech"
 
 
-def _error(result: types.CallToolResult) -> dict[str, Any]:
-    assert result.isError
-    error = structured(result)["error"]
-    assert set(error) >= {"code", "message", "field", "hint"}
-    return dict(error)
-
-
 def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
     mcp_url: str, make_user: Any, token_for: Any, tech_key: str
 ) -> None:
@@ -145,7 +114,7 @@ def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
             await session.call_tool("sms_marketing.action_request.status", {"action_request_id": 999999}),
         ]
 
-    wrong_type, missing, extra, bad_enum, unknown, absent = (_error(r) for r in run(mcp_url, tech_key, body))
+    wrong_type, missing, extra, bad_enum, unknown, absent = (tool_error(r) for r in run(mcp_url, tech_key, body))
     assert (wrong_type["code"], wrong_type["field"]) == ("validation_error", "action_request_id")
     assert (missing["code"], missing["field"]) == ("validation_error", "action_request_id")
     assert (extra["code"], extra["field"]) == ("validation_error", "surprise")
@@ -158,7 +127,7 @@ def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
     async def denied(session: ClientSession) -> types.CallToolResult:
         return await session.call_tool("sms_marketing.config.get", {})
 
-    error = _error(run(mcp_url, nobody_key, denied))
+    error = tool_error(run(mcp_url, nobody_key, denied))
     assert error["code"] == "permission_denied" and "smsplatform.view_platformconfig" in error["message"]
 
 
@@ -178,7 +147,7 @@ def test_requests_of_others_are_invisible(
             "sms_marketing.action_request.status", {"action_request_id": pending["action_request_id"]}
         )
 
-    assert _error(run(mcp_url, marketer_key, body))["code"] == "not_found"
+    assert tool_error(run(mcp_url, marketer_key, body))["code"] == "not_found"
     assert ActionRequest.objects.count() == 1
 
 
@@ -275,6 +244,6 @@ def test_unexpected_failures_never_leak_raw_text(technical: Any, monkeypatch: py
         monkeypatch.setitem(registry._REGISTRY, spec.name, dataclasses.replace(spec, handler=handler))
         result = run_tool(spec.name, {}, request)
         assert result.isError
-        error = _error(result)
+        error = tool_error(result)
         assert error["code"] == "internal_error"
         assert "secret" not in json.dumps(result.model_dump())

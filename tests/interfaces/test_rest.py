@@ -9,15 +9,9 @@ from rest_framework.test import APIClient
 
 from compliance.roles import Role
 from smsplatform.models import AuditLog, PlatformConfig
+from tests.support.rest import error_of
 
-pytestmark = pytest.mark.django_db
-
-
-def error_of(response: Any) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert {"code", "message", "field", "hint"} <= set(body["error"])
-    return dict(body["error"])
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def test_config_read_and_update(api_for: Any, technical: Any) -> None:

@@ -13,7 +13,7 @@ from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.previews import preview_consume, preview_store, previews_purge_expired
 from smsplatform.models import AuditLog, Preview
-from tests.conftest import actor
+from tests.support.actors import actor
 
 pytestmark = pytest.mark.django_db
 

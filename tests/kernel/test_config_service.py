@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_data, platform_config_get
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog, IdempotencyRecord, PlatformConfig, PlatformConfigVersion
-from tests.conftest import actor, postgres_only
+from tests.support.actors import actor
+from tests.support.db import postgres_only, race
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
 def update(user: Any, changes: dict[str, Any], token: str, key: str = "key-00000001", **kw: Any) -> dict[str, Any]:
@@ -172,33 +171,10 @@ def test_keys_are_per_user(technical: Any, make_user: Any, config_token: str) ->
 # --- real races (PostgreSQL) ---------------------------------------------------
 
 
-def _race(n: int, fn: Any) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = fn(i)
-        except Exception as exc:
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
-
-
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_race_two_writers_one_version_token(technical: Any, config_token: str) -> None:
-    results = _race(
-        2, lambda i: update(technical, {"default_gateway": f"gw{i}"}, config_token, key=f"race-key-{i:04d}")
-    )
+    results = race(2, lambda i: update(technical, {"default_gateway": f"gw{i}"}, config_token, key=f"race-key-{i:04d}"))
     winners = [r for r in results if isinstance(r, dict)]
     losers = [r for r in results if isinstance(r, ApplicationError)]
     assert len(winners) == 1 and len(losers) == 1, results
@@ -210,7 +186,7 @@ def test_race_two_writers_one_version_token(technical: Any, config_token: str) -
 @postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_race_same_idempotency_key_executes_once(technical: Any, config_token: str) -> None:
-    results = _race(3, lambda i: update(technical, {"default_gateway": "gw"}, config_token, key="race-same-key"))
+    results = race(3, lambda i: update(technical, {"default_gateway": "gw"}, config_token, key="race-same-key"))
     assert all(isinstance(r, dict) for r in results), results
     assert results[0] == results[1] == results[2]
     assert PlatformConfig.objects.get().version == 2

@@ -30,7 +30,7 @@ from smsplatform.kernel.notifications import (
     notifications_sweep,
 )
 from smsplatform.models import Notification, NotificationState
-from tests.conftest import postgres_only
+from tests.support.db import postgres_only
 
 pytestmark = pytest.mark.django_db
 

@@ -17,11 +17,9 @@ import smpplib.gsm
 import smpplib.smpp
 
 from gateways.smpp import constants as C
-from tests.smsc.fixtures import PASSWORD, SYSTEM_ID, Smsc, smsc, smsc_factory, wait_for
 from tests.support.smsc import SmscConfig, find_duplicates, pdu
 from tests.support.smsc.__main__ import build_config, parse_args
-
-__all__ = ["smsc", "smsc_factory"]  # the fixtures, imported for pytest
+from tests.support.smsc_setup import PASSWORD, SYSTEM_ID, Smsc, wait_for
 
 HANDSET = "85291234567"
 SENDER = "MyBrand"

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from compliance.models import ActionRequest
 from templates.models import LinkClick, ShortLink, Template, TemplateVersion, VersionApproval
-from tests.templates.conftest import MARKETING, make_link, save
+from tests.support.templates import MARKETING, make_link, save
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ import pytest
 from gateways.models import Gateway, GatewayRate
 from smsplatform.kernel.errors import ApplicationError
 from templates.copy_fit import copy_fit_preview
-from tests.templates.conftest import MARKETING, content, save
+from tests.support.templates import MARKETING, content, save
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from compliance.roles import Role
 from gateways.models import Gateway, GatewayRate
 from smsplatform.mcp.catalogue import catalogue
 from templates.models import ShortLink, Template, TemplateVersion
-from tests.interfaces.test_mcp import _error, run, structured
-from tests.templates.conftest import MARKETING, OTP, UTM, content, key
+from tests.support.mcp import run, structured, tool_error
+from tests.support.templates import MARKETING, OTP, UTM, content, key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,17 +115,17 @@ def test_templates_over_mcp(mcp_url: str, marketing_key: str, compliance_key: st
     created = structured(results["created"])
     assert created["status"] == "executed" and created["result"]["version"] == 1
     assert structured(results["replay"]) == created and TemplateVersion.objects.count() == 1
-    error = _error(results["no_chinese"])
+    error = tool_error(results["no_chinese"])
     assert (error["code"], error["field"]) == ("template_missing_required_wording", "body")
     assert "Chinese unsubscribe statement" in error["hint"]
-    assert _error(results["otp_url"])["code"] == "template_otp_promotional"
-    assert _error(results["too_long"])["code"] == "text_too_long"
-    missing_key = _error(results["no_key"])
+    assert tool_error(results["otp_url"])["code"] == "template_otp_promotional"
+    assert tool_error(results["too_long"])["code"] == "text_too_long"
+    missing_key = tool_error(results["no_key"])
     assert (missing_key["code"], missing_key["field"]) == ("validation_error", "idempotency_key")
     listed = structured(results["list"])
     assert listed["count"] == 1 and listed["templates"][0]["usable"] is True
     assert listed["templates"][0]["versions"][0]["version_id"] == created["result"]["version_id"]
-    assert _error(results["marketer_update"])["code"] == "permission_denied"
+    assert tool_error(results["marketer_update"])["code"] == "permission_denied"
     fit = structured(results["fit"])
     assert fit["longest"]["segments"] >= fit["given"]["segments"]
     assert [c["covered"] for c in fit["costs"]] == [False, False]  # no gateway yet: not covered, never 0
@@ -151,9 +151,9 @@ def test_templates_over_mcp(mcp_url: str, marketing_key: str, compliance_key: st
         }
 
     results = run(mcp_url, compliance_key, compliance_session)
-    assert _error(results["drop_zh"])["code"] == "template_missing_required_wording"
+    assert tool_error(results["drop_zh"])["code"] == "template_missing_required_wording"
     assert structured(results["update"])["result"]["version"] == 2
-    stale = _error(results["stale"])
+    stale = tool_error(results["stale"])
     assert stale["code"] == "stale_version_token" and stale["details"]["current_version_token"].startswith("2.")
     assert Template.objects.get().version == 2
 
@@ -242,14 +242,14 @@ def test_short_links_over_mcp(
     created = structured(results["created"])
     assert created["status"] == "executed" and created["result"]["target_url"] == shown["target_url"]
     assert structured(results["replay"]) == created
-    assert _error(results["reused"])["code"] == "preview_already_used"
-    assert _error(results["forged"])["code"] == "preview_not_found"
-    assert _error(results["foreign"])["code"] == "preview_not_found"
-    assert _error(results["javascript"])["code"] == "url_scheme_not_allowed"
-    assert _error(results["shortener"])["code"] == "url_shortener"
-    assert _error(results["no_utm"])["code"] == "utm_missing"
-    assert _error(results["past"])["code"] == "expiry_invalid"
-    extra = _error(results["extra_arg"])
+    assert tool_error(results["reused"])["code"] == "preview_already_used"
+    assert tool_error(results["forged"])["code"] == "preview_not_found"
+    assert tool_error(results["foreign"])["code"] == "preview_not_found"
+    assert tool_error(results["javascript"])["code"] == "url_scheme_not_allowed"
+    assert tool_error(results["shortener"])["code"] == "url_shortener"
+    assert tool_error(results["no_utm"])["code"] == "utm_missing"
+    assert tool_error(results["past"])["code"] == "expiry_invalid"
+    extra = tool_error(results["extra_arg"])
     assert (extra["code"], extra["field"]) == ("validation_error", "url")  # a write cannot widen the preview
     assert ShortLink.objects.count() == 1
 
@@ -294,7 +294,7 @@ def test_tools_need_their_permissions(mcp_url: str, nobody: Any, token_for: Any)
         ]
 
     for result in run(mcp_url, token_for(nobody), body):
-        assert _error(result)["code"] == "permission_denied"
+        assert tool_error(result)["code"] == "permission_denied"
 
 
 def test_lone_surrogates_and_control_characters_over_raw_json_rpc(mcp_url: str, marketing_key: str) -> None:

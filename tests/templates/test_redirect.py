@@ -21,12 +21,10 @@ from django.utils import timezone
 from templates.models import DeviceClass, LinkClick, ShortLink
 from templates.short_links.clicks import Click
 from templates.short_links.rules import device_class
-from tests.conftest import postgres_only
-from tests.templates.conftest import make_link
+from tests.support.db import postgres_only
+from tests.support.templates import IPHONE, make_link
 
 pytestmark = pytest.mark.django_db
-
-IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 
 
 @pytest.fixture
@@ -358,6 +356,7 @@ def test_bulk_insert_keeps_a_candidate_whose_recipient_already_has_its_unique_cl
         assert first is not None and first.is_unique
 
 
+@pytest.mark.process  # a child process
 def test_a_killed_worker_loses_no_click_and_the_beat_task_writes_them(
     link: dict[str, Any], spool: Any, tmp_path: Path
 ) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from templates.models import ShortLink, Template
-from tests.interfaces.test_rest import error_of
-from tests.templates.conftest import MARKETING, OTP, UTM, content, key
+from tests.support.rest import error_of
+from tests.support.templates import MARKETING, OTP, UTM, content, key
 
 pytestmark = pytest.mark.django_db
 

@@ -16,15 +16,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.utils import timezone
 
 from templates.models import DeviceClass, LinkClick, ShortLink
-from tests.conftest import postgres_only
-from tests.templates.conftest import make_link
-from tests.templates.test_redirect import IPHONE
+from tests.support.db import postgres_only
+from tests.support.short_app import call
+from tests.support.templates import IPHONE, make_link
 
 pytestmark = pytest.mark.django_db
 
@@ -64,53 +64,6 @@ CRAFTED_PATHS = [
     "/admin/",
     "/",
 ]
-
-
-class Answer:
-    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status_code = int(status.split()[0])
-        self.headers = {name.lower(): value for name, value in headers}
-        self.header_list = headers
-        self.content = body
-
-    def __getitem__(self, name: str) -> str:
-        return self.headers[name.lower()]
-
-    def __contains__(self, name: str) -> bool:
-        return name.lower() in self.headers
-
-    def get(self, name: str, default: str = "") -> str:
-        return self.headers.get(name.lower(), default)
-
-
-def call(path: str, *, method: str = "GET", ua: str | None = IPHONE, host: str = "127.0.0.1") -> Answer:
-    from templates.short_links.app import application
-
-    raw_path, _, query = path.partition("?")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
-        "QUERY_STRING": query,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8001",
-        "HTTP_HOST": host,
-        "wsgi.url_scheme": "http",
-    }
-    if ua is not None:
-        environ["HTTP_USER_AGENT"] = ua
-    started: list[Any] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        started.extend((status, headers))
-
-    body = b"".join(application(environ, start_response))
-    status, headers = started
-    for name, value in headers:  # what a server may put on the wire
-        assert name.isascii() and "\r" not in value and "\n" not in value
-        value.encode("latin-1")
-    answer = Answer(status, headers, body)
-    assert int(answer["Content-Length"]) == (len(body) if method != "HEAD" else int(answer["Content-Length"]))
-    return answer
 
 
 @pytest.fixture(autouse=True)
@@ -333,6 +286,7 @@ def _http(port: int, request: bytes) -> bytes:
         return data
 
 
+@pytest.mark.process  # gunicorn
 @postgres_only  # the server's processes need the test database (SQLite's is in memory)
 @pytest.mark.django_db(transaction=True)
 def test_the_production_server_redirects_and_its_clicks_survive_sigkill(link: dict[str, Any], tmp_path: Path) -> None:

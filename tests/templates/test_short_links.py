@@ -16,9 +16,9 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.previews import preview_store
 from smsplatform.models import AuditLog, Preview
 from templates.models import ShortLink
-from tests.conftest import actor, postgres_only
-from tests.kernel.test_config_service import _race
-from tests.templates.conftest import UTM, config_change, create, key, preview
+from tests.support.actors import actor
+from tests.support.db import postgres_only, race
+from tests.support.templates import UTM, config_change, create, key, preview
 
 pytestmark = pytest.mark.django_db
 
@@ -322,7 +322,7 @@ def test_approval_rechecks_the_landing_page(marketing: Any, approver: Any, techn
 @pytest.mark.django_db(transaction=True)
 def test_race_two_creates_from_one_preview(marketing: Any) -> None:
     pid = preview(marketing)["short_link_preview_id"]
-    results = _race(3, lambda i: create(marketing, pid, f"race-link-{i:04d}"))
+    results = race(3, lambda i: create(marketing, pid, f"race-link-{i:04d}"))
     created = [r for r in results if isinstance(r, dict)]
     refusals = [r for r in results if isinstance(r, ApplicationError)]
     assert len(created) == 1 and len(refusals) == 2, results

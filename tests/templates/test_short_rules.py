@@ -32,9 +32,8 @@ from templates.short_links.rules import (
     parts_valid,
     request_outcome,
 )
-from tests.templates.conftest import make_link
-from tests.templates.test_redirect import IPHONE
-from tests.templates.test_short_app import call
+from tests.support.short_app import call
+from tests.support.templates import IPHONE, make_link
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

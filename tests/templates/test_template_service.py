@@ -13,8 +13,8 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.models import AuditLog
 from templates.models import Template, TemplateVersion, VersionApproval
 from templates.selectors import templates_list
-from tests.conftest import actor
-from tests.templates.conftest import MARKETING, OTP, _policy, config_change, content, key, save
+from tests.support.actors import actor
+from tests.support.templates import MARKETING, OTP, config_change, content, key, policy, save
 
 pytestmark = pytest.mark.django_db
 
@@ -386,7 +386,7 @@ def test_which_changes_need_approval(
     marketing: Any, compliance: Any, approver: Any, change: dict[str, Any], reasons: list[str]
 ) -> None:
     first = save(marketing)["result"]  # no policy yet: executes
-    _policy(ActionType.TEMPLATE_SAVE)
+    policy(ActionType.TEMPLATE_SAVE)
     result = save(compliance, change, template_id=first["template_id"], base_version_token=first["base_version_token"])
     if not reasons:
         assert result["status"] == "executed"
@@ -414,7 +414,7 @@ def test_any_otp_wording_change_needs_approval(marketing: Any, compliance: Any, 
 
 def test_approval_rechecks_the_rules(marketing: Any, compliance: Any, approver: Any, technical: Any) -> None:
     first = save(marketing)["result"]
-    _policy(ActionType.TEMPLATE_SAVE)
+    policy(ActionType.TEMPLATE_SAVE)
     body = MARKETING["body"].replace("回覆STOP退訂", "回覆TD取消")
     held = save(
         compliance, {"body": body}, template_id=first["template_id"], base_version_token=first["base_version_token"]
@@ -429,7 +429,7 @@ def test_approval_rechecks_the_rules(marketing: Any, compliance: Any, approver: 
 
 def test_approval_of_a_stale_change_fails(marketing: Any, compliance: Any, approver: Any) -> None:
     first = save(marketing)["result"]
-    _policy(ActionType.TEMPLATE_SAVE)
+    policy(ActionType.TEMPLATE_SAVE)
     tid, token = first["template_id"], first["base_version_token"]
     held = save(
         compliance,
@@ -443,7 +443,7 @@ def test_approval_of_a_stale_change_fails(marketing: Any, compliance: Any, appro
 
 
 def test_always_policy_holds_every_save(marketing: Any) -> None:
-    _policy(ActionType.TEMPLATE_SAVE, Condition.ALWAYS)
+    policy(ActionType.TEMPLATE_SAVE, Condition.ALWAYS)
     data = content(name="Order shipped", purpose="transactional", brand="", body="Your order has shipped.", fields=[])
     assert save(marketing, data)["status"] == "pending_approval"
 

@@ -2,7 +2,7 @@
 
 ``python -m tests.support.smsc --help``; in Python, ``SmscServer`` (in an event loop), ``SmscThread``
 (in a background thread) or ``SmscProcess`` (in a subprocess). The pytest fixture ``smsc`` is in
-``tests/smsc/fixtures.py``.
+``tests/support/smsc_setup.py``.
 """
 
 from tests.support.smsc.server import (

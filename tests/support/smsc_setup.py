@@ -1,4 +1,5 @@
-"""The SMSC simulator as pytest fixtures.
+"""The SMSC simulator as the tests run it (the fixtures ``smsc`` and ``smsc_factory`` are in
+tests/conftest.py).
 
 ``smsc``: a simulator on a free loopback port (its own event loop in a background thread), with
 the default faults, credentials ``SYSTEM_ID``/``PASSWORD``, receipts after 0-50 ms and a JSON-lines
@@ -12,20 +13,15 @@ The object yielded (``SmscThread`` or ``SmscProcess``, same API):
 ``.inject_mo(source, destination, text, data_coding=None, system_id="", wait=True, timeout=10.0)``
 (returns each part's deliver_sm_resp status), ``.flush()``, ``.stop()``; a thread one also has
 ``.server`` (the ``SmscServer``) and ``.call(fn)`` (run ``fn`` in its loop).
-
-Use it from another test module with ``from tests.smsc.fixtures import smsc, smsc_factory`` and
-``__all__ = ["smsc", "smsc_factory"]`` (so linters see the fixtures used).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support.smsc import SmscConfig, SmscProcess, SmscThread
 
@@ -55,23 +51,3 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
             return value
         time.sleep(interval)
     return predicate()
-
-
-@pytest.fixture
-def smsc_factory(tmp_path: Path) -> Iterator[Callable[..., Smsc]]:
-    started: list[Smsc] = []
-
-    def start(*, mode: str = "thread", **overrides: Any) -> Smsc:
-        config = smsc_config(tmp_path, f"smsc{len(started)}", **overrides)
-        runner: Smsc = SmscThread(config) if mode == "thread" else SmscProcess(config)
-        started.append(runner)
-        return runner.start()
-
-    yield start
-    for runner in reversed(started):
-        runner.stop()
-
-
-@pytest.fixture
-def smsc(smsc_factory: Callable[..., Smsc]) -> Smsc:
-    return smsc_factory()

@@ -6,7 +6,7 @@ is the platform's inbound callback; it starts bearerbox, then smsbox, and waits 
 port answers and the SMPP link is online. Teardown kills both with SIGKILL (Kannel takes many
 seconds to stop on SIGTERM) and reaps them.
 
-Tests that use it carry ``@requires_kannel`` (skipped with a reason when bearerbox is not
+The ``kannel_factory`` fixture is in tests/gateways/conftest.py. Tests that use it carry ``@requires_kannel`` (skipped with a reason when bearerbox is not
 installed; ``bash scripts/install_kannel.sh`` installs it).
 
 ``CallbackGate`` wraps pytest-django's live server so that smsbox's callbacks can be used from
@@ -23,7 +23,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,29 +221,6 @@ class Kannel:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
         self.processes.clear()
-
-
-@pytest.fixture
-def kannel_factory(tmp_path: Path) -> Iterator[Callable[..., Kannel]]:
-    """Start a Kannel in front of an SMSC: ``kannel_factory(host=, port=, system_id=, password=,
-    inbound_url=)``. Every Kannel started is killed with SIGKILL in teardown."""
-    started: list[Kannel] = []
-
-    def start(*, host: str, port: int, system_id: str, password: str, **options: Any) -> Kannel:
-        kannel = Kannel(
-            workdir=tmp_path / f"kannel{len(started)}",
-            smsc_host=host,
-            smsc_port=port,
-            system_id=system_id,
-            smsc_password=password,
-            **options,
-        )
-        started.append(kannel)
-        return kannel.start()
-
-    yield start
-    for kannel in started:
-        kannel.kill()
 
 
 @dataclass(frozen=True)
