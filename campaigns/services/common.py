@@ -12,7 +12,7 @@ from typing import Any
 from django.utils import timezone
 
 from campaigns.access import campaign_access
-from campaigns.content import Evaluation, budget_check, campaign_evaluate, quota_check
+from campaigns.content import Evaluation, budget_check, campaign_evaluate, quota_check, short_link_in_use
 from campaigns.models import Campaign, CampaignState, CampaignVersion
 from campaigns.spec import campaign_error, campaign_snapshot, campaign_spec, campaign_token, campaign_token_check
 from compliance.models import ActionRequest
@@ -39,6 +39,19 @@ def campaign_evaluation_apply(campaign: Campaign, evaluation: Evaluation) -> Non
         "cost": {k: str(v) for k, v in evaluation.cost.items()},
         "by_country": evaluation.by_country,
     }
+
+
+def campaign_link_claim(campaign: Campaign, evaluation: Evaluation | None) -> None:
+    """Make the evaluated short link this campaign's own. The claim is one conditional UPDATE: of
+    two drafts racing for the same free link one wins, the other is refused (and rolls back)."""
+    link = evaluation.link if evaluation is not None else None
+    if link is None or link.campaign_id == campaign.pk:
+        return
+    claimed = type(link).objects.filter(pk=link.pk, campaign_id__isnull=True).update(campaign_id=campaign.pk)
+    if not claimed:
+        owner = type(link).objects.filter(pk=link.pk).values_list("campaign_id", flat=True).first()
+        if owner != campaign.pk:
+            raise short_link_in_use(link.code, owner or 0)
 
 
 def campaign_version_record(actor: Actor, campaign: Campaign, changed: list[str], reason: str) -> None:

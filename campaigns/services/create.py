@@ -10,6 +10,7 @@ from campaigns.services.common import (
     ADD,
     campaign_evaluation_apply,
     campaign_fields_set,
+    campaign_link_claim,
     campaign_result,
     campaign_version_record,
 )
@@ -42,10 +43,7 @@ def _create_execute(
     campaign_fields_set(campaign, {**spec, **schedule})
     campaign_evaluation_apply(campaign, evaluation)
     campaign.save()
-    if evaluation.link is not None and evaluation.link.campaign_id is None:
-        type(evaluation.link).objects.filter(pk=evaluation.link.pk, campaign_id__isnull=True).update(
-            campaign_id=campaign.pk
-        )
+    campaign_link_claim(campaign, evaluation)
     campaign_version_record(actor, campaign, sorted(spec), payload.get("reason", ""))
     audit_record(
         actor=actor,

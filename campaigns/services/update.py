@@ -18,6 +18,7 @@ from campaigns.services.common import (
     CHANGE,
     campaign_evaluation_apply,
     campaign_fields_set,
+    campaign_link_claim,
     campaign_result,
     campaign_version_record,
 )
@@ -73,6 +74,7 @@ def _update_execute(
     campaign_fields_set(campaign, changes)
     if evaluation is not None:
         campaign_evaluation_apply(campaign, evaluation)
+        campaign_link_claim(campaign, evaluation)
     reviewed_fields = [k for k in changes if k not in NOTE_FIELDS]
     note = ""
     if campaign.state in APPROVED_STATES and reviewed_fields:

@@ -134,6 +134,16 @@ def world(marketer: Any, crm: Any) -> dict[str, Any]:
     }
 
 
+def fresh_short_link(user: Any, url: str = "https://shop.example.com/other") -> int:
+    """A short link no campaign owns yet (a short link serves one campaign only)."""
+    preview = short_link_preview(actor=act(user), url=url, utm=UTM)
+    made = short_link_create(
+        actor=act(user), short_link_preview_id=preview["short_link_preview_id"], idempotency_key=key()
+    )
+    assert made["status"] == "executed", made
+    return int(made["result"]["short_link_id"])
+
+
 def draft_data(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {
         "name": "Spring sale",

@@ -19,7 +19,7 @@ from compliance.models import ActionRequest, RequestState
 from compliance.roles import Role
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
-from tests.campaigns.conftest import PHONES, TEXT, act, draft_data, key
+from tests.campaigns.conftest import PHONES, TEXT, act, draft_data, fresh_short_link, key
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +79,7 @@ def test_list_shows_a_progress_bar_from_one_grouped_query(
     world: dict[str, Any], marketer: Any, approver_user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     sent(world, marketer, approver_user, django_capture_on_commit_callbacks)
-    draft(world, marketer, name="Summer")
+    draft(world, marketer, name="Summer", short_link_id=fresh_short_link(marketer))
     client = logged_in(approver_user)
     with CaptureQueriesContext(connection) as queries:
         page = client.get(reverse("admin:campaigns_campaign_changelist"))
