@@ -43,9 +43,10 @@ from campaigns.services import (
     campaign_schedule,
     campaign_send_approved,
 )
+from campaigns.services.common import campaign_review_path
 from campaigns.spec import campaign_token
 from compliance.admin import admin_decide
-from compliance.models import RequestState
+from compliance.models import ActionType, RequestState
 from compliance.services import APPROVE_PERMISSION
 from contacts.models import Segment
 from gateways.models import Gateway
@@ -516,6 +517,9 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
             "request_history": history,
             "decide_url": reverse("admin:campaigns_campaign_decide", args=[campaign.pk]),
             "can_confirm": user.has_perm(CONFIRM),
+            # Which way a schedule or send goes for this user (confirm, held for approval, or none).
+            "schedule_path": campaign_review_path(actor, ActionType.CAMPAIGN_SCHEDULE),
+            "send_path": campaign_review_path(actor, ActionType.CAMPAIGN_SEND),
             "schedule_form": ScheduleRequestForm(campaign=campaign)
             if requestable and user.has_perm(SCHEDULE)
             else None,

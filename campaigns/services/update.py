@@ -50,7 +50,13 @@ def _update_check(actor: Actor, payload: dict[str, Any]) -> Checked:
         )
     changes = payload["changes"]
     content_changed = any(k in CONTENT_FIELDS for k in changes)
-    facts: dict[str, Any] = {"overwrites_existing": campaign.state in APPROVED_STATES, "changed": sorted(changes)}
+    # What an "overwrites existing" policy holds: a change to the reviewed content of an approved or
+    # scheduled campaign (a draft, or a note such as the send goal, is not held).
+    reviewed = [k for k in changes if k not in NOTE_FIELDS]
+    facts: dict[str, Any] = {
+        "overwrites_existing": campaign.state in APPROVED_STATES and bool(reviewed),
+        "changed": sorted(changes),
+    }
     evaluation = None
     if content_changed:
         spec = {**campaign_spec(campaign), **{k: v for k, v in changes.items() if k in CONTENT_FIELDS}}
