@@ -18,6 +18,7 @@ from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
 from campaigns.errors import CampaignErrorCode
 from campaigns.models import PAST_PRE_SEND_STATES, BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
 from campaigns.progress import campaign_progress, campaigns_progress
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.resend_rules import ELIGIBLE, resend_reasons
 from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
@@ -257,6 +258,8 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             "over_ceiling": total > ceiling,
         },
         "quota": quota_check(evaluation),
+        # Quiet hours that would hold this send (at its send time, or now): which rule, and when.
+        "notices": quiet_hours_notices(evaluation.quotes, campaign.send_at),
         "estimate_note": config["cost"]["estimate_note"],
         "note": (
             "Estimated at the listed rate per segment; the billed cost can differ. Exclusions are applied "

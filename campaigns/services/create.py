@@ -6,6 +6,7 @@ from typing import Any
 
 from campaigns.content import Evaluation, campaign_evaluate
 from campaigns.models import Campaign
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.common import (
     ADD,
     campaign_evaluation_apply,
@@ -54,7 +55,7 @@ def _create_execute(
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
-    return campaign_result(campaign, evaluation)
+    return campaign_result(campaign, evaluation, notices=quiet_hours_notices(evaluation.quotes, campaign.send_at))
 
 
 register_action(

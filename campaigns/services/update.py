@@ -13,6 +13,7 @@ from django.utils import timezone
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation, campaign_evaluate
 from campaigns.models import APPROVED_STATES, SENT_STATES, CampaignState
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.beat import campaign_beat_disable, campaign_beat_set
 from campaigns.services.common import (
     CHANGE,
@@ -117,7 +118,8 @@ def _update_execute(
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
-    return campaign_result(campaign, evaluation, changed=sorted(changes), note=note)
+    notices = quiet_hours_notices(evaluation.quotes, campaign.send_at) if evaluation is not None else []
+    return campaign_result(campaign, evaluation, changed=sorted(changes), note=note, notices=notices)
 
 
 register_action(

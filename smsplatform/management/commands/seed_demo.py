@@ -159,6 +159,24 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
             for username, role_name, key in rows:
                 self.stdout.write(f"  {username:<18} {role_name:<11} Bearer {key}")
+            for line in self._quiet_hours_lines():
+                self.stdout.write(line)
+
+    def _quiet_hours_lines(self) -> list[str]:
+        """The demo sends to HK: say when its quiet hours hold a send, so a night-time demo does not
+        wait silently."""
+        from campaigns.quiet_hours import quiet_hours_notices
+        from smsplatform.config_service import platform_config_data
+
+        rules = platform_config_data()["schedule"]["quiet_hours"].get("HK")
+        if not rules:
+            return []
+        lines = [
+            f"Quiet hours: HK {rules['start']}-{rules['end']} ({rules.get('time_zone') or 'Asia/Hong_Kong'}); "
+            "messages due inside them wait for the window (schedule.quiet_hours in the configuration)."
+        ]
+        lines += [f"  Now: {notice['message']}" for notice in quiet_hours_notices(["HK"])]
+        return lines
 
     def _seed_gateways(self) -> None:
         """The embedded simulator gateway (demo rates), a registered demo sender ID, a funded account."""
