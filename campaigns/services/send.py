@@ -13,6 +13,7 @@ from django.utils import timezone
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation
 from campaigns.models import CampaignState
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.beat import campaign_beat_disable
 from campaigns.services.common import (
     SEND,
@@ -64,7 +65,12 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
     campaign_id, version = campaign.pk, campaign.version
     transaction.on_commit(lambda: dispatch_campaign.delay(campaign_id, version))
     return campaign_result(
-        campaign, evaluation, approved_by=reviewer, note="Dispatch queued; follow it with send_batches.list."
+        campaign,
+        evaluation,
+        approved_by=reviewer,
+        note="Dispatch queued; follow it with send_batches.list.",
+        # Sent now at night: say which quiet hours hold it and until when, rather than wait silently.
+        notices=quiet_hours_notices(evaluation.quotes) if evaluation else [],
     )
 
 

@@ -96,3 +96,23 @@ def test_seed_demo_names_the_hk_quiet_hours_and_whether_they_hold_a_send_now() -
     out = io.StringIO()
     call_command("seed_demo", stdout=out)
     assert "Quiet hours: HK" in out.getvalue() and "Now:" not in out.getvalue()
+
+
+def test_a_send_now_inside_quiet_hours_says_when_it_goes(
+    world: dict[str, Any], marketer: Any, approver_user: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    end = _quiet_around_now()
+    created = _mcp(marketer, "campaigns.create_draft", {**draft_data(world), "idempotency_key": key()})["result"]
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = _mcp(
+            approver_user,
+            "campaigns.send_approved",
+            {
+                "campaign_id": created["campaign_id"],
+                "base_version_token": created["base_version_token"],
+                "confirm": True,
+                "idempotency_key": key(),
+            },
+        )
+    [notice] = sent["result"]["notices"]
+    assert notice["country"] == "HK" and datetime.fromisoformat(notice["first_send_at"]) == end
