@@ -411,7 +411,7 @@ def test_a_sending_or_sent_campaign_shows_progress_not_a_failed_live_check(
                 batches_advance(budget_seconds=2)
     # The pre-send preview itself says where to look instead, on MCP and REST.
     result = run_tool("sms_marketing.cost_preview", {"campaign_id": cid}, SimpleNamespace(user=marketer, auth=None))
-    error = result.structuredContent["error"]
+    error = (result.structuredContent or {})["error"]
     assert result.isError and error["code"] == "campaign_state" and "send_batches.list" in error["hint"]
     response = api_for(marketer).get(f"/api/v1/campaigns/{cid}/cost-preview/")
     assert response.status_code == 400 and response.json()["error"]["code"] == "campaign_state"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 def _mcp(user: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     result = run_tool(f"sms_marketing.{name}", args, SimpleNamespace(user=user, auth=None))
-    return {"error": result.structuredContent["error"]} if result.isError else dict(result.structuredContent or {})
+    return dict(result.structuredContent or {})
 
 
 def _free_link(marketer: Any) -> int:
@@ -40,7 +40,7 @@ def test_create_refuses_a_link_owned_by_another_campaign_on_every_interface(
     with pytest.raises(ApplicationError) as err:
         campaign_create_draft(actor=act(marketer), data=draft_data(world, name="Copy"), idempotency_key=key())
     assert (err.value.code, err.value.field) == ("short_link_in_use", "short_link_id")
-    assert f"campaign {first['campaign_id']}" in err.value.message and "short_links.create" in err.value.hint
+    assert f"campaign {first['campaign_id']}" in err.value.message and "short_links.create" in (err.value.hint or "")
 
     answer = _mcp(marketer, "campaigns.create_draft", {**draft_data(world, name="Copy"), "idempotency_key": key()})
     assert answer["error"]["code"] == "short_link_in_use" and answer["error"]["field"] == "short_link_id"

@@ -58,7 +58,7 @@ def test_an_upserted_contact_joins_an_audience_by_name_and_enters_its_segment(
     result = answer["result"]
     assert result["audience_ids"] == [vip.pk] and result["audiences_added"] == [vip.pk]
     entry = AuditLog.objects.get(action="contact.create", object_id=str(result["contact_id"]))
-    assert entry.after["audiences_added"] == [vip.pk]
+    assert entry.after is not None and entry.after["audiences_added"] == [vip.pk]
     preview = segment_preview(actor=Actor(user=marketing, channel=Channel.MCP), criteria={"audiences": [vip.pk]})
     assert preview["matched"] == 1  # in the segment (sendable also needs a gateway rate for HK)
 
