@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 
 from campaigns.access import VIEW, campaigns_visible
-from campaigns.models import Campaign, CampaignState, SendBatch
+from campaigns.models import PAST_PRE_SEND_STATES, Campaign, CampaignState, SendBatch
 from campaigns.progress import campaign_progress, campaigns_progress, send_batches_progress
 from campaigns.selectors import (
     VIEW_BATCHES,
@@ -43,9 +43,10 @@ from campaigns.services import (
     campaign_schedule,
     campaign_send_approved,
 )
+from campaigns.services.common import campaign_review_path
 from campaigns.spec import campaign_token
 from compliance.admin import admin_decide
-from compliance.models import RequestState
+from compliance.models import ActionType, RequestState
 from compliance.services import APPROVE_PERMISSION
 from contacts.models import Segment
 from gateways.models import Gateway
@@ -471,11 +472,15 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         detail = campaign_get(actor=actor, campaign_id=campaign.pk)
         preview: dict[str, Any] | None = None
         live_error = None
-        try:
-            # Live: the counts, cost and rules as they stand now, not as they were at drafting.
-            preview = cost_preview(actor=actor, campaign_id=campaign.pk)
-        except ApplicationError as exc:
-            live_error = error_text(exc)
+        # The live pre-send check is for campaigns not yet sending; once a send started (or the campaign
+        # was cancelled) its page shows the send's progress, not a "failed" check.
+        live_check = campaign.state not in PAST_PRE_SEND_STATES
+        if live_check:
+            try:
+                # Live: the counts, cost and rules as they stand now, not as they were at drafting.
+                preview = cost_preview(actor=actor, campaign_id=campaign.pk)
+            except ApplicationError as exc:
+                live_error = error_text(exc)
         parts = list(preview["message"]["parts"]) if preview else []
         sendable = preview["sendable"] if preview else int(campaign.estimate.get("recipients") or 0)
         pending = list(campaign_action_requests(campaign_id=campaign.pk))
@@ -502,6 +507,7 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
             "detail": detail,
             "preview": preview,
             "live_error": live_error,
+            "live_check": live_check,
             "parts": [{"number": i, "text": text, "characters": len(text)} for i, text in enumerate(parts, 1)],
             "message_changed": bool(parts) and "".join(parts) != campaign.body_preview,
             "exclusions": [(reason, preview["exclusions"].get(reason, 0)) for reason in preview["exclusion_order"]]
@@ -519,6 +525,9 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
             "request_history": history,
             "decide_url": reverse("admin:campaigns_campaign_decide", args=[campaign.pk]),
             "can_confirm": user.has_perm(CONFIRM),
+            # Which way a schedule or send goes for this user (confirm, held for approval, or none).
+            "schedule_path": campaign_review_path(actor, ActionType.CAMPAIGN_SCHEDULE),
+            "send_path": campaign_review_path(actor, ActionType.CAMPAIGN_SEND),
             "schedule_form": ScheduleRequestForm(campaign=campaign)
             if requestable and user.has_perm(SCHEDULE)
             else None,

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from campaigns.errors import CampaignErrorCode
 from contacts.models import Segment
 from gateways.models import Gateway
 from gateways.rules import sender_id_check_usable
@@ -52,6 +53,19 @@ LINK_FIELD = "link"
 
 def _error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:
     return ApplicationError(code, message, field=field, hint=hint, details=details or None)
+
+
+def short_link_in_use(code: str, owner_id: int) -> ApplicationError:
+    return _error(
+        CampaignErrorCode.SHORT_LINK_IN_USE,
+        f"Short link {code} belongs to campaign {owner_id}; a short link serves one campaign only.",
+        field="short_link_id",
+        hint=(
+            "Create a short link for this campaign (sms_marketing.short_links.preview, then "
+            "sms_marketing.short_links.create) and pass its short_link_id, or leave short_link_id empty."
+        ),
+        owner_campaign_id=owner_id,
+    )
 
 
 def recipient_token_salt(campaign_id: int, link_id: int) -> str:
@@ -366,13 +380,10 @@ def campaign_evaluate(
     link = None
     if spec.get("short_link_id") is not None:
         link = _link(actor, spec["short_link_id"], send_at=send_at, config=config)
-        if link.campaign_id is not None and campaign_id is not None and link.campaign_id != campaign_id:
-            raise _error(
-                "short_link_in_use",
-                f"Short link {link.code} belongs to campaign {link.campaign_id}.",
-                field="short_link_id",
-                hint="Create a short link for this campaign.",
-            )
+        # A new draft (campaign_id None) may take only a link no campaign owns yet: checked here, at
+        # create and update, not first at the send.
+        if link.campaign_id is not None and link.campaign_id != campaign_id:
+            raise short_link_in_use(link.code, link.campaign_id)
     body, measured, analysis, max_segments, _language = _message(
         spec, link, config=config, campaign_tracking=bool(spec.get("tracking", True))
     )

@@ -207,6 +207,7 @@ def campaigns_update_tool(w: WriteArgs) -> dict[str, Any]:
             "short_link_effect": NOBJ,
             "budget": OBJ,
             "quota": OBJ,
+            "notices": ARR,
             "estimate_note": STR,
             "note": STR,
         },

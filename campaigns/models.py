@@ -32,6 +32,9 @@ EDITABLE_STATES = (CampaignState.DRAFT, CampaignState.PENDING_APPROVAL)
 APPROVED_STATES = (CampaignState.APPROVED, CampaignState.SCHEDULED)
 # Once any message may have left, the campaign's content is frozen.
 SENT_STATES = (CampaignState.SENDING, CampaignState.PAUSED, CampaignState.COMPLETED)
+# States where the pre-send live check (cost preview) no longer applies: the send's own progress
+# tells what happens (its recipients are frequency-capped by this very send), or nothing will.
+PAST_PRE_SEND_STATES = (*SENT_STATES, CampaignState.CANCELLED)
 
 
 class Campaign(models.Model):

@@ -3,9 +3,12 @@ due at some moment may go out. Messages are held until the window opens, never d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from django.utils import timezone
 
 from campaigns.models import SendBatch
 from gateways.models import OutboundMessage
@@ -48,3 +51,36 @@ def quiet_hours_apply(batches: list[SendBatch], countries: list[str]) -> list[di
                         {"batch": batch.number, "country": country, "messages": n, "until": release.isoformat()}
                     )
     return waits
+
+
+def quiet_hours_notices(countries: Iterable[str], at: datetime | None = None) -> list[dict[str, Any]]:
+    """For each country whose quiet hours would hold a message due at ``at`` (now when None): a
+    structured notice saying which rule, and when the first message can go. A send at night then
+    says it waits instead of waiting silently."""
+    due = at or timezone.now()
+    table = platform_config_data()["schedule"]["quiet_hours"]
+    notices = []
+    for country in sorted({c.upper() for c in countries}):
+        rules = table.get(country)
+        if not rules:
+            continue
+        release = quiet_release_time(country, due)
+        if release <= due:
+            continue
+        zone = rules.get("time_zone") or DEFAULT_ZONES.get(country, "UTC")
+        rule = f"{rules['start']}-{rules['end']} {zone}" + (", no Sundays" if rules.get("no_sundays") else "")
+        local = release.astimezone(ZoneInfo(zone))
+        notices.append(
+            {
+                "kind": "quiet_hours",
+                "country": country,
+                "rule": f"schedule.quiet_hours.{country}: {rule}",
+                "due_at": due.isoformat(),
+                "first_send_at": release.isoformat(),
+                "message": (
+                    f"{'Sent now' if at is None else 'At its send time'}, messages to {country} fall in its quiet "
+                    f"hours ({rule}): they wait, and the first can go at {local:%Y-%m-%d %H:%M} ({zone})."
+                ),
+            }
+        )
+    return notices

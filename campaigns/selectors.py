@@ -15,8 +15,10 @@ from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from campaigns.access import campaign_access, campaigns_visible
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
-from campaigns.models import BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
+from campaigns.errors import CampaignErrorCode
+from campaigns.models import PAST_PRE_SEND_STATES, BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
 from campaigns.progress import campaign_progress, campaigns_progress
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.resend_rules import ELIGIBLE, resend_reasons
 from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
@@ -188,6 +190,16 @@ def campaign_get(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     """Per country: recipients, segments, rate, cost; exclusions; overage. Writes nothing."""
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
+    if campaign.state in PAST_PRE_SEND_STATES:
+        # Evaluating now would count its recipients as capped by this very send and call it a failure.
+        raise ApplicationError(
+            CampaignErrorCode.CAMPAIGN_STATE,
+            f"Campaign {campaign.pk} is {campaign.state}: the pre-send cost preview applies to drafts, pending, "
+            "approved and scheduled campaigns.",
+            field="campaign_id",
+            hint="Follow the send with sms_marketing.send_batches.list (and delivery_status.get); "
+            "sms_marketing.campaigns.get shows its progress.",
+        )
     config = platform_config_data()
     evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=campaign.send_at)
     counts = evaluation.counts
@@ -246,6 +258,8 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             "over_ceiling": total > ceiling,
         },
         "quota": quota_check(evaluation),
+        # Quiet hours that would hold this send (at its send time, or now): which rule, and when.
+        "notices": quiet_hours_notices(evaluation.quotes, campaign.send_at),
         "estimate_note": config["cost"]["estimate_note"],
         "note": (
             "Estimated at the listed rate per segment; the billed cost can differ. Exclusions are applied "

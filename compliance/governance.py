@@ -110,6 +110,10 @@ def policy_matches(policy: ApprovalPolicy, facts: Facts, actor: Actor, config: d
     if policy.condition == Condition.SENSITIVE_CONTENT:
         # The action's check() decides what is sensitive (template wording, payment landing pages).
         return bool(facts.get("sensitive"))
+    if policy.condition == Condition.UNCONFIRMED:
+        # The action's check() sets "confirmed" only for an explicit confirmation by a holder of
+        # its confirm permission; anything else (missing included) is held.
+        return not facts.get("confirmed")
     return True  # pragma: no cover - unknown conditions fail safe
 
 

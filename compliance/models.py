@@ -40,6 +40,7 @@ class Condition(models.TextChoices):
     OUTSIDE_BUSINESS_HOURS = "outside_business_hours", "Outside business hours"
     OVERWRITES_EXISTING = "overwrites_existing", "Overwrites an existing record"
     SENSITIVE_CONTENT = "sensitive_content", "Sensitive content (brand, OTP or compliance wording; payment pages)"
+    UNCONFIRMED = "unconfirmed", "Not confirmed by a holder of the confirm permission"
 
 
 class ApprovalPolicy(models.Model):

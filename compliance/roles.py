@@ -170,10 +170,23 @@ ROLE_PERMISSIONS[Role.MARKETING] += [
     "campaigns.send_campaign",
     "campaigns.resend_messages",
 ]
-ROLE_PERMISSIONS[Role.APPROVER] += [*_CAMPAIGN_READ, "campaigns.view_all_campaigns", "campaigns.confirm_campaign"]
+# An approver may schedule and send, so their confirm=true is a path of its own (a schedule or send
+# confirmed by a holder of confirm_campaign); everyone else who may schedule is held for an approver
+# by the "unconfirmed" policies seed_demo adds.
+ROLE_PERMISSIONS[Role.APPROVER] += [
+    *_CAMPAIGN_READ,
+    "campaigns.view_all_campaigns",
+    "campaigns.confirm_campaign",
+    "campaigns.schedule_campaign",
+    "campaigns.send_campaign",
+]
 ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_CAMPAIGN_READ, "campaigns.view_all_campaigns"]
 ROLE_PERMISSIONS[Role.OPERATIONS] += [
     *_CAMPAIGN_READ,
+    # Scheduling re-counts the campaign's segment (its audiences) live: without these, operations
+    # could hold the schedule permission and still never schedule.
+    "contacts.view_audience",
+    "contacts.view_segment",
     "campaigns.view_all_campaigns",
     "campaigns.schedule_campaign",
     "campaigns.resend_messages",

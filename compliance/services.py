@@ -174,6 +174,53 @@ def action_request_reject(*, actor: Actor, action_request_id: int, reason: str) 
     return action_request_payload(request)
 
 
+def action_requests_close(*, actor: Actor, requests: Any, reason: str) -> list[dict[str, Any]]:
+    """Close pending requests whose subject is gone (a cancelled campaign): rejected with ``reason``,
+    audited, and each requester told through the notification outbox. Runs in the caller's
+    transaction (the change that made them moot), so both commit together or neither.
+
+    SKIP LOCKED, in pk order: a request an approver is deciding at this moment is left to that
+    decision, which re-checks its rules under the subject's lock and fails there; waiting for it
+    here could deadlock (the decision locks the request, then the subject)."""
+    from smsplatform.kernel.notifications import notification_record
+
+    closed = []
+    now = timezone.now()
+    for request in (
+        requests.filter(state=RequestState.PENDING)
+        .select_for_update(of=("self",), skip_locked=True)
+        .select_related("requested_by")
+        .order_by("pk")
+    ):
+        request.state = RequestState.REJECTED
+        request.decided_by_id = actor.user_id
+        request.decided_at = now
+        request.decision_reason = reason[:1000]
+        request.save(update_fields=["state", "decided_by", "decided_at", "decision_reason"])
+        email = getattr(request.requested_by, "email", "") or ""
+        notified = None
+        if email:
+            notified = notification_record(
+                recipients=[email],
+                subject=f"Request #{request.pk} closed: {reason}"[:200],
+                body=f"Your request #{request.pk} ({request.summary}) was closed without a decision: {reason}.",
+                object_type="action_request",
+                object_id=request.pk,
+            ).pk
+        audit_record(
+            actor=actor,
+            action="action_request.close",
+            object_type="action_request",
+            object_id=request.pk,
+            before={"state": RequestState.PENDING},
+            after={"state": RequestState.REJECTED, "notification_id": notified},
+            reason=reason,
+            action_request_id=request.pk,
+        )
+        closed.append({"action_request_id": request.pk, "action": request.action, "notification_id": notified})
+    return closed
+
+
 def action_requests_expire(*, actor: Actor) -> int:
     """Mark every pending request past its expiry as expired (run by beat)."""
     now = timezone.now()

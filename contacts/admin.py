@@ -23,6 +23,8 @@ from compliance.optouts import FULL_PHONE_PERMISSION
 from contacts.imports import contacts_import
 from contacts.models import Audience, ConsentEvidence, Contact, CustomerFact, Segment
 from contacts.optouts import contact_opt_out
+from contacts.selectors import audiences_visible
+from contacts.services import CHANGE_PERMISSION, contact_audiences_change
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
@@ -152,6 +154,44 @@ class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
             "title": "Import contacts from CSV",
         }
         return TemplateResponse(request, "admin/contacts/contact/import.html", context)
+
+    # Audience membership: one "add to" and one "remove from" action per audience the user may see
+    # (the first AUDIENCE_ACTIONS by name), each calling contact_audiences_change (audited).
+    AUDIENCE_ACTIONS = 20
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if not request.user.has_perm(CHANGE_PERMISSION):
+            return actions
+        try:
+            visible = list(audiences_visible(admin_actor(request)).order_by("name")[: self.AUDIENCE_ACTIONS])
+        except ApplicationError:  # no permission to see audiences: no membership actions
+            return actions
+        for audience in visible:
+            for verb in ("add", "remove"):
+                name = f"audience_{verb}_{audience.pk}"
+                where = "Add the selected contacts to" if verb == "add" else "Remove the selected contacts from"
+                label = f"{where} audience {audience.name!r}"
+                actions[name] = (self._audience_action(audience.pk, verb), name, label)
+        return actions
+
+    @staticmethod
+    def _audience_action(audience_id: int, verb: str) -> Any:
+        def run(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Contact]) -> None:
+            try:
+                done = contact_audiences_change(
+                    actor=admin_actor(request),
+                    contact_ids=list(queryset.values_list("pk", flat=True)),
+                    audiences={verb: [audience_id]},
+                    idempotency_key=f"admin-audiences-{uuid.uuid4()}",
+                    reason="admin",
+                )
+            except ApplicationError as exc:
+                messages.error(request, error_text(exc))
+                return
+            messages.success(request, f"{done['changed']} of {done['contacts']} contact(s) changed.")
+
+        return run
 
     @admin.action(description="Opt out the selected contacts (at once, audited)")
     def opt_out_selected(self, request: HttpRequest, queryset: QuerySet[Contact]) -> None:

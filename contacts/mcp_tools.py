@@ -26,6 +26,12 @@ from smsplatform.mcp.registry import (
     write_input,
 )
 
+AUDIENCE_REFS = {
+    "type": "array",
+    "items": {"oneOf": [{"type": "integer"}, {"type": "string", "minLength": 1, "maxLength": 100}]},
+    "maxItems": 50,
+}
+
 PHONE = {"type": "string", "minLength": 3, "maxLength": 32, "description": "E.164 (+85291234567) or a local HK number"}
 
 CONTACT_MINIMAL = object_schema(
@@ -155,6 +161,21 @@ CONSENT = object_schema(
                 "type": "boolean",
                 "default": False,
                 "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
+            },
+            "audiences": {
+                "description": (
+                    "Audience membership: a list of audience ids or names to add the contact to, or "
+                    "{add: [...], remove: [...]}. Segments select members of audiences: a contact in no "
+                    "audience is in no segment. Ids and names from sms_marketing.audiences.list."
+                ),
+                "oneOf": [
+                    AUDIENCE_REFS,
+                    {
+                        "type": "object",
+                        "properties": {"add": AUDIENCE_REFS, "remove": AUDIENCE_REFS},
+                        "additionalProperties": False,
+                    },
+                ],
             },
         },
         ["source"],

@@ -167,6 +167,153 @@ def _tags(tags: Any) -> list[str]:
     return cleaned
 
 
+# --- audience membership (contacts.upsert's ``audiences``, and the admin's contact actions) ---------
+
+MAX_AUDIENCES_PER_WRITE = 50
+
+
+def _audience_refs(value: Any, field: str) -> list[int | str]:
+    if not isinstance(value, list) or len(value) > MAX_AUDIENCES_PER_WRITE:
+        raise _error(
+            f"{field} must be a list of at most {MAX_AUDIENCES_PER_WRITE} audience ids or names.",
+            field,
+            "See sms_marketing.audiences.list.",
+        )
+    refs: list[int | str] = []
+    for i, ref in enumerate(value):
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)) or (isinstance(ref, str) and not ref.strip()):
+            raise _error("Each audience is an id (integer) or a name.", f"{field}[{i}]")
+        refs.append(ref.strip() if isinstance(ref, str) else ref)
+    return refs
+
+
+def audiences_resolve(actor: Actor, audiences: Any) -> dict[str, list[int]] | None:
+    """``audiences`` as a contact write takes it: a list (added), or ``{"add": [...], "remove": [...]}``,
+    each entry an audience id or name the actor may see. Returns the ids, or None for no change."""
+    from contacts.selectors import audiences_visible
+
+    if audiences is None:
+        return None
+    if isinstance(audiences, list):
+        audiences = {"add": audiences}
+    if not isinstance(audiences, dict) or not set(audiences) <= {"add", "remove"}:
+        raise _error(
+            "audiences must be a list of audience ids or names (added), or {add: [...], remove: [...]}.",
+            "audiences",
+            "See sms_marketing.audiences.list.",
+        )
+    visible = audiences_visible(actor)
+    out: dict[str, list[int]] = {}
+    for part in ("add", "remove"):
+        ids: list[int] = []
+        for i, ref in enumerate(_audience_refs(audiences.get(part, []), f"audiences.{part}")):
+            found = visible.filter(**({"pk": ref} if isinstance(ref, int) else {"name": ref})).first()
+            if found is None:
+                raise not_found(
+                    "audience", ref, field=f"audiences.{part}[{i}]", hint="Pick one from sms_marketing.audiences.list."
+                )
+            ids.append(found.pk)
+        out[part] = sorted(set(ids))
+    both = set(out["add"]) & set(out["remove"])
+    if both:
+        raise _error(f"Audience {min(both)} is both added and removed.", "audiences", "Name it once.")
+    return out if out["add"] or out["remove"] else None
+
+
+def _audiences_recheck(actor: Actor, spec: dict[str, list[int]] | None) -> None:
+    """At execution (perhaps after an approval): the audiences still exist and are still visible."""
+    from contacts.selectors import audiences_visible
+
+    if not spec:
+        return
+    wanted = set(spec["add"]) | set(spec["remove"])
+    present = set(audiences_visible(actor).filter(pk__in=wanted).values_list("pk", flat=True))
+    missing = sorted(wanted - present)
+    if missing:
+        raise not_found("audience", missing[0], field="audiences", hint="Pick one from sms_marketing.audiences.list.")
+
+
+def _memberships_apply(contact_id: int, spec: dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """Add and remove one contact's memberships; what actually changed (an existing membership is
+    not added twice: the unique pair makes a retry or a race harmless)."""
+    from contacts.models import AudienceMembership
+
+    if not spec:
+        return {"added": [], "removed": []}
+    have = set(
+        AudienceMembership.objects.filter(
+            contact_id=contact_id, audience_id__in=spec["add"] + spec["remove"]
+        ).values_list("audience_id", flat=True)
+    )
+    added = [a for a in spec["add"] if a not in have]
+    AudienceMembership.objects.bulk_create(
+        [AudienceMembership(audience_id=a, contact_id=contact_id) for a in added], ignore_conflicts=True
+    )
+    removed = [a for a in spec["remove"] if a in have]
+    AudienceMembership.objects.filter(contact_id=contact_id, audience_id__in=removed).delete()
+    return {"added": added, "removed": removed}
+
+
+def _memberships_of(contact_id: int) -> list[int]:
+    from contacts.models import AudienceMembership
+
+    return sorted(AudienceMembership.objects.filter(contact_id=contact_id).values_list("audience_id", flat=True))
+
+
+def contact_audiences_change(
+    *,
+    actor: Actor,
+    contact_ids: list[int],
+    audiences: Any,
+    idempotency_key: str | None,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Add contacts to audiences or remove them (the admin's contact actions): audited per contact,
+    idempotent by key. Membership alone changes no consent, so no approval policy holds it."""
+    if not actor.has_perm(CHANGE_PERMISSION):
+        raise permission_denied(CHANGE_PERMISSION)
+    spec = audiences_resolve(actor, audiences)
+    if spec is None:
+        raise _error("Name at least one audience to add or remove.", "audiences")
+    ids = sorted({int(i) for i in contact_ids})
+    if not ids or len(ids) > 10_000:
+        raise _error("Choose 1-10,000 contacts.", "contact_ids")
+
+    def body() -> dict[str, Any]:
+        with transaction.atomic():
+            found = list(
+                Contact.objects.select_for_update(of=("self",))
+                .filter(pk__in=ids)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if len(found) != len(ids):
+                missing = sorted(set(ids) - set(found))[0]
+                raise not_found("contact", missing, field="contact_ids", hint="Use sms_marketing.contacts.search.")
+            changed = 0
+            for contact_id in found:
+                done = _memberships_apply(contact_id, spec)
+                if done["added"] or done["removed"]:
+                    changed += 1
+                    audit_record(
+                        actor=actor,
+                        action="contact.audiences",
+                        object_type="contact",
+                        object_id=contact_id,
+                        after={"audiences_added": done["added"], "audiences_removed": done["removed"]},
+                        reason=reason,
+                    )
+        return {"contacts": len(found), "changed": changed, "add": spec["add"], "remove": spec["remove"]}
+
+    return run_idempotent(
+        actor=actor,
+        key=idempotency_key,
+        operation="contact.audiences",
+        payload={"contact_ids": ids, "audiences": spec, "reason": reason},
+        execute=body,
+    )
+
+
 def _normalised_payload(
     *,
     phone: str | None,
@@ -272,6 +419,7 @@ def _check(actor: Actor, payload: dict[str, Any]) -> dict[str, Any]:
     contact = _target(payload, lock=False)
     _check_crm_key(payload, contact)
     lifts = _check_lift(payload, contact.phone if contact else payload["phone"])
+    _audiences_recheck(actor, payload.get("audiences"))
     return {
         "recipients": 1,
         "overwrites_existing": contact is not None,
@@ -342,6 +490,8 @@ def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | Non
         if payload["lift_opt_out"]:
             _check_lift(payload, contact.phone)
             lifted = opt_outs_lift_by_consent(actor=actor, phone=contact.phone, consent=consent)
+    _audiences_recheck(actor, payload.get("audiences"))
+    membership = _memberships_apply(contact.pk, payload.get("audiences"))
     opted_out = active_opt_outs().filter(phone=contact.phone).exists()
     has_consent = contact.consents.filter(purpose=ConsentPurpose.MARKETING).exists()
     audit_record(
@@ -350,7 +500,14 @@ def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | Non
         object_type="contact",
         object_id=contact.pk,
         before=before,
-        after={**changes, "phone": phone_mask(contact.phone), "consent_id": consent_id, "lifted_opt_outs": lifted},
+        after={
+            **changes,
+            "phone": phone_mask(contact.phone),
+            "consent_id": consent_id,
+            "lifted_opt_outs": lifted,
+            "audiences_added": membership["added"],
+            "audiences_removed": membership["removed"],
+        },
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
@@ -364,6 +521,9 @@ def _execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | Non
         "has_consent": has_consent,
         "opted_out": opted_out,
         "sendable": has_consent and not opted_out,
+        "audience_ids": _memberships_of(contact.pk),
+        "audiences_added": membership["added"],
+        "audiences_removed": membership["removed"],
     }
 
 
@@ -371,6 +531,8 @@ def _summary(payload: dict[str, Any], facts: dict[str, Any]) -> str:
     target = f"contact {payload['contact_id']}" if payload.get("contact_id") else phone_mask(payload.get("phone", ""))
     extra = " with consent" if payload.get("consent") else ""
     extra += " lifting opt-out" if payload.get("lift_opt_out") else ""
+    if payload.get("audiences"):
+        extra += f" (audiences +{payload['audiences']['add']} -{payload['audiences']['remove']})"
     return f"Upsert {target}{extra}"
 
 
@@ -427,11 +589,15 @@ def contacts_upsert(
     crm_key: str | None = None,
     consent: dict[str, Any] | None = None,
     lift_opt_out: bool = False,
+    audiences: Any = None,
     reason: str = "",
 ) -> dict[str, Any]:
-    """Create or update one contact; consent changes may be held for approval."""
+    """Create or update one contact; consent changes may be held for approval. ``audiences``: a list
+    of audience ids or names to add the contact to, or ``{"add": [...], "remove": [...]}`` (a
+    contact in no audience is in no segment)."""
     if not actor.has_perm(CHANGE_PERMISSION):
         raise permission_denied(CHANGE_PERMISSION)
+    membership = audiences_resolve(actor, audiences)
     payload = _normalised_payload(
         phone=phone,
         contact_id=contact_id,
@@ -441,6 +607,9 @@ def contacts_upsert(
         lift_opt_out=lift_opt_out,
         reason=reason,
     )
+    if membership is not None:
+        # Only when given: an upsert without audiences keeps the payload (and idempotency) of before.
+        payload["audiences"] = membership
     return governed_write(
         actor=actor,
         action=ActionType.CONTACTS_IMPORT,

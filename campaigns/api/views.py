@@ -235,6 +235,10 @@ class CostPreviewOutput(serializers.Serializer):
     short_link_effect = serializers.DictField(allow_null=True)
     budget = serializers.DictField()
     quota = serializers.DictField()
+    notices = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Quiet hours that would hold this send: kind, country, rule, first_send_at, message.",
+    )
     estimate_note = serializers.CharField()
 
 

@@ -38,3 +38,13 @@ def campaign_beat_disable(campaign: Campaign) -> None:
         PeriodicTask.objects.filter(name=campaign.beat_task_name).update(enabled=False)
         # A queryset update skips the change tracking beat polls (STYLE 10): tell it.
         PeriodicTasks.update_changed()
+
+
+def campaign_beat_remove(campaign: Campaign) -> None:
+    """Delete the campaign's beat entry (a cancelled campaign keeps none, not even a disabled one)."""
+    from django_celery_beat.models import PeriodicTask, PeriodicTasks
+
+    if campaign.beat_task_name:
+        PeriodicTask.objects.filter(name=campaign.beat_task_name).delete()
+        PeriodicTasks.update_changed()
+        campaign.beat_task_name = ""

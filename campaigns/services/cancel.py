@@ -10,11 +10,13 @@ from django.utils import timezone
 from campaigns.access import campaign_access
 from campaigns.dispatch import campaign_stop
 from campaigns.models import Campaign, CampaignState
-from campaigns.services.beat import campaign_beat_disable
+from campaigns.selectors import campaign_action_requests
+from campaigns.services.beat import campaign_beat_remove
 from campaigns.services.common import SCHEDULE
 from campaigns.spec import campaign_error, text_normalise
 from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
+from compliance.services import action_requests_close
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import permission_denied
@@ -94,21 +96,37 @@ def _cancel_execute(
             "Send a follow-up notice if the content sent needs correcting.",
         }
     affected = _affected(campaign)
-    before = campaign.state
-    campaign_beat_disable(campaign)
+    before = {"state": campaign.state, "approved_version": campaign.approved_version, "beat": campaign.beat_task_name}
+    campaign_beat_remove(campaign)
     campaign.state = CampaignState.CANCELLED
     campaign.cancelled_at = timezone.now()
     campaign.cancel_reason = reason
+    # A cancelled campaign is approved for nothing: campaigns.get must not say approved.
+    campaign.approved_version = None
+    campaign.approved_by = None
+    campaign.approved_at = None
     campaign.updated_at = timezone.now()
     campaign.save()
+    # Requests still waiting about it (an update, a schedule, a send) are moot: closed now, in this
+    # transaction, each requester told (the cancel's own request, if it was held, is the one executing).
+    waiting = campaign_action_requests(campaign_id=campaign.pk)
+    if request is not None:
+        waiting = waiting.exclude(pk=request.pk)
+    closed = action_requests_close(actor=actor, requests=waiting, reason=f"campaign cancelled: {reason}")
     notified = _notify(campaign, f"Campaign {campaign.name} cancelled", f"Cancelled before sending: {reason}")
     audit_record(
         actor=actor,
         action="campaign.cancel_schedule",
         object_type="campaign",
         object_id=campaign.pk,
-        before={"state": before},
-        after={"state": campaign.state, "affected": affected, "notification": notified},
+        before=before,
+        after={
+            "state": campaign.state,
+            "approved_version": None,
+            "affected": affected,
+            "notification": notified,
+            "closed_requests": [c["action_request_id"] for c in closed],
+        },
         reason=reason,
         action_request_id=request.pk if request else None,
     )
@@ -120,6 +138,8 @@ def _cancel_execute(
         "owner": owner,
         "affected_recipients": affected,
         "notification": notified,
+        "approved": False,
+        "closed_requests": [c["action_request_id"] for c in closed],
     }
 
 

@@ -9,13 +9,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from campaigns.access import campaign_access
-from campaigns.content import Evaluation, budget_check, campaign_evaluate, quota_check
+from campaigns.content import Evaluation, budget_check, campaign_evaluate, quota_check, short_link_in_use
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import Campaign, CampaignState, CampaignVersion
 from campaigns.spec import campaign_error, campaign_snapshot, campaign_spec, campaign_token, campaign_token_check
-from compliance.models import ActionRequest
+from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
@@ -39,6 +41,19 @@ def campaign_evaluation_apply(campaign: Campaign, evaluation: Evaluation) -> Non
         "cost": {k: str(v) for k, v in evaluation.cost.items()},
         "by_country": evaluation.by_country,
     }
+
+
+def campaign_link_claim(campaign: Campaign, evaluation: Evaluation | None) -> None:
+    """Make the evaluated short link this campaign's own. The claim is one conditional UPDATE: of
+    two drafts racing for the same free link one wins, the other is refused (and rolls back)."""
+    link = evaluation.link if evaluation is not None else None
+    if link is None or link.campaign_id == campaign.pk:
+        return
+    claimed = type(link).objects.filter(pk=link.pk, campaign_id__isnull=True).update(campaign_id=campaign.pk)
+    if not claimed:
+        owner = type(link).objects.filter(pk=link.pk).values_list("campaign_id", flat=True).first()
+        if owner != campaign.pk:
+            raise short_link_in_use(link.code, owner or 0)
 
 
 def campaign_version_record(actor: Actor, campaign: Campaign, changed: list[str], reason: str) -> None:
@@ -89,21 +104,104 @@ def campaign_result(campaign: Campaign, evaluation: Evaluation | None = None, **
     return out
 
 
-def campaign_reviewer(actor: Actor, payload: dict[str, Any], request: ActionRequest | None) -> int | None:
+def campaign_reviewer(
+    actor: Actor, payload: dict[str, Any], request: ActionRequest | None, *, action: str = ActionType.CAMPAIGN_SCHEDULE
+) -> int | None:
     """Approval by someone else, or explicit confirmation by a holder of confirm_campaign."""
     if request is not None:
         return request.decided_by_id
     if payload.get("confirm") is True and actor.has_perm(CONFIRM):
         return actor.user_id
+    path = campaign_review_path(actor, action)
     raise campaign_error(
-        "campaign_not_approved",
-        "A live send needs an approval (no approval policy held this request) or an explicit confirmation.",
+        CampaignErrorCode.CAMPAIGN_NOT_APPROVED,
+        f"A live send needs an approval by someone else or a confirmation by a holder of {CONFIRM}. {path['message']}",
         field="confirm",
-        hint=(
-            "Ask an approver: set an approval policy for this action, or have a user holding "
-            "campaigns.confirm_campaign send it with confirm=true."
-        ),
+        hint=path["hint"],
+        path=path["path"],
     )
+
+
+def campaign_confirmed(actor: Actor, payload: dict[str, Any]) -> bool:
+    """The fact an 'unconfirmed' approval policy looks at: confirm=true from a holder of confirm_campaign."""
+    return payload.get("confirm") is True and actor.has_perm(CONFIRM)
+
+
+def _holding_policies(action: str, actor: Actor) -> list[ApprovalPolicy]:
+    """The enabled policies that hold every unconfirmed request of ``action`` from this channel,
+    whatever its size: the ones that give a user who cannot confirm a path."""
+    policies = ApprovalPolicy.objects.filter(
+        action=action, enabled=True, condition__in=[Condition.ALWAYS, Condition.UNCONFIRMED]
+    ).select_related("approver_role")
+    return [p for p in policies.order_by("id") if not p.channels or str(actor.channel) in p.channels]
+
+
+def _roles_with(permission: str) -> list[str]:
+    app_label, codename = permission.split(".", 1)
+    groups = Group.objects.filter(permissions__content_type__app_label=app_label, permissions__codename=codename)
+    return sorted(groups.values_list("name", flat=True).distinct())
+
+
+def campaign_review_path(actor: Actor, action: str) -> dict[str, Any]:
+    """Which way a live schedule or send goes for THIS user: ``confirm`` (they may confirm it
+    themselves), ``request_approval`` (held for an approver), or ``none`` (no path: who can help).
+
+    The answer is what the campaign_not_approved error, the admin's request forms and the
+    pending answer tell the user, so each of them names the same way forward."""
+    tool = (
+        "sms_marketing.campaigns.send_approved"
+        if action == ActionType.CAMPAIGN_SEND
+        else "sms_marketing.campaigns.schedule"
+    )
+    permission = SEND if action == ActionType.CAMPAIGN_SEND else SCHEDULE
+    holding = _holding_policies(action, actor)
+    approver_roles = sorted({p.approver_role.name for p in holding})
+    if not actor.has_perm(permission):
+        roles = ", ".join(_roles_with(permission)) or "none"
+        return {
+            "path": "none",
+            "message": f"You may not request this: it needs {permission} (roles: {roles}).",
+            "hint": "Ask a user with one of those roles to request it; approvers decide held requests in the admin "
+            "(Action requests).",
+        }
+    if actor.has_perm(CONFIRM):
+        also = " Without confirm it is held for an approver." if holding else ""
+        return {
+            "path": "confirm",
+            "message": f"You may confirm: call {tool} with confirm=true.{also}",
+            "hint": f"Call {tool} again with confirm=true, after reviewing the campaign (sms_marketing.cost_preview).",
+        }
+    if holding:
+        return {
+            "path": "request_approval",
+            "message": (
+                f"You may request approval: call {tool} without confirm (your confirm does not count: you do not "
+                f"hold {CONFIRM}); it is held for an approver (role {', '.join(approver_roles)}), who approves it "
+                "in the admin (Action requests)."
+            ),
+            "hint": f"Call {tool} without confirm, then follow the request with sms_marketing.action_request.status.",
+        }
+    confirmers = ", ".join(_roles_with(CONFIRM)) or "none"
+    return {
+        "path": "none",
+        "message": (
+            f"No path applies to you: you do not hold {CONFIRM}, and no enabled approval policy holds this "
+            f"request for an approver (policies for {action} apply only over a threshold, or none exist)."
+        ),
+        "hint": (
+            f"Ask a compliance user to add an approval policy for {action} with condition 'unconfirmed' (then "
+            f"call {tool} without confirm), or ask a holder of {CONFIRM} (roles: {confirmers}) to call it with "
+            "confirm=true."
+        ),
+    }
+
+
+def campaign_hold_notice(actor: Actor, answer: dict[str, Any], *, confirm: bool) -> dict[str, Any]:
+    """A held answer to a confirm=true that did not count says so (once, also on a replay)."""
+    if confirm and answer.get("status") == "pending_approval" and not actor.has_perm(CONFIRM):
+        notice = f"confirm=true did not count: you do not hold {CONFIRM}, so the request is held for an approver."
+        return {**answer, "hint": f"{notice} {answer.get('hint', '')}".strip()}
+    return answer
 
 
 def campaign_live_check(

@@ -6,10 +6,12 @@ from typing import Any
 
 from campaigns.content import Evaluation, campaign_evaluate
 from campaigns.models import Campaign
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.common import (
     ADD,
     campaign_evaluation_apply,
     campaign_fields_set,
+    campaign_link_claim,
     campaign_result,
     campaign_version_record,
 )
@@ -42,10 +44,7 @@ def _create_execute(
     campaign_fields_set(campaign, {**spec, **schedule})
     campaign_evaluation_apply(campaign, evaluation)
     campaign.save()
-    if evaluation.link is not None and evaluation.link.campaign_id is None:
-        type(evaluation.link).objects.filter(pk=evaluation.link.pk, campaign_id__isnull=True).update(
-            campaign_id=campaign.pk
-        )
+    campaign_link_claim(campaign, evaluation)
     campaign_version_record(actor, campaign, sorted(spec), payload.get("reason", ""))
     audit_record(
         actor=actor,
@@ -56,7 +55,7 @@ def _create_execute(
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
-    return campaign_result(campaign, evaluation)
+    return campaign_result(campaign, evaluation, notices=quiet_hours_notices(evaluation.quotes, campaign.send_at))
 
 
 register_action(

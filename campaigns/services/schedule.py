@@ -17,7 +17,9 @@ from campaigns.quiet_hours import quiet_release_time
 from campaigns.services.beat import campaign_beat_set
 from campaigns.services.common import (
     SCHEDULE,
+    campaign_confirmed,
     campaign_fields_set,
+    campaign_hold_notice,
     campaign_live_check,
     campaign_mark_pending,
     campaign_result,
@@ -43,7 +45,10 @@ def _schedule_check(actor: Actor, payload: dict[str, Any]) -> Checked:
         )
     _campaign, evaluation = campaign_live_check(actor, payload, send_at=send_at)
     # execute() reuses the evaluation (counts and cost) instead of evaluating again.
-    return Checked(facts={**evaluation.facts(), "send_at": send_at.isoformat()}, context=evaluation)
+    return Checked(
+        facts={**evaluation.facts(), "send_at": send_at.isoformat(), "confirmed": campaign_confirmed(actor, payload)},
+        context=evaluation,
+    )
 
 
 def _schedule_execute(
@@ -146,7 +151,7 @@ def campaign_schedule(
             field="send_at",
             hint="Pick a later time, or send now with campaigns.send_approved.",
         )
-    return governed_write(
+    answer = governed_write(
         actor=actor,
         action=ActionType.CAMPAIGN_SCHEDULE,
         payload={
@@ -160,3 +165,4 @@ def campaign_schedule(
         idempotency_key=idempotency_key,
         reason=reason,
     )
+    return campaign_hold_notice(actor, answer, confirm=bool(confirm))

@@ -13,9 +13,12 @@ from django.utils import timezone
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation
 from campaigns.models import CampaignState
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.beat import campaign_beat_disable
 from campaigns.services.common import (
     SEND,
+    campaign_confirmed,
+    campaign_hold_notice,
     campaign_live_check,
     campaign_mark_pending,
     campaign_result,
@@ -32,7 +35,7 @@ from smsplatform.kernel.errors import permission_denied
 def _send_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     _campaign, evaluation = campaign_live_check(actor, payload, send_at=None)
     # execute() reuses the evaluation (counts and cost) instead of evaluating again.
-    return Checked(facts=evaluation.facts(), context=evaluation)
+    return Checked(facts={**evaluation.facts(), "confirmed": campaign_confirmed(actor, payload)}, context=evaluation)
 
 
 def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
@@ -40,7 +43,7 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
 
     campaign = campaign_access(actor=actor, campaign_id=payload["campaign_id"], lock=True)
     campaign_token_check(campaign, payload["base_version_token"])
-    reviewer = campaign_reviewer(actor, payload, request)
+    reviewer = campaign_reviewer(actor, payload, request, action=ActionType.CAMPAIGN_SEND)
     evaluation: Evaluation | None = context
     campaign_beat_disable(campaign)
     campaign.state = CampaignState.APPROVED
@@ -62,7 +65,12 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
     campaign_id, version = campaign.pk, campaign.version
     transaction.on_commit(lambda: dispatch_campaign.delay(campaign_id, version))
     return campaign_result(
-        campaign, evaluation, approved_by=reviewer, note="Dispatch queued; follow it with send_batches.list."
+        campaign,
+        evaluation,
+        approved_by=reviewer,
+        note="Dispatch queued; follow it with send_batches.list.",
+        # Sent now at night: say which quiet hours hold it and until when, rather than wait silently.
+        notices=quiet_hours_notices(evaluation.quotes) if evaluation else [],
     )
 
 
@@ -93,7 +101,7 @@ def campaign_send_approved(
     if not actor.has_perm(SEND):
         raise permission_denied(SEND)
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
-    return governed_write(
+    answer = governed_write(
         actor=actor,
         action=ActionType.CAMPAIGN_SEND,
         payload={
@@ -106,3 +114,4 @@ def campaign_send_approved(
         idempotency_key=idempotency_key,
         reason=reason,
     )
+    return campaign_hold_notice(actor, answer, confirm=bool(confirm))

@@ -13,11 +13,13 @@ from django.utils import timezone
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation, campaign_evaluate
 from campaigns.models import APPROVED_STATES, SENT_STATES, CampaignState
+from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.beat import campaign_beat_disable, campaign_beat_set
 from campaigns.services.common import (
     CHANGE,
     campaign_evaluation_apply,
     campaign_fields_set,
+    campaign_link_claim,
     campaign_result,
     campaign_version_record,
 )
@@ -49,7 +51,13 @@ def _update_check(actor: Actor, payload: dict[str, Any]) -> Checked:
         )
     changes = payload["changes"]
     content_changed = any(k in CONTENT_FIELDS for k in changes)
-    facts: dict[str, Any] = {"overwrites_existing": campaign.state in APPROVED_STATES, "changed": sorted(changes)}
+    # What an "overwrites existing" policy holds: a change to the reviewed content of an approved or
+    # scheduled campaign (a draft, or a note such as the send goal, is not held).
+    reviewed = [k for k in changes if k not in NOTE_FIELDS]
+    facts: dict[str, Any] = {
+        "overwrites_existing": campaign.state in APPROVED_STATES and bool(reviewed),
+        "changed": sorted(changes),
+    }
     evaluation = None
     if content_changed:
         spec = {**campaign_spec(campaign), **{k: v for k, v in changes.items() if k in CONTENT_FIELDS}}
@@ -73,6 +81,7 @@ def _update_execute(
     campaign_fields_set(campaign, changes)
     if evaluation is not None:
         campaign_evaluation_apply(campaign, evaluation)
+        campaign_link_claim(campaign, evaluation)
     reviewed_fields = [k for k in changes if k not in NOTE_FIELDS]
     note = ""
     if campaign.state in APPROVED_STATES and reviewed_fields:
@@ -109,7 +118,8 @@ def _update_execute(
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
-    return campaign_result(campaign, evaluation, changed=sorted(changes), note=note)
+    notices = quiet_hours_notices(evaluation.quotes, campaign.send_at) if evaluation is not None else []
+    return campaign_result(campaign, evaluation, changed=sorted(changes), note=note, notices=notices)
 
 
 register_action(

@@ -68,6 +68,11 @@ class ContactListApi(ServiceApiView):
         crm_key = serializers.CharField(max_length=100, required=False, allow_blank=True)
         consent = ConsentInput(required=False)
         lift_opt_out = serializers.BooleanField(default=False)
+        audiences = serializers.JSONField(
+            required=False,
+            help_text="Audience ids or names to add the contact to (a list), or {add: [...], remove: [...]}; "
+            "checked by the service (a contact in no audience is in no segment).",
+        )
         reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
         idempotency_key = serializers.CharField(max_length=200)
 

@@ -19,7 +19,7 @@ from compliance.models import ActionRequest, RequestState
 from compliance.roles import Role
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
-from tests.support.campaigns import PHONES, TEXT, act, draft_data, key
+from tests.support.campaigns import PHONES, TEXT, act, draft_data, fresh_short_link, key
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +79,7 @@ def test_list_shows_a_progress_bar_from_one_grouped_query(
     world: dict[str, Any], marketer: Any, approver_user: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     sent(world, marketer, approver_user, django_capture_on_commit_callbacks)
-    draft(world, marketer, name="Summer")
+    draft(world, marketer, name="Summer", short_link_id=fresh_short_link(marketer))
     client = logged_in(approver_user)
     with CaptureQueriesContext(connection) as queries:
         page = client.get(reverse("admin:campaigns_campaign_changelist"))
@@ -373,3 +373,49 @@ def test_batches_are_listed_with_counts_and_linked_from_the_campaign(
     for page in (review, listing, detail):
         assert not any(phone in page.content.decode() for phone in PHONES.values())
     assert SendBatch.objects.count() == 1
+
+
+# --- a campaign past its pre-send check ------------------------------------------------------------------
+
+
+def test_a_sending_or_sent_campaign_shows_progress_not_a_failed_live_check(
+    world: dict[str, Any], marketer: Any, approver_user: Any, django_capture_on_commit_callbacks: Any, api_for: Any
+) -> None:
+    from types import SimpleNamespace
+
+    from smsplatform.mcp.server import run_tool
+
+    created = draft(world, marketer, batch_size=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=created["campaign_id"],
+            base_version_token=created["base_version_token"],
+            confirm=True,
+            idempotency_key=key("adm"),
+        )
+    cid = created["campaign_id"]
+    client = logged_in(approver_user)
+    for expected in (CampaignState.SENDING, CampaignState.COMPLETED):
+        assert Campaign.objects.get(pk=cid).state == expected
+        html = client.get(change_url(cid)).content.decode()
+        assert "The live check failed" not in html and "errornote" not in html
+        assert 'id="send-state"' in html and "the pre-send check no longer applies" in html
+        assert "queued" in html and "delivered" in html  # the progress figures
+        for _ in range(6):  # bring the paced later batches forward, so the send completes now
+            if Campaign.objects.get(pk=cid).state != CampaignState.SENDING:
+                break
+            SendBatch.objects.filter(campaign_id=cid).update(not_before=timezone.now())
+            OutboundMessage.objects.filter(batch__campaign_id=cid).update(next_attempt_at=timezone.now())
+            with django_capture_on_commit_callbacks(execute=True):
+                batches_advance(budget_seconds=2)
+    # The pre-send preview itself says where to look instead, on MCP and REST.
+    result = run_tool("sms_marketing.cost_preview", {"campaign_id": cid}, SimpleNamespace(user=marketer, auth=None))
+    error = (result.structuredContent or {})["error"]
+    assert result.isError and error["code"] == "campaign_state" and "send_batches.list" in error["hint"]
+    response = api_for(marketer).get(f"/api/v1/campaigns/{cid}/cost-preview/")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "campaign_state"
+    # A draft still gets its live check.
+    other = draft(world, marketer, name="Next", short_link_id=fresh_short_link(marketer))
+    html = client.get(change_url(other["campaign_id"])).content.decode()
+    assert 'id="send-state"' not in html and "review-parts" in html

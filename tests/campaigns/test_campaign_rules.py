@@ -386,7 +386,7 @@ def test_cancel_before_sending_records_reason_owner_and_affected(
     result = out["result"]
     assert result["outcome"] == "cancelled_before_sending" and result["owner"] == "marketer1"
     assert result["affected_recipients"] == 4 and result["reason"] == "Offer withdrawn"
-    assert not PeriodicTask.objects.get(name=f"campaign:{draft['campaign_id']}").enabled
+    assert not PeriodicTask.objects.filter(name=f"campaign:{draft['campaign_id']}").exists()
     assert campaign_dispatch(campaign_id=draft["campaign_id"], version=1)["dispatched"] is False
     err = _refused(
         campaign_cancel_schedule,

@@ -11,6 +11,8 @@ from compliance.models import ApprovalPolicy, Condition
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor, Channel
+from templates.services import short_link_create
+from templates.short_links.preview import short_link_preview
 from tests.support.factories import ApprovalPolicyFactory
 
 _keys = itertools.count(1)
@@ -62,3 +64,13 @@ def draft_data(world: dict[str, Any], **overrides: Any) -> dict[str, Any]:
         "send_goal": "Spring sale visits",
         **overrides,
     }
+
+
+def fresh_short_link(user: Any, url: str = "https://shop.example.com/other") -> int:
+    """A short link no campaign owns yet (a short link serves one campaign only)."""
+    preview = short_link_preview(actor=act(user), url=url, utm=UTM)
+    made = short_link_create(
+        actor=act(user), short_link_preview_id=preview["short_link_preview_id"], idempotency_key=key()
+    )
+    assert made["status"] == "executed", made
+    return int(made["result"]["short_link_id"])

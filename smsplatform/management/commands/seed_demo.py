@@ -30,8 +30,17 @@ DEMO_POLICIES: list[dict[str, Any]] = [
         "description": "Schedules estimated above HKD 5,000.",
     },
     {
+        # Whoever may schedule but cannot confirm (marketing, operations) is held for an approver;
+        # an approver's own confirm=true schedules at once (below HKD 5,000).
+        "action": ActionType.CAMPAIGN_SCHEDULE,
+        "condition": Condition.UNCONFIRMED,
+        "description": "Schedules not confirmed by an approver (confirm=true) wait for an approver.",
+    },
+    {
+        # Only a change to approved or scheduled content is held (the update's overwrites_existing
+        # fact); a draft is edited freely.
         "action": ActionType.CAMPAIGN_UPDATE,
-        "condition": Condition.ALWAYS,
+        "condition": Condition.OVERWRITES_EXISTING,
         "description": "Changes to approved or scheduled campaigns go back through approval.",
     },
     {
@@ -76,6 +85,16 @@ DEMO_POLICIES: list[dict[str, Any]] = [
 ]
 
 
+LEGACY_DEMO_POLICY_FIXES = [
+    (
+        ActionType.CAMPAIGN_UPDATE,
+        Condition.ALWAYS,
+        Condition.OVERWRITES_EXISTING,
+        "Changes to approved or scheduled campaigns go back through approval.",
+    ),
+]
+
+
 DEMO_RATES = {"HK": "0.3500", "MO": "0.4200", "SG": "0.4800", "GB": "0.3900", "US": "0.0900"}
 
 
@@ -96,6 +115,12 @@ class Command(BaseCommand):
         periodic_tasks_ensure()
         platform_config_instance()
         approver = Group.objects.get(name=Role.APPROVER)
+        # Demo policies seeded by earlier versions whose condition contradicted their own text (the
+        # update policy held every draft edit): corrected in place, so a rerun does not keep both.
+        for action, wrong, right, description in LEGACY_DEMO_POLICY_FIXES:
+            ApprovalPolicy.objects.filter(action=action, condition=wrong, description=description).update(
+                condition=right
+            )
         for spec in DEMO_POLICIES:
             ApprovalPolicy.objects.get_or_create(
                 action=spec["action"],
@@ -134,6 +159,24 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
             for username, role_name, key in rows:
                 self.stdout.write(f"  {username:<18} {role_name:<11} Bearer {key}")
+            for line in self._quiet_hours_lines():
+                self.stdout.write(line)
+
+    def _quiet_hours_lines(self) -> list[str]:
+        """The demo sends to HK: say when its quiet hours hold a send, so a night-time demo does not
+        wait silently."""
+        from campaigns.quiet_hours import quiet_hours_notices
+        from smsplatform.config_service import platform_config_data
+
+        rules = platform_config_data()["schedule"]["quiet_hours"].get("HK")
+        if not rules:
+            return []
+        lines = [
+            f"Quiet hours: HK {rules['start']}-{rules['end']} ({rules.get('time_zone') or 'Asia/Hong_Kong'}); "
+            "messages due inside them wait for the window (schedule.quiet_hours in the configuration)."
+        ]
+        lines += [f"  Now: {notice['message']}" for notice in quiet_hours_notices(["HK"])]
+        return lines
 
     def _seed_gateways(self) -> None:
         """The embedded simulator gateway (demo rates), a registered demo sender ID, a funded account."""
