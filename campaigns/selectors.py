@@ -333,6 +333,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 # --- delivery_status.get ---------------------------------------------------------------------------------
 
 HARD_FAILURE_HINT = "refused by the gateway before delivery (invalid destination, rejected, not routable)"
+FAILED_AGAIN = "a resend that failed too: a message is resent at most once"
 
 # A few verdicts carry a word of explanation; the verdict itself is the resend rule's (resend_rules).
 RESEND_DETAILS = {
@@ -340,6 +341,7 @@ RESEND_DETAILS = {
     "maybe_delivered": "submission interrupted; never resent",
     "withdrawn": "stopped by a cancellation",
     "hard_failure": HARD_FAILURE_HINT,
+    "failed_again": FAILED_AGAIN,
 }
 
 
