@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from campaigns.errors import CampaignErrorCode
 from contacts.models import Segment
 from gateways.models import Gateway
 from gateways.rules import sender_id_check_usable
@@ -138,7 +139,7 @@ def _consented(segment: Segment) -> None:
     purposes = _consent_purposes(segment.criteria.get("criteria") or {})
     if purposes - {"marketing"}:
         raise _error(
-            "segment_not_consented",
+            CampaignErrorCode.SEGMENT_NOT_CONSENTED,
             f"Segment {segment.pk} selects contacts by {sorted(purposes - {'marketing'})[0]} consent; marketing SMS "
             "needs marketing consent.",
             field="segment_id",
@@ -163,7 +164,7 @@ def _link(actor: Actor, link_id: Any, *, send_at: datetime | None, config: dict[
     must_live_until = max(now, send_at or now)
     if link.expires_at <= must_live_until:
         raise _error(
-            "short_link_expired",
+            CampaignErrorCode.SHORT_LINK_EXPIRED,
             f"Short link {link.code} expires at {link.expires_at.isoformat()}, before the campaign sends.",
             field="short_link_id",
             hint="Create a new short link whose expiry is after the send time.",
@@ -173,7 +174,7 @@ def _link(actor: Actor, link_id: Any, *, send_at: datetime | None, config: dict[
         url_check(link.target_url, config=config, field="short_link_id")
     except ApplicationError as exc:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             f"The short link's landing page no longer passes the link rules: {exc.message}",
             field="short_link_id",
             hint="Create a new short link with sms_marketing.short_links.preview/create.",
@@ -207,7 +208,7 @@ def _message(
             )
         if version.purpose != Purpose.MARKETING:
             raise _error(
-                "template_purpose_mismatch",
+                CampaignErrorCode.TEMPLATE_PURPOSE_MISMATCH,
                 f"Template version {version.pk} is for {version.purpose} SMS, not marketing.",
                 field="template_version_id",
                 hint="Pick a marketing template.",
@@ -260,7 +261,7 @@ def _message(
             )
         if len(value) > int(f["max_length"]):
             raise _error(
-                "field_too_long",
+                CampaignErrorCode.FIELD_TOO_LONG,
                 f"{where} is {len(value)} characters; the field allows {f['max_length']}.",
                 field=where,
                 hint="Shorten the value.",
@@ -269,14 +270,14 @@ def _message(
         values[name] = value
     if url_fields and link is None:
         raise _error(
-            "short_link_required",
+            CampaignErrorCode.SHORT_LINK_REQUIRED,
             f"The message has a link field ({{{{{url_fields[0]}}}}}) but no short_link_id.",
             field="short_link_id",
             hint="Create a short link (sms_marketing.short_links.preview/create) and pass its id.",
         )
     if link is not None and not url_fields:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             "A short link is attached but the message has no link placeholder, so it would never be sent.",
             field="short_link_id",
             hint=f"Add {{{{{LINK_FIELD}}}}} to the copy (or a url field to the template), or drop short_link_id.",
@@ -287,7 +288,7 @@ def _message(
     stray = URL_IN_TEXT_RE.findall(rendered.replace(short_url or "\x01", ""))
     if stray:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             f"The copy contains a raw link ({stray[0][:60]}); only the campaign's checked short link may appear.",
             field="text" if text else "variables",
             hint="Put the URL through sms_marketing.short_links.preview/create and use the link placeholder.",
@@ -326,7 +327,7 @@ def _fits(result: SegmentResult, max_segments: int, spec: dict[str, Any]) -> Non
     if result.segments > max_segments:
         cut = "".join(p.text for p in result.parts[max_segments:])
         raise _error(
-            "message_too_long",
+            CampaignErrorCode.MESSAGE_TOO_LONG,
             f"The message is {result.segments} segments; at most {max_segments} are allowed. "
             f"{len(cut)} characters would be cut.",
             field="text" if spec.get("text") else "variables",
@@ -368,7 +369,7 @@ def campaign_evaluate(
         link = _link(actor, spec["short_link_id"], send_at=send_at, config=config)
         if link.campaign_id is not None and campaign_id is not None and link.campaign_id != campaign_id:
             raise _error(
-                "short_link_in_use",
+                CampaignErrorCode.SHORT_LINK_IN_USE,
                 f"Short link {link.code} belongs to campaign {link.campaign_id}.",
                 field="short_link_id",
                 hint="Create a short link for this campaign.",
@@ -380,7 +381,7 @@ def campaign_evaluate(
     recipients = int(counts["sendable"])
     if recipients <= 0:
         raise _error(
-            "segment_not_consented",
+            CampaignErrorCode.SEGMENT_NOT_CONSENTED,
             f"Segment {segment.pk} has no sendable contact now (consent, opt-outs, caps and coverage applied).",
             field="segment_id",
             hint="sms_marketing.segments.preview shows every exclusion by reason.",
@@ -391,7 +392,7 @@ def campaign_evaluate(
         gateway = Gateway.objects.filter(code=gateway_code).first()
         if gateway is None or not gateway.enabled:
             raise _error(
-                "gateway_not_usable",
+                CampaignErrorCode.GATEWAY_NOT_USABLE,
                 f"Gateway {gateway_code!r} does not exist or is disabled.",
                 field="gateway",
                 hint="Pick an enabled gateway from sms_marketing.gateways.list, or leave it empty.",
@@ -401,7 +402,7 @@ def campaign_evaluate(
     uncovered = sorted(set(sendable_countries) - set(quotes))
     if uncovered:
         raise _error(
-            "cost_unknown",
+            CampaignErrorCode.COST_UNKNOWN,
             f"No {'rate on ' + gateway_code if gateway_code else 'enabled gateway rate'} for {', '.join(uncovered)}: "
             "the cost of those messages is not known.",
             field="gateway" if gateway_code else "segment_id",
@@ -412,7 +413,7 @@ def campaign_evaluate(
         encodings = Gateway.objects.get(code=quotes[country].gateway_code).encodings or ["GSM-7", "UCS-2"]
         if analysis["encoding"] not in encodings:
             raise _error(
-                "encoding_not_supported",
+                CampaignErrorCode.ENCODING_NOT_SUPPORTED,
                 f"Gateway {quotes[country].gateway_code} cannot send {analysis['encoding']}.",
                 field="gateway",
                 hint="Pick another gateway or change the copy.",
@@ -472,7 +473,7 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
     total = evaluation.total_cost
     if budget is not None and total > budget:
         raise _error(
-            "over_budget",
+            CampaignErrorCode.OVER_BUDGET,
             f"Estimated cost {total} is above the campaign budget {budget}.",
             field=field,
             hint="Raise the budget (campaigns.update) or narrow the segment.",
@@ -480,7 +481,7 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
         )
     if total > ceiling:
         raise _error(
-            "over_cost_ceiling",
+            CampaignErrorCode.OVER_COST_CEILING,
             f"Estimated cost {total} is above the platform's per-campaign ceiling {ceiling}.",
             field=field,
             hint="Split the campaign or ask compliance to change cost.max_campaign_cost.",

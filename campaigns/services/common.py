@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation, budget_check, campaign_evaluate, quota_check
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import Campaign, CampaignState, CampaignVersion
 from campaigns.spec import campaign_error, campaign_snapshot, campaign_spec, campaign_token, campaign_token_check
 from compliance.models import ActionRequest
@@ -96,7 +97,7 @@ def campaign_reviewer(actor: Actor, payload: dict[str, Any], request: ActionRequ
     if payload.get("confirm") is True and actor.has_perm(CONFIRM):
         return actor.user_id
     raise campaign_error(
-        "campaign_not_approved",
+        CampaignErrorCode.CAMPAIGN_NOT_APPROVED,
         "A live send needs an approval (no approval policy held this request) or an explicit confirmation.",
         field="confirm",
         hint=(
@@ -114,7 +115,7 @@ def campaign_live_check(
     allowed = (CampaignState.DRAFT, CampaignState.PENDING_APPROVAL, CampaignState.APPROVED, CampaignState.SCHEDULED)
     if campaign.state not in allowed:
         raise campaign_error(
-            "campaign_state",
+            CampaignErrorCode.CAMPAIGN_STATE,
             f"Campaign {campaign.pk} is {campaign.state}.",
             field="campaign_id",
             hint="Only draft, approved or scheduled campaigns can be scheduled or sent.",
@@ -122,7 +123,7 @@ def campaign_live_check(
     evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=send_at)
     if evaluation.body_preview != campaign.body_preview:
         raise campaign_error(
-            "campaign_content_changed",
+            CampaignErrorCode.CAMPAIGN_CONTENT_CHANGED,
             "The message would differ from the reviewed draft (a template, link or rule changed).",
             field="campaign_id",
             hint="Read the campaign again (campaigns.get) and update it so the draft shows what will go out.",
@@ -131,7 +132,7 @@ def campaign_live_check(
     quota = quota_check(evaluation)
     if not quota["within"]:
         raise campaign_error(
-            "quota_exceeded",
+            CampaignErrorCode.QUOTA_EXCEEDED,
             f"The campaign needs {quota['segments_needed']} segments / {quota['amount_needed']}; available "
             f"{quota['available_segments']} segments / {quota['available_amount']}.",
             field="campaign_id",

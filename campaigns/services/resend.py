@@ -18,6 +18,7 @@ from django.db.models import CharField, Count, IntegerField, Max, Min, Q, Sum
 from django.utils import timezone
 
 from campaigns.dispatch import batches_advance_on_commit
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.quiet_hours import quiet_hours_apply
 from campaigns.resend_rules import (
@@ -194,7 +195,7 @@ def _resend_execute(
     if not resent:
         # Rolls back with the batch and the preview's consumption: nothing was written.
         raise ApplicationError(
-            "nothing_to_resend",
+            CampaignErrorCode.NOTHING_TO_RESEND,
             "No message of the preview is eligible any more.",
             field="retry_preview_id",
             hint="They were delivered, opted out or resent since the preview.",

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import Campaign, CampaignState
 from campaigns.quiet_hours import quiet_release_time
 from campaigns.services.beat import campaign_beat_set
@@ -36,7 +37,7 @@ def _schedule_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     send_at = datetime.fromisoformat(payload["schedule"]["send_at"])
     if send_at <= timezone.now():
         raise campaign_error(
-            "send_time_passed",
+            CampaignErrorCode.SEND_TIME_PASSED,
             f"send_at {send_at.isoformat()} has passed.",
             field="send_at",
             hint="Schedule again with a later time, or send now with campaigns.send_approved.",
@@ -141,7 +142,7 @@ def campaign_schedule(
     lead = timedelta(minutes=int(platform_config_data()["schedule"]["min_lead_minutes"]))
     if datetime.fromisoformat(normalised["send_at"]) < timezone.now() + lead:
         raise campaign_error(
-            "send_time_too_soon",
+            CampaignErrorCode.SEND_TIME_TOO_SOON,
             f"send_at must be at least {lead} ahead (schedule.min_lead_minutes).",
             field="send_at",
             hint="Pick a later time, or send now with campaigns.send_approved.",
