@@ -288,7 +288,10 @@ def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
                         CampaignErrorCode.FREQUENCY_CAP_BLOCKS,
                         "A marketing frequency cap is set to 0: no marketing SMS may be sent.",
                         field="frequency_caps",
-                        hint="Compliance changes frequency_caps with sms_marketing.config.update.",
+                        hint=(
+                            "Compliance changes frequency_caps in the admin's Platform configuration or with "
+                            "PATCH /api/v1/config/ (no MCP tool writes configuration)."
+                        ),
                     )
                 outcome = _materialise(campaign, evaluation, now=now)
         except ApplicationError as exc:
