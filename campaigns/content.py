@@ -39,6 +39,7 @@ from templates.content_rules import (
     text_validate,
     value_check,
 )
+from templates.copy_fit import LINK_FIELD
 from templates.models import Purpose, ShortLink, TemplateVersion
 from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
 from templates.short_links.preview import url_check
@@ -48,7 +49,6 @@ from templates.short_links.preview import url_check
 TOKEN_MARK = "\x00TOKEN\x00"
 TOKEN_SAMPLE = "a" * RECIPIENT_TOKEN_LENGTH
 URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
-LINK_FIELD = "link"
 
 
 def _error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:
