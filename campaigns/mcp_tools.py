@@ -283,10 +283,13 @@ def campaigns_send_tool(w: WriteArgs) -> dict[str, Any]:
             "count": INT,
             "message_states": OBJ,
             "batch_states": OBJ,
+            "charged_total": STR,
+            "currency": STR,
             "charged_definition": STR,
+            "charge_rule": STR,
             "note": STR,
         },
-        ["campaign_id", "batches", "message_states", "batch_states"],
+        ["campaign_id", "batches", "message_states", "batch_states", "charged_total", "currency", "charge_rule"],
     ),
 )
 def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +307,8 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
         }
     ),
     output_schema=object_schema(
-        {"messages": ARR, "count": INT, "phones_masked": BOOL, "note": STR}, ["messages", "count", "phones_masked"]
+        {"messages": ARR, "count": INT, "phones_masked": BOOL, "charge_rule": STR, "note": STR},
+        ["messages", "count", "phones_masked", "charge_rule"],
     ),
 )
 def delivery_status_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from campaigns.resend_rules import ELIGIBLE, resend_reasons
 from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
+from gateways.charges import CHARGE_RULE, charged_q, is_charged, message_charge
 from gateways.models import MessagePart, MessageState, OutboundMessage
+from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -44,7 +46,6 @@ BATCH_STATE_DEFINITIONS = {
     "completed": "Every message was submitted or reached a final state; receipts may still arrive.",
     "stopped": "Stopped by a cancellation: its unsent messages were withdrawn.",
 }
-CHARGED_STATES = (MessageState.SUBMITTED, MessageState.DELIVERED, MessageState.UNKNOWN)
 
 
 def _pending_requests(campaign_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -262,6 +263,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         raise permission_denied(VIEW_BATCHES)
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
+    currency = account_instance().currency
     stats: dict[int, dict[str, Any]] = {
         b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
         for b in batches
@@ -269,7 +271,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     rows = (
         OutboundMessage.objects.filter(batch__campaign=campaign)
         .values_list("batch_id", "state", "gateway__code", "error_code")
-        .annotate(n=Count("id"), amount=Sum("cost"))
+        .annotate(n=Count("id"), amount=Sum("cost", filter=charged_q()))
         .order_by()
     )
     updated = dict(
@@ -283,8 +285,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         entry = stats[batch_id]
         entry["states"][state] += n
         entry["gateways"].add(gateway)
-        if state in CHARGED_STATES:
-            entry["charged"] += amount or 0
+        entry["charged"] += amount or 0  # the charging rule (gateways.charges), the quota's own
         if error:
             entry["errors"][error] = entry["errors"].get(error, 0) + n
     out = []
@@ -311,6 +312,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
                 "unknown": states["unknown"],
                 "by_state": states,
                 "charged": str(s["charged"].quantize(Decimal("0.0001"))),
+                "currency": currency,
                 "error_summary": sorted(
                     ({"error_code": k, "count": v} for k, v in s["errors"].items()), key=lambda e: -e["count"]
                 )[:10],
@@ -324,8 +326,11 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         "count": len(out),
         "message_states": STATE_DEFINITIONS,
         "batch_states": BATCH_STATE_DEFINITIONS,
-        "charged_definition": "The estimated price of messages a gateway accepted (or may have): submitted, "
-        "delivered, unknown. The billed amount can differ.",
+        "charged_total": str(sum((s["charged"] for s in stats.values()), Decimal(0)).quantize(Decimal("0.0001"))),
+        "currency": currency,
+        "charged_definition": "charged: what the batch's messages cost under charge_rule, at the listed rate "
+        "(as the gateway billed their parts); quotas.get's balance moves by the same amounts.",
+        "charge_rule": CHARGE_RULE,
         "note": "Pending (queued, submitting, submitted) does not mean delivered.",
     }
 
@@ -410,7 +415,8 @@ def delivery_status_get(
                 "gateway": m.gateway.code,
                 "provider_message_ids": parts.get(m.pk, []),
                 "segments": m.segments,
-                "estimated_charge": str(m.cost) if m.state in CHARGED_STATES or m.submitted_at else "0",
+                "charged": is_charged(state=m.state, submitted_at=m.submitted_at),
+                "charge": str(message_charge(state=m.state, submitted_at=m.submitted_at, cost=m.cost)),
                 "currency": m.currency,
                 "queued_at": m.created_at.isoformat(),
                 "submitted_at": m.submitted_at.isoformat() if m.submitted_at else None,
@@ -423,7 +429,8 @@ def delivery_status_get(
         "messages": out,
         "count": len(out),
         "phones_masked": not actor.has_perm("compliance.view_full_phone"),
-        "note": "Submitted is pending, not delivered. Charges are estimates at the listed rate.",
+        "charge_rule": CHARGE_RULE,
+        "note": "Submitted is pending, not delivered. charge follows charge_rule, at the listed rate.",
     }
 
 

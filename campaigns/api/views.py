@@ -267,13 +267,17 @@ class SendBatchListOutput(serializers.Serializer):
     count = serializers.IntegerField()
     message_states = serializers.DictField(child=serializers.CharField())
     batch_states = serializers.DictField(child=serializers.CharField())
+    charged_total = serializers.CharField()
+    currency = serializers.CharField()
     charged_definition = serializers.CharField()
+    charge_rule = serializers.CharField()
 
 
 class DeliveryStatusOutput(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField())
     count = serializers.IntegerField()
     phones_masked = serializers.BooleanField()
+    charge_rule = serializers.CharField()
     note = serializers.CharField()
 
 
