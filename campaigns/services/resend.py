@@ -239,7 +239,8 @@ def _resend_execute(
         "excluded_at_execution": excluded,
         "estimated_cost": str(amount.quantize(Decimal("0.01"))),
         "quiet_hours_waits": waits,
-        "note": "Each new message links to the one it resends (resend_of); follow it with send_batches.list.",
+        "note": "Each new message links to the one it resends (resend_of); its batch is in send_batches.list, "
+        "its messages in sms_marketing.delivery_status.get with that batch_id.",
     }
 
 
