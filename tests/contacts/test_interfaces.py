@@ -97,7 +97,9 @@ def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, market
     assert _error(r["duplicate"])["code"] == "version_token_required"
     assert r["found"]["contacts"][0]["phone"] == "+85291234567"  # CRM may see full numbers
     assert r["got"]["consent_evidence"][0]["source"] == "web_form"
-    assert structured(r["opt_out"])["suppressed"] is True
+    opted = structured(r["opt_out"])
+    assert (opted["status"], opted["action"]) == ("executed", "contacts.opt_out")
+    assert opted["result"]["suppressed"] is True
     assert _error(r["stale"])["code"] == "stale_version_token"
     cleared = structured(r["silent_clear"])["result"]
     assert cleared["opted_out"] is True and cleared["sendable"] is False  # consent alone lifts nothing
@@ -157,7 +159,12 @@ def test_rest(api_for: Any, make_user: Any, marketing: Any) -> None:
     stop = crm.post(
         "/api/v1/opt-outs/", {"contact_id": cid, "reason": "stop", "idempotency_key": "rest-oo-0001"}, format="json"
     )
-    assert stop.status_code == 200 and stop.json()["suppressed"] is True
+    assert stop.status_code == 200 and stop.json()["result"]["suppressed"] is True
+    assert (stop.json()["status"], stop.json()["action"]) == ("executed", "contacts.opt_out")
+    again = crm.post(
+        "/api/v1/opt-outs/", {"contact_id": cid, "reason": "stop", "idempotency_key": "rest-oo-0001"}, format="json"
+    )
+    assert again.json() == stop.json()  # the same key: the first answer again, envelope and all
     stale = crm.post(
         "/api/v1/contacts/",
         {
