@@ -553,7 +553,10 @@ def _segment_execute(
     return {
         "segment_id": segment.pk,
         "name": segment.name,
-        "criteria": segment.criteria,
+        # The shape segments.preview answers with: the criteria as given, the audiences in scope
+        # beside them (stored together, shown flat: no criteria.criteria).
+        "criteria": segment.criteria["criteria"],
+        "audience_ids": segment.criteria["audience_ids"],
         "matched": segment.matched_count,
         "sendable": segment.sendable_count,
         "exclusions": segment.exclusions,

@@ -294,7 +294,9 @@ def test_audiences_and_segments_over_mcp_and_rest(
     assert preview["matched"] == 2 and preview["sendable"] + sum(preview["exclusions"].values()) == 2
     assert preview["exclusions"]["no_consent"] == 1
     assert _error(r["widen"])["field"] == "criteria"
-    assert structured(r["create"])["result"]["sendable"] == preview["sendable"]
+    created = structured(r["create"])["result"]
+    assert created["sendable"] == preview["sendable"]
+    assert created["criteria"] == preview["criteria"] and created["audience_ids"] == preview["audience_ids"]
     assert _error(r["again"])["code"] == "preview_already_used"
     assert Segment.objects.count() == 1
 
