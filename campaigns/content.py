@@ -99,6 +99,8 @@ class Evaluation:
         return {
             "recipients": self.recipients,
             "cost": str(self.total_cost),
+            # The currency of cost when its quotes share one (None: mixed or nothing priced).
+            "currency": next(iter(self.cost)) if len(self.cost) == 1 else None,
             "segments_per_message": self.segments,
             "sensitive": self.sensitive,
         }

@@ -31,6 +31,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ErrorCode, permission_denied
+from smsplatform.kernel.money import money_text
 
 
 def _schedule_check(actor: Actor, payload: dict[str, Any]) -> Checked:
@@ -107,7 +108,7 @@ register_action(
         on_hold=campaign_mark_pending,
         summary=lambda payload, facts: (
             f"Schedule campaign #{payload['campaign_id']} for {facts.get('send_at')}: "
-            f"{facts.get('recipients')} recipients, cost {facts.get('cost')}"
+            f"{facts.get('recipients')} recipients, cost {money_text(facts.get('cost'), facts.get('currency'))}"
         ),
     )
 )

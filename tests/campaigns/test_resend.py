@@ -128,6 +128,7 @@ def test_resend_runs_a_constant_number_of_queries(
     reservation = QuotaReservation.objects.get(reference=batch.quota_reference)
     assert (reservation.segments, reservation.amount) == (segments, price * segments)
     assert large_result["estimated_cost"] == str((price * segments).quantize(Decimal("0.01")))
+    assert large_result["currency"] == "HKD"
     assert Campaign.objects.get(pk=campaign_id).state == CampaignState.SENDING
 
 
