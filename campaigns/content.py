@@ -29,6 +29,7 @@ from gateways.selectors import PriceQuote, segment_prices
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
+from smsplatform.kernel.money import money_text
 from smsplatform.kernel.segments import SegmentResult
 from templates.content_rules import (
     PLACEHOLDER_RE,
@@ -473,10 +474,12 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
     config = platform_config_data()
     ceiling = Decimal(str(config["cost"]["max_campaign_cost"]))
     total = evaluation.total_cost
+    currency = config["cost"]["currency"]
     if budget is not None and total > budget:
         raise _error(
             CampaignErrorCode.OVER_BUDGET,
-            f"Estimated cost {total} is above the campaign budget {budget}.",
+            f"Estimated cost {money_text(total, currency)} is above the campaign budget "
+            f"{money_text(budget, currency)}.",
             field=field,
             hint="Raise the budget (campaigns.update) or narrow the segment.",
             estimated_cost=str(total),
@@ -484,7 +487,8 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
     if total > ceiling:
         raise _error(
             CampaignErrorCode.OVER_COST_CEILING,
-            f"Estimated cost {total} is above the platform's per-campaign ceiling {ceiling}.",
+            f"Estimated cost {money_text(total, currency)} is above the platform's per-campaign ceiling "
+            f"{money_text(ceiling, currency)}.",
             field=field,
             hint="Split the campaign or ask compliance to change cost.max_campaign_cost.",
             estimated_cost=str(total),
@@ -493,9 +497,10 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
 
 def quota_check(evaluation: Evaluation) -> dict[str, Any]:
     """Overage against the month's quota and the balance (refused at schedule and send)."""
-    from gateways.quotas import headroom
+    from gateways.quotas import account_instance, headroom
 
-    room = headroom()
+    account = account_instance()
+    room = headroom(account)
     if len(set(evaluation.segments_by_country.values())) > 1:  # gateways that split differently
         segments = sum(int(row["sendable"]) * row["segments_per_message"] for row in evaluation.by_country)
     else:
@@ -507,5 +512,6 @@ def quota_check(evaluation: Evaluation) -> dict[str, Any]:
         "amount_needed": str(evaluation.total_cost),
         "available_amount": str(room.available_amount),
         "amount_over": str(max(Decimal(0), evaluation.total_cost - room.available_amount)),
+        "currency": account.currency,
         "within": segments <= room.available_segments and evaluation.total_cost <= room.available_amount,
     }

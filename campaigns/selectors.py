@@ -246,6 +246,7 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             "platform_ceiling": str(ceiling),
             "over_budget": budget is not None and total > budget,
             "over_ceiling": total > ceiling,
+            "currency": config["cost"]["currency"],
         },
         "quota": quota_check(evaluation),
         "estimate_note": config["cost"]["estimate_note"],

@@ -19,6 +19,7 @@ from campaigns.spec import campaign_error, campaign_snapshot, campaign_spec, cam
 from compliance.models import ActionRequest
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.money import money_text
 
 ADD = "campaigns.add_campaign"
 CHANGE = "campaigns.change_campaign"
@@ -133,8 +134,9 @@ def campaign_live_check(
     if not quota["within"]:
         raise campaign_error(
             CampaignErrorCode.QUOTA_EXCEEDED,
-            f"The campaign needs {quota['segments_needed']} segments / {quota['amount_needed']}; available "
-            f"{quota['available_segments']} segments / {quota['available_amount']}.",
+            f"The campaign needs {quota['segments_needed']} segments / "
+            f"{money_text(quota['amount_needed'], quota['currency'])}; available {quota['available_segments']} "
+            f"segments / {money_text(quota['available_amount'], quota['currency'])}.",
             field="campaign_id",
             hint="Top up, raise the quota or narrow the segment (sms_marketing.quotas.get).",
             **quota,

@@ -46,3 +46,30 @@ def test_held_writes_say_their_cost_with_its_currency(world: dict[str, Any], mar
     )
     for summary in (_summary(held, act(marketer)), _summary(segment, act(marketer))):
         assert "cost HKD " in summary and "{" not in summary and "'" not in summary.split(":", 1)[1], summary
+
+
+def test_cost_preview_amounts_carry_their_currency(world: dict[str, Any], marketer: Any) -> None:
+    from campaigns.selectors import cost_preview
+
+    draft = campaign_create_draft(actor=act(marketer), data=draft_data(world), idempotency_key=key())["result"]
+    preview = cost_preview(actor=act(marketer), campaign_id=draft["campaign_id"])
+    assert set(preview["estimated_cost"]) == {"HKD"}
+    assert preview["budget"]["currency"] == "HKD" and preview["quota"]["currency"] == "HKD"
+
+
+def test_refusals_say_amounts_with_their_currency(world: dict[str, Any], marketer: Any, approver_user: Any) -> None:
+    from smsplatform.kernel.errors import ApplicationError
+
+    draft = campaign_create_draft(actor=act(marketer), data=draft_data(world, budget="0.10"), idempotency_key=key())[
+        "result"
+    ]
+    with pytest.raises(ApplicationError) as err:
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=draft["campaign_id"],
+            base_version_token=draft["base_version_token"],
+            confirm=True,
+            idempotency_key=key(),
+        )
+    assert err.value.code == "over_budget", err.value
+    assert "above the campaign budget HKD 0.10" in err.value.message and "cost HKD " in err.value.message
