@@ -29,6 +29,7 @@ from gateways.selectors import PriceQuote, segment_prices
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found
+from smsplatform.kernel.money import money_text
 from smsplatform.kernel.segments import SegmentResult
 from templates.content_rules import (
     PLACEHOLDER_RE,
@@ -39,6 +40,7 @@ from templates.content_rules import (
     text_validate,
     value_check,
 )
+from templates.copy_fit import LINK_FIELD
 from templates.models import Purpose, ShortLink, TemplateVersion
 from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
 from templates.short_links.preview import url_check
@@ -48,7 +50,6 @@ from templates.short_links.preview import url_check
 TOKEN_MARK = "\x00TOKEN\x00"
 TOKEN_SAMPLE = "a" * RECIPIENT_TOKEN_LENGTH
 URL_IN_TEXT_RE = re.compile(r"(?i)\b(?:https?://|www\.)\S+")
-LINK_FIELD = "link"
 
 
 def _error(code: str, message: str, *, field: str, hint: str, **details: Any) -> ApplicationError:
@@ -112,6 +113,8 @@ class Evaluation:
         return {
             "recipients": self.recipients,
             "cost": str(self.total_cost),
+            # The currency of cost when its quotes share one (None: mixed or nothing priced).
+            "currency": next(iter(self.cost)) if len(self.cost) == 1 else None,
             "segments_per_message": self.segments,
             "sensitive": self.sensitive,
         }
@@ -152,7 +155,7 @@ def _consented(segment: Segment) -> None:
     purposes = _consent_purposes(segment.criteria.get("criteria") or {})
     if purposes - {"marketing"}:
         raise _error(
-            "segment_not_consented",
+            CampaignErrorCode.SEGMENT_NOT_CONSENTED,
             f"Segment {segment.pk} selects contacts by {sorted(purposes - {'marketing'})[0]} consent; marketing SMS "
             "needs marketing consent.",
             field="segment_id",
@@ -177,7 +180,7 @@ def _link(actor: Actor, link_id: Any, *, send_at: datetime | None, config: dict[
     must_live_until = max(now, send_at or now)
     if link.expires_at <= must_live_until:
         raise _error(
-            "short_link_expired",
+            CampaignErrorCode.SHORT_LINK_EXPIRED,
             f"Short link {link.code} expires at {link.expires_at.isoformat()}, before the campaign sends.",
             field="short_link_id",
             hint="Create a new short link whose expiry is after the send time.",
@@ -187,7 +190,7 @@ def _link(actor: Actor, link_id: Any, *, send_at: datetime | None, config: dict[
         url_check(link.target_url, config=config, field="short_link_id")
     except ApplicationError as exc:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             f"The short link's landing page no longer passes the link rules: {exc.message}",
             field="short_link_id",
             hint="Create a new short link with sms_marketing.short_links.preview/create.",
@@ -221,7 +224,7 @@ def _message(
             )
         if version.purpose != Purpose.MARKETING:
             raise _error(
-                "template_purpose_mismatch",
+                CampaignErrorCode.TEMPLATE_PURPOSE_MISMATCH,
                 f"Template version {version.pk} is for {version.purpose} SMS, not marketing.",
                 field="template_version_id",
                 hint="Pick a marketing template.",
@@ -274,7 +277,7 @@ def _message(
             )
         if len(value) > int(f["max_length"]):
             raise _error(
-                "field_too_long",
+                CampaignErrorCode.FIELD_TOO_LONG,
                 f"{where} is {len(value)} characters; the field allows {f['max_length']}.",
                 field=where,
                 hint="Shorten the value.",
@@ -283,14 +286,14 @@ def _message(
         values[name] = value
     if url_fields and link is None:
         raise _error(
-            "short_link_required",
+            CampaignErrorCode.SHORT_LINK_REQUIRED,
             f"The message has a link field ({{{{{url_fields[0]}}}}}) but no short_link_id.",
             field="short_link_id",
             hint="Create a short link (sms_marketing.short_links.preview/create) and pass its id.",
         )
     if link is not None and not url_fields:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             "A short link is attached but the message has no link placeholder, so it would never be sent.",
             field="short_link_id",
             hint=f"Add {{{{{LINK_FIELD}}}}} to the copy (or a url field to the template), or drop short_link_id.",
@@ -301,7 +304,7 @@ def _message(
     stray = URL_IN_TEXT_RE.findall(rendered.replace(short_url or "\x01", ""))
     if stray:
         raise _error(
-            "landing_page_inconsistent",
+            CampaignErrorCode.LANDING_PAGE_INCONSISTENT,
             f"The copy contains a raw link ({stray[0][:60]}); only the campaign's checked short link may appear.",
             field="text" if text else "variables",
             hint="Put the URL through sms_marketing.short_links.preview/create and use the link placeholder.",
@@ -340,7 +343,7 @@ def _fits(result: SegmentResult, max_segments: int, spec: dict[str, Any]) -> Non
     if result.segments > max_segments:
         cut = "".join(p.text for p in result.parts[max_segments:])
         raise _error(
-            "message_too_long",
+            CampaignErrorCode.MESSAGE_TOO_LONG,
             f"The message is {result.segments} segments; at most {max_segments} are allowed. "
             f"{len(cut)} characters would be cut.",
             field="text" if spec.get("text") else "variables",
@@ -391,7 +394,7 @@ def campaign_evaluate(
     recipients = int(counts["sendable"])
     if recipients <= 0:
         raise _error(
-            "segment_not_consented",
+            CampaignErrorCode.SEGMENT_NOT_CONSENTED,
             f"Segment {segment.pk} has no sendable contact now (consent, opt-outs, caps and coverage applied).",
             field="segment_id",
             hint="sms_marketing.segments.preview shows every exclusion by reason.",
@@ -402,7 +405,7 @@ def campaign_evaluate(
         gateway = Gateway.objects.filter(code=gateway_code).first()
         if gateway is None or not gateway.enabled:
             raise _error(
-                "gateway_not_usable",
+                CampaignErrorCode.GATEWAY_NOT_USABLE,
                 f"Gateway {gateway_code!r} does not exist or is disabled.",
                 field="gateway",
                 hint="Pick an enabled gateway from sms_marketing.gateways.list, or leave it empty.",
@@ -412,7 +415,7 @@ def campaign_evaluate(
     uncovered = sorted(set(sendable_countries) - set(quotes))
     if uncovered:
         raise _error(
-            "cost_unknown",
+            CampaignErrorCode.COST_UNKNOWN,
             f"No {'rate on ' + gateway_code if gateway_code else 'enabled gateway rate'} for {', '.join(uncovered)}: "
             "the cost of those messages is not known.",
             field="gateway" if gateway_code else "segment_id",
@@ -423,7 +426,7 @@ def campaign_evaluate(
         encodings = Gateway.objects.get(code=quotes[country].gateway_code).encodings or ["GSM-7", "UCS-2"]
         if analysis["encoding"] not in encodings:
             raise _error(
-                "encoding_not_supported",
+                CampaignErrorCode.ENCODING_NOT_SUPPORTED,
                 f"Gateway {quotes[country].gateway_code} cannot send {analysis['encoding']}.",
                 field="gateway",
                 hint="Pick another gateway or change the copy.",
@@ -481,18 +484,21 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
     config = platform_config_data()
     ceiling = Decimal(str(config["cost"]["max_campaign_cost"]))
     total = evaluation.total_cost
+    currency = config["cost"]["currency"]
     if budget is not None and total > budget:
         raise _error(
-            "over_budget",
-            f"Estimated cost {total} is above the campaign budget {budget}.",
+            CampaignErrorCode.OVER_BUDGET,
+            f"Estimated cost {money_text(total, currency)} is above the campaign budget "
+            f"{money_text(budget, currency)}.",
             field=field,
             hint="Raise the budget (campaigns.update) or narrow the segment.",
             estimated_cost=str(total),
         )
     if total > ceiling:
         raise _error(
-            "over_cost_ceiling",
-            f"Estimated cost {total} is above the platform's per-campaign ceiling {ceiling}.",
+            CampaignErrorCode.OVER_COST_CEILING,
+            f"Estimated cost {money_text(total, currency)} is above the platform's per-campaign ceiling "
+            f"{money_text(ceiling, currency)}.",
             field=field,
             hint="Split the campaign or ask compliance to change cost.max_campaign_cost.",
             estimated_cost=str(total),
@@ -501,9 +507,10 @@ def budget_check(evaluation: Evaluation, *, budget: Decimal | None, field: str =
 
 def quota_check(evaluation: Evaluation) -> dict[str, Any]:
     """Overage against the month's quota and the balance (refused at schedule and send)."""
-    from gateways.quotas import headroom
+    from gateways.quotas import account_instance, headroom
 
-    room = headroom()
+    account = account_instance()
+    room = headroom(account)
     if len(set(evaluation.segments_by_country.values())) > 1:  # gateways that split differently
         segments = sum(int(row["sendable"]) * row["segments_per_message"] for row in evaluation.by_country)
     else:
@@ -515,5 +522,6 @@ def quota_check(evaluation: Evaluation) -> dict[str, Any]:
         "amount_needed": str(evaluation.total_cost),
         "available_amount": str(room.available_amount),
         "amount_over": str(max(Decimal(0), evaluation.total_cost - room.available_amount)),
+        "currency": account.currency,
         "within": segments <= room.available_segments and evaluation.total_cost <= room.available_amount,
     }

@@ -44,6 +44,7 @@ from django.db.models.functions import MD5, Cast, Concat, RowNumber, Substr
 from django.utils import timezone
 
 from campaigns.content import TOKEN_MARK, Evaluation, budget_check, campaign_evaluate, recipient_token_salt
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import (
     APPROVED_STATES,
     BatchKind,
@@ -216,7 +217,7 @@ def _materialise(campaign: Campaign, evaluation: Evaluation, *, now: datetime) -
     )
     if not totals["n"]:
         raise ApplicationError(
-            "no_sendable_recipients",
+            CampaignErrorCode.NO_SENDABLE_RECIPIENTS,
             "No contact of the segment is sendable now (consent, opt-outs, caps and coverage applied).",
             field="segment_id",
             hint="Preview the segment again; nothing was sent or charged.",
@@ -274,7 +275,7 @@ def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
                 evaluation = campaign_evaluate(_owner_actor(campaign), campaign_spec(campaign), campaign_id=campaign.pk)
                 if evaluation.body_preview != campaign.body_preview:
                     raise ApplicationError(
-                        "campaign_content_changed",
+                        CampaignErrorCode.CAMPAIGN_CONTENT_CHANGED,
                         "The message would differ from the approved one (a template, link or rule changed).",
                         field="campaign_id",
                         hint="Update the campaign and have it approved again.",
@@ -284,10 +285,13 @@ def campaign_dispatch(*, campaign_id: int, version: int) -> dict[str, Any]:
 
                 if frequency_blocked_purpose(MessagePurpose.MARKETING):
                     raise ApplicationError(
-                        "frequency_cap_blocks",
+                        CampaignErrorCode.FREQUENCY_CAP_BLOCKS,
                         "A marketing frequency cap is set to 0: no marketing SMS may be sent.",
                         field="frequency_caps",
-                        hint="Compliance changes frequency_caps with sms_marketing.config.update.",
+                        hint=(
+                            "Compliance changes frequency_caps in the admin's Platform configuration or with "
+                            "PATCH /api/v1/config/ (no MCP tool writes configuration)."
+                        ),
                     )
                 outcome = _materialise(campaign, evaluation, now=now)
         except ApplicationError as exc:

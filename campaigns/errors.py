@@ -1,7 +1,7 @@
 """The campaigns app's own error codes (STYLE 12); shared codes are the kernel's ``ErrorCode``.
 
-Every code campaigns raises is listed here (tests/kernel/test_error_codes.py checks it). Some
-raise sites still give the code as a string; they move to these members with the campaigns split.
+Every code campaigns raises is listed here, and raise sites name these members, never a string
+(tests/kernel/test_error_codes.py checks both).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from campaigns.services import (
     failed_messages_resend,
 )
 from campaigns.services.writes import WriteArgs, write_args
+from gateways.models import MessageState
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import (
     ARR,
@@ -284,10 +285,13 @@ def campaigns_send_tool(w: WriteArgs) -> dict[str, Any]:
             "count": INT,
             "message_states": OBJ,
             "batch_states": OBJ,
+            "charged_total": STR,
+            "currency": STR,
             "charged_definition": STR,
+            "charge_rule": STR,
             "note": STR,
         },
-        ["campaign_id", "batches", "message_states", "batch_states"],
+        ["campaign_id", "batches", "message_states", "batch_states", "charged_total", "currency", "charge_rule"],
     ),
 )
 def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
@@ -299,13 +303,38 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
     permission="campaigns.view_sendbatch",
     input_schema=object_schema(
         {
-            "message_id": {"type": "integer", "minimum": 1},
-            "phone": {"type": "string", "minLength": 3, "maxLength": 32},
-            "campaign_id": CAMPAIGN_ID,
+            "message_id": {"type": "integer", "minimum": 1, "description": "One message; give it alone."},
+            "phone": {
+                "type": "string",
+                "minLength": 3,
+                "maxLength": 32,
+                "description": "The recipient's messages (may be narrowed by campaign_id, batch_id, state).",
+            },
+            "campaign_id": {**CAMPAIGN_ID, "description": "A campaign's messages, newest first, a page at a time."},
+            "batch_id": {"type": "integer", "minimum": 1, "description": "A batch's messages (send_batches.list)."},
+            "state": {
+                "type": "string",
+                "enum": list(MessageState.values),
+                "description": "Only messages in this state, e.g. failed.",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Page size, default 20."},
+            "before_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "The next page: the previous answer's next_before_id.",
+            },
         }
     ),
     output_schema=object_schema(
-        {"messages": ARR, "count": INT, "phones_masked": BOOL, "note": STR}, ["messages", "count", "phones_masked"]
+        {
+            "messages": ARR,
+            "count": INT,
+            "next_before_id": NINT,
+            "phones_masked": BOOL,
+            "charge_rule": STR,
+            "note": STR,
+        },
+        ["messages", "count", "phones_masked", "charge_rule"],
     ),
 )
 def delivery_status_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:

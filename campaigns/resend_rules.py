@@ -106,6 +106,9 @@ def resend_reason(quotes: dict[str, Any] | None) -> Case:
         When(error_code="withdrawn", then=Value("withdrawn")),
         When(Q(submitted_at__isnull=True) & ~Q(error_code="retries_exhausted"), then=Value("hard_failure")),
         When(Exists(resends), then=Value("already_resent")),
+        # A resend copy that failed too: the number failed twice, which is no temporary failure,
+        # and a copy is never resent again (else a number that always fails is resent forever).
+        When(resend_of__isnull=False, then=Value("failed_again")),
         *capped,
         *coverage,
         default=Value(ELIGIBLE),

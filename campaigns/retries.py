@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from campaigns.access import campaign_access
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import SendBatch
 from campaigns.resend_rules import (
     ELIGIBLE,
@@ -56,7 +57,7 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
     failed = qs.count()
     if failed > MAX_PREVIEW:
         raise ApplicationError(
-            "too_many_failures",
+            CampaignErrorCode.TOO_MANY_FAILURES,
             f"More than {MAX_PREVIEW} failed messages; preview one batch at a time.",
             field="batch_id",
             hint="Pass batch_id (sms_marketing.send_batches.list).",

@@ -23,7 +23,10 @@ from campaigns.resend_rules import ELIGIBLE, resend_reasons
 from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
+from gateways.charges import CHARGE_RULE, charged_q, is_charged, message_charge
+from gateways.failure_reasons import failure_reason
 from gateways.models import MessagePart, MessageState, OutboundMessage
+from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
@@ -46,7 +49,6 @@ BATCH_STATE_DEFINITIONS = {
     "completed": "Every message was submitted or reached a final state; receipts may still arrive.",
     "stopped": "Stopped by a cancellation: its unsent messages were withdrawn.",
 }
-CHARGED_STATES = (MessageState.SUBMITTED, MessageState.DELIVERED, MessageState.UNKNOWN)
 
 
 def _pending_requests(campaign_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -256,6 +258,7 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             "platform_ceiling": str(ceiling),
             "over_budget": budget is not None and total > budget,
             "over_ceiling": total > ceiling,
+            "currency": config["cost"]["currency"],
         },
         "quota": quota_check(evaluation),
         # Quiet hours that would hold this send (at its send time, or now): which rule, and when.
@@ -276,14 +279,15 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         raise permission_denied(VIEW_BATCHES)
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
+    currency = account_instance().currency
     stats: dict[int, dict[str, Any]] = {
         b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
         for b in batches
     }
     rows = (
         OutboundMessage.objects.filter(batch__campaign=campaign)
-        .values_list("batch_id", "state", "gateway__code", "error_code")
-        .annotate(n=Count("id"), amount=Sum("cost"))
+        .values_list("batch_id", "state", "gateway__code", "error_code", "gateway__provider")
+        .annotate(n=Count("id"), amount=Sum("cost", filter=charged_q()))
         .order_by()
     )
     updated = dict(
@@ -293,14 +297,14 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         .order_by()
         .values_list("batch_id", "at")
     )
-    for batch_id, state, gateway, error, n, amount in rows:
+    for batch_id, state, gateway, error, provider, n, amount in rows:
         entry = stats[batch_id]
         entry["states"][state] += n
         entry["gateways"].add(gateway)
-        if state in CHARGED_STATES:
-            entry["charged"] += amount or 0
+        entry["charged"] += amount or 0  # the charging rule (gateways.charges), the quota's own
         if error:
             entry["errors"][error] = entry["errors"].get(error, 0) + n
+            entry.setdefault("reasons", {})[error] = failure_reason(provider=provider, code=error)
     out = []
     for b in batches:
         s = stats[b.pk]
@@ -325,8 +329,10 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
                 "unknown": states["unknown"],
                 "by_state": states,
                 "charged": str(s["charged"].quantize(Decimal("0.0001"))),
+                "currency": currency,
                 "error_summary": sorted(
-                    ({"error_code": k, "count": v} for k, v in s["errors"].items()), key=lambda e: -e["count"]
+                    ({"error_code": k, "failure_reason": s["reasons"][k], "count": v} for k, v in s["errors"].items()),
+                    key=lambda e: -e["count"],
                 )[:10],
                 "updated_at": updated[b.pk].isoformat() if updated.get(b.pk) else b.created_at.isoformat(),
             }
@@ -338,15 +344,21 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         "count": len(out),
         "message_states": STATE_DEFINITIONS,
         "batch_states": BATCH_STATE_DEFINITIONS,
-        "charged_definition": "The estimated price of messages a gateway accepted (or may have): submitted, "
-        "delivered, unknown. The billed amount can differ.",
-        "note": "Pending (queued, submitting, submitted) does not mean delivered.",
+        "charged_total": str(sum((s["charged"] for s in stats.values()), Decimal(0)).quantize(Decimal("0.0001"))),
+        "currency": currency,
+        "charged_definition": "charged: what the batch's messages cost under charge_rule, at the listed rate "
+        "(as the gateway billed their parts); quotas.get's balance moves by the same amounts.",
+        "charge_rule": CHARGE_RULE,
+        "note": "Pending (queued, submitting, submitted) does not mean delivered. Message ids: "
+        'sms_marketing.delivery_status.get with {"batch_id": ..., "state": "failed"} (or campaign_id), '
+        "a page at a time.",
     }
 
 
 # --- delivery_status.get ---------------------------------------------------------------------------------
 
 HARD_FAILURE_HINT = "refused by the gateway before delivery (invalid destination, rejected, not routable)"
+FAILED_AGAIN = "a resend that failed too: a message is resent at most once"
 
 # A few verdicts carry a word of explanation; the verdict itself is the resend rule's (resend_rules).
 RESEND_DETAILS = {
@@ -354,6 +366,7 @@ RESEND_DETAILS = {
     "maybe_delivered": "submission interrupted; never resent",
     "withdrawn": "stopped by a cancellation",
     "hard_failure": HARD_FAILURE_HINT,
+    "failed_again": FAILED_AGAIN,
 }
 
 
@@ -369,31 +382,82 @@ def resend_eligibility(*, message_ids: Sequence[int]) -> dict[int, dict[str, Any
     return out
 
 
+DELIVERY_STATUS_PAGE = 20
+DELIVERY_STATUS_MAX_PAGE = 100
+
+
 def delivery_status_get(
-    *, actor: Actor, message_id: int | None = None, phone: str | None = None, campaign_id: int | None = None
+    *,
+    actor: Actor,
+    message_id: int | None = None,
+    phone: str | None = None,
+    campaign_id: int | None = None,
+    batch_id: int | None = None,
+    state: str | None = None,
+    limit: int | None = None,
+    before_id: int | None = None,
 ) -> dict[str, Any]:
+    """Messages by id, by phone, or by campaign or batch (newest first, a page at a time, filtered by
+    state): how an agent finds the message ids of a campaign's failures."""
     from smsplatform.kernel.phones import phone_parse
 
     if not actor.has_perm(VIEW_BATCHES):
         raise permission_denied(VIEW_BATCHES)
-    if (message_id is None) == (phone is None):
+    if message_id is not None and any(v is not None for v in (phone, campaign_id, batch_id, state, before_id)):
         raise ApplicationError(
             ErrorCode.VALIDATION_ERROR,
-            "Give exactly one of message_id or phone.",
+            "message_id names one message: give it alone.",
             field="message_id",
-            hint="A message id from send_batches.list, or the recipient's phone.",
+            hint="Or list messages by phone, campaign_id or batch_id (with state, limit, before_id).",
+        )
+    if message_id is None and phone is None and campaign_id is None and batch_id is None:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            "Give message_id, phone, campaign_id or batch_id.",
+            field="message_id",
+            hint='e.g. {"campaign_id": 4, "state": "failed"} lists the ids of its failed messages.',
+        )
+    if state is not None and state not in MessageState.values:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"state must be one of {', '.join(MessageState.values)}.",
+            field="state",
+            hint="failed lists the failures; omit state for every message.",
+        )
+    size = DELIVERY_STATUS_PAGE if limit is None else limit
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= DELIVERY_STATUS_MAX_PAGE:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"limit must be 1-{DELIVERY_STATUS_MAX_PAGE}.",
+            field="limit",
+            hint=f"Default {DELIVERY_STATUS_PAGE}.",
         )
     visible = campaigns_visible(actor)
     qs = OutboundMessage.objects.filter(batch__campaign__in=visible).select_related("gateway", "batch")
     if message_id is not None:
         qs = qs.filter(pk=message_id)
-    else:
+    if phone is not None:
         qs = qs.filter(destination=phone_parse(str(phone), field="phone").e164)
     if campaign_id is not None:
+        if message_id is None and phone is None:
+            campaign_access(actor=actor, campaign_id=campaign_id)  # not_found for a campaign not visible
         qs = qs.filter(batch__campaign_id=campaign_id)
-    messages = list(qs.order_by("-created_at", "-id")[:20])
+    if batch_id is not None:
+        qs = qs.filter(batch_id=batch_id)
+    if state is not None:
+        qs = qs.filter(state=state)
+    if before_id is not None:
+        qs = qs.filter(pk__lt=before_id)
+    # Newest first by id (keyset paging: before_id is the last id of the previous page).
+    page = list(qs.order_by("-id")[: size + 1])
+    messages, more = page[:size], len(page) > size
     if message_id is not None and not messages:
-        raise not_found("message", message_id, field="message_id", hint="See sms_marketing.send_batches.list.")
+        raise not_found(
+            "message",
+            message_id,
+            field="message_id",
+            hint="List a campaign's messages and their ids with sms_marketing.delivery_status.get and campaign_id.",
+        )
     parts: dict[int, list[dict[str, Any]]] = {}
     for part in MessagePart.objects.filter(message__in=messages).order_by("message_id", "part_number"):
         parts.setdefault(part.message_id, []).append(
@@ -418,11 +482,12 @@ def delivery_status_get(
                 "state": m.state,
                 "state_definition": STATE_DEFINITIONS[m.state],
                 "error_code": m.error_code,
-                "failure_reason": m.error_reason,
+                "failure_reason": failure_reason(provider=m.gateway.provider, code=m.error_code, reason=m.error_reason),
                 "gateway": m.gateway.code,
                 "provider_message_ids": parts.get(m.pk, []),
                 "segments": m.segments,
-                "estimated_charge": str(m.cost) if m.state in CHARGED_STATES or m.submitted_at else "0",
+                "charged": is_charged(state=m.state, submitted_at=m.submitted_at),
+                "charge": str(message_charge(state=m.state, submitted_at=m.submitted_at, cost=m.cost)),
                 "currency": m.currency,
                 "queued_at": m.created_at.isoformat(),
                 "submitted_at": m.submitted_at.isoformat() if m.submitted_at else None,
@@ -434,8 +499,10 @@ def delivery_status_get(
     return {
         "messages": out,
         "count": len(out),
+        "next_before_id": messages[-1].pk if more else None,
         "phones_masked": not actor.has_perm("compliance.view_full_phone"),
-        "note": "Submitted is pending, not delivered. Charges are estimates at the listed rate.",
+        "charge_rule": CHARGE_RULE,
+        "note": "Submitted is pending, not delivered. charge follows charge_rule, at the listed rate.",
     }
 
 

@@ -16,3 +16,7 @@ class ComplianceConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="compliance.roles_sync")
         from compliance import governance  # noqa: F401  (registers governed actions)
+        from compliance.roles import roles_with_permission
+        from smsplatform.kernel import errors
+
+        errors.permission_roles = roles_with_permission  # the permission_denied hint names these roles

@@ -124,6 +124,12 @@ CAPABILITIES: dict[str, str] = {
 }
 
 
+def roles_with_permission(permission: str) -> list[str]:
+    """The platform roles whose seeded permissions include ``permission`` (what roles_sync gives
+    each role's group), in the Role order: the permission_denied hint names them."""
+    return [role.value for role, perms in ROLE_PERMISSIONS.items() if permission in perms]
+
+
 def _permission(dotted: str) -> Permission:
     app_label, codename = dotted.split(".", 1)
     return Permission.objects.get(content_type__app_label=app_label, codename=codename)

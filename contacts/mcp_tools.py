@@ -228,17 +228,19 @@ def opt_outs_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "note": {"type": "string", "maxLength": 500},
         },
     ),
-    output_schema=object_schema(
-        {
-            "opt_out_id": INT,
-            "contact_id": NINT,
-            "reason": STR,
-            "created": BOOL,
-            "already_opted_out": BOOL,
-            "effective_at": STR,
-            "suppressed": BOOL,
-        },
-        ["opt_out_id", "suppressed", "effective_at"],
+    output_schema=governed_output(
+        object_schema(
+            {
+                "opt_out_id": INT,
+                "contact_id": NINT,
+                "reason": STR,
+                "created": BOOL,
+                "already_opted_out": BOOL,
+                "effective_at": STR,
+                "suppressed": BOOL,
+            },
+            ["opt_out_id", "suppressed", "effective_at"],
+        )
     ),
 )
 def contacts_opt_out_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:

@@ -115,7 +115,8 @@ def contact_opt_out(
     language: str = "",
     note: str = "",
 ) -> dict[str, Any]:
-    """contacts.opt_out: executed at once, never held for approval (catalogue)."""
+    """contacts.opt_out: executed at once, never held for approval (catalogue). Answers with the
+    write envelope: ``{"status": "executed", "action": "contacts.opt_out", "result": {...}}``."""
     if not actor.has_perm(ADD_PERMISSION):
         raise permission_denied(ADD_PERMISSION)
     if (contact_id is None) == (not phone):
@@ -150,13 +151,17 @@ def contact_opt_out(
         "language": language,
         "note": note,
     }
-    return run_idempotent(
-        actor=actor,
-        key=idempotency_key,
-        operation="contacts.opt_out",
-        payload=payload,
-        execute=lambda: opt_out_record(actor=actor, idempotency_key=idempotency_key or "", **payload),
-    )
+
+    def execute() -> dict[str, Any]:
+        # The envelope every write answers with (compliance.governance.governed_write): an opt-out
+        # is never held for approval, so it is always executed, its record in result.
+        result = opt_out_record(actor=actor, idempotency_key=idempotency_key or "", **payload)
+        return {"status": "executed", "action": OPT_OUT_ACTION, "result": result}
+
+    return run_idempotent(actor=actor, key=idempotency_key, operation=OPT_OUT_ACTION, payload=payload, execute=execute)
+
+
+OPT_OUT_ACTION = "contacts.opt_out"
 
 
 def opt_outs_lift_by_consent(*, actor: Actor, phone: str, consent: ConsentEvidence) -> int:

@@ -35,6 +35,7 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.money import money_text
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.previews import preview_consume, preview_store
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
@@ -678,7 +679,12 @@ def _segment_preview_row(actor: Actor, preview_id: Any) -> Preview:
 def _segment_facts(preview: Preview) -> dict[str, Any]:
     result = preview.result
     costs = [Decimal(v) for v in (result.get("estimated_cost") or {}).values()]
-    return {"recipients": int(result["sendable"]), "cost": str(sum(costs, Decimal(0))), "matched": result["matched"]}
+    return {
+        "recipients": int(result["sendable"]),
+        "cost": str(sum(costs, Decimal(0))),
+        "costs": dict(result.get("estimated_cost") or {}),  # per currency: what the summary says
+        "matched": result["matched"],
+    }
 
 
 def _segment_check(actor: Actor, payload: dict[str, Any]) -> Checked:
@@ -722,7 +728,10 @@ def _segment_execute(
     return {
         "segment_id": segment.pk,
         "name": segment.name,
-        "criteria": segment.criteria,
+        # The shape segments.preview answers with: the criteria as given, the audiences in scope
+        # beside them (stored together, shown flat: no criteria.criteria).
+        "criteria": segment.criteria["criteria"],
+        "audience_ids": segment.criteria["audience_ids"],
         "matched": segment.matched_count,
         "sendable": segment.sendable_count,
         "exclusions": segment.exclusions,
@@ -738,7 +747,8 @@ register_action(
         check=_segment_check,
         execute=_segment_execute,
         summary=lambda payload, facts: (
-            f"Create segment {payload['name']!r}: {facts.get('recipients')} sendable, cost {facts.get('cost')}"
+            f"Create segment {payload['name']!r}: {facts.get('recipients')} sendable, "
+            f"cost {money_text(facts.get('costs') or facts.get('cost'))}"
         ),
     )
 )

@@ -5,7 +5,6 @@ gateways/platform_config.py (the kernel, which owns the model, imports no app)."
 
 from __future__ import annotations
 
-import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -17,6 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from gateways.config_form import error_field, section_changes, settings_fields, value_at
 from gateways.delivery.queue import gateway_test_sms
 from gateways.models import (
     Account,
@@ -34,7 +34,6 @@ from gateways.platform_config import platform_config_update
 from gateways.quotas import TOP_UP_PERMISSION, account_top_up
 from gateways.selectors import bind_status
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
-from smsplatform.config_schema import SECTIONS
 from smsplatform.config_service import LABEL, platform_config_data, platform_config_instance
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
@@ -268,18 +267,16 @@ class InboundMessageAdmin(ReadOnlyAdmin):
         return phone_mask(obj.source)
 
 
-class PrettyJSONField(forms.JSONField):
-    def prepare_value(self, value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+CONFIG_FIELDS = ["default_sender_id", "default_gateway"]
+# Each setting of each section, typed from the schema (gateways/config_form.py).
+SETTINGS = settings_fields()
+SETTING_PATHS = {name: path for name, (path, _field) in SETTINGS.items()}
 
 
-CONFIG_FIELDS = ["default_sender_id", "default_gateway", *SECTIONS]
+class PlatformConfigFormBase(forms.ModelForm):
+    """Edits go through platform_config_update: validated, versioned, audited, maybe held for approval.
 
-
-class PlatformConfigForm(forms.ModelForm):
-    """Edits go through platform_config_update: validated, versioned, audited, maybe held for approval."""
+    A typed field per setting, grouped per section; the sections changed are sent whole."""
 
     base_version_token = forms.CharField(widget=forms.HiddenInput)
     idempotency_key = forms.CharField(widget=forms.HiddenInput)
@@ -292,8 +289,6 @@ class PlatformConfigForm(forms.ModelForm):
     class Meta:
         model = PlatformConfig
         fields = CONFIG_FIELDS
-        field_classes = dict.fromkeys(SECTIONS, PrettyJSONField)
-        widgets = {name: forms.Textarea(attrs={"rows": 12, "cols": 90}) for name in SECTIONS}
 
     request: HttpRequest
     result: dict[str, Any] | None = None
@@ -306,13 +301,18 @@ class PlatformConfigForm(forms.ModelForm):
             current = platform_config_data()
             for name in CONFIG_FIELDS:
                 self.initial[name] = current[name]
+            for name, path in SETTING_PATHS.items():
+                self.initial[name] = value_at(current, path)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
         current = platform_config_data()
-        changes = {name: cleaned[name] for name in CONFIG_FIELDS if cleaned.get(name) != current[name]}
+        changes: dict[str, Any] = {
+            name: cleaned[name] for name in CONFIG_FIELDS if (cleaned.get(name) or "") != current[name]
+        }
+        changes |= section_changes(cleaned, current, SETTING_PATHS)
         if not changes:
             raise forms.ValidationError("Nothing changed.")
         try:
@@ -324,9 +324,14 @@ class PlatformConfigForm(forms.ModelForm):
                 reason=cleaned.get("reason", ""),
             )
         except ApplicationError as exc:
-            field = (exc.field or "").removeprefix("changes.").split(".")[0]
-            self.add_error(field if field in self.fields else None, error_text(exc))
+            self.add_error(error_field(exc.field, set(self.fields)), error_text(exc))
         return cleaned
+
+
+# The typed fields are declared on the class (the admin builds its form from declared fields).
+PlatformConfigForm = type(
+    "PlatformConfigForm", (PlatformConfigFormBase,), {name: field for name, (_path, field) in SETTINGS.items()}
+)
 
 
 @admin.register(PlatformConfig)
@@ -340,6 +345,19 @@ class PlatformConfigAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
         "updated_by",
     ]
     readonly_fields = ["version", "updated_at", "updated_by"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        sections: dict[str, list[str]] = {}
+        for name, where in SETTING_PATHS.items():
+            sections.setdefault(where[0], []).append(name)
+        return [
+            (None, {"fields": [*CONFIG_FIELDS, "version", "updated_at", "updated_by"]}),
+            *(
+                (section.replace("_", " ").capitalize(), {"fields": names, "classes": ["collapse"]})
+                for section, names in sections.items()
+            ),
+            ("Why", {"fields": ["reason", "base_version_token", "idempotency_key"]}),
+        ]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form_class = super().get_form(request, obj, change, **kwargs)

@@ -65,7 +65,10 @@ def frequency_caps_get() -> dict[str, Any]:
         "applies_to": "marketing and transactional SMS; OTP is exempt",
         "note": (
             "Live sends and segment previews exclude contacts over any cap, computed in SQL from the send "
-            "history; a cap of 0 blocks that purpose entirely. Change caps with sms_marketing.config.update."
+            "history; a cap of 0 blocks that purpose entirely. Caps are configuration (sms_marketing.config.get "
+            "reads them); "
+            "there is no MCP tool to change them: compliance changes them in the admin's Platform configuration "
+            "or with PATCH /api/v1/config/ (a governed change, held for approval when a policy says so)."
         ),
     }
 

@@ -150,9 +150,10 @@ def sender_ids_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "country_rates": OBJ,
             "segment_billing": OBJ,
             "rate_limits": OBJ,
+            "charge_rule": STR,
             "note": STR,
         },
-        ["currency", "balance", "available_amount", "available_segments", "country_rates"],
+        ["currency", "balance", "available_amount", "available_segments", "country_rates", "charge_rule"],
     ),
 )
 def quotas_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:

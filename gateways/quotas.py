@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from gateways.charges import CHARGE_RULE
 from gateways.errors import GatewayErrorCode
 from gateways.models import Account, Gateway, QuotaReservation, ReservationState
 from gateways.selectors import segment_prices
@@ -104,9 +105,11 @@ def quotas_get() -> dict[str, Any]:
             g.code: {"max_rate_per_second": g.max_rate_per_second, "window_size": g.window_size}
             for g in Gateway.objects.filter(enabled=True)
         },
+        "charge_rule": CHARGE_RULE,
         "note": (
-            "Every segment of a multi-part message is billed. Estimates use listed rates; the billed "
-            "amount can differ. Nothing is sent beyond the available segments or amount."
+            "Every segment of a multi-part message is billed. balance and used_segments move by charge_rule, "
+            "the rule send_batches.list and delivery_status.get report charges by. Estimates use listed rates; "
+            "the billed amount can differ. Nothing is sent beyond the available segments or amount."
         ),
     }
 

@@ -90,7 +90,15 @@ def _cut_wording(
 # --- copy.fit_preview ---------------------------------------------------------------
 
 
+# The placeholder a campaign's free copy fills with its short link (campaigns.content reads it too).
+LINK_FIELD = "link"
+
+
 def short_url_sample(config: dict[str, Any], per_recipient: bool) -> str:
+    """The short URL as a campaign sends it: https, the configured short domain, /s/, a code of
+    CODE_LENGTH characters and, with per-recipient links, / and a token of RECIPIENT_TOKEN_LENGTH
+    (ShortLink.short_url and the token campaigns.dispatch writes in SQL). The sample characters
+    are GSM basic, one septet each, as every real code and token character is."""
     base = f"https://{config['short_links']['domain']}/s/{'X' * CODE_LENGTH}"
     return f"{base}/{'r' * RECIPIENT_TOKEN_LENGTH}" if per_recipient else base
 
@@ -209,8 +217,17 @@ def copy_fit_preview(
         raise template_error(
             ErrorCode.VALIDATION_ERROR, "variables must be an object.", field="variables", hint="name: value"
         )
+    short_url = short_url_sample(config, per_recipient)
+    if text is not None and LINK_FIELD in placeholders(body) and LINK_FIELD not in {f["name"] for f in declared}:
+        # Free copy's {{link}} is the campaign's short link, as campaigns.create_draft reads it.
+        declared = [
+            *declared,
+            {"name": LINK_FIELD, "type": "url", "charset": "gsm", "max_length": len(short_url), "example": short_url},
+        ]
     by_name = {f["name"]: f for f in declared}
+    url_fields = [f["name"] for f in declared if f["type"] == "url"]
     given: dict[str, str] = {}
+    url_values: dict[str, str] = {}  # url fields given a value: sent as the short link, not as given
     for name, value in variables.items():
         where = f"variables.{name}"
         if name not in placeholders(body):
@@ -227,6 +244,9 @@ def copy_fit_preview(
                     ErrorCode.VALIDATION_ERROR, f"{where} must be text.", field=where, hint="Send a string."
                 )
         value = plain_line(value, field=where, max_chars=MAX_FIELD_LENGTH, required=False)
+        if name in url_fields:
+            url_values[name] = value
+            continue
         spec = by_name.get(name)
         if spec is not None and len(value) > spec["max_length"]:
             raise template_error(
@@ -245,8 +265,10 @@ def copy_fit_preview(
             hint="Give its value in variables, or declare it in fields with max_length and example.",
         )
 
-    short_url = short_url_sample(config, per_recipient)
-    given_values = {**{f["name"]: f["example"] for f in declared}, **given}
+    # A url field always goes out as the campaign's short link, whatever example or value it was
+    # given: both scenarios count that URL, not the landing page's.
+    short_values = dict.fromkeys(url_fields, short_url)
+    given_values = {**{f["name"]: f["example"] for f in declared}, **given, **short_values}
     longest_vals = {**given, **longest_values(declared, url_value=short_url)}
     given_out, given_result = fit_scenario(render(body, given_values), field=field_name, smart_encoding=smart_encoding)
     longest_out, longest_result = fit_scenario(
@@ -349,7 +371,11 @@ def copy_fit_preview(
             "short_url_example": short_url,
             "short_url_characters": len(short_url),
             "per_recipient": per_recipient,
-            "url_fields": [f["name"] for f in declared if f["type"] == "url"],
+            "url_fields": url_fields,
+            "url_values_replaced": [
+                {"field": name, "given": value, "given_characters": len(value), "counted_as": short_url}
+                for name, value in url_values.items()
+            ],
             "urls_in_text": urls,
             "longest_with_short_links": with_links,
         },
@@ -360,8 +386,10 @@ def copy_fit_preview(
         "assumptions": [
             "longest: every field at its max_length; digits fields as '9', gsm fields as 'W', unicode fields as "
             "'字' (one UTF-16 unit; each emoji or HKSCS astral character would count 2).",
-            "url fields hold a short link of the configured short domain"
-            + (" with a per-recipient token." if per_recipient else "."),
+            f"url fields (and {{{{{LINK_FIELD}}}}} in free text) hold the short link as it is sent: "
+            f"https://<short domain>/s/<{CODE_LENGTH}-character code>"
+            + (f"/<{RECIPIENT_TOKEN_LENGTH}-character recipient token>" if per_recipient else "")
+            + f" ({len(short_url)} characters); a URL given for them is the landing page, not what is counted.",
             "costs use the longest scenario's segments at the preferred enabled gateway's listed rate, capped at the "
             "gateway's segment limit; a gateway that splits messages itself (Twilio) keeps emoji sequences and "
             "accented letters whole across parts, which can take one part more; " + config["cost"]["estimate_note"],

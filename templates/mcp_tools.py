@@ -246,7 +246,10 @@ SHORT_SUMMARY = object_schema(
             "variables": {
                 "type": "object",
                 "additionalProperties": {"type": ["string", "number"]},
-                "description": "Values for the placeholders (default: each field's example).",
+                "description": (
+                    "Values for the placeholders (default: each field's example). A url field (and {{link}} in "
+                    "text) is counted as the short link it is sent as, whatever value is given."
+                ),
             },
             "max_segments": {"type": "integer", "minimum": 1, "maximum": 10, "description": "Limit for text."},
             "smart_encoding": BOOL,
@@ -277,6 +280,13 @@ SHORT_SUMMARY = object_schema(
                     "short_url_characters": INT,
                     "per_recipient": BOOL,
                     "url_fields": STRS,
+                    "url_values_replaced": {
+                        "type": "array",
+                        "items": object_schema(
+                            {"field": STR, "given": STR, "given_characters": INT, "counted_as": STR},
+                            ["field", "given", "counted_as"],
+                        ),
+                    },
                     "urls_in_text": {
                         "type": "array",
                         "items": object_schema(

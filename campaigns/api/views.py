@@ -41,6 +41,7 @@ from campaigns.services import (
 )
 from campaigns.services.writes import WriteArgs, write_args
 from campaigns.spec import PROTECTED
+from gateways.models import MessageState
 from smsplatform.api.base import QUERY_PASSTHROUGH, ServiceApiView
 from smsplatform.api.base import StrictInput as BaseStrictInput
 from smsplatform.api.schema import governed_responses, read_responses
@@ -186,6 +187,10 @@ class DeliveryStatusQuery(StrictInput):
     message_id = serializers.IntegerField(min_value=1, required=False)
     phone = serializers.CharField(min_length=3, max_length=32, required=False)
     campaign_id = serializers.IntegerField(min_value=1, required=False)
+    batch_id = serializers.IntegerField(min_value=1, required=False)
+    state = serializers.ChoiceField(choices=list(MessageState.values), required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=100, required=False)
+    before_id = serializers.IntegerField(min_value=1, required=False)
 
 
 class RetryPreviewQuery(StrictInput):
@@ -249,13 +254,18 @@ class SendBatchListOutput(serializers.Serializer):
     count = serializers.IntegerField()
     message_states = serializers.DictField(child=serializers.CharField())
     batch_states = serializers.DictField(child=serializers.CharField())
+    charged_total = serializers.CharField()
+    currency = serializers.CharField()
     charged_definition = serializers.CharField()
+    charge_rule = serializers.CharField()
 
 
 class DeliveryStatusOutput(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField())
     count = serializers.IntegerField()
+    next_before_id = serializers.IntegerField(allow_null=True)
     phones_masked = serializers.BooleanField()
+    charge_rule = serializers.CharField()
     note = serializers.CharField()
 
 
@@ -459,7 +469,7 @@ class DeliveryStatusApi(ServiceApiView):
 
     @extend_schema(
         operation_id="delivery_status_get",
-        summary="Delivery status per message or phone, masked (sms_marketing.delivery_status.get)",
+        summary="Delivery status by message, phone, campaign or batch, masked (sms_marketing.delivery_status.get)",
         parameters=[DeliveryStatusQuery],
         responses=_read(DeliveryStatusOutput, 404),
     )

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from campaigns.access import campaign_access
 from campaigns.dispatch import campaign_stop
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import Campaign, CampaignState
 from campaigns.selectors import campaign_action_requests
 from campaigns.services.beat import campaign_beat_remove
@@ -41,7 +42,7 @@ def _cancel_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     campaign = campaign_access(actor=actor, campaign_id=payload["campaign_id"])
     if campaign.state not in CANCELLABLE:
         raise campaign_error(
-            "campaign_not_cancellable",
+            CampaignErrorCode.CAMPAIGN_NOT_CANCELLABLE,
             f"Campaign {campaign.pk} is {campaign.state}; there is no schedule or send to cancel.",
             field="campaign_id",
             hint="Only pending, approved, scheduled or sending campaigns can be cancelled or stopped.",
@@ -65,7 +66,7 @@ def _cancel_execute(
     campaign = campaign_access(actor=actor, campaign_id=payload["campaign_id"], lock=True)
     if campaign.state not in CANCELLABLE:
         raise campaign_error(
-            "campaign_not_cancellable",
+            CampaignErrorCode.CAMPAIGN_NOT_CANCELLABLE,
             f"Campaign {campaign.pk} is {campaign.state}.",
             field="campaign_id",
             hint="Nothing left to cancel.",

@@ -20,6 +20,7 @@ from campaigns.spec import campaign_error, campaign_snapshot, campaign_spec, cam
 from compliance.models import ActionRequest, ActionType, ApprovalPolicy, Condition
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.money import money_text
 
 ADD = "campaigns.add_campaign"
 CHANGE = "campaigns.change_campaign"
@@ -212,7 +213,7 @@ def campaign_live_check(
     allowed = (CampaignState.DRAFT, CampaignState.PENDING_APPROVAL, CampaignState.APPROVED, CampaignState.SCHEDULED)
     if campaign.state not in allowed:
         raise campaign_error(
-            "campaign_state",
+            CampaignErrorCode.CAMPAIGN_STATE,
             f"Campaign {campaign.pk} is {campaign.state}.",
             field="campaign_id",
             hint="Only draft, approved or scheduled campaigns can be scheduled or sent.",
@@ -220,7 +221,7 @@ def campaign_live_check(
     evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=send_at)
     if evaluation.body_preview != campaign.body_preview:
         raise campaign_error(
-            "campaign_content_changed",
+            CampaignErrorCode.CAMPAIGN_CONTENT_CHANGED,
             "The message would differ from the reviewed draft (a template, link or rule changed).",
             field="campaign_id",
             hint="Read the campaign again (campaigns.get) and update it so the draft shows what will go out.",
@@ -229,9 +230,10 @@ def campaign_live_check(
     quota = quota_check(evaluation)
     if not quota["within"]:
         raise campaign_error(
-            "quota_exceeded",
-            f"The campaign needs {quota['segments_needed']} segments / {quota['amount_needed']}; available "
-            f"{quota['available_segments']} segments / {quota['available_amount']}.",
+            CampaignErrorCode.QUOTA_EXCEEDED,
+            f"The campaign needs {quota['segments_needed']} segments / "
+            f"{money_text(quota['amount_needed'], quota['currency'])}; available {quota['available_segments']} "
+            f"segments / {money_text(quota['available_amount'], quota['currency'])}.",
             field="campaign_id",
             hint="Top up, raise the quota or narrow the segment (sms_marketing.quotas.get).",
             **quota,

@@ -22,6 +22,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ErrorCode, permission_denied
+from smsplatform.kernel.money import money_text
 
 
 def _create_check(actor: Actor, payload: dict[str, Any]) -> Checked:
@@ -66,7 +67,7 @@ register_action(
         execute=_create_execute,
         summary=lambda payload, facts: (
             f"Create campaign draft {payload['spec'].get('name')!r}: {facts.get('recipients')} recipients, "
-            f"cost {facts.get('cost')}"
+            f"cost {money_text(facts.get('cost'), facts.get('currency'))}"
         ),
     )
 )

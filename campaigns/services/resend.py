@@ -18,6 +18,7 @@ from django.db.models import CharField, Count, IntegerField, Max, Min, Q, Sum
 from django.utils import timezone
 
 from campaigns.dispatch import batches_advance_on_commit
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.quiet_hours import quiet_hours_apply
 from campaigns.resend_rules import (
@@ -37,6 +38,7 @@ from gateways.models import Gateway, MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
+from smsplatform.kernel.money import money_text
 from smsplatform.kernel.previews import preview_consume
 from smsplatform.models import Preview
 
@@ -77,11 +79,14 @@ def _resend_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     quotes = quotes_for_messages(campaign, ids)
     counts = resend_counts(resend_classified(campaign, ids, quotes), quotes)
     recipients, cost = counts.get(ELIGIBLE, (0, Decimal(0)))
+    currencies = {quote.currency for quote in quotes.values()}
     # No context: execute() classifies again under the campaign lock, as of then.
     return Checked(
         facts={
             "recipients": recipients,
             "cost": str(cost),
+            # The quotes' currency when they share one (a resend is priced in the gateway's).
+            "currency": next(iter(currencies)) if len(currencies) == 1 else None,
             "excluded_now": excluded_counts(counts),
             "campaign_id": campaign.pk,
         }
@@ -189,12 +194,19 @@ def _resend_execute(
     )
     _resend_insert(campaign, ids, quotes, batch, now=now)
     written = OutboundMessage.objects.filter(batch=batch)
-    totals = written.aggregate(n=Count("id"), segments=Sum("segments"), amount=Sum("cost"), first=Min("resend_of_id"))
+    totals = written.aggregate(
+        n=Count("id"),
+        segments=Sum("segments"),
+        amount=Sum("cost"),
+        first=Min("resend_of_id"),
+        first_currency=Min("currency"),
+        last_currency=Max("currency"),
+    )
     resent = int(totals["n"] or 0)
     if not resent:
         # Rolls back with the batch and the preview's consumption: nothing was written.
         raise ApplicationError(
-            "nothing_to_resend",
+            CampaignErrorCode.NOTHING_TO_RESEND,
             "No message of the preview is eligible any more.",
             field="retry_preview_id",
             hint="They were delivered, opted out or resent since the preview.",
@@ -237,8 +249,11 @@ def _resend_execute(
         "resent": resent,
         "excluded_at_execution": excluded,
         "estimated_cost": str(amount.quantize(Decimal("0.01"))),
+        # The messages' currency (their quotes'); None if they were priced in more than one.
+        "currency": totals["first_currency"] if totals["first_currency"] == totals["last_currency"] else None,
         "quiet_hours_waits": waits,
-        "note": "Each new message links to the one it resends (resend_of); follow it with send_batches.list.",
+        "note": "Each new message links to the one it resends (resend_of); its batch is in send_batches.list, "
+        "its messages in sms_marketing.delivery_status.get with that batch_id.",
     }
 
 
@@ -250,7 +265,7 @@ register_action(
         execute=_resend_execute,
         summary=lambda payload, facts: (
             f"Resend {facts.get('recipients')} failed messages of campaign #{facts.get('campaign_id')}, "
-            f"cost {facts.get('cost')}"
+            f"cost {money_text(facts.get('cost'), facts.get('currency'))}"
         ),
     )
 )

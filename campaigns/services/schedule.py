@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import Campaign, CampaignState
 from campaigns.quiet_hours import quiet_release_time
 from campaigns.services.beat import campaign_beat_set
@@ -32,13 +33,14 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ErrorCode, permission_denied
+from smsplatform.kernel.money import money_text
 
 
 def _schedule_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     send_at = datetime.fromisoformat(payload["schedule"]["send_at"])
     if send_at <= timezone.now():
         raise campaign_error(
-            "send_time_passed",
+            CampaignErrorCode.SEND_TIME_PASSED,
             f"send_at {send_at.isoformat()} has passed.",
             field="send_at",
             hint="Schedule again with a later time, or send now with campaigns.send_approved.",
@@ -111,7 +113,7 @@ register_action(
         on_hold=campaign_mark_pending,
         summary=lambda payload, facts: (
             f"Schedule campaign #{payload['campaign_id']} for {facts.get('send_at')}: "
-            f"{facts.get('recipients')} recipients, cost {facts.get('cost')}"
+            f"{facts.get('recipients')} recipients, cost {money_text(facts.get('cost'), facts.get('currency'))}"
         ),
     )
 )
@@ -146,7 +148,7 @@ def campaign_schedule(
     lead = timedelta(minutes=int(platform_config_data()["schedule"]["min_lead_minutes"]))
     if datetime.fromisoformat(normalised["send_at"]) < timezone.now() + lead:
         raise campaign_error(
-            "send_time_too_soon",
+            CampaignErrorCode.SEND_TIME_TOO_SOON,
             f"send_at must be at least {lead} ahead (schedule.min_lead_minutes).",
             field="send_at",
             hint="Pick a later time, or send now with campaigns.send_approved.",

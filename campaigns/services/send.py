@@ -30,6 +30,7 @@ from compliance.models import ActionRequest, ActionType
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import permission_denied
+from smsplatform.kernel.money import money_text
 
 
 def _send_check(actor: Actor, payload: dict[str, Any]) -> Checked:
@@ -83,7 +84,7 @@ register_action(
         on_hold=campaign_mark_pending,
         summary=lambda payload, facts: (
             f"Send campaign #{payload['campaign_id']} now: {facts.get('recipients')} recipients, "
-            f"cost {facts.get('cost')}"
+            f"cost {money_text(facts.get('cost'), facts.get('currency'))}"
         ),
     )
 )

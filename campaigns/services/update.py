@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from campaigns.access import campaign_access
 from campaigns.content import Evaluation, campaign_evaluate
+from campaigns.errors import CampaignErrorCode
 from campaigns.models import APPROVED_STATES, SENT_STATES, CampaignState
 from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.services.beat import campaign_beat_disable, campaign_beat_set
@@ -44,7 +45,7 @@ def _update_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     campaign_token_check(campaign, payload["base_version_token"])
     if campaign.state in SENT_STATES or campaign.state == CampaignState.CANCELLED:
         raise campaign_error(
-            "campaign_not_editable",
+            CampaignErrorCode.CAMPAIGN_NOT_EDITABLE,
             f"Campaign {campaign.pk} is {campaign.state}; its content can no longer change.",
             field="campaign_id",
             hint="Create a new campaign (or resend failed messages with failed_messages.retry_preview).",

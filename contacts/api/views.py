@@ -182,7 +182,7 @@ class OptOutListApi(ServiceApiView):
         data.is_valid(raise_exception=True)
         fields: dict[str, Any] = dict(data.validated_data)
         key = fields.pop("idempotency_key")
-        return Response(contact_opt_out(actor=self.actor(request), idempotency_key=key, **fields))
+        return governed_response(contact_opt_out(actor=self.actor(request), idempotency_key=key, **fields))
 
 
 class FrequencyCapsApi(ServiceApiView):

@@ -7,6 +7,7 @@ step that fixes it. Raw exception text never reaches a client.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -118,11 +119,28 @@ def not_found(what: str, identifier: object, *, field: str, hint: str) -> Applic
     )
 
 
+# Which platform roles grant a permission: set by the compliance app (which owns the roles) when
+# it is ready; the kernel sits below it and cannot import it.
+permission_roles: Callable[[str], list[str]] | None = None
+
+
+def permission_hint(permission: str) -> str:
+    """Where to turn for a permission: the roles that grant it, and the tool that lists who holds
+    them (owners.list filtered by role shows exactly those accounts)."""
+    roles = permission_roles(permission) if permission_roles is not None else []
+    if not roles:
+        return "No platform role grants it: ask an administrator (a superuser may act)."
+    return (
+        f"Roles that grant it: {', '.join(roles)}. Ask a holder, or an administrator to give you one of "
+        f'these roles; sms_marketing.owners.list {{"role": "{roles[0]}"}} lists who holds it.'
+    )
+
+
 def permission_denied(permission: str, *, hint: str | None = None) -> ApplicationError:
     return ApplicationError(
         ErrorCode.PERMISSION_DENIED,
         f"Your account lacks the permission {permission!r} needed for this action.",
-        hint=hint or "Ask an administrator to grant a role that has it (see sms_marketing.owners.list).",
+        hint=hint or permission_hint(permission),
     )
 
 

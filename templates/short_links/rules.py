@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -116,21 +117,59 @@ def parts_valid(code: str, recipient: str | None) -> bool:
     )
 
 
-@lru_cache(maxsize=256)
+# The configured short domain, as this process last read it: (domain, monotonic time to read again).
+_short_domain: tuple[str, float] = ("", 0.0)
+
+
+def short_domain() -> str:
+    """The configured short domain (config short_links.domain), read again at most every
+    SMS_SHORT_LINK_CACHE_SECONDS: a click does not pay for a configuration read. If the read fails
+    the last known domain is kept (the Host check must not turn a database blip into 400s)."""
+    global _short_domain
+    domain, until = _short_domain
+    now = time.monotonic()
+    if now >= until:
+        from smsplatform.config_service import platform_config_data
+
+        try:
+            domain = str(platform_config_data()["short_links"]["domain"])
+        except Exception:  # any failure to read: keep serving the last known domain
+            logger.warning("could not read the short domain; keeping %r", domain, exc_info=True)
+        _short_domain = (domain, now + settings.SMS_SHORT_LINK_CACHE_SECONDS)
+    return domain
+
+
+def short_domain_forget() -> None:
+    """Read the short domain again on the next request (a configuration change, tests)."""
+    global _short_domain
+    _short_domain = ("", 0.0)
+
+
 def host_allowed(host: str) -> bool:
     """Django's Host check (HttpRequest.get_host), without X-Forwarded-Host (not trusted here),
-    for the WSGI app; the view's host was checked by Django's own request handling."""
-    domain, _ = split_domain_port(host)
-    allowed = settings.ALLOWED_HOSTS
+    for the WSGI app, against ALLOWED_HOSTS and the configured short domain: the server of the
+    short domain serves its own host even when ALLOWED_HOSTS names only the main site's. The
+    embedded default's ALLOWED_HOSTS (localhost, 127.0.0.1) keeps localhost:port working."""
+    return _host_allowed(host, short_domain())
+
+
+@lru_cache(maxsize=256)
+def _host_allowed(host: str, domain: str) -> bool:
+    name, _ = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
+    if domain:
+        allowed.append(domain)
+    return bool(name) and validate_host(name, allowed)
 
 
 @receiver(setting_changed, dispatch_uid="templates.short_links.rules.setting_changed")
 def _setting_changed(setting: str, **kwargs: Any) -> None:
     if setting in ("ALLOWED_HOSTS", "DEBUG"):
-        host_allowed.cache_clear()
+        _host_allowed.cache_clear()
+    if setting == "SMS_SHORT_LINK_CACHE_SECONDS":
+        short_domain_forget()
 
 
 # request_outcome, link_outcome and click_record take their arguments by position too: the WSGI

@@ -129,6 +129,21 @@ def test_scheduled_send_waits_for_approval_then_beat_sends_and_receipts_return(
         failed_messages_resend(actor=act(marketer), retry_preview_id=retry["retry_preview_id"], idempotency_key=key())
     assert err.value.code == "preview_already_used"
 
+    # The copy goes out and fails as its original did: the number failed twice. The copy is not a
+    # temporary failure and not resendable (else a number that always fails is resent forever).
+    batches_advance(budget_seconds=5)
+    batches_advance(budget_seconds=5)
+    new.refresh_from_db()
+    assert new.state == MessageState.FAILED
+    verdicts = {
+        m["message_id"]: m["resend"]
+        for m in delivery_status_get(actor=act(marketer), phone=PHONES["undelivered"])["messages"]
+    }
+    assert verdicts[new.pk]["reason"] == "failed_again" and not verdicts[new.pk]["eligible"]
+    assert verdicts[new.resend_of.pk] == {"eligible": False, "reason": "already_resent"}
+    again = retry_preview(actor=act(marketer), campaign_id=cid)
+    assert again["eligible"] == 0 and again["excluded"].get("failed_again") == 1, again
+
 
 def test_marketer_cannot_send_without_approval_or_confirmation(world: dict[str, Any], marketer: Any) -> None:
     draft = _draft(world, marketer)

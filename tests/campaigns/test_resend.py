@@ -15,7 +15,7 @@ from campaigns.dispatch import batches_advance
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
 from campaigns.resend_rules import ELIGIBLE, quotes_for_countries, resend_classified
 from campaigns.retries import retry_preview
-from campaigns.selectors import HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
+from campaigns.selectors import FAILED_AGAIN, HARD_FAILURE_HINT, delivery_status_get, resend_eligibility
 from campaigns.services import campaign_create_draft, campaign_send_approved, failed_messages_resend
 from compliance.models import OptOutReason
 from contacts.optouts import opt_out_record
@@ -128,6 +128,7 @@ def test_resend_runs_a_constant_number_of_queries(
     reservation = QuotaReservation.objects.get(reference=batch.quota_reference)
     assert (reservation.segments, reservation.amount) == (segments, price * segments)
     assert large_result["estimated_cost"] == str((price * segments).quantize(Decimal("0.01")))
+    assert large_result["currency"] == "HKD"
     assert Campaign.objects.get(pk=campaign_id).state == CampaignState.SENDING
 
 
@@ -180,6 +181,9 @@ def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer
         ({"error_code": "rejected", "submitted_at": None}, "hard_failure", HARD_FAILURE_HINT),
         ({"error_code": "retries_exhausted", "submitted_at": None}, ELIGIBLE, None),  # never accepted, yet temporary
         ({"destination": "+85293100003"}, "already_resent", None),  # below
+        # A resend copy that failed (below): the number failed twice; no third send, not "temporary".
+        ({"destination": "+85293100005"}, "failed_again", FAILED_AGAIN),
+        ({"destination": "+85293100006", "error_code": "retries_exhausted"}, "failed_again", FAILED_AGAIN),
         ({"destination": "+85293100004"}, "frequency_capped", None),  # at the daily cap, below
         # Expired was sent: it counts towards its own phone's cap (1 a day in this world).
         (
@@ -196,6 +200,11 @@ def test_the_resend_rule_on_the_documented_cases(world: dict[str, Any], marketer
     resent = next(m for m in messages if m.destination == "+85293100003")
     _messages(campaign_id, [{"destination": "+85293199999", "state": MessageState.QUEUED}])
     OutboundMessage.objects.filter(destination="+85293199999").update(resend_of=resent)
+    originals = _messages(campaign_id, [{"destination": "+85293100005"}, {"destination": "+85293100006"}])
+    for original in originals:
+        OutboundMessage.objects.filter(destination=original.destination).exclude(pk=original.pk).update(
+            resend_of=original
+        )
     _messages(campaign_id, [{"destination": "+85293100004", "state": MessageState.DELIVERED}] * per_day)
     expected = {m.pk: (reason, detail) for m, (_spec, reason, detail) in zip(messages, cases, strict=True)}
 

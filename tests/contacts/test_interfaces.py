@@ -97,7 +97,9 @@ def test_tools_over_mcp(live_server: Any, make_user: Any, token_for: Any, market
     assert tool_error(r["duplicate"])["code"] == "version_token_required"
     assert r["found"]["contacts"][0]["phone"] == "+85291234567"  # CRM may see full numbers
     assert r["got"]["consent_evidence"][0]["source"] == "web_form"
-    assert structured(r["opt_out"])["suppressed"] is True
+    opted = structured(r["opt_out"])
+    assert (opted["status"], opted["action"]) == ("executed", "contacts.opt_out")
+    assert opted["result"]["suppressed"] is True
     assert tool_error(r["stale"])["code"] == "stale_version_token"
     cleared = structured(r["silent_clear"])["result"]
     assert cleared["opted_out"] is True and cleared["sendable"] is False  # consent alone lifts nothing
@@ -157,7 +159,12 @@ def test_rest(api_for: Any, make_user: Any, marketing: Any) -> None:
     stop = crm.post(
         "/api/v1/opt-outs/", {"contact_id": cid, "reason": "stop", "idempotency_key": "rest-oo-0001"}, format="json"
     )
-    assert stop.status_code == 200 and stop.json()["suppressed"] is True
+    assert stop.status_code == 200 and stop.json()["result"]["suppressed"] is True
+    assert (stop.json()["status"], stop.json()["action"]) == ("executed", "contacts.opt_out")
+    again = crm.post(
+        "/api/v1/opt-outs/", {"contact_id": cid, "reason": "stop", "idempotency_key": "rest-oo-0001"}, format="json"
+    )
+    assert again.json() == stop.json()  # the same key: the first answer again, envelope and all
     stale = crm.post(
         "/api/v1/contacts/",
         {
@@ -287,7 +294,9 @@ def test_audiences_and_segments_over_mcp_and_rest(
     assert preview["matched"] == 2 and preview["sendable"] + sum(preview["exclusions"].values()) == 2
     assert preview["exclusions"]["no_consent"] == 1
     assert tool_error(r["widen"])["field"] == "criteria"
-    assert structured(r["create"])["result"]["sendable"] == preview["sendable"]
+    created = structured(r["create"])["result"]
+    assert created["sendable"] == preview["sendable"]
+    assert created["criteria"] == preview["criteria"] and created["audience_ids"] == preview["audience_ids"]
     assert tool_error(r["again"])["code"] == "preview_already_used"
     assert Segment.objects.count() == 1
 

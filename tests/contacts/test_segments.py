@@ -295,6 +295,10 @@ def test_create_takes_only_the_preview_and_never_widens(world: dict[str, Any], m
     assert created["status"] == "executed"
     segment = Segment.objects.get()
     assert segment.criteria["criteria"] == criteria_normalise(narrow) and segment.sendable_count == 1
+    # The answer shows the criteria as segments.preview did: flat, no criteria.criteria.
+    result = created["result"]
+    assert result["criteria"] == preview["criteria"] == criteria_normalise(narrow)
+    assert result["audience_ids"] == preview["audience_ids"] and "criteria" not in result["criteria"]
     with pytest.raises(ApplicationError) as reused:
         segment_create(
             actor=api_actor(marketing),

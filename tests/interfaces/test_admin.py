@@ -94,7 +94,9 @@ def _config_form(client: Client, **changes: Any) -> dict[str, Any]:
 
     url = reverse("admin:smsplatform_platformconfig_change", args=[platform_config_instance().pk])
     form = client.get(url).context["adminform"].form
-    data = {name: form[name].value() or "" for name in form.fields}
+    # What the browser would post: each field's value as its widget shows it.
+    data = {name: form.fields[name].prepare_value(form[name].value()) for name in form.fields}
+    data = {name: "" if value is None or value is False else value for name, value in data.items()}
     data.update(changes)
     return {"url": url, "data": data}
 
@@ -110,11 +112,61 @@ def test_config_edit_through_admin_is_governed(technical: Any, config_policy: An
 
 
 def test_config_edit_errors_shown_on_the_field(technical: Any) -> None:
+    """The service's error lands on the setting it names; the form's own type checks come first."""
     client = logged_in(technical)
-    form = _config_form(client, schedule='{"time_zone": "Nowhere/City"}')
+    form = _config_form(client, schedule__time_zone="Nowhere/City")
     response = client.post(form["url"], form["data"])
     assert response.status_code == 200
-    assert "unknown time zone" in str(response.context["adminform"].form.errors["schedule"])
+    assert "unknown time zone" in str(response.context["adminform"].form.errors["schedule__time_zone"])
+    quiet = _config_form(client, schedule__quiet_hours='{"HK": {"start": "25:00", "end": "09:00"}}')
+    errors = client.post(quiet["url"], quiet["data"]).context["adminform"].form.errors
+    assert list(errors) == ["schedule__quiet_hours"], errors
+    for name, value in [
+        ("frequency_caps__per_day", "many"),
+        ("schedule__min_lead_minutes", "-1"),
+        ("approval__business_hours__weekdays", "Monday"),
+        ("tracking__attribution_model", "random"),
+    ]:
+        bad = _config_form(client, **{name: value})
+        errors = client.post(bad["url"], bad["data"]).context["adminform"].form.errors
+        assert list(errors) == [name], (name, errors)
+    assert platform_config_data()["schedule"]["time_zone"] == "Asia/Hong_Kong"  # nothing written
+    assert not AuditLog.objects.filter(action__startswith="config").exists()
+
+
+def test_config_is_a_form_per_section_with_typed_fields(technical: Any) -> None:
+    """Each section's settings as typed inputs with their help text, not a raw JSON textarea."""
+    client = logged_in(technical)
+    url = _config_form(client)["url"]
+    page = client.get(url)
+    html = page.content.decode()
+    form = page.context["adminform"].form
+    assert 'type="number"' in html and 'type="checkbox"' in html
+    assert 'name="frequency_caps__per_day"' in html and 'name="frequency_caps"' not in html
+    assert "A schedule must be at least this far ahead. From 0 to 10080." in html
+    titles = [fieldset.name for fieldset in page.context["adminform"]]
+    assert {"Schedule", "Frequency caps", "Short links", "Unsubscribe"} <= set(titles)
+    assert form["tracking__per_recipient_links"].value() is True
+    assert form.initial["approval__business_hours__weekdays"] == [0, 1, 2, 3, 4]
+    assert "\n0\n1\n2\n3\n4</textarea>" in html  # one weekday per line
+
+
+def test_config_edit_of_typed_settings_writes_only_the_changed_sections(technical: Any) -> None:
+    client = logged_in(technical)
+    form = _config_form(
+        client,
+        frequency_caps__per_week="5",
+        tracking__per_recipient_links="",  # an unchecked checkbox
+        approval__business_hours__weekdays="0\n1\n2",
+        reason="caps",
+    )
+    client.post(form["url"], form["data"])
+    data = platform_config_data()
+    assert data["frequency_caps"]["per_week"] == 5 and data["frequency_caps"]["per_day"] == 1
+    assert data["tracking"]["per_recipient_links"] is False
+    assert data["approval"]["business_hours"]["weekdays"] == [0, 1, 2]
+    entry = AuditLog.objects.get(action="config.update")
+    assert set(entry.after or {}) == {"frequency_caps", "tracking", "approval"}, entry.after
 
 
 def test_config_edit_direct_when_no_policy(technical: Any) -> None:

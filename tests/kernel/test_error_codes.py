@@ -133,11 +133,19 @@ def test_app_codes_do_not_shadow_shared_codes() -> None:
 
 
 def test_the_scan_sees_literal_codes() -> None:
-    # campaigns still gives some codes as strings (its raise sites move with the campaigns split)
-    literals, _ = scan("campaigns")
-    assert "nothing_to_resend" in literals
+    literals, _ = scan("smsplatform")
+    assert "control_character" in literals
     members = scan("templates")[1]
     assert "TemplateErrorCode.NAME_TAKEN" in members
+    assert "CampaignErrorCode.NOTHING_TO_RESEND" in scan("campaigns")[1]
+
+
+@pytest.mark.parametrize("app", ["compliance", "gateways", "contacts", "templates", "campaigns"])
+def test_apps_raise_their_codes_as_enum_members(app: str) -> None:
+    """An app's raise sites name their codes through its enum (or the kernel's), never as a
+    string: a typo in a member is an AttributeError at import, a typo in a string a new code."""
+    literals, _ = scan(app)
+    assert not literals, f"use the enum members for: {literals}"
 
 
 def test_every_listed_app_code_is_raised_somewhere() -> None:

@@ -196,3 +196,52 @@ def test_twilio_gateway_costs_whole_grapheme_clusters(db: Any, hk_gateway: Any) 
     (cut,) = out["truncation"]
     assert cut["limit"] == "gateway tpl-twilio-mo (MO)" and cut["fits"] is False
     assert cut["cut_text"] == "ut"  # the emoji moved 2 units on, pushing the last 2 characters out
+
+
+def _set_short_domain(domain: str) -> None:
+    from gateways.platform_config import platform_config_update
+    from smsplatform.config_service import platform_config_get
+    from smsplatform.kernel.actor import Actor
+
+    config = platform_config_get()
+    platform_config_update(
+        actor=Actor.system("test"),
+        changes={"short_links": {**config["config"]["short_links"], "domain": domain}},
+        base_version_token=config["base_version_token"],
+        idempotency_key=f"short-domain-{domain}",
+        reason="test",
+    )
+
+
+@pytest.mark.parametrize("per_recipient", [True, False])
+def test_link_in_free_text_counts_the_short_link_as_sent(db: Any, per_recipient: bool) -> None:
+    """{{link}} in free copy needs no declaration (a campaign fills it with its short link), and
+    a URL given for it is the landing page: both scenarios count the short URL, per the
+    configured short domain, code length and recipient token."""
+    _set_short_domain("go.shop-example.hk")
+    short = "https://go.shop-example.hk/s/XXXXXXXX" + ("/rrrrrrrr" if per_recipient else "")
+    text = "ShopHK sale {{link}}" + FOOTER
+    out = copy_fit_preview(text=text, per_recipient_links=per_recipient)
+    expected = len(text) - len("{{link}}") + len(short)
+    assert out["given"]["characters"] == out["longest"]["characters"] == expected
+    assert out["short_links"]["url_fields"] == ["link"] and out["short_links"]["short_url_example"] == short
+    assert short in out["given"]["text"]
+
+    landing = "https://shop.example.hk/collections/spring-2025/very-long-landing-page?utm_source=sms"
+    given = copy_fit_preview(text=text, variables={"link": landing}, per_recipient_links=per_recipient)
+    assert given["given"]["characters"] == expected and landing not in given["given"]["text"]
+    assert given["short_links"]["url_values_replaced"] == [
+        {"field": "link", "given": landing, "given_characters": len(landing), "counted_as": short}
+    ]
+    # A declared url field is counted the same way, whatever its example.
+    declared = copy_fit_preview(
+        text=text,
+        per_recipient_links=per_recipient,
+        fields=[{"name": "link", "type": "url", "max_length": 200, "example": landing}],
+    )
+    assert declared["given"]["characters"] == declared["longest"]["characters"] == expected
+
+
+def test_other_undeclared_placeholders_are_still_refused(db: Any) -> None:
+    err = refused(text="Hi {{name}} {{link}}")
+    assert err.code == "template_placeholder_undeclared" and err.field == "variables.name"

@@ -183,6 +183,26 @@ def test_fit_preview_prices_covered_countries(mcp_url: str, marketing_key: str) 
     )
     assert fit["required_wording_missing"] == []
 
+    # {{link}} in free text: no declaration needed, counted as the short link it is sent as.
+    landing = "https://shop.example.hk/spring-collection-2025?ref=sms"
+    linked = structured(
+        run(
+            mcp_url,
+            marketing_key,
+            call(
+                "sms_marketing.copy.fit_preview",
+                {
+                    "text": "ShopHK sale {{link}} Reply STOP",
+                    "variables": {"link": landing},
+                    "per_recipient_links": True,
+                },
+            ),
+        )
+    )
+    short = "https://s.example.hk/s/XXXXXXXX/rrrrrrrr"
+    assert linked["given"]["text"] == f"ShopHK sale {short} Reply STOP"
+    assert linked["short_links"]["url_values_replaced"][0]["counted_as"] == short
+
 
 def test_short_links_over_mcp(
     mcp_url: str, marketing_key: str, make_user: Any, token_for: Any, live_server: Any

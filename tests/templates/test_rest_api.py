@@ -85,6 +85,18 @@ def test_fit_preview(api_for: Any, marketing: Any) -> None:
     assert bad.status_code == 400 and error_of(bad)["code"] == "text_too_long"
     empty = api.post("/api/v1/copy/fit-preview/", {"text": ""}, format="json")
     assert error_of(empty)["code"] == "text_empty"
+    # {{link}} in free text needs no declaration; a given URL is counted as the short link.
+    linked = api.post(
+        "/api/v1/copy/fit-preview/",
+        {
+            "text": "Sale {{link}}",
+            "variables": {"link": "https://shop.example.hk/" + "a" * 80},
+            "per_recipient_links": False,
+        },
+        format="json",
+    )
+    assert linked.status_code == 200, linked.content
+    assert linked.json()["given"]["text"] == "Sale https://s.example.hk/s/XXXXXXXX"
 
 
 def test_short_links(api_for: Any, marketing: Any, make_user: Any, link_policy: Any) -> None:

@@ -22,6 +22,7 @@ import pytest
 from django.utils import timezone
 
 from templates.models import DeviceClass, LinkClick, ShortLink
+from templates.short_links.rules import short_domain_forget
 from tests.support.db import postgres_only
 from tests.support.short_app import call
 from tests.support.templates import IPHONE, make_link
@@ -78,6 +79,13 @@ def _keep_the_test_transactions_connection() -> Iterator[None]:
         yield
     finally:
         request_started.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def _short_domain_read_per_test() -> Iterator[None]:
+    short_domain_forget()
+    yield
+    short_domain_forget()
 
 
 @pytest.fixture
@@ -352,3 +360,31 @@ def test_runplatform_starts_the_short_domain_server() -> None:
     )
     source = (ROOT / "smsplatform/management/commands/runplatform.py").read_text()
     assert 'SHORT_SERVER = "templates.short_links.server"' in source and '"-m", SHORT_SERVER' in source
+
+
+def test_the_configured_short_domain_is_served(link: dict[str, Any], settings: Any) -> None:
+    """The short server answers on the configured short domain even when ALLOWED_HOSTS names only
+    the main site, and on localhost:port under the embedded default's ALLOWED_HOSTS."""
+    assert call(f"/s/{link['code']}", host="localhost:8001").status_code == 302
+    assert call(f"/s/{link['code']}", host="127.0.0.1:8001").status_code == 302
+    settings.ALLOWED_HOSTS = ["sms.example.hk"]
+    for host in ("s.example.hk", "s.example.hk:8001", "S.EXAMPLE.HK"):
+        answer = call(f"/s/{link['code']}", host=host)
+        assert answer.status_code == 302 and answer["Location"] == link["target_url"], host
+    assert call(f"/s/{link['code']}", host="evil.example").status_code == 400
+    assert call(f"/s/{link['code']}", host="x.s.example.hk").status_code == 400
+
+    from gateways.platform_config import platform_config_update
+    from smsplatform.config_service import platform_config_get
+    from smsplatform.kernel.actor import Actor
+
+    config = platform_config_get()
+    platform_config_update(
+        actor=Actor.system("test"),
+        changes={"short_links": {**config["config"]["short_links"], "domain": "go.shop-example.hk"}},
+        base_version_token=config["base_version_token"],
+        idempotency_key="short-domain-change",
+    )
+    short_domain_forget()  # another process re-reads it within SMS_SHORT_LINK_CACHE_SECONDS
+    assert call(f"/s/{link['code']}", host="go.shop-example.hk").status_code == 302
+    assert call(f"/s/{link['code']}", host="s.example.hk").status_code == 400
