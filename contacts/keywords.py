@@ -189,6 +189,8 @@ def _reply_queue(
                 body=text,
                 purpose=purpose,
                 reference=f"keyword:{message.pk}",
+                # The answer to the person's own STOP goes to a number that is now opted out.
+                keyword_reply=True,
             )
     except ApplicationError as exc:
         return refused(exc.code, exc.message)
