@@ -111,6 +111,10 @@ def contacts_search_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "opted_out": BOOL,
             "sendable": BOOL,
             "consent_evidence": {"type": "array", "items": OBJ},
+            "consent_evidence_withheld": {
+                "type": "boolean",
+                "description": "True when the caller lacks contacts.view_consentevidence: the records are not shown.",
+            },
             "opt_outs": {"type": "array", "items": OPT_OUT},
             "send_history": {"type": "array", "items": OBJ},
             "version": INT,
