@@ -158,7 +158,10 @@ CONSENT = object_schema(
             "lift_opt_out": {
                 "type": "boolean",
                 "default": False,
-                "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
+                "description": (
+                    "Lift a STOP-type opt-out: only with new marketing consent obtained after it. "
+                    "Governed as opt_outs.update (its approval policy, and contacts.import's, apply)."
+                ),
             },
         },
         ["source"],

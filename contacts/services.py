@@ -1,4 +1,5 @@
-"""Writes of the contacts app: contacts.upsert (governed as contacts.import).
+"""Writes of the contacts app: contacts.upsert (governed as contacts.import, or as
+opt_outs.update when it lifts an opt-out).
 
 Rules the upsert keeps (catalogue safety notes):
 - the phone is parsed and validated (phonenumbers, default region HK); one phone is one contact;
@@ -413,6 +414,21 @@ register_action(
 )
 
 
+# Lifting an opt-out is its own governed action (the catalogue's "update opt-outs" policy),
+# held per that policy on every path that can lift one (MCP and REST upsert, and an approval
+# re-runs the same check). A START reply is the person's own request and lifts at once
+# (contacts/keywords.py); recording an opt-out is never held.
+register_action(
+    GovernedAction(
+        action=ActionType.OPT_OUTS_UPDATE,
+        permission=CHANGE_PERMISSION,
+        check=_dispatch_check,
+        execute=_dispatch_execute,
+        summary=_dispatch_summary,
+    )
+)
+
+
 def contacts_upsert(
     *,
     actor: Actor,
@@ -441,12 +457,14 @@ def contacts_upsert(
         lift_opt_out=lift_opt_out,
         reason=reason,
     )
+    lifting = payload["lift_opt_out"]
     return governed_write(
         actor=actor,
-        action=ActionType.CONTACTS_IMPORT,
+        action=ActionType.OPT_OUTS_UPDATE if lifting else ActionType.CONTACTS_IMPORT,
         payload=payload,
         idempotency_key=idempotency_key,
         reason=reason,
+        also_governed_by=(ActionType.CONTACTS_IMPORT,) if lifting else (),
     )
 
 
