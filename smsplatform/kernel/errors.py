@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_TOOL = "unknown_tool"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MALFORMED_REQUEST = "malformed_request"
+    REQUEST_TOO_LARGE = "request_too_large"
     INTERNAL_ERROR = "internal_error"
     WRITE_COMMITTED = "write_committed"  # a failure after the write committed: it is not lost
 
@@ -66,6 +67,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.PREVIEW_EXPIRED: 410,
     ErrorCode.PREVIEW_ALREADY_USED: 409,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.WRITE_COMMITTED: 500,
 }
