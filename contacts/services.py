@@ -35,7 +35,7 @@ from contacts.selectors import LABEL, contact_token, segment_counts
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
-from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.idempotency import idempotent_replay, run_idempotent
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.previews import preview_consume, preview_store
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
@@ -602,14 +602,27 @@ def segment_create(
     name = str(name or "").strip()
     if not name or len(name) > 100:
         raise _error("name must be 1-100 characters.", "name")
-    preview = _segment_preview_row(actor, segment_preview_id)
-    if preview.is_expired:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_EXPIRED,
-            f"Preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
-            field="segment_preview_id",
-            hint="Call sms_marketing.segments.preview again; previews reflect data at the time they were made.",
-        )
+    try:
+        preview = _segment_preview_row(actor, segment_preview_id)
+        if preview.is_expired:
+            raise ApplicationError(
+                ErrorCode.PREVIEW_EXPIRED,
+                f"Preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
+                field="segment_preview_id",
+                hint="Call sms_marketing.segments.preview again; previews reflect data at the time they were made.",
+            )
+    except ApplicationError as exc:
+        # A retry of a create that went through finds its preview used: it gets its first result.
+        if exc.code in (ErrorCode.PREVIEW_ALREADY_USED, ErrorCode.PREVIEW_EXPIRED):
+            replay = idempotent_replay(
+                actor=actor,
+                key=idempotency_key,
+                operation=ActionType.SEGMENT_CREATE,
+                payload={"segment_preview_id": str(uuid.UUID(str(segment_preview_id))), "name": name, "reason": reason},
+            )
+            if replay is not None:
+                return replay
+        raise
     return governed_write(
         actor=actor,
         action=ActionType.SEGMENT_CREATE,

@@ -30,6 +30,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ErrorCode, permission_denied
+from smsplatform.kernel.idempotency import idempotent_replay
 
 
 def _schedule_check(actor: Actor, payload: dict[str, Any]) -> Checked:
@@ -138,8 +139,22 @@ def campaign_schedule(
             ErrorCode.VALIDATION_ERROR, "send_at is required.", field="send_at", hint="ISO 8601 date-time."
         )
     normalised = schedule_normalise(merged)
+    payload = {
+        "campaign_id": campaign.pk,
+        # A missing token stays empty (version_token_required), not the text "None".
+        "base_version_token": str(base_version_token or ""),
+        "schedule": normalised,
+        "confirm": bool(confirm),
+        "reason": reason,
+    }
     lead = timedelta(minutes=int(platform_config_data()["schedule"]["min_lead_minutes"]))
     if datetime.fromisoformat(normalised["send_at"]) < timezone.now() + lead:
+        # A retry of a request made in time answers its first result, even once the lead time is gone.
+        replay = idempotent_replay(
+            actor=actor, key=idempotency_key, operation=ActionType.CAMPAIGN_SCHEDULE, payload=payload
+        )
+        if replay is not None:
+            return replay
         raise campaign_error(
             "send_time_too_soon",
             f"send_at must be at least {lead} ahead (schedule.min_lead_minutes).",
@@ -149,14 +164,7 @@ def campaign_schedule(
     return governed_write(
         actor=actor,
         action=ActionType.CAMPAIGN_SCHEDULE,
-        payload={
-            "campaign_id": campaign.pk,
-            # A missing token stays empty (version_token_required), not the text "None".
-            "base_version_token": str(base_version_token or ""),
-            "schedule": normalised,
-            "confirm": bool(confirm),
-            "reason": reason,
-        },
+        payload=payload,
         idempotency_key=idempotency_key,
         reason=reason,
     )
