@@ -38,6 +38,7 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 from smsplatform.kernel.idempotency import idempotent_replay, run_idempotent
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.previews import preview_consume, preview_store
+from smsplatform.kernel.text import name_check
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
 from smsplatform.models import Preview
 
@@ -193,7 +194,7 @@ def _normalised_payload(
         changes["tags"] = _tags(fields["tags"])
     for name, size in (("name", 100), ("crm_key", 100)):
         if fields.get(name) is not None:
-            changes[name] = str(fields[name]).strip()[:size]
+            changes[name] = name_check(str(fields[name]).strip()[:size], field=name)
     source = str(fields.get("source") or "").strip()
     if not source:
         raise _error("source is required: every contact write records where its data came from.", "source")
@@ -602,6 +603,7 @@ def segment_create(
     name = str(name or "").strip()
     if not name or len(name) > 100:
         raise _error("name must be 1-100 characters.", "name")
+    name_check(name, field="name")
     try:
         preview = _segment_preview_row(actor, segment_preview_id)
         if preview.is_expired:

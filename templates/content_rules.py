@@ -16,6 +16,7 @@ from typing import Any
 from smsplatform.kernel.content import promotion_found
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.segments import SegmentInputError, SegmentResult, analyse
+from smsplatform.kernel.text import name_check
 from templates.errors import TemplateErrorCode, template_error
 from templates.models import Language, Purpose, Template, TemplateVersion
 
@@ -88,6 +89,7 @@ def plain_line(value: Any, *, field: str, max_chars: int, required: bool = True)
             ErrorCode.VALIDATION_ERROR, f"{field} must be one line.", field=field, hint="Remove line breaks."
         )
     if text:
+        name_check(text, field=field)  # no bidi overrides or zero-width characters in a label
         segment_analysis(text, field=field)
     return text
 
