@@ -148,7 +148,8 @@ class OptOutListApi(ServiceApiView):
         q = request.query_params
         result = opt_outs_list(
             actor=self.actor(request),
-            reason=q.get("reason") or None,
+            # Present but empty is refused by the service (no "" in the enum), not read as "all".
+            reason=q.get("reason"),
             phone=q.get("phone") or None,
             include_lifted=bool(_bool(request, "include_lifted")),
             limit=_int(request, "limit") or 100,
