@@ -59,8 +59,9 @@ def _query(serializer: type[StrictInput], request: Request) -> dict[str, Any]:
     for name, value in request.query_params.items():
         # DRF reads an empty query value of an optional field as absent; for a choice that would
         # accept a value the schema's enum does not list.
-        if value == "" and isinstance(fields.get(name), serializers.ChoiceField):
-            choices = ", ".join(str(c) for c in fields[name].choices)
+        field = fields.get(name)
+        if value == "" and isinstance(field, serializers.ChoiceField):
+            choices = ", ".join(str(c) for c in field.choices)
             raise ApplicationError(
                 ErrorCode.VALIDATION_ERROR,
                 f"{name} must be one of {choices}.",

@@ -49,7 +49,7 @@ def test_the_governed_operations_are_exactly_those_that_can_be_held(schema: dict
             if "governed_response(" in match.group(2) or "_governed_write(" in match.group(2):
                 found.add(match.group(1))
     assert found == GOVERNED_OPERATIONS
-    assert GOVERNED_OPERATIONS <= set(_operations(schema))
+    assert set(_operations(schema)) >= GOVERNED_OPERATIONS
 
 
 def test_no_enum_offers_an_empty_value(schema: dict[str, Any]) -> None:
