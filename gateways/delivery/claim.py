@@ -21,6 +21,10 @@ _MESSAGES = OutboundMessage._meta.db_table
 # The reference of a STOP/START/HELP confirmation (contacts/keywords.py): with OTP, the only
 # messages the opt-out re-check at claim time lets through (see message_queue).
 KEYWORD_REPLY_REFERENCE = "keyword:"
+# Withdrawn when an opt-out lands after their claim, before the send (the bind worker's watch):
+# every purpose but OTP and transactional, whose keyword replies a claimed row cannot tell
+# apart (the claim re-checked those already).
+WITHDRAWN_AFTER_CLAIM = (MessagePurpose.MARKETING.value, MessagePurpose.TEST.value)
 
 
 class ClaimedMessage(NamedTuple):
@@ -280,7 +284,7 @@ def _claim_orm(
 
 
 def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int, int, str, str]]) -> int:
-    """Claimed marketing messages that no gateway has been given yet, whose number opted out after
+    """Claimed marketing and test messages that no gateway has been given yet, whose number opted out after
     the claim: failed as 'suppressed' (never sent) and their quota hold released.
     ``suppressions``: (message id, opt-out id, its reason, its source). Only 'submitting' rows move."""
     now = timezone.now()
@@ -295,7 +299,7 @@ def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int,
             rows = [
                 HeldRow._make(row)
                 for row in OutboundMessage.objects.select_for_update(of=("self",))
-                .filter(pk__in=chunk, state=MessageState.SUBMITTING, purpose=MessagePurpose.MARKETING)
+                .filter(pk__in=chunk, state=MessageState.SUBMITTING, purpose__in=WITHDRAWN_AFTER_CLAIM)
                 .order_by("pk")
                 .values_list("pk", "quota_reference", "segments", "cost")
             ]
@@ -303,7 +307,7 @@ def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int,
                 [(row.pk, reasons[row.pk]) for row in rows],
                 now,
                 state=MessageState.SUBMITTING,
-                purpose=MessagePurpose.MARKETING,
+                purpose__in=WITHDRAWN_AFTER_CLAIM,
             )
             withdrawn.extend(rows)
         if withdrawn:

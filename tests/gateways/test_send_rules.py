@@ -169,3 +169,17 @@ def test_the_answer_to_a_stop_still_reaches_the_number_that_just_opted_out(
     messages_submit(actor=SYSTEM, gateway_id=sim.pk)
     reply.refresh_from_db()
     assert reply.state != MessageState.FAILED and reply.error_code != "suppressed"
+
+
+@pytest.mark.parametrize(("purpose", "withdrawn"), [(MessagePurpose.TEST, 1), (MessagePurpose.OTP, 0)])
+def test_an_opt_out_after_the_claim_withdraws_a_test_sms_not_yet_sent(
+    sim: Gateway, purpose: str, withdrawn: int
+) -> None:
+    from gateways.delivery.claim import messages_suppress_claimed
+
+    message = queue(purpose, body="Your code is 123456")
+    [claimed] = messages_claim(gateway_id=sim.pk)
+    stop = opt_out()
+    assert messages_suppress_claimed(actor=SYSTEM, suppressions=[(claimed.pk, stop.pk, "stop", "test")]) == withdrawn
+    message.refresh_from_db()
+    assert (message.state == MessageState.FAILED) is bool(withdrawn)
