@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/smsplatform
 REDIS_URL ?= redis://127.0.0.1:6379/15
 
+# The embedded local run is in debug, the only mode that starts without DJANGO_SECRET_KEY
+# (smsplatform/settings.py); production sets DJANGO_SECRET_KEY and leaves DJANGO_DEBUG off.
+migrate seed run docs: export DJANGO_DEBUG ?= 1
+
 .PHONY: venv install migrate seed run test test-sqlite test-postgres test-celery lint bench docs clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt

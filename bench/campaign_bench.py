@@ -114,6 +114,8 @@ def run(args: argparse.Namespace, url: str) -> None:
         DATABASE_URL=url,
         SMS_VAR_DIR=str(tmp),
         DJANGO_SETTINGS_MODULE="smsplatform.settings",
+        # Outside debug the settings refuse the public default key: the bench brings its own.
+        DJANGO_SECRET_KEY=os.environ.get("DJANGO_SECRET_KEY") or "bench-secret-key-" + "x" * 40,
         BENCH_SMPP_PASSWORD="sim-pass",  # noqa: S106 - the simulator's throwaway credential
         CELERY_BROKER_URL=f"filesystem://{tmp}",
     )

@@ -240,6 +240,8 @@ def main() -> None:
             return
     os.environ["DATABASE_URL"] = with_db(args.database_url, name)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
+    # Outside debug the settings refuse the public default key: benches bring their own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
     try:
         run(args)
     finally:

@@ -27,6 +27,8 @@ def main() -> None:
     os.environ["SMS_VAR_DIR"] = str(tmp)
     os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
+    # Outside debug the settings refuse the public default key: benches bring their own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
     sys.path.insert(0, str(ROOT))
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
 

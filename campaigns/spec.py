@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from campaigns.models import Campaign
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.kernel.text import name_check
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 
 LABEL = "campaigns.campaign"
@@ -122,7 +123,7 @@ def spec_normalise(raw: dict[str, Any], *, partial: bool = False) -> dict[str, A
     out: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "name":
-            out[name] = text_normalise(value, "name", max_chars=100, required=True)
+            out[name] = name_check(text_normalise(value, "name", max_chars=100, required=True), field="name")
         elif name in ("segment_id", "template_version_id", "short_link_id"):
             out[name] = _int_or_none(value, name)
         elif name == "max_segments":

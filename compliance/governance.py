@@ -140,8 +140,14 @@ def governed_write(
     payload: dict[str, Any],
     idempotency_key: str | None,
     reason: str = "",
+    also_governed_by: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Execute the action now, or hold it for approval when a policy says so.
+
+    ``also_governed_by``: other actions whose policies apply too (after the action's own), for
+    a write that is more than one kind of change -- a contact upsert that lifts an opt-out is an
+    ``opt_outs.update`` and still a contact change, so neither policy can be side-stepped by
+    choosing the other. The request is held under ``action`` with the first policy that matches.
 
     Returns ``{"status": "executed", "result": ...}`` or
     ``{"status": "pending_approval", "action_request_id": ..., ...}``.
@@ -151,7 +157,12 @@ def governed_write(
 
     def body() -> dict[str, Any]:
         checked = spec.check(actor, payload)
-        policy = matching_policy(action, checked.facts, actor) if actor.user_id else None
+        policy = None
+        if actor.user_id:
+            for governing in (action, *also_governed_by):
+                policy = matching_policy(governing, checked.facts, actor)
+                if policy is not None:
+                    break
         if policy is None:
             result = spec.execute(actor, payload, None, checked.context)
             return {"status": "executed", "action": action, "result": result}

@@ -81,7 +81,7 @@ def opt_outs_list(
 ) -> dict[str, Any]:
     if not actor.has_perm(VIEW_PERMISSION):
         raise permission_denied(VIEW_PERMISSION)
-    if reason and reason not in OptOutReason.values:
+    if reason is not None and reason not in OptOutReason.values:
         raise ApplicationError(
             ErrorCode.VALIDATION_ERROR, f"reason must be one of {', '.join(OptOutReason.values)}.", field="reason"
         )

@@ -28,6 +28,7 @@ from contacts.services import CHANGE_PERMISSION, contact_audiences_change
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
+from smsplatform.kernel.text import name_check
 
 
 def _phone(request: HttpRequest, e164: str) -> str:
@@ -227,8 +228,31 @@ class ConsentEvidenceAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["purpose", "channel"]
 
 
+class AudienceForm(forms.ModelForm):
+    class Meta:
+        model = Audience
+        fields = [
+            "name",
+            "description",
+            "source",
+            "region",
+            "sync_source",
+            "purchase_behaviour",
+            "visible_to",
+            "created_at",
+        ]
+
+    def clean_name(self) -> str:
+        name = str(self.cleaned_data.get("name") or "").strip()
+        try:
+            return name_check(name, field="name")
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
 @admin.register(Audience)
 class AudienceAdmin(admin.ModelAdmin):
+    form = AudienceForm
     list_display = ["name", "source", "region", "sync_source", "created_at"]
     filter_horizontal = ["visible_to"]
 

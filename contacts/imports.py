@@ -38,6 +38,7 @@ from contacts.services import LANGUAGES, ConsentFieldError, consent_check, conse
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
+from smsplatform.kernel.text import invisible_character
 
 IMPORT_PERMISSION = "contacts.add_contact"
 MAX_ROWS = 1_000_000
@@ -168,6 +169,17 @@ def import_parse(
                 errors.append({"line": line, "field": f"consent_{consent.field}", "message": consent.message})
                 continue
         crm_key = row[c_crm].strip()[:100]
+        hidden = next(
+            (
+                column
+                for column, text in (("name", row[c_name].strip()), ("crm_key", crm_key))
+                if invisible_character(text)
+            ),
+            None,
+        )
+        if hidden is not None:
+            errors.append({"line": line, "field": hidden, "message": "contains an invisible or control character"})
+            continue
         if crm_key and crm_keys.setdefault(crm_key, phone) != phone:
             errors.append({"line": line, "field": "crm_key", "message": f"{crm_key!r} is given to two phones"})
             continue

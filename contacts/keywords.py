@@ -4,7 +4,12 @@ Keywords come from the configuration (``unsubscribe.keywords`` per language,
 ``start_keywords``, ``help_keywords``). A reply matches when, after Unicode NFKC
 (full-width letters and the ideographic space become ASCII), case folding,
 removing every space and trimming punctuation at either end, it *equals* a
-keyword: "ｓｔｏｐ", " Stop! " and "退 訂" match, "don't stop" does not. STOP,
+keyword: "ｓｔｏｐ", " Stop! " and "退 訂" match, "don't stop" does not.
+Simplified Chinese characters are folded to their Traditional forms before
+comparing (``退订`` matches the keyword ``退訂``, ``取消订阅`` matches ``取消訂閱``),
+so one list serves both scripts; a reply written in Simplified is answered in
+``zh-hans`` when that reply is configured, else in ``zh-hant``. STOP, STOP ALL,
+UNSUBSCRIBE, 退訂 and 取消訂閱 (the words our own footer and replies use),
 START and HELP always work even if removed from the configuration (as carriers
 require).
 
@@ -37,13 +42,42 @@ from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask, phone_parse
 
-ALWAYS_STOP = {"en": ["STOP"]}
+ALWAYS_STOP = {"en": ["STOP", "STOP ALL", "UNSUBSCRIBE"], "zh-hant": ["退訂", "取消訂閱"]}
 ALWAYS_START = ["START"]
 ALWAYS_HELP = ["HELP"]
 
 
+# Simplified -> Traditional for the characters that opt-out, start and help words are written
+# with (退订, 取消订阅, 开始, 帮助, 恢复订阅, 关闭...). A deliberate short table rather than a
+# conversion library: keywords are a few words, and a wider fold could merge unrelated words.
+_SIMPLIFIED = {
+    "订": "訂",
+    "阅": "閱",
+    "开": "開",
+    "帮": "幫",
+    "复": "復",
+    "启": "啟",
+    "动": "動",
+    "续": "續",
+    "关": "關",
+    "闭": "閉",
+    "讯": "訊",
+    "发": "發",
+    "广": "廣",
+    "终": "終",
+    "绝": "絕",
+    "删": "刪",
+    "销": "銷",
+    "户": "戶",
+    "号": "號",
+}
+# 啓 is a Traditional variant of 啟, folded too but not a sign of Simplified writing.
+SIMPLIFIED_TO_TRADITIONAL = str.maketrans({**_SIMPLIFIED, "啓": "啟"})
+SIMPLIFIED_ONLY = frozenset(_SIMPLIFIED)
+
+
 def keyword_normalise(text: str) -> str:
-    folded = unicodedata.normalize("NFKC", text or "").casefold()
+    folded = unicodedata.normalize("NFKC", text or "").casefold().translate(SIMPLIFIED_TO_TRADITIONAL)
     squeezed = "".join(ch for ch in folded if not ch.isspace() and unicodedata.category(ch) not in {"Cf", "Cc"})
     start, end = 0, len(squeezed)
     while start < end and unicodedata.category(squeezed[start])[0] in "PS":
@@ -64,6 +98,13 @@ def _language_of(text: str) -> str:
     return "zh-hant" if any("\u3400" <= ch <= "\u9fff" for ch in text) else "en"
 
 
+def _script_of(text: str, language: str) -> str:
+    """A Chinese keyword written in Simplified characters answers in ``zh-hans``."""
+    if language.startswith("zh") and any(ch in SIMPLIFIED_ONLY for ch in text):
+        return "zh-hans"
+    return language
+
+
 def keyword_classify(text: str, unsubscribe: dict[str, Any] | None = None) -> KeywordMatch | None:
     policy = unsubscribe or platform_config_data()["unsubscribe"]
     normal = keyword_normalise(text)
@@ -77,20 +118,22 @@ def keyword_classify(text: str, unsubscribe: dict[str, Any] | None = None) -> Ke
         for word in words:
             if keyword_normalise(word) == normal:
                 # "TD" is listed under Chinese but written in Latin letters: reply in the list's language.
-                return KeywordMatch("stop", word, lang)
+                return KeywordMatch("stop", word, _script_of(text, lang))
     for kind, words in (
         ("start", [*(policy.get("start_keywords") or []), *ALWAYS_START]),
         ("help", [*(policy.get("help_keywords") or []), *ALWAYS_HELP]),
     ):
         for word in words:
             if keyword_normalise(word) == normal:
-                return KeywordMatch(kind, word, _language_of(word))
+                return KeywordMatch(kind, word, _script_of(text, _language_of(word)))
     return None
 
 
 def _reply(replies: dict[str, Any], kind: str, language: str) -> str:
     texts = replies[kind]
-    return str(texts.get(language) or texts["en"])
+    # zh-hans falls back to zh-hant (both read the Traditional wording), anything else to English.
+    fallback = texts.get("zh-hant") if language.startswith("zh") else None
+    return str(texts.get(language) or fallback or texts["en"])
 
 
 def _reply_queue(
@@ -146,6 +189,8 @@ def _reply_queue(
                 body=text,
                 purpose=purpose,
                 reference=f"keyword:{message.pk}",
+                # The answer to the person's own STOP goes to a number that is now opted out.
+                keyword_reply=True,
             )
     except ApplicationError as exc:
         return refused(exc.code, exc.message)

@@ -117,6 +117,10 @@ def contacts_search_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "opted_out": BOOL,
             "sendable": BOOL,
             "consent_evidence": {"type": "array", "items": OBJ},
+            "consent_evidence_withheld": {
+                "type": "boolean",
+                "description": "True when the caller lacks contacts.view_consentevidence: the records are not shown.",
+            },
             "opt_outs": {"type": "array", "items": OPT_OUT},
             "send_history": {"type": "array", "items": OBJ},
             "version": INT,
@@ -160,7 +164,10 @@ CONSENT = object_schema(
             "lift_opt_out": {
                 "type": "boolean",
                 "default": False,
-                "description": "Lift a STOP-type opt-out: only with new marketing consent obtained after it.",
+                "description": (
+                    "Lift a STOP-type opt-out: only with new marketing consent obtained after it. "
+                    "Governed as opt_outs.update (its approval policy, and contacts.import's, apply)."
+                ),
             },
             "audiences": {
                 "description": (

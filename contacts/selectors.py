@@ -161,9 +161,16 @@ def contact_access(*, actor: Actor, contact_id: int) -> Contact:
     return contact
 
 
-def contact_get(*, actor: Actor, contact_id: int) -> dict[str, Any]:
-    contact: Any = contact_access(actor=actor, contact_id=contact_id)
-    consents = [
+CONSENT_EVIDENCE_PERMISSION = "contacts.view_consentevidence"
+
+
+def contact_consent_evidence(*, actor: Actor, contact: Contact) -> list[dict[str, Any]] | None:
+    """The consent records of ``contact`` (wording shown, source, proof), or None for an actor
+    without ``contacts.view_consentevidence``: personal data that only CRM and compliance read.
+    Whether consent exists (``has_consent``) stays visible to every contact reader."""
+    if not actor.has_perm(CONSENT_EVIDENCE_PERMISSION):
+        return None
+    return [
         {
             "consent_id": c.pk,
             "channel": c.channel,
@@ -177,6 +184,11 @@ def contact_get(*, actor: Actor, contact_id: int) -> dict[str, Any]:
         }
         for c in contact.consents.order_by("-obtained_at", "-id")
     ]
+
+
+def contact_get(*, actor: Actor, contact_id: int) -> dict[str, Any]:
+    contact: Any = contact_access(actor=actor, contact_id=contact_id)
+    consents = contact_consent_evidence(actor=actor, contact=contact)
     opt_outs = [opt_out_summary(o, actor) for o in OptOut.objects.filter(phone=contact.phone).order_by("-id")]
     history = [
         {
@@ -203,7 +215,9 @@ def contact_get(*, actor: Actor, contact_id: int) -> dict[str, Any]:
         "has_consent": bool(contact.has_consent),
         "opted_out": bool(contact.opted_out),
         "sendable": bool(contact.has_consent and not contact.opted_out),
-        "consent_evidence": consents,
+        # Withheld (an empty list, flagged) rather than absent, so the output keeps one shape.
+        "consent_evidence": consents or [],
+        "consent_evidence_withheld": consents is None,
         "opt_outs": opt_outs,
         "send_history": history,
         "version": contact.version,

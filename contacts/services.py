@@ -1,4 +1,5 @@
-"""Writes of the contacts app: contacts.upsert (governed as contacts.import).
+"""Writes of the contacts app: contacts.upsert (governed as contacts.import, or as
+opt_outs.update when it lifts an opt-out).
 
 Rules the upsert keeps (catalogue safety notes):
 - the phone is parsed and validated (phonenumbers, default region HK); one phone is one contact;
@@ -34,10 +35,11 @@ from contacts.selectors import LABEL, contact_token, segment_counts
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
-from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.idempotency import idempotent_replay, run_idempotent
 from smsplatform.kernel.money import money_text
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.previews import preview_consume, preview_store
+from smsplatform.kernel.text import name_check
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
 from smsplatform.models import Preview
 
@@ -340,7 +342,7 @@ def _normalised_payload(
         changes["tags"] = _tags(fields["tags"])
     for name, size in (("name", 100), ("crm_key", 100)):
         if fields.get(name) is not None:
-            changes[name] = str(fields[name]).strip()[:size]
+            changes[name] = name_check(str(fields[name]).strip()[:size], field=name)
     source = str(fields.get("source") or "").strip()
     if not source:
         raise _error("source is required: every contact write records where its data came from.", "source")
@@ -576,6 +578,21 @@ register_action(
 )
 
 
+# Lifting an opt-out is its own governed action (the catalogue's "update opt-outs" policy),
+# held per that policy on every path that can lift one (MCP and REST upsert, and an approval
+# re-runs the same check). A START reply is the person's own request and lifts at once
+# (contacts/keywords.py); recording an opt-out is never held.
+register_action(
+    GovernedAction(
+        action=ActionType.OPT_OUTS_UPDATE,
+        permission=CHANGE_PERMISSION,
+        check=_dispatch_check,
+        execute=_dispatch_execute,
+        summary=_dispatch_summary,
+    )
+)
+
+
 def contacts_upsert(
     *,
     actor: Actor,
@@ -611,12 +628,14 @@ def contacts_upsert(
     if membership is not None:
         # Only when given: an upsert without audiences keeps the payload (and idempotency) of before.
         payload["audiences"] = membership
+    lifting = payload["lift_opt_out"]
     return governed_write(
         actor=actor,
-        action=ActionType.CONTACTS_IMPORT,
+        action=ActionType.OPT_OUTS_UPDATE if lifting else ActionType.CONTACTS_IMPORT,
         payload=payload,
         idempotency_key=idempotency_key,
         reason=reason,
+        also_governed_by=(ActionType.CONTACTS_IMPORT,) if lifting else (),
     )
 
 
@@ -763,14 +782,28 @@ def segment_create(
     name = str(name or "").strip()
     if not name or len(name) > 100:
         raise _error("name must be 1-100 characters.", "name")
-    preview = _segment_preview_row(actor, segment_preview_id)
-    if preview.is_expired:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_EXPIRED,
-            f"Preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
-            field="segment_preview_id",
-            hint="Call sms_marketing.segments.preview again; previews reflect data at the time they were made.",
-        )
+    name_check(name, field="name")
+    try:
+        preview = _segment_preview_row(actor, segment_preview_id)
+        if preview.is_expired:
+            raise ApplicationError(
+                ErrorCode.PREVIEW_EXPIRED,
+                f"Preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
+                field="segment_preview_id",
+                hint="Call sms_marketing.segments.preview again; previews reflect data at the time they were made.",
+            )
+    except ApplicationError as exc:
+        # A retry of a create that went through finds its preview used: it gets its first result.
+        if exc.code in (ErrorCode.PREVIEW_ALREADY_USED, ErrorCode.PREVIEW_EXPIRED):
+            replay = idempotent_replay(
+                actor=actor,
+                key=idempotency_key,
+                operation=ActionType.SEGMENT_CREATE,
+                payload={"segment_preview_id": str(uuid.UUID(str(segment_preview_id))), "name": name, "reason": reason},
+            )
+            if replay is not None:
+                return replay
+        raise
     return governed_write(
         actor=actor,
         action=ActionType.SEGMENT_CREATE,

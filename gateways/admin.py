@@ -26,6 +26,7 @@ from gateways.models import (
     InboundMessage,
     MessagePart,
     OutboundMessage,
+    Provider,
     QuotaReservation,
     SenderId,
     SenderIdApplication,
@@ -33,6 +34,7 @@ from gateways.models import (
 from gateways.platform_config import platform_config_update
 from gateways.quotas import TOP_UP_PERMISSION, account_top_up
 from gateways.selectors import bind_status
+from gateways.services import gateway_webhook_secret_rotate
 from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
 from smsplatform.config_service import LABEL, platform_config_data, platform_config_instance
 from smsplatform.kernel.errors import ApplicationError
@@ -78,6 +80,28 @@ class GatewayAdmin(admin.ModelAdmin):
     ]
     list_filter = ["provider", "enabled"]
     inlines = [RateInline]
+    actions = ["rotate_webhook_secret"]
+    readonly_fields = ["webhook_secret_rotated_at", "kannel_get_url"]
+
+    @admin.action(description="Rotate the webhook signing secret (old callback URLs work 48 h more)")
+    def rotate_webhook_secret(self, request: HttpRequest, queryset: Any) -> None:
+        for gateway in queryset.order_by("pk"):
+            try:
+                gateway_webhook_secret_rotate(actor=admin_actor(request), gateway_id=gateway.pk)
+            except ApplicationError as exc:
+                self.message_user(request, error_text(exc), messages.ERROR)
+                return
+            self.message_user(request, f"{gateway.code}: new webhook secret; hand Kannel its new URLs.")
+
+    @admin.display(description="Kannel get-url (sms-service)")
+    def kannel_get_url(self, obj: Gateway | None) -> str:
+        """What kannel.conf's sms-service needs, signed with this gateway's webhook secret (its
+        dlr-urls are signed the same way per message)."""
+        if obj is None or obj.pk is None or obj.provider != Provider.KANNEL:
+            return "—"
+        from gateways.adapters.kannel import KannelAdapter
+
+        return KannelAdapter(obj).inbound_url()
 
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).select_related("fallback").prefetch_related("bind_workers")

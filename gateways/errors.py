@@ -22,3 +22,5 @@ class GatewayErrorCode(StrEnum):
     BODY_EMPTY = "body_empty"
     COUNTRY_NOT_COVERED = "country_not_covered"
     ENCODING_NOT_SUPPORTED = "encoding_not_supported"
+    DESTINATION_OPTED_OUT = "destination_opted_out"
+    BODY_PROMOTIONAL = "body_promotional"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -16,9 +19,21 @@ class Provider(models.TextChoices):
     TWILIO = "twilio", "Twilio"
 
 
+def webhook_secret_new() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# How long the secret before a rotation is still accepted: receipts of messages sent before it
+# keep arriving (an SMSC retries a receipt for up to a day; Jasmin's dlr_expiry is 86,400 s).
+WEBHOOK_SECRET_GRACE = timedelta(hours=48)
+
+
 class Gateway(models.Model):
-    """A route to an SMSC or provider. Secrets are never stored: ``credentials_env`` names the
-    environment variables that hold them."""
+    """A route to an SMSC or provider. The provider's secrets are never stored: ``credentials_env``
+    names the environment variables that hold them. The one secret stored is the platform's own
+    ``webhook_secret``, generated for each gateway, which signs the callback URLs the platform
+    hands out (Kannel's dlr-url and get-url): never Django's SECRET_KEY, so knowing one secret
+    forges nothing else; rotated with ``gateway_webhook_secret_rotate``."""
 
     code = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=100)
@@ -36,6 +51,11 @@ class Gateway(models.Model):
         default=dict, blank=True, help_text='Secret name -> environment variable, e.g. {"password": "SMPP_PASSWORD"}.'
     )
     currency = models.CharField(max_length=3, default="HKD")
+    webhook_secret = models.CharField(max_length=100, default=webhook_secret_new, editable=False)
+    # The secret before the last rotation, accepted for a grace period (callbacks already handed
+    # out, such as the dlr-url of a message still in flight, keep working).
+    webhook_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -45,6 +65,15 @@ class Gateway(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"
+
+    def webhook_secrets(self) -> list[str]:
+        """The secrets a callback may be signed with: the current one, and the one before the
+        last rotation while its grace period lasts."""
+        accepted = [self.webhook_secret]
+        rotated = self.webhook_secret_rotated_at
+        if self.webhook_secret_previous and rotated and timezone.now() - rotated < WEBHOOK_SECRET_GRACE:
+            accepted.append(self.webhook_secret_previous)
+        return accepted
 
 
 class BindState(models.TextChoices):

@@ -18,7 +18,7 @@ from gateways.models import BindWorkerStatus, SenderId, SenderIdApplication, Sen
 from gateways.rules import SSRS_REGION, sender_id_kind
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.errors import ApplicationError, ErrorCode, from_pydantic
+from smsplatform.kernel.errors import ApplicationError, ErrorCode, from_pydantic, not_found, permission_denied
 
 APPLY_PERMISSION = "gateways.add_senderidapplication"
 HK_BR_RE = re.compile(r"^\d{8}$")
@@ -233,3 +233,38 @@ def bind_worker_status_record(
             "stats": stats,
         },
     )
+
+
+# --- the per-gateway webhook signing secret -------------------------------------------------------
+
+CHANGE_GATEWAY_PERMISSION = "gateways.change_gateway"
+
+
+def gateway_webhook_secret_rotate(*, actor: Actor, gateway_id: int) -> dict[str, Any]:
+    """A new webhook signing secret for the gateway. Callback URLs signed with the old one work
+    for WEBHOOK_SECRET_GRACE more, then only the new URLs do (give them to Kannel: the gateway
+    page shows them). The audit row records the rotation, never a secret."""
+    from django.db import transaction
+
+    from gateways.models import WEBHOOK_SECRET_GRACE, Gateway, webhook_secret_new
+
+    if not actor.has_perm(CHANGE_GATEWAY_PERMISSION):
+        raise permission_denied(CHANGE_GATEWAY_PERMISSION)
+    with transaction.atomic(durable=True):
+        gateway = Gateway.objects.select_for_update(of=("self",)).filter(pk=gateway_id).first()
+        if gateway is None:
+            raise not_found("gateway", gateway_id, field="gateway_id", hint="See sms_marketing.gateways.list.")
+        now = timezone.now()
+        Gateway.objects.filter(pk=gateway.pk).update(
+            webhook_secret=webhook_secret_new(),
+            webhook_secret_previous=gateway.webhook_secret,
+            webhook_secret_rotated_at=now,
+        )
+        audit_record(
+            actor=actor,
+            action="gateway.webhook_secret_rotate",
+            object_type="gateway",
+            object_id=gateway.pk,
+            after={"gateway": gateway.code, "previous_accepted_until": (now + WEBHOOK_SECRET_GRACE).isoformat()},
+        )
+    return {"gateway": gateway.code, "rotated_at": now.isoformat()}

@@ -14,6 +14,8 @@ class SmsPlatformConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
+        from smsplatform import security  # noqa: F401 (registers the deployment checks)
+
         post_migrate.connect(
             _ensure_periodic_tasks,
             sender=self,

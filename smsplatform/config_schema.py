@@ -99,18 +99,21 @@ class KeywordReplies(Section):
         default_factory=lambda: {
             "en": "You are unsubscribed and will receive no more marketing SMS. Reply START to resubscribe.",
             "zh-hant": "你已取消訂閱，將不再收到推廣短訊。回覆 START 可重新訂閱。",
+            "zh-hans": "你已取消订阅，将不再收到推广短信。回复 START 可重新订阅。",
         }
     )
     start: dict[str, str] = Field(
         default_factory=lambda: {
             "en": "You are subscribed again. Reply STOP to opt out.",
             "zh-hant": "你已重新訂閱。回覆 STOP 或 取消 可退訂。",
+            "zh-hans": "你已重新订阅。回复 STOP 或 取消 可退订。",
         }
     )
     help: dict[str, str] = Field(
         default_factory=lambda: {
             "en": "Marketing SMS. Reply STOP to opt out, START to resubscribe.",
             "zh-hant": "推廣短訊。回覆 STOP 或 取消 退訂，回覆 START 重新訂閱。",
+            "zh-hans": "推广短信。回复 STOP 或 取消 退订，回复 START 重新订阅。",
         }
     )
 
@@ -130,11 +133,12 @@ class UnsubscribePolicy(Section):
     keywords: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "en": ["STOP", "UNSUBSCRIBE", "END", "QUIT", "CANCEL", "OPTOUT"],
-            "zh-hant": ["取消", "退訂", "停止", "TD"],
+            # Simplified forms (退订, 取消订阅) match these through contacts/keywords.py's fold.
+            "zh-hant": ["取消", "退訂", "取消訂閱", "停止", "TD"],
         },
         description="Opt-out keywords per language; matched case-, width- and whitespace-insensitively.",
     )
-    start_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "開始"])
+    start_keywords: list[str] = Field(default_factory=lambda: ["START", "UNSTOP", "開始", "訂閱", "重新訂閱"])
     help_keywords: list[str] = Field(default_factory=lambda: ["HELP", "INFO", "幫助"])
     footer: UnsubscribeFooter = Field(default_factory=UnsubscribeFooter)
     replies: KeywordReplies = Field(default_factory=KeywordReplies)

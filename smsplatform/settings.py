@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SMS_VAR_DIR", BASE_DIR / "var"))
@@ -29,8 +30,16 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# The embedded default key is only for local runs; production must set its own.
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-local-only-key-set-DJANGO_SECRET_KEY-in-production")
+# The embedded default key is public (it is in this file): it signs version tokens and recipient
+# link tokens, so outside debug nothing starts with it (smsplatform.checks says so under
+# `check --deploy` too). `make run` runs in debug; production sets DJANGO_SECRET_KEY.
+DEFAULT_SECRET_KEY = "insecure-local-only-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "").strip() or DEFAULT_SECRET_KEY
+if SECRET_KEY == DEFAULT_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set and DJANGO_DEBUG is off: refusing to start with the public default key. "
+        "Set DJANGO_SECRET_KEY to a long random secret (or DJANGO_DEBUG=1 for a local run)."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -63,7 +72,42 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "smsplatform.security.ContentSecurityPolicyMiddleware",
 ]
+
+# --- HTTPS deployments (`check --deploy`) ---------------------------------
+# DJANGO_HTTPS=1 where the platform is served over HTTPS (behind a proxy that sets
+# X-Forwarded-Proto: DJANGO_SECURE_PROXY_SSL_HEADER=1). Off by default: the embedded run is
+# plain HTTP on localhost, and HSTS sent over plain HTTP would be ignored anyway.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+# Gateways and the health check may call plain HTTP on an internal address.
+SECURE_REDIRECT_EXEMPT = env_list("DJANGO_SECURE_REDIRECT_EXEMPT", r"^api/v1/health/?$")
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", HTTPS)
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000" if HTTPS else "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# The Content-Security-Policy header (smsplatform.security): every page, HTTPS or not. Our pages
+# load scripts and styles from this origin only; the API docs page may also load Swagger UI
+# from its CDN. Empty turns the header off (check --deploy then warns).
+SMS_CONTENT_SECURITY_POLICY = os.environ.get(
+    "SMS_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+).strip()
+SMS_CONTENT_SECURITY_POLICY_API_DOCS = os.environ.get(
+    "SMS_CONTENT_SECURITY_POLICY_API_DOCS",
+    "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none'",
+).strip()
 
 ROOT_URLCONF = "smsplatform.urls"
 WSGI_APPLICATION = "smsplatform.wsgi.application"
@@ -143,6 +187,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON bounded in depth (smsplatform.api.parsers); forms and uploads for the CSV import.
+    "DEFAULT_PARSER_CLASSES": [
+        "smsplatform.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "smsplatform.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
@@ -170,6 +220,12 @@ SPECTACULAR_SETTINGS = {
         "TemplatePurposeEnum": "templates.models.Purpose",
         "ConsentPurposeEnum": "contacts.models.ConsentPurpose",
     },
+    # Every real response documented (smsplatform.api.schema); enums list only real values.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "smsplatform.api.schema.every_response_documented",
+    ],
+    "ENUM_ADD_EXPLICIT_BLANK_NULL_CHOICE": False,
 }
 
 # --- MCP ------------------------------------------------------------------

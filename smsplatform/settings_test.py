@@ -10,6 +10,10 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "SMS_VAR_DIR" not in os.environ:
         Path(__file__).resolve().parent.parent / "var" / "test-workers" / os.environ["PYTEST_XDIST_WORKER"]
     )
 
+# Tests run outside debug, like production: give them a key of their own (child processes the
+# tests start inherit it) so the settings' refusal of the public default key does not trigger.
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-" + "t" * 40)
+
 from smsplatform.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -13,8 +13,10 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
+from smsplatform.kernel.content import promotion_found
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.segments import SegmentInputError, SegmentResult, analyse
+from smsplatform.kernel.text import name_check
 from templates.errors import TemplateErrorCode, template_error
 from templates.models import Language, Purpose, Template, TemplateVersion
 
@@ -87,6 +89,7 @@ def plain_line(value: Any, *, field: str, max_chars: int, required: bool = True)
             ErrorCode.VALIDATION_ERROR, f"{field} must be one line.", field=field, hint="Remove line breaks."
         )
     if text:
+        name_check(text, field=field)  # no bidi overrides or zero-width characters in a label
         segment_analysis(text, field=field)
     return text
 
@@ -297,35 +300,13 @@ def missing_wording_error(missing: list[str], *, brand: str, config: dict[str, A
     )
 
 
-URL_IN_TEXT_RE = re.compile(
-    r"(?:https?://|www\.)\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|hk|io|co|shop|store|app|ly|me|cn|info)\b"
-    r"(?:/\S*)?",
-    re.IGNORECASE,
-)
-PROMO_WORDS_EN = tuple(
-    "sale|discount|offer|promo|promotion|coupon|voucher|deal|deals|cashback|rebate|clearance|bonus|"
-    "free gift|buy now|shop now|limited time".split("|")
-)
-PROMO_WORDS_ZH = tuple(
-    "優惠 折扣 減價 特價 促銷 限時 低至 免費送 贈品 現金回贈 大減價 着數 著數 買一送一 优惠 折扣碼".split()
-)
-PROMO_RE = re.compile(
-    r"\b(?:" + "|".join(re.escape(w) for w in PROMO_WORDS_EN if w[0].isalnum()) + r")\b"
-    r"|\d+\s*%\s*off|\d+(?:\.\d+)?\s*折|" + "|".join(re.escape(w) for w in PROMO_WORDS_ZH),
-    re.IGNORECASE,
-)
-
-
 def otp_promotion(body: str, fields: list[dict[str, Any]]) -> list[str]:
     """Promotional content in an OTP template: URLs, URL fields and discount words (zh/en)."""
-    found: list[str] = []
-    text = unicodedata.normalize("NFKC", body)
-    for match in URL_IN_TEXT_RE.finditer(text):
-        found.append(f"URL {match.group(0)!r}")
-    found += [f"URL field {f['name']!r}" for f in fields if f["type"] == "url"]
-    for match in PROMO_RE.finditer(text):
-        found.append(f"promotional wording {match.group(0)!r}")
-    return found
+    found = promotion_found(body)
+    # Field types first would change the order callers report; keep text URLs, fields, words.
+    urls = [f for f in found if f.startswith("URL ")]
+    words = [f for f in found if not f.startswith("URL ")]
+    return [*urls, *(f"URL field {f['name']!r}" for f in fields if f["type"] == "url"), *words]
 
 
 # --- template content ----------------------------------------------------------

@@ -46,6 +46,7 @@ from smsplatform.api.base import QUERY_PASSTHROUGH, ServiceApiView
 from smsplatform.api.base import StrictInput as BaseStrictInput
 from smsplatform.api.schema import governed_responses, read_responses
 from smsplatform.api.views import governed_response
+from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from templates.models import Language
 
 
@@ -56,6 +57,19 @@ class StrictInput(BaseStrictInput):
 
 
 def _query(serializer: type[StrictInput], request: Request) -> dict[str, Any]:
+    fields = serializer().fields
+    for name, value in request.query_params.items():
+        # DRF reads an empty query value of an optional field as absent; for a choice that would
+        # accept a value the schema's enum does not list.
+        field = fields.get(name)
+        if value == "" and isinstance(field, serializers.ChoiceField):
+            choices = ", ".join(str(c) for c in field.choices)
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{name} must be one of {choices}.",
+                field=name,
+                hint=f"Leave {name} out to list all.",
+            )
     data = serializer(data=request.query_params)
     data.is_valid(raise_exception=True)
     return dict(data.validated_data)

@@ -38,6 +38,7 @@ from gateways.models import Gateway, MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
+from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.money import money_text
 from smsplatform.kernel.previews import preview_consume
 from smsplatform.models import Preview
@@ -271,19 +272,33 @@ register_action(
 )
 
 
+def _replay(actor: Actor, key: Any, action: str, preview_id: Any, reason: str) -> dict[str, Any] | None:
+    payload = {"retry_preview_id": str(uuid.UUID(str(preview_id))), "reason": reason}
+    return idempotent_replay(actor=actor, key=key, operation=action, payload=payload)
+
+
 def failed_messages_resend(
     *, actor: Actor, retry_preview_id: Any, idempotency_key: str | None, reason: str = ""
 ) -> dict[str, Any]:
     if not actor.has_perm(RESEND):
         raise permission_denied(RESEND)
-    preview = _preview_row(actor, retry_preview_id, lock=False)
-    if preview.is_expired:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_EXPIRED,
-            f"Retry preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
-            field="retry_preview_id",
-            hint="Call sms_marketing.failed_messages.retry_preview again.",
-        )
+    try:
+        preview = _preview_row(actor, retry_preview_id, lock=False)
+        if preview.is_expired:
+            raise ApplicationError(
+                ErrorCode.PREVIEW_EXPIRED,
+                f"Retry preview {preview.pk} expired at {preview.expires_at.isoformat()}.",
+                field="retry_preview_id",
+                hint="Call sms_marketing.failed_messages.retry_preview again.",
+            )
+    except ApplicationError as exc:
+        # A retry of a resend that went through finds its preview used (or expired by now):
+        # it gets its first result.
+        if exc.code in (ErrorCode.PREVIEW_ALREADY_USED, ErrorCode.PREVIEW_EXPIRED):
+            replay = _replay(actor, idempotency_key, ActionType.MESSAGES_RESEND, retry_preview_id, reason)
+            if replay is not None:
+                return replay
+        raise
     return governed_write(
         actor=actor,
         action=ActionType.MESSAGES_RESEND,

@@ -33,6 +33,7 @@ from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ErrorCode, permission_denied
+from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.money import money_text
 
 
@@ -145,8 +146,22 @@ def campaign_schedule(
             ErrorCode.VALIDATION_ERROR, "send_at is required.", field="send_at", hint="ISO 8601 date-time."
         )
     normalised = schedule_normalise(merged)
+    payload = {
+        "campaign_id": campaign.pk,
+        # A missing token stays empty (version_token_required), not the text "None".
+        "base_version_token": str(base_version_token or ""),
+        "schedule": normalised,
+        "confirm": bool(confirm),
+        "reason": reason,
+    }
     lead = timedelta(minutes=int(platform_config_data()["schedule"]["min_lead_minutes"]))
     if datetime.fromisoformat(normalised["send_at"]) < timezone.now() + lead:
+        # A retry of a request made in time answers its first result, even once the lead time is gone.
+        replay = idempotent_replay(
+            actor=actor, key=idempotency_key, operation=ActionType.CAMPAIGN_SCHEDULE, payload=payload
+        )
+        if replay is not None:
+            return campaign_hold_notice(actor, replay, confirm=bool(confirm))
         raise campaign_error(
             CampaignErrorCode.SEND_TIME_TOO_SOON,
             f"send_at must be at least {lead} ahead (schedule.min_lead_minutes).",
@@ -156,14 +171,7 @@ def campaign_schedule(
     answer = governed_write(
         actor=actor,
         action=ActionType.CAMPAIGN_SCHEDULE,
-        payload={
-            "campaign_id": campaign.pk,
-            # A missing token stays empty (version_token_required), not the text "None".
-            "base_version_token": str(base_version_token or ""),
-            "schedule": normalised,
-            "confirm": bool(confirm),
-            "reason": reason,
-        },
+        payload=payload,
         idempotency_key=idempotency_key,
         reason=reason,
     )

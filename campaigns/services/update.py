@@ -157,13 +157,16 @@ def campaign_update(
         )
     normalised = spec_normalise(changes, partial=True)
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
-    campaign_token_check(campaign, base_version_token)
+    # The token is compared inside the governed write (_update_check), after the idempotency
+    # lookup: a retry of an update that was approved and applied gets its first result, not
+    # stale_version_token from the version that update itself bumped.
     return governed_write(
         actor=actor,
         action=ActionType.CAMPAIGN_UPDATE,
         payload={
             "campaign_id": campaign.pk,
-            "base_version_token": str(base_version_token),
+            # A missing token stays empty (version_token_required), not the text "None".
+            "base_version_token": str(base_version_token or ""),
             "changes": normalised,
             "reason": reason,
         },

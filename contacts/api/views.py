@@ -164,7 +164,8 @@ class OptOutListApi(ServiceApiView):
         q = request.query_params
         result = opt_outs_list(
             actor=self.actor(request),
-            reason=q.get("reason") or None,
+            # Present but empty is refused by the service (no "" in the enum), not read as "all".
+            reason=q.get("reason"),
             phone=q.get("phone") or None,
             include_lifted=bool(_bool(request, "include_lifted")),
             limit=_int(request, "limit") or 100,
@@ -182,7 +183,8 @@ class OptOutListApi(ServiceApiView):
         data.is_valid(raise_exception=True)
         fields: dict[str, Any] = dict(data.validated_data)
         key = fields.pop("idempotency_key")
-        return governed_response(contact_opt_out(actor=self.actor(request), idempotency_key=key, **fields))
+        # Never held (an opt-out takes effect at once): the write envelope, always 200.
+        return Response(contact_opt_out(actor=self.actor(request), idempotency_key=key, **fields))
 
 
 class FrequencyCapsApi(ServiceApiView):

@@ -9,7 +9,9 @@
     timeout_seconds      read timeout per sendsms request (default 10; connecting: at most 5)
     retry_after_seconds  back-off after a temporary refusal (default 5)
 ``gateway.credentials_env``: ``{"password": "KANNEL_SENDSMS_PASSWORD", "dlr_secret": "KANNEL_DLR_SECRET"}``.
-``dlr_secret`` keys the callback tokens; without it Django's SECRET_KEY is used.
+Callback tokens (dlr-url, get-url) are keyed with the gateway's own ``webhook_secret`` (generated
+per gateway, rotatable: gateways.services.gateway_webhook_secret_rotate), or with ``dlr_secret``
+when that names an environment variable; never with Django's SECRET_KEY.
 
 Sending: one GET per part (``username, password, from, to, text, coding, charset=UTF-8, dlr-mask,
 dlr-url[, smsc][, udh]``). ``coding=0`` for GSM-7, ``coding=2`` for UCS-2; Kannel converts the UTF-8
@@ -67,7 +69,6 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, quote_from_bytes, urlencode
 
 import httpx
-from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -176,7 +177,12 @@ class KannelAdapter(GatewayAdapter):
         return float(value) if value else DEFAULT_RETRY_AFTER_SECONDS
 
     def _callback_secret(self) -> str:
-        return self.secret("dlr_secret") or str(django_settings.SECRET_KEY)
+        return self.secret("dlr_secret") or self.gateway.webhook_secret
+
+    def _callback_secrets(self) -> list[str]:
+        """Every secret a callback may carry: after a rotation the previous one for a while."""
+        configured = self.secret("dlr_secret")
+        return [configured] if configured else self.gateway.webhook_secrets()
 
     def dlr_url(self, message_id: int, part: int = 1) -> str:
         """The dlr-url handed to Kannel for one part; %-escapes are expanded by Kannel."""
@@ -339,7 +345,10 @@ class KannelAdapter(GatewayAdapter):
     def _check_token(self, supplied: str, value: str) -> None:
         if not supplied:
             raise CallbackRejected(403, "signature_invalid", "Missing token.")
-        if not hmac.compare_digest(supplied.strip().lower(), callback_token(self._callback_secret(), value)):
+        supplied = supplied.strip().lower()
+        # compare_digest against each accepted secret (at most two), without stopping early.
+        matches = [hmac.compare_digest(supplied, callback_token(secret, value)) for secret in self._callback_secrets()]
+        if not any(matches):
             raise CallbackRejected(403, "signature_invalid", "The callback token does not match.")
 
     def parse_receipts(self, request: HttpRequest) -> list[ReceiptEvent]:

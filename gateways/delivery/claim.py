@@ -18,6 +18,13 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
 _MESSAGES = OutboundMessage._meta.db_table
+# The reference of a STOP/START/HELP confirmation (contacts/keywords.py): with OTP, the only
+# messages the opt-out re-check at claim time lets through (see message_queue).
+KEYWORD_REPLY_REFERENCE = "keyword:"
+# Withdrawn when an opt-out lands after their claim, before the send (the bind worker's watch):
+# every purpose but OTP and transactional, whose keyword replies a claimed row cannot tell
+# apart (the claim re-checked those already).
+WITHDRAWN_AFTER_CLAIM = (MessagePurpose.MARKETING.value, MessagePurpose.TEST.value)
 
 
 class ClaimedMessage(NamedTuple):
@@ -58,7 +65,7 @@ def messages_claim(
 ) -> list[OutboundMessage]:
     """queued -> submitting, committed before any gateway call (at most once).
 
-    Marketing messages to a number with an active opt-out are not claimed: they fail as
+    Messages (all but OTP and keyword replies) to a number with an active opt-out are not claimed: they fail as
     'suppressed' in the same transaction and their quota hold is released."""
     with transaction.atomic():
         claimed = messages_claim_result(
@@ -152,7 +159,7 @@ def _claim_postgresql(
     countries: Sequence[str] | None = None,
 ) -> list[tuple[Any, ...]]:
     # 1. Pick in id order with SKIP LOCKED (concurrent workers take disjoint rows), looking up an
-    #    active opt-out for marketing messages on its partial index.
+    #    active opt-out (for all but OTP and keyword replies) on its partial index.
     # 2. Move the picked rows by primary key (an array parameter: an index scan whatever the
     #    table's statistics say, even right after a bulk dispatch) to 'submitting' -- or, when
     #    opted out, straight to 'failed': the opt-out wins at claim time.
@@ -166,7 +173,8 @@ def _claim_postgresql(
         FROM {_MESSAGES} m
         LEFT JOIN LATERAL (
             SELECT x.id, x.reason, x.source FROM {OptOut._meta.db_table} x
-            WHERE m.purpose = %(marketing)s AND x.phone = m.destination AND x.lifted_at IS NULL
+            WHERE m.purpose <> %(otp)s AND m.reference NOT LIKE %(keyword_reply)s
+              AND x.phone = m.destination AND x.lifted_at IS NULL
             ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1
         ) o ON TRUE
         WHERE m.gateway_id = %(gateway)s AND m.state = %(queued)s
@@ -178,7 +186,8 @@ def _claim_postgresql(
     params = {
         "gateway": gateway_id,
         "queued": MessageState.QUEUED.value,
-        "marketing": MessagePurpose.MARKETING.value,
+        "otp": MessagePurpose.OTP.value,
+        "keyword_reply": f"{KEYWORD_REPLY_REFERENCE}%",
         "now": now,
         "limit": limit,
         "after": after_id,
@@ -244,7 +253,10 @@ def _claim_orm(
         .order_by("pk")
         .annotate(
             optout_id=Case(
-                When(purpose=MessagePurpose.MARKETING, then=Subquery(active.values("pk")[:1])),
+                When(
+                    ~Q(purpose=MessagePurpose.OTP) & ~Q(reference__startswith=KEYWORD_REPLY_REFERENCE),
+                    then=Subquery(active.values("pk")[:1]),
+                ),
                 default=Value(None),
                 output_field=BigIntegerField(),
             )
@@ -272,7 +284,7 @@ def _claim_orm(
 
 
 def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int, int, str, str]]) -> int:
-    """Claimed marketing messages that no gateway has been given yet, whose number opted out after
+    """Claimed marketing and test messages that no gateway has been given yet, whose number opted out after
     the claim: failed as 'suppressed' (never sent) and their quota hold released.
     ``suppressions``: (message id, opt-out id, its reason, its source). Only 'submitting' rows move."""
     now = timezone.now()
@@ -287,7 +299,7 @@ def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int,
             rows = [
                 HeldRow._make(row)
                 for row in OutboundMessage.objects.select_for_update(of=("self",))
-                .filter(pk__in=chunk, state=MessageState.SUBMITTING, purpose=MessagePurpose.MARKETING)
+                .filter(pk__in=chunk, state=MessageState.SUBMITTING, purpose__in=WITHDRAWN_AFTER_CLAIM)
                 .order_by("pk")
                 .values_list("pk", "quota_reference", "segments", "cost")
             ]
@@ -295,7 +307,7 @@ def messages_suppress_claimed(*, actor: Actor, suppressions: Sequence[tuple[int,
                 [(row.pk, reasons[row.pk]) for row in rows],
                 now,
                 state=MessageState.SUBMITTING,
-                purpose=MessagePurpose.MARKETING,
+                purpose__in=WITHDRAWN_AFTER_CLAIM,
             )
             withdrawn.extend(rows)
         if withdrawn:

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from compliance.optouts import active_opt_outs
 from gateways.adapters.base import OutgoingSms, adapter_for
 from gateways.delivery.claim import messages_claim_result
 from gateways.delivery.outcomes import outcomes_record
@@ -20,8 +21,9 @@ from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.content import promotion_found
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
-from smsplatform.kernel.phones import phone_parse
+from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.segments import SegmentInputError, count_segments, count_segments_clusters
 
 logger = logging.getLogger(__name__)
@@ -36,9 +38,27 @@ def message_queue(
     body: str,
     purpose: str,
     reference: str = "",
+    keyword_reply: bool = False,
 ) -> OutboundMessage:
-    """Validate and queue one message with its quota held. Runs inside the caller's transaction."""
+    """Validate and queue one message with its quota held. Runs inside the caller's transaction.
+
+    Every send obeys the suppression list (the catalogue: a hard limit before sending that no
+    flow but OTP overrides). The one other exception is ``keyword_reply``: the confirmation
+    answered to the person's own STOP/START/HELP, which carriers require and which goes to a
+    number that has just opted out. Test and OTP messages carry no promotion (no outside link,
+    no discount wording): neither passes the consent and footer rules marketing does."""
     phone = phone_parse(destination, field="destination")
+    if purpose != MessagePurpose.OTP and not keyword_reply:
+        opt_out_refuse(phone.e164)
+    if purpose in (MessagePurpose.TEST, MessagePurpose.OTP):
+        found = promotion_found(body)
+        if found:
+            raise ApplicationError(
+                GatewayErrorCode.BODY_PROMOTIONAL,
+                f"A {purpose} SMS carries no promotion; found {', '.join(found[:3])}.",
+                field="body",
+                hint="Send plain text without links or offers; promotions go out as a campaign.",
+            )
     try:
         encoding, _units, segments = count_segments(body)
     except SegmentInputError as exc:
@@ -84,10 +104,23 @@ def message_queue(
     return message
 
 
+def opt_out_refuse(phone: str) -> None:
+    """Refuse a send to a number with an active opt-out (STOP, blocked, invalid, complaint)."""
+    opt_out = active_opt_outs().filter(phone=phone).order_by("-occurred_at", "-pk").first()
+    if opt_out is not None:
+        raise ApplicationError(
+            GatewayErrorCode.DESTINATION_OPTED_OUT,
+            f"{phone_mask(phone)} is on the suppression list ({opt_out.reason}): nothing is sent to it.",
+            field="destination",
+            hint="See sms_marketing.opt_outs.list; only the person's START (or recorded consent) lifts it.",
+        )
+
+
 def gateway_test_sms(
     *, actor: Actor, gateway_code: str, destination: str, body: str, sender_id: str
 ) -> OutboundMessage:
-    """The admin's 'send a test SMS': the full path through the real adapter."""
+    """The admin's 'send a test SMS': the full path through the real adapter, under the rules
+    every send obeys (message_queue: the suppression list, no promotion)."""
     if not actor.has_perm("gateways.send_test_sms"):
         from smsplatform.kernel.errors import permission_denied
 

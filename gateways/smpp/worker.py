@@ -52,7 +52,12 @@ from django.utils import timezone
 
 from compliance.optouts import opt_out_last_id, opt_outs_active_after
 from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
-from gateways.delivery.claim import ClaimedMessage, messages_claim_rows, messages_suppress_claimed
+from gateways.delivery.claim import (
+    WITHDRAWN_AFTER_CLAIM,
+    ClaimedMessage,
+    messages_claim_rows,
+    messages_suppress_claimed,
+)
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
@@ -726,7 +731,7 @@ class BindWorker:
             self._claim_after = 0  # requeued rows sit behind the cursor
 
     def _watch_optouts(self) -> int:
-        """Withdraw held marketing messages (no part handed to the link yet) to numbers that opted
+        """Withdraw held marketing and test messages (no part handed to the link yet) to numbers that opted
         out after their claim. The claim checked opt-outs already; this closes the gap between the
         claim and the write, which the claim-ahead makes seconds long."""
         try:
@@ -748,7 +753,7 @@ class BindWorker:
                     if (
                         not job.done
                         and not job.written
-                        and message.purpose == "marketing"
+                        and message.purpose in WITHDRAWN_AFTER_CLAIM
                         and message.destination in opted
                     ):
                         job.done = True

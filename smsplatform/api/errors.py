@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -63,7 +64,32 @@ def drf_to_application_error(exc: exceptions.APIException) -> ApplicationError:
     return ApplicationError(ErrorCode.INVALID_ARGUMENT, str(exc.detail))
 
 
+def request_too_large_error() -> ApplicationError:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return ApplicationError(
+        ErrorCode.REQUEST_TOO_LARGE,
+        f"The request body is larger than {limit:,} bytes." if limit else "The request body is too large.",
+        hint="Send less per request; a CSV import can be uploaded as a file (multipart).",
+    )
+
+
+def body_error(exc: BaseException) -> ApplicationError | None:
+    """The error shape for a body Django or the parser could not take, else None."""
+    if isinstance(exc, RequestDataTooBig):
+        return request_too_large_error()
+    if isinstance(exc, TooManyFieldsSent):
+        return ApplicationError(ErrorCode.MALFORMED_REQUEST, "The request has too many fields.", hint="Send fewer.")
+    if isinstance(exc, RecursionError):
+        from smsplatform.api.parsers import too_deep_error
+
+        return too_deep_error()
+    return None
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    rejected = body_error(exc)
+    if rejected is not None:
+        return Response({"error": rejected.as_dict()}, status=rejected.http_status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_TOOL = "unknown_tool"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     MALFORMED_REQUEST = "malformed_request"
+    REQUEST_TOO_LARGE = "request_too_large"
     INTERNAL_ERROR = "internal_error"
     WRITE_COMMITTED = "write_committed"  # a failure after the write committed: it is not lost
 
@@ -67,6 +68,7 @@ HTTP_STATUS: dict[str, int] = {
     ErrorCode.PREVIEW_EXPIRED: 410,
     ErrorCode.PREVIEW_ALREADY_USED: 409,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.WRITE_COMMITTED: 500,
 }
@@ -145,21 +147,24 @@ def permission_denied(permission: str, *, hint: str | None = None) -> Applicatio
 
 
 def from_pydantic(exc: Any, *, prefix: str = "") -> ApplicationError:
-    """Turn a pydantic ValidationError into our shape, naming the first field at fault."""
+    """Turn a pydantic ValidationError into our shape, naming the first field at fault, in our
+    own words (smsplatform.kernel.validation_text), never pydantic's text."""
+    from smsplatform.kernel.validation_text import pydantic_error_text
+
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid input"}
+    first = errors[0] if errors else {"loc": (), "type": ""}
     loc = ".".join(str(part) for part in first.get("loc", ()))
     field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
     problems = [
         {
             "field": f"{prefix}{'.'.join(str(p) for p in e.get('loc', ()))}",
-            "message": e.get("msg", ""),
+            "message": pydantic_error_text(e),
         }
         for e in errors
     ]
     return ApplicationError(
         ErrorCode.VALIDATION_ERROR,
-        f"{field or 'input'}: {first.get('msg', 'invalid value')}",
+        f"{field or 'input'} {pydantic_error_text(first)}",
         field=field,
         hint="Correct the field named and send the request again.",
         details={"problems": problems},

@@ -103,6 +103,29 @@ def run_idempotent(
         return dict(record.response)
 
 
+def idempotent_replay(*, actor: Actor, key: object, operation: str, payload: Any) -> dict[str, Any] | None:
+    """The first result when ``key`` was already used for this very request, else None.
+
+    For services that check mutable state (a version token, a preview not yet used, a send time
+    still ahead) before their governed write: a retry after the first call succeeded -- or after
+    its request was approved and executed -- must get the first result, not a refusal from a
+    state the first call itself changed. So they ask here first. Same key with another request:
+    refused as ``run_idempotent`` would."""
+    if not isinstance(key, str) or not KEY_PATTERN.match(key):
+        return None
+    existing = IdempotencyRecord.objects.filter(user=actor.user, namespace=_namespace(actor), key=key).first()
+    if existing is None or existing.response is None:
+        return None
+    if existing.request_hash != request_fingerprint(operation, payload):
+        raise ApplicationError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            f"idempotency_key {key!r} was already used for a different request ({existing.operation}).",
+            field="idempotency_key",
+            hint="Use a new key for a new write; reuse a key only to retry the identical request.",
+        )
+    return dict(existing.response)
+
+
 def committed_response(*, actor: Actor, key: object, since: datetime) -> dict[str, Any] | None:
     """The stored result of a write committed under ``key`` at or after ``since``, else None.
 

@@ -25,6 +25,7 @@ from mcp import types
 
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.kernel.validation_text import schema_error_text
 from smsplatform.mcp.catalogue import catalogue
 
 Handler = Callable[[Actor, dict[str, Any]], dict[str, Any]]
@@ -132,28 +133,15 @@ class ToolSpec:
             key=lambda e: list(e.path),
         )
         if errors:
-            first = errors[0]
-            path = ".".join(str(p) for p in first.absolute_path)
-            if first.validator == "required":
-                missing = first.message.split("'")[1] if "'" in first.message else ""
-                path = f"{path}.{missing}".strip(".")
-            elif first.validator == "additionalProperties":
-                extra = first.message.split("'")[1] if "'" in first.message else ""
-                path = f"{path}.{extra}".strip(".")
+            # Our own words, never jsonschema's text (it quotes the input back).
+            described = [schema_error_text(e) for e in errors[:10]]
+            path, text = described[0]
             raise ApplicationError(
                 ErrorCode.VALIDATION_ERROR,
-                f"{path or 'arguments'}: {first.message}",
+                f"{path or 'arguments'} {text}",
                 field=path or None,
                 hint=f"Arguments must match the inputSchema of {self.name}.",
-                details={
-                    "problems": [
-                        {
-                            "field": ".".join(str(p) for p in e.absolute_path),
-                            "message": e.message,
-                        }
-                        for e in errors[:10]
-                    ]
-                },
+                details={"problems": [{"field": f, "message": m} for f, m in described]},
             )
         return arguments
 

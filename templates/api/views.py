@@ -33,9 +33,15 @@ def _query_int(request: Request, name: str) -> int | None:
 
 def _query_choice(request: Request, name: str, allowed: list[str]) -> str | None:
     value = request.query_params.get(name)
-    if value and value not in allowed:
-        raise ApplicationError(ErrorCode.VALIDATION_ERROR, f"{name} must be one of {', '.join(allowed)}.", field=name)
-    return value or None
+    # Present but empty is not "no filter": the schema's enum has no "", so it is refused.
+    if value is not None and value not in allowed:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{name} must be one of {', '.join(allowed)}.",
+            field=name,
+            hint=f"Leave {name} out to list all.",
+        )
+    return value
 
 
 class FieldInput(StrictInput):

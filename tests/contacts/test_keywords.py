@@ -7,6 +7,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compliance.models import OptOut
 from compliance.optouts import phone_is_suppressed
@@ -345,3 +347,124 @@ def test_no_answer_when_replies_are_off_or_no_sender_id_is_usable(hk_coverage: G
     second = _inbound("HELP")
     assert second.handler_result["inbound_keyword_handler"]["reply_sms"]["reason"] == "replies_disabled"
     assert _replies_sent() == []
+
+
+# --- Simplified and Traditional forms, and their variants (issue 14, item 4) -----------------------
+
+STOP_FORMS = [
+    "退訂",
+    "退订",
+    "取消訂閱",
+    "取消订阅",
+    "取消",
+    "停止",
+    "TD",
+    "UNSUBSCRIBE",
+    "STOP ALL",
+    "STOP",
+    "stopall",
+]
+START_FORMS = ["START", "開始", "开始", "訂閱", "订阅", "重新订阅", "UNSTOP"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("退订", "zh-hans"),
+        ("取消订阅", "zh-hans"),
+        ("取消訂閱", "zh-hant"),
+        ("【退订】", "zh-hans"),
+        ("退订。", "zh-hans"),
+        ("「取消訂閱」", "zh-hant"),
+        ("ＴＤ！", "zh-hant"),
+        ("Stop All", "en"),
+        ("ＳＴＯＰ　ＡＬＬ", "en"),
+        ("Unsubscribe.", "en"),
+    ],
+)
+def test_simplified_and_traditional_stop(text: str, language: str, db: Any) -> None:
+    match = keyword_classify(text)
+    assert match is not None and match.kind == "stop" and match.language == language, text
+
+
+def test_simplified_and_traditional_stop_work_even_when_removed_from_the_lists(technical: Any) -> None:
+    token = platform_config_get()["base_version_token"]
+    unsubscribe = {**platform_config_get()["config"]["unsubscribe"], "keywords": {"en": ["UNSUB"]}}
+    platform_config_update(
+        actor=api_actor(technical),
+        changes={"unsubscribe": unsubscribe},
+        base_version_token=token,
+        idempotency_key="kw-config-hans-1",
+    )
+    for text in ("退订", "退訂", "取消订阅", "取消訂閱", "STOP ALL", "unsubscribe"):
+        assert keyword_classify(text).kind == "stop", text  # type: ignore[union-attr]
+    assert keyword_classify("取消") is None  # configurable words stay removable
+
+
+_DECOR = st.sampled_from(["", " ", "\u3000", "\t", "!", "！", "。", ".", "【", "】", "「", "」", "~", "(", ")", "\n"])
+
+
+def _variant(word: str, draw: Any) -> str:
+    """The word as a person might type it: any case, full-width or not, spaces between letters."""
+    chars = []
+    for ch in word:
+        if ch.isascii() and ch.isalpha():
+            ch = draw(st.sampled_from([ch.lower(), ch.upper()]))
+            if draw(st.booleans()):
+                ch = chr(ord(ch) + 0xFEE0)  # full-width form
+        chars.append(ch)
+    joiner = draw(st.sampled_from(["", "", " ", "\u3000"]))
+    return joiner.join(chars)
+
+
+@st.composite
+def _typed(draw: Any, words: list[str]) -> str:
+    word = draw(st.sampled_from(words))
+    before = "".join(draw(st.lists(_DECOR, max_size=3)))
+    after = "".join(draw(st.lists(_DECOR, max_size=3)))
+    return before + _variant(word, draw) + after
+
+
+@pytest.mark.django_db
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_typed(STOP_FORMS))
+def test_property_every_typed_stop_form_opts_out(text: str) -> None:
+    match = keyword_classify(text)
+    assert match is not None and match.kind == "stop", repr(text)
+
+
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_typed(START_FORMS))
+def test_property_every_typed_start_form_resubscribes(text: str) -> None:
+    match = keyword_classify(text)
+    assert match is not None and match.kind == "start", repr(text)
+
+
+@pytest.mark.django_db
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    word=st.sampled_from(STOP_FORMS),
+    prefix=st.sampled_from(["don't ", "請不要", "not ", "我想", "x"]),
+    suffix=st.sampled_from(["", "ping", "單", "嗎", "x"]),
+)
+def test_property_a_keyword_inside_a_sentence_is_not_one(word: str, prefix: str, suffix: str) -> None:
+    assert keyword_classify(prefix + word + suffix) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "language"), [("退订", "zh-hans"), ("取消訂閱", "zh-hant"), ("取消订阅！", "zh-hans")]
+)
+def test_a_simplified_stop_through_the_inbound_path_opts_out_and_answers_in_simplified(
+    body: str, language: str
+) -> None:
+    message = _inbound(body, source="+85291234568")
+    assert phone_is_suppressed("+85291234568")
+    opt_out = OptOut.objects.get()
+    assert (opt_out.reason, opt_out.language) == ("stop", language)
+    reply = message.handler_result["inbound_keyword_handler"]["reply"]
+    assert ("取消订阅" if language == "zh-hans" else "取消訂閱") in reply
+    # START in Simplified lifts it again.
+    _inbound("开始", source="+85291234568")
+    assert not phone_is_suppressed("+85291234568")

@@ -379,3 +379,21 @@ def test_fact_ingest_is_all_or_nothing_with_row_errors(world: dict[str, Any], te
     with pytest.raises(ApplicationError) as denied:
         customer_facts_ingest(actor=api_actor(marketing), idempotency_key=key(), facts=[good])
     assert denied.value.code == ErrorCode.PERMISSION_DENIED
+
+
+def test_a_create_retried_after_its_preview_was_used_gets_its_first_result(
+    world: dict[str, Any], marketing: Any
+) -> None:
+    preview = segment_preview(actor=api_actor(marketing), criteria={"tags": {"any": ["sendable"]}})
+    call = {
+        "actor": api_actor(marketing),
+        "segment_preview_id": preview["segment_preview_id"],
+        "name": "VIP",
+        "idempotency_key": key(),
+    }
+    created = segment_create(**call)
+    assert segment_create(**call) == created  # not preview_already_used
+    assert Segment.objects.count() == 1
+    with pytest.raises(ApplicationError) as other:
+        segment_create(**{**call, "name": "Other"})
+    assert other.value.code == ErrorCode.IDEMPOTENCY_KEY_REUSED

@@ -255,7 +255,7 @@ def test_an_opt_out_committed_after_queueing_wins_at_claim_time(sim: Gateway) ->
     from contacts.optouts import opt_out_record
 
     marketing = queue("+85291230001", purpose="marketing")
-    transactional = queue("+85291230001", purpose="transactional")  # not marketing: still sent
+    transactional = queue("+85291230001", purpose="otp")  # OTP, the catalogue's exception: still sent
     other = queue("+85291230002", purpose="marketing")
     lifted = queue("+85291230003", purpose="marketing")
     with transaction.atomic():  # committed after queueing, before any claim

@@ -192,18 +192,6 @@ def test_no_receipt_wanted_still_hears_of_smsc_rejects(gateway: Gateway) -> None
     assert fake.params()["dlr-mask"] == "16"
 
 
-@pytest.mark.django_db
-def test_dlr_token_falls_back_to_the_secret_key(db: Any, monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-    monkeypatch.delenv(DLR_SECRET_ENV, raising=False)
-    settings.SECRET_KEY = "another-secret-key-for-this-test"
-    gateway = make_gateway()
-    fake = FakeKannel()
-    KannelAdapter(gateway, client=fake.client()).send([sms()])
-    token = parse_qs(urlsplit(fake.params()["dlr-url"]).query)["token"][0]
-    assert token == callback_token("another-secret-key-for-this-test", "kannel-41")
-
-
 # --- sending: Kannel's answers -------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ def message_updates(queries: CaptureQueriesContext) -> list[str]:
 
 def test_opt_outs_at_claim_time_fail_each_message_with_its_own_opt_out(sim: Any) -> None:
     marketing = [queue(phone, purpose="marketing") for phone in PHONES]
-    kept = queue(PHONES[0], purpose="transactional")
+    kept = queue(PHONES[0], purpose="otp")  # the one purpose the suppression list lets through
     opt_outs = [opt_out(phone, "stop" if i % 2 else "web") for i, phone in enumerate(PHONES)]
 
     with CaptureQueriesContext(connection) as queries:
