@@ -44,10 +44,11 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from compliance.optouts import opt_out_last_id, opt_outs_active_after
@@ -55,9 +56,11 @@ from gateways.adapters.base import InboundEvent, ReceiptEvent, SendOutcome
 from gateways.delivery.claim import ClaimedMessage, messages_claim_rows, messages_suppress_claimed
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
+from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
-from gateways.models import BindState, Gateway, MessageState
+from gateways.models import BindState, Gateway, MessageState, QuarantineKind
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.constants import (
@@ -85,6 +88,10 @@ from gateways.smpp.journal import Journal, journals_recover
 from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
+
+# What a write can raise: Django's wrapped errors, and psycopg's own from the COPY and array
+# statements that use the driver's cursor directly.
+DB_ERRORS = (DatabaseError, psycopg.Error)
 
 RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}  # written again by the link after backing off
 # The SMSC's temporary trouble: the message goes back to the queue and is tried again later
@@ -149,6 +156,7 @@ class WorkerStats:
     claimed_messages: int = 0
     claims: int = 0
     flushes: int = 0
+    quarantined: int = 0
 
 
 class LinkDown(Exception):
@@ -849,22 +857,95 @@ class BindWorker:
             try:
                 self._write(completed, receipts, inbound)
                 break
-            except DatabaseError:
-                # Connection lost, deadlock, ...: nothing of this flush was committed; try again on a
-                # fresh connection. Messages whose answer is never recorded stay 'submitting' and are
-                # reconciled to 'unknown' -- never resent.
-                logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
+            except DB_ERRORS as exc:
                 with contextlib.suppress(Exception):
                     if not connection.in_atomic_block:
                         connection.close()
+                if not _connection_trouble(exc):
+                    # The data, not the link to the database: write what can be written and
+                    # quarantine the rest, so one bad row never loses its neighbours' results.
+                    self._write_salvaging(completed, receipts, inbound, exc)
+                    break
+                # Connection lost, ...: nothing of this flush was committed; try again on a fresh
+                # connection. Messages whose answer is never recorded stay 'submitting' and are
+                # reconciled to 'unknown' -- never resent.
+                logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
                 if attempt == 2:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         with self.lock:
             self.open_jobs -= len(completed)
-            self.acks_ready.extend(acks)  # committed: now the SMSC may forget them
+            self.acks_ready.extend(acks)  # committed (or quarantined): now the SMSC may forget them
         self._settled(completed)
         self.stats.flushes += 1
+
+    def _write_salvaging(
+        self, completed: list[Job], receipts: list[ReceiptEvent], inbound: list[InboundEvent], error: Exception
+    ) -> None:
+        """The flush's write was refused for its data: write it again in halves (and halves of
+        those) until each row that can be written is, and each that cannot is quarantined alone
+        with the database's reason (gateways.delivery.quarantine). Answers go first, so a bad
+        receipt never leaves its message 'submitting'."""
+        logger.warning(
+            "flush of %d answers, %d receipts, %d MOs refused (%s): writing what can be written",
+            len(completed),
+            len(receipts),
+            len(inbound),
+            error,
+        )
+        groups: list[tuple[QuarantineKind, list[Any], Any]] = [
+            (QuarantineKind.ANSWER, list(completed), lambda chunk: self._write(chunk, [], [])),
+            (QuarantineKind.RECEIPT, list(receipts), lambda chunk: self._write([], chunk, [])),
+            (QuarantineKind.INBOUND, list(inbound), lambda chunk: self._write([], [], chunk)),
+        ]
+        for kind, items, write in groups:
+            stack = [items]
+            while stack:
+                chunk = stack.pop()
+                if not chunk:
+                    continue
+                try:
+                    with transaction.atomic():  # a savepoint inside a caller's transaction (tests)
+                        write(chunk)
+                except DB_ERRORS as exc:
+                    if _connection_trouble(exc):
+                        raise
+                    if len(chunk) > 1:
+                        middle = len(chunk) // 2
+                        stack += [chunk[middle:], chunk[:middle]]
+                        continue
+                    self._quarantine(kind, chunk[0], exc)
+
+    def _quarantine(self, kind: QuarantineKind, item: Any, error: Exception) -> None:
+        if isinstance(item, Job):
+            entry = QuarantineItem(
+                kind,
+                {
+                    "provider_ids": list(item.provider_ids),
+                    "failed": None if item.failed is None else [item.failed.kind, item.failed.code],
+                },
+                message_id=item.message.pk,
+                provider_message_id=item.provider_ids[0] or "" if item.provider_ids else "",
+            )
+        elif isinstance(item, ReceiptEvent):
+            entry = QuarantineItem(
+                kind,
+                {
+                    "status": str(item.status),
+                    "provider_status": item.provider_status,
+                    "error_code": item.error_code,
+                    "raw": item.raw,
+                },
+                provider_message_id=item.provider_message_id,
+            )
+        else:
+            entry = QuarantineItem(kind, {"source": item.source, "destination": item.destination, "body": item.body})
+        logger.error("%s quarantined: %s", kind, error)
+        self.stats.quarantined += 1
+        try:
+            delivery_quarantine(actor=self.actor, gateway=self.gateway, items=[entry], reason=str(error))
+        except DB_ERRORS:
+            logger.exception("could not quarantine a %s either; it is only in this log: %r", kind, entry)
 
     def _flush_loop(self) -> None:
         try:
@@ -973,6 +1054,11 @@ class BindWorker:
         self.open_jobs = 0
 
 
+def _connection_trouble(exc: BaseException) -> bool:
+    """The database connection failed (retry on a fresh one), as opposed to the data written."""
+    return isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def _refresh_db_connection() -> None:
     # A long-running process must drop connections the server closed or that outlived
     # CONN_MAX_AGE; never inside an open transaction (as in tests).
@@ -986,7 +1072,9 @@ def _describe(status: int) -> str:
 
 def receipt_from(pdu: wire.Deliver) -> ReceiptEvent | None:
     """A deliver_sm receipt: the TLVs (receipted_message_id, message_state) or the text form."""
-    # Receipt text (SMPP 3.4 Appendix B) is ASCII whatever the data_coding says.
+    # Receipt text (SMPP 3.4 Appendix B) is ASCII whatever the data_coding says -- except its
+    # 'text:' field, which real SMSCs fill with the message's first octets in its own coding
+    # (NUL bytes included): parsed as latin-1, stored with everything unprintable escaped.
     text = pdu.short_message.decode("latin-1")
     provider_id = pdu.receipted_message_id
     stat = TLV_STATES.get(pdu.message_state)
@@ -1002,11 +1090,11 @@ def receipt_from(pdu: wire.Deliver) -> ReceiptEvent | None:
         logger.warning("unparseable receipt: %r", text[:200])
         return None
     return ReceiptEvent(
-        provider_message_id=provider_id.strip("\x00"),
+        provider_message_id=receipt_text_safe(provider_id.strip("\x00")),
         status=RECEIPT_STATES.get(stat, MessageState.SUBMITTED),
         provider_status=stat,
         error_code="" if err in ("", "000") else err,
-        raw={"text": text[:300]},
+        raw={"text": receipt_bytes_text(pdu.short_message[:300])},
     )
 
 

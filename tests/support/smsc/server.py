@@ -613,10 +613,9 @@ class SmscServer:
                 status = C.ESME_RTHROTTLED
             elif fault == FAULT_INVALID_DESTINATION:
                 status = C.ESME_RINVDSTADR
-            elif fault == FAULT_THROTTLE_FOREVER:
-                self.throttle_counts[destination] += 1
-                status = C.ESME_RTHROTTLED
-            elif fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n:
+            elif fault == FAULT_THROTTLE_FOREVER or (
+                fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n
+            ):
                 self.throttle_counts[destination] += 1
                 status = C.ESME_RTHROTTLED
             elif fault == FAULT_SYSTEM_ERROR and self.throttle_counts[destination] < self.config.throttle_first_n:

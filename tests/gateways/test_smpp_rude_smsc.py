@@ -1,0 +1,142 @@
+"""The bind worker against an SMSC as rude as real ones (issue 15): receipt text carrying the
+message's own octets (NUL bytes), rows the database refuses, destinations throttled forever,
+receipts that never come. Run on PostgreSQL too: it is the database that refuses NUL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateways.delivery.receipts import receipts_ingest
+from gateways.models import DeliveryQuarantine, DeliveryReceipt, MessageState, QuarantineKind
+from gateways.smpp import constants as C
+from gateways.smpp import wire
+from gateways.smpp import worker as worker_module
+from gateways.smpp.worker import receipt_from
+from smsplatform.models import AuditLog
+from tests.gateways.test_smpp_worker import CHINESE_200, queue, run_worker, smpp_gateway, state
+from tests.smsc.fixtures import smsc, smsc_factory
+from tests.support.smsc import pdu as P
+
+__all__ = ["smsc", "smsc_factory"]
+pytestmark = pytest.mark.django_db
+
+
+def test_receipt_text_with_the_messages_nul_bytes_is_stored(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc)
+    ucs2_latin = queue("+85291230001", "Hello 你好 order 42")  # UCS-2: 00 48 00 65 ...
+    at_sign = queue("+85291230002", "@home: your parcel")  # GSM '@' is septet 0x00
+    long_gsm = queue("+85291230003", "x" * 200)  # two parts: UDH 05 00 03 ...
+    chinese = queue("+85291230004", CHINESE_200)
+    stats = run_worker(gateway)
+    assert stats.accepted_messages == 4 and stats.quarantined == 0
+    for message in (ucs2_latin, at_sign, long_gsm, chinese):
+        assert state(message) == MessageState.DELIVERED
+    texts = [r["text"] for r in DeliveryReceipt.objects.values_list("raw", flat=True)]
+    assert len(texts) == 1 + 1 + 2 + 3
+    assert all("\x00" not in text for text in texts)
+    assert sum("\\x00" in text for text in texts) >= 6  # the NULs, kept as escapes
+    assert not DeliveryQuarantine.objects.exists()
+
+
+def test_a_refused_row_is_quarantined_and_its_neighbours_are_written(smsc: Any, monkeypatch: Any) -> None:
+    """The database refuses one receipt and one answer: every other result of the same flush is
+    written, the two are quarantined with the database's reason, and the flush is not lost."""
+    gateway = smpp_gateway(smsc)
+    real_record = worker_module.outcomes_record
+
+    def refusing(**kwargs: Any) -> Any:
+        if any(m.destination == "+85291239999" for m in kwargs["messages"]):
+            raise psycopg.errors.DataError("value refused for the answer")
+        if any("POISON" in str(r.raw.get("text", "")) for r in kwargs["receipts"]):
+            raise psycopg.errors.UntranslatableCharacter('unsupported Unicode escape sequence "\\u0000"')
+        return real_record(**kwargs)
+
+    monkeypatch.setattr(worker_module, "outcomes_record", refusing)
+    fine = [queue(f"+8529123000{i}") for i in range(5)]
+    poisoned_receipt = queue("+85291238888", "POISON in the receipt")
+    poisoned_answer = queue("+85291239999")
+    stats = run_worker(gateway)
+    assert stats.quarantined == 2
+    for message in fine:
+        assert state(message) == MessageState.DELIVERED
+    assert state(poisoned_receipt) == MessageState.SUBMITTED  # its answer written, its receipt refused
+    assert state(poisoned_answer) == MessageState.SUBMITTING  # reconciled to 'unknown': it did leave
+    rows = {row.kind: row for row in DeliveryQuarantine.objects.all()}
+    assert set(rows) == {QuarantineKind.RECEIPT, QuarantineKind.ANSWER}
+    assert "unsupported Unicode escape" in rows[QuarantineKind.RECEIPT].reason
+    assert "POISON" in rows[QuarantineKind.RECEIPT].payload["raw"]["text"]
+    assert rows[QuarantineKind.ANSWER].message_id == poisoned_answer.pk
+    assert rows[QuarantineKind.ANSWER].payload["provider_ids"][0]
+    assert AuditLog.objects.filter(action="delivery.quarantine").count() == 2
+
+
+def _receipt_pdu(short_message: bytes, tlvs: bytes) -> wire.Deliver:
+    body = P.deliver_sm_body(
+        source="85291234567",
+        destination="SHOPHK",
+        short_message=short_message,
+        esm_class=C.ESM_CLASS_RECEIPT,
+        tlvs=tlvs,
+    )
+    return wire.parse_deliver_sm(body)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    text=st.binary(max_size=20),
+    junk=st.binary(max_size=40),
+    message_id=st.binary(min_size=1, max_size=30).filter(lambda b: b"\x00" not in b),
+    stat=st.sampled_from(["DELIVRD", "UNDELIV", "EXPIRED", "ACCEPTD", "REJECTD"]),
+    with_tlvs=st.booleans(),
+)
+def test_any_receipt_bytes_are_ingested_or_refused_never_raise(
+    text: bytes, junk: bytes, message_id: bytes, stat: str, with_tlvs: bool
+) -> None:
+    """Random octets in every place a receipt has them: ingestion stores each receipt (NULs and
+    invalid UTF-8 escaped) or drops an unparseable one; nothing raises, nothing is lost."""
+    gateway = _property_gateway()
+    pid = message_id.decode("latin-1")
+    short = f"id:{pid} sub:001 dlvrd:001 submit date:2512010000 done date:2512010000 stat:{stat} err:000 text:"
+    tlvs = P.receipt_tlvs(pid, stat, 0) if with_tlvs else b""
+    try:
+        pdu = _receipt_pdu(short.encode("latin-1") + text + junk, tlvs)
+    except (ValueError, IndexError):
+        return  # the id itself made the PDU malformed: the worker drops it the same way
+    event = receipt_from(pdu)
+    if event is None:
+        return
+    before = DeliveryReceipt.objects.count()
+    receipts_ingest(gateway=gateway, events=[event])
+    stored = DeliveryReceipt.objects.order_by("-pk").first()
+    assert DeliveryReceipt.objects.count() == before + 1 and stored is not None
+    assert "\x00" not in stored.provider_message_id and "\x00" not in stored.raw["text"]
+    assert stored.raw["text"].isascii() and stored.raw["text"].isprintable()
+
+
+def _property_gateway() -> Any:
+    from gateways.models import Gateway, Provider
+
+    gateway, _ = Gateway.objects.get_or_create(
+        code="smpp-prop", defaults={"name": "SMPP prop", "provider": Provider.SMPP, "countries": ["HK"]}
+    )
+    return gateway
+
+
+def test_an_mo_with_nul_and_undecodable_characters_is_stored() -> None:
+    from gateways.adapters.base import InboundEvent
+    from gateways.delivery.inbound import inbound_receive
+    from gateways.models import InboundMessage
+
+    gateway = _property_gateway()
+    (stored,) = inbound_receive(
+        gateway=gateway,
+        events=[InboundEvent(source="+85291234567", destination="SHOP", body="STOP\x00 now\n\udc80", raw={})],
+    )
+    stored.refresh_from_db()
+    assert stored.body == "STOP\ufffd now\n\ufffd"
+    assert InboundMessage.objects.count() == 1
