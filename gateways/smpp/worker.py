@@ -206,6 +206,7 @@ class BindWorker:
         self.acks_ready: list[tuple[int, int]] = []  # committed: the link thread answers them
         self._link_generation = 0
         self.link_error: str | None = None
+        self.unsent: set[int] = set()  # sequences whose bytes never left (set by the link thread as it ends)
         # Owned by the link thread while it runs (the main thread touches them only when it is down):
         self.inflight: dict[int, tuple[Job, int]] = {}
         self.open_jobs = 0  # claimed and not completed (main thread)
@@ -306,79 +307,92 @@ class BindWorker:
         pack_header = wire.pack_header
         stats = self.stats
         generation = self._link_generation
-        while True:
-            now = time.monotonic()
-            if self.acks_ready:
-                with self.lock:
-                    acks, self.acks_ready = self.acks_ready, []
-                for link_generation, seq in acks:
-                    if link_generation == generation:
-                        out += wire.deliver_sm_resp(seq)
-            if self._stopping_link and unbind_sent is None:
-                out += wire.unbind(self._next_sequence())
-                unbind_sent = now
-            if unbind_sent is not None and now - unbind_sent > 1.0:
-                return
-            # Write what the window, the rate and any back-off allow.
-            if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
-                free = window - len(inflight)
-                if free > 0:
-                    tokens = min(float(window), tokens + (now - token_time) * rate)
-                    token_time = now
-                    n = min(free, int(tokens))
-                    if n > 0:
-                        taken = self._take(n)
-                        tokens -= len(taken)
-                        if self.journal is not None and taken:
-                            # Journaled before the bytes can leave: a kill after this line leaves
-                            # these 'maybe sent' (unknown), never 'not sent' (requeued).
-                            self.journal.written([job.message.pk for job, _index in taken])
-                        for job, index in taken:
-                            seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
-                            body = job.bodies[index]
-                            out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
-                            out += body
-                            inflight[seq] = (job, index)
-                        stats.submitted_parts += len(taken)
-            if out:
-                try:
-                    sent = sock.send(out)
-                except BlockingIOError:
-                    sent = 0
-                del out[:sent]
-                last_traffic = now
-            # Wait for the SMSC (or for room to write); not at all when more can be written now.
-            timeout = 0.05
-            if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
-                if now < self.pause_until:
-                    timeout = min(timeout, self.pause_until - now)
-                elif tokens < 1:
-                    timeout = min(timeout, (1 - tokens) / rate)
-                else:
-                    timeout = 0.0
-            readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
-            if readable:
-                try:
-                    data = sock.recv(READ_SIZE)
-                except BlockingIOError:
-                    data = None
-                if data is not None:
-                    if not data:
-                        raise LinkDown("the SMSC closed the connection")
-                    buf += data
-                    last_traffic = time.monotonic()
-                    if self._handle_input(buf, out):
-                        return  # unbind answered (ours) or unbind from the SMSC
-            # Keep an idle link alive; a link that does not answer is dead.
-            now = time.monotonic()
-            if enquire_pending is not None and now - enquire_pending > max(10.0, self.enquire_link_interval):
-                raise LinkDown("enquire_link not answered")
-            if enquire_pending is None and now - last_traffic > self.enquire_link_interval:
-                out += wire.enquire_link(self._next_sequence())
-                enquire_pending = now
-            if self._enquire_answered:
-                self._enquire_answered = False
-                enquire_pending = None
+        # Where each submit_sm ends in the stream of bytes written to this link: a part whose
+        # bytes had not all gone into the socket when the link went cannot have reached the
+        # SMSC (a PDU cut short is never processed), so it is not 'maybe sent' (_link_unsent).
+        ends: deque[tuple[int, int]] = deque()  # (end offset, sequence), in written order
+        sent_total = 0
+        self.unsent = set()
+        try:
+            while True:
+                now = time.monotonic()
+                if self.acks_ready:
+                    with self.lock:
+                        acks, self.acks_ready = self.acks_ready, []
+                    for link_generation, seq in acks:
+                        if link_generation == generation:
+                            out += wire.deliver_sm_resp(seq)
+                if self._stopping_link and unbind_sent is None:
+                    out += wire.unbind(self._next_sequence())
+                    unbind_sent = now
+                if unbind_sent is not None and now - unbind_sent > 1.0:
+                    return
+                # Write what the window, the rate and any back-off allow.
+                if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
+                    free = window - len(inflight)
+                    if free > 0:
+                        tokens = min(float(window), tokens + (now - token_time) * rate)
+                        token_time = now
+                        n = min(free, int(tokens))
+                        if n > 0:
+                            taken = self._take(n)
+                            tokens -= len(taken)
+                            if self.journal is not None and taken:
+                                # Journaled before the bytes can leave: a kill after this line leaves
+                                # these 'maybe sent' (unknown), never 'not sent' (requeued).
+                                self.journal.written([job.message.pk for job, _index in taken])
+                            for job, index in taken:
+                                seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
+                                body = job.bodies[index]
+                                out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
+                                out += body
+                                inflight[seq] = (job, index)
+                                ends.append((sent_total + len(out), seq))
+                            stats.submitted_parts += len(taken)
+                if out:
+                    try:
+                        sent = sock.send(out)
+                    except BlockingIOError:
+                        sent = 0
+                    del out[:sent]
+                    sent_total += sent
+                    while ends and ends[0][0] <= sent_total:
+                        ends.popleft()
+                    last_traffic = now
+                # Wait for the SMSC (or for room to write); not at all when more can be written now.
+                timeout = 0.05
+                if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
+                    if now < self.pause_until:
+                        timeout = min(timeout, self.pause_until - now)
+                    elif tokens < 1:
+                        timeout = min(timeout, (1 - tokens) / rate)
+                    else:
+                        timeout = 0.0
+                readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
+                if readable:
+                    try:
+                        data = sock.recv(READ_SIZE)
+                    except BlockingIOError:
+                        data = None
+                    if data is not None:
+                        if not data:
+                            raise LinkDown("the SMSC closed the connection")
+                        buf += data
+                        last_traffic = time.monotonic()
+                        if self._handle_input(buf, out):
+                            return  # unbind answered (ours) or unbind from the SMSC
+                # Keep an idle link alive; a link that does not answer is dead.
+                now = time.monotonic()
+                if enquire_pending is not None and now - enquire_pending > max(10.0, self.enquire_link_interval):
+                    raise LinkDown("enquire_link not answered")
+                if enquire_pending is None and now - last_traffic > self.enquire_link_interval:
+                    out += wire.enquire_link(self._next_sequence())
+                    enquire_pending = now
+                if self._enquire_answered:
+                    self._enquire_answered = False
+                    enquire_pending = None
+        finally:
+            self.unsent = {seq for end, seq in ends if end > sent_total}
 
     def _take(self, n: int) -> list[tuple[Job, int]]:
         taken: list[tuple[Job, int]] = []
@@ -481,6 +495,9 @@ class BindWorker:
                     self.flush_due.set()  # the SMSC may wait for these before sending more
                 if retry:
                     self.ready.extendleft(reversed(retry))
+            if retry and self.journal is not None:
+                # Refused, so not sent: a kill now must requeue these, not make them 'unknown'.
+                self.journal.unwritten(sorted({job.message.pk for job, _index in retry if not job.written}))
             stats.receipts += len(receipts)
             stats.inbound += len(inbound)
         if len(self.ready) < self._low_water:
@@ -871,6 +888,13 @@ class BindWorker:
                 # reconciled to 'unknown' -- never resent.
                 logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
                 if attempt == 2:
+                    # Kept for the next flush rather than dropped: these answers say what was
+                    # accepted, and the SMSC waits for the deliver_sm_resp of these receipts.
+                    with self.lock:
+                        self.completed[:0] = completed
+                        self.receipts[:0] = receipts
+                        self.inbound[:0] = inbound
+                        self.acks_held[:0] = acks
                     raise
                 time.sleep(0.2 * (attempt + 1))
         with self.lock:
@@ -991,11 +1015,30 @@ class BindWorker:
         if inbound:
             inbound_receive(gateway=self.gateway, events=inbound)
 
+    def _link_unsent(self) -> None:
+        """The link thread has ended: parts whose bytes never left this process go back to the
+        ready queue as not written (nothing of them can have reached the SMSC). A message stays
+        'maybe sent' only for parts that did leave (or were accepted)."""
+        unsent, self.unsent = self.unsent, set()
+        back: list[tuple[Job, int]] = []
+        for seq in sorted(unsent):
+            item = self.inflight.pop(seq, None)
+            if item is not None and not item[0].done:
+                item[0].written.discard(item[1])
+                back.append(item)
+        if not back:
+            return
+        with self.lock:
+            self.ready.extendleft(reversed(back))
+        if self.journal is not None:
+            self.journal.unwritten(sorted({job.message.pk for job, _index in back if not job.written}))
+
     def _handle_link_down(self, reason: str) -> None:
         logger.warning("link to %s dropped: %s", self.gateway.code, reason)
         self.stats.reconnects += 1
         self.close()  # the link thread has ended: its state is ours now
         self.link_error = None
+        self._link_unsent()
         # A part written and never answered may have reached the SMSC: its message is never
         # written again. Messages with nothing in flight go out on the next bind.
         ambiguous = {id(job): job for job, _index in self.inflight.values() if not job.done}
@@ -1028,6 +1071,10 @@ class BindWorker:
             self.wake.clear()
         self._sending = False
         self.close()  # unbind: nothing more comes in
+        self._link_unsent()  # parts whose bytes never left: not written after all
+        with self.lock:
+            unstarted += [item for item in self.ready if not item[0].written and not item[0].done]
+            self.ready = deque(item for item in self.ready if item[0].written and not item[0].done)
         self._stop_flusher()  # the last flush takes every answer and receipt read
         never_written = sorted({job.message.pk for job, _index in unstarted})
         partly = {id(job): job for job, _index in self.inflight.values() if not job.done}

@@ -140,3 +140,52 @@ def test_an_mo_with_nul_and_undecodable_characters_is_stored() -> None:
     stored.refresh_from_db()
     assert stored.body == "STOP\ufffd now\n\ufffd"
     assert InboundMessage.objects.count() == 1
+
+
+# --- 'unknown' only ever means "may have left" ------------------------------------------------------
+
+
+def test_parts_whose_bytes_never_left_are_not_unknown(smsc: Any) -> None:
+    """The link breaks while submit_sm are still in the worker's buffer (the SMSC hung up): those
+    cannot have reached it. They go back to the queue; nothing of them is 'unknown'."""
+    import socket
+
+    from gateways.models import Gateway
+    from gateways.smpp.worker import BindWorker
+    from tests.smsc.fixtures import PASSWORD
+
+    gateway = smpp_gateway(smsc, window=10)
+    messages = [queue(f"+8529123100{i}") for i in range(4)]
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, journal=False)
+    assert worker._claim() == 4
+    ours, theirs = socket.socketpair()
+    theirs.close()  # the SMSC is gone: the first send fails, nothing leaves
+    ours.setblocking(False)
+    with pytest.raises(OSError):
+        worker._link_run(ours)
+    ours.close()
+    assert len(worker.inflight) == 4 and len(worker.unsent) == 4
+    worker._handle_link_down("test: peer closed")
+    assert not worker.inflight and len(worker.ready) == 4
+    assert all(not job.written for job, _index in worker.ready)
+    assert [state(m) for m in messages] == [MessageState.SUBMITTING] * 4  # still ours: next bind
+    worker._shutdown()
+    assert [state(m) for m in messages] == [MessageState.QUEUED] * 4
+    assert worker.stats.unknown_messages == 0 and worker.stats.requeued_messages == 4
+
+
+def test_a_throttled_message_is_recorded_unwritten_in_the_journal(tmp_path: Any) -> None:
+    """A submit refused with ESME_RTHROTTLED did not reach the SMSC: a worker killed while it waits
+    to go again leaves it requeued, not 'unknown'."""
+    from gateways.smpp import journal as journal_module
+    from gateways.smpp.journal import Journal, journal_read
+
+    journal = Journal("gw", directory=tmp_path)
+    journal.claimed([1, 2, 3])
+    journal.written([1, 2, 3])
+    journal.unwritten([2])  # refused (throttled): back in the ready queue
+    journal.written([3])
+    journal.close(clean=False)
+    contents = journal_read(sorted(tmp_path.glob("*.jnl")), journal_module.boot_id())
+    assert contents.trusted
+    assert contents.claimed == {1, 2, 3} and contents.written == {1, 3}
