@@ -94,6 +94,9 @@ logger = logging.getLogger(__name__)
 DB_ERRORS = (DatabaseError, psycopg.Error)
 
 RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}  # written again by the link after backing off
+THROTTLE_MAX_RETRIES = 10  # per message and bind (settings["throttle_max_retries"])
+THROTTLE_MAX_SECONDS = 60.0  # per message and bind (settings["throttle_max_seconds"])
+THROTTLE_REQUEUE_AFTER = 30.0  # seconds before a message that left the bind throttled is tried again
 # The SMSC's temporary trouble: the message goes back to the queue and is tried again later
 # (an attempt counted, backed off, failed after MAX_ATTEMPTS) -- when none of its parts was taken.
 TEMPORARY = {ESME_RSYSERR: 30.0, ESME_RX_T_APPN: 30.0}  # seconds before the next attempt
@@ -125,7 +128,20 @@ OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are lo
 class Job:
     """One claimed message on its way through the bind: its parts' submit_sm bodies and answers."""
 
-    __slots__ = ("answered", "bodies", "done", "failed", "message", "provider_ids", "segment", "written")
+    __slots__ = (
+        "answered",
+        "bodies",
+        "done",
+        "failed",
+        "message",
+        "provider_ids",
+        "segment",
+        "strike_mark",
+        "strikes",
+        "throttled_since",
+        "throttles",
+        "written",
+    )
 
     def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
         self.message = message
@@ -136,6 +152,10 @@ class Job:
         self.written: set[int] = set()  # parts written and not refused (in flight or accepted)
         self.failed: SendOutcome | None = None
         self.done = False
+        self.throttles = 0  # submits of its parts refused with ESME_RTHROTTLED / ESME_RMSGQFUL on this bind
+        self.strikes = 0  # ... of which the bind accepted other parts in between (it is this destination)
+        self.strike_mark = -1
+        self.throttled_since = 0.0
 
 
 @dataclass
@@ -186,6 +206,14 @@ class BindWorker:
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
         self.drain_timeout = drain_timeout
         self.failover_after = float(cfg.get("failover_after", 10))
+        # A message the SMSC keeps throttling leaves the bind after this many refusals that came
+        # right after an acceptance, with others accepted since its previous one (so the
+        # destination, not the bind's rate, is throttled), after
+        # five times as many refusals in all, or after this many seconds: back to the queue,
+        # backed off, the attempt counted (failed once the attempts are spent), so a destination
+        # throttled forever never holds the bind (gateways.delivery.outcomes._retry_later).
+        self.throttle_max_retries = max(1, int(cfg.get("throttle_max_retries", THROTTLE_MAX_RETRIES)))
+        self.throttle_max_seconds = float(cfg.get("throttle_max_seconds", THROTTLE_MAX_SECONDS))
         self.use_journal = journal
         self.journal: Journal | None = None
         self._claim_segment = 0
@@ -212,6 +240,8 @@ class BindWorker:
         self.open_jobs = 0  # claimed and not completed (main thread)
         self.pause_until = 0.0
         self.backoff = 0.05
+        self._accepted_parts = 0  # parts accepted on any bind so far (throttle strikes, see above)
+        self._last_answer_ok = True
         self._sequence = 1
         self._stopping_link = False
         self._sending = True
@@ -415,6 +445,7 @@ class BindWorker:
         receipts: list[ReceiptEvent] = []
         inbound: list[InboundEvent] = []
         retry: list[tuple[Job, int]] = []
+        refused: list[int] = []  # messages none of whose parts is taken any more (throttled)
         held: list[tuple[int, int]] = []
         generation = self._link_generation
         closing = False
@@ -435,16 +466,52 @@ class BindWorker:
                             "latin-1"
                         )
                         job.answered += 1
+                        self._accepted_parts += 1
+                        self._last_answer_ok = True
                         self.backoff = 0.05
                         if job.answered == len(job.bodies) and not job.done:
                             job.done = True
                             completed.append(job)
                     elif status in RETRYABLE:
-                        # Refused, so not submitted: the same part goes again after backing off.
+                        # Refused, so not submitted: the same part goes again after backing off --
+                        # behind the other ready messages, and only so often (see __init__).
                         stats.throttled += 1
                         job.written.discard(index)
-                        retry.append(item)
                         now = time.monotonic()
+                        if not job.throttles:
+                            job.throttled_since = now
+                        job.throttles += 1
+                        if self._last_answer_ok and self._accepted_parts != job.strike_mark:
+                            # Refused between acceptances (not in a run of refusals, as when
+                            # the SMSC limits the whole bind's rate): it is this destination.
+                            job.strikes += 1
+                            job.strike_mark = self._accepted_parts
+                        self._last_answer_ok = False
+                        if job.done:
+                            pass
+                        elif (
+                            job.strikes >= self.throttle_max_retries
+                            or job.throttles >= 5 * self.throttle_max_retries
+                            or now - job.throttled_since >= self.throttle_max_seconds
+                        ):
+                            reason = (
+                                f"{_describe(status)}: refused {job.throttles} times in "
+                                f"{now - job.throttled_since:.0f}s on this bind"
+                            )
+                            code = f"smpp_{status:#04x}"
+                            # Nothing of it taken: back to the queue; a part already taken: it
+                            # cannot be sent again, so the message fails.
+                            job.failed = (
+                                SendOutcome.temporary(code, reason, retry_after=THROTTLE_REQUEUE_AFTER)
+                                if not job.written
+                                else SendOutcome.permanent(code, reason)
+                            )
+                            job.done = True
+                            completed.append(job)
+                        else:
+                            retry.append(item)
+                        if not job.written:
+                            refused.append(job.message.pk)
                         if now >= self.pause_until:  # one back-off step per throttling episode
                             self.pause_until = now + self.backoff
                             self.backoff = min(self.backoff * 2, 5.0)
@@ -494,12 +561,12 @@ class BindWorker:
                 if len(self.acks_held) >= ACK_FLUSH_AT:
                     self.flush_due.set()  # the SMSC may wait for these before sending more
                 if retry:
-                    self.ready.extendleft(reversed(retry))
-            if retry and self.journal is not None:
-                # Refused, so not sent: a kill now must requeue these, not make them 'unknown'.
-                self.journal.unwritten(sorted({job.message.pk for job, _index in retry if not job.written}))
+                    self.ready.extend(retry)  # behind the others: a throttled destination starves nobody
             stats.receipts += len(receipts)
             stats.inbound += len(inbound)
+        if refused and self.journal is not None:
+            # Refused, so not sent: a kill now must requeue these, not make them 'unknown'.
+            self.journal.unwritten(sorted(set(refused)))
         if len(self.ready) < self._low_water:
             self.wake.set()
         if len(self.completed) >= self.batch_size:

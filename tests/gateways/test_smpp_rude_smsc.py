@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateways.delivery.receipts import receipts_ingest
-from gateways.models import DeliveryQuarantine, DeliveryReceipt, MessageState, QuarantineKind
+from gateways.models import DeliveryQuarantine, DeliveryReceipt, MessageState, OutboundMessage, QuarantineKind
 from gateways.smpp import constants as C
 from gateways.smpp import wire
 from gateways.smpp import worker as worker_module
@@ -189,3 +189,46 @@ def test_a_throttled_message_is_recorded_unwritten_in_the_journal(tmp_path: Any)
     contents = journal_read(sorted(tmp_path.glob("*.jnl")), journal_module.boot_id())
     assert contents.trusted
     assert contents.claimed == {1, 2, 3} and contents.written == {1, 3}
+
+
+# --- a destination throttled forever -----------------------------------------------------------------
+
+
+def test_a_destination_throttled_forever_leaves_the_bind_and_fails_after_its_attempts(smsc: Any) -> None:
+    from gateways.delivery.outcomes import MAX_ATTEMPTS
+
+    gateway = smpp_gateway(smsc, window=2)
+    gateway.settings = {**gateway.settings, "throttle_max_retries": 4, "throttle_max_seconds": 2}
+    gateway.save()
+    stuck = queue("+85259006123")  # ESME_RTHROTTLED on every submit
+    others = [queue(f"+852912320{i:02d}") for i in range(30)]
+    stats = run_worker(gateway)
+    for message in others:  # not starved by the storm
+        assert state(message) == MessageState.DELIVERED
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.error_code, stuck.attempts) == (MessageState.QUEUED, "smpp_0x58", 1)
+    assert "times in" in stuck.error_reason and stuck.next_attempt_at is not None
+    first = [r["outcome"] for r in smsc.submitted() if r["destination"] == "85259006123"]
+    # 4 refusals while others went through, 5 x 4 in all or 2 s: the ceiling, whichever comes first.
+    assert set(first) == {"refused"} and 2 <= len(first) <= 20 and stats.throttled == len(first)
+    # Every attempt ends the same way; the last one fails it, with the reason reports show.
+    for _ in range(MAX_ATTEMPTS - 1):
+        OutboundMessage.objects.filter(pk=stuck.pk).update(next_attempt_at=None)
+        run_worker(gateway, idle=0.3)
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.error_code, stuck.attempts) == (MessageState.FAILED, "retries_exhausted", MAX_ATTEMPTS)
+    assert stuck.error_reason.startswith("smpp_0x58: ") and stuck.final_at is not None
+    assert len([r for r in smsc.submitted() if r["destination"] == "85259006123"]) <= 20 * MAX_ATTEMPTS
+    assert not stuck.parts.exists()
+
+
+def test_throttling_has_an_age_ceiling_too(smsc: Any) -> None:
+    gateway = smpp_gateway(smsc, window=1)
+    gateway.settings = {**gateway.settings, "throttle_max_retries": 1000, "throttle_max_seconds": 0.3}
+    gateway.save()
+    stuck = queue("+85259006124")
+    run_worker(gateway)
+    stuck.refresh_from_db()
+    assert (stuck.state, stuck.error_code, stuck.attempts) == (MessageState.QUEUED, "smpp_0x58", 1)
+    refusals = len([r for r in smsc.submitted() if r["destination"] == "85259006124"])
+    assert 2 <= refusals < 1000
