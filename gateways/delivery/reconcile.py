@@ -16,7 +16,7 @@ from gateways.delivery.queue import message_submit_enqueue
 from gateways.delivery.rows import HeldRow, chunks, quota_totals
 from gateways.failover import fail_over_eligible
 from gateways.models import Gateway, MessageState, OutboundMessage, QuotaReservation, ReservationState
-from gateways.quotas import quota_consume
+from gateways.quotas import quota_consume_many
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
@@ -35,9 +35,7 @@ def _unknown_charge(actor: Actor, rows: Iterable[tuple[int, str, int, Decimal]])
             "reference", flat=True
         )
     )
-    for reference in sorted(held):
-        segments, amount = totals[reference]
-        quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
+    quota_consume_many(actor=actor, totals={reference: totals[reference] for reference in held})
 
 
 def messages_reconcile(*, actor: Actor, older_than: timedelta = SUBMITTING_TIMEOUT) -> int:
