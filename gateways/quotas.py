@@ -352,6 +352,28 @@ def _reservations_write(reservations: list[QuotaReservation]) -> None:
     )
 
 
+def quota_refund(*, actor: Actor, segments: int, amount: Decimal, reason: str) -> Account:
+    """Give back what was charged for messages the gateway does not bill after all (expired
+    without a receipt, on a gateway whose rule is 'refunded'): balance and used segments."""
+    if segments < 0 or amount < 0:
+        raise ApplicationError(ErrorCode.INVALID_ARGUMENT, "A refund cannot be negative.", field="amount")
+    account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    before = {"balance": str(account.balance), "segments_used": account.segments_used}
+    account.balance = account.balance + amount
+    account.segments_used = max(0, account.segments_used - segments)
+    account.save(update_fields=["balance", "segments_used", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="quota.refund",
+        object_type="account",
+        object_id=account.pk,
+        before=before,
+        after={"balance": str(account.balance), "segments_used": account.segments_used, "segments": segments},
+        reason=reason,
+    )
+    return account
+
+
 def quota_settle(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
     """Charge what was submitted and release the rest of the hold."""
     reservation = quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)

@@ -232,3 +232,69 @@ def test_throttling_has_an_age_ceiling_too(smsc: Any) -> None:
     assert (stuck.state, stuck.error_code, stuck.attempts) == (MessageState.QUEUED, "smpp_0x58", 1)
     refusals = len([r for r in smsc.submitted() if r["destination"] == "85259006124"])
     assert 2 <= refusals < 1000
+
+
+# --- receipts that never come ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("billing", ["charged", "refunded"])
+def test_a_message_whose_receipt_never_comes_expires_after_the_validity_period(smsc: Any, billing: str) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateways.delivery.reconcile import messages_expire
+    from gateways.quotas import account_instance
+    from gateways.tasks import reconcile_messages
+    from smsplatform.kernel.actor import Actor
+
+    gateway = smpp_gateway(smsc)
+    gateway.settings = {**gateway.settings, "validity_seconds": 600, "expired_billing": billing}
+    gateway.save()
+    silent = queue("+85259003123")  # accepted, no receipt ever
+    answered = queue("+85291234001")
+    run_worker(gateway)
+    assert state(silent) == MessageState.SUBMITTED and state(answered) == MessageState.DELIVERED
+    charged = account_instance()
+    # Not yet: within the validity period nothing changes, not even through the beat task.
+    reconcile_messages()
+    assert state(silent) == MessageState.SUBMITTED
+    later = timezone.now() + timedelta(seconds=601)
+    assert messages_expire(actor=Actor.system("test"), now=later) == 1
+    silent.refresh_from_db()
+    assert (silent.state, silent.error_code) == (MessageState.EXPIRED, "receipt_timeout")
+    assert "600 s" in silent.error_reason and silent.final_at == later
+    assert set(silent.parts.values_list("state", flat=True)) == {MessageState.EXPIRED}
+    assert state(answered) == MessageState.DELIVERED
+    account = account_instance()
+    if billing == "charged":
+        assert (account.balance, account.segments_used) == (charged.balance, charged.segments_used)
+    else:
+        assert account.balance == charged.balance + silent.cost
+        assert account.segments_used == charged.segments_used - silent.segments
+        assert AuditLog.objects.filter(action="quota.refund").count() == 1
+    assert AuditLog.objects.filter(action="messages.expired").count() == 1
+    # Final: never expired twice, never resent, a late receipt changes nothing.
+    assert messages_expire(actor=Actor.system("test"), now=later + timedelta(hours=1)) == 0
+    run_worker(gateway, idle=0.3)
+    assert len([r for r in smsc.submitted() if r["destination"] == "85259003123"]) == 1
+    assert state(silent) == MessageState.EXPIRED
+
+
+def test_validity_zero_disables_expiry_and_bad_settings_fall_back(smsc: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from gateways.delivery.reconcile import RECEIPT_VALIDITY_SECONDS, gateway_validity, messages_expire
+    from smsplatform.kernel.actor import Actor
+
+    gateway = smpp_gateway(smsc)
+    gateway.settings = {**gateway.settings, "validity_seconds": 0}
+    gateway.save()
+    silent = queue("+85259003124")
+    run_worker(gateway)
+    assert messages_expire(actor=Actor.system("test"), now=timezone.now() + timedelta(days=30)) == 0
+    assert state(silent) == MessageState.SUBMITTED
+    gateway.settings = {"validity_seconds": "soon", "expired_billing": "maybe"}
+    assert gateway_validity(gateway) == (RECEIPT_VALIDITY_SECONDS, "charged")
