@@ -243,47 +243,86 @@ def quota_consume_many(*, actor: Actor, totals: Mapping[str, tuple[int, Decimal]
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         return len(totals)
     account = Account.objects.select_for_update().get(pk=account_instance().pk)
-    reservations = _reservations_lock(sorted(totals))
-    found = {r.reference for r in reservations}
-    missing = sorted(set(totals) - found)
+    references = sorted(totals)
+    states = _reservation_states_lock(references)
+    missing = [ref for ref in references if ref not in states]
     if missing:
         raise ApplicationError(
             ErrorCode.INVALID_ARGUMENT, f"Reservation {missing[0]} does not exist.", field="reference"
         )
-    not_held = [r for r in reservations if r.state != ReservationState.HELD]
+    not_held = [ref for ref in references if states[ref] != ReservationState.HELD]
     if not_held:
         raise ApplicationError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"Reservation {not_held[0].reference} is {not_held[0].state}.",
-            field="reference",
+            ErrorCode.INVALID_ARGUMENT, f"Reservation {not_held[0]} is {states[not_held[0]]}.", field="reference"
         )
-    total_segments, total_amount = 0, Decimal(0)
-    for reservation in reservations:
-        segments, amount = totals[reservation.reference]
-        reservation.settled_segments += segments
-        reservation.settled_amount += amount
-        _close_if_done(reservation)
-        total_segments += segments
-        total_amount += amount
-    _reservations_write(reservations)
+    total_segments = sum(segments for segments, _amount in totals.values())
+    total_amount = sum((amount for _segments, amount in totals.values()), Decimal(0))
+    if connection.vendor == "postgresql":
+        closed = _consume_postgresql(references, totals)
+    else:
+        reservations = _reservations_lock(references)
+        for reservation in reservations:
+            segments, amount = totals[reservation.reference]
+            reservation.settled_segments += segments
+            reservation.settled_amount += amount
+            _close_if_done(reservation)
+        _reservations_write(reservations)
+        closed = sum(1 for r in reservations if r.state != ReservationState.HELD)
     account.balance = account.balance - total_amount
     account.segments_used = account.segments_used + total_segments
     account.save(update_fields=["balance", "segments_used", "updated_at"])
-    closed = sum(1 for r in reservations if r.state != ReservationState.HELD)
     audit_record(
         actor=actor,
         action="quota.consume",
         object_type="quota_reservation",
         object_id="",
         after={
-            "reservations": len(reservations),
+            "reservations": len(references),
             "segments": total_segments,
             "amount": str(total_amount),
             "closed": closed,
             "references": sorted(totals)[:1000],
         },
     )
-    return len(reservations)
+    return len(references)
+
+
+def _reservation_states_lock(references: list[str]) -> dict[str, str]:
+    """reference -> state of these reservations, locked in primary-key order (no model instances)."""
+    rows = (
+        QuotaReservation.objects.select_for_update()
+        .filter(reference__in=references)
+        .order_by("pk")
+        .values_list("reference", "state")
+    )
+    return dict(rows)
+
+
+def _consume_postgresql(references: list[str], totals: Mapping[str, tuple[int, Decimal]]) -> int:
+    """The charge of locked, held reservations in one statement; _close_if_done's rule in SQL.
+    Returns how many closed."""
+    table = QuotaReservation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS r SET settled_segments = r.settled_segments + v.s, "  # noqa: S608
+            "settled_amount = r.settled_amount + v.a, "
+            "state = CASE WHEN r.settled_segments + v.s >= r.segments AND r.settled_amount + v.a >= r.amount "
+            "THEN (CASE WHEN r.settled_segments + v.s > 0 THEN %s ELSE %s END) ELSE r.state END, "
+            "closed_at = CASE WHEN r.settled_segments + v.s >= r.segments AND r.settled_amount + v.a >= r.amount "
+            "THEN %s ELSE r.closed_at END "
+            "FROM unnest(%s::varchar[], %s::integer[], %s::numeric[]) AS v(ref, s, a) "
+            "WHERE r.reference = v.ref AND r.state = %s RETURNING r.state",
+            [
+                ReservationState.SETTLED.value,
+                ReservationState.RELEASED.value,
+                timezone.now(),
+                references,
+                [totals[ref][0] for ref in references],
+                [totals[ref][1] for ref in references],
+                ReservationState.HELD.value,
+            ],
+        )
+        return sum(1 for (state,) in cursor.fetchall() if state != ReservationState.HELD)
 
 
 def quota_unhold_many(*, actor: Actor, totals: Mapping[str, tuple[int, Decimal]]) -> int:
