@@ -298,3 +298,19 @@ def test_validity_zero_disables_expiry_and_bad_settings_fall_back(smsc: Any) -> 
     assert state(silent) == MessageState.SUBMITTED
     gateway.settings = {"validity_seconds": "soon", "expired_billing": "maybe"}
     assert gateway_validity(gateway) == (RECEIPT_VALIDITY_SECONDS, "charged")
+
+
+def test_receipts_for_parts_in_reverse_order_and_a_failed_part(smsc_factory: Any) -> None:
+    """The last part's receipt first, the first part's last: a message is delivered only once
+    every part is; one undelivered part fails it whatever the order."""
+    server = smsc_factory(receipt_parts_reversed=0.2)  # apart enough to land in different flushes
+    gateway = smpp_gateway(server)
+    chinese = queue("+85291234002", CHINESE_200)
+    undelivered = queue("+85259002125", "x" * 300)  # UNDELIV receipts for every part
+    run_worker(gateway, idle=1.0)
+    assert state(chinese) == MessageState.DELIVERED
+    assert state(undelivered) == MessageState.FAILED
+    receipts = list(DeliveryReceipt.objects.order_by("received_at", "pk").values_list("provider_message_id", flat=True))
+    parts = list(chinese.parts.order_by("part_number").values_list("provider_message_id", flat=True))
+    order = [pid for pid in receipts if pid in parts]
+    assert order == parts[::-1]  # they did come last part first

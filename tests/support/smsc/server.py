@@ -122,6 +122,9 @@ class SmscConfig:
     # short_message as submitted, in its own data coding and UDH included (so UCS-2 Latin text,
     # every multi-part message and a GSM '@' put NUL bytes in it). "safe": printable ASCII only.
     receipt_text: str = "raw"
+    # Receipts of a concatenated message's parts in reverse order (the last part's first), each
+    # part this many seconds after the next one: real SMSCs deliver parts' receipts in any order.
+    receipt_parts_reversed: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = (float(x) for x in self.receipt_delay)
@@ -699,6 +702,8 @@ class SmscServer:
             session.out.append(P.submit_sm_resp(status, sequence, message_id))
             low, high = self.config.receipt_delay
             delay = low if high <= low else self.rng.uniform(low, high)
+            if concat is not None and self.config.receipt_parts_reversed:
+                delay += (concat.total - concat.part) * self.config.receipt_parts_reversed
             if delay <= 0:
                 self._dispatch(self._receipt_delivery(job), session, None)
             else:
