@@ -4,6 +4,7 @@ receipts that never come. Run on PostgreSQL too: it is the database that refuses
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from gateways.smpp import wire
 from gateways.smpp import worker as worker_module
 from gateways.smpp.worker import receipt_from
 from smsplatform.models import AuditLog
+from tests.conftest import postgres_only
 from tests.gateways.test_smpp_worker import CHINESE_200, queue, run_worker, smpp_gateway, state
 from tests.smsc.fixtures import smsc, smsc_factory
 from tests.support.smsc import pdu as P
@@ -314,3 +316,28 @@ def test_receipts_for_parts_in_reverse_order_and_a_failed_part(smsc_factory: Any
     parts = list(chinese.parts.order_by("part_number").values_list("provider_message_id", flat=True))
     order = [pid for pid in receipts if pid in parts]
     assert order == parts[::-1]  # they did come last part first
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_issue_run_on_postgresql_with_the_flush_thread(smsc_factory: Any) -> None:
+    """Issue 15's run in small: UCS-2 Latin, multi-part and '@' messages among plain ones, receipts
+    partly before their answers, on PostgreSQL with the flush thread (its own connection, its own
+    transactions): every message delivered, none 'unknown' or 'submitting', nothing quarantined,
+    each sent once."""
+    from gateways.models import Gateway
+    from gateways.smpp.worker import BindWorker
+    from tests.smsc.fixtures import PASSWORD
+    from tests.support.smsc.server import find_duplicates, read_log
+
+    server = smsc_factory(receipt_before_resp_ratio=0.3)
+    gateway = smpp_gateway(server, window=20)
+    bodies = ["Hello 你好 order 42", "@home: your parcel", "y" * 200, CHINESE_200, "plain GSM text"]
+    messages = [queue(f"+852912380{i:02d}", bodies[i % len(bodies)]) for i in range(60)]
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05)
+    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
+    assert worker.flusher is None and stats.flushes >= 1  # the flush thread ran and was stopped
+    assert {state(m) for m in messages} == {MessageState.DELIVERED}
+    assert stats.quarantined == 0 and stats.unknown_messages == 0
+    assert not DeliveryReceipt.objects.filter(applied_at__isnull=True).exists()
+    assert not find_duplicates(read_log(server.log_path))
