@@ -948,20 +948,14 @@ class BindWorker:
                 if not _connection_trouble(exc):
                     # The data, not the link to the database: write what can be written and
                     # quarantine the rest, so one bad row never loses its neighbours' results.
-                    self._write_salvaging(completed, receipts, inbound, exc)
+                    self._write_salvaging(completed, receipts, inbound, acks, exc)
                     break
                 # Connection lost, ...: nothing of this flush was committed; try again on a fresh
                 # connection. Messages whose answer is never recorded stay 'submitting' and are
                 # reconciled to 'unknown' -- never resent.
                 logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
                 if attempt == 2:
-                    # Kept for the next flush rather than dropped: these answers say what was
-                    # accepted, and the SMSC waits for the deliver_sm_resp of these receipts.
-                    with self.lock:
-                        self.completed[:0] = completed
-                        self.receipts[:0] = receipts
-                        self.inbound[:0] = inbound
-                        self.acks_held[:0] = acks
+                    self._keep_for_next_flush(completed, receipts, inbound, acks)
                     raise
                 time.sleep(0.2 * (attempt + 1))
         with self.lock:
@@ -970,8 +964,28 @@ class BindWorker:
         self._settled(completed)
         self.stats.flushes += 1
 
+    def _keep_for_next_flush(
+        self,
+        completed: list[Job],
+        receipts: list[ReceiptEvent],
+        inbound: list[InboundEvent],
+        acks: list[tuple[int, int]],
+    ) -> None:
+        # Kept for the next flush rather than dropped: these answers say what was accepted, and
+        # the SMSC waits for the deliver_sm_resp of these receipts.
+        with self.lock:
+            self.completed[:0] = completed
+            self.receipts[:0] = receipts
+            self.inbound[:0] = inbound
+            self.acks_held[:0] = acks
+
     def _write_salvaging(
-        self, completed: list[Job], receipts: list[ReceiptEvent], inbound: list[InboundEvent], error: Exception
+        self,
+        completed: list[Job],
+        receipts: list[ReceiptEvent],
+        inbound: list[InboundEvent],
+        acks: list[tuple[int, int]],
+        error: Exception,
     ) -> None:
         """The flush's write was refused for its data: write it again in halves (and halves of
         those) until each row that can be written is, and each that cannot is quarantined alone
@@ -989,7 +1003,7 @@ class BindWorker:
             (QuarantineKind.RECEIPT, list(receipts), lambda chunk: self._write([], chunk, [])),
             (QuarantineKind.INBOUND, list(inbound), lambda chunk: self._write([], [], chunk)),
         ]
-        for kind, items, write in groups:
+        for number, (kind, items, write) in enumerate(groups):
             stack = [items]
             while stack:
                 chunk = stack.pop()
@@ -1000,6 +1014,14 @@ class BindWorker:
                         write(chunk)
                 except DB_ERRORS as exc:
                     if _connection_trouble(exc):
+                        # The connection went mid-way: what is committed stays (writing it again
+                        # would record it twice); what is not waits for the next flush.
+                        left = [chunk, *stack]
+                        rest: list[list[Any]] = [[], [], []]
+                        rest[number] = [item for part in left for item in part]
+                        for later in range(number + 1, 3):
+                            rest[later] = list(groups[later][1])
+                        self._keep_for_next_flush(rest[0], rest[1], rest[2], acks)
                         raise
                     if len(chunk) > 1:
                         middle = len(chunk) // 2

@@ -341,3 +341,44 @@ def test_the_issue_run_on_postgresql_with_the_flush_thread(smsc_factory: Any) ->
     assert stats.quarantined == 0 and stats.unknown_messages == 0
     assert not DeliveryReceipt.objects.filter(applied_at__isnull=True).exists()
     assert not find_duplicates(read_log(server.log_path))
+
+
+def test_a_connection_lost_while_salvaging_keeps_the_unwritten_rest_for_the_next_flush(
+    smsc: Any, monkeypatch: Any
+) -> None:
+    """The flush is refused for its data, then the connection goes while it is written in halves:
+    the halves already committed are not written twice, the rest waits for the next flush."""
+    from gateways.models import Gateway
+    from gateways.smpp.worker import BindWorker
+    from tests.smsc.fixtures import PASSWORD
+
+    gateway = smpp_gateway(smsc)
+    messages = [queue(f"+8529123300{i}") for i in range(4)]
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, journal=False)
+    assert worker._claim() == 4
+    jobs = sorted({id(job): job for job, _index in worker.ready}.values(), key=lambda job: job.message.pk)
+    for number, job in enumerate(jobs):
+        job.provider_ids, job.answered, job.done = [f"pid-{number}"], 1, True
+    worker.completed = list(jobs)
+    real_record = worker_module.outcomes_record
+    calls: list[int] = []
+
+    def flaky(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["messages"]))
+        if len(calls) <= 2:  # the flush, then its answers alone
+            raise psycopg.errors.DataError("refused for its data")
+        if len(calls) == 4:  # the second half: the connection goes
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return real_record(**kwargs)
+
+    monkeypatch.setattr(worker_module, "outcomes_record", flaky)
+    with pytest.raises(psycopg.OperationalError):
+        worker.flush()
+    # all, the answers alone, their first half (written), their second half (connection lost)
+    assert calls == [4, 4, 2, 2]
+    assert [state(m) for m in messages] == [MessageState.SUBMITTED] * 2 + [MessageState.SUBMITTING] * 2
+    assert worker.completed == jobs[2:]  # only what was not written
+    worker.flush()
+    assert [state(m) for m in messages] == [MessageState.SUBMITTED] * 4
+    assert not DeliveryQuarantine.objects.exists()
+    assert sum(m.parts.count() for m in messages) == 4  # nothing recorded twice
