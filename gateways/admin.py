@@ -20,6 +20,7 @@ from gateways.config_form import error_field, section_changes, settings_fields, 
 from gateways.delivery.queue import gateway_test_sms
 from gateways.models import (
     Account,
+    DeliveryQuarantine,
     DeliveryReceipt,
     Gateway,
     GatewayRate,
@@ -279,6 +280,15 @@ class OutboundMessageAdmin(ReadOnlyAdmin):
 class DeliveryReceiptAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "gateway", "provider_message_id", "status", "provider_status", "applied_at"]
     list_filter = ["status", "gateway"]
+
+
+@admin.register(DeliveryQuarantine)
+class DeliveryQuarantineAdmin(ReadOnlyAdmin):
+    """Receipts, answers and MOs the database refused, with its reason (see gateways.delivery.quarantine)."""
+
+    list_display = ["created_at", "gateway", "kind", "provider_message_id", "message_id", "reason"]
+    list_filter = ["kind", "gateway"]
+    search_fields = ["provider_message_id"]
 
 
 @admin.register(InboundMessage)

@@ -375,6 +375,32 @@ class DeliveryReceipt(models.Model):
         return f"{self.gateway_id}:{self.provider_message_id} {self.status}"
 
 
+class QuarantineKind(models.TextChoices):
+    ANSWER = "answer", "Submit answer"
+    RECEIPT = "receipt", "Delivery receipt"
+    INBOUND = "inbound", "Inbound message"
+
+
+class DeliveryQuarantine(models.Model):
+    """What a gateway sent us that could not be written (a receipt, a submit answer, an MO), kept
+    with the database's reason so an operator can see and replay it: a bad row never takes its
+    neighbours' writes down with it (gateways.delivery.quarantine)."""
+
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=QuarantineKind.choices)
+    message_id = models.BigIntegerField(null=True, blank=True, help_text="The outbound message, for answers")
+    provider_message_id = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(default=dict, help_text="What came in, every string escaped to be storable")
+    reason = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "delivery quarantine"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.provider_message_id or self.message_id} ({self.gateway_id})"
+
+
 class InboundMessage(models.Model):
     """A mobile-originated SMS (replies such as STOP), handed to the keyword handler (contacts/keywords.py)."""
 

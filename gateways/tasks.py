@@ -8,7 +8,7 @@ from gateways.adapters.base import ReceiptEvent
 from gateways.adapters.simulator import simulated_receipt
 from gateways.delivery.queue import messages_submit
 from gateways.delivery.receipts import receipts_apply_pending, receipts_ingest
-from gateways.delivery.reconcile import messages_reconcile
+from gateways.delivery.reconcile import messages_expire, messages_reconcile
 from gateways.models import Gateway, MessagePart, MessageState
 from gateways.smpp.journal import journals_recover
 from smsplatform.kernel.actor import Actor
@@ -27,7 +27,10 @@ def reconcile_messages() -> int:
     # A dead bind worker's journal (on this host) says which of its messages never left: those
     # go back to the queue instead of becoming 'unknown' below.
     journals_recover()
-    return messages_reconcile(actor=Actor.system("gateways.reconcile_messages"))
+    actor = Actor.system("gateways.reconcile_messages")
+    # Receipts that never came: 'expired' after the gateway's validity period (never resent).
+    messages_expire(actor=actor)
+    return messages_reconcile(actor=actor)
 
 
 @shared_task(name="gateways.retry_due_messages")

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from gateways.delivery.rows import HeldRow, chunks, pg_cursor, quota_totals
 from gateways.models import MessagePurpose, MessageState, OutboundMessage, QuotaReservation
-from gateways.quotas import quota_unhold
+from gateways.quotas import quota_unhold_many
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
@@ -342,9 +342,7 @@ def _suppressed_release(
     """Give back the quota held for suppressed messages: one movement per reservation."""
     totals = quota_totals(suppressed)
     existing = set(QuotaReservation.objects.filter(reference__in=list(totals)).values_list("reference", flat=True))
-    for reference in sorted(existing):
-        segments, amount = totals[reference]
-        quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
+    quota_unhold_many(actor=actor, totals={reference: totals[reference] for reference in existing})
     audit_record(
         actor=actor,
         action="messages.suppressed",

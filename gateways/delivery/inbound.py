@@ -22,10 +22,30 @@ def register_inbound_handler(handler: InboundHandler) -> InboundHandler:
     return handler
 
 
+def _storable(text: str) -> str:
+    """An MO's text as PostgreSQL stores it: a NUL (UCS-2 U+0000, a latin-1 0x00 octet) or an
+    undecodable surrogate becomes U+FFFD, the rest (line breaks included) is kept."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
+
+
 def inbound_receive(*, gateway: Gateway, events: Iterable[InboundEvent]) -> list[InboundMessage]:
-    """Store mobile-originated SMS (idempotent per provider id) and hand each to the handlers."""
+    """Store mobile-originated SMS (idempotent per provider id) and hand each to the handlers.
+    Their text comes from outside: NULs and undecodable characters are replaced, never refused."""
     stored: list[InboundMessage] = []
     for event in events:
+        event = InboundEvent(
+            source=_storable(event.source),
+            destination=_storable(event.destination),
+            body=_storable(event.body),
+            provider_message_id=_storable(event.provider_message_id),
+            raw=event.raw,
+        )
         with transaction.atomic():
             if event.provider_message_id:
                 message, created = InboundMessage.objects.get_or_create(

@@ -22,7 +22,7 @@ from gateways.delivery.receipts import (
 from gateways.delivery.rows import QuotaHolder, pg_cursor, quota_totals
 from gateways.failover import FAIL_OVER_CODES, fallback_usable, messages_fail_over_eligible
 from gateways.models import FINAL_MESSAGE_STATES, Gateway, MessagePart, MessageState, OutboundMessage, QuotaReservation
-from gateways.quotas import quota_consume, quota_hold_adjust, quota_unhold
+from gateways.quotas import quota_consume_many, quota_hold_adjust, quota_unhold_many
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
@@ -140,11 +140,10 @@ def outcomes_record(
         for reference, (segments, amount) in adjust.items():
             if QuotaReservation.objects.filter(reference=reference).exists():
                 quota_hold_adjust(actor=actor, reference=reference, segments=segments, amount=amount)
-        # One quota movement per reservation per flush, not per message.
-        for reference, (segments, amount) in quota_totals(charged).items():
-            quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
-        for reference, (segments, amount) in quota_totals(refused).items():
-            quota_unhold(actor=actor, reference=reference, segments=segments, amount=amount)
+        # One quota movement per flush, not per message nor per reservation: one-by-one messages
+        # each have a hold of their own (gateways.quotas.quota_consume_many).
+        quota_consume_many(actor=actor, totals=quota_totals(charged))
+        quota_unhold_many(actor=actor, totals=quota_totals(refused))
     return counts
 
 

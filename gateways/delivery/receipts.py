@@ -22,6 +22,43 @@ _MESSAGES = OutboundMessage._meta.db_table
 _PARTS = MessagePart._meta.db_table
 _RECEIPTS = DeliveryReceipt._meta.db_table
 
+# Receipts are bytes from outside: a real SMSC copies the message's first octets into the text
+# form, in the message's own coding, so NUL bytes (UCS-2 Latin letters, a UDH, GSM '@') and
+# octets that are not UTF-8 come with them. PostgreSQL refuses NUL in text and jsonb, so every
+# string of a receipt is stored with its control characters written out as escapes.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]}
+
+
+def receipt_bytes_text(data: bytes) -> str:
+    """Untrusted receipt octets as printable ASCII: anything else is written as ``\\xNN``."""
+    return data.decode("ascii", "backslashreplace").translate(_CONTROL_ESCAPES)
+
+
+def receipt_text_safe(value: str) -> str:
+    """A receipt string as storable text: control characters (NUL included) escaped, lone
+    surrogates (undecodable input) written as escapes."""
+    if value.isprintable() and value.isascii():
+        return value  # the common case, at no cost
+    value = value.translate(_CONTROL_ESCAPES)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def receipt_raw_safe(raw: Any) -> Any:
+    """``raw`` with every string in it (keys included) made storable (see receipt_text_safe)."""
+    if isinstance(raw, str):
+        return receipt_text_safe(raw)
+    if isinstance(raw, dict):
+        return {receipt_text_safe(str(k)): receipt_raw_safe(v) for k, v in raw.items()}
+    if isinstance(raw, list | tuple):
+        return [receipt_raw_safe(v) for v in raw]
+    if isinstance(raw, bytes | bytearray):
+        return receipt_bytes_text(bytes(raw))
+    return raw
+
 
 def receipts_ingest(*, gateway: Gateway, events: Iterable[ReceiptEvent]) -> dict[str, int]:
     """Store every receipt (duplicates and early ones included) and apply those whose part is known.
@@ -161,8 +198,8 @@ def _parts_update(changed: dict[int, tuple[str, str, int]], now: Any) -> None:
 
 def _raw_json(raw: dict[str, Any]) -> str:
     if len(raw) == 1 and type(raw.get("text")) is str:  # the SMPP worker's receipts: skip the generic encoder
-        return '{"text": ' + _encode_json_string(raw["text"]) + "}"
-    return json.dumps(raw)
+        return '{"text": ' + _encode_json_string(receipt_text_safe(raw["text"])) + "}"
+    return json.dumps(receipt_raw_safe(raw))
 
 
 def receipts_insert(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now: Any) -> None:
@@ -181,10 +218,10 @@ def receipts_insert(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now:
                 write(
                     (
                         gateway_id,
-                        event.provider_message_id,
+                        receipt_text_safe(event.provider_message_id),
                         str(event.status),
-                        event.provider_status[:40],
-                        event.error_code[:32],
+                        receipt_text_safe(event.provider_status)[:40],
+                        receipt_text_safe(event.error_code)[:32],
                         event.occurred_at.isoformat() if event.occurred_at else stamp,
                         stamp,
                         stamp if applied_at is not None else None,
@@ -196,14 +233,14 @@ def receipts_insert(gateway: Gateway, rows: list[tuple[ReceiptEvent, Any]], now:
         [
             DeliveryReceipt(
                 gateway=gateway,
-                provider_message_id=event.provider_message_id,
+                provider_message_id=receipt_text_safe(event.provider_message_id),
                 status=event.status,
-                provider_status=event.provider_status[:40],
-                error_code=event.error_code[:32],
+                provider_status=receipt_text_safe(event.provider_status)[:40],
+                error_code=receipt_text_safe(event.error_code)[:32],
                 occurred_at=event.occurred_at or now,
                 received_at=now,
                 applied_at=applied_at,
-                raw=event.raw,
+                raw=receipt_raw_safe(event.raw),
             )
             for event, applied_at in rows
         ],

@@ -4,7 +4,7 @@ never written to a gateway, or moved to the gateway's fallback."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
@@ -15,12 +15,19 @@ from django.utils import timezone
 from gateways.delivery.queue import message_submit_enqueue
 from gateways.delivery.rows import HeldRow, chunks, quota_totals
 from gateways.failover import fail_over_eligible
-from gateways.models import Gateway, MessageState, OutboundMessage, QuotaReservation, ReservationState
-from gateways.quotas import quota_consume
+from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage, QuotaReservation, ReservationState
+from gateways.quotas import quota_consume_many, quota_refund
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
 SUBMITTING_TIMEOUT = timedelta(minutes=5)
+# How long a submitted message waits for its receipt before it is 'expired' (per gateway:
+# settings["validity_seconds"]; Jasmin's dlr_expiry defaults to a day, Twilio's validity period
+# is 1..36,000 s). settings["expired_billing"]: "charged" (the default: the SMSC accepted the
+# message and bills it) or "refunded" (the gateway does not bill what it never confirmed).
+RECEIPT_VALIDITY_SECONDS = 86_400
+EXPIRED_BILLING = ("charged", "refunded")
+EXPIRE_CHUNK = 5_000
 
 
 def _unknown_charge(actor: Actor, rows: Iterable[tuple[int, str, int, Decimal]]) -> None:
@@ -35,9 +42,7 @@ def _unknown_charge(actor: Actor, rows: Iterable[tuple[int, str, int, Decimal]])
             "reference", flat=True
         )
     )
-    for reference in sorted(held):
-        segments, amount = totals[reference]
-        quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
+    quota_consume_many(actor=actor, totals={reference: totals[reference] for reference in held})
 
 
 def messages_reconcile(*, actor: Actor, older_than: timedelta = SUBMITTING_TIMEOUT) -> int:
@@ -148,3 +153,63 @@ def messages_fail_over(
             fallback_id, ids = fallback.pk, list(moved)
             transaction.on_commit(lambda: message_submit_enqueue(fallback_id, ids))
     return moved
+
+
+def gateway_validity(gateway: Gateway) -> tuple[int, str]:
+    """(validity seconds, billing rule) of a gateway's settings, defaults applied; 0 disables."""
+    cfg = gateway.settings or {}
+    try:
+        seconds = int(cfg.get("validity_seconds", RECEIPT_VALIDITY_SECONDS))
+    except (TypeError, ValueError):
+        seconds = RECEIPT_VALIDITY_SECONDS
+    billing = str(cfg.get("expired_billing", "charged"))
+    return max(0, seconds), billing if billing in EXPIRED_BILLING else "charged"
+
+
+def messages_expire(*, actor: Actor, now: datetime | None = None) -> int:
+    """Submitted messages whose receipt never came within their gateway's validity period become
+    'expired' (final: never resent, counted as expired wherever states are counted); their parts
+    still waiting too. Billed per the gateway's rule: charged (nothing to do: the charge was taken
+    when the SMSC accepted them) or refunded. Returns how many expired."""
+    now = now or timezone.now()
+    total = 0
+    for gateway in Gateway.objects.order_by("pk"):
+        seconds, billing = gateway_validity(gateway)
+        if not seconds:
+            continue
+        cutoff = now - timedelta(seconds=seconds)
+        while True:
+            with transaction.atomic():
+                # Locked in id order, skipping rows a receipt is being applied to right now.
+                rows = list(
+                    OutboundMessage.objects.select_for_update(skip_locked=True, of=("self",))
+                    .filter(gateway=gateway, state=MessageState.SUBMITTED, submitted_at__lt=cutoff)
+                    .order_by("pk")
+                    .values_list("pk", "segments", "cost")[:EXPIRE_CHUNK]
+                )
+                if not rows:
+                    break
+                ids = [r[0] for r in rows]
+                reason = f"No delivery receipt within the gateway's validity period ({seconds} s)."
+                OutboundMessage.objects.filter(pk__in=ids, state=MessageState.SUBMITTED).update(
+                    state=MessageState.EXPIRED, final_at=now, error_code="receipt_timeout", error_reason=reason
+                )
+                MessagePart.objects.filter(message_id__in=ids, state=MessageState.SUBMITTED).update(
+                    state=MessageState.EXPIRED, error_code="receipt_timeout"
+                )
+                segments = sum(r[1] for r in rows)
+                amount = sum((r[2] for r in rows), Decimal(0))
+                if billing == "refunded":
+                    quota_refund(actor=actor, segments=segments, amount=amount, reason=reason)
+                audit_record(
+                    actor=actor,
+                    action="messages.expired",
+                    object_type="gateway",
+                    object_id=str(gateway.pk),
+                    after={"ids": ids[:1000], "count": len(ids), "billing": billing, "validity_seconds": seconds},
+                    reason=reason,
+                )
+                total += len(ids)
+            if len(rows) < EXPIRE_CHUNK:
+                break
+    return total

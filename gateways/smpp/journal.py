@@ -11,7 +11,10 @@ The journal tells them apart. Inside the claim's transaction, before it commits,
 are appended (record ``C``); before a submit_sm goes into the socket, its message's id is
 appended (record ``W``); once a message is no longer the worker's (its outcome committed,
 requeued, failed over, withdrawn, its claim rolled back) its id is appended as released (record
-``R``), so recovery never touches a message another worker may have claimed since. Appends
+``R``), so recovery never touches a message another worker may have claimed since. A message
+whose every written part is known not to have reached the SMSC (refused with ESME_RTHROTTLED,
+or its bytes still in the worker's buffer when the link went) is appended as unwritten again
+(record ``U``): a kill after that requeues it rather than making it 'unknown'. Appends
 are plain ``write(2)`` calls on files opened ``O_APPEND``: they
 survive the process being killed (the page cache belongs to the kernel) but not the machine
 crashing, so a journal names the boot it was written in, and one from another boot is not
@@ -55,7 +58,7 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 MAGIC = b"SMSJ1"
-CLAIMED, WRITTEN, RELEASED = b"C", b"W", b"R"
+CLAIMED, WRITTEN, RELEASED, UNWRITTEN = b"C", b"W", b"R", b"U"
 SEGMENT_BYTES = 8 * 1024 * 1024
 _RECORD_HEAD = struct.Struct("<cI")
 _SEGMENT = re.compile(r"^(?P<owner>.+)\.(?P<n>\d+)\.jnl$")
@@ -141,6 +144,13 @@ class Journal:
             with self._lock:
                 self._append(WRITTEN, ids)
 
+    def unwritten(self, ids: Sequence[int]) -> None:
+        """Record messages none of whose parts can have reached the SMSC after all (every part
+        written so far was refused, or never left this process's buffer)."""
+        if ids:
+            with self._lock:
+                self._append(UNWRITTEN, ids)
+
     def settled(self, messages: Iterable[tuple[int, int]]) -> None:
         """Messages no longer this worker's (their outcome committed, requeued, failed over, made
         'unknown', or a claim rolled back): (message id, segment of its claim) each. They are
@@ -207,7 +217,7 @@ def journal_read(paths: Sequence[Path], current_boot: str) -> JournalContents:
             kind, count = _RECORD_HEAD.unpack_from(data, pos)
             pos += _RECORD_HEAD.size
             end = pos + 8 * count
-            if kind not in (CLAIMED, WRITTEN, RELEASED) or end > len(data):
+            if kind not in (CLAIMED, WRITTEN, RELEASED, UNWRITTEN) or end > len(data):
                 return JournalContents(trusted=False, problem=f"{path.name}: bad record at {pos}")
             ids = struct.unpack_from(f"<{count}q", data, pos)
             if kind == CLAIMED:
@@ -215,6 +225,8 @@ def journal_read(paths: Sequence[Path], current_boot: str) -> JournalContents:
                 written.difference_update(ids)
             elif kind == WRITTEN:
                 written.update(i for i in ids if i in held)
+            elif kind == UNWRITTEN:
+                written.difference_update(ids)
             else:
                 held.difference_update(ids)
                 written.difference_update(ids)

@@ -44,10 +44,11 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from compliance.optouts import opt_out_last_id, opt_outs_active_after
@@ -60,9 +61,11 @@ from gateways.delivery.claim import (
 )
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
+from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
+from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
-from gateways.models import BindState, Gateway, MessageState
+from gateways.models import BindState, Gateway, MessageState, QuarantineKind
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.constants import (
@@ -91,7 +94,14 @@ from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
 
+# What a write can raise: Django's wrapped errors, and psycopg's own from the COPY and array
+# statements that use the driver's cursor directly.
+DB_ERRORS = (DatabaseError, psycopg.Error)
+
 RETRYABLE = {ESME_RTHROTTLED, ESME_RMSGQFUL}  # written again by the link after backing off
+THROTTLE_MAX_RETRIES = 10  # per message and bind (settings["throttle_max_retries"])
+THROTTLE_MAX_SECONDS = 60.0  # per message and bind (settings["throttle_max_seconds"])
+THROTTLE_REQUEUE_AFTER = 30.0  # seconds before a message that left the bind throttled is tried again
 # The SMSC's temporary trouble: the message goes back to the queue and is tried again later
 # (an attempt counted, backed off, failed after MAX_ATTEMPTS) -- when none of its parts was taken.
 TEMPORARY = {ESME_RSYSERR: 30.0, ESME_RX_T_APPN: 30.0}  # seconds before the next attempt
@@ -123,7 +133,20 @@ OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are lo
 class Job:
     """One claimed message on its way through the bind: its parts' submit_sm bodies and answers."""
 
-    __slots__ = ("answered", "bodies", "done", "failed", "message", "provider_ids", "segment", "written")
+    __slots__ = (
+        "answered",
+        "bodies",
+        "done",
+        "failed",
+        "message",
+        "provider_ids",
+        "segment",
+        "strike_mark",
+        "strikes",
+        "throttled_since",
+        "throttles",
+        "written",
+    )
 
     def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
         self.message = message
@@ -134,6 +157,10 @@ class Job:
         self.written: set[int] = set()  # parts written and not refused (in flight or accepted)
         self.failed: SendOutcome | None = None
         self.done = False
+        self.throttles = 0  # submits of its parts refused with ESME_RTHROTTLED / ESME_RMSGQFUL on this bind
+        self.strikes = 0  # ... of which the bind accepted other parts in between (it is this destination)
+        self.strike_mark = -1
+        self.throttled_since = 0.0
 
 
 @dataclass
@@ -154,6 +181,7 @@ class WorkerStats:
     claimed_messages: int = 0
     claims: int = 0
     flushes: int = 0
+    quarantined: int = 0
 
 
 class LinkDown(Exception):
@@ -183,6 +211,14 @@ class BindWorker:
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
         self.drain_timeout = drain_timeout
         self.failover_after = float(cfg.get("failover_after", 10))
+        # A message the SMSC keeps throttling leaves the bind after this many refusals that came
+        # right after an acceptance, with others accepted since its previous one (so the
+        # destination, not the bind's rate, is throttled), after
+        # five times as many refusals in all, or after this many seconds: back to the queue,
+        # backed off, the attempt counted (failed once the attempts are spent), so a destination
+        # throttled forever never holds the bind (gateways.delivery.outcomes._retry_later).
+        self.throttle_max_retries = max(1, int(cfg.get("throttle_max_retries", THROTTLE_MAX_RETRIES)))
+        self.throttle_max_seconds = float(cfg.get("throttle_max_seconds", THROTTLE_MAX_SECONDS))
         self.use_journal = journal
         self.journal: Journal | None = None
         self._claim_segment = 0
@@ -203,11 +239,14 @@ class BindWorker:
         self.acks_ready: list[tuple[int, int]] = []  # committed: the link thread answers them
         self._link_generation = 0
         self.link_error: str | None = None
+        self.unsent: set[int] = set()  # sequences whose bytes never left (set by the link thread as it ends)
         # Owned by the link thread while it runs (the main thread touches them only when it is down):
         self.inflight: dict[int, tuple[Job, int]] = {}
         self.open_jobs = 0  # claimed and not completed (main thread)
         self.pause_until = 0.0
         self.backoff = 0.05
+        self._accepted_parts = 0  # parts accepted on any bind so far (throttle strikes, see above)
+        self._last_answer_ok = True
         self._sequence = 1
         self._stopping_link = False
         self._sending = True
@@ -303,79 +342,92 @@ class BindWorker:
         pack_header = wire.pack_header
         stats = self.stats
         generation = self._link_generation
-        while True:
-            now = time.monotonic()
-            if self.acks_ready:
-                with self.lock:
-                    acks, self.acks_ready = self.acks_ready, []
-                for link_generation, seq in acks:
-                    if link_generation == generation:
-                        out += wire.deliver_sm_resp(seq)
-            if self._stopping_link and unbind_sent is None:
-                out += wire.unbind(self._next_sequence())
-                unbind_sent = now
-            if unbind_sent is not None and now - unbind_sent > 1.0:
-                return
-            # Write what the window, the rate and any back-off allow.
-            if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
-                free = window - len(inflight)
-                if free > 0:
-                    tokens = min(float(window), tokens + (now - token_time) * rate)
-                    token_time = now
-                    n = min(free, int(tokens))
-                    if n > 0:
-                        taken = self._take(n)
-                        tokens -= len(taken)
-                        if self.journal is not None and taken:
-                            # Journaled before the bytes can leave: a kill after this line leaves
-                            # these 'maybe sent' (unknown), never 'not sent' (requeued).
-                            self.journal.written([job.message.pk for job, _index in taken])
-                        for job, index in taken:
-                            seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
-                            body = job.bodies[index]
-                            out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
-                            out += body
-                            inflight[seq] = (job, index)
-                        stats.submitted_parts += len(taken)
-            if out:
-                try:
-                    sent = sock.send(out)
-                except BlockingIOError:
-                    sent = 0
-                del out[:sent]
-                last_traffic = now
-            # Wait for the SMSC (or for room to write); not at all when more can be written now.
-            timeout = 0.05
-            if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
-                if now < self.pause_until:
-                    timeout = min(timeout, self.pause_until - now)
-                elif tokens < 1:
-                    timeout = min(timeout, (1 - tokens) / rate)
-                else:
-                    timeout = 0.0
-            readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
-            if readable:
-                try:
-                    data = sock.recv(READ_SIZE)
-                except BlockingIOError:
-                    data = None
-                if data is not None:
-                    if not data:
-                        raise LinkDown("the SMSC closed the connection")
-                    buf += data
-                    last_traffic = time.monotonic()
-                    if self._handle_input(buf, out):
-                        return  # unbind answered (ours) or unbind from the SMSC
-            # Keep an idle link alive; a link that does not answer is dead.
-            now = time.monotonic()
-            if enquire_pending is not None and now - enquire_pending > max(10.0, self.enquire_link_interval):
-                raise LinkDown("enquire_link not answered")
-            if enquire_pending is None and now - last_traffic > self.enquire_link_interval:
-                out += wire.enquire_link(self._next_sequence())
-                enquire_pending = now
-            if self._enquire_answered:
-                self._enquire_answered = False
-                enquire_pending = None
+        # Where each submit_sm ends in the stream of bytes written to this link: a part whose
+        # bytes had not all gone into the socket when the link went cannot have reached the
+        # SMSC (a PDU cut short is never processed), so it is not 'maybe sent' (_link_unsent).
+        ends: deque[tuple[int, int]] = deque()  # (end offset, sequence), in written order
+        sent_total = 0
+        self.unsent = set()
+        try:
+            while True:
+                now = time.monotonic()
+                if self.acks_ready:
+                    with self.lock:
+                        acks, self.acks_ready = self.acks_ready, []
+                    for link_generation, seq in acks:
+                        if link_generation == generation:
+                            out += wire.deliver_sm_resp(seq)
+                if self._stopping_link and unbind_sent is None:
+                    out += wire.unbind(self._next_sequence())
+                    unbind_sent = now
+                if unbind_sent is not None and now - unbind_sent > 1.0:
+                    return
+                # Write what the window, the rate and any back-off allow.
+                if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
+                    free = window - len(inflight)
+                    if free > 0:
+                        tokens = min(float(window), tokens + (now - token_time) * rate)
+                        token_time = now
+                        n = min(free, int(tokens))
+                        if n > 0:
+                            taken = self._take(n)
+                            tokens -= len(taken)
+                            if self.journal is not None and taken:
+                                # Journaled before the bytes can leave: a kill after this line leaves
+                                # these 'maybe sent' (unknown), never 'not sent' (requeued).
+                                self.journal.written([job.message.pk for job, _index in taken])
+                            for job, index in taken:
+                                seq = self._sequence = self._sequence + 1 if self._sequence < 0x7FFFFFFF else 1
+                                body = job.bodies[index]
+                                out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
+                                out += body
+                                inflight[seq] = (job, index)
+                                ends.append((sent_total + len(out), seq))
+                            stats.submitted_parts += len(taken)
+                if out:
+                    try:
+                        sent = sock.send(out)
+                    except BlockingIOError:
+                        sent = 0
+                    del out[:sent]
+                    sent_total += sent
+                    while ends and ends[0][0] <= sent_total:
+                        ends.popleft()
+                    last_traffic = now
+                # Wait for the SMSC (or for room to write); not at all when more can be written now.
+                timeout = 0.05
+                if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
+                    if now < self.pause_until:
+                        timeout = min(timeout, self.pause_until - now)
+                    elif tokens < 1:
+                        timeout = min(timeout, (1 - tokens) / rate)
+                    else:
+                        timeout = 0.0
+                readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
+                if readable:
+                    try:
+                        data = sock.recv(READ_SIZE)
+                    except BlockingIOError:
+                        data = None
+                    if data is not None:
+                        if not data:
+                            raise LinkDown("the SMSC closed the connection")
+                        buf += data
+                        last_traffic = time.monotonic()
+                        if self._handle_input(buf, out):
+                            return  # unbind answered (ours) or unbind from the SMSC
+                # Keep an idle link alive; a link that does not answer is dead.
+                now = time.monotonic()
+                if enquire_pending is not None and now - enquire_pending > max(10.0, self.enquire_link_interval):
+                    raise LinkDown("enquire_link not answered")
+                if enquire_pending is None and now - last_traffic > self.enquire_link_interval:
+                    out += wire.enquire_link(self._next_sequence())
+                    enquire_pending = now
+                if self._enquire_answered:
+                    self._enquire_answered = False
+                    enquire_pending = None
+        finally:
+            self.unsent = {seq for end, seq in ends if end > sent_total}
 
     def _take(self, n: int) -> list[tuple[Job, int]]:
         taken: list[tuple[Job, int]] = []
@@ -398,6 +450,7 @@ class BindWorker:
         receipts: list[ReceiptEvent] = []
         inbound: list[InboundEvent] = []
         retry: list[tuple[Job, int]] = []
+        refused: list[int] = []  # messages none of whose parts is taken any more (throttled)
         held: list[tuple[int, int]] = []
         generation = self._link_generation
         closing = False
@@ -418,16 +471,52 @@ class BindWorker:
                             "latin-1"
                         )
                         job.answered += 1
+                        self._accepted_parts += 1
+                        self._last_answer_ok = True
                         self.backoff = 0.05
                         if job.answered == len(job.bodies) and not job.done:
                             job.done = True
                             completed.append(job)
                     elif status in RETRYABLE:
-                        # Refused, so not submitted: the same part goes again after backing off.
+                        # Refused, so not submitted: the same part goes again after backing off --
+                        # behind the other ready messages, and only so often (see __init__).
                         stats.throttled += 1
                         job.written.discard(index)
-                        retry.append(item)
                         now = time.monotonic()
+                        if not job.throttles:
+                            job.throttled_since = now
+                        job.throttles += 1
+                        if self._last_answer_ok and self._accepted_parts != job.strike_mark:
+                            # Refused between acceptances (not in a run of refusals, as when
+                            # the SMSC limits the whole bind's rate): it is this destination.
+                            job.strikes += 1
+                            job.strike_mark = self._accepted_parts
+                        self._last_answer_ok = False
+                        if job.done:
+                            pass
+                        elif (
+                            job.strikes >= self.throttle_max_retries
+                            or job.throttles >= 5 * self.throttle_max_retries
+                            or now - job.throttled_since >= self.throttle_max_seconds
+                        ):
+                            reason = (
+                                f"{_describe(status)}: refused {job.throttles} times in "
+                                f"{now - job.throttled_since:.0f}s on this bind"
+                            )
+                            code = f"smpp_{status:#04x}"
+                            # Nothing of it taken: back to the queue; a part already taken: it
+                            # cannot be sent again, so the message fails.
+                            job.failed = (
+                                SendOutcome.temporary(code, reason, retry_after=THROTTLE_REQUEUE_AFTER)
+                                if not job.written
+                                else SendOutcome.permanent(code, reason)
+                            )
+                            job.done = True
+                            completed.append(job)
+                        else:
+                            retry.append(item)
+                        if not job.written:
+                            refused.append(job.message.pk)
                         if now >= self.pause_until:  # one back-off step per throttling episode
                             self.pause_until = now + self.backoff
                             self.backoff = min(self.backoff * 2, 5.0)
@@ -477,9 +566,12 @@ class BindWorker:
                 if len(self.acks_held) >= ACK_FLUSH_AT:
                     self.flush_due.set()  # the SMSC may wait for these before sending more
                 if retry:
-                    self.ready.extendleft(reversed(retry))
+                    self.ready.extend(retry)  # behind the others: a throttled destination starves nobody
             stats.receipts += len(receipts)
             stats.inbound += len(inbound)
+        if refused and self.journal is not None:
+            # Refused, so not sent: a kill now must requeue these, not make them 'unknown'.
+            self.journal.unwritten(sorted(set(refused)))
         if len(self.ready) < self._low_water:
             self.wake.set()
         if len(self.completed) >= self.batch_size:
@@ -854,22 +946,124 @@ class BindWorker:
             try:
                 self._write(completed, receipts, inbound)
                 break
-            except DatabaseError:
-                # Connection lost, deadlock, ...: nothing of this flush was committed; try again on a
-                # fresh connection. Messages whose answer is never recorded stay 'submitting' and are
-                # reconciled to 'unknown' -- never resent.
-                logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
+            except DB_ERRORS as exc:
                 with contextlib.suppress(Exception):
                     if not connection.in_atomic_block:
                         connection.close()
+                if not _connection_trouble(exc):
+                    # The data, not the link to the database: write what can be written and
+                    # quarantine the rest, so one bad row never loses its neighbours' results.
+                    self._write_salvaging(completed, receipts, inbound, acks, exc)
+                    break
+                # Connection lost, ...: nothing of this flush was committed; try again on a fresh
+                # connection. Messages whose answer is never recorded stay 'submitting' and are
+                # reconciled to 'unknown' -- never resent.
+                logger.exception("flush of %d answers, %d receipts failed", len(completed), len(receipts))
                 if attempt == 2:
+                    self._keep_for_next_flush(completed, receipts, inbound, acks)
                     raise
                 time.sleep(0.2 * (attempt + 1))
         with self.lock:
             self.open_jobs -= len(completed)
-            self.acks_ready.extend(acks)  # committed: now the SMSC may forget them
+            self.acks_ready.extend(acks)  # committed (or quarantined): now the SMSC may forget them
         self._settled(completed)
         self.stats.flushes += 1
+
+    def _keep_for_next_flush(
+        self,
+        completed: list[Job],
+        receipts: list[ReceiptEvent],
+        inbound: list[InboundEvent],
+        acks: list[tuple[int, int]],
+    ) -> None:
+        # Kept for the next flush rather than dropped: these answers say what was accepted, and
+        # the SMSC waits for the deliver_sm_resp of these receipts.
+        with self.lock:
+            self.completed[:0] = completed
+            self.receipts[:0] = receipts
+            self.inbound[:0] = inbound
+            self.acks_held[:0] = acks
+
+    def _write_salvaging(
+        self,
+        completed: list[Job],
+        receipts: list[ReceiptEvent],
+        inbound: list[InboundEvent],
+        acks: list[tuple[int, int]],
+        error: Exception,
+    ) -> None:
+        """The flush's write was refused for its data: write it again in halves (and halves of
+        those) until each row that can be written is, and each that cannot is quarantined alone
+        with the database's reason (gateways.delivery.quarantine). Answers go first, so a bad
+        receipt never leaves its message 'submitting'."""
+        logger.warning(
+            "flush of %d answers, %d receipts, %d MOs refused (%s): writing what can be written",
+            len(completed),
+            len(receipts),
+            len(inbound),
+            error,
+        )
+        groups: list[tuple[QuarantineKind, list[Any], Any]] = [
+            (QuarantineKind.ANSWER, list(completed), lambda chunk: self._write(chunk, [], [])),
+            (QuarantineKind.RECEIPT, list(receipts), lambda chunk: self._write([], chunk, [])),
+            (QuarantineKind.INBOUND, list(inbound), lambda chunk: self._write([], [], chunk)),
+        ]
+        for number, (kind, items, write) in enumerate(groups):
+            stack = [items]
+            while stack:
+                chunk = stack.pop()
+                if not chunk:
+                    continue
+                try:
+                    with transaction.atomic():  # a savepoint inside a caller's transaction (tests)
+                        write(chunk)
+                except DB_ERRORS as exc:
+                    if _connection_trouble(exc):
+                        # The connection went mid-way: what is committed stays (writing it again
+                        # would record it twice); what is not waits for the next flush.
+                        left = [chunk, *stack]
+                        rest: list[list[Any]] = [[], [], []]
+                        rest[number] = [item for part in left for item in part]
+                        for later in range(number + 1, 3):
+                            rest[later] = list(groups[later][1])
+                        self._keep_for_next_flush(rest[0], rest[1], rest[2], acks)
+                        raise
+                    if len(chunk) > 1:
+                        middle = len(chunk) // 2
+                        stack += [chunk[middle:], chunk[:middle]]
+                        continue
+                    self._quarantine(kind, chunk[0], exc)
+
+    def _quarantine(self, kind: QuarantineKind, item: Any, error: Exception) -> None:
+        if isinstance(item, Job):
+            entry = QuarantineItem(
+                kind,
+                {
+                    "provider_ids": list(item.provider_ids),
+                    "failed": None if item.failed is None else [item.failed.kind, item.failed.code],
+                },
+                message_id=item.message.pk,
+                provider_message_id=item.provider_ids[0] or "" if item.provider_ids else "",
+            )
+        elif isinstance(item, ReceiptEvent):
+            entry = QuarantineItem(
+                kind,
+                {
+                    "status": str(item.status),
+                    "provider_status": item.provider_status,
+                    "error_code": item.error_code,
+                    "raw": item.raw,
+                },
+                provider_message_id=item.provider_message_id,
+            )
+        else:
+            entry = QuarantineItem(kind, {"source": item.source, "destination": item.destination, "body": item.body})
+        logger.error("%s quarantined: %s", kind, error)
+        self.stats.quarantined += 1
+        try:
+            delivery_quarantine(actor=self.actor, gateway=self.gateway, items=[entry], reason=str(error))
+        except DB_ERRORS:
+            logger.exception("could not quarantine a %s either; it is only in this log: %r", kind, entry)
 
     def _flush_loop(self) -> None:
         try:
@@ -915,11 +1109,30 @@ class BindWorker:
         if inbound:
             inbound_receive(gateway=self.gateway, events=inbound)
 
+    def _link_unsent(self) -> None:
+        """The link thread has ended: parts whose bytes never left this process go back to the
+        ready queue as not written (nothing of them can have reached the SMSC). A message stays
+        'maybe sent' only for parts that did leave (or were accepted)."""
+        unsent, self.unsent = self.unsent, set()
+        back: list[tuple[Job, int]] = []
+        for seq in sorted(unsent):
+            item = self.inflight.pop(seq, None)
+            if item is not None and not item[0].done:
+                item[0].written.discard(item[1])
+                back.append(item)
+        if not back:
+            return
+        with self.lock:
+            self.ready.extendleft(reversed(back))
+        if self.journal is not None:
+            self.journal.unwritten(sorted({job.message.pk for job, _index in back if not job.written}))
+
     def _handle_link_down(self, reason: str) -> None:
         logger.warning("link to %s dropped: %s", self.gateway.code, reason)
         self.stats.reconnects += 1
         self.close()  # the link thread has ended: its state is ours now
         self.link_error = None
+        self._link_unsent()
         # A part written and never answered may have reached the SMSC: its message is never
         # written again. Messages with nothing in flight go out on the next bind.
         ambiguous = {id(job): job for job, _index in self.inflight.values() if not job.done}
@@ -952,6 +1165,10 @@ class BindWorker:
             self.wake.clear()
         self._sending = False
         self.close()  # unbind: nothing more comes in
+        self._link_unsent()  # parts whose bytes never left: not written after all
+        with self.lock:
+            unstarted += [item for item in self.ready if not item[0].written and not item[0].done]
+            self.ready = deque(item for item in self.ready if item[0].written and not item[0].done)
         self._stop_flusher()  # the last flush takes every answer and receipt read
         never_written = sorted({job.message.pk for job, _index in unstarted})
         partly = {id(job): job for job, _index in self.inflight.values() if not job.done}
@@ -978,6 +1195,11 @@ class BindWorker:
         self.open_jobs = 0
 
 
+def _connection_trouble(exc: BaseException) -> bool:
+    """The database connection failed (retry on a fresh one), as opposed to the data written."""
+    return isinstance(exc, OperationalError | InterfaceError | psycopg.OperationalError | psycopg.InterfaceError)
+
+
 def _refresh_db_connection() -> None:
     # A long-running process must drop connections the server closed or that outlived
     # CONN_MAX_AGE; never inside an open transaction (as in tests).
@@ -991,7 +1213,9 @@ def _describe(status: int) -> str:
 
 def receipt_from(pdu: wire.Deliver) -> ReceiptEvent | None:
     """A deliver_sm receipt: the TLVs (receipted_message_id, message_state) or the text form."""
-    # Receipt text (SMPP 3.4 Appendix B) is ASCII whatever the data_coding says.
+    # Receipt text (SMPP 3.4 Appendix B) is ASCII whatever the data_coding says -- except its
+    # 'text:' field, which real SMSCs fill with the message's first octets in its own coding
+    # (NUL bytes included): parsed as latin-1, stored with everything unprintable escaped.
     text = pdu.short_message.decode("latin-1")
     provider_id = pdu.receipted_message_id
     stat = TLV_STATES.get(pdu.message_state)
@@ -1007,11 +1231,11 @@ def receipt_from(pdu: wire.Deliver) -> ReceiptEvent | None:
         logger.warning("unparseable receipt: %r", text[:200])
         return None
     return ReceiptEvent(
-        provider_message_id=provider_id.strip("\x00"),
+        provider_message_id=receipt_text_safe(provider_id.strip("\x00")),
         status=RECEIPT_STATES.get(stat, MessageState.SUBMITTED),
         provider_status=stat,
         error_code="" if err in ("", "000") else err,
-        raw={"text": text[:300]},
+        raw={"text": receipt_bytes_text(pdu.short_message[:300])},
     )
 
 

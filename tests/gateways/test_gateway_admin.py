@@ -105,3 +105,24 @@ def test_the_gateway_list_shows_each_smpp_bind(make_user: Any) -> None:
     assert page.status_code == 200
     assert "DOWN since" in html and "failing over to smpp-backup" in html and "Connection refused" in html
     assert "no worker running" in html and idle.code in html
+
+
+def test_operators_see_the_delivery_quarantine_and_cannot_change_it(sim: Gateway, make_user: Any) -> None:
+    from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
+    from gateways.models import DeliveryQuarantine, QuarantineKind
+    from smsplatform.kernel.actor import Actor
+
+    delivery_quarantine(
+        actor=Actor.system("test"),
+        gateway=sim,
+        items=[QuarantineItem(QuarantineKind.RECEIPT, {"raw": {"text": "id:7f text:\x00H"}}, provider_message_id="7f")],
+        reason='unsupported Unicode escape sequence "\\u0000"',
+    )
+    row = DeliveryQuarantine.objects.get()
+    assert row.payload == {"raw": {"text": "id:7f text:\\x00H"}}  # stored, its NUL escaped
+    client = logged_in(make_user(superuser=True))
+    page = client.get(reverse("admin:gateways_deliveryquarantine_changelist"))
+    assert page.status_code == 200 and "7f" in page.content.decode() and "unsupported Unicode" in page.content.decode()
+    assert client.get(reverse("admin:gateways_deliveryquarantine_add")).status_code == 403
+    delete = client.post(reverse("admin:gateways_deliveryquarantine_delete", args=[row.pk]), {"post": "yes"})
+    assert delete.status_code == 403 and DeliveryQuarantine.objects.filter(pk=row.pk).exists()

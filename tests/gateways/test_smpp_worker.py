@@ -22,18 +22,12 @@ from gateways.models import (
 from gateways.smpp.worker import BindWorker
 from smsplatform.kernel.actor import Actor
 from tests.support.db import postgres_only
-from tests.support.smpp import queue, smpp_gateway, state
+from tests.support.smpp import CHINESE_200, queue, run_worker, smpp_gateway, state
 from tests.support.smsc.server import find_duplicates, read_log
 from tests.support.smsc_setup import PASSWORD, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 SYSTEM = Actor.system("test")
-CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
-
-
-def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
-    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
-    return worker.run(stop=threading.Event(), idle_exit_after=idle)
 
 
 def test_gsm_and_a_three_part_chinese_message_with_receipts(smsc: Any) -> None:

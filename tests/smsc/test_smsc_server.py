@@ -108,7 +108,7 @@ def esme(smsc: Smsc) -> Any:
 
 
 def text_of(receipt: Any) -> str:
-    return bytes(receipt.short_message).decode("ascii")
+    return bytes(receipt.short_message).decode("latin-1")
 
 
 def msg_id(resp: Any) -> str:
@@ -207,7 +207,9 @@ def test_gsm_submit_gets_resp_and_delivrd_receipt(smsc: Smsc, esme: Esme) -> Non
     assert bytes(receipt.source_addr).decode() == HANDSET and bytes(receipt.destination_addr).decode() == SENDER
     text = text_of(receipt)
     assert text.startswith(f"id:{msg_id(resp)} sub:001 dlvrd:001 submit date:")
-    assert " stat:DELIVRD err:000 text:Hello ? 50% off ?to" in text
+    # The text field is the message's first 20 octets as sent: GSM '@' is septet 0x00.
+    assert " stat:DELIVRD err:000 text:Hello \x00 50% off \x1b(to" in text
+    assert bytes(receipt.short_message).endswith(smpplib.gsm.gsm_encode("Hello @ 50% off {today}")[:20])
     date = text.split("submit date:")[1].split()[0]
     assert len(date) == 10 and date.isdigit()
 
@@ -249,6 +251,20 @@ def test_ucs2_message_in_three_parts(smsc: Smsc, esme: Esme) -> None:
     assert all(r["data_coding"] == 8 and r["esm_class"] == 0x40 for r in records)
     assert "".join(r["text"] for r in records) == TRADITIONAL_200
     assert find_duplicates(records) == {}
+    # Each receipt's text field is its part's first 20 octets as sent: the UDH (05 00 03 ...)
+    # and UCS-2 code units, NUL bytes and all.
+    by_id = {bytes(r.receipted_message_id).decode(): bytes(r.short_message) for r in esme.receipts()}
+    for part, message_id in zip(parts, ids, strict=True):
+        assert by_id[message_id].endswith(b" text:" + part[:20]) and b"\x00" in by_id[message_id]
+
+
+def test_safe_receipt_text_on_request(smsc_factory: Callable[..., Smsc]) -> None:
+    polite = smsc_factory(receipt_text="safe")
+    esme = Esme(polite)
+    esme.submit(HANDSET, "Hi @".encode("utf-16-be"), data_coding=8)
+    assert esme.pump(lambda: len(esme.receipts()) == 1)
+    assert text_of(esme.receipts()[0]).endswith(" text:Hi ?")
+    esme.close()
 
 
 def test_sixteen_bit_udh_and_sar_tlvs_are_recorded(smsc: Smsc, esme: Esme) -> None:
@@ -303,6 +319,14 @@ def test_throttled_twice_then_accepted_on_retry(smsc: Smsc, esme: Esme) -> None:
     seq = esme.submit("85290001666", b"other")
     assert esme.pump(lambda: esme.resp_for(seq) is not None)
     assert esme.resp_for(seq).status == C.ESME_RTHROTTLED
+
+
+def test_throttled_forever_prefix_is_never_accepted(smsc: Smsc, esme: Esme) -> None:
+    statuses = [esme.answer(esme.submit("85259006123", b"never")).status for _ in range(12)]
+    assert statuses == [C.ESME_RTHROTTLED] * 12
+    assert [r["outcome"] for r in smsc.submitted()] == ["refused"] * 12
+    # Other destinations are not affected.
+    assert esme.answer(esme.submit(HANDSET, b"fine")).status == 0
 
 
 def test_undeliverable_prefix_gets_undeliv_receipt(smsc: Smsc, esme: Esme) -> None:

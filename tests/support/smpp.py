@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -9,9 +10,10 @@ from django.db import transaction
 
 from gateways.delivery.queue import message_queue
 from gateways.models import Gateway, OutboundMessage, Provider
+from gateways.smpp.worker import BindWorker
 from smsplatform.kernel.actor import Actor
 from tests.support.factories import GatewayFactory, GatewayRateFactory, account_fund
-from tests.support.smsc_setup import SYSTEM_ID
+from tests.support.smsc_setup import PASSWORD, SYSTEM_ID
 
 SYSTEM = Actor.system("test")
 
@@ -49,3 +51,12 @@ def queue(destination: str, body: str = "Hello from the shop [GSM] €5") -> Out
 def state(message: OutboundMessage) -> str:
     message.refresh_from_db()
     return message.state
+
+
+CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
+
+
+def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
+    """One bind worker run against the gateway's SMSC until it has been idle ``idle`` seconds."""
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    return worker.run(stop=threading.Event(), idle_exit_after=idle)

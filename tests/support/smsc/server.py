@@ -62,6 +62,7 @@ FAULT_UNDELIVERABLE = "undeliverable"  # accepted; receipt stat:UNDELIV err:001
 FAULT_NO_RECEIPT = "no_receipt"  # accepted; no receipt ever
 FAULT_DROP = "drop"  # the connection is closed right after reading the submit_sm, unanswered
 FAULT_SYSTEM_ERROR = "system_error"  # ESME_RSYSERR (temporary) for the first `throttle_first_n` submits
+FAULT_THROTTLE_FOREVER = "throttle_forever"  # ESME_RTHROTTLED on every submit, however often it comes
 FAULT_KINDS = (
     FAULT_INVALID_DESTINATION,
     FAULT_THROTTLE,
@@ -69,6 +70,7 @@ FAULT_KINDS = (
     FAULT_NO_RECEIPT,
     FAULT_DROP,
     FAULT_SYSTEM_ERROR,
+    FAULT_THROTTLE_FOREVER,
 )
 
 DEFAULT_FAULTS: dict[str, str] = {
@@ -78,6 +80,7 @@ DEFAULT_FAULTS: dict[str, str] = {
     "85290003": FAULT_NO_RECEIPT,
     "85290004": FAULT_DROP,
     "85290005": FAULT_SYSTEM_ERROR,
+    "85290006": FAULT_THROTTLE_FOREVER,
     # The same faults on valid Hong Kong mobile numbers (+852 5900 xxxx), which pass the
     # platform's phone validation; the simulator gateway uses the same prefixes.
     "85259000": FAULT_INVALID_DESTINATION,
@@ -86,6 +89,7 @@ DEFAULT_FAULTS: dict[str, str] = {
     "85259003": FAULT_NO_RECEIPT,
     "85259004": FAULT_DROP,
     "85259005": FAULT_SYSTEM_ERROR,
+    "85259006": FAULT_THROTTLE_FOREVER,
 }
 
 OUTCOME_ACCEPTED = "accepted"
@@ -114,6 +118,13 @@ class SmscConfig:
     redeliver_unacked: bool = True  # deliver_sm unacknowledged when its connection ends go out again
     seed: int | None = None  # receipt delays and receipt-before-resp picks
     write_buffer_high: int = 4 * 1024 * 1024  # stop reading a client that does not read its receipts
+    # The receipt text's ``text:`` field. "raw", as real SMSCs do: the first 20 octets of the
+    # short_message as submitted, in its own data coding and UDH included (so UCS-2 Latin text,
+    # every multi-part message and a GSM '@' put NUL bytes in it). "safe": printable ASCII only.
+    receipt_text: str = "raw"
+    # Receipts of a concatenated message's parts in reverse order (the last part's first), each
+    # part this many seconds after the next one: real SMSCs deliver parts' receipts in any order.
+    receipt_parts_reversed: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = (float(x) for x in self.receipt_delay)
@@ -127,6 +138,8 @@ class SmscConfig:
             raise ValueError("message_id_format is 'hex' or 'decimal'")
         if not 0.0 <= self.receipt_before_resp_ratio <= 1.0:
             raise ValueError("receipt_before_resp_ratio is between 0 and 1")
+        if self.receipt_text not in ("raw", "safe"):
+            raise ValueError("receipt_text is 'raw' or 'safe'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,6 +201,7 @@ class ReceiptJob:
     err: int
     submit_time: float
     text: str
+    raw: bytes = b""  # the short_message as submitted (UDH included)
 
 
 _date_cache: dict[int, str] = {}
@@ -602,7 +616,9 @@ class SmscServer:
                 status = C.ESME_RTHROTTLED
             elif fault == FAULT_INVALID_DESTINATION:
                 status = C.ESME_RINVDSTADR
-            elif fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n:
+            elif fault == FAULT_THROTTLE_FOREVER or (
+                fault == FAULT_THROTTLE and self.throttle_counts[destination] < self.config.throttle_first_n
+            ):
                 self.throttle_counts[destination] += 1
                 status = C.ESME_RTHROTTLED
             elif fault == FAULT_SYSTEM_ERROR and self.throttle_counts[destination] < self.config.throttle_first_n:
@@ -675,6 +691,7 @@ class SmscServer:
                 err,
                 now,
                 text,
+                sm.short_message,
             )
             ratio = self.config.receipt_before_resp_ratio
             if ratio and session.can_receive and (ratio >= 1.0 or self.rng.random() < ratio):
@@ -685,6 +702,8 @@ class SmscServer:
             session.out.append(P.submit_sm_resp(status, sequence, message_id))
             low, high = self.config.receipt_delay
             delay = low if high <= low else self.rng.uniform(low, high)
+            if concat is not None and self.config.receipt_parts_reversed:
+                delay += (concat.total - concat.part) * self.config.receipt_parts_reversed
             if delay <= 0:
                 self._dispatch(self._receipt_delivery(job), session, None)
             else:
@@ -698,19 +717,23 @@ class SmscServer:
     def _receipt_delivery(self, job: ReceiptJob) -> Delivery:
         now = time.time()
         delivered = job.stat == "DELIVRD"
+        raw = self.config.receipt_text == "raw"
         text = P.receipt_text(
             job.message_id,
             job.stat,
             job.err,
             smpp_date(job.submit_time),
             smpp_date(now),
-            P.receipt_safe(job.text),
+            "" if raw else P.receipt_safe(job.text),
             delivered,
         )
+        short_message = text.encode("ascii", "replace")
+        if raw:  # the message's own first octets, whatever they are (NUL included)
+            short_message += job.raw[:20]
         body = P.deliver_sm_body(
             source=job.destination,
             destination=job.source,
-            short_message=text.encode("ascii", "replace"),
+            short_message=short_message,
             esm_class=C.ESM_CLASS_RECEIPT,
             data_coding=C.DATA_CODING_DEFAULT,
             source_ton=job.dest_ton,
