@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
+from django.http.request import HttpRequest
 from mcp_server.views import MCPServerStreamableHttpView
 from rest_framework import exceptions
 from rest_framework.parsers import JSONParser
@@ -12,18 +13,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 
 from smsplatform.auth import BearerTokenAuthentication
-from smsplatform.mcp.server import mcp_server
-
-
-def _jsonrpc_error(code: int, message: str, status: int, request_id: Any = None) -> JsonResponse:
-    return JsonResponse(
-        {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "error": {"code": code, "message": message},
-        },
-        status=status,
-    )
+from smsplatform.mcp import jsonrpc
+from smsplatform.mcp.server import mcp_server, run_tool
 
 
 class McpEndpointView(MCPServerStreamableHttpView):
@@ -40,25 +31,29 @@ class McpEndpointView(MCPServerStreamableHttpView):
         # answers are JSON either way, so never refuse with 406.
         return super().perform_content_negotiation(request, force=True)
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Before authentication: a page on another site gets 403 whatever credentials it carries.
+        refusal = jsonrpc.origin_refusal(request.headers.get("Origin"))
+        if refusal is not None:
+            return refusal
+        return super().dispatch(request, *args, **kwargs)
+
     def post(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             body = request.data
         except exceptions.ParseError:
-            return _jsonrpc_error(-32700, "Parse error: the body is not valid JSON.", 400)
-        if not isinstance(body, (dict, list)) or not body:
-            return _jsonrpc_error(-32600, "Invalid Request: expected a JSON-RPC object.", 400)
-        messages = body if isinstance(body, list) else [body]
-        for message in messages:
-            if (
-                not isinstance(message, dict)
-                or message.get("jsonrpc") != "2.0"
-                or ("method" not in message and ("result" not in message and "error" not in message))
-            ):
-                request_id = message.get("id") if isinstance(message, dict) else None
-                return _jsonrpc_error(
-                    -32600,
-                    "Invalid Request: not a JSON-RPC 2.0 message.",
-                    400,
-                    request_id,
-                )
+            return jsonrpc.jsonrpc_error(jsonrpc.PARSE_ERROR, "Parse error: the body is not valid JSON.", 400)
+        refusal = jsonrpc.message_refusal(body) or jsonrpc.protocol_version_refusal(
+            request.headers.get(jsonrpc.PROTOCOL_VERSION_HEADER)
+        )
+        if refusal is not None:
+            return refusal
+        if isinstance(body, dict) and jsonrpc.is_tool_call(body):
+            # The hot path, answered here without the library's per-request ASGI bridge (see
+            # smsplatform/mcp/jsonrpc.py); the same run_tool the library's handler calls.
+            params = jsonrpc.tool_call_params(body)
+            if isinstance(params, HttpResponse):
+                return params
+            request_id, name, arguments = params
+            return jsonrpc.tool_call_response(request_id, run_tool(name, arguments, request))
         return self.mcp_server.handle_django_request(request)
