@@ -302,7 +302,9 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
             "phone": {"type": "string", "minLength": 3, "maxLength": 32},
             "campaign_id": CAMPAIGN_ID,
         }
-    ),
+    )
+    # Exactly one of message_id or phone (the selector refuses both or neither, naming the field).
+    | {"oneOf": [{"required": ["message_id"]}, {"required": ["phone"]}]},
     output_schema=object_schema(
         {"messages": ARR, "count": INT, "phones_masked": BOOL, "note": STR}, ["messages", "count", "phones_masked"]
     ),

@@ -60,6 +60,9 @@ OPT_OUT = object_schema(
 )
 
 
+SEARCH_CRITERIA = ("phone", "crm_key", "tag", "audience_id", "opted_out", "has_consent", "sent_within_days")
+
+
 @register_tool(
     "sms_marketing.contacts.search",
     permission="contacts.view_contact",
@@ -74,7 +77,9 @@ OPT_OUT = object_schema(
             "sent_within_days": {"type": "integer", "minimum": 1, "maximum": 365},
             "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
         }
-    ),
+    )
+    # At least one criterion (the selector refuses a bare limit with its own coded error).
+    | {"anyOf": [{"required": [c]} for c in SEARCH_CRITERIA]},
     output_schema=object_schema(
         {
             "contacts": {"type": "array", "items": CONTACT_MINIMAL},

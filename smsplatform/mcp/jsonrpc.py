@@ -19,7 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.request import split_domain_port, validate_host
 from mcp import types
 from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 
@@ -54,15 +55,24 @@ def jsonrpc_error(code: int, message: str, status: int, request_id: Any = None) 
     return jsonrpc_response({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}, status)
 
 
-def origin_refusal(origin: str | None) -> HttpResponse | None:
+def origin_refusal(request: HttpRequest) -> HttpResponse | None:
     """The MCP transport's DNS-rebinding rule: a browser page on another site must not reach us.
 
-    No Origin (agents, SDK clients, curl) passes; a browser's Origin passes only when configured
-    in MCP_ALLOWED_ORIGINS. "null" (sandboxed frames, file: pages) is refused like any other."""
+    No Origin (agents, SDK clients, curl) passes; so does a browser's Origin configured in
+    MCP_ALLOWED_ORIGINS, or our own origin (scheme and Host) when that Host is one of the
+    explicitly allowed hosts: under DNS rebinding the Host is the attacker's name, which an
+    explicit ALLOWED_HOSTS refuses and a "*" would not. "null" (sandboxed frames, file: pages)
+    is refused like any other."""
+    origin = request.headers.get("Origin")
     if origin is None:
         return None
-    allowed = {o.rstrip("/").lower() for o in settings.MCP_ALLOWED_ORIGINS}
-    if origin.rstrip("/").lower() in allowed:
+    origin = origin.rstrip("/").lower()
+    if origin in {o.rstrip("/").lower() for o in settings.MCP_ALLOWED_ORIGINS}:
+        return None
+    host = request.META.get("HTTP_HOST", "").lower()
+    explicit_hosts = [h for h in settings.ALLOWED_HOSTS if h != "*"]
+    same_origin = host and origin == f"{request.scheme}://{host}"
+    if same_origin and validate_host(split_domain_port(host)[0], explicit_hosts):
         return None
     return jsonrpc_error(
         INVALID_REQUEST,

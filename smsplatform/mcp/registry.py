@@ -40,6 +40,12 @@ class ToolSpec:
     handler: Handler
     destructive: bool = False
     entry: dict[str, Any] = field(default_factory=dict)
+    # Rules that depend on the live configuration (short_links.preview: the UTM keys it requires),
+    # added to the input schema each time tools/list is answered; the service enforces them.
+    refine_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def advertised_input_schema(self) -> dict[str, Any]:
+        return self.refine_input(self.input_schema) if self.refine_input else self.input_schema
 
     @property
     def kind(self) -> str:
@@ -99,7 +105,7 @@ class ToolSpec:
             name=self.name,
             title=self.title(),
             description=self.description(),
-            inputSchema=self.input_schema,
+            inputSchema=self.advertised_input_schema(),
             outputSchema=self.output_schema,
             annotations=self.annotations(),
             _meta=self.meta(),
@@ -139,8 +145,11 @@ class ToolSpec:
                 "Tool arguments must be a JSON object.",
                 hint="See the tool's inputSchema.",
             )
+        # Rules stated as a combination at the root ("at least one criterion", "exactly one of")
+        # are the service's to refuse: it names the field and the fix, where jsonschema can only
+        # say "not valid under any of the given schemas".
         errors = sorted(
-            self.input_validator.iter_errors(arguments),
+            (e for e in self.input_validator.iter_errors(arguments) if e.path or e.validator not in ROOT_RULES),
             key=lambda e: list(e.path),
         )
         if errors:
@@ -170,6 +179,64 @@ class ToolSpec:
         return arguments
 
 
+ROOT_RULES = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "dependentRequired"})
+
+# Keywords that belong to one JSON type, for splitting {"type": [...]} into anyOf branches.
+_TYPE_KEYWORDS: dict[str, frozenset[str]] = {
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}),
+    "object": frozenset(
+        {
+            "properties",
+            "required",
+            "additionalProperties",
+            "patternProperties",
+            "propertyNames",
+            "minProperties",
+            "maxProperties",
+        }
+    ),
+    "array": frozenset({"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains"}),
+}
+_TYPE_KEYWORDS["integer"] = _TYPE_KEYWORDS["number"]
+
+
+def portable(schema: Any) -> Any:
+    """The schema with every type array ({"type": ["string", "null"]}) written as anyOf.
+
+    Type arrays are valid JSON Schema, but strict ajv (allowUnionTypes off) and several agent
+    clients refuse them; anyOf of single types is what pydantic emits and every client takes.
+    Each branch keeps its own type's keywords; annotations and the rest stay outside."""
+    if isinstance(schema, list):
+        return [portable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        key: (value if key in ("enum", "const", "default", "examples") else portable(value))
+        for key, value in schema.items()
+    }
+    types_ = out.get("type")
+    if not isinstance(types_, list):
+        return out
+    if len(types_) == 1:
+        out["type"] = types_[0]
+        return out
+    owned = frozenset().union(*(_TYPE_KEYWORDS.get(t, frozenset()) for t in types_))
+    branches = [{"type": t, **{k: v for k, v in out.items() if k in _TYPE_KEYWORDS.get(t, ())}} for t in types_]
+    rest = {k: v for k, v in out.items() if k != "type" and k not in owned}
+    return {**rest, "anyOf": branches}
+
+
+def type_arrays(schema: Any, path: str = "") -> list[str]:
+    """Where a schema still uses a type array (a test keeps every advertised schema free of them)."""
+    if isinstance(schema, list):
+        return [p for i, item in enumerate(schema) for p in type_arrays(item, f"{path}/{i}")]
+    if not isinstance(schema, dict):
+        return []
+    found = [path or "/"] if isinstance(schema.get("type"), list) else []
+    return found + [p for key, value in schema.items() for p in type_arrays(value, f"{path}/{key}")]
+
+
 _REGISTRY: dict[str, ToolSpec] = {}
 
 
@@ -180,10 +247,12 @@ def register_tool(
     input_schema: dict[str, Any],
     output_schema: dict[str, Any],
     destructive: bool = False,
+    refine_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Callable[[Handler], Handler]:
     entry = catalogue().get(name)
     if entry is None:
         raise LookupError(f"{name} is not in the tool catalogue")
+    input_schema, output_schema = portable(input_schema), portable(output_schema)
     Draft202012Validator.check_schema(input_schema)
     Draft202012Validator.check_schema(output_schema)
 
@@ -196,6 +265,7 @@ def register_tool(
             handler=handler,
             destructive=destructive,
             entry=entry,
+            refine_input=refine_input,
         )
         return handler
 
@@ -254,12 +324,14 @@ def error_code_enums() -> dict[str, type[StrEnum]]:
 # all) is defined here once and cannot drift between apps.
 
 STR: dict[str, Any] = {"type": "string"}
-NSTR: dict[str, Any] = {"type": ["string", "null"]}
+NULL: dict[str, Any] = {"type": "null"}
+# Nullable fields as anyOf, not type arrays (see portable()).
+NSTR: dict[str, Any] = {"anyOf": [STR, NULL]}
 INT: dict[str, Any] = {"type": "integer"}
-NINT: dict[str, Any] = {"type": ["integer", "null"]}
+NINT: dict[str, Any] = {"anyOf": [INT, NULL]}
 BOOL: dict[str, Any] = {"type": "boolean"}
 OBJ: dict[str, Any] = {"type": "object"}
-NOBJ: dict[str, Any] = {"type": ["object", "null"]}
+NOBJ: dict[str, Any] = {"anyOf": [OBJ, NULL]}
 ARR: dict[str, Any] = {"type": "array"}
 STRS: dict[str, Any] = {"type": "array", "items": STR}
 
@@ -268,8 +340,8 @@ ERROR_SCHEMA = {
     "properties": {
         "code": {"type": "string"},
         "message": {"type": "string"},
-        "field": {"type": ["string", "null"]},
-        "hint": {"type": ["string", "null"]},
+        "field": NSTR,
+        "hint": NSTR,
     },
     "required": ["code", "message"],
 }

@@ -131,6 +131,10 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
         )
 
 
+def list_tools() -> list[types.Tool]:
+    return [spec.as_mcp_tool() for spec in registered_tools()]
+
+
 class SmsMarketingMCP(DjangoMCP):
     def _setup_handlers(self) -> None:
         super()._setup_handlers()
@@ -138,7 +142,8 @@ class SmsMarketingMCP(DjangoMCP):
         self._mcp_server.call_tool(validate_input=False)(self._call_tool)
 
     async def _list_tools(self) -> list[types.Tool]:
-        return [spec.as_mcp_tool() for spec in registered_tools()]
+        # Sync: a schema may state rules from the live configuration (a database read).
+        return await sync_to_async(list_tools)()
 
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
         request = django_request_ctx.get(None)

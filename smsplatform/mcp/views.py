@@ -33,7 +33,7 @@ class McpEndpointView(MCPServerStreamableHttpView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         # Before authentication: a page on another site gets 403 whatever credentials it carries.
-        refusal = jsonrpc.origin_refusal(request.headers.get("Origin"))
+        refusal = jsonrpc.origin_refusal(request)
         if refusal is not None:
             return refusal
         return super().dispatch(request, *args, **kwargs)

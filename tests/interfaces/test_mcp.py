@@ -333,6 +333,14 @@ def test_origin_is_checked(mcp_url: str, tech_key: str, settings: Any) -> None:
         assert raw.json()["error"]["code"] == -32600 and "Origin" in raw.json()["error"]["message"]
     # Refused before authentication: a page on another site learns nothing about tokens either.
     assert httpx.post(mcp_url, content=ping, headers={"Origin": "https://evil.example"}).status_code == 403
+    # Our own origin (a page we serve) passes while its Host is explicitly allowed; with
+    # ALLOWED_HOSTS "*" a rebinding attacker's Host would match too, so it no longer does.
+    own = mcp_url.removesuffix("/mcp")
+    assert _post(mcp_url, tech_key, ping, Origin=own).status_code == 200
+    rebound_host = own.replace("localhost", "evil.example")
+    assert _post(mcp_url, tech_key, ping, Origin=rebound_host, Host=rebound_host.split("//")[1]).status_code >= 400
+    settings.ALLOWED_HOSTS = ["*"]
+    assert _post(mcp_url, tech_key, ping, Origin=own).status_code == 403
     settings.MCP_ALLOWED_ORIGINS = ["http://localhost:6274"]
     assert _post(mcp_url, tech_key, ping, Origin="http://localhost:6274").status_code == 200
     assert _post(mcp_url, tech_key, ping, Origin="http://localhost:6275").status_code == 403
