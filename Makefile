@@ -28,17 +28,18 @@ run: seed
 	$(PY) manage.py runplatform
 
 # The README's test command: the suite on SQLite, again on PostgreSQL, then the tests
-# that drive a real Celery worker through Redis (.ci/run starts both servers).
+# that drive a real Celery worker through Redis (.ci/run starts both servers), with the
+# other real-process tests (Node MCP clients, fuzzers: marker real_clients) run once there.
 test: test-sqlite test-postgres test-celery
 
 test-sqlite: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not real_clients"
 
 test-postgres: install
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker"
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -q -p no:cacheprovider -m "not celery_worker and not real_clients"
 
 test-celery: install
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m celery_worker
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or real_clients"
 
 lint: install
 	$(VENV)/bin/ruff check .

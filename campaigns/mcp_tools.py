@@ -304,7 +304,7 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
         }
     )
     # Exactly one of message_id or phone (the selector refuses both or neither, naming the field).
-    | {"oneOf": [{"required": ["message_id"]}, {"required": ["phone"]}]},
+    | {"oneOf": [{"required": [f], "properties": {f: {}}} for f in ("message_id", "phone")]},
     output_schema=object_schema(
         {"messages": ARR, "count": INT, "phones_masked": BOOL, "note": STR}, ["messages", "count", "phones_masked"]
     ),

@@ -79,7 +79,8 @@ SEARCH_CRITERIA = ("phone", "crm_key", "tag", "audience_id", "opted_out", "has_c
         }
     )
     # At least one criterion (the selector refuses a bare limit with its own coded error).
-    | {"anyOf": [{"required": [c]} for c in SEARCH_CRITERIA]},
+    # (Each branch names its property so that strict validators, ajv's strictRequired, accept it.)
+    | {"anyOf": [{"required": [c], "properties": {c: {}}} for c in SEARCH_CRITERIA]},
     output_schema=object_schema(
         {
             "contacts": {"type": "array", "items": CONTACT_MINIMAL},

@@ -328,8 +328,11 @@ def with_required_utm(schema: dict[str, Any]) -> dict[str, Any]:
     rules = [
         {
             "anyOf": [
-                {"required": ["utm"], "properties": {"utm": {"required": [key]}}},
-                {"properties": {"url": {"pattern": f"[?&]{re.escape(key)}="}}},
+                {
+                    "required": ["utm"],
+                    "properties": {"utm": {"type": "object", "required": [key], "properties": {key: STR}}},
+                },
+                {"properties": {"url": {"type": "string", "pattern": f"[?&]{re.escape(key)}="}}},
             ]
         }
         for key in required
