@@ -1,6 +1,7 @@
-"""config.get over MCP vs. the bare DRF view, 16 concurrent clients, on one gunicorn server.
+"""config.get over MCP vs. the bare DRF view, one client and 16 concurrent clients, on one gunicorn server.
 
-Usage: python bench/mcp_latency.py [--clients 16] [--requests 2000] [--database-url URL]
+Usage: python bench/mcp_latency.py [--clients 16] [--requests 2000] [--sequential 400] [--database-url URL]
+Target (issue 14): MCP p50 at most 1.5x the DRF view's, sequentially and concurrently; the ratio is printed.
 Starts its own server on a free loopback port with a throwaway database (SQLite by default,
 or the PostgreSQL named by --database-url / BENCH_DATABASE_URL), seeds it, measures, stops it.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -67,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--sequential", type=int, default=400, help="requests from one client, one at a time")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
@@ -141,9 +144,13 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         results = {}
-        for name, fn in (("mcp config.get", mcp), ("rest GET /api/v1/config/", rest)):
-            asyncio.run(hammer(fn, args.clients, 200))  # warm-up
-            latencies, elapsed = asyncio.run(hammer(fn, args.clients, args.requests))
+        runs = [(1, args.sequential), (args.clients, args.requests)]
+        for (clients, total), (name, fn) in itertools.product(
+            runs, (("mcp config.get", mcp), ("rest GET /api/v1/config/", rest))
+        ):
+            name = f"{name} x{clients}"
+            asyncio.run(hammer(fn, clients, 200))  # warm-up
+            latencies, elapsed = asyncio.run(hammer(fn, clients, total))
             results[name] = {
                 "p50_ms": round(statistics.median(latencies), 2),
                 "p99_ms": round(percentile(latencies, 0.99), 2),
@@ -166,8 +173,12 @@ def main() -> None:
     )
     for name, r in results.items():
         print(
-            f"{name:<28} p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  {r['req_per_s']:>8} req/s  (n={r['requests']})"
+            f"{name:<32} p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  {r['req_per_s']:>8} req/s  (n={r['requests']})"
         )
+    for clients in (1, args.clients):
+        mcp_p50 = results[f"mcp config.get x{clients}"]["p50_ms"]
+        rest_p50 = results[f"rest GET /api/v1/config/ x{clients}"]["p50_ms"]
+        print(f"MCP / DRF p50 at {clients} client(s): {mcp_p50 / rest_p50:.2f}x (target <= 1.5x)")
 
 
 if __name__ == "__main__":
