@@ -145,6 +145,16 @@ class ToolSpec:
                 "Tool arguments must be a JSON object.",
                 hint="See the tool's inputSchema.",
             )
+        nul = _nul_path(arguments)
+        if nul is not None:
+            # PostgreSQL text cannot hold NUL, not even in a filter: refused here, for every tool,
+            # instead of failing in the database as an internal error.
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{nul or 'arguments'}: text may not contain the NUL character (U+0000).",
+                field=nul or None,
+                hint="Remove the NUL character.",
+            )
         # Rules stated as a combination at the root ("at least one criterion", "exactly one of")
         # are the service's to refuse: it names the field and the fix, where jsonschema can only
         # say "not valid under any of the given schemas".
@@ -177,6 +187,26 @@ class ToolSpec:
                 },
             )
         return arguments
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (value or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}".strip(".")
+            if "\x00" in str(key):
+                return where
+            found = _nul_path(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}.{index}".strip("."))
+            if found is not None:
+                return found
+    return None
 
 
 ROOT_RULES = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "dependentRequired"})

@@ -25,15 +25,17 @@ from typing import Any
 
 import httpx
 import pytest
+from django.db import transaction
 
 from contacts.models import Contact
 from gateways.platform_config import platform_config_update
 from smsplatform.config_service import platform_config_get
 from smsplatform.mcp.registry import get_tool, registered_tools
-from tests.campaigns.conftest import act, crm, draft_data, key, marketer, world
+from tests.campaigns import conftest as campaign_conftest
+from tests.campaigns.conftest import act, crm, draft_data, key, marketer
 from tests.conftest import actor
 
-__all__ = ["crm", "marketer", "world"]  # fixtures: a gateway, contacts, a segment and a short link
+__all__ = ["crm", "marketer"]  # fixtures: a gateway, contacts, a segment and a short link
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "mcp_node"
 NODE = NODE_DIR / "node_modules" / ".bin" / "node"
@@ -84,6 +86,20 @@ SKIPPED_SCENARIOS = {
     "prompts-get-embedded-resource": "needs the fixture prompt test_prompt_with_embedded_resource",
     "prompts-get-with-image": "needs the fixture prompt test_prompt_with_image",
 }
+
+
+@pytest.fixture
+def world(marketer: Any, crm: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The campaign tests' world. Its opt-out locks rows, so it needs a transaction, which a
+    live-server test does not run in: that one step gets its own."""
+    record = campaign_conftest.opt_out_record
+
+    def in_a_transaction(**kwargs: Any) -> Any:
+        with transaction.atomic():
+            return record(**kwargs)
+
+    monkeypatch.setattr(campaign_conftest, "opt_out_record", in_a_transaction)
+    return dict(campaign_conftest.world.__wrapped__(marketer, crm))  # type: ignore[attr-defined]
 
 
 @pytest.fixture

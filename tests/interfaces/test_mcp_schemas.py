@@ -103,3 +103,18 @@ def test_short_links_preview_states_the_configured_utm_keys(technical: Any, make
     assert not accepts(schema, {"url": url, "utm": {"utm_source": "sms"}})
     config_change(technical, short_links={"required_utm": []})
     assert accepts(advertised("sms_marketing.short_links.preview"), {"url": url})
+
+
+def test_nul_in_any_argument_is_a_validation_error_not_a_database_failure(make_user: Any) -> None:
+    """PostgreSQL text cannot hold NUL (the fuzzer found templates.list failing on it)."""
+    user = make_user(superuser=True)
+    cases = [
+        ("sms_marketing.templates.list", {"name_contains": "a\x00b"}, "name_contains"),
+        ("sms_marketing.contacts.search", {"tag": "\x00"}, "tag"),
+        ("sms_marketing.segments.preview", {"criteria": {"tags": {"any": ["x\x00"]}}}, "criteria.tags.any.0"),
+        ("sms_marketing.short_links.preview", {"url": "https://shop.example.hk/\x00"}, "url"),
+    ]
+    for name, arguments, field in cases:
+        error = call_error(user, name, arguments)
+        assert (error["code"], error["field"]) == ("validation_error", field), (name, error)
+        assert "NUL" in error["message"]
