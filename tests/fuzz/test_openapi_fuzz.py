@@ -90,7 +90,9 @@ def fuzz_operation(
         stats[f"status:{response.status_code}"] += 1
         label = f"{operation.method.upper()} {operation.path} as {who} ({mode.value})"
         if response.status_code >= 500:
-            problems.append(f"{label}: {response.status_code} {response.text[:200]}")
+            problems.append(
+                f"{label}: {response.status_code} {response.text[:200]} for body {case.body!r:.500} query {case.query!r:.200}"
+            )
         elif response.status_code >= 400:
             stats["4xx"] += 1
             if "json" in response.headers.get("Content-Type", ""):
