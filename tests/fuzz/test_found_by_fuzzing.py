@@ -19,3 +19,11 @@ def test_customer_facts_with_a_contact_id_that_is_not_an_integer(api_for: Any, m
     assert response.status_code == 400, response.content[:300]
     errors = response.json()["error"]["details"]["errors"]
     assert errors[0]["field"] == "facts.0.contact_id"
+
+
+@pytest.mark.parametrize("days", ["0", "-5", "366", "1003778", "99999999999"])
+def test_contact_search_sent_within_days_out_of_range(api_for: Any, make_user: Any, days: str) -> None:
+    """schemathesis: GET /api/v1/contacts/?sent_within_days=1003778 answered 500 (date overflow)."""
+    response = api_for(make_user(superuser=True)).get("/api/v1/contacts/", {"sent_within_days": days})
+    assert response.status_code == 400, response.content[:300]
+    assert response.json()["error"]["field"] == "sent_within_days"
