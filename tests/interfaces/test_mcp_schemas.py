@@ -108,7 +108,7 @@ def test_short_links_preview_states_the_configured_utm_keys(technical: Any, make
 def test_nul_in_any_argument_is_a_validation_error_not_a_database_failure(make_user: Any) -> None:
     """PostgreSQL text cannot hold NUL (the fuzzer found templates.list failing on it)."""
     user = make_user(superuser=True)
-    cases = [
+    cases: list[tuple[str, dict[str, Any], str]] = [
         ("sms_marketing.templates.list", {"name_contains": "a\x00b"}, "name_contains"),
         ("sms_marketing.contacts.search", {"tag": "\x00"}, "tag"),
         ("sms_marketing.segments.preview", {"criteria": {"tags": {"any": ["x\x00"]}}}, "criteria.tags.any.0"),
