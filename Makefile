@@ -32,15 +32,16 @@ run: seed
 	$(PY) manage.py runplatform
 
 # The README's test command: the suite on SQLite, again on PostgreSQL, then the tests
-# that drive a real Celery worker through Redis (.ci/run starts both servers).
+# that drive a real Celery worker through Redis (.ci/run starts both servers), with the
+# other real-process tests (Node MCP clients, fuzzers: marker real_clients) run once there.
 test: test-sqlite test-postgres test-celery
 
 # Each suite runs in two passes: the process-free tests in parallel (pytest-xdist, whole files per
 # worker), then, once and one at a time, the `process` tests that start servers or subprocesses
 # (SMSC simulator, live server, short-link server, Kannel), which would only fight over the cores.
 TEST_WORKERS ?= auto
-PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not celery_worker and not process and not browser"
-SERIAL := -m "process and not celery_worker and not browser"
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not celery_worker and not process and not browser and not real_clients"
+SERIAL := -m "process and not celery_worker and not browser and not real_clients"
 
 test-sqlite: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PARALLEL)
@@ -52,7 +53,7 @@ test-postgres: install
 
 # The real-process tests, run once: a real Celery worker on Redis, and the admin in Debian's chromium.
 test-celery: install
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or browser"
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or browser or real_clients"
 
 lint: install
 	$(VENV)/bin/ruff check .

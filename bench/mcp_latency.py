@@ -1,6 +1,7 @@
-"""config.get over MCP vs. the bare DRF view, 16 concurrent clients, on one gunicorn server.
+"""config.get over MCP vs. the bare DRF view, one client and 16 concurrent clients, on one gunicorn server.
 
-Usage: python bench/mcp_latency.py [--clients 16] [--requests 2000] [--database-url URL]
+Usage: python bench/mcp_latency.py [--clients 16] [--requests 2000] [--sequential 400] [--database-url URL]
+Target (issue 14): MCP p50 at most 1.5x the DRF view's, sequentially and concurrently; the ratio is printed.
 Starts its own server on a free loopback port with a throwaway database (SQLite by default,
 or the PostgreSQL named by --database-url / BENCH_DATABASE_URL), seeds it, measures, stops it.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -30,6 +32,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def server_cpu_seconds(master: int) -> float:
+    """User + system CPU of gunicorn's workers (the master's children), from /proc (Linux).
+
+    The server-side cost of a request, free of the client's and of other load on the machine:
+    on a shared box, wall-clock latency mostly measures queueing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # ppid
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--sequential", type=int, default=400, help="requests from one client, one at a time")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
@@ -141,10 +161,17 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         results = {}
-        for name, fn in (("mcp config.get", mcp), ("rest GET /api/v1/config/", rest)):
-            asyncio.run(hammer(fn, args.clients, 200))  # warm-up
-            latencies, elapsed = asyncio.run(hammer(fn, args.clients, args.requests))
+        runs = [(1, args.sequential), (args.clients, args.requests)]
+        for (clients, total), (name, fn) in itertools.product(
+            runs, (("mcp config.get", mcp), ("rest GET /api/v1/config/", rest))
+        ):
+            name = f"{name} x{clients}"
+            asyncio.run(hammer(fn, clients, 200))  # warm-up
+            cpu_before = server_cpu_seconds(server.pid)
+            latencies, elapsed = asyncio.run(hammer(fn, clients, total))
+            cpu_ms = (server_cpu_seconds(server.pid) - cpu_before) * 1000 / len(latencies)
             results[name] = {
+                "server_cpu_ms": round(cpu_ms, 2),
                 "p50_ms": round(statistics.median(latencies), 2),
                 "p99_ms": round(percentile(latencies, 0.99), 2),
                 "req_per_s": round(len(latencies) / elapsed, 1),
@@ -166,7 +193,17 @@ def main() -> None:
     )
     for name, r in results.items():
         print(
-            f"{name:<28} p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  {r['req_per_s']:>8} req/s  (n={r['requests']})"
+            f"{name:<32} p50 {r['p50_ms']:>7} ms  p99 {r['p99_ms']:>7} ms  {r['req_per_s']:>8} req/s  "
+            f"server CPU {r['server_cpu_ms']:>6} ms/req  (n={r['requests']})"
+        )
+    for clients in (1, args.clients):
+        mcp_p50 = results[f"mcp config.get x{clients}"]["p50_ms"]
+        rest_p50 = results[f"rest GET /api/v1/config/ x{clients}"]["p50_ms"]
+        mcp_cpu = results[f"mcp config.get x{clients}"]["server_cpu_ms"]
+        rest_cpu = results[f"rest GET /api/v1/config/ x{clients}"]["server_cpu_ms"]
+        print(
+            f"MCP / DRF at {clients} client(s): server CPU {mcp_cpu / rest_cpu:.2f}x, "
+            f"p50 {mcp_p50 / rest_p50:.2f}x (target <= 1.5x)"
         )
 
 

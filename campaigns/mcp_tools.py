@@ -324,7 +324,15 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
                 "description": "The next page: the previous answer's next_before_id.",
             },
         }
-    ),
+    )
+    # One message by message_id (alone), or a list by phone, campaign_id or batch_id: never both kinds,
+    # never neither (the selector refuses those too, naming the field).
+    | {
+        "oneOf": [
+            {"required": ["message_id"]},
+            {"anyOf": [{"required": [f]} for f in ("phone", "campaign_id", "batch_id")]},
+        ]
+    },
     output_schema=object_schema(
         {
             "messages": ARR,

@@ -66,6 +66,9 @@ OPT_OUT = object_schema(
 )
 
 
+SEARCH_CRITERIA = ("phone", "crm_key", "tag", "audience_id", "opted_out", "has_consent", "sent_within_days")
+
+
 @register_tool(
     "sms_marketing.contacts.search",
     permission="contacts.view_contact",
@@ -80,7 +83,10 @@ OPT_OUT = object_schema(
             "sent_within_days": {"type": "integer", "minimum": 1, "maximum": 365},
             "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
         }
-    ),
+    )
+    # At least one criterion (the selector refuses a bare limit with its own coded error).
+    # (Each branch names its property so that strict validators, ajv's strictRequired, accept it.)
+    | {"anyOf": [{"required": [c], "properties": {c: {}}} for c in SEARCH_CRITERIA]},
     output_schema=object_schema(
         {
             "contacts": {"type": "array", "items": CONTACT_MINIMAL},

@@ -102,6 +102,15 @@ def contacts_search(
     if sent_within_days is not None:
         from datetime import timedelta
 
+        # The MCP schema says 1-365; REST passes any integer, and a huge one overflows the date.
+        if not 1 <= int(sent_within_days) <= 365:
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                "sent_within_days must be between 1 and 365.",
+                field="sent_within_days",
+                hint="Give a number of days from 1 to 365.",
+            )
+
         from django.utils import timezone
 
         since = timezone.now() - timedelta(days=int(sent_within_days))

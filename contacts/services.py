@@ -872,6 +872,10 @@ def customer_facts_ingest(*, actor: Actor, facts: Any, idempotency_key: str | No
     )
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _facts_validate(facts: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Resolve contacts set-based (one query per key type) and validate every row."""
     errors: list[dict[str, Any]] = []
@@ -883,7 +887,7 @@ def _facts_validate(facts: list[Any]) -> tuple[list[dict[str, Any]], list[dict[s
             except ApplicationError as exc:
                 errors.append({"row": i, "field": f"facts.{i}.phone", "message": exc.message})
     crm_keys = {str(f["crm_key"]) for f in facts if isinstance(f, dict) and f.get("crm_key")}
-    ids = {f["contact_id"] for f in facts if isinstance(f, dict) and isinstance(f.get("contact_id"), int)}
+    ids = {f["contact_id"] for f in facts if isinstance(f, dict) and _is_id(f.get("contact_id"))}
     by_phone = dict(Contact.objects.filter(phone__in=set(phones.values())).values_list("phone", "pk"))
     by_crm = dict(Contact.objects.filter(crm_key__in=crm_keys).values_list("crm_key", "pk"))
     known_ids = set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True))
@@ -896,7 +900,8 @@ def _facts_validate(facts: list[Any]) -> tuple[list[dict[str, Any]], list[dict[s
             errors.append({"row": i, "field": where, "message": "must be an object"})
             continue
         if fact.get("contact_id"):
-            contact_id = fact["contact_id"] if fact["contact_id"] in known_ids else None
+            # Only an integer id is looked up: a list is unhashable and True would equal id 1.
+            contact_id = fact["contact_id"] if _is_id(fact["contact_id"]) and fact["contact_id"] in known_ids else None
         elif i in phones:
             contact_id = by_phone.get(phones[i])
         elif fact.get("crm_key"):

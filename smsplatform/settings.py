@@ -231,6 +231,10 @@ SPECTACULAR_SETTINGS = {
 # --- MCP ------------------------------------------------------------------
 DJANGO_MCP_GET_SERVER_INSTRUCTIONS_TOOL = False
 DJANGO_MCP_GLOBAL_SERVER_CONFIG = {"name": "sms_marketing", "stateless": True}
+# Browser origins allowed to call /mcp (comma-separated, e.g. "https://inspector.example.com").
+# Requests without an Origin header (agents, SDK clients) always pass; any other Origin gets 403,
+# the MCP transport's defence against DNS rebinding.
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS", "")
 
 # --- Celery ---------------------------------------------------------------
 # The embedded default is kombu's filesystem transport: no broker server needed.

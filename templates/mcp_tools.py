@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor
 from smsplatform.mcp.registry import (
     BOOL,
@@ -327,6 +329,27 @@ LINK_PROPS: dict[str, Any] = {
 }
 
 
+def with_required_utm(schema: dict[str, Any]) -> dict[str, Any]:
+    """short_links.preview's input schema with the UTM keys the configuration requires now: each
+    one in utm or already in the URL's query (the preview refuses others with utm_missing)."""
+    required = platform_config_get()["config"]["short_links"]["required_utm"]
+    if not required:
+        return schema
+    rules = [
+        {
+            "anyOf": [
+                {
+                    "required": ["utm"],
+                    "properties": {"utm": {"type": "object", "required": [key], "properties": {key: STR}}},
+                },
+                {"properties": {"url": {"type": "string", "pattern": f"[?&]{re.escape(key)}="}}},
+            ]
+        }
+        for key in required
+    ]
+    return {**schema, "allOf": rules}
+
+
 @register_tool(
     "sms_marketing.short_links.preview",
     permission="sms_templates.preview_shortlink",
@@ -346,6 +369,7 @@ LINK_PROPS: dict[str, Any] = {
         },
         ["url"],
     ),
+    refine_input=with_required_utm,
     output_schema=object_schema(
         {
             **LINK_PROPS,

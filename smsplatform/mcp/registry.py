@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from django.apps import apps
 from django.conf import settings
 from jsonschema import Draft202012Validator
@@ -48,6 +49,12 @@ class ToolSpec:
     handler: Handler
     destructive: bool = False
     entry: dict[str, Any] = field(default_factory=dict)
+    # Rules that depend on the live configuration (short_links.preview: the UTM keys it requires),
+    # added to the input schema each time tools/list is answered; the service enforces them.
+    refine_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def advertised_input_schema(self) -> dict[str, Any]:
+        return self.refine_input(self.input_schema) if self.refine_input else self.input_schema
 
     @property
     def kind(self) -> str:
@@ -106,7 +113,7 @@ class ToolSpec:
             name=self.name,
             title=self.title(),
             description=self.description(),
-            inputSchema=self.input_schema,
+            inputSchema=self.advertised_input_schema(),
             outputSchema=self.output_schema,
             annotations=self.annotations(),
             _meta=self.meta(),
@@ -121,6 +128,24 @@ class ToolSpec:
         # Compiled once: jsonschema.validate() re-checks the schema on every call.
         return Draft202012Validator(self.output_schema)
 
+    @cached_property
+    def _output_checker(self) -> jsonschema_rs.Draft202012Validator:
+        return jsonschema_rs.Draft202012Validator(self.output_schema)
+
+    def output_problem(self, result: Any) -> str | None:
+        """What is wrong with a handler's answer against the output schema, or None.
+
+        Every call is checked, so the check is the compiled Rust validator (jsonschema-rs): the
+        Python one took a third of a config.get call. A value JSON cannot carry (a datetime left
+        unserialised) makes it raise; the Python validator then names the problem."""
+        try:
+            if self._output_checker.is_valid(result):
+                return None
+            return next(iter(self._output_checker.iter_errors(result))).message
+        except (ValueError, TypeError):
+            problem = next(iter(self.output_validator.iter_errors(result)), None)
+            return problem.message if problem is not None else "a value JSON cannot carry"
+
     def validate_input(self, arguments: Any) -> dict[str, Any]:
         if not isinstance(arguments, dict):
             raise ApplicationError(
@@ -128,8 +153,21 @@ class ToolSpec:
                 "Tool arguments must be a JSON object.",
                 hint="See the tool's inputSchema.",
             )
+        nul = _nul_path(arguments)
+        if nul is not None:
+            # PostgreSQL text cannot hold NUL, not even in a filter: refused here, for every tool,
+            # instead of failing in the database as an internal error.
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{nul or 'arguments'}: text may not contain the NUL character (U+0000).",
+                field=nul or None,
+                hint="Remove the NUL character.",
+            )
+        # Rules stated as a combination at the root ("at least one criterion", "exactly one of")
+        # are the service's to refuse: it names the field and the fix, where jsonschema can only
+        # say "not valid under any of the given schemas".
         errors = sorted(
-            self.input_validator.iter_errors(arguments),
+            (e for e in self.input_validator.iter_errors(arguments) if e.path or e.validator not in ROOT_RULES),
             key=lambda e: list(e.path),
         )
         if errors:
@@ -146,6 +184,84 @@ class ToolSpec:
         return arguments
 
 
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (value or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}".strip(".")
+            if "\x00" in str(key):
+                return where
+            found = _nul_path(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}.{index}".strip("."))
+            if found is not None:
+                return found
+    return None
+
+
+ROOT_RULES = frozenset({"anyOf", "oneOf", "allOf", "not", "if", "dependentRequired"})
+
+# Keywords that belong to one JSON type, for splitting {"type": [...]} into anyOf branches.
+_TYPE_KEYWORDS: dict[str, frozenset[str]] = {
+    "string": frozenset({"minLength", "maxLength", "pattern", "format"}),
+    "number": frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}),
+    "object": frozenset(
+        {
+            "properties",
+            "required",
+            "additionalProperties",
+            "patternProperties",
+            "propertyNames",
+            "minProperties",
+            "maxProperties",
+        }
+    ),
+    "array": frozenset({"items", "prefixItems", "minItems", "maxItems", "uniqueItems", "contains"}),
+}
+_TYPE_KEYWORDS["integer"] = _TYPE_KEYWORDS["number"]
+
+
+def portable(schema: Any) -> Any:
+    """The schema with every type array ({"type": ["string", "null"]}) written as anyOf.
+
+    Type arrays are valid JSON Schema, but strict ajv (allowUnionTypes off) and several agent
+    clients refuse them; anyOf of single types is what pydantic emits and every client takes.
+    Each branch keeps its own type's keywords; annotations and the rest stay outside."""
+    if isinstance(schema, list):
+        return [portable(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        key: (value if key in ("enum", "const", "default", "examples") else portable(value))
+        for key, value in schema.items()
+    }
+    types_ = out.get("type")
+    if not isinstance(types_, list):
+        return out
+    if len(types_) == 1:
+        out["type"] = types_[0]
+        return out
+    owned = frozenset().union(*(_TYPE_KEYWORDS.get(t, frozenset()) for t in types_))
+    branches = [{"type": t, **{k: v for k, v in out.items() if k in _TYPE_KEYWORDS.get(t, ())}} for t in types_]
+    rest = {k: v for k, v in out.items() if k != "type" and k not in owned}
+    return {**rest, "anyOf": branches}
+
+
+def type_arrays(schema: Any, path: str = "") -> list[str]:
+    """Where a schema still uses a type array (a test keeps every advertised schema free of them)."""
+    if isinstance(schema, list):
+        return [p for i, item in enumerate(schema) for p in type_arrays(item, f"{path}/{i}")]
+    if not isinstance(schema, dict):
+        return []
+    found = [path or "/"] if isinstance(schema.get("type"), list) else []
+    return found + [p for key, value in schema.items() for p in type_arrays(value, f"{path}/{key}")]
+
+
 _REGISTRY: dict[str, ToolSpec] = {}
 
 
@@ -156,10 +272,12 @@ def register_tool(
     input_schema: dict[str, Any],
     output_schema: dict[str, Any],
     destructive: bool = False,
+    refine_input: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Callable[[Handler], Handler]:
     entry = catalogue().get(name)
     if entry is None:
         raise LookupError(f"{name} is not in the tool catalogue")
+    input_schema, output_schema = portable(input_schema), portable(output_schema)
     Draft202012Validator.check_schema(input_schema)
     Draft202012Validator.check_schema(output_schema)
 
@@ -172,6 +290,7 @@ def register_tool(
             handler=handler,
             destructive=destructive,
             entry=entry,
+            refine_input=refine_input,
         )
         return handler
 
@@ -230,12 +349,14 @@ def error_code_enums() -> dict[str, type[StrEnum]]:
 # all) is defined here once and cannot drift between apps.
 
 STR: dict[str, Any] = {"type": "string"}
-NSTR: dict[str, Any] = {"type": ["string", "null"]}
+NULL: dict[str, Any] = {"type": "null"}
+# Nullable fields as anyOf, not type arrays (see portable()).
+NSTR: dict[str, Any] = {"anyOf": [STR, NULL]}
 INT: dict[str, Any] = {"type": "integer"}
-NINT: dict[str, Any] = {"type": ["integer", "null"]}
+NINT: dict[str, Any] = {"anyOf": [INT, NULL]}
 BOOL: dict[str, Any] = {"type": "boolean"}
 OBJ: dict[str, Any] = {"type": "object"}
-NOBJ: dict[str, Any] = {"type": ["object", "null"]}
+NOBJ: dict[str, Any] = {"anyOf": [OBJ, NULL]}
 ARR: dict[str, Any] = {"type": "array"}
 STRS: dict[str, Any] = {"type": "array", "items": STR}
 
@@ -244,8 +365,8 @@ ERROR_SCHEMA = {
     "properties": {
         "code": {"type": "string"},
         "message": {"type": "string"},
-        "field": {"type": ["string", "null"]},
-        "hint": {"type": ["string", "null"]},
+        "field": NSTR,
+        "hint": NSTR,
     },
     "required": ["code", "message"],
 }

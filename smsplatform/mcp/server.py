@@ -18,6 +18,7 @@ from django.utils import timezone
 from mcp import types
 from mcp_server.djangomcp import DjangoMCP, django_request_ctx
 
+import smsplatform
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
 from smsplatform.kernel.idempotency import committed_response
@@ -35,10 +36,14 @@ INSTRUCTIONS = (
 
 
 def error_result(error: ApplicationError) -> types.CallToolResult:
+    """A tool error as MCP clients read one: isError with the error as JSON text.
+
+    No structuredContent: clients validate structuredContent against the tool's outputSchema
+    (the TypeScript SDK, and the Inspector and desktop agents built on it, answer -32602
+    otherwise), and an outputSchema describes the success answer only."""
     body = {"error": error.as_dict()}
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=json.dumps(body, ensure_ascii=False))],
-        structuredContent=body,
+        content=[types.TextContent(type="text", text=json.dumps(body, ensure_ascii=False, cls=DjangoJSONEncoder))],
         isError=True,
     )
 
@@ -107,9 +112,9 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
         result = spec.handler(actor, arguments)
         # We return a finished CallToolResult, so the SDK does not validate the output again:
         # the output schema is checked here with a compiled validator.
-        problem = next(iter(spec.output_validator.iter_errors(result)), None)
+        problem = spec.output_problem(result)
         if problem is not None:
-            logger.error("MCP tool %s returned output outside its schema: %s", name, problem.message)
+            logger.error("MCP tool %s returned output outside its schema: %s", name, problem)
             raise RuntimeError("output schema violation")
         return success_result(result)
     except ApplicationError as exc:
@@ -126,6 +131,10 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
         )
 
 
+def list_tools() -> list[types.Tool]:
+    return [spec.as_mcp_tool() for spec in registered_tools()]
+
+
 class SmsMarketingMCP(DjangoMCP):
     def _setup_handlers(self) -> None:
         super()._setup_handlers()
@@ -133,7 +142,8 @@ class SmsMarketingMCP(DjangoMCP):
         self._mcp_server.call_tool(validate_input=False)(self._call_tool)
 
     async def _list_tools(self) -> list[types.Tool]:
-        return [spec.as_mcp_tool() for spec in registered_tools()]
+        # Sync: a schema may state rules from the live configuration (a database read).
+        return await sync_to_async(list_tools)()
 
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
         request = django_request_ctx.get(None)
@@ -141,5 +151,7 @@ class SmsMarketingMCP(DjangoMCP):
 
 
 mcp_server = SmsMarketingMCP(name="sms_marketing", instructions=INSTRUCTIONS, stateless=True)
+# initialize answers serverInfo.version; FastMCP leaves it unset and the SDK reports its own.
+mcp_server._mcp_server.version = smsplatform.__version__
 
 __all__ = ["mcp_server", "run_tool"]

@@ -20,6 +20,7 @@ from compliance.roles import Role
 from gateways.models import OutboundMessage
 from smsplatform.models import AuditLog
 from tests.support.campaigns import PHONES, TEXT, act, draft_data, fresh_short_link, key
+from tests.support.mcp import tool_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -411,7 +412,7 @@ def test_a_sending_or_sent_campaign_shows_progress_not_a_failed_live_check(
                 batches_advance(budget_seconds=2)
     # The pre-send preview itself says where to look instead, on MCP and REST.
     result = run_tool("sms_marketing.cost_preview", {"campaign_id": cid}, SimpleNamespace(user=marketer, auth=None))
-    error = (result.structuredContent or {})["error"]
+    error = tool_answer(result)["error"]
     assert result.isError and error["code"] == "campaign_state" and "send_batches.list" in error["hint"]
     response = api_for(marketer).get(f"/api/v1/campaigns/{cid}/cost-preview/")
     assert response.status_code == 400 and response.json()["error"]["code"] == "campaign_state"

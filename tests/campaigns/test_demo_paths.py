@@ -24,6 +24,7 @@ from gateways.models import Gateway
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.mcp.server import run_tool
 from tests.support.campaigns import key
+from tests.support.mcp import tool_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +42,7 @@ def user(name: str) -> Any:
 
 def mcp(username: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
     result = run_tool(f"sms_marketing.{tool}", args, SimpleNamespace(user=user(username), auth=None))
-    body = dict(result.structuredContent or {})
+    body = tool_answer(result)
     assert result.isError == ("error" in body)
     return body
 

@@ -14,13 +14,14 @@ from smsplatform.kernel.errors import ApplicationError
 from smsplatform.mcp.server import run_tool
 from templates.models import ShortLink
 from tests.support.campaigns import act, draft_data, fresh_short_link, key
+from tests.support.mcp import tool_answer
 
 pytestmark = pytest.mark.django_db
 
 
 def _mcp(user: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     result = run_tool(f"sms_marketing.{name}", args, SimpleNamespace(user=user, auth=None))
-    return dict(result.structuredContent or {})
+    return tool_answer(result)
 
 
 def _free_link(marketer: Any) -> int:

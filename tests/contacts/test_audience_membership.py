@@ -21,6 +21,7 @@ from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.mcp.server import run_tool
 from smsplatform.models import AuditLog
 from tests.support.contacts import consent, key, upsert
+from tests.support.mcp import tool_answer
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def vip(db: Any) -> Audience:
 
 def _mcp(user: Any, name: str, args: dict[str, Any]) -> dict[str, Any]:
     result = run_tool(f"sms_marketing.{name}", args, SimpleNamespace(user=user, auth=None))
-    return dict(result.structuredContent or {})
+    return tool_answer(result)
 
 
 def test_an_upserted_contact_joins_an_audience_by_name_and_enters_its_segment(

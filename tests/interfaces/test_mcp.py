@@ -208,11 +208,156 @@ def test_malformed_requests_get_jsonrpc_errors(
     assert raw.json()["error"]["code"] == rpc_code
 
 
-def test_unknown_method_is_a_jsonrpc_error(mcp_url: str, tech_key: str) -> None:
-    headers = {"Authorization": f"Bearer {tech_key}", "Accept": "application/json, text/event-stream"}
-    raw = httpx.post(mcp_url, json={"jsonrpc": "2.0", "id": 7, "method": "tools/explode"}, headers=headers)
-    assert raw.status_code < 500
-    assert "error" in raw.json()
+def _post(url: str, key: str, content: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(
+        url,
+        content=content,
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            **headers,
+        },
+    )
+
+
+def test_unknown_method_is_method_not_found(mcp_url: str, tech_key: str) -> None:
+    for method in ("tools/explode", "", "initialize/extra", "x" * 500):
+        body = json.dumps({"jsonrpc": "2.0", "id": 7, "method": method}).encode()
+        raw = _post(mcp_url, tech_key, body)
+        assert raw.status_code == 200
+        assert raw.json()["id"] == 7 and raw.json()["error"]["code"] == -32601, method
+    # A method the protocol defines and we do not serve (prompts: none registered) is not found.
+    raw = _post(mcp_url, tech_key, b'{"jsonrpc": "2.0", "id": 8, "method": "completion/complete", "params": {}}')
+    assert raw.status_code == 200 and "error" in raw.json()
+
+
+@pytest.mark.parametrize("bad_id", ["null", "{}", '{"a": 1}', "[1]", "true", "1.5"])
+def test_a_request_id_that_is_not_a_string_or_integer_is_refused(mcp_url: str, tech_key: str, bad_id: str) -> None:
+    for method in ("tools/list", "tools/call"):
+        content = f'{{"jsonrpc": "2.0", "id": {bad_id}, "method": "{method}", "params": {{}}}}'.encode()
+        raw = _post(mcp_url, tech_key, content)
+        # Not 202 and dropped: the client is told, with a null id since its id cannot be echoed.
+        assert raw.status_code == 400, (bad_id, raw.status_code, raw.text)
+        assert raw.json() == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": -32600, "message": raw.json()["error"]["message"]},
+        }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]',
+        b'[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"}]',
+        b'[{"jsonrpc": "2.0", "method": "notifications/initialized"}]',
+        b"[1, 2]",
+    ],
+)
+def test_batches_get_one_jsonrpc_error_not_a_validation_dump(mcp_url: str, tech_key: str, content: bytes) -> None:
+    raw = _post(mcp_url, tech_key, content)
+    assert raw.status_code == 400
+    assert raw.json()["error"]["code"] == -32600 and "batch" in raw.json()["error"]["message"]
+    assert "pydantic" not in raw.text and "validation error" not in raw.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("content", "rpc_code"),
+    [
+        (b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": []}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {}}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5}}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "x", "arguments": [1]}}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": 12}', -32600),
+        (b'{"jsonrpc": "1.0", "id": 3, "method": "ping"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": 3, "result": {}, "error": {}}', -32600),
+    ],
+)
+def test_malformed_params_and_envelopes(mcp_url: str, tech_key: str, content: bytes, rpc_code: int) -> None:
+    raw = _post(mcp_url, tech_key, content)
+    assert raw.status_code in (200, 400)
+    assert raw.json()["error"]["code"] == rpc_code
+    assert "pydantic" not in raw.text
+
+
+def test_notifications_and_responses_are_accepted_without_an_answer(mcp_url: str, tech_key: str) -> None:
+    for content in (
+        b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+        b'{"jsonrpc": "2.0", "method": "notifications/unknown_but_harmless"}',
+        b'{"jsonrpc": "2.0", "id": "srv-1", "result": {}}',
+    ):
+        raw = _post(mcp_url, tech_key, content)
+        assert raw.status_code == 202, (content, raw.text)
+
+
+def test_origin_is_checked(mcp_url: str, tech_key: str, settings: Any) -> None:
+    ping = b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}'
+    assert _post(mcp_url, tech_key, ping).status_code == 200  # no Origin: agents and SDK clients
+    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example", "http://localhost:6274"):
+        raw = _post(mcp_url, tech_key, ping, Origin=origin)
+        assert raw.status_code == 403, origin
+        assert raw.json()["error"]["code"] == -32600 and "Origin" in raw.json()["error"]["message"]
+    # Refused before authentication: a page on another site learns nothing about tokens either.
+    assert httpx.post(mcp_url, content=ping, headers={"Origin": "https://evil.example"}).status_code == 403
+    # Our own origin (a page we serve) passes while its Host is explicitly allowed; with
+    # ALLOWED_HOSTS "*" a rebinding attacker's Host would match too, so it no longer does.
+    own = mcp_url.removesuffix("/mcp")
+    assert _post(mcp_url, tech_key, ping, Origin=own).status_code == 200
+    rebound_host = own.replace("localhost", "evil.example")
+    assert _post(mcp_url, tech_key, ping, Origin=rebound_host, Host=rebound_host.split("//")[1]).status_code >= 400
+    settings.ALLOWED_HOSTS = ["*"]
+    assert _post(mcp_url, tech_key, ping, Origin=own).status_code == 403
+    settings.MCP_ALLOWED_ORIGINS = ["http://localhost:6274"]
+    assert _post(mcp_url, tech_key, ping, Origin="http://localhost:6274").status_code == 200
+    assert _post(mcp_url, tech_key, ping, Origin="http://localhost:6275").status_code == 403
+
+
+def test_unsupported_protocol_version_header_is_refused_on_every_path(mcp_url: str, tech_key: str) -> None:
+    for body in (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "sms_marketing.config.get"}}',
+    ):
+        raw = _post(mcp_url, tech_key, body, **{"MCP-Protocol-Version": "1999-01-01"})
+        assert raw.status_code == 400 and "1999-01-01" in raw.json()["error"]["message"]
+        ok = _post(mcp_url, tech_key, body, **{"MCP-Protocol-Version": "2025-06-18"})
+        assert ok.status_code == 200 and "result" in ok.json()
+
+
+def test_server_info_names_the_app_and_its_version(mcp_url: str, tech_key: str) -> None:
+    import tomllib
+    from pathlib import Path
+
+    import smsplatform
+
+    async def body(session: ClientSession) -> types.InitializeResult:
+        return await session.initialize()
+
+    info = run(mcp_url, tech_key, body).serverInfo
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert info.name == "sms_marketing"
+    assert info.version == smsplatform.__version__ == pyproject["project"]["version"]
+
+
+def test_tool_call_fast_path_answers_like_the_sdk(mcp_url: str, tech_key: str) -> None:
+    """tools/call is answered by our view; tools/list by the library. Same envelope both ways."""
+    call = _post(
+        mcp_url,
+        tech_key,
+        b'{"jsonrpc": "2.0", "id": "abc", "method": "tools/call", "params": {"name": "sms_marketing.config.get"}}',
+    )
+    assert call.status_code == 200 and call.headers["Content-Type"].startswith("application/json")
+    answer = call.json()
+    assert answer["jsonrpc"] == "2.0" and answer["id"] == "abc"
+    assert answer["result"]["isError"] is False
+    assert json.loads(answer["result"]["content"][0]["text"]) == answer["result"]["structuredContent"]
+    missing = _post(
+        mcp_url,
+        tech_key,
+        b'{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "sms_marketing.nope"}}',
+    ).json()
+    assert missing["result"]["isError"] is True and "structuredContent" not in missing["result"]
+    assert json.loads(missing["result"]["content"][0]["text"])["error"]["code"] == "unknown_tool"
 
 
 def test_get_and_delete_are_405(mcp_url: str, tech_key: str) -> None:

@@ -38,7 +38,7 @@ def call(make_user: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         result = run_tool(TOOL, dict(args or ARGS), request)
         assert result.isError
         body = json.loads(result.content[0].text)  # type: ignore[union-attr]
-        assert body == result.structuredContent
+        assert result.structuredContent is None
         return dict(body["error"])
 
     return call

@@ -35,7 +35,17 @@ def structured(result: types.CallToolResult) -> dict[str, Any]:
 
 
 def tool_error(result: types.CallToolResult) -> dict[str, Any]:
-    assert result.isError
-    error = structured(result)["error"]
+    # An error is isError with the error as JSON text, and no structuredContent: clients check
+    # structuredContent against the outputSchema, which describes the success answer only.
+    assert result.isError and result.structuredContent is None
+    error = json.loads(result.content[0].text)["error"]  # type: ignore[union-attr]
     assert set(error) >= {"code", "message", "field", "hint"}
     return dict(error)
+
+
+def tool_answer(result: types.CallToolResult) -> dict[str, Any]:
+    """A tool's answer as a dict: its structured result, or ``{"error": {...}}`` read from the text
+    of an error result (errors carry no structuredContent: their shape is not the output schema's)."""
+    if result.isError:
+        return dict(json.loads(result.content[0].text))  # type: ignore[union-attr]
+    return dict(result.structuredContent or {})

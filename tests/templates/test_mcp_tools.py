@@ -337,5 +337,6 @@ def test_lone_surrogates_and_control_characters_over_raw_json_rpc(mcp_url: str, 
         assert response.status_code == 200
         result = json.loads(response.text)["result"]
         assert result["isError"] is True
-        assert result["structuredContent"]["error"]["code"] == code
-        assert result["structuredContent"]["error"]["field"] == "text"
+        assert "structuredContent" not in result
+        error = json.loads(result["content"][0]["text"])["error"]
+        assert (error["code"], error["field"]) == (code, "text")
