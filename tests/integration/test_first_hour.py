@@ -255,6 +255,7 @@ def test_the_first_hour_as_the_demo_roles(live_server: Any, demo_installation: N
     # 7. The marketer reads what happened.
     got = call(url, marketer, "sms_marketing.campaigns.get", {"campaign_id": campaign_id})
     assert got["state"] == CampaignState.COMPLETED
+    assert (got["approval"]["approved_by"], got["approval"]["approved_by_username"]) == (approver_id, "demo_approver")
     report = call(url, marketer, "sms_marketing.send_batches.list", {"campaign_id": campaign_id})
     assert sum(b["delivered"] for b in report["batches"]) == 36, report
     assert sum(b["failed"] for b in report["batches"]) == 2, report
