@@ -39,6 +39,17 @@ from smsplatform.mcp.registry import (
 
 CAMPAIGN_ID = {"type": "integer", "minimum": 1, "description": "From sms_marketing.campaigns.list."}
 TOKEN = base_version_token("base_version_token from campaigns.get")
+APPROVAL = object_schema(
+    {
+        "approved": BOOL,
+        "approved_version": NINT,
+        "approved_at": NSTR,
+        "approved_by": {**NINT, "description": "User id of the approver (or the confirming approver)."},
+        "approved_by_username": {**NSTR, "description": "That user's username."},
+        "pending_requests": ARR,
+    },
+    ["approved", "approved_by", "approved_by_username", "pending_requests"],
+)
 
 CONTENT_PROPS: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": 100},
@@ -134,7 +145,7 @@ def campaigns_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
             "template_version_id": NINT,
             "schedule": OBJ,
             "review": OBJ,
-            "approval": OBJ,
+            "approval": APPROVAL,
             "estimate": OBJ,
             "estimate_detail": OBJ,
             "sending": NOBJ,

@@ -90,6 +90,9 @@ def _summary(campaign: Campaign, progress: dict[str, int] | None, pending: list[
             "approved": campaign.approved_version is not None and campaign.approved_version == campaign.version,
             "approved_version": campaign.approved_version,
             "approved_at": campaign.approved_at.isoformat() if campaign.approved_at else None,
+            # Who approved or confirmed it: the user id and, beside it, the name people read.
+            "approved_by": campaign.approved_by_id,
+            "approved_by_username": campaign.approved_by.get_username() if campaign.approved_by else None,
             "pending_requests": pending,
         },
         "estimate": {k: campaign.estimate.get(k) for k in ("recipients", "cost", "at")},
@@ -119,7 +122,11 @@ def campaign_action_requests(*, campaign_id: int, pending_only: bool = True) -> 
 
 
 def campaigns_list(*, actor: Actor, state: str | None = None, limit: int = 50) -> dict[str, Any]:
-    qs = campaigns_visible(actor).select_related("segment", "gateway", "short_link").order_by("-updated_at", "-id")
+    qs = (
+        campaigns_visible(actor)
+        .select_related("segment", "gateway", "short_link", "approved_by")
+        .order_by("-updated_at", "-id")
+    )
     if state is not None:
         if state not in CampaignState.values:
             raise ApplicationError(

@@ -91,6 +91,7 @@ def _schedule_execute(
         notify=campaign.notify,
         quiet_hours=quiet,
         approved_by=reviewer,
+        approved_by_username=campaign.approved_by.get_username() if campaign.approved_by else None,
     )
 
 

@@ -69,6 +69,7 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
         campaign,
         evaluation,
         approved_by=reviewer,
+        approved_by_username=campaign.approved_by.get_username() if campaign.approved_by else None,
         note="Dispatch queued; follow it with send_batches.list.",
         # Sent now at night: say which quiet hours hold it and until when, rather than wait silently.
         notices=quiet_hours_notices(evaluation.quotes) if evaluation else [],
