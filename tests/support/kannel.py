@@ -74,6 +74,10 @@ class Kannel:
     smsc_password: str
     inbound_url: str = ""
     system_type: str = ""
+    # Log level of both boxes' log files (0 debug .. 4 panic) and the SMPP window (submit_sm in
+    # flight): the tests want everything logged and a small window; benchmarks raise both.
+    log_level: int = 0
+    max_pending_submits: int = 10
     admin_port: int = field(default_factory=free_port)
     smsbox_port: int = field(default_factory=free_port)
     sendsms_port: int = field(default_factory=free_port)
@@ -99,7 +103,7 @@ class Kannel:
             "smsbox-interface = 127.0.0.1",
             'box-allow-ip = "127.0.0.1"',
             f"log-file = {_quote(str(self.workdir / 'bearerbox.log'))}",
-            "log-level = 0",
+            f"log-level = {self.log_level}",
             f"access-log = {_quote(str(self.workdir / 'bearerbox-access.log'))}",
             "dlr-storage = internal",
             "sms-resend-retry = 0",
@@ -116,7 +120,7 @@ class Kannel:
             "interface-version = 34",
             "reconnect-delay = 1",
             "enquire-link-interval = 30",
-            "max-pending-submits = 10",
+            f"max-pending-submits = {self.max_pending_submits}",
             "wait-ack = 30",
             "",
             "group = smsbox",
@@ -125,7 +129,7 @@ class Kannel:
             f"sendsms-port = {self.sendsms_port}",
             "sendsms-interface = 127.0.0.1",
             f"log-file = {_quote(str(self.workdir / 'smsbox.log'))}",
-            "log-level = 0",
+            f"log-level = {self.log_level}",
             f"access-log = {_quote(str(self.workdir / 'smsbox-access.log'))}",
             "mo-recode = true",
             "http-request-retry = 0",
