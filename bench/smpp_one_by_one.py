@@ -51,6 +51,8 @@ def main() -> None:
     else:
         os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
+    # Outside debug the settings refuse the public default key: benches bring their own.
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
     os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
     sys.path.insert(0, str(ROOT))
     try:
