@@ -17,7 +17,7 @@ from campaigns.models import Campaign, CampaignState
 from campaigns.spec import campaign_token
 from gateways.models import Gateway
 from smsplatform.management.commands.seed_demo import demo_key
-from tests.support.mcp import run
+from tests.support.mcp import run, tool_answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,7 @@ def test_each_demo_role_has_its_schedule_path_over_mcp(live_server: Any) -> None
 
         async def body(session: ClientSession) -> dict[str, Any]:
             result = await session.call_tool("sms_marketing.campaigns.schedule", args)
-            return dict(result.structuredContent or {})
+            return tool_answer(result)
 
         return dict(run(url, demo_key(username), body))
 
