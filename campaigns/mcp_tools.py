@@ -339,9 +339,10 @@ def send_batches_list_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]
     # One message by message_id (alone), or a list by phone, campaign_id or batch_id: never both kinds,
     # never neither (the selector refuses those too, naming the field).
     | {
+        # Each branch declares the properties it requires (strict validators such as ajv insist).
         "oneOf": [
-            {"required": ["message_id"]},
-            {"anyOf": [{"required": [f]} for f in ("phone", "campaign_id", "batch_id")]},
+            {"required": ["message_id"], "properties": {"message_id": {}}},
+            {"anyOf": [{"required": [f], "properties": {f: {}}} for f in ("phone", "campaign_id", "batch_id")]},
         ]
     },
     output_schema=object_schema(
