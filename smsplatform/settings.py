@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "gateways",
     "templates",
     "campaigns",
+    "campaigns.otp",
+    "campaigns.automations",
     "reporting",
 ]
 

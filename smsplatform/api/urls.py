@@ -26,4 +26,7 @@ urlpatterns = [
     path("", include("templates.api.urls")),
     path("", include("contacts.api.urls")),
     path("", include("campaigns.api.urls")),
+    path("", include("campaigns.otp.api.urls")),
+    path("", include("campaigns.automations.api.urls")),
+    path("", include("reporting.api.urls")),
 ]

@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class AutomationsConfig(AppConfig):
+    """Triggered automations: commerce events intake, flows, enrolments and the beat scan (a
+    Django app nested in campaigns)."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "campaigns.automations"
+    label = "automations"
+    verbose_name = "Automations"
