@@ -232,3 +232,15 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"notification {self.pk} ({self.state}): {self.subject}"
+
+
+class Heartbeat(models.Model):
+    """The last time a periodic part of the platform said it was alive (beat's heartbeat task, run
+    by a worker), read by /readyz and ``manage.py platform_status``."""
+
+    name = models.CharField(max_length=50, unique=True)
+    at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

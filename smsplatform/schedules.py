@@ -6,6 +6,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 
 PERIODIC = [
     # (beat entry name, task name, every N seconds)
+    ("Beat heartbeat", "smsplatform.beat_heartbeat", 10),
     ("Expire action requests", "compliance.expire_action_requests", 60),
     ("Purge expired previews", "smsplatform.purge_expired_previews", 3600),
     ("Send notifications left pending", "smsplatform.sweep_notifications", 60),

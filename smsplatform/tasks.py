@@ -23,3 +23,11 @@ def send_notification(notification_id: int) -> dict[str, Any]:
 def sweep_notifications() -> int:
     """Beat: send outbox rows whose enqueue was lost or whose worker died."""
     return notifications_sweep()
+
+
+@shared_task(name="smsplatform.beat_heartbeat")
+def beat_heartbeat() -> None:
+    """Beat sends this every few seconds; the worker that runs it proves both are alive (/readyz)."""
+    from smsplatform.operations.health import heartbeat_record
+
+    heartbeat_record()
