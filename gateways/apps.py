@@ -13,3 +13,7 @@ class GatewaysConfig(AppConfig):
 
         health_check_register("gateway_binds", binds_check)
         health_check_register("receipt_lag", receipt_lag_check)
+
+        from gateways.retention import retention_kinds_register
+
+        retention_kinds_register()

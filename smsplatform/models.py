@@ -244,3 +244,14 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class RetentionCursor(models.Model):
+    """How far a retention purge has gone through one kind of data (the last id handled), so each
+    run starts where the previous one stopped (smsplatform.operations.retention)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    last_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} up to #{self.last_id}"

@@ -14,6 +14,7 @@ PERIODIC = [
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
+    ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
 ]
 
 

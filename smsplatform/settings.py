@@ -266,6 +266,19 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Platform -------------------------------------------------------------
+# Retention (PDPO): days each kind of personal data is kept, then purged by beat in small batches
+# (smsplatform.operations.retention); 0 keeps it for ever. Aggregates and the audit log are kept.
+SMS_RETENTION_DAYS = {
+    kind: int(os.environ.get(f"SMS_RETENTION_{kind.upper()}_DAYS", default))
+    for kind, default in (
+        ("message_bodies", 180),
+        ("inbound_messages", 365),
+        ("link_clicks", 400),
+        ("commerce_events", 730),
+    )
+}
+SMS_RETENTION_BATCH_SIZE = int(os.environ.get("SMS_RETENTION_BATCH_SIZE", "5000"))
+SMS_RETENTION_TIME_BUDGET_SECONDS = float(os.environ.get("SMS_RETENTION_TIME_BUDGET_SECONDS", "50"))
 # /readyz fails when beat's heartbeat (sent every 10 s, run by a worker) is older than this.
 SMS_BEAT_HEARTBEAT_MAX_AGE_SECONDS = int(os.environ.get("SMS_BEAT_HEARTBEAT_MAX_AGE_SECONDS", "60"))
 # /readyz warns when a receipt is outstanding this long after submission, and fails past twice it.

@@ -31,3 +31,11 @@ def beat_heartbeat() -> None:
     from smsplatform.operations.health import heartbeat_record
 
     heartbeat_record()
+
+
+@shared_task(name="smsplatform.retention_purge")
+def retention_purge() -> dict[str, Any]:
+    """Beat, hourly: purge what is past its retention period, within a time budget per run."""
+    from smsplatform.operations.retention import retention_purge as purge
+
+    return purge()

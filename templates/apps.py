@@ -6,3 +6,8 @@ class TemplatesConfig(AppConfig):
     name = "templates"
     label = "sms_templates"
     verbose_name = "Message content"
+
+    def ready(self) -> None:
+        from templates.retention import retention_kinds_register
+
+        retention_kinds_register()
