@@ -18,9 +18,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--json", action="store_true", help="Print the /readyz JSON body.")
+        parser.add_argument(
+            "--skip",
+            default="",
+            help="Comma-separated checks to leave out (e.g. beat,broker for a restored copy that no worker uses).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = readiness()
+        report = readiness(skip={s.strip() for s in options["skip"].split(",") if s.strip()})
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
