@@ -17,3 +17,8 @@ class GatewaysConfig(AppConfig):
         from gateways.retention import retention_kinds_register
 
         retention_kinds_register()
+
+        from gateways.metrics import gateways_state
+        from smsplatform.operations.metrics import metrics_source_register
+
+        metrics_source_register("gateways", gateways_state)

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "smsplatform.operations.logs.RequestIdMiddleware",
+    "smsplatform.operations.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -277,6 +278,11 @@ SMS_RETENTION_DAYS = {
         ("commerce_events", 730),
     )
 }
+# /metrics answers these addresses (the monitoring network) without a login; others need a login
+# with the audit-log view permission (operators).
+SMS_METRICS_ALLOWED_IPS = [
+    ip.strip() for ip in os.environ.get("SMS_METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if ip.strip()
+]
 SMS_RETENTION_BATCH_SIZE = int(os.environ.get("SMS_RETENTION_BATCH_SIZE", "5000"))
 SMS_RETENTION_TIME_BUDGET_SECONDS = float(os.environ.get("SMS_RETENTION_TIME_BUDGET_SECONDS", "50"))
 # /readyz fails when beat's heartbeat (sent every 10 s, run by a worker) is older than this.
