@@ -13,11 +13,13 @@ graceful_timeout = 30
 keepalive = 5
 # Logs go to stdout as the platform formats them (JSON lines in production).
 accesslog = "-"
-access_log_format = '{"ts":"%(t)s","request_id":"%({x-request-id}o)s","status":%(s)s,"method":"%(m)s","path":"%(U)s","ms":%(M)s}'
+access_log_format = (
+    '{"ts":"%(t)s","request_id":"%({x-request-id}o)s","status":%(s)s,"method":"%(m)s","path":"%(U)s","ms":%(M)s}'
+)
 
 
-def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+def child_exit(server: object, worker: object) -> None:
     """Prometheus multiprocess mode: a dead worker's live gauges are dropped."""
     from smsplatform.operations.metrics import process_exit
 
-    process_exit(worker.pid)
+    process_exit(worker.pid)  # type: ignore[attr-defined]
