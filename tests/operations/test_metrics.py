@@ -92,12 +92,16 @@ def test_submit_outcomes_receipts_and_tool_latency_are_counted(client: Client) -
     metrics.receipts_count("gw-x", ["delivered", "delivered", "failed"])
     metrics.tool_observe("sms_marketing.config.get", "ok", 0.02)
     after = scrape(client)
-    assert count(after, "sms_messages_submitted", gateway="gw-x", outcome="accepted") - count(
-        before, "sms_messages_submitted", gateway="gw-x", outcome="accepted"
-    ) == 5
-    assert count(after, "sms_receipts", gateway="gw-x", status="delivered") - count(
-        before, "sms_receipts", gateway="gw-x", status="delivered"
-    ) == 2
+    assert (
+        count(after, "sms_messages_submitted", gateway="gw-x", outcome="accepted")
+        - count(before, "sms_messages_submitted", gateway="gw-x", outcome="accepted")
+        == 5
+    )
+    assert (
+        count(after, "sms_receipts", gateway="gw-x", status="delivered")
+        - count(before, "sms_receipts", gateway="gw-x", status="delivered")
+        == 2
+    )
     assert count(after, "sms_mcp_tool_seconds_count", tool="sms_marketing.config.get", outcome="ok") >= 1
 
 
