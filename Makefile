@@ -5,12 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/smsplatform
 REDIS_URL ?= redis://127.0.0.1:6379/15
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672//
 
 # The embedded local run is in debug, the only mode that starts without DJANGO_SECRET_KEY
 # (smsplatform/settings.py); production sets DJANGO_SECRET_KEY and leaves DJANGO_DEBUG off.
 migrate seed run docs: export DJANGO_DEBUG ?= 1
 
-.PHONY: venv install migrate seed run test test-sqlite test-postgres test-celery lint bench docs clean
+.PHONY: venv install migrate seed run test test-sqlite test-postgres test-celery test-celery-rabbitmq lint bench docs clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -34,7 +35,7 @@ run: seed
 # The README's test command: the suite on SQLite, again on PostgreSQL, then the tests
 # that drive a real Celery worker through Redis (.ci/run starts both servers), with the
 # other real-process tests (Node MCP clients, fuzzers: marker real_clients) run once there.
-test: test-sqlite test-postgres test-celery
+test: test-sqlite test-postgres test-celery test-celery-rabbitmq
 
 # Each suite runs in two passes: the process-free tests in parallel (pytest-xdist, whole files per
 # worker), then, once and one at a time, the `process` tests that start servers or subprocesses
@@ -54,6 +55,10 @@ test-postgres: install
 # The real-process tests, run once: a real Celery worker on Redis, and the admin in Debian's chromium.
 test-celery: install
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or browser or real_clients"
+
+# The real-worker tests again with RabbitMQ as the broker (production runs either).
+test-celery-rabbitmq: install
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker"
 
 lint: install
 	$(VENV)/bin/ruff check .

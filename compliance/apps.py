@@ -20,3 +20,8 @@ class ComplianceConfig(AppConfig):
         from smsplatform.kernel import errors
 
         errors.permission_roles = roles_with_permission  # the permission_denied hint names these roles
+
+        from compliance.metrics import approvals_state
+        from smsplatform.operations.metrics import metrics_source_register
+
+        metrics_source_register("approvals", approvals_state)

@@ -16,7 +16,7 @@ from smsplatform.kernel.errors import ApplicationError
 
 
 def admin_actor(request: HttpRequest) -> Actor:
-    return Actor(user=request.user, channel=Channel.ADMIN)
+    return Actor.for_request(request, Channel.ADMIN)
 
 
 def pretty_json(value: Any) -> str:

@@ -232,3 +232,26 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"notification {self.pk} ({self.state}): {self.subject}"
+
+
+class Heartbeat(models.Model):
+    """The last time a periodic part of the platform said it was alive (beat's heartbeat task, run
+    by a worker), read by /readyz and ``manage.py platform_status``."""
+
+    name = models.CharField(max_length=50, unique=True)
+    at = models.DateTimeField()
+    detail = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class RetentionCursor(models.Model):
+    """How far a retention purge has gone through one kind of data (the last id handled), so each
+    run starts where the previous one stopped (smsplatform.operations.retention)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    last_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} up to #{self.last_id}"

@@ -6,6 +6,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 
 PERIODIC = [
     # (beat entry name, task name, every N seconds)
+    ("Beat heartbeat", "smsplatform.beat_heartbeat", 10),
     ("Expire action requests", "compliance.expire_action_requests", 60),
     ("Purge expired previews", "smsplatform.purge_expired_previews", 3600),
     ("Send notifications left pending", "smsplatform.sweep_notifications", 60),
@@ -13,6 +14,7 @@ PERIODIC = [
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
+    ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
 ]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from smsplatform.operations.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SMS_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "smsplatform.operations.logs.RequestIdMiddleware",
+    "smsplatform.operations.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -169,17 +173,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {
-        # The MCP SDK logs every request at INFO; keep it quieter.
-        "mcp": {"level": "WARNING"},
-        "mcp_server": {"level": "WARNING"},
-    },
-}
+# Structured JSON lines in production, readable lines on the embedded default (LOG_FORMAT overrides);
+# every line carries the request id (and actor, channel, task) and has its phone numbers masked.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain" if DEBUG else "json")
+LOGGING = logging_config(fmt=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
 
 # --- REST API -------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -266,8 +263,32 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Our LOGGING (JSON lines, request ids, masked phones) applies in workers too.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Platform -------------------------------------------------------------
+# Retention (PDPO): days each kind of personal data is kept, then purged by beat in small batches
+# (smsplatform.operations.retention); 0 keeps it for ever. Aggregates and the audit log are kept.
+SMS_RETENTION_DAYS = {
+    kind: int(os.environ.get(f"SMS_RETENTION_{kind.upper()}_DAYS", default))
+    for kind, default in (
+        ("message_bodies", 180),
+        ("inbound_messages", 365),
+        ("link_clicks", 400),
+        ("commerce_events", 730),
+    )
+}
+# /metrics answers these addresses (the monitoring network) without a login; others need a login
+# with the audit-log view permission (operators).
+SMS_METRICS_ALLOWED_IPS = [
+    ip.strip() for ip in os.environ.get("SMS_METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",") if ip.strip()
+]
+SMS_RETENTION_BATCH_SIZE = int(os.environ.get("SMS_RETENTION_BATCH_SIZE", "5000"))
+SMS_RETENTION_TIME_BUDGET_SECONDS = float(os.environ.get("SMS_RETENTION_TIME_BUDGET_SECONDS", "50"))
+# /readyz fails when beat's heartbeat (sent every 10 s, run by a worker) is older than this.
+SMS_BEAT_HEARTBEAT_MAX_AGE_SECONDS = int(os.environ.get("SMS_BEAT_HEARTBEAT_MAX_AGE_SECONDS", "60"))
+# /readyz warns when a receipt is outstanding this long after submission, and fails past twice it.
+SMS_RECEIPT_LAG_LIMIT_SECONDS = int(os.environ.get("SMS_RECEIPT_LAG_LIMIT_SECONDS", "900"))
 # How long stored previews stay usable, and the default life of an action request.
 SMS_PREVIEW_TTL_SECONDS = int(os.environ.get("SMS_PREVIEW_TTL_SECONDS", "3600"))
 # A campaign due this many seconds ago with nothing dispatched is dispatched again (campaigns.dispatch).

@@ -23,3 +23,19 @@ def send_notification(notification_id: int) -> dict[str, Any]:
 def sweep_notifications() -> int:
     """Beat: send outbox rows whose enqueue was lost or whose worker died."""
     return notifications_sweep()
+
+
+@shared_task(name="smsplatform.beat_heartbeat")
+def beat_heartbeat() -> None:
+    """Beat sends this every few seconds; the worker that runs it proves both are alive (/readyz)."""
+    from smsplatform.operations.health import heartbeat_record
+
+    heartbeat_record()
+
+
+@shared_task(name="smsplatform.retention_purge")
+def retention_purge() -> dict[str, Any]:
+    """Beat, hourly: purge what is past its retention period, within a time budget per run."""
+    from smsplatform.operations.retention import retention_purge as purge
+
+    return purge()

@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from gateways import views as gateway_views
 from smsplatform.mcp.views import McpEndpointView
+from smsplatform.operations.metrics import metrics_view
+from smsplatform.operations.views import healthz, readyz
 from templates.views import short_link_redirect
 
 admin.site.site_header = "SMS Marketing Platform"
@@ -15,6 +17,9 @@ urlpatterns = [
     # First: the hottest route (every click of every campaign) is matched before any other.
     re_path(r"^s/(?P<code>[^/]+)(?:/(?P<recipient>[^/]+))?/?$", short_link_redirect, name="short-link"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(("smsplatform.api.urls", "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -25,6 +25,7 @@ from gateways.models import FINAL_MESSAGE_STATES, Gateway, MessagePart, MessageS
 from gateways.quotas import quota_consume_many, quota_hold_adjust, quota_unhold_many
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
+from smsplatform.operations.metrics import outcomes_count, receipts_count
 
 MAX_ATTEMPTS = 5
 _MESSAGES = OutboundMessage._meta.db_table
@@ -62,6 +63,7 @@ def outcomes_record(
     pending: dict[str, list[ReceiptEvent]] = {}
     for event in sorted(receipts, key=lambda e: e.occurred_at or now):
         pending.setdefault(event.provider_message_id, []).append(event)
+    pending_all = list(pending.values())  # for the receipts metric (pending is consumed below)
     parts: list[tuple[int, int, str, str, str, Any]] = []
     folded: list[ReceiptEvent] = []
     accepted_groups: dict[tuple[str, str], list[int]] = {}
@@ -144,6 +146,8 @@ def outcomes_record(
         # each have a hold of their own (gateways.quotas.quota_consume_many).
         quota_consume_many(actor=actor, totals=quota_totals(charged))
         quota_unhold_many(actor=actor, totals=quota_totals(refused))
+    outcomes_count(gateway.code, counts)
+    receipts_count(gateway.code, (e.status for events in pending_all for e in events))
     return counts
 
 

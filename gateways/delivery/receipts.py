@@ -15,6 +15,7 @@ from django.utils import timezone
 from gateways.adapters.base import ReceiptEvent
 from gateways.delivery.rows import pg_cursor
 from gateways.models import FINAL_MESSAGE_STATES, DeliveryReceipt, Gateway, MessagePart, MessageState, OutboundMessage
+from smsplatform.operations.metrics import receipts_count
 
 logger = logging.getLogger(__name__)
 _encode_json_string = json.encoder.encode_basestring_ascii
@@ -78,6 +79,7 @@ def receipts_ingest(*, gateway: Gateway, events: Iterable[ReceiptEvent]) -> dict
             # (outcomes_record does the same from its side: whichever commits last applies).
             unapplied = [e.provider_message_id for e in events]
             transaction.on_commit(lambda: receipts_apply_late(gateway, unapplied))
+    receipts_count(gateway.code, (e.status for e in events))
     return {"received": len(events), "applied": applied}
 
 

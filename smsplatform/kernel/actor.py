@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from smsplatform.operations.logs import context_set
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractUser, AnonymousUser
 
@@ -33,11 +35,14 @@ class Actor:
     @classmethod
     def for_request(cls, request: Any, channel: Channel) -> Actor:
         token = getattr(request, "auth", None)
-        return cls(
+        actor = cls(
             user=request.user,
             channel=channel,
             token_name=getattr(token, "name", "") or "",
         )
+        # Every log line of the rest of this request (and of the tasks it queues) names the actor.
+        context_set(actor=actor.label, channel=str(channel))
+        return actor
 
     @property
     def user_id(self) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -23,6 +24,7 @@ from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
 from smsplatform.kernel.idempotency import committed_response
 from smsplatform.mcp.registry import ToolSpec, get_tool, registered_tools
+from smsplatform.operations.metrics import tool_observe
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
         return error_result(ApplicationError(ErrorCode.AUTHENTICATION_REQUIRED, "Authentication required."))
     actor = Actor.for_request(request, Channel.MCP)
     started = timezone.now()
+    clock = time.perf_counter()
     try:
         if not actor.has_perm(spec.permission):
             raise permission_denied(spec.permission)
@@ -116,10 +119,13 @@ def run_tool(name: str, arguments: Any, request: Any) -> types.CallToolResult:
         if problem is not None:
             logger.error("MCP tool %s returned output outside its schema: %s", name, problem)
             raise RuntimeError("output schema violation")
+        tool_observe(name, "ok", time.perf_counter() - clock)
         return success_result(result)
     except ApplicationError as exc:
+        tool_observe(name, str(exc.code), time.perf_counter() - clock)
         return error_result(committed_error(spec, actor, arguments, started) or exc)
     except Exception:
+        tool_observe(name, "internal_error", time.perf_counter() - clock)
         logger.exception("MCP tool %s failed", name)
         return error_result(
             committed_error(spec, actor, arguments, started)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from campaigns.models import BatchKind, Campaign, CampaignState, SendBatch
@@ -152,4 +153,8 @@ def test_celery_worker_killed_mid_dispatch_and_mid_send_sends_each_message_once(
     _records, per_phone = submissions(smsc)
     assert len(per_phone) == total and set(per_phone.values()) == {1}, "a message accepted twice"
     retry = AuditLog.objects.filter(action="campaign.dispatch_retry", object_id=str(campaign.pk))
-    assert retry.exists()
+    if settings.CELERY_BROKER_URL.startswith("redis://"):
+        # Redis gives a killed worker's task back only after its visibility timeout: the beat
+        # sweep dispatched again. RabbitMQ redelivers it as soon as the dead worker's connection
+        # drops, so there the task itself runs again; either way each message was sent once.
+        assert retry.exists()

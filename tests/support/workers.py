@@ -13,14 +13,15 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The marks of a test that drives real worker processes (make test-celery: PostgreSQL + Redis).
+# The marks of a test that drives real worker processes (make test-celery: PostgreSQL + Redis, and
+# make test-celery-rabbitmq: the same tests on RabbitMQ).
 REAL_WORKER_TEST = [
     pytest.mark.celery_worker,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("known_gateways"),
     pytest.mark.skipif(
-        not settings.CELERY_BROKER_URL.startswith("redis://") or connection.vendor != "postgresql",
-        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://...",
+        not settings.CELERY_BROKER_URL.startswith(("redis://", "amqp://")) or connection.vendor != "postgresql",
+        reason="run by `make test-celery`: PostgreSQL and CELERY_BROKER_URL=redis://... or amqp://...",
     ),
 ]
 
