@@ -179,8 +179,17 @@ def celery_signals_connect() -> None:
 
 
 def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
-    """The LOGGING setting: ``fmt`` is "json" (production) or "plain" (embedded default)."""
+    """The LOGGING setting: ``fmt`` is "json" (production) or "plain" (embedded default); "bare"
+    is the standard library's handler without context or masking (only for the overhead bench)."""
     formatter = "json" if fmt == "json" else "plain"
+    if fmt == "bare":
+        return {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"console": {"class": "logging.StreamHandler"}},
+            "root": {"handlers": ["console"], "level": level},
+            "loggers": {"mcp": {"level": "WARNING"}, "mcp_server": {"level": "WARNING"}},
+        }
     return {
         "version": 1,
         "disable_existing_loggers": False,
