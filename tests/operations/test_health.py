@@ -20,6 +20,16 @@ from smsplatform.operations.health import heartbeat_record, readiness
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def migrated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some test files migrate the shared test database back and forth (contacts' SQLite key
+    triggers), which can leave its migration records behind the graph: the migrations check is
+    tested on its own, with the plan it is given."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    monkeypatch.setattr(MigrationExecutor, "migration_plan", lambda self, targets, clean_start=False: [])
+
+
 def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in report["checks"]}
 
@@ -145,10 +155,9 @@ def test_unapplied_migrations_fail_readiness(monkeypatch: pytest.MonkeyPatch) ->
     from django.db.migrations.executor import MigrationExecutor
 
     heartbeat_record()
-    real = MigrationExecutor.migration_plan
 
     def plan(self: Any, targets: Any, clean_start: bool = False) -> Any:
-        return [(self.loader.get_migration("smsplatform", "0001_initial"), False), *real(self, targets)]
+        return [(self.loader.get_migration("smsplatform", "0001_initial"), False)]
 
     monkeypatch.setattr(MigrationExecutor, "migration_plan", plan)
     report = readiness()
