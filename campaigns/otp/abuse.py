@@ -369,7 +369,11 @@ def _is_high_cost(phone: str, country: str, cfg: AbuseSettings) -> tuple[bool, s
         .get("top")
     )
     listed = any(phone.startswith(p) for p in cfg.high_cost_prefixes)
-    return listed or (top is not None and top > cfg.high_cost_price), (str(top) if top is not None else None)
+    if top is None:
+        return listed, None
+    # SQLite's MAX drops the column's trailing zeros: quantize so both databases report "1.5000".
+    top = Decimal(top).quantize(Decimal("0.0001"))
+    return listed or top > cfg.high_cost_price, str(top)
 
 
 # The two calls otp.send and the verify endpoint make ----------------------------------------
