@@ -203,22 +203,25 @@ class _Slot:
         return now_s - now_s % self.window_seconds
 
 
+# Table and column names are ours ("key" and "count" quoted: SQL words on some databases); the
+# values go as parameters. PostgreSQL and SQLite (>= 3.35) both read this statement.
+_TABLE = OtpRateCounter._meta.db_table
+_UPSERT = (
+    f'INSERT INTO "{_TABLE}" (scope, "key", window_seconds, window_start, "count", expires_at) '  # noqa: S608 - our names only
+    "VALUES (%s, %s, %s, %s, 1, %s) "
+    'ON CONFLICT (scope, "key", window_seconds, window_start) '
+    f'DO UPDATE SET "count" = "{_TABLE}"."count" + 1 RETURNING "count"'
+)
+
+
 def _take(slot: _Slot, now_s: int, *, expires_at: int | None = None) -> int:
     """Add one to the slot's current window and return the new count, in one statement."""
     start = slot.window_start(now_s)
-    table = connection.ops.quote_name(OtpRateCounter._meta.db_table)
     # The row lock taken by ON CONFLICT DO UPDATE is held to the end of the transaction: a
     # concurrent sender on the same key waits here, then reads back the count after ours.
-    sql = (
-        f"INSERT INTO {table} (scope, {connection.ops.quote_name('key')}, window_seconds, window_start, "
-        f"{connection.ops.quote_name('count')}, expires_at) VALUES (%s, %s, %s, %s, 1, %s) "
-        f"ON CONFLICT (scope, {connection.ops.quote_name('key')}, window_seconds, window_start) "
-        f"DO UPDATE SET {connection.ops.quote_name('count')} = {table}.{connection.ops.quote_name('count')} + 1 "
-        f"RETURNING {connection.ops.quote_name('count')}"
-    )
     expiry = expires_at if expires_at is not None else start + 2 * slot.window_seconds
     with connection.cursor() as cursor:
-        cursor.execute(sql, [slot.scope, slot.key, slot.window_seconds, start, expiry])
+        cursor.execute(_UPSERT, [slot.scope, slot.key, slot.window_seconds, start, expiry])
         row = cursor.fetchone()
     assert row is not None  # RETURNING always yields the row written
     return int(row[0])
@@ -449,7 +452,7 @@ def abuse_check(
                 elapsed = now_s - slot.window_start(now_s)
                 if _estimate(count, previous[slot], elapsed, slot.window_seconds) > slot.limit:
                     retry = _retry_after(slot.limit, count - 1, previous[slot], elapsed, slot.window_seconds)
-                    facts = {
+                    facts: dict[str, Any] = {
                         "sends": count,
                         "previous_window_sends": previous[slot],
                         "threshold": slot.limit,
@@ -460,16 +463,21 @@ def abuse_check(
     except _Over as over:
         if over.slot.scope == CounterScope.RANGE:
             reason = PumpingBlockReason.HIGH_COST_BURST if high_cost else PumpingBlockReason.RANGE_BURST
-            facts = {**over.facts, "sample": phone_mask(phone), "high_cost": high_cost, "top_rate": top_rate}
-            block = _block_create(prefix=range_prefix, country=country.upper(), reason=reason, facts=facts)
+            burst_facts: dict[str, Any] = {
+                **over.facts,
+                "sample": phone_mask(phone),
+                "high_cost": high_cost,
+                "top_rate": top_rate,
+            }
+            block = _block_create(prefix=range_prefix, country=country.upper(), reason=reason, facts=burst_facts)
             _count_refusal("blocked", now_s, cfg)
             raise _blocked_error(block) from None
         _count_refusal(over.slot.field, now_s, cfg)
         raise _rate_limited(over) from None
     except _LowConversion as low:
-        facts = {**low.facts, "sample": phone_mask(phone)}
+        low_facts: dict[str, Any] = {**low.facts, "sample": phone_mask(phone)}
         block = _block_create(
-            prefix=conversion_prefix, country=country.upper(), reason=PumpingBlockReason.LOW_CONVERSION, facts=facts
+            prefix=conversion_prefix, country=country.upper(), reason=PumpingBlockReason.LOW_CONVERSION, facts=low_facts
         )
         _count_refusal("blocked", now_s, cfg)
         raise _blocked_error(block) from None
@@ -531,7 +539,8 @@ def abuse_record_verified(*, phone: str, now: datetime | None = None) -> None:
     """After a successful code check: count it for the prefix's verify/send conversion ratio.
     Runs in the caller's transaction (a verification that rolls back is not counted)."""
     cfg = abuse_settings()
-    slot = _Slot(CounterScope.PREFIX_VERIFIED, number_range(phone, cfg.conversion_digits), cfg.conversion_window_seconds)
+    prefix = number_range(phone, cfg.conversion_digits)
+    slot = _Slot(CounterScope.PREFIX_VERIFIED, prefix, cfg.conversion_window_seconds)
     with transaction.atomic():
         _take(slot, _epoch(now))
 

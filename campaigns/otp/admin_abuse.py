@@ -40,7 +40,7 @@ class PumpingBlockAdmin(_ReadOnly):
     list_filter = ["reason", ("lifted_at", admin.EmptyFieldListFilter), "country"]
     search_fields = ["prefix"]
     actions = ["lift_blocks"]
-    fields = ["prefix", "country", "reason", "facts_readable", "created_at", "lifted_at", "lifted_by", "lift_reason"]
+    fields = ("prefix", "country", "reason", "facts_readable", "created_at", "lifted_at", "lifted_by", "lift_reason")
     readonly_fields = fields
 
     @admin.display(boolean=True, description="active")

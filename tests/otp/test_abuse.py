@@ -151,9 +151,11 @@ def test_prune_deletes_only_windows_that_no_longer_matter() -> None:
     removed = otp_rate_counters_prune(now=T0 + timedelta(hours=2, minutes=30))
     assert removed > 0
     assert OtpRateCounter.objects.count() == before - removed
-    assert not OtpRateCounter.objects.filter(window_start=int(T0.timestamp()), window_seconds=3600).exclude(
-        scope=CounterScope.REFUSAL
-    ).exists()
+    assert (
+        not OtpRateCounter.objects.filter(window_start=int(T0.timestamp()), window_seconds=3600)
+        .exclude(scope=CounterScope.REFUSAL)
+        .exists()
+    )
     assert OtpRateCounter.objects.filter(scope=CounterScope.PHONE, window_start__gt=int(T0.timestamp())).count() == 2
     # Refusal counts stay for the metrics' retention, then go.
     assert OtpRateCounter.objects.filter(scope=CounterScope.REFUSAL).exists()
@@ -163,7 +165,9 @@ def test_prune_deletes_only_windows_that_no_longer_matter() -> None:
 
 
 def test_the_beat_task_prunes() -> None:
-    OtpRateCounter.objects.create(scope=CounterScope.PHONE, key="k", window_seconds=60, window_start=0, count=1, expires_at=120)
+    OtpRateCounter.objects.create(
+        scope=CounterScope.PHONE, key="k", window_seconds=60, window_start=0, count=1, expires_at=120
+    )
     assert prune_rate_counters() == 1
 
 

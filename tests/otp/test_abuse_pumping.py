@@ -73,7 +73,7 @@ def test_a_sequential_sweep_of_one_range_is_blocked_early(owners: list[Any], cap
     assert block.facts["sample"] == "+852****0010"
     # Audited once, owners (operations and technical, not marketing) told once.
     audit = AuditLog.objects.get(action="otp.pumping_block.create")
-    assert audit.object_id == str(block.pk) and audit.after["prefix"] == "+85251230"
+    assert audit.object_id == str(block.pk) and (audit.after or {})["prefix"] == "+85251230"
     notification = Notification.objects.get()
     assert notification.recipients == ["ops@example.hk", "tech@example.hk"]
     assert "+85251230" in notification.subject
@@ -217,7 +217,7 @@ def test_no_block_notification_when_nobody_holds_the_roles() -> None:
         outcome(f"+8525123{n:04d}")
     assert PumpingBlock.objects.count() == 1
     assert not Notification.objects.exists()
-    assert AuditLog.objects.get(action="otp.pumping_block.create").after["notified"] == 0
+    assert (AuditLog.objects.get(action="otp.pumping_block.create").after or {})["notified"] == 0
 
 
 # The admin ------------------------------------------------------------------------------------
