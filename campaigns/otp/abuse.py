@@ -49,7 +49,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from campaigns.otp.errors import OtpErrorCode
 from campaigns.otp.models import CounterScope, OtpRateCounter, PumpingBlock, PumpingBlockReason
 from compliance.roles import Role
-from gateways.models import GatewayRate
+from gateways.models import Gateway, GatewayRate
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, from_pydantic, not_found, permission_denied
@@ -227,22 +227,36 @@ def _take(slot: _Slot, now_s: int, *, expires_at: int | None = None) -> int:
     return int(row[0])
 
 
-def _previous_counts(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
-    """The count of each slot's previous window, in one query (those windows are closed)."""
-    condition = Q(pk__in=[])
+def _take_all(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
+    """``_take`` for several slots in one statement (one round trip): the rows are inserted or
+    locked in the VALUES order, which the caller keeps sorted."""
+    rows = ", ".join(["(%s, %s, %s, %s, 1, %s)"] * len(slots))
+    sql = (
+        f'INSERT INTO "{_TABLE}" (scope, "key", window_seconds, window_start, "count", expires_at) '  # noqa: S608 - our names only
+        f"VALUES {rows} "
+        'ON CONFLICT (scope, "key", window_seconds, window_start) '
+        f'DO UPDATE SET "count" = "{_TABLE}"."count" + 1 RETURNING scope, "key", window_seconds, "count"'
+    )
+    params: list[Any] = []
     for slot in slots:
-        condition |= Q(
-            scope=slot.scope,
-            key=slot.key,
-            window_seconds=slot.window_seconds,
-            window_start=slot.window_start(now_s) - slot.window_seconds,
-        )
-    found = {
-        (scope, key, window): count
-        for scope, key, window, count in OtpRateCounter.objects.filter(condition).values_list(
-            "scope", "key", "window_seconds", "count"
-        )
-    }
+        start = slot.window_start(now_s)
+        params += [slot.scope, slot.key, slot.window_seconds, start, start + 2 * slot.window_seconds]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = {(scope, key, window): int(count) for scope, key, window, count in cursor.fetchall()}
+    return {slot: found[(slot.scope, slot.key, slot.window_seconds)] for slot in slots}
+
+
+def _previous_counts(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
+    """The count of each slot's previous window, in one query (those windows are closed).
+    Raw SQL: building this OR of exact keys through the ORM cost more than the query."""
+    match = " OR ".join(['(scope = %s AND "key" = %s AND window_seconds = %s AND window_start = %s)'] * len(slots))
+    params: list[Any] = []
+    for slot in slots:
+        params += [slot.scope, slot.key, slot.window_seconds, slot.window_start(now_s) - slot.window_seconds]
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT scope, "key", window_seconds, "count" FROM "{_TABLE}" WHERE {match}', params)  # noqa: S608 - our names only
+        found = {(scope, key, window): int(count) for scope, key, window, count in cursor.fetchall()}
     return {slot: found.get((slot.scope, slot.key, slot.window_seconds), 0) for slot in slots}
 
 
@@ -287,8 +301,17 @@ def _count_refusal(limit_name: str, now_s: int, cfg: AbuseSettings) -> None:
 
 
 def _active_block(phone: str) -> PumpingBlock | None:
+    """The oldest active block whose prefix starts the number (an indexed IN of its prefixes)."""
     starts = [phone[:n] for n in range(2, len(phone) + 1)]
-    return PumpingBlock.objects.filter(lifted_at__isnull=True, prefix__in=starts).order_by("created_at", "pk").first()
+    table = PumpingBlock._meta.db_table
+    marks = ", ".join(["%s"] * len(starts))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT id FROM "{table}" WHERE lifted_at IS NULL AND prefix IN ({marks}) ORDER BY created_at, id LIMIT 1',  # noqa: S608 - our names only
+            starts,
+        )
+        row = cursor.fetchone()
+    return PumpingBlock.objects.get(pk=row[0]) if row else None
 
 
 def _notify_recipients() -> list[str]:
@@ -366,17 +389,23 @@ def _blocked_error(block: PumpingBlock) -> ApplicationError:
 
 def _is_high_cost(phone: str, country: str, cfg: AbuseSettings) -> tuple[bool, str | None]:
     """Whether the destination is high cost, and the highest rate found (as text)."""
-    top = (
-        GatewayRate.objects.filter(country=country, gateway__enabled=True, currency=cfg.high_cost_currency)
-        .aggregate(top=Max("price_per_segment"))
-        .get("top")
-    )
+    # Raw SQL on the send path, as the counters: the ORM's query building cost more than the query.
+    # (GatewayRate.objects.filter(country=..., currency=..., gateway__enabled=True).aggregate(Max(...)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT MAX(r.price_per_segment) FROM "{GatewayRate._meta.db_table}" r '  # noqa: S608 - our names only
+            f'JOIN "{Gateway._meta.db_table}" g ON g.id = r.gateway_id '
+            "WHERE r.country = %s AND r.currency = %s AND g.enabled = %s",
+            [country, cfg.high_cost_currency, True],
+        )
+        row = cursor.fetchone()
+    top = row[0] if row else None
     listed = any(phone.startswith(p) for p in cfg.high_cost_prefixes)
     if top is None:
         return listed, None
-    # SQLite's MAX drops the column's trailing zeros: quantize so both databases report "1.5000".
-    top = Decimal(top).quantize(Decimal("0.0001"))
-    return listed or top > cfg.high_cost_price, str(top)
+    # SQLite answers a number, PostgreSQL a Decimal: both read as "1.5000".
+    price = Decimal(str(top)).quantize(Decimal("0.0001"))
+    return listed or price > cfg.high_cost_price, str(price)
 
 
 # The two calls otp.send and the verify endpoint make ----------------------------------------
@@ -443,10 +472,9 @@ def abuse_check(
     try:
         # All or nothing: an attempt over any limit rolls back every slot it took (module docstring).
         with transaction.atomic(durable=True):
-            counts = {}
+            counts = _take_all(slots, now_s)
             for slot in slots:
-                count = _take(slot, now_s)
-                counts[slot] = count
+                count = counts[slot]
                 if slot.limit is None:
                     continue
                 elapsed = now_s - slot.window_start(now_s)
