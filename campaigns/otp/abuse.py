@@ -325,6 +325,10 @@ def _notify_recipients() -> list[str]:
     return sorted(set(emails))
 
 
+def _facts_text(facts: dict[str, Any]) -> str:
+    return "\n".join(f"- {key.replace('_', ' ')}: {value}" for key, value in facts.items())
+
+
 def _block_create(*, prefix: str, country: str, reason: str, facts: dict[str, Any]) -> PumpingBlock:
     """Create the active block for ``prefix`` (audited, owners notified once), or return the
     one another sender created first."""
@@ -348,7 +352,7 @@ def _block_create(*, prefix: str, country: str, reason: str, facts: dict[str, An
                 subject=f"OTP sends to {prefix} blocked: {label}",
                 body=(
                     f"OTP sends to numbers starting {prefix} ({country or 'unknown country'}) are refused from now on: "
-                    f"{label.lower()} (suspected SMS pumping).\n\nFacts: {facts}\n\n"
+                    f"{label.lower()} (suspected SMS pumping).\n\n{_facts_text(facts)}\n\n"
                     f"Block #{block.pk}. If the traffic is genuine, lift it in the admin (OTP and verification > "
                     "Pumping blocks > Lift) with your reason."
                 ),

@@ -77,6 +77,7 @@ def test_a_sequential_sweep_of_one_range_is_blocked_early(owners: list[Any], cap
     notification = Notification.objects.get()
     assert notification.recipients == ["ops@example.hk", "tech@example.hk"]
     assert "+85251230" in notification.subject
+    assert "- threshold: 10" in notification.body and "- sample: +852****0010" in notification.body
     # No full number anywhere it is written down or logged.
     written = f"{audit.after} {audit.reason} {notification.subject} {notification.body} {caplog.text}"
     assert "+8525123001" not in written
