@@ -198,3 +198,23 @@ def test_abuse_check_refuses_to_run_inside_a_transaction() -> None:
 
     with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
         check()
+
+
+def test_the_clock_defaults_to_now() -> None:
+    for _ in range(2):
+        abuse_check(
+            limits={"phone": {"count": 2, "window_seconds": 60}},
+            phone=PHONE,
+            country="HK",
+            client_ip=None,
+            token_name=None,
+        )
+    with pytest.raises(ApplicationError) as info:
+        abuse_check(
+            limits={"phone": {"count": 2, "window_seconds": 60}},
+            phone=PHONE,
+            country="HK",
+            client_ip=None,
+            token_name=None,
+        )
+    assert 1 <= info.value.details["retry_after"] <= 120
