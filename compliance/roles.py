@@ -198,3 +198,8 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
     "campaigns.resend_messages",
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
+
+# OTP abuse defence (issue 16): operations and technical watch and lift SMS-pumping blocks.
+_OTP_ABUSE = ["otp.view_pumpingblock", "otp.lift_pumpingblock"]
+ROLE_PERMISSIONS[Role.OPERATIONS] += _OTP_ABUSE
+ROLE_PERMISSIONS[Role.TECHNICAL] += _OTP_ABUSE

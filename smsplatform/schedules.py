@@ -15,6 +15,7 @@ PERIODIC = [
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
     ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
+    ("Prune OTP abuse counters", "otp.prune_rate_counters", 3600),
 ]
 
 

@@ -7,6 +7,7 @@ DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -307,3 +308,6 @@ SMS_SMPP_JOURNAL_DIR = os.environ.get("SMS_SMPP_JOURNAL_DIR", str(VAR_DIR / "smp
 # How long a web process may serve a short link from its cache before reading it again (a
 # change made in the same process is seen at once).
 SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECONDS", "10"))
+# OTP abuse defence: a JSON object overriding the defaults of campaigns.otp.abuse.AbuseSettings
+# (velocity limits, pumping thresholds, deny lists; docs/OTP.md "Abuse defence").
+SMS_OTP_ABUSE = json.loads(os.environ.get("SMS_OTP_ABUSE", "").strip() or "{}")
