@@ -7,6 +7,7 @@ DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -286,3 +287,11 @@ SMS_SMPP_JOURNAL_DIR = os.environ.get("SMS_SMPP_JOURNAL_DIR", str(VAR_DIR / "smp
 # How long a web process may serve a short link from its cache before reading it again (a
 # change made in the same process is seen at once).
 SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECONDS", "10"))
+# OTP codes are stored only as HMAC-SHA256 under this key. Set SMS_OTP_HASH_KEY to a secret of its
+# own; by default it is derived from SECRET_KEY under a label of its own, so it is never SECRET_KEY
+# itself (a rotation of SECRET_KEY invalidates pending codes, at most validity minutes of them).
+SMS_OTP_HASH_KEY = os.environ.get("SMS_OTP_HASH_KEY", "").strip() or hashlib.sha256(
+    f"sms-otp-code-hash:{SECRET_KEY}".encode()
+).hexdigest()
+# Whether a new OTP template must fit one SMS unless it says otherwise.
+SMS_OTP_SINGLE_SEGMENT_DEFAULT = env_bool("SMS_OTP_SINGLE_SEGMENT_DEFAULT", True)
