@@ -52,7 +52,15 @@ def otp_templates_list(*, actor: Actor) -> list[dict[str, Any]]:
     its approval state, and the version token an update needs."""
     if not actor.has_perm(VIEW_TEMPLATES):
         raise permission_denied(VIEW_TEMPLATES)
-    templates = list(OtpTemplate.objects.select_related("current_version").order_by("name"))
+    return _listing(list(OtpTemplate.objects.select_related("current_version").order_by("name")))
+
+
+def template_listing(template: OtpTemplate) -> dict[str, Any]:
+    """One template as otp_templates.list shows it (for the admin, which checks its own permissions)."""
+    return _listing([template])[0]
+
+
+def _listing(templates: list[OtpTemplate]) -> list[dict[str, Any]]:
     latest: dict[int, OtpTemplateVersion] = {}
     for version in OtpTemplateVersion.objects.filter(template__in=templates).order_by("template_id", "-pk"):
         latest.setdefault(version.template_id, version)

@@ -12,6 +12,7 @@ a person holds at most one valid code per verification).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Any
@@ -468,6 +469,16 @@ def otp_send(
             ErrorCode.VALIDATION_ERROR, f"locale must be one of {', '.join(Locale.values)}.", field="locale"
         )
     parsed = phone_parse(str(phone), field="phone")
+    if client_ip:
+        try:
+            client_ip = str(ipaddress.ip_address(str(client_ip).strip()))
+        except ValueError:
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                "client_ip is not an IP address.",
+                field="client_ip",
+                hint="Pass the end user's IPv4 or IPv6 address as your server saw it.",
+            ) from None
     payload = {
         "template_id": template_id,
         "phone": parsed.e164,
