@@ -5,6 +5,7 @@ hash) and the "send a test code" form. Every write goes through the same service
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django import forms
@@ -24,7 +25,19 @@ from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
 
 
-class OtpTemplateForm(forms.Form):
+def _new_key() -> str:
+    return f"admin-{uuid.uuid4()}"
+
+
+class KeyedForm(forms.Form):
+    # Rendered once per page: a double submit of one page replays its first result.
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, initial=_new_key, required=False)
+
+    def key(self) -> str:
+        return str(self.cleaned_data.get("idempotency_key") or _new_key())
+
+
+class OtpTemplateForm(KeyedForm):
     name = forms.CharField(max_length=100)
     purpose = forms.ChoiceField(choices=OtpPurpose.choices)
     body_en = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), strip=False, help_text="With {code}; {minutes} optional.")
@@ -45,6 +58,7 @@ class OtpTemplateForm(forms.Form):
     def content(self) -> dict[str, Any]:
         data = dict(self.cleaned_data)
         data.pop("reason", None)
+        data.pop("idempotency_key", None)
         try:
             data["limits"] = json.loads(data["limits"])
         except ValueError:
@@ -53,7 +67,7 @@ class OtpTemplateForm(forms.Form):
         return data
 
 
-class SendTestForm(forms.Form):
+class SendTestForm(KeyedForm):
     phone = forms.CharField(help_text="E.164, e.g. +85291234567.")
     locale = forms.ChoiceField(choices=Locale.choices)
 
@@ -145,7 +159,7 @@ class OtpTemplateAdmin(admin.ModelAdmin):
                 base = template_listing(template)["base_version_token"] if template else None
                 result = otp_template_save(
                     actor=admin_actor(request),
-                    idempotency_key=request.POST.get("csrfmiddlewaretoken", "")[:60] or None,
+                    idempotency_key=form.key(),
                     template_id=template.pk if template else None,
                     base_version_token=base,
                     content=form.content(),
@@ -185,7 +199,7 @@ class OtpTemplateAdmin(admin.ModelAdmin):
                     phone=form.cleaned_data["phone"],
                     locale=form.cleaned_data["locale"],
                     client_ip=request.META.get("REMOTE_ADDR"),
-                    idempotency_key=request.POST.get("csrfmiddlewaretoken", "")[:60] or None,
+                    idempotency_key=form.key(),
                     reason="admin test code",
                 )
             except ApplicationError as exc:

@@ -68,22 +68,16 @@ def _template(template_id: Any) -> OtpTemplate:
 def _name_taken(name: str) -> ApplicationError:
     return ApplicationError(
         OtpErrorCode.TEMPLATE_NAME_TAKEN,
-        f"An OTP template named {name!r} exists or is awaiting approval.",
+        f"An OTP template named {name!r} exists.",
         field="name",
         hint="Choose another name, or update that template (otp_templates.list gives its id and token).",
     )
 
 
 def _name_holder(name: str, *, exclude: int | None) -> OtpTemplate | None:
-    """The template that holds ``name``: an approved one, or one whose first version awaits approval.
-    A never-approved template whose requests all ended gives the name up."""
-    for template in OtpTemplate.objects.filter(name=name).exclude(pk=exclude):
-        if template.version > 0:
-            return template
-        request_ids = template.versions.values_list("action_request_id", flat=True)
-        if ActionRequest.objects.filter(pk__in=request_ids, state="pending").exists():
-            return template
-    return None
+    """The approved template that holds ``name``. Requests for a new template with one name share one
+    unapproved row (see _template_on_hold); the first approved wins it, the others fail when approved."""
+    return OtpTemplate.objects.filter(name=name, version__gt=0).exclude(pk=exclude).first()
 
 
 def content_of(version: OtpTemplateVersion) -> dict[str, Any]:
@@ -146,7 +140,7 @@ def _template_execute(
         raise ApplicationError(ErrorCode.INTERNAL_ERROR, "An OTP template is saved only through its approval.")
     version = OtpTemplateVersion.objects.select_related("template").get(action_request_id=request.pk)
     template = version.template
-    expected = template.version
+    expected = 0  # a new template: its first approved version
     if payload.get("template_id") is not None:
         expected = parse_version_token(payload["base_version_token"], label=TEMPLATE_LABEL, pk=template.pk)
     now = timezone.now()
