@@ -167,24 +167,3 @@ def test_list_on_mcp_rest_and_admin(template: OtpTemplate, tech: Any, api_for: C
     admin.force_login(tech)
     page = admin.get(reverse("admin:otp_otptemplate_changelist"))
     assert page.status_code == 200 and "approved" in page.content.decode()
-
-
-def test_templates_save_over_mcp_refuses_promotional_otp(compliance: Any, api_for: Callable[[Any], Any]) -> None:
-    """MCP has no OTP template write of its own; its template write refuses promotional OTP content too."""
-    answer = mcp(
-        api_for(compliance),
-        "sms_marketing.templates.save",
-        {
-            "content": {
-                "name": "OTP promo",
-                "purpose": "otp",
-                "language": "en",
-                "brand": "ShopHK",
-                "body": "Code {{code}}. 20% off at shop.hk",
-                "fields": [{"name": "code", "type": "otp_code", "max_length": 6, "example": "123456"}],
-                "max_segments": 1,
-            },
-            "idempotency_key": key(),
-        },
-    )
-    assert answer["error"]["code"] == "template_otp_promotional"
