@@ -290,8 +290,9 @@ SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECOND
 # OTP codes are stored only as HMAC-SHA256 under this key. Set SMS_OTP_HASH_KEY to a secret of its
 # own; by default it is derived from SECRET_KEY under a label of its own, so it is never SECRET_KEY
 # itself (a rotation of SECRET_KEY invalidates pending codes, at most validity minutes of them).
-SMS_OTP_HASH_KEY = os.environ.get("SMS_OTP_HASH_KEY", "").strip() or hashlib.sha256(
-    f"sms-otp-code-hash:{SECRET_KEY}".encode()
-).hexdigest()
+SMS_OTP_HASH_KEY = (
+    os.environ.get("SMS_OTP_HASH_KEY", "").strip()
+    or hashlib.sha256(f"sms-otp-code-hash:{SECRET_KEY}".encode()).hexdigest()
+)
 # Whether a new OTP template must fit one SMS unless it says otherwise.
 SMS_OTP_SINGLE_SEGMENT_DEFAULT = env_bool("SMS_OTP_SINGLE_SEGMENT_DEFAULT", True)

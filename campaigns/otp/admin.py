@@ -40,7 +40,9 @@ class KeyedForm(forms.Form):
 class OtpTemplateForm(KeyedForm):
     name = forms.CharField(max_length=100)
     purpose = forms.ChoiceField(choices=OtpPurpose.choices)
-    body_en = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), strip=False, help_text="With {code}; {minutes} optional.")
+    body_en = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), strip=False, help_text="With {code}; {minutes} optional."
+    )
     body_zh_hant = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), strip=False)
     code_length = forms.IntegerField(initial=6)
     alphabet = forms.ChoiceField(choices=Alphabet.choices)
@@ -81,7 +83,7 @@ def _form_error(form: forms.Form, exc: ApplicationError) -> None:
 class OtpTemplateAdmin(admin.ModelAdmin):
     list_display = ["name", "purpose", "version", "approval_state", "validity", "countries", "links"]
     list_filter = ["purpose"]
-    fields = ["name", "purpose", "version", "approval_state", "approved_version", "requested_version"]
+    fields = ("name", "purpose", "version", "approval_state", "approved_version", "requested_version")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -135,7 +137,11 @@ class OtpTemplateAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.request_view),
                 name="otp_otptemplate_request_version",
             ),
-            path("<int:object_id>/send-test/", self.admin_site.admin_view(self.send_test_view), name="otp_otptemplate_send_test"),
+            path(
+                "<int:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="otp_otptemplate_send_test",
+            ),
             *super().get_urls(),
         ]
 
@@ -212,7 +218,8 @@ class OtpTemplateAdmin(admin.ModelAdmin):
                     messages.success(
                         request,
                         f"Code sent to {sent['phone']} in verification {sent['verification_id']} "
-                        f"(send {sent['sends_used']}, {sent['sends_remaining']} left; expires {sent['expires_at'][:19]}). "
+                        f"(send {sent['sends_used']}, {sent['sends_remaining']} left; "
+                        f"expires {sent['expires_at'][:19]}). "
                         "The code is never shown: it is on the phone only.",
                     )
                 return HttpResponseRedirect(reverse("admin:otp_verification_changelist"))
@@ -233,7 +240,7 @@ class VerificationAdmin(admin.ModelAdmin):
     list_filter = ["status", "template"]
     search_fields = ["public_id"]
     # Never the phone in full, never the code hash.
-    fields = [
+    fields = (
         "public_id",
         "masked_phone",
         "template",
@@ -251,7 +258,7 @@ class VerificationAdmin(admin.ModelAdmin):
         "token_name",
         "created_at",
         "ended_at",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description="phone")

@@ -107,8 +107,17 @@ VERIFICATION = object_schema(
     permission=SEND_PERMISSION,
     input_schema=write_input(
         {
-            "template_id": {"type": "integer", "minimum": 1, "description": "An approved template (otp_templates.list)."},
-            "phone": {"type": "string", "minLength": 3, "maxLength": 32, "description": "E.164, or a Hong Kong number."},
+            "template_id": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "An approved template (otp_templates.list).",
+            },
+            "phone": {
+                "type": "string",
+                "minLength": 3,
+                "maxLength": 32,
+                "description": "E.164, or a Hong Kong number.",
+            },
             "locale": {"type": "string", "enum": list(Locale.values), "default": Locale.EN},
             "client_ip": {
                 "anyOf": [{"type": "string", "maxLength": 45}, {"type": "null"}],
@@ -129,4 +138,3 @@ def otp_send_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
         idempotency_key=args["idempotency_key"],
         reason=args.get("reason", ""),
     )
-

@@ -72,7 +72,9 @@ def _limits(value: Any) -> dict[str, dict[str, int]]:
         raise _invalid("limits must be an object.", "limits", 'e.g. {"phone": {"count": 5, "window_seconds": 3600}}.')
     unknown = sorted(set(value) - set(LIMIT_KEYS))
     if unknown:
-        raise _invalid(f"limits.{unknown[0]} is not a limit.", f"limits.{unknown[0]}", f"Limits: {', '.join(LIMIT_KEYS)}.")
+        raise _invalid(
+            f"limits.{unknown[0]} is not a limit.", f"limits.{unknown[0]}", f"Limits: {', '.join(LIMIT_KEYS)}."
+        )
     out: dict[str, dict[str, int]] = {}
     for key in LIMIT_KEYS:
         # Every key is required: a template with no limit on a dimension would be open to pumping there.
@@ -117,7 +119,9 @@ def _countries(value: Any) -> list[str]:
 
 def _sender(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _invalid("sender_id is required.", "sender_id", "Pick a registered one from sms_marketing.sender_ids.list.")
+        raise _invalid(
+            "sender_id is required.", "sender_id", "Pick a registered one from sms_marketing.sender_ids.list."
+        )
     value = value.strip()
     if not SenderId.objects.filter(value=value, status=SenderIdStatus.REGISTERED).exists():
         raise _invalid(
@@ -133,7 +137,9 @@ def body_check(body: Any, *, field: str, code_length: int, alphabet: str, minute
         raise _invalid(f"{field} is empty.", field, f"Write the {BODY_FIELDS[field]} message with {CODE_PLACEHOLDER}.")
     body = body.strip()
     if len(body) > MAX_BODY_CHARS:
-        raise _invalid(f"{field} is longer than {MAX_BODY_CHARS} characters.", field, "An OTP says the code, little else.")
+        raise _invalid(
+            f"{field} is longer than {MAX_BODY_CHARS} characters.", field, "An OTP says the code, little else."
+        )
     if body.count(CODE_PLACEHOLDER) != 1:
         raise ApplicationError(
             OtpErrorCode.CODE_PLACEHOLDER_MISSING,
@@ -162,7 +168,9 @@ def body_check(body: Any, *, field: str, code_length: int, alphabet: str, minute
     try:
         encoding, units, segments = count_segments(sample, field=field)
     except SegmentInputError as exc:
-        raise ApplicationError(exc.code, f"{field}: {exc.message}", field=field, hint="Remove that character.") from None
+        raise ApplicationError(
+            exc.code, f"{field}: {exc.message}", field=field, hint="Remove that character."
+        ) from None
     if single_segment and segments != 1:
         limit = 160 if encoding == "GSM-7" else 70
         raise ApplicationError(
@@ -182,7 +190,9 @@ def otp_content_validate(raw: Any) -> dict[str, Any]:
         raise _invalid("content must be an object.", "content", f"Properties: {', '.join(CONTENT_KEYS)}.")
     unknown = sorted(set(raw) - set(CONTENT_KEYS))
     if unknown:
-        raise _invalid(f"{unknown[0]} is not an OTP template property.", unknown[0], f"Properties: {', '.join(CONTENT_KEYS)}.")
+        raise _invalid(
+            f"{unknown[0]} is not an OTP template property.", unknown[0], f"Properties: {', '.join(CONTENT_KEYS)}."
+        )
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
         raise _invalid("name must be 1-100 characters.", "name", "Name the template, e.g. 'Login code'.")
@@ -192,22 +202,33 @@ def otp_content_validate(raw: Any) -> dict[str, Any]:
         raise _invalid(f"purpose must be one of {', '.join(OtpPurpose.values)}.", "purpose", "OTP purposes only.")
     alphabet = raw.get("alphabet", Alphabet.DIGITS)
     if alphabet not in Alphabet.values:
-        raise _invalid(f"alphabet must be one of {', '.join(Alphabet.values)}.", "alphabet", "digits is the usual choice.")
+        raise _invalid(
+            f"alphabet must be one of {', '.join(Alphabet.values)}.", "alphabet", "digits is the usual choice."
+        )
     code_length = _int(raw, "code_length", default=6, low=4, high=10)
     validity = _int(raw, "validity_minutes", default=10, low=1, high=60)
     single = raw.get("single_segment_required", settings.SMS_OTP_SINGLE_SEGMENT_DEFAULT)
     if not isinstance(single, bool):
-        raise _invalid("single_segment_required must be true or false.", "single_segment_required", "Default from settings.")
+        raise _invalid(
+            "single_segment_required must be true or false.", "single_segment_required", "Default from settings."
+        )
     bodies = {
         field: body_check(
-            raw.get(field), field=field, code_length=code_length, alphabet=alphabet, minutes=validity, single_segment=single
+            raw.get(field),
+            field=field,
+            code_length=code_length,
+            alphabet=alphabet,
+            minutes=validity,
+            single_segment=single,
         )
         for field in BODY_FIELDS
     }
     gateway = _gateway(raw.get("gateway"), "gateway")
     fallback = _gateway(raw.get("fallback_gateway"), "fallback_gateway")
     if fallback and fallback == gateway:
-        raise _invalid("fallback_gateway must differ from gateway.", "fallback_gateway", "Pick another gateway, or none.")
+        raise _invalid(
+            "fallback_gateway must differ from gateway.", "fallback_gateway", "Pick another gateway, or none."
+        )
     return {
         "name": name,
         "purpose": purpose,

@@ -70,7 +70,10 @@ def _listing(templates: list[OtpTemplate]) -> list[dict[str, Any]]:
     for template in templates:
         current = template.current_version
         newest = latest.get(template.pk)
-        newest_state = APPROVAL_STATES.get(states.get(newest.action_request_id), "approved") if newest else None
+        newest_state = None
+        if newest is not None:
+            state = states.get(newest.action_request_id) if newest.action_request_id else None
+            newest_state = APPROVAL_STATES.get(RequestState(state), "approved") if state else "approved"
         requested = newest if newest is not None and (current is None or newest.pk != current.pk) else None
         out.append(
             {
@@ -96,11 +99,14 @@ def verification_get(*, actor: Actor, verification_id: str) -> dict[str, Any]:
     if verification is None:
         raise not_found("verification", verification_id, field="verification_id", hint="Use the id otp.send returned.")
     sends = list(VerificationSend.objects.filter(verification=verification).order_by("number"))
-    states = dict(
-        OutboundMessage.objects.filter(pk__in=[s.message_id for s in sends]).values_list("pk", "state")
-    )
+    states = dict(OutboundMessage.objects.filter(pk__in=[s.message_id for s in sends]).values_list("pk", "state"))
     deliveries = [
-        {"send": s.number, "message_id": s.message_id, "state": states.get(s.message_id), "sent_at": s.created_at.isoformat()}
+        {
+            "send": s.number,
+            "message_id": s.message_id,
+            "state": states.get(s.message_id),
+            "sent_at": s.created_at.isoformat(),
+        }
         for s in sends
     ]
     return {

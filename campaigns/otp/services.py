@@ -52,7 +52,12 @@ CHANGE_TEMPLATE = "otp.change_otptemplate"
 SEND_PERMISSION = "otp.send_verification"
 CHECK_PERMISSION = "otp.check_verification"
 CODE_INPUT_RE = re.compile(r"^[0-9A-Za-z]{4,10}$")
-ENDED = (VerificationStatus.APPROVED, VerificationStatus.EXPIRED, VerificationStatus.LOCKED, VerificationStatus.CANCELED)
+ENDED = (
+    VerificationStatus.APPROVED,
+    VerificationStatus.EXPIRED,
+    VerificationStatus.LOCKED,
+    VerificationStatus.CANCELED,
+)
 
 
 # --- otp_template.save ----------------------------------------------------------------------------
@@ -77,7 +82,10 @@ def _name_taken(name: str) -> ApplicationError:
 def _name_holder(name: str, *, exclude: int | None) -> OtpTemplate | None:
     """The approved template that holds ``name``. Requests for a new template with one name share one
     unapproved row (see _template_on_hold); the first approved wins it, the others fail when approved."""
-    return OtpTemplate.objects.filter(name=name, version__gt=0).exclude(pk=exclude).first()
+    holders = OtpTemplate.objects.filter(name=name, version__gt=0)
+    if exclude is not None:
+        holders = holders.exclude(pk=exclude)
+    return holders.first()
 
 
 def content_of(version: OtpTemplateVersion) -> dict[str, Any]:
@@ -271,7 +279,13 @@ def _expire_if_due(pk: int, now: Any) -> None:
 
 
 def _start_or_resend(
-    *, actor: Actor, template: OtpTemplate, version: OtpTemplateVersion, e164: str, country: str, payload: dict[str, Any]
+    *,
+    actor: Actor,
+    template: OtpTemplate,
+    version: OtpTemplateVersion,
+    e164: str,
+    country: str,
+    payload: dict[str, Any],
 ) -> tuple[Verification, str]:
     """The pending verification for (phone, template) with a new code, or a new verification.
     Returns it and the code (which only the SMS body receives)."""
@@ -309,7 +323,10 @@ def _start_or_resend(
                     field="phone",
                     hint="Let the person enter the last code, or start again after it expires "
                     f"({verification.expires_at.isoformat()}).",
-                    details={"verification_id": verification.public_id, "retry_after": verification.expires_at.isoformat()},
+                    details={
+                        "verification_id": verification.public_id,
+                        "retry_after": verification.expires_at.isoformat(),
+                    },
                 )
             continue  # it ended or expired meanwhile: start a new one
         public_id = verification_public_id()
@@ -513,7 +530,10 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
         raise permission_denied(CHECK_PERMISSION)
     if not isinstance(code, str) or not CODE_INPUT_RE.match(code):
         raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR, "code must be 4-10 letters or digits.", field="code", hint="Send the code as typed."
+            ErrorCode.VALIDATION_ERROR,
+            "code must be 4-10 letters or digits.",
+            field="code",
+            hint="Send the code as typed.",
         )
     closed: ApplicationError | None = None
     with transaction.atomic(durable=True):
@@ -525,7 +545,9 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
         ).update(checks=F("checks") + 1, updated_at=now)
         verification = Verification.objects.filter(public_id=verification_id).first()
         if verification is None:
-            raise not_found("verification", verification_id, field="verification_id", hint="Use the id otp.send returned.")
+            raise not_found(
+                "verification", verification_id, field="verification_id", hint="Use the id otp.send returned."
+            )
         if counted == 0:
             if verification.status == VerificationStatus.PENDING and verification.expires_at <= now:
                 _expire_if_due(verification.pk, now)

@@ -69,7 +69,9 @@ def approve(approver: Any) -> Callable[[int], dict[str, Any]]:
 
 
 @pytest.fixture
-def make_template(compliance: Any, approve: Callable[[int], dict[str, Any]], otp_gateway: Any) -> Callable[..., OtpTemplate]:
+def make_template(
+    compliance: Any, approve: Callable[[int], dict[str, Any]], otp_gateway: Any
+) -> Callable[..., OtpTemplate]:
     def make(**changes: Any) -> OtpTemplate:
         held = otp_template_save(actor=actor(compliance), idempotency_key=key(), content={**CONTENT, **changes})
         assert held["status"] == "pending_approval"
@@ -89,7 +91,9 @@ def mcp(client: APIClient, name: str, arguments: dict[str, Any]) -> dict[str, An
     """tools/call through the /mcp endpoint in process: the structured result, or {"error": ...}."""
     response = client.post(
         "/mcp",
-        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}),
+        json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+        ),
         content_type="application/json",
         HTTP_ACCEPT="application/json, text/event-stream",
     )

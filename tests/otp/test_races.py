@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), postgres_only]
 
 def test_fifty_concurrent_sends_never_pass_max_sends(template: OtpTemplate, tech: Any) -> None:
     def one(i: int) -> Any:
-        return otp_send(actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key=f"race-send-{i:04d}")
+        return otp_send(
+            actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key=f"race-send-{i:04d}"
+        )
 
     results = race(50, one)
     sent = [r for r in results if isinstance(r, dict)]
@@ -38,5 +40,9 @@ def test_concurrent_right_codes_approve_once(template: OtpTemplate, tech: Any, m
     results = race(10, lambda i: otp_check(actor=actor(tech), verification_id=vid, code="246810"))
     approved = [r for r in results if isinstance(r, dict) and r["status"] == "approved"]
     assert len(approved) == 1
-    assert all(isinstance(r, ApplicationError) and r.code == "otp_verification_not_pending" for r in results if r not in approved)
+    assert all(
+        isinstance(r, ApplicationError) and r.code == "otp_verification_not_pending"
+        for r in results
+        if r not in approved
+    )
     assert Verification.objects.get().checks <= 5

@@ -46,7 +46,9 @@ def known_codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def send(user: Any, template: OtpTemplate, **kw: Any) -> dict[str, Any]:
-    return otp_send(actor=actor(user), template_id=template.pk, phone=kw.pop("phone", PHONE), idempotency_key=key(), **kw)
+    return otp_send(
+        actor=actor(user), template_id=template.pk, phone=kw.pop("phone", PHONE), idempotency_key=key(), **kw
+    )
 
 
 def _no_code_anywhere(*texts: str) -> None:
@@ -60,7 +62,11 @@ def _no_code_anywhere(*texts: str) -> None:
 
 
 def test_send_and_check_over_rest_without_the_code_anywhere(
-    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], caplog: pytest.LogCaptureFixture, known_codes: list[str]
+    template: OtpTemplate,
+    tech: Any,
+    api_for: Callable[[Any], Any],
+    caplog: pytest.LogCaptureFixture,
+    known_codes: list[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = api_for(tech)
@@ -85,7 +91,9 @@ def test_send_and_check_over_rest_without_the_code_anywhere(
     assert code in message.body and message.purpose == "otp"  # only the SMS itself carries it
     status = client.get(f"/api/v1/otp/verifications/{result['verification_id']}/")
     assert status.status_code == 200 and status.json()["delivery_state"] == "queued"
-    wrong = client.post(f"/api/v1/otp/verifications/{result['verification_id']}/check", {"code": "000000"}, format="json")
+    wrong = client.post(
+        f"/api/v1/otp/verifications/{result['verification_id']}/check", {"code": "000000"}, format="json"
+    )
     assert wrong.json() == {
         "verification_id": result["verification_id"],
         "status": "pending",
@@ -102,7 +110,9 @@ def test_send_and_check_over_rest_without_the_code_anywhere(
     _no_code_anywhere(*texts, again.content.decode(), caplog.text)
 
 
-def test_send_over_mcp_and_replay(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]) -> None:
+def test_send_over_mcp_and_replay(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]
+) -> None:
     client = api_for(tech)
     args = {"template_id": template.pk, "phone": PHONE, "locale": "zh-Hant", "idempotency_key": "mcp-otp-00001"}
     first = mcp(client, "sms_marketing.otp.send", args)
@@ -122,19 +132,27 @@ def test_country_not_allowed_on_every_path(template: OtpTemplate, tech: Any, api
     assert caught.value.code == "otp_country_not_allowed"
     client = api_for(tech)
     rest = client.post(
-        "/api/v1/otp/verifications/", {"template_id": template.pk, "phone": singapore, "idempotency_key": key()}, format="json"
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": singapore, "idempotency_key": key()},
+        format="json",
     )
     assert error_of(rest)["code"] == "otp_country_not_allowed"
-    over_mcp = mcp(client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": singapore, "idempotency_key": key()})
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": singapore, "idempotency_key": key()}
+    )
     assert over_mcp["error"]["code"] == "otp_country_not_allowed"
     admin = Client()
     admin.force_login(tech)
-    page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": singapore, "locale": "en"})
+    page = admin.post(
+        reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": singapore, "locale": "en"}
+    )
     assert page.status_code == 200 and "does not send to SG" in page.content.decode()
     assert not Verification.objects.exists() and not OutboundMessage.objects.exists()
 
 
-def test_unapproved_template_refused_on_rest_and_mcp(compliance: Any, tech: Any, otp_gateway: Any, api_for: Callable[[Any], Any]) -> None:
+def test_unapproved_template_refused_on_rest_and_mcp(
+    compliance: Any, tech: Any, otp_gateway: Any, api_for: Callable[[Any], Any]
+) -> None:
     from campaigns.otp.services import otp_template_save
     from tests.otp.conftest import CONTENT
 
@@ -142,10 +160,14 @@ def test_unapproved_template_refused_on_rest_and_mcp(compliance: Any, tech: Any,
     template = OtpTemplate.objects.get()
     client = api_for(tech)
     rest = client.post(
-        "/api/v1/otp/verifications/", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}, format="json"
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
     )
     assert error_of(rest)["code"] == "otp_template_not_approved"
-    over_mcp = mcp(client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()})
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
     assert over_mcp["error"]["code"] == "otp_template_not_approved"
     admin = Client()
     admin.force_login(tech)
@@ -161,7 +183,9 @@ def test_max_sends_on_every_path_and_resend_invalidates_the_previous_code(
     assert otp_check(actor=actor(tech), verification_id=first["verification_id"], code=known_codes[0])["valid"] is False
     send(tech, template)
     client = api_for(tech)
-    over_mcp = mcp(client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()})
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
     assert over_mcp["result"]["sends_used"] == 4
     admin = Client()
     admin.force_login(tech)
@@ -169,10 +193,14 @@ def test_max_sends_on_every_path_and_resend_invalidates_the_previous_code(
     assert page.status_code == 302
     assert Verification.objects.get().sends == 5
     rest = client.post(
-        "/api/v1/otp/verifications/", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}, format="json"
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
     )
     assert rest.status_code == 400 and error_of(rest)["code"] == "otp_max_sends_reached"
-    over_mcp = mcp(client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()})
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
     assert over_mcp["error"]["code"] == "otp_max_sends_reached"
     page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": PHONE, "locale": "en"})
     assert "has sent its 5 codes" in page.content.decode()
@@ -183,11 +211,14 @@ def test_max_sends_on_every_path_and_resend_invalidates_the_previous_code(
     _no_code_anywhere(page.content.decode(), json.dumps(over_mcp))
 
 
-def test_max_checks_then_locked(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]) -> None:
+def test_max_checks_then_locked(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]
+) -> None:
     vid = send(tech, template)["result"]["verification_id"]
     client = api_for(tech)
     answers = [
-        client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": f"00000{i}"}, format="json").json() for i in range(5)
+        client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": f"00000{i}"}, format="json").json()
+        for i in range(5)
     ]
     assert [a["status"] for a in answers] == ["pending"] * 4 + ["locked"]
     assert [a["checks_remaining"] for a in answers] == [4, 3, 2, 1, 0]
@@ -209,7 +240,9 @@ def test_expiry(template: OtpTemplate, tech: Any, known_codes: list[str]) -> Non
     assert again["verification_id"] != vid and again["sends_used"] == 1
 
 
-def test_check_needs_its_permission(template: OtpTemplate, tech: Any, compliance: Any, api_for: Callable[[Any], Any]) -> None:
+def test_check_needs_its_permission(
+    template: OtpTemplate, tech: Any, compliance: Any, api_for: Callable[[Any], Any]
+) -> None:
     vid = send(tech, template)["result"]["verification_id"]
     refused = api_for(compliance).post(f"/api/v1/otp/verifications/{vid}/check", {"code": "123456"}, format="json")
     assert refused.status_code == 403
@@ -227,7 +260,9 @@ def test_scrub_rewrites_sent_bodies(template: OtpTemplate, tech: Any, known_code
     assert otp_bodies_scrub() == 0
 
 
-def test_admin_pages_never_show_code_hash_or_phone(template: OtpTemplate, tech: Any, known_codes: list[str], make_user: Any) -> None:
+def test_admin_pages_never_show_code_hash_or_phone(
+    template: OtpTemplate, tech: Any, known_codes: list[str], make_user: Any
+) -> None:
     send(tech, template)
     verification = Verification.objects.get()
     message = OutboundMessage.objects.get()
@@ -245,7 +280,9 @@ def test_admin_pages_never_show_code_hash_or_phone(template: OtpTemplate, tech: 
     assert PHONE not in pages[0].content.decode() and PHONE not in pages[1].content.decode()
 
 
-def test_delivery_status_never_shows_otp_messages(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str], make_user: Any) -> None:
+def test_delivery_status_never_shows_otp_messages(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str], make_user: Any
+) -> None:
     send(tech, template)
     boss = make_user(superuser=True)
     answer = api_for(boss).get("/api/v1/delivery-status/", {"phone": PHONE})

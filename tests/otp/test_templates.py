@@ -38,7 +38,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("changes", "code", "field"), BAD)
-def test_refused_by_the_service(compliance: Any, otp_gateway: Any, changes: dict[str, Any], code: str, field: str) -> None:
+def test_refused_by_the_service(
+    compliance: Any, otp_gateway: Any, changes: dict[str, Any], code: str, field: str
+) -> None:
     with pytest.raises(ApplicationError) as caught:
         otp_template_save(actor=actor(compliance), idempotency_key=key(), content={**CONTENT, **changes})
     assert (caught.value.code, caught.value.field) == (code, field)

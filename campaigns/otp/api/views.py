@@ -11,7 +11,14 @@ from rest_framework.response import Response
 
 from campaigns.otp.models import Alphabet, Locale, OtpPurpose
 from campaigns.otp.selectors import VIEW_TEMPLATES, otp_templates_list, verification_get
-from campaigns.otp.services import ADD_TEMPLATE, CHECK_PERMISSION, SEND_PERMISSION, otp_check, otp_send, otp_template_save
+from campaigns.otp.services import (
+    ADD_TEMPLATE,
+    CHECK_PERMISSION,
+    SEND_PERMISSION,
+    otp_check,
+    otp_send,
+    otp_template_save,
+)
 from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.schema import governed_responses, list_output, read_responses
 from smsplatform.api.views import governed_response
@@ -75,7 +82,7 @@ class OtpTemplateListApi(ServiceApiView):
 
     @extend_schema(
         operation_id="otp_templates_list",
-        summary="OTP templates: purpose, validity, limits, gateways, regions, approval state (sms_marketing.otp_templates.list)",
+        summary="OTP templates: validity, limits, gateways, regions, approval (sms_marketing.otp_templates.list)",
         responses=read_responses(list_output("OtpTemplateListOutput", "templates")),
     )
     def get(self, request: Request) -> Response:
