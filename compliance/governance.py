@@ -71,6 +71,15 @@ def register_action(spec: GovernedAction) -> GovernedAction:
     return spec
 
 
+def payload_shown(action: str, payload: Any) -> Any:
+    """A request's payload as audit rows and pages show it: through the action's ``audit_view``
+    (an OTP send's phone masked), or as it is."""
+    spec = _ACTIONS.get(action)
+    if spec is None or spec.audit_view is None or not isinstance(payload, dict):
+        return payload
+    return spec.audit_view(payload)
+
+
 def action_spec(action: str) -> GovernedAction:
     try:
         return _ACTIONS[action]
@@ -242,7 +251,7 @@ def _hold_for_approval(
         object_id=request.pk,
         after={
             "action": spec.action,
-            "payload": spec.audit_view(payload) if spec.audit_view else payload,
+            "payload": payload_shown(spec.action, payload),
             "facts": facts,
             "policy": described,
         },
