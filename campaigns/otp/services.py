@@ -17,7 +17,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -523,6 +523,36 @@ def _closed_error(verification: Verification) -> ApplicationError:
     )
 
 
+def _count_check(verification_id: str, now: Any) -> Verification | None:
+    """Count one check, conditionally, and read the verification in the same statement (UPDATE ...
+    RETURNING, one round trip): None when it takes no check (unknown, ended, expired or out of checks).
+
+    Concurrent checks of one verification queue on its row lock, each re-reading the conditions, so
+    no more than max_checks are ever compared; the lock is held to the end of the caller's transaction."""
+    table = Verification._meta.db_table
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET checks = checks + 1, updated_at = %s "  # noqa: S608 - the table name is ours
+            "WHERE public_id = %s AND status = %s AND checks < max_checks AND expires_at > %s "
+            "RETURNING id, code_hash, checks, max_checks, phone",
+            [at, verification_id, VerificationStatus.PENDING.value, at],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, stored_hash, checks, max_checks, phone = row
+    return Verification(
+        pk=pk,
+        public_id=verification_id,
+        code_hash=stored_hash,
+        checks=checks,
+        max_checks=max_checks,
+        phone=phone,
+        status=VerificationStatus.PENDING,
+    )
+
+
 def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any]:
     """Check a code: approved once (single use), at most max_checks checks (then locked), never after
     expiry. The answer says the status, not how close a wrong code was."""
@@ -538,24 +568,21 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
     closed: ApplicationError | None = None
     with transaction.atomic(durable=True):
         now = timezone.now()
-        # Count the check first, conditionally: concurrent checks queue on the row lock, and no more
-        # than max_checks are ever compared. The lock is held to the end of this transaction.
-        counted = Verification.objects.filter(
-            public_id=verification_id, status=VerificationStatus.PENDING, checks__lt=F("max_checks"), expires_at__gt=now
-        ).update(checks=F("checks") + 1, updated_at=now)
-        verification = Verification.objects.filter(public_id=verification_id).first()
-        if verification is None:
-            raise not_found(
-                "verification", verification_id, field="verification_id", hint="Use the id otp.send returned."
-            )
-        if counted == 0:
+        counted = _count_check(verification_id, now)
+        if counted is None:
+            verification = Verification.objects.filter(public_id=verification_id).first()
+            if verification is None:
+                raise not_found(
+                    "verification", verification_id, field="verification_id", hint="Use the id otp.send returned."
+                )
             if verification.status == VerificationStatus.PENDING and verification.expires_at <= now:
                 _expire_if_due(verification.pk, now)
                 verification.status = VerificationStatus.EXPIRED
                 otp_bodies_scrub(verification_ids=[verification.pk])
             closed = _closed_error(verification)
         else:
-            valid = code_matches(verification_id=verification.public_id, code=code, stored_hash=verification.code_hash)
+            verification = counted
+            valid = code_matches(verification_id=verification_id, code=code, stored_hash=verification.code_hash)
             if valid:
                 Verification.objects.filter(pk=verification.pk, status=VerificationStatus.PENDING).update(
                     status=VerificationStatus.APPROVED, ended_at=now, updated_at=now
@@ -572,7 +599,7 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
                 actor=actor,
                 action="otp.check",
                 object_type="verification",
-                object_id=verification.public_id,
+                object_id=verification_id,
                 after={"valid": valid, "status": verification.status, "checks": verification.checks},
             )
     if closed is not None:
