@@ -287,3 +287,26 @@ def test_delivery_status_never_shows_otp_messages(
     boss = make_user(superuser=True)
     answer = api_for(boss).get("/api/v1/delivery-status/", {"phone": PHONE})
     assert known_codes[0] not in answer.content.decode()
+
+
+def test_a_tampered_promotional_version_is_still_refused_over_mcp_and_rest(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any]
+) -> None:
+    """Defence in depth: should a promotional body reach the database around the rules, the outbound
+    queue refuses an OTP that carries promotion, and nothing is sent or counted."""
+    from campaigns.otp.models import OtpTemplateVersion
+
+    OtpTemplateVersion.objects.filter(pk=template.current_version_id).update(body_en="Code {code}. 20% off at shop.hk")
+    client = api_for(tech)
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "body_promotional"
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
+    )
+    assert error_of(rest)["code"] == "body_promotional"
+    assert not Verification.objects.exists() and not OutboundMessage.objects.exists()
+    _no_code_anywhere(json.dumps(over_mcp), rest.content.decode())
