@@ -310,3 +310,33 @@ def test_a_tampered_promotional_version_is_still_refused_over_mcp_and_rest(
     assert error_of(rest)["code"] == "body_promotional"
     assert not Verification.objects.exists() and not OutboundMessage.objects.exists()
     _no_code_anywhere(json.dumps(over_mcp), rest.content.decode())
+
+
+def test_the_code_goes_through_the_gateway_and_out_of_every_log(
+    template: OtpTemplate,
+    tech: Any,
+    api_for: Callable[[Any], Any],
+    caplog: pytest.LogCaptureFixture,
+    known_codes: list[str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The whole path with the submit task run (eager Celery, the simulator adapter and its receipt):
+    DEBUG logs of every logger never carry the code; the scrub then rewrites the stored body."""
+    from campaigns.otp.tasks import scrub_codes
+
+    caplog.set_level(logging.DEBUG)
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = api_for(tech).post(
+            "/api/v1/otp/verifications/",
+            {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+            format="json",
+        )
+    assert sent.status_code == 200
+    message = OutboundMessage.objects.get()
+    assert message.state != MessageState.QUEUED  # the simulator took it
+    assert scrub_codes() == 1
+    message.refresh_from_db()
+    assert known_codes[0] not in message.body
+    status = api_for(tech).get(f"/api/v1/otp/verifications/{sent.json()['result']['verification_id']}/")
+    assert status.json()["delivery_state"] == message.state
+    _no_code_anywhere(caplog.text, sent.content.decode(), status.content.decode())
