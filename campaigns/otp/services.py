@@ -617,6 +617,37 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
     }
 
 
+def otp_verification_cancel(*, actor: Actor, verification_id: str) -> dict[str, Any]:
+    """Cancel a pending verification (the person gave up, or the business chose another way): no
+    check passes afterwards and a new send starts a new verification."""
+    if not (actor.has_perm(CHECK_PERMISSION) or actor.has_perm(SEND_PERMISSION)):
+        raise permission_denied(CHECK_PERMISSION)
+    with transaction.atomic(durable=True):
+        now = timezone.now()
+        # Conditional: a verification approved, locked or expired a moment ago stays so.
+        canceled = Verification.objects.filter(
+            public_id=verification_id, status=VerificationStatus.PENDING, expires_at__gt=now
+        ).update(status=VerificationStatus.CANCELED, ended_at=now, updated_at=now)
+        verification = Verification.objects.filter(public_id=verification_id).first()
+        if verification is None:
+            raise not_found(
+                "verification", verification_id, field="verification_id", hint="Use the id otp.send returned."
+            )
+        if not canceled:
+            verification.status = verification_status(verification, now)
+            raise _closed_error(verification)
+        otp_bodies_scrub(verification_ids=[verification.pk])
+        audit_record(
+            actor=actor,
+            action="otp.cancel",
+            object_type="verification",
+            object_id=verification.public_id,
+            before={"status": VerificationStatus.PENDING},
+            after={"status": VerificationStatus.CANCELED},
+        )
+    return verification_payload(verification)
+
+
 def verification_status(verification: Verification, now: Any = None) -> str:
     """The status as of now: a pending verification past its expiry is expired."""
     now = now or timezone.now()

@@ -340,3 +340,15 @@ def test_the_code_goes_through_the_gateway_and_out_of_every_log(
     status = api_for(tech).get(f"/api/v1/otp/verifications/{sent.json()['result']['verification_id']}/")
     assert status.json()["delivery_state"] == message.state
     _no_code_anywhere(caplog.text, sent.content.decode(), status.content.decode())
+
+
+def test_cancel(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]) -> None:
+    client = api_for(tech)
+    vid = send(tech, template)["result"]["verification_id"]
+    canceled = client.post(f"/api/v1/otp/verifications/{vid}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    refused = client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": known_codes[0]}, format="json")
+    assert error_of(refused)["code"] == "otp_verification_not_pending"
+    again = client.post(f"/api/v1/otp/verifications/{vid}/cancel")
+    assert error_of(again)["code"] == "otp_verification_not_pending"
+    assert send(tech, template)["result"]["verification_id"] != vid  # a new send starts afresh

@@ -11,4 +11,9 @@ urlpatterns = [
         views.VerificationCheckApi.as_view(),
         name="otp-verification-check",
     ),
+    path(
+        "otp/verifications/<str:verification_id>/cancel",
+        views.VerificationCancelApi.as_view(),
+        name="otp-verification-cancel",
+    ),
 ]

@@ -18,6 +18,7 @@ from campaigns.otp.services import (
     otp_check,
     otp_send,
     otp_template_save,
+    otp_verification_cancel,
 )
 from smsplatform.api.base import ServiceApiView, StrictInput
 from smsplatform.api.schema import governed_responses, list_output, read_responses
@@ -163,3 +164,14 @@ class VerificationCheckApi(ServiceApiView):
         return Response(
             otp_check(actor=self.actor(request), verification_id=verification_id, code=data.validated_data["code"])
         )
+
+
+class VerificationCancelApi(ServiceApiView):
+    @extend_schema(
+        operation_id="otp_verification_cancel",
+        summary="Cancel a pending verification: no check passes afterwards",
+        request=None,
+        responses=read_responses(VERIFICATION_OUTPUT, 404),
+    )
+    def post(self, request: Request, verification_id: str) -> Response:
+        return Response(otp_verification_cancel(actor=self.actor(request), verification_id=verification_id))
