@@ -296,7 +296,9 @@ def test_a_tampered_promotional_version_is_still_refused_over_mcp_and_rest(
     queue refuses an OTP that carries promotion, and nothing is sent or counted."""
     from campaigns.otp.models import OtpTemplateVersion
 
-    OtpTemplateVersion.objects.filter(pk=template.current_version_id or 0).update(body_en="Code {code}. 20% off at shop.hk")
+    OtpTemplateVersion.objects.filter(pk=template.current_version_id or 0).update(
+        body_en="Code {code}. 20% off at shop.hk"
+    )
     client = api_for(tech)
     over_mcp = mcp(
         client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
