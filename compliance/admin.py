@@ -16,6 +16,7 @@ from django.http import (
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from compliance.governance import payload_shown
 from compliance.models import ActionRequest, ApprovalPolicy, RequestState
 from compliance.presenters import action_request_presentation
 from compliance.selectors import queue_order
@@ -122,7 +123,10 @@ class ActionRequestAdmin(admin.ModelAdmin):
     @admin.display(description="payload (frozen at request time)")
     def payload_pretty(self, obj: ActionRequest) -> str:
         # The page says what it does in human terms above; the exact payload stays one click away.
-        return format_html("<details><summary>raw payload (JSON)</summary>{}</details>", pretty_json(obj.payload))
+        return format_html(
+            "<details><summary>raw payload (JSON)</summary>{}</details>",
+            pretty_json(payload_shown(obj.action, obj.payload)),
+        )
 
     @admin.display(description="facts the policy saw")
     def facts_pretty(self, obj: ActionRequest) -> str:

@@ -54,6 +54,13 @@ class GovernedAction:
     # on_hold(actor, payload, action_request): what the held request changes besides itself
     # (a campaign marked pending approval); runs in the transaction that creates the request.
     on_hold: Callable[[Actor, dict[str, Any], ActionRequest], None] | None = None
+    # A role name: the action is held for that role even when no policy matches (an OTP template
+    # is used only once approved); a policy that matches still decides the role. Such an action
+    # needs a requesting user (an approval can never be granted by its requester).
+    always_held_by: str = ""
+    # audit_view(payload) -> what the audit row of a held request shows of the payload (an OTP
+    # send's phone number is masked there); None: the payload as it is.
+    audit_view: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _ACTIONS: dict[str, GovernedAction] = {}
@@ -62,6 +69,15 @@ _ACTIONS: dict[str, GovernedAction] = {}
 def register_action(spec: GovernedAction) -> GovernedAction:
     _ACTIONS[spec.action] = spec
     return spec
+
+
+def payload_shown(action: str, payload: Any) -> Any:
+    """A request's payload as audit rows and pages show it: through the action's ``audit_view``
+    (an OTP send's phone masked), or as it is."""
+    spec = _ACTIONS.get(action)
+    if spec is None or spec.audit_view is None or not isinstance(payload, dict):
+        return payload
+    return spec.audit_view(payload)
 
 
 def action_spec(action: str) -> GovernedAction:
@@ -163,6 +179,18 @@ def governed_write(
                 policy = matching_policy(governing, checked.facts, actor)
                 if policy is not None:
                     break
+        if policy is None and spec.always_held_by:
+            if not actor.user_id:
+                raise permission_denied(spec.permission, hint="Only a user may request this; an approver decides it.")
+            return _hold_for_approval(
+                spec=spec,
+                actor=actor,
+                payload=payload,
+                facts=checked.facts,
+                policy=None,
+                reason=reason,
+                key=idempotency_key,
+            )
         if policy is None:
             result = spec.execute(actor, payload, None, checked.context)
             return {"status": "executed", "action": action, "result": result}
@@ -191,20 +219,24 @@ def _hold_for_approval(
     actor: Actor,
     payload: dict[str, Any],
     facts: Facts,
-    policy: ApprovalPolicy,
+    policy: ApprovalPolicy | None,
     reason: str,
     key: str | None,
 ) -> dict[str, Any]:
+    from django.contrib.auth.models import Group
+
     from smsplatform.config_service import platform_config_data
 
-    ttl = policy.request_ttl_hours or platform_config_data()["approval"]["request_ttl_hours"]
+    ttl = (policy.request_ttl_hours if policy else None) or platform_config_data()["approval"]["request_ttl_hours"]
+    role = policy.approver_role if policy else Group.objects.get(name=spec.always_held_by)
+    described = policy.describe() if policy else f"always (built in) -> {role.name}"
     request = ActionRequest.objects.create(
         action=spec.action,
         payload=payload,
         facts=facts,
         summary=spec.summary(payload, facts)[:300],
         policy=policy,
-        required_role=policy.approver_role,
+        required_role=role,
         requested_by=actor.user,
         channel=str(actor.channel),
         token_name=actor.token_name,
@@ -219,9 +251,9 @@ def _hold_for_approval(
         object_id=request.pk,
         after={
             "action": spec.action,
-            "payload": payload,
+            "payload": payload_shown(spec.action, payload),
             "facts": facts,
-            "policy": policy.describe(),
+            "policy": described,
         },
         reason=reason,
         action_request_id=request.pk,
@@ -234,8 +266,8 @@ def _hold_for_approval(
         "status": "pending_approval",
         "action": spec.action,
         "action_request_id": request.pk,
-        "required_role": policy.approver_role.name,
-        "policy": policy.describe(),
+        "required_role": role.name,
+        "policy": described,
         "expires_at": request.expires_at.isoformat(),
         "hint": "An approver decides in the admin; follow it with sms_marketing.action_request.status.",
     }

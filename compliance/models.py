@@ -28,6 +28,7 @@ class ActionType(models.TextChoices):
     SHORT_LINK_CREATE = "short_link.create", "Create short link"
     AUTOMATION_UPDATE = "automation.update", "Enable or change automation"
     OTP_SEND = "otp.send", "Send OTP"
+    OTP_TEMPLATE_SAVE = "otp_template.save", "Save OTP template (always approved by another person)"
     SENDER_ID_APPLY = "sender_id.apply", "Sender ID / SSRS application"
     NOTIFICATION_SEND = "notification.send", "Send review notification"
     SNAPSHOT_OVERWRITE = "performance_snapshot.record", "Record performance snapshot"

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from compliance.governance import payload_shown
 from compliance.models import ActionRequest, ActionType, RequestState
 from smsplatform.admin_utils import error_text, readable
 from smsplatform.kernel.actor import Actor
@@ -37,7 +38,8 @@ def action_presenter_register(actions: Iterable[str], presenter: Presenter) -> N
 
 def payload_presentation(request: ActionRequest, actor: Actor) -> SafeString:
     """The fallback: the frozen payload and the policy's facts as labelled rows."""
-    payload = {k: v for k, v in (request.payload or {}).items() if k not in HIDDEN_KEYS}
+    shown = payload_shown(request.action, request.payload or {})
+    payload = {k: v for k, v in shown.items() if k not in HIDDEN_KEYS}
     return format_html(
         "<h3>What it will do</h3>{}<h3>What the policy saw</h3>{}",
         readable(payload),

@@ -203,3 +203,10 @@ CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
 _OTP_ABUSE = ["otp.view_pumpingblock", "otp.lift_pumpingblock"]
 ROLE_PERMISSIONS[Role.OPERATIONS] += _OTP_ABUSE
 ROLE_PERMISSIONS[Role.TECHNICAL] += _OTP_ABUSE
+# OTP (issue 16): compliance requests OTP templates (an approver always approves them), technical
+# sends test codes and integrates the business backend (send and check), operations watches.
+_OTP_READ = ["otp.view_otptemplate", "otp.view_verification"]
+ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_OTP_READ, "otp.add_otptemplate", "otp.change_otptemplate"]
+ROLE_PERMISSIONS[Role.TECHNICAL] += [*_OTP_READ, "otp.send_verification", "otp.check_verification"]
+ROLE_PERMISSIONS[Role.OPERATIONS] += _OTP_READ
+ROLE_PERMISSIONS[Role.APPROVER] += ["otp.view_otptemplate"]

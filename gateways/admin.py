@@ -26,6 +26,7 @@ from gateways.models import (
     GatewayRate,
     InboundMessage,
     MessagePart,
+    MessagePurpose,
     OutboundMessage,
     Provider,
     QuotaReservation,
@@ -263,8 +264,19 @@ class OutboundMessageAdmin(ReadOnlyAdmin):
     def masked_destination(self, obj: OutboundMessage) -> str:
         return phone_mask(obj.destination)
 
+    @admin.display(description="body")
+    def body_shown(self, obj: OutboundMessage) -> str:
+        # An OTP message carries its code until the scrub rewrites it: never shown here.
+        if obj.purpose == MessagePurpose.OTP:
+            return "(one-time code message: the body is not shown)"
+        return obj.body
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        fields = [f.name for f in OutboundMessage._meta.fields if f.name not in {"id", "destination"}]
+        fields = [
+            "body_shown" if f.name == "body" else f.name
+            for f in OutboundMessage._meta.fields
+            if f.name not in {"id", "destination"}
+        ]
         # Full numbers only for roles allowed to see them (minimal personal data).
         phone = "destination" if request.user.has_perm("compliance.view_full_phone") else "masked_destination"
         return [phone, *fields]

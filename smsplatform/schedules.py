@@ -16,6 +16,7 @@ PERIODIC = [
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
     ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
     ("Prune OTP abuse counters", "otp.prune_rate_counters", 3600),
+    ("Scrub OTP codes from sent messages", "otp.scrub_codes", 30),
 ]
 
 

@@ -7,6 +7,7 @@ DATABASE_URL, CELERY_BROKER_URL, DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -311,3 +312,12 @@ SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECOND
 # OTP abuse defence: a JSON object overriding the defaults of campaigns.otp.abuse.AbuseSettings
 # (velocity limits, pumping thresholds, deny lists; docs/OTP.md "Abuse defence").
 SMS_OTP_ABUSE = json.loads(os.environ.get("SMS_OTP_ABUSE", "").strip() or "{}")
+# OTP codes are stored only as HMAC-SHA256 under this key. Set SMS_OTP_HASH_KEY to a secret of its
+# own; by default it is derived from SECRET_KEY under a label of its own, so it is never SECRET_KEY
+# itself (a rotation of SECRET_KEY invalidates pending codes, at most validity minutes of them).
+SMS_OTP_HASH_KEY = (
+    os.environ.get("SMS_OTP_HASH_KEY", "").strip()
+    or hashlib.sha256(f"sms-otp-code-hash:{SECRET_KEY}".encode()).hexdigest()
+)
+# Whether a new OTP template must fit one SMS unless it says otherwise.
+SMS_OTP_SINGLE_SEGMENT_DEFAULT = env_bool("SMS_OTP_SINGLE_SEGMENT_DEFAULT", True)

@@ -9,3 +9,7 @@ class OtpConfig(AppConfig):
     name = "campaigns.otp"
     label = "otp"
     verbose_name = "OTP and verification"
+
+    def ready(self) -> None:
+        # Register the governed actions otp_template.save and otp.send.
+        from campaigns.otp import services  # noqa: F401

@@ -1,0 +1,356 @@
+"""otp.send and the check on MCP, REST and admin: approved templates only, allowed countries, max sends,
+max checks and lock, expiry, single use, idempotency, and the code never in any answer, audit row or log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.otp import services
+from campaigns.otp.models import OtpTemplate, Verification, VerificationSend
+from campaigns.otp.scrub import otp_bodies_scrub
+from campaigns.otp.services import otp_check, otp_send
+from gateways.models import MessageState, OutboundMessage
+from smsplatform.kernel.errors import ApplicationError
+from smsplatform.models import AuditLog, IdempotencyRecord
+from tests.otp.conftest import key, mcp
+from tests.support.actors import actor
+from tests.support.rest import error_of
+
+pytestmark = pytest.mark.django_db
+
+PHONE = "+85291234567"
+CODES = ["318274", "905163", "442817", "660391", "127458", "839201", "574630"]
+
+
+@pytest.fixture(autouse=True)
+def known_codes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Codes drawn in order from CODES, so a test knows each code it must never see."""
+    issued: list[str] = []
+
+    def draw(*, length: int, alphabet: str) -> str:
+        code = CODES[len(issued) % len(CODES)]
+        issued.append(code)
+        return code
+
+    monkeypatch.setattr(services, "code_generate", draw)
+    return issued
+
+
+def send(user: Any, template: OtpTemplate, **kw: Any) -> dict[str, Any]:
+    return otp_send(
+        actor=actor(user), template_id=template.pk, phone=kw.pop("phone", PHONE), idempotency_key=key(), **kw
+    )
+
+
+def _no_code_anywhere(*texts: str) -> None:
+    audit = json.dumps(list(AuditLog.objects.values("before", "after", "reason")), default=str)
+    stored = json.dumps(list(IdempotencyRecord.objects.values("response")), default=str)
+    for code in CODES:
+        for text in (audit, stored, *texts):
+            assert code not in text
+    # Nor the full phone number in audit rows.
+    assert PHONE not in audit and "91234567" not in audit
+
+
+def test_send_and_check_over_rest_without_the_code_anywhere(
+    template: OtpTemplate,
+    tech: Any,
+    api_for: Callable[[Any], Any],
+    caplog: pytest.LogCaptureFixture,
+    known_codes: list[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = api_for(tech)
+    sent = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "client_ip": "203.0.113.9", "idempotency_key": key()},
+        format="json",
+    )
+    assert sent.status_code == 200, sent.content
+    result = sent.json()["result"]
+    assert result["verification_id"].startswith("VE") and result["phone"] == "+852****4567"
+    assert (result["status"], result["sends_used"], result["sends_remaining"], result["checks_remaining"]) == (
+        "pending",
+        1,
+        4,
+        5,
+    )
+    verification = Verification.objects.get()
+    code = known_codes[-1]
+    assert code not in verification.code_hash and len(verification.code_hash) == 64
+    message = OutboundMessage.objects.get()
+    assert code in message.body and message.purpose == "otp"  # only the SMS itself carries it
+    status = client.get(f"/api/v1/otp/verifications/{result['verification_id']}/")
+    assert status.status_code == 200 and status.json()["delivery_state"] == "queued"
+    wrong = client.post(
+        f"/api/v1/otp/verifications/{result['verification_id']}/check", {"code": "000000"}, format="json"
+    )
+    assert wrong.json() == {
+        "verification_id": result["verification_id"],
+        "status": "pending",
+        "valid": False,
+        "checks_used": 1,
+        "checks_remaining": 4,
+    }
+    right = client.post(f"/api/v1/otp/verifications/{result['verification_id']}/check", {"code": code}, format="json")
+    assert right.json()["status"] == "approved" and right.json()["valid"] is True
+    # Single use: the same right code again is refused.
+    again = client.post(f"/api/v1/otp/verifications/{result['verification_id']}/check", {"code": code}, format="json")
+    assert again.status_code == 400 and error_of(again)["code"] == "otp_verification_not_pending"
+    texts = [sent.content.decode(), status.content.decode(), wrong.content.decode(), right.content.decode()]
+    _no_code_anywhere(*texts, again.content.decode(), caplog.text)
+
+
+def test_send_over_mcp_and_replay(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]
+) -> None:
+    client = api_for(tech)
+    args = {"template_id": template.pk, "phone": PHONE, "locale": "zh-Hant", "idempotency_key": "mcp-otp-00001"}
+    first = mcp(client, "sms_marketing.otp.send", args)
+    assert first["status"] == "executed" and first["result"]["sends_used"] == 1
+    assert "驗證碼" in OutboundMessage.objects.get().body
+    replay = mcp(client, "sms_marketing.otp.send", args)
+    assert replay == first and OutboundMessage.objects.count() == 1  # nothing sent twice
+    conflict = mcp(client, "sms_marketing.otp.send", {**args, "locale": "en"})
+    assert conflict["error"]["code"] == "idempotency_key_reused"
+    _no_code_anywhere(json.dumps(first), json.dumps(replay), json.dumps(conflict))
+
+
+def test_country_not_allowed_on_every_path(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any]) -> None:
+    singapore = "+6581234567"
+    with pytest.raises(ApplicationError) as caught:
+        send(tech, template, phone=singapore)
+    assert caught.value.code == "otp_country_not_allowed"
+    client = api_for(tech)
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": singapore, "idempotency_key": key()},
+        format="json",
+    )
+    assert error_of(rest)["code"] == "otp_country_not_allowed"
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": singapore, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "otp_country_not_allowed"
+    admin = Client()
+    admin.force_login(tech)
+    page = admin.post(
+        reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": singapore, "locale": "en"}
+    )
+    assert page.status_code == 200 and "does not send to SG" in page.content.decode()
+    assert not Verification.objects.exists() and not OutboundMessage.objects.exists()
+
+
+def test_unapproved_template_refused_on_rest_and_mcp(
+    compliance: Any, tech: Any, otp_gateway: Any, api_for: Callable[[Any], Any]
+) -> None:
+    from campaigns.otp.services import otp_template_save
+    from tests.otp.conftest import CONTENT
+
+    otp_template_save(actor=actor(compliance), idempotency_key=key(), content=CONTENT)
+    template = OtpTemplate.objects.get()
+    client = api_for(tech)
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
+    )
+    assert error_of(rest)["code"] == "otp_template_not_approved"
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "otp_template_not_approved"
+    admin = Client()
+    admin.force_login(tech)
+    page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": PHONE, "locale": "en"})
+    assert "no approved version" in page.content.decode()
+
+
+def test_max_sends_on_every_path_and_resend_invalidates_the_previous_code(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]
+) -> None:
+    first = send(tech, template)["result"]
+    send(tech, template)
+    assert otp_check(actor=actor(tech), verification_id=first["verification_id"], code=known_codes[0])["valid"] is False
+    send(tech, template)
+    client = api_for(tech)
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
+    assert over_mcp["result"]["sends_used"] == 4
+    admin = Client()
+    admin.force_login(tech)
+    page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": PHONE, "locale": "en"})
+    assert page.status_code == 302
+    assert Verification.objects.get().sends == 5
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
+    )
+    assert rest.status_code == 400 and error_of(rest)["code"] == "otp_max_sends_reached"
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "otp_max_sends_reached"
+    page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": PHONE, "locale": "en"})
+    assert "has sent its 5 codes" in page.content.decode()
+    assert OutboundMessage.objects.count() == 5 and Verification.objects.get().sends == 5
+    # The latest code is the only one that works.
+    latest = known_codes[4]
+    assert otp_check(actor=actor(tech), verification_id=first["verification_id"], code=latest)["status"] == "approved"
+    _no_code_anywhere(page.content.decode(), json.dumps(over_mcp))
+
+
+def test_max_checks_then_locked(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]
+) -> None:
+    vid = send(tech, template)["result"]["verification_id"]
+    client = api_for(tech)
+    answers = [
+        client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": f"00000{i}"}, format="json").json()
+        for i in range(5)
+    ]
+    assert [a["status"] for a in answers] == ["pending"] * 4 + ["locked"]
+    assert [a["checks_remaining"] for a in answers] == [4, 3, 2, 1, 0]
+    # Even the right code is refused once locked, and the answer never says how close a code was.
+    locked = client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": known_codes[0]}, format="json")
+    assert error_of(locked)["code"] == "otp_verification_not_pending"
+    assert Verification.objects.get().checks == 5
+
+
+def test_expiry(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
+    vid = send(tech, template)["result"]["verification_id"]
+    Verification.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    with pytest.raises(ApplicationError) as caught:
+        otp_check(actor=actor(tech), verification_id=vid, code=known_codes[0])
+    assert caught.value.code == "otp_verification_expired"
+    assert Verification.objects.get().status == "expired"
+    # A new send starts a new verification.
+    again = send(tech, template)["result"]
+    assert again["verification_id"] != vid and again["sends_used"] == 1
+
+
+def test_check_needs_its_permission(
+    template: OtpTemplate, tech: Any, compliance: Any, api_for: Callable[[Any], Any]
+) -> None:
+    vid = send(tech, template)["result"]["verification_id"]
+    refused = api_for(compliance).post(f"/api/v1/otp/verifications/{vid}/check", {"code": "123456"}, format="json")
+    assert refused.status_code == 403
+
+
+def test_scrub_rewrites_sent_bodies(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
+    send(tech, template)
+    message = OutboundMessage.objects.get()
+    assert otp_bodies_scrub() == 0  # still queued: the sender needs its text
+    OutboundMessage.objects.update(state=MessageState.SUBMITTED)
+    assert otp_bodies_scrub() == 1
+    message.refresh_from_db()
+    assert known_codes[0] not in message.body and "******" in message.body
+    assert VerificationSend.objects.get().scrubbed_at is not None
+    assert otp_bodies_scrub() == 0
+
+
+def test_admin_pages_never_show_code_hash_or_phone(
+    template: OtpTemplate, tech: Any, known_codes: list[str], make_user: Any
+) -> None:
+    send(tech, template)
+    verification = Verification.objects.get()
+    message = OutboundMessage.objects.get()
+    admin = Client()
+    admin.force_login(make_user(superuser=True))
+    pages = [
+        admin.get(reverse("admin:otp_verification_changelist")),
+        admin.get(reverse("admin:otp_verification_change", args=[verification.pk])),
+        admin.get(reverse("admin:gateways_outboundmessage_change", args=[message.pk])),
+    ]
+    for page in pages:
+        assert page.status_code == 200
+        text = page.content.decode()
+        assert known_codes[0] not in text and verification.code_hash not in text
+    assert PHONE not in pages[0].content.decode() and PHONE not in pages[1].content.decode()
+
+
+def test_delivery_status_never_shows_otp_messages(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str], make_user: Any
+) -> None:
+    send(tech, template)
+    boss = make_user(superuser=True)
+    answer = api_for(boss).get("/api/v1/delivery-status/", {"phone": PHONE})
+    assert known_codes[0] not in answer.content.decode()
+
+
+def test_a_tampered_promotional_version_is_still_refused_over_mcp_and_rest(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any]
+) -> None:
+    """Defence in depth: should a promotional body reach the database around the rules, the outbound
+    queue refuses an OTP that carries promotion, and nothing is sent or counted."""
+    from campaigns.otp.models import OtpTemplateVersion
+
+    OtpTemplateVersion.objects.filter(pk=template.current_version_id or 0).update(
+        body_en="Code {code}. 20% off at shop.hk"
+    )
+    client = api_for(tech)
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "body_promotional"
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+        format="json",
+    )
+    assert error_of(rest)["code"] == "body_promotional"
+    assert not Verification.objects.exists() and not OutboundMessage.objects.exists()
+    _no_code_anywhere(json.dumps(over_mcp), rest.content.decode())
+
+
+def test_the_code_goes_through_the_gateway_and_out_of_every_log(
+    template: OtpTemplate,
+    tech: Any,
+    api_for: Callable[[Any], Any],
+    caplog: pytest.LogCaptureFixture,
+    known_codes: list[str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The whole path with the submit task run (eager Celery, the simulator adapter and its receipt):
+    DEBUG logs of every logger never carry the code; the scrub then rewrites the stored body."""
+    from campaigns.otp.tasks import scrub_codes
+
+    caplog.set_level(logging.DEBUG)
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = api_for(tech).post(
+            "/api/v1/otp/verifications/",
+            {"template_id": template.pk, "phone": PHONE, "idempotency_key": key()},
+            format="json",
+        )
+    assert sent.status_code == 200
+    message = OutboundMessage.objects.get()
+    assert message.state != MessageState.QUEUED  # the simulator took it
+    assert scrub_codes() == 1
+    message.refresh_from_db()
+    assert known_codes[0] not in message.body
+    status = api_for(tech).get(f"/api/v1/otp/verifications/{sent.json()['result']['verification_id']}/")
+    assert status.json()["delivery_state"] == message.state
+    _no_code_anywhere(caplog.text, sent.content.decode(), status.content.decode())
+
+
+def test_cancel(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str]) -> None:
+    client = api_for(tech)
+    vid = send(tech, template)["result"]["verification_id"]
+    canceled = client.post(f"/api/v1/otp/verifications/{vid}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    refused = client.post(f"/api/v1/otp/verifications/{vid}/check", {"code": known_codes[0]}, format="json")
+    assert error_of(refused)["code"] == "otp_verification_not_pending"
+    again = client.post(f"/api/v1/otp/verifications/{vid}/cancel")
+    assert error_of(again)["code"] == "otp_verification_not_pending"
+    assert send(tech, template)["result"]["verification_id"] != vid  # a new send starts afresh
