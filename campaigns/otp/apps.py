@@ -13,3 +13,10 @@ class OtpConfig(AppConfig):
     def ready(self) -> None:
         # Register the governed actions otp_template.save and otp.send.
         from campaigns.otp import services  # noqa: F401
+        from campaigns.otp.errors import OtpErrorCode
+        from campaigns.otp.metrics import otp_abuse_state
+        from smsplatform.kernel.errors import http_status_register
+        from smsplatform.operations.metrics import metrics_source_register
+
+        http_status_register(OtpErrorCode.RATE_LIMITED, 429)  # with Retry-After (smsplatform.api.errors)
+        metrics_source_register("otp_abuse", otp_abuse_state)

@@ -43,6 +43,7 @@ from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
+from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 
@@ -390,13 +391,6 @@ def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, r
 
 def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     template, version, phone = context
-    abuse.abuse_check(
-        limits=version.limits,
-        phone=phone.e164,
-        country=phone.country,
-        client_ip=payload.get("client_ip") or None,
-        token_name=actor.token_name or None,
-    )
     verification, code = _start_or_resend(
         actor=actor, template=template, version=version, e164=phone.e164, country=phone.country, payload=payload
     )
@@ -497,6 +491,20 @@ def otp_send(
         "client_ip": client_ip or None,
         "reason": reason,
     }
+    replay = idempotent_replay(actor=actor, key=idempotency_key, operation=ActionType.OTP_SEND, payload=payload)
+    if replay is not None:
+        return replay  # a retry of a send already made: the first answer, and no rate-limit slot taken
+    # The abuse defence counts in transactions of its own (a refusal and a pumping block must outlive
+    # the send it stops), so it runs here, before the governed write and outside its transaction;
+    # the send's own refusals (no approved version, a country not allowed) come first.
+    _template, version, checked_phone = _send_check(actor, payload).context
+    abuse.abuse_check(
+        limits=version.limits,
+        phone=checked_phone.e164,
+        country=checked_phone.country,
+        client_ip=client_ip or None,
+        token_name=actor.token_name or None,
+    )
     return governed_write(
         actor=actor, action=ActionType.OTP_SEND, payload=payload, idempotency_key=idempotency_key, reason=reason
     )

@@ -97,6 +97,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         error, http_status = exc, exc.http_status
+        retry_after = exc.details.get("retry_after")
+        if http_status == 429 and isinstance(retry_after, int) and retry_after >= 0:
+            headers["Retry-After"] = str(retry_after)
     elif isinstance(exc, exceptions.APIException):
         error, http_status = drf_to_application_error(exc), exc.status_code
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

@@ -74,6 +74,12 @@ HTTP_STATUS: dict[str, int] = {
 }
 
 
+def http_status_register(code: str, status: int) -> None:
+    """The HTTP status of an app's own code (apps call this from ``ready()``: the kernel names
+    none of their codes), e.g. 429 for the OTP abuse defence's ``rate_limited``."""
+    HTTP_STATUS[code] = status
+
+
 class ApplicationError(Exception):
     """A domain error with a stable code, the field at fault and a hint."""
 

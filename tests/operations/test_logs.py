@@ -22,7 +22,7 @@ from smsplatform.operations.logs import (
 )
 
 
-def record(message: str, *args: Any, exc: BaseException | None = None) -> logging.LogRecord:
+def record(message: str, *args: Any, exc: BaseException | None = None) -> Any:
     exc_info = (type(exc), exc, exc.__traceback__) if exc else None
     rec = logging.LogRecord("sms.test", logging.WARNING, __file__, 1, message, args or None, exc_info)
     ContextFilter().filter(rec)
@@ -133,7 +133,7 @@ def test_building_a_request_actor_names_it_in_the_log_context(django_user_model:
     class Token:
         name = "campaign-agent"
 
-    request.auth = Token()
+    request.auth = Token()  # type: ignore[attr-defined]
     try:
         Actor.for_request(request, Channel.MCP)
         rec = record("tool called")

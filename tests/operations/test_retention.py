@@ -87,7 +87,8 @@ def test_inbound_texts_and_clicks_are_deleted_the_audit_log_is_kept(gateway: Gat
     assert list(LinkClick.objects.values_list("recipient_token", flat=True)) == ["t10"]
     entry = AuditLog.objects.order_by("-pk").first()
     assert entry is not None and entry.action == "retention.purge" and AuditLog.objects.count() == audit_before + 1
-    assert entry.after["purged"]["link_clicks"] == 2 and entry.after["periods_days"]["link_clicks"] == 90
+    after: Any = entry.after
+    assert after["purged"]["link_clicks"] == 2 and after["periods_days"]["link_clicks"] == 90
 
 
 @override_settings(SMS_RETENTION_DAYS={**DAYS, "message_bodies": 0})
