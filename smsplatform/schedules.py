@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
+# Stated in every report's data_latency (reporting.aggregates).
+REPORT_REFRESH_SECONDS = 5
+
 PERIODIC = [
     # (beat entry name, task name, every N seconds)
     ("Expire action requests", "compliance.expire_action_requests", 60),
@@ -13,6 +16,7 @@ PERIODIC = [
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
+    ("Refresh report aggregates", "reporting.refresh_aggregates", REPORT_REFRESH_SECONDS),
 ]
 
 
