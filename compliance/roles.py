@@ -198,3 +198,9 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
     "campaigns.resend_messages",
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
+
+# Reports (issue 18): campaign reports, link clicks and attribution; person-level clicks for CRM.
+_REPORTS = ["reporting.view_campaign_report"]
+for _role in (Role.MARKETING, Role.CRM, Role.OPERATIONS, Role.COMPLIANCE, Role.APPROVER):
+    ROLE_PERMISSIONS[_role] += _REPORTS
+ROLE_PERMISSIONS[Role.CRM] += [*_CAMPAIGN_READ, "reporting.view_person_clicks"]

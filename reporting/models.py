@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from campaigns.models import Campaign
+
 # --------------------------------------------------------------------------------------------
 # Reports and attribution
 #
@@ -185,3 +187,12 @@ class ReportConversion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> {self.campaign_id or '-'} ({self.rule})"
+
+
+class CampaignReport(Campaign):
+    """The admin's entry to campaign reports (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "campaign report"
+        verbose_name_plural = "campaign reports"
