@@ -165,12 +165,16 @@ class _Conversion:
 
 def _load(keys: dict[str, str]) -> list[_Conversion]:
     """Every event of these conversions (an order's placed, paid and refund events)."""
-    orders = [k.split(":", 2) for k in keys if k.startswith("order:")]
+    refs: dict[int, list[str]] = defaultdict(list)
+    for k in keys:
+        if k.startswith("order:"):
+            _, source, ref = k.split(":", 2)
+            refs[int(source)].append(ref)
     singles = [int(k.split(":")[1]) for k in keys if k.startswith("event:")]
     q = Q(pk__in=singles)
-    for source, ref in orders:
-        q |= Q(source_id=int(source), order_ref=ref, type__in=ORDER_EVENTS)
-        q |= Q(source_id=int(source), refund_of=ref, type=EventType.ORDER_REFUNDED)
+    for source_id, order_refs in refs.items():
+        q |= Q(source_id=source_id, order_ref__in=order_refs, type__in=ORDER_EVENTS)
+        q |= Q(source_id=source_id, refund_of__in=order_refs, type=EventType.ORDER_REFUNDED)
     found: dict[str, _Conversion] = {k: _Conversion(k, kind, [], []) for k, kind in keys.items()}
     for event in CommerceEvent.objects.filter(q):
         key, _ = _key(event)
@@ -402,9 +406,10 @@ def refresh_conversions() -> int:
         cursor = _cursor("conversions")
         if cursor.rules != digest:
             # New windows or coupon rules: every row was computed under the old ones.
+            # Consumed from the next run on, like any new id: the clicks and messages these events
+            # may follow are folded first (this run's refreshes ran before this one).
             ReportConversion.objects.all().delete()
-            cursor.position, cursor.seen, cursor.rules = 0, newest, digest
-            cursor.save()
+            cursor.position, cursor.seen, cursor.rules = 0, 0, digest
         low, high = _advance(cursor, newest)
     if high <= low:
         return 0
