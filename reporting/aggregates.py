@@ -50,10 +50,8 @@ logger = logging.getLogger(__name__)
 
 # Batches re-aggregated per run at most (oldest pending first); the rest wait for the next run.
 MAX_BATCHES_PER_RUN = 400
-# A batch whose pending count has not moved for this long (a gateway without receipts, receipts
-# that never come) is re-read only every QUIET_RECHECK instead of every run.
-QUIET_AFTER = timedelta(hours=1)
-QUIET_RECHECK = timedelta(minutes=10)
+# Batches with messages still pending are re-read at least this often even without receipts.
+PENDING_RECHECK = timedelta(minutes=2)
 PENDING_STATES = ("queued", "submitting", "submitted", "unknown")
 
 _MONEY = DecimalField(max_digits=16, decimal_places=4)
@@ -75,20 +73,34 @@ def _advance(cursor: ReportCursor, newest: int) -> tuple[int, int]:
 # --- messages --------------------------------------------------------------------------------
 
 
-def _batches_due(now: datetime) -> list[int]:
-    fresh = ReportBatchState.objects.filter(batch_id=OuterRef("pk"))
-    done = fresh.filter(pending=0)
-    quiet = fresh.filter(pending__gt=0, changed_at__lt=now - QUIET_AFTER, refreshed_at__gt=now - QUIET_RECHECK)
+_RECEIPT_BATCHES = """
+SELECT DISTINCT m.batch_id FROM gateways_deliveryreceipt r
+JOIN gateways_messagepart p ON p.gateway_id = r.gateway_id AND p.provider_message_id = r.provider_message_id
+JOIN gateways_outboundmessage m ON m.id = p.message_id
+WHERE r.applied_at > %s AND m.batch_id IS NOT NULL
+"""
+
+
+def _batches_due(now: datetime, since: datetime | None) -> list[int]:
+    """Batches never aggregated or still sending; batches with receipts applied since the last run
+    (receipt_applied index); and, every PENDING_RECHECK, batches with messages still pending (an
+    expiry or a reconciliation changes them without a receipt)."""
+    known = ReportBatchState.objects.filter(batch_id=OuterRef("pk"))
+    stale_pending = known.filter(pending__gt=0, refreshed_at__lt=now - PENDING_RECHECK)
     qs = (
         SendBatch.objects.filter(
-            Q(state__in=[BatchState.WAITING, BatchState.SENDING]) | ~Exists(done),
+            Q(state__in=[BatchState.WAITING, BatchState.SENDING]) | ~Exists(known) | Exists(stale_pending)
         )
-        .exclude(Exists(quiet))
         .exclude(state=BatchState.WAITING, not_before__gt=now)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    return list(qs[:MAX_BATCHES_PER_RUN])
+    due = list(qs[:MAX_BATCHES_PER_RUN])
+    if since is not None and len(due) < MAX_BATCHES_PER_RUN:
+        with connection.cursor() as cursor:
+            cursor.execute(_RECEIPT_BATCHES, [connection.ops.adapt_datetimefield_value(since)])
+            due.extend(row[0] for row in cursor.fetchall() if row[0] not in set(due))
+    return sorted(set(due))
 
 
 def message_rows(batch_ids: list[int]) -> list[dict[str, Any]]:
@@ -112,7 +124,14 @@ def message_rows(batch_ids: list[int]) -> list[dict[str, Any]]:
 def refresh_messages(*, now: datetime | None = None) -> int:
     """Re-aggregate the batches that may have changed; returns how many."""
     now = now or timezone.now()
-    ids = _batches_due(now)
+    with transaction.atomic():
+        cursor = _cursor("messages")
+        # Receipts applied since a little before the last run (clocks of the workers that apply
+        # receipts and of this task differ; re-reading a batch twice is harmless).
+        since = cursor.refreshed_at - timedelta(seconds=10) if cursor.refreshed_at else None
+        cursor.refreshed_at = now
+        cursor.save()
+    ids = _batches_due(now, since)
     if not ids:
         return 0
     rows = message_rows(ids)
