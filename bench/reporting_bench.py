@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,20 +96,40 @@ def build(args: argparse.Namespace) -> int:
         name="Members", criteria={}, preview_id=uuid.uuid4(), matched_count=0, sendable_count=0, created_by=user
     )
     campaign = Campaign.objects.create(
-        name="Bench", state="completed", segment=segment, sender_id="#SHOPHK", owner=user, created_by=user,
-        dispatched_at=timezone.now() - timedelta(days=40), variables={"coupon_code": "SPRING"},
+        name="Bench",
+        state="completed",
+        segment=segment,
+        sender_id="#SHOPHK",
+        owner=user,
+        created_by=user,
+        dispatched_at=timezone.now() - timedelta(days=40),
+        variables={"coupon_code": "SPRING"},
     )
     link = ShortLink.objects.create(
-        code="bench", short_domain="s.example.hk", original_url="https://shop.example.hk/",
-        target_url="https://shop.example.hk/?utm_source=sms", landing_host="shop.example.hk",
-        utm={"utm_source": "sms"}, expires_at=timezone.now() + timedelta(days=30), campaign_id=campaign.pk,
-        per_recipient=True, preview_id=uuid.uuid4(), owner=user, created_by=user,
+        code="bench",
+        short_domain="s.example.hk",
+        original_url="https://shop.example.hk/",
+        target_url="https://shop.example.hk/?utm_source=sms",
+        landing_host="shop.example.hk",
+        utm={"utm_source": "sms"},
+        expires_at=timezone.now() + timedelta(days=30),
+        campaign_id=campaign.pk,
+        per_recipient=True,
+        preview_id=uuid.uuid4(),
+        owner=user,
+        created_by=user,
     )
     campaign.short_link = link
     campaign.save(update_fields=["short_link"])
     sql = DATASET.format(
-        n=args.messages, campaign=campaign.pk, gateway=gw.pk, link=link.pk,
-        salt=recipient_token_salt(campaign.pk, link.pk), clicks=args.clicks, orders=args.orders, refunds=args.refunds,
+        n=args.messages,
+        campaign=campaign.pk,
+        gateway=gw.pk,
+        link=link.pk,
+        salt=recipient_token_salt(campaign.pk, link.pk),
+        clicks=args.clicks,
+        orders=args.orders,
+        refunds=args.refunds,
     )
     with connection.cursor() as cursor:
         for statement in sql.split(";\n"):
@@ -183,7 +202,9 @@ def run(args: argparse.Namespace) -> None:
     from reporting.models import ReportBatchState
 
     ReportBatchState.objects.filter(
-        batch_id__in=ReportBatchState.objects.filter(campaign_id=campaign_id).order_by("-batch_id").values("batch_id")[:5]
+        batch_id__in=ReportBatchState.objects.filter(campaign_id=campaign_id)
+        .order_by("-batch_id")
+        .values("batch_id")[:5]
     ).delete()
     timings, _ = timed(refresh_messages, 1)
     after = campaign_report_get(actor=actor, campaign_id=campaign_id)["messages"]["pending_receipts"]
@@ -234,5 +255,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-

@@ -106,8 +106,9 @@ def _batches_due(now: datetime, since: datetime | None) -> list[int]:
 def message_rows(batch_ids: list[int]) -> list[dict[str, Any]]:
     """The bucket rows of these batches, computed from their messages."""
     hour = TruncHour(Coalesce("final_at", "submitted_at", "created_at"))
-    return list(
-        OutboundMessage.objects.filter(batch_id__in=batch_ids)
+    return [
+        dict(row)
+        for row in OutboundMessage.objects.filter(batch_id__in=batch_ids)
         .annotate(h=hour, campaign=F("batch__campaign_id"))
         .values("batch_id", "campaign", "h", "gateway_id", "country", "state", "error_code", "currency")
         .annotate(
@@ -118,7 +119,7 @@ def message_rows(batch_ids: list[int]) -> list[dict[str, Any]]:
             newest=Max("final_at"),
         )
         .order_by()
-    )
+    ]
 
 
 def refresh_messages(*, now: datetime | None = None) -> int:
@@ -181,9 +182,7 @@ def refresh_messages(*, now: datetime | None = None) -> int:
                     messages=b["messages"],
                     pending=b["pending"],
                     newest_final_at=b["newest"],
-                    changed_at=(
-                        previous[bid][1] if bid in previous and previous[bid][0] == b["pending"] else now
-                    ),
+                    changed_at=(previous[bid][1] if bid in previous and previous[bid][0] == b["pending"] else now),
                     refreshed_at=now,
                 )
                 for bid, b in per_batch.items()
@@ -350,9 +349,6 @@ def campaign_links(campaign_ids: set[int]) -> dict[int, int]:
     """campaign id -> its short link id."""
     from campaigns.models import Campaign
 
-    return {
-        c: link
-        for c, link in Campaign.objects.filter(pk__in=campaign_ids, short_link__isnull=False).values_list(
-            "pk", "short_link_id"
-        )
-    }
+    return dict(
+        Campaign.objects.filter(pk__in=campaign_ids, short_link__isnull=False).values_list("pk", "short_link_id")
+    )

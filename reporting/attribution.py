@@ -61,8 +61,13 @@ class Rules:
 
     def digest(self) -> str:
         raw = json.dumps(
-            [self.click_window.total_seconds(), self.delivery_window.total_seconds(), self.model, self.coupon,
-             list(self.coupon_keys)]
+            [
+                self.click_window.total_seconds(),
+                self.delivery_window.total_seconds(),
+                self.model,
+                self.coupon,
+                list(self.coupon_keys),
+            ]
         )
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
@@ -202,15 +207,14 @@ def _coupon_campaigns(rules: Rules) -> dict[str, list[tuple[datetime, int]]]:
         "pk", "variables", "dispatched_at"
     ):
         for name, value in (variables or {}).items():
-            if name in rules.coupon_keys and isinstance(value, str) and value.strip():
+            if dispatched is not None and name in rules.coupon_keys and isinstance(value, str) and value.strip():
                 codes[value.strip().upper()].append((dispatched, pk))
     return codes
 
 
 def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConversion]:
     """The rows for these conversions (a few set queries for the whole list)."""
-    live = [(c, c.first) for c in conversions]
-    live = [(c, f) for c, f in live if f is not None]
+    live: list[tuple[_Conversion, CommerceEvent]] = [(c, f) for c in conversions if (f := c.first) is not None]
     if not live:
         return []
     widest = max(rules.click_window, rules.delivery_window)
@@ -219,7 +223,7 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
     earliest = min(f.occurred_at for _, f in live) - widest
     latest = max(f.occurred_at for _, f in live)
     # Campaign messages to these phones (msg_destination_recent index), with their campaign.
-    messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    messages: dict[str, list[Any]] = defaultdict(list)
     for m in (
         OutboundMessage.objects.filter(
             destination__in=phones, batch__isnull=False, created_at__gte=earliest - widest, created_at__lte=latest
@@ -244,13 +248,15 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
                 link = links[campaign]
                 token_of[(link, recipient_token(campaign, link, f.contact_id))] = (campaign, f.contact_id)
     coded = {e.link_code for c, _ in live for e in c.events if e.link_code}
-    link_by_code = {code: (pk, camp) for code, pk, camp in
-                    ShortLink.objects.filter(code__in=coded).values_list("code", "pk", "campaign_id")}
+    link_by_code = {
+        code: (pk, camp)
+        for code, pk, camp in ShortLink.objects.filter(code__in=coded).values_list("code", "pk", "campaign_id")
+    }
     for c, f in live:
         for e in c.events:
             if e.link_code in link_by_code and e.click_token and link_by_code[e.link_code][1]:
                 link, campaign = link_by_code[e.link_code]
-                token_of[(link, e.click_token)] = (int(campaign), f.contact_id)
+                token_of[(link, e.click_token)] = (int(campaign or 0), f.contact_id)
     touches: dict[tuple[int, str], ReportClickTouch] = {}
     if token_of:
         tq = Q()
@@ -261,7 +267,7 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             tq |= Q(link_id=link, recipient_token__in=tokens)
         touches = {(t.link_id, t.recipient_token): t for t in ReportClickTouch.objects.filter(tq)}
     # Bot clicks of these tokens: reported as a limit when they are all a contact has.
-    bot_tokens: set[tuple[int, str]] = set()
+    bot_tokens: set[tuple[int, str | None]] = set()
     if token_of:
         bq = Q()
         for link, tokens in by_link.items():
@@ -270,9 +276,11 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             LinkClick.objects.filter(bq, device_class=DeviceClass.BOT).values_list("link_id", "recipient_token")
         )
     others: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
-    for contact, at, channel in CommerceEvent.objects.filter(
-        contact_id__in=contacts, occurred_at__gte=earliest, occurred_at__lte=latest
-    ).exclude(channel__in=["", "sms"]).values_list("contact_id", "occurred_at", "channel"):
+    for contact, at, channel in (
+        CommerceEvent.objects.filter(contact_id__in=contacts, occurred_at__gte=earliest, occurred_at__lte=latest)
+        .exclude(channel__in=["", "sms"])
+        .values_list("contact_id", "occurred_at", "channel")
+    ):
         others[contact].append((at, channel))
     coupons = _coupon_campaigns(rules)
     now = timezone.now()
@@ -285,7 +293,11 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             campaign = batch_campaign.get(m["batch_id"])
             if campaign is None:
                 continue
-            if m["state"] == MessageState.DELIVERED and m["final_at"] and t - rules.delivery_window <= m["final_at"] <= t:
+            if (
+                m["state"] == MessageState.DELIVERED
+                and m["final_at"]
+                and t - rules.delivery_window <= m["final_at"] <= t
+            ):
                 found.append(_Touch(m["final_at"], "delivered", campaign, message_id=m["id"]))
         seen_clicks: set[tuple[int, str]] = set()
         for (link, token), (campaign, contact) in token_of.items():
@@ -293,9 +305,9 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
                 continue
             seen_clicks.add((link, token))
             touch = touches.get((link, token))
-            at = _click_before(touch, link, token, t) if touch else None
-            if at is not None and t - rules.click_window <= at:
-                found.append(_Touch(at, "click", campaign, link_id=link))
+            clicked = _click_before(touch, link, token, t) if touch else None
+            if clicked is not None and t - rules.click_window <= clicked:
+                found.append(_Touch(clicked, "click", campaign, link_id=link))
             elif (link, token) in bot_tokens and touch is None:
                 limits.append("scanner_click_ignored")
         if any(e.link_code and not e.click_token for e in c.events):
@@ -320,7 +332,7 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             sent = [(d, pk) for d, pk in coupons.get(code, []) if d <= t]
             if sent:
                 rule, claimed, campaign_id = AttributionRule.COUPON, True, max(sent)[1]
-        path = ">".join([x.kind for x in found][-4:] + [c.kind])
+        path = ">".join([*[x.kind for x in found][-4:], c.kind])
         rows.append(
             ReportConversion(
                 key=c.key,

@@ -8,13 +8,12 @@ cost rule and data latency.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import CharField, Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import MD5, Cast, Concat, Substr
-from django.db.models import CharField, Value
 from django.utils import timezone
 
 from campaigns.access import campaign_access
@@ -82,7 +81,7 @@ def _dt(value: Any, field: str, *, end: bool = False) -> datetime | None:
                 hint="A date alone means the whole day (UTC).",
             ) from None
     if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.UTC)
+        parsed = timezone.make_aware(parsed, UTC)
     return parsed
 
 
@@ -137,8 +136,14 @@ def _bucket_key(hour: datetime, granularity: str) -> str:
     return hour.isoformat()
 
 
-def _scope(campaign: Campaign, start: datetime | None, end: datetime | None, gateway_ids: list[int] | None,
-           gateway_codes: list[str], granularity: str) -> dict[str, Any]:
+def _scope(
+    campaign: Campaign,
+    start: datetime | None,
+    end: datetime | None,
+    gateway_ids: list[int] | None,
+    gateway_codes: list[str],
+    granularity: str,
+) -> dict[str, Any]:
     return {
         "campaign_id": campaign.pk,
         "campaign_name": campaign.name,
@@ -151,7 +156,9 @@ def _scope(campaign: Campaign, start: datetime | None, end: datetime | None, gat
     }
 
 
-def _cost(campaign_id: int, start: datetime | None, end: datetime | None, gateway_ids: list[int] | None) -> dict[str, Any]:
+def _cost(
+    campaign_id: int, start: datetime | None, end: datetime | None, gateway_ids: list[int] | None
+) -> dict[str, Any]:
     qs = _in_range(ReportMessageBucket.objects.filter(campaign_id=campaign_id), start, end)
     if gateway_ids is not None:
         qs = qs.filter(gateway_id__in=gateway_ids)
@@ -190,8 +197,11 @@ def _conversions(campaign_id: int, start: datetime | None, end: datetime | None)
             cur["revenue"] += r["amount"] or 0
             cur["refunded"] += r["refunded"] or 0
     out["by_currency"] = {
-        c: {"revenue": _money(v["revenue"]), "refunded": _money(v["refunded"]),
-            "net_revenue": _money(v["revenue"] - v["refunded"])}
+        c: {
+            "revenue": _money(v["revenue"]),
+            "refunded": _money(v["refunded"]),
+            "net_revenue": _money(v["revenue"] - v["refunded"]),
+        }
         for c, v in out["by_currency"].items()
     }
     out["total"] = out["orders"] + out["payments"] + out["bookings"]
@@ -310,8 +320,10 @@ def campaign_report_get(
         "conversions": conversions,
         "roi": _rois(cost, conversions),
         "by_gateway_country": split,
-        "trend": [{"bucket": k, **{m: v.get(m, 0) for m in ("delivered", "clicks", "conversions")}}
-                  for k, v in sorted(trend.items())],
+        "trend": [
+            {"bucket": k, **{m: v.get(m, 0) for m in ("delivered", "clicks", "conversions")}}
+            for k, v in sorted(trend.items())
+        ],
         "attribution": attribution_rules(),
         "data_latency": data_latency(campaign.pk),
     }
@@ -398,9 +410,11 @@ def link_clicks_list(
     conv = _in_range(
         ReportConversion.objects.filter(touch_link_id__in=ids, claimed=True, campaign_id=campaign.pk), start, end
     )
-    for r in conv.values("touch_link_id", "kind", "currency").annotate(
-        n=Count("id"), amount=Sum("amount"), refunded=Sum("refunded")
-    ).order_by():
+    for r in (
+        conv.values("touch_link_id", "kind", "currency")
+        .annotate(n=Count("id"), amount=Sum("amount"), refunded=Sum("refunded"))
+        .order_by()
+    ):
         after = per_link[r["touch_link_id"]].setdefault("conversions_after_click", {"count": 0, "net_revenue": {}})
         after["count"] += r["n"]
         if r["currency"]:
@@ -519,16 +533,15 @@ def conversion_attribution_get(
         {"path": r["path"], "conversions": r["n"]}
         for r in claimed.values("path").annotate(n=Count("id")).order_by("-n", "path")[:10]
     ]
-    lost = _in_range(
-        ReportConversion.objects.filter(sms_campaign_id=campaign.pk, claimed=False), start, end
-    )
+    lost = _in_range(ReportConversion.objects.filter(sms_campaign_id=campaign.pk, claimed=False), start, end)
     conflicts_lost = list(
         lost.values("conflict_channel").annotate(n=Count("id"), amount=Sum("amount")).order_by("conflict_channel")
     )
     conflicts_claimed = list(
-        claimed.exclude(conflict_channel="").values("conflict_channel").annotate(n=Count("id")).order_by(
-            "conflict_channel"
-        )
+        claimed.exclude(conflict_channel="")
+        .values("conflict_channel")
+        .annotate(n=Count("id"))
+        .order_by("conflict_channel")
     )
     shared = 0
     other_campaigns: dict[int, int] = defaultdict(int)
@@ -546,9 +559,13 @@ def conversion_attribution_get(
     else:  # SQLite: no JSON containment; the rows touched by several campaigns are few
         credited_elsewhere = sum(campaign.pk in (o or []) for o in elsewhere.values_list("other_campaigns", flat=True))
     limits: dict[str, int] = defaultdict(int)
-    for values in _in_range(
-        ReportConversion.objects.filter(Q(campaign_id=campaign.pk) | Q(sms_campaign_id=campaign.pk)), start, end
-    ).exclude(limits=[]).values_list("limits", flat=True):
+    for values in (
+        _in_range(
+            ReportConversion.objects.filter(Q(campaign_id=campaign.pk) | Q(sms_campaign_id=campaign.pk)), start, end
+        )
+        .exclude(limits=[])
+        .values_list("limits", flat=True)
+    ):
         for v in values or []:
             limits[v] += 1
     cost = _cost(campaign.pk, start, end, None)

@@ -56,7 +56,10 @@ def campaign(*, link: bool = True, variables: dict[str, Any] | None = None, owne
 def batch(c: Campaign) -> SendBatch:
     number = SendBatch.objects.filter(campaign=c).count() + 1
     return SendBatch.objects.create(
-        campaign=c, number=number, not_before=T0 - timedelta(days=1), quota_reference=f"q{c.pk}-{number}",
+        campaign=c,
+        number=number,
+        not_before=T0 - timedelta(days=1),
+        quota_reference=f"q{c.pk}-{number}",
         state="completed",
     )
 

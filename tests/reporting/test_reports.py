@@ -47,13 +47,28 @@ def _random_campaign(owner: Any, seed: int) -> Any:
             error_code=rnd.choice(["", "E1", "E2"]) if state != MessageState.DELIVERED else "",
         )
         for _ in range(rnd.randrange(0, 3)):
-            click(c, person, at=T0 + timedelta(hours=rnd.randrange(1, 30)), device=rnd.choice(["mobile", "desktop", "bot"]))
+            click(
+                c,
+                person,
+                at=T0 + timedelta(hours=rnd.randrange(1, 30)),
+                device=rnd.choice(["mobile", "desktop", "bot"]),
+            )
         if rnd.random() < 0.3:
-            event(person, EventType.ORDER_PAID, at=T0 + timedelta(hours=rnd.randrange(1, 40)), order=f"o{seed}-{i}",
-                  amount=str(rnd.randrange(10, 500)))
+            event(
+                person,
+                EventType.ORDER_PAID,
+                at=T0 + timedelta(hours=rnd.randrange(1, 40)),
+                order=f"o{seed}-{i}",
+                amount=str(rnd.randrange(10, 500)),
+            )
         if rnd.random() < 0.1:
-            OptOut.objects.create(phone=person.phone, reason=OptOutReason.STOP, source="sms:simulator",
-                                  occurred_at=T0 + timedelta(hours=12), actor_channel="system")
+            OptOut.objects.create(
+                phone=person.phone,
+                reason=OptOutReason.STOP,
+                source="sms:simulator",
+                occurred_at=T0 + timedelta(hours=12),
+                actor_channel="system",
+            )
     # Unique flags as the redirect writes them: the first human click of a token.
     seen: set[str] = set()
     for row in LinkClick.objects.filter(link_id=c.short_link_id).order_by("clicked_at", "id"):
@@ -87,8 +102,11 @@ def test_report_agrees_with_plain_python(marketer: Any, seed: int) -> None:
     by_gw = Counter(m.gateway.code for m in msgs)
     assert {r["gateway"]: r["messages"] for r in report["by_gateway_country"]} == dict(by_gw)
     # Delivered per hour of the receipt.
-    hours = Counter(m.final_at.replace(minute=0, second=0, microsecond=0).isoformat()
-                    for m in msgs if m.state == MessageState.DELIVERED)
+    hours = Counter(
+        m.final_at.replace(minute=0, second=0, microsecond=0).isoformat()
+        for m in msgs
+        if m.state == MessageState.DELIVERED and m.final_at
+    )
     assert {t["bucket"]: t["delivered"] for t in report["trend"] if t["delivered"]} == dict(hours)
     # Opt-outs: a STOP within 48 h after a charged message of the campaign to that phone.
     phones = {m.destination for m in msgs if m.submitted_at and m.created_at <= T0 + timedelta(hours=12)}
