@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from campaigns.automations.models import EventType
 from compliance.models import OptOut, OptOutReason
 from gateways.models import MessageState, OutboundMessage
+from reporting.aggregates import refresh_all
 from reporting.models import ReportConversion
 from reporting.selectors import campaign_report_get, link_clicks_list
 from smsplatform.kernel.errors import ApplicationError
@@ -125,15 +126,25 @@ def test_report_agrees_with_plain_python(marketer: Any, seed: int) -> None:
 
 
 def test_new_receipts_update_the_report(marketer: Any) -> None:
+    """A receipt ingested by the gateway path marks its batch for the next refresh."""
+    from gateways.adapters.base import ReceiptEvent
+    from gateways.delivery.receipts import receipts_ingest
+    from gateways.models import MessagePart
+
     c = campaign(owner=marketer)
     person = contact()
     m = message(batch(c), person, at=T0, state=MessageState.SUBMITTED)
+    MessagePart.objects.create(message=m, part_number=1, provider_message_id="p-1", gateway=m.gateway)
     settle()
     assert campaign_report_get(actor=actor(marketer), campaign_id=c.pk)["messages"]["pending_receipts"] == 1
-    OutboundMessage.objects.filter(pk=m.pk).update(state=MessageState.DELIVERED, final_at=T0 + timedelta(minutes=1))
-    settle()
+    receipts_ingest(
+        gateway=m.gateway,
+        events=[ReceiptEvent(provider_message_id="p-1", status=MessageState.DELIVERED, provider_status="DELIVRD")],
+    )
+    refresh_all()
     report = campaign_report_get(actor=actor(marketer), campaign_id=c.pk)
     assert (report["messages"]["pending_receipts"], report["messages"]["delivered"]) == (0, 1)
+    assert report["data_latency"]["newest_receipt_at"] is not None
 
 
 def _clicked_campaign(owner: Any) -> Any:
