@@ -52,9 +52,10 @@ JOIN campaigns_sendbatch sb ON sb.campaign_id = {campaign} AND sb.number = (g.i 
 INSERT INTO sms_templates_linkclick (link_id, clicked_at, device_class, recipient_token, is_unique)
 SELECT {link}, timestamptz '2026-11-02 00:00+00' + (k % 86400) * interval '1 second' + interval '30 minutes',
        CASE WHEN k % 20 = 0 THEN 'bot' WHEN k % 3 = 0 THEN 'desktop' ELSE 'mobile' END,
-       substr(md5('{salt}' || ((k * 7) % {n} + 1)::text), 1, 8),
+       substr(md5('{salt}' || ((((k - 1) % ({clicks} * 4 / 5)) + 1) * 7 % {n} + 1)::text), 1, 8),
        k % 20 <> 0 AND k <= {clicks} * 4 / 5
-FROM generate_series(1, {clicks}) k;
+FROM generate_series(1, {clicks}) k
+ON CONFLICT (link_id, recipient_token) WHERE is_unique DO NOTHING;
 INSERT INTO automations_eventsource (code, name, enabled, secret, secret_previous, created_at, updated_at)
 VALUES ('shop', 'Shop', true, 's', '', now(), now());
 INSERT INTO automations_commerceevent (source_id, event_id, type, name, contact_id, phone, external_id, occurred_at,

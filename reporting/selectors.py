@@ -338,7 +338,7 @@ def _links(actor: Actor, campaign_id: Any, link_id: Any) -> tuple[Campaign, list
             ErrorCode.VALIDATION_ERROR,
             "Give campaign_id or link_id.",
             field="campaign_id",
-            hint="See sms_marketing.campaigns.list or sms_marketing.short_links.list.",
+            hint="See sms_marketing.campaigns.list (a campaign names its short link).",
         )
     if link_id is not None:
         link = ShortLink.objects.filter(pk=link_id).first()
