@@ -194,14 +194,10 @@ def refresh_messages(*, now: datetime | None = None) -> int:
 # --- clicks ----------------------------------------------------------------------------------
 
 _TOUCH_SQL = """
-INSERT INTO {touch} (link_id, recipient_token, first_at, last_at, clicks)
-SELECT link_id, recipient_token, MIN(clicked_at), MAX(clicked_at), COUNT(*)
-FROM {click} WHERE id > %s AND id <= %s AND device_class <> %s AND recipient_token IS NOT NULL
-GROUP BY link_id, recipient_token
-ON CONFLICT (link_id, recipient_token) DO UPDATE SET
-  first_at = CASE WHEN excluded.first_at < {touch}.first_at THEN excluded.first_at ELSE {touch}.first_at END,
-  last_at = CASE WHEN excluded.last_at > {touch}.last_at THEN excluded.last_at ELSE {touch}.last_at END,
-  clicks = {touch}.clicks + excluded.clicks
+INSERT INTO {touch} (click_id, link_id, recipient_token, clicked_at, bot)
+SELECT id, link_id, recipient_token, clicked_at, device_class = %s
+FROM {click} WHERE id > %s AND id <= %s AND recipient_token IS NOT NULL
+ON CONFLICT (click_id) DO NOTHING
 """
 
 
@@ -251,7 +247,7 @@ def refresh_clicks() -> int:
         with connection.cursor() as db:
             db.execute(
                 _TOUCH_SQL.format(touch=ReportClickTouch._meta.db_table, click=LinkClick._meta.db_table),
-                [low, high, DeviceClass.BOT],
+                [DeviceClass.BOT, low, high],
             )
     return total
 

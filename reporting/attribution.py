@@ -44,7 +44,7 @@ from gateways.models import MessageState, OutboundMessage
 from reporting.aggregates import _advance, _cursor
 from reporting.models import AttributionRule, ConversionKind, ReportClickTouch, ReportConversion
 from smsplatform.config_service import platform_config_data
-from templates.models import DeviceClass, LinkClick, ShortLink
+from templates.models import ShortLink
 
 ORDER_EVENTS = (EventType.ORDER_PLACED, EventType.ORDER_PAID)
 CONVERSION_TYPES = (*ORDER_EVENTS, EventType.ORDER_REFUNDED, EventType.PAYMENT_RECEIVED, EventType.APPOINTMENT_BOOKED)
@@ -257,7 +257,9 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             if e.link_code in link_by_code and e.click_token and link_by_code[e.link_code][1]:
                 link, campaign = link_by_code[e.link_code]
                 token_of[(link, e.click_token)] = (int(campaign or 0), f.contact_id)
-    touches: dict[tuple[int, str], ReportClickTouch] = {}
+    # Human clicks of these tokens up to the latest conversion (rpt_touch_lookup index).
+    touches: dict[tuple[int, str], list[datetime]] = defaultdict(list)
+    bot_tokens: set[tuple[int, str]] = set()
     if token_of:
         tq = Q()
         by_link: dict[int, set[str]] = defaultdict(set)
@@ -265,16 +267,13 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
             by_link[link].add(token)
         for link, tokens in by_link.items():
             tq |= Q(link_id=link, recipient_token__in=tokens)
-        touches = {(t.link_id, t.recipient_token): t for t in ReportClickTouch.objects.filter(tq)}
-    # Bot clicks of these tokens: reported as a limit when they are all a contact has.
-    bot_tokens: set[tuple[int, str | None]] = set()
-    if token_of:
-        bq = Q()
-        for link, tokens in by_link.items():
-            bq |= Q(link_id=link, recipient_token__in=tokens)
-        bot_tokens = set(
-            LinkClick.objects.filter(bq, device_class=DeviceClass.BOT).values_list("link_id", "recipient_token")
-        )
+        for link, token, at, bot in ReportClickTouch.objects.filter(tq, clicked_at__lte=latest).values_list(
+            "link_id", "recipient_token", "clicked_at", "bot"
+        ):
+            if bot:
+                bot_tokens.add((link, token))
+            else:
+                touches[(link, token)].append(at)
     others: dict[int, list[tuple[datetime, str]]] = defaultdict(list)
     for contact, at, channel in (
         CommerceEvent.objects.filter(contact_id__in=contacts, occurred_at__gte=earliest, occurred_at__lte=latest)
@@ -305,7 +304,7 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
                 continue
             seen_clicks.add((link, token))
             touch = touches.get((link, token))
-            clicked = _click_before(touch, link, token, t) if touch else None
+            clicked = max((at for at in touch if at <= t), default=None) if touch else None
             if clicked is not None and t - rules.click_window <= clicked:
                 found.append(_Touch(clicked, "click", campaign, link_id=link))
             elif (link, token) in bot_tokens and touch is None:
@@ -379,20 +378,6 @@ def attribute(conversions: list[_Conversion], rules: Rules) -> list[ReportConver
                 )
             )
     return rows
-
-
-def _click_before(touch: ReportClickTouch, link: int, token: str, t: datetime) -> datetime | None:
-    """The recipient's last human click on the link at or before ``t``."""
-    if touch.last_at <= t:
-        return touch.last_at
-    if touch.first_at > t:
-        return None
-    # Clicked again after the conversion: the last click before it, from the clicks themselves.
-    return (
-        LinkClick.objects.filter(link_id=link, recipient_token=token, clicked_at__lte=t)
-        .exclude(device_class=DeviceClass.BOT)
-        .aggregate(m=Max("clicked_at"))["m"]
-    )
 
 
 def recompute(keys: dict[str, str], rules: Rules) -> int:

@@ -100,21 +100,21 @@ class ReportClickBucket(models.Model):
 
 
 class ReportClickTouch(models.Model):
-    """A recipient's human clicks on a per-recipient link (the touches attribution looks up)."""
+    """A click on a per-recipient link, as attribution looks it up: by link, token and time
+    (LinkClick has no such index, and adding one would slow the redirect's hot path). Bot and
+    scanner clicks are kept with ``bot`` set: never a touch, only reported as a tracking limit."""
 
+    click_id = models.BigIntegerField(unique=True)
     link_id = models.BigIntegerField()
     recipient_token = models.CharField(max_length=32)
-    first_at = models.DateTimeField()
-    last_at = models.DateTimeField()
-    clicks = models.PositiveIntegerField(default=0)
+    clicked_at = models.DateTimeField()
+    bot = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["link_id", "recipient_token"], name="uniq_rpt_click_touch"),
-        ]
+        indexes = [models.Index(fields=["link_id", "recipient_token", "clicked_at"], name="rpt_touch_lookup")]
 
     def __str__(self) -> str:
-        return f"link {self.link_id} token {self.recipient_token}: {self.clicks}"
+        return f"link {self.link_id} token {self.recipient_token} at {self.clicked_at:%Y-%m-%d %H:%M}"
 
 
 class ReportOptOut(models.Model):
