@@ -235,42 +235,61 @@ def campaign_report_get(
     qs = _in_range(ReportMessageBucket.objects.filter(campaign_id=campaign.pk), start, end)
     if gateway_ids is not None:
         qs = qs.filter(gateway_id__in=gateway_ids)
+    # One pass over the buckets, rolled up across batches by the database; the rest in Python
+    # over a few hundred rows (hours x gateways x countries x states x reasons).
+    rows = list(
+        qs.values("hour", "gateway_id", "country", "state", "error_code", "currency")
+        .annotate(n=Sum("messages"), billed=Sum("cost_billed"), est=Sum("cost_estimated"))
+        .order_by()
+    )
     states: dict[str, int] = defaultdict(int)
     reasons: dict[str, dict[str, int]] = {"failed": defaultdict(int), "expired": defaultdict(int)}
-    for r in qs.values("state", "error_code").annotate(n=Sum("messages")).order_by():
-        states[r["state"]] += r["n"]
-        if r["state"] in reasons:
-            reasons[r["state"]][r["error_code"] or "unspecified"] += r["n"]
     names = dict(Gateway.objects.values_list("pk", "code"))
-    split = [
-        {
-            "gateway": names.get(r["gateway_id"], str(r["gateway_id"])),
-            "country": r["country"],
-            "messages": r["n"],
-            "delivered": r["d"],
-            "failed": r["f"],
-            "undelivered": r["u"],
-            "pending": r["p"],
-            "cost_billed": _money(r["billed"]),
-            "currency": r["currency"],
-        }
-        for r in qs.values("gateway_id", "country", "currency")
-        .annotate(
-            n=Sum("messages"),
-            d=Sum("messages", filter=Q(state=MessageState.DELIVERED)),
-            f=Sum("messages", filter=Q(state=MessageState.FAILED)),
-            u=Sum("messages", filter=Q(state=MessageState.EXPIRED)),
-            p=Sum("messages", filter=Q(state__in=PENDING)),
-            billed=Sum("cost_billed"),
-        )
-        .order_by("gateway_id", "country")
-    ]
-    for row in split:
-        for k in ("delivered", "failed", "undelivered", "pending"):
-            row[k] = row[k] or 0
+    cells: dict[tuple[int, str, str], dict[str, Any]] = {}
     trend: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for r in qs.filter(state=MessageState.DELIVERED).values("hour").annotate(n=Sum("messages")).order_by():
-        trend[_bucket_key(r["hour"], granularity)]["delivered"] += r["n"]
+    cost_sums: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for r in rows:
+        state, n = r["state"], int(r["n"] or 0)
+        states[state] += n
+        if state in reasons:
+            reasons[state][r["error_code"] or "unspecified"] += n
+        cell = cells.setdefault(
+            (r["gateway_id"], r["country"], r["currency"]),
+            {
+                "gateway": names.get(r["gateway_id"], str(r["gateway_id"])),
+                "country": r["country"],
+                "messages": 0,
+                "delivered": 0,
+                "failed": 0,
+                "undelivered": 0,
+                "pending": 0,
+                "billed": Decimal(0),
+                "currency": r["currency"],
+            },
+        )
+        cell["messages"] += n
+        key = {MessageState.DELIVERED: "delivered", MessageState.FAILED: "failed", MessageState.EXPIRED: "undelivered"}
+        cell[key.get(state, "pending")] += n
+        cell["billed"] += r["billed"] or 0
+        if state == MessageState.DELIVERED:
+            trend[_bucket_key(r["hour"], granularity)]["delivered"] += n
+        money = cost_sums[r["currency"]]
+        money["est"] += r["est"] or 0
+        money["billed"] += r["billed"] or 0
+        if state == MessageState.QUEUED:
+            money["queued"] += r["est"] or 0
+    split = [
+        {**{k: v for k, v in cell.items() if k != "billed"}, "cost_billed": _money(cell["billed"])}
+        for _, cell in sorted(cells.items(), key=lambda kv: (kv[1]["gateway"], kv[1]["country"]))
+    ]
+    cost = {
+        currency: {
+            "estimated": _money(m["est"]),
+            "billed": _money(m["billed"]),
+            "for_roi": _money(m["billed"] + m["queued"]),
+        }
+        for currency, m in cost_sums.items()
+    }
     clicks_qs = _in_range(ReportClickBucket.objects.filter(campaign_id=campaign.pk), start, end)
     human = clicks_qs.exclude(device_class=DeviceClass.BOT)
     click_totals = human.aggregate(n=Sum("clicks"), u=Sum("unique_clicks"))
@@ -286,7 +305,6 @@ def campaign_report_get(
     opt_outs = opt_qs.count()
     delivered = states.get(MessageState.DELIVERED, 0)
     unique = int(click_totals["u"] or 0)
-    cost = _cost(campaign.pk, start, end, gateway_ids)
     conversions = _conversions(campaign.pk, start, end)
     from smsplatform.config_service import platform_config_data
 
