@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from campaigns.automations.api.views import EventBatchApi
+
+urlpatterns = [
+    path("events/batch", EventBatchApi.as_view(), name="events-batch"),
+    path("events/batch/", EventBatchApi.as_view(), name="events-batch-slash"),
+]
