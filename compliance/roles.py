@@ -198,3 +198,15 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
     "campaigns.resend_messages",
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
+
+# Automations' events intake: technical staff run the event sources (their secrets included);
+# CRM and marketing read the events (phones masked).
+ROLE_PERMISSIONS[Role.TECHNICAL] += [
+    "automations.add_eventsource",
+    "automations.change_eventsource",
+    "automations.view_eventsource",
+    "automations.view_event_source_secret",
+    "automations.view_commerceevent",
+]
+ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
+ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]
