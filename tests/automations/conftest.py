@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from django.test import Client
 
 from campaigns.automations.intake import signature_header_build
@@ -15,6 +18,7 @@ from campaigns.automations.models import EventSource
 from contacts.models import Contact
 
 URL = "/api/v1/events/batch"
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
 
 
 @pytest.fixture
@@ -32,11 +36,17 @@ def other_contact(db: Any) -> Contact:
     return Contact.objects.create(phone="+85291234568", country="HK", source="crm", crm_key="CRM-2")
 
 
+def ago(**delta: Any) -> str:
+    """An ISO 8601 time this long before now (Hong Kong's offset, as a business would send it)."""
+    return (timezone.now() - timedelta(**delta)).astimezone(HONG_KONG).isoformat()
+
+
 def event(**fields: Any) -> dict[str, Any]:
+    """A valid order_paid event of ``contact``; a field given as None is left out."""
     base: dict[str, Any] = {
         "event_id": "e-1",
         "type": "order_paid",
-        "occurred_at": "2026-01-01T10:00:00+08:00",
+        "occurred_at": ago(days=1),
         "phone": "+85291234567",
         "order_id": "ORD-1",
         "amount": "120.50",
