@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
-from zoneinfo import ZoneInfo
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from django.utils import timezone
 from django.test import Client
+from django.utils import timezone
 
 from campaigns.automations.intake import signature_header_build
 from campaigns.automations.models import EventSource
