@@ -4,5 +4,4 @@ from campaigns.automations.api.views import EventBatchApi
 
 urlpatterns = [
     path("events/batch", EventBatchApi.as_view(), name="events-batch"),
-    path("events/batch/", EventBatchApi.as_view(), name="events-batch-slash"),
 ]
