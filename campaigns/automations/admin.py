@@ -93,6 +93,30 @@ class EventSourceAdmin(admin.ModelAdmin):
         return False  # disable instead: events keep their source
 
 
+_EVENT_FIELDS = (
+    "source",
+    "event_id",
+    "type",
+    "name",
+    "contact_id",
+    "masked_phone",
+    "external_id",
+    "occurred_at",
+    "received_at",
+    "order_ref",
+    "amount",
+    "currency",
+    "refund_of",
+    "coupon_code",
+    "channel",
+    "click_token",
+    "link_code",
+    "appointment_at",
+    "pickup_at",
+    "payload_pretty",
+)
+
+
 @admin.register(CommerceEvent)
 class CommerceEventAdmin(admin.ModelAdmin):
     list_display = [
@@ -113,29 +137,8 @@ class CommerceEventAdmin(admin.ModelAdmin):
     search_fields = ["event_id", "order_ref", "refund_of"]
     list_select_related = ["source"]
     show_full_result_count = False
-    fields = [
-        "source",
-        "event_id",
-        "type",
-        "name",
-        "contact_id",
-        "masked_phone",
-        "external_id",
-        "occurred_at",
-        "received_at",
-        "order_ref",
-        "amount",
-        "currency",
-        "refund_of",
-        "coupon_code",
-        "channel",
-        "click_token",
-        "link_code",
-        "appointment_at",
-        "pickup_at",
-        "payload_pretty",
-    ]
-    readonly_fields = fields
+    fields = _EVENT_FIELDS
+    readonly_fields = _EVENT_FIELDS
 
     @admin.display(description="Phone")
     def masked_phone(self, obj: CommerceEvent) -> str:

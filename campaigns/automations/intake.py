@@ -601,17 +601,17 @@ def _customer_facts_update(rows: Iterable[dict[str, Any]]) -> int:
     status_changes: list[CustomerFact] = []
     for key, row in latest.items():
         kind, status, _ = _FACTS[row["type"]]
-        fact = existing.get(key)
+        current = existing.get(key)
         stamp = row["occurred_at"].isoformat()
-        if fact is not None:
-            previous = str((fact.data or {}).get("event_occurred_at") or "")
+        if current is not None:
+            previous = str((current.data or {}).get("event_occurred_at") or "")
             if previous and datetime.fromisoformat(previous) > row["occurred_at"]:
                 continue  # a later event already set this fact
         if row["type"] in _STATUS_ONLY:
-            if fact is not None:
-                fact.status = status
-                fact.data = {**(fact.data or {}), "event_occurred_at": stamp, "event_type": row["type"]}
-                status_changes.append(fact)
+            if current is not None:
+                current.status = status
+                current.data = {**(current.data or {}), "event_occurred_at": stamp, "event_type": row["type"]}
+                status_changes.append(current)
             continue
         upserts.append(
             CustomerFact(

@@ -46,7 +46,7 @@ def test_purge_deletes_only_events_past_the_retention(source: EventSource, conta
     assert events_purge(batch=2) == 5
     assert sorted(CommerceEvent.objects.values_list("event_id", flat=True)) == ["new0", "new1", "new2"]
     row = AuditLog.objects.get(action="commerce_events.purge")
-    assert row.after["deleted"] == 5
+    assert row.after is not None and row.after["deleted"] == 5
 
 
 def test_purge_deletes_in_batches_of_n_ids(source: EventSource, contact: Contact, settings: Any) -> None:
