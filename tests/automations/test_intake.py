@@ -397,3 +397,22 @@ def test_appointment_events_keep_the_appointment_fact(post: Any, contact: Contac
 def test_behaviour_events_change_no_fact(post: Any, contact: Contact) -> None:
     post({"events": [event(type="product_viewed", order_id=None, amount=None, currency=None)]})
     assert not CustomerFact.objects.exists()
+
+
+def test_an_event_updates_a_fact_the_crm_ingested(post: Any, contact: Contact) -> None:
+    """A fact without an event's time (from customer_facts.ingest) is older than any event."""
+    from django.utils import timezone
+
+    CustomerFact.objects.create(
+        contact=contact, kind="order", external_id="ORD-1", status="pending", occurred_at=timezone.now()
+    )
+    post({"events": [event()]})
+    fact = CustomerFact.objects.get(kind="order", external_id="ORD-1")
+    assert fact.status == "paid" and fact.amount == Decimal("120.50")
+    assert CustomerFact.objects.count() == 1
+
+
+def test_a_refund_of_an_unknown_order_creates_no_fact(post: Any, contact: Contact) -> None:
+    post({"events": [event(type="order_refunded", order_id="ORD-404")]})
+    assert CommerceEvent.objects.count() == 1
+    assert not CustomerFact.objects.exists()
