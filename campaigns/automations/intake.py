@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from campaigns.automations.errors import AutomationErrorCode
@@ -48,6 +49,13 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.phones import phone_parse
 
 MAX_EVENTS = 1000
+
+# Sent after the transaction that stored new events commits (never for duplicates or refusals):
+# ``source`` (EventSource) and ``event_pks`` (the new CommerceEvent ids, ascending). Flows enrol
+# from it; a receiver that fails does not undo the stored events (they are committed). Scanning
+# by id instead needs care: ids are allocated before commit, so concurrent batches commit them
+# out of order.
+events_ingested = Signal()
 SOURCE_HEADER = "X-Event-Source"
 SIGNATURE_HEADER = "X-Event-Signature"
 
@@ -413,7 +421,7 @@ def events_ingest(*, source: EventSource, events: Any, now: datetime | None = No
     with transaction.atomic():
         stored = _stored_hashes(source, list(first_of))
         new = [parsed[index] for event_id, index in first_of.items() if event_id not in stored]
-        inserted = _events_insert(source, new, now) if new else set()
+        inserted = _events_insert(source, new, now) if new else {}
         lost = [row["event_id"] for row in new if row["event_id"] not in inserted]
         if lost:
             # A concurrent batch inserted the same key first: its row is the stored one, ours a
@@ -426,6 +434,8 @@ def events_ingest(*, source: EventSource, events: Any, now: datetime | None = No
             for status in ("accepted", "duplicate", "refused")
         }
         if inserted:
+            pks = sorted(inserted.values())
+            transaction.on_commit(lambda: events_ingested.send(sender=EventSource, source=source, event_pks=pks))
             audit_record(
                 actor=Actor(user=None, channel=Channel.API, token_name=f"event_source:{source.code}"),
                 action="commerce_events.ingest",
@@ -489,9 +499,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _events_insert(source: EventSource, rows: list[dict[str, Any]], now: datetime) -> set[str]:
-    """Insert the rows (ON CONFLICT (source, event id) DO NOTHING); the event ids this statement
-    inserted. PostgreSQL: one INSERT ... SELECT FROM json_to_recordset(<the rows as one JSON
+def _events_insert(source: EventSource, rows: list[dict[str, Any]], now: datetime) -> dict[str, int]:
+    """Insert the rows (ON CONFLICT (source, event id) DO NOTHING); event id -> primary key of
+    the rows this statement inserted. PostgreSQL: one INSERT ... SELECT FROM json_to_recordset(<the rows as one JSON
     text>) RETURNING, whatever the batch's size (bulk_create's 20,000 parameters, or arrays,
     cost ~10x more in Python). Other databases: bulk_create, then the rows stamped with this
     batch's received_at."""
@@ -503,19 +513,19 @@ def _events_insert(source: EventSource, rows: list[dict[str, Any]], now: datetim
             cursor.execute(
                 f"INSERT INTO {CommerceEvent._meta.db_table} (source_id, received_at, {names}) "  # noqa: S608 - our names only
                 f"SELECT %s, %s, {names} FROM json_to_recordset(%s::json) AS u({definition}) "
-                "ON CONFLICT (source_id, event_id) DO NOTHING RETURNING event_id",
+                "ON CONFLICT (source_id, event_id) DO NOTHING RETURNING event_id, id",
                 [source.pk, now, document],
             )
-            return {event_id for (event_id,) in cursor.fetchall()}
+            return dict(cursor.fetchall())
     CommerceEvent.objects.bulk_create(
         [CommerceEvent(source=source, received_at=now, **row) for row in rows],
         batch_size=MAX_EVENTS,
         ignore_conflicts=True,
     )
-    return set(
+    return dict(
         CommerceEvent.objects.filter(
             source=source, event_id__in=[row["event_id"] for row in rows], received_at=now
-        ).values_list("event_id", flat=True)
+        ).values_list("event_id", "pk")
     )
 
 
@@ -525,7 +535,7 @@ def _results(
     refusals: dict[int, _Refusal],
     repeats: dict[int, int],
     stored: dict[str, str],
-    inserted: set[str],
+    inserted: dict[str, int],
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for index, event in enumerate(events):

@@ -416,3 +416,39 @@ def test_a_refund_of_an_unknown_order_creates_no_fact(post: Any, contact: Contac
     post({"events": [event(type="order_refunded", order_id="ORD-404")]})
     assert CommerceEvent.objects.count() == 1
     assert not CustomerFact.objects.exists()
+
+
+def test_the_signal_names_the_new_events_after_commit(
+    post: Any, source: EventSource, contact: Contact, django_capture_on_commit_callbacks: Any
+) -> None:
+    from campaigns.automations.intake import events_ingested
+
+    received: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        received.append(kwargs)
+
+    events_ingested.connect(receiver)
+    try:
+        post({"events": [event(event_id="a")]})
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            events_ingest(
+                source=source, events=[event(event_id="a"), event(event_id="b"), event(event_id="c", type="x")]
+            )
+        assert received == []  # nothing is sent before the commit
+        for callback in callbacks:
+            callback()
+    finally:
+        events_ingested.disconnect(receiver)
+    assert len(received) == 1
+    assert received[0]["source"] == source
+    assert received[0]["event_pks"] == [CommerceEvent.objects.get(event_id="b").pk]
+
+
+def test_no_signal_when_nothing_is_new(
+    source: EventSource, contact: Contact, django_capture_on_commit_callbacks: Any
+) -> None:
+    events_ingest(source=source, events=[event()])
+    with django_capture_on_commit_callbacks() as callbacks:
+        events_ingest(source=source, events=[event()])
+    assert callbacks == []
