@@ -199,8 +199,22 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
 
+<<<<<<< HEAD
 # Reports (issue 18): campaign reports, link clicks and attribution; person-level clicks for CRM.
 _REPORTS = ["reporting.view_campaign_report"]
 for _role in (Role.MARKETING, Role.CRM, Role.OPERATIONS, Role.COMPLIANCE, Role.APPROVER):
     ROLE_PERMISSIONS[_role] += _REPORTS
 ROLE_PERMISSIONS[Role.CRM] += [*_CAMPAIGN_READ, "reporting.view_person_clicks"]
+=======
+# Automations' events intake: technical staff run the event sources (their secrets included);
+# CRM and marketing read the events (phones masked).
+ROLE_PERMISSIONS[Role.TECHNICAL] += [
+    "automations.add_eventsource",
+    "automations.change_eventsource",
+    "automations.view_eventsource",
+    "automations.view_event_source_secret",
+    "automations.view_commerceevent",
+]
+ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
+ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]
+>>>>>>> auto-events

@@ -17,6 +17,7 @@ PERIODIC = [
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
     ("Refresh report aggregates", "reporting.refresh_aggregates", REPORT_REFRESH_SECONDS),
+    ("Purge commerce events past their retention", "automations.purge_events", 3600),
 ]
 
 
