@@ -199,13 +199,12 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
 
-<<<<<<< HEAD
 # Reports (issue 18): campaign reports, link clicks and attribution; person-level clicks for CRM.
 _REPORTS = ["reporting.view_campaign_report"]
 for _role in (Role.MARKETING, Role.CRM, Role.OPERATIONS, Role.COMPLIANCE, Role.APPROVER):
     ROLE_PERMISSIONS[_role] += _REPORTS
 ROLE_PERMISSIONS[Role.CRM] += [*_CAMPAIGN_READ, "reporting.view_person_clicks"]
-=======
+
 # Automations' events intake: technical staff run the event sources (their secrets included);
 # CRM and marketing read the events (phones masked).
 ROLE_PERMISSIONS[Role.TECHNICAL] += [
@@ -217,4 +216,3 @@ ROLE_PERMISSIONS[Role.TECHNICAL] += [
 ]
 ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
 ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]
->>>>>>> auto-events
