@@ -210,3 +210,20 @@ ROLE_PERMISSIONS[Role.COMPLIANCE] += [*_OTP_READ, "otp.add_otptemplate", "otp.ch
 ROLE_PERMISSIONS[Role.TECHNICAL] += [*_OTP_READ, "otp.send_verification", "otp.check_verification"]
 ROLE_PERMISSIONS[Role.OPERATIONS] += _OTP_READ
 ROLE_PERMISSIONS[Role.APPROVER] += ["otp.view_otptemplate"]
+# Reports (issue 18): campaign reports, link clicks and attribution; person-level clicks for CRM.
+_REPORTS = ["reporting.view_campaign_report"]
+for _role in (Role.MARKETING, Role.CRM, Role.OPERATIONS, Role.COMPLIANCE, Role.APPROVER):
+    ROLE_PERMISSIONS[_role] += _REPORTS
+ROLE_PERMISSIONS[Role.CRM] += [*_CAMPAIGN_READ, "reporting.view_person_clicks"]
+
+# Automations' events intake: technical staff run the event sources (their secrets included);
+# CRM and marketing read the events (phones masked).
+ROLE_PERMISSIONS[Role.TECHNICAL] += [
+    "automations.add_eventsource",
+    "automations.change_eventsource",
+    "automations.view_eventsource",
+    "automations.view_event_source_secret",
+    "automations.view_commerceevent",
+]
+ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
+ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]

@@ -252,6 +252,21 @@ class TrackingPolicy(Section):
     attribution_model: str = Field("last_touch", pattern="^(last_touch|first_touch)$")
 
 
+class ReportingPolicy(Section):
+    """How reports and attribution count (the click and delivery windows are in ``tracking``)."""
+
+    opt_out_window_hours: int = Field(
+        48, ge=1, le=24 * 30, description="A STOP this soon after a campaign message is attributed to it."
+    )
+    coupon_attribution: bool = Field(
+        True, description="An order using a campaign's coupon code is attributed to it outside the windows."
+    )
+    coupon_variable_keys: list[str] = Field(
+        default_factory=lambda: ["coupon_code", "coupon"],
+        description="Campaign variables whose values are the campaign's coupon codes.",
+    )
+
+
 class FrequencyCapDefaults(Section):
     per_day: int = Field(1, ge=0)
     per_week: int = Field(3, ge=0)
@@ -276,6 +291,7 @@ class PlatformConfigData(Section):
     cost: CostPolicy = Field(default_factory=CostPolicy)
     tracking: TrackingPolicy = Field(default_factory=TrackingPolicy)
     frequency_caps: FrequencyCapDefaults = Field(default_factory=FrequencyCapDefaults)
+    reporting: ReportingPolicy = Field(default_factory=ReportingPolicy)
 
     @field_validator("default_sender_id")
     @classmethod
@@ -304,5 +320,6 @@ SECTIONS = (
     "cost",
     "tracking",
     "frequency_caps",
+    "reporting",
 )
 SCALARS = ("default_sender_id", "default_gateway")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
+# Stated in every report's data_latency (reporting.aggregates).
+REPORT_REFRESH_SECONDS = 5
+
 PERIODIC = [
     # (beat entry name, task name, every N seconds)
     ("Beat heartbeat", "smsplatform.beat_heartbeat", 10),
@@ -17,6 +20,8 @@ PERIODIC = [
     ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
     ("Prune OTP abuse counters", "otp.prune_rate_counters", 3600),
     ("Scrub OTP codes from sent messages", "otp.scrub_codes", 30),
+    ("Refresh report aggregates", "reporting.refresh_aggregates", REPORT_REFRESH_SECONDS),
+    ("Purge commerce events past their retention", "automations.purge_events", 3600),
 ]
 
 

@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from campaigns.automations.api.views import EventBatchApi
+
+urlpatterns = [
+    path("events/batch", EventBatchApi.as_view(), name="events-batch"),
+]
