@@ -36,6 +36,7 @@ from reporting.errors import ReportingErrorCode
 from reporting.models import (
     SNAPSHOT_AMOUNTS,
     SNAPSHOT_COUNTS,
+    SNAPSHOT_METRICS,
     EvidenceKind,
     PerformanceSnapshot,
     SnapshotSource,
@@ -119,7 +120,7 @@ def _metrics(raw: Any) -> dict[str, Any]:
         raise _invalid(
             f"metrics.{unknown[0]} is not a snapshot metric.",
             f"metrics.{unknown[0]}",
-            hint=f"Metrics: {', '.join((*SNAPSHOT_COUNTS, *SNAPSHOT_AMOUNTS))}; gateway figures go in gateway_performance.",
+            hint=f"Metrics: {', '.join(SNAPSHOT_METRICS)}; gateway figures go in gateway_performance.",
         )
     counts = {name: _count(raw.get(name), f"metrics.{name}") for name in SNAPSHOT_COUNTS}
     amounts = {name: _amount(raw.get(name), f"metrics.{name}") for name in SNAPSHOT_AMOUNTS}
@@ -171,7 +172,7 @@ def _gateway_performance(raw: Any) -> dict[str, Any]:
         if value < 0:
             raise _error(f"{field} cannot be negative ({value}).", field)
         # Rates and shares are fractions: 0.97, not 97.
-        if (name.endswith("_rate") or name.endswith("_share")) and value > 1:
+        if name.endswith(("_rate", "_share")) and value > 1:
             raise _error(f"{field} is a fraction between 0 and 1 (got {value}).", field)
         out[str(name)] = value
     return out
@@ -218,7 +219,8 @@ def _attribution(raw: Any, metrics: dict[str, Any]) -> dict[str, Any]:
             raise _invalid(
                 "Conversions or revenue need attribution.model (the rule the source used).",
                 "attribution.model",
-                hint='e.g. {"model": "last_touch", "click_window_hours": 120}; see sms_marketing.conversion_attribution.get.',
+                hint='e.g. {"model": "last_touch", "click_window_hours": 120}; '
+                "see sms_marketing.conversion_attribution.get.",
             )
         if "click_window_hours" not in out and "delivery_window_hours" not in out:
             raise _invalid(
@@ -237,6 +239,13 @@ def _evidence(raw: Any) -> tuple[dict[str, Any], bytes | None]:
             "A snapshot needs evidence: an uploaded file or a link with its sha256.",
             field="evidence",
             hint="Send evidence.file_base64 with evidence.file_name, or evidence.url with evidence.sha256.",
+        )
+    unknown = sorted(set(raw) - {"file_base64", "file_name", "url", "sha256"})
+    if unknown:
+        raise _invalid(
+            f"evidence.{unknown[0]} cannot be set here.",
+            f"evidence.{unknown[0]}",
+            hint="Evidence: file_base64 + file_name, or url + sha256.",
         )
     stated = raw.get("sha256")
     if stated is not None:
@@ -295,6 +304,11 @@ def _evidence(raw: Any) -> tuple[dict[str, Any], bytes | None]:
 
 
 def _subject(actor: Actor, raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict) and set(raw) - {"campaign_id", "flow_id"}:
+        name = sorted(set(raw) - {"campaign_id", "flow_id"})[0]
+        raise _invalid(
+            f"subject.{name} cannot be set here.", f"subject.{name}", hint="subject: campaign_id or flow_id."
+        )
     if not isinstance(raw, dict) or len([k for k in ("campaign_id", "flow_id") if raw.get(k) is not None]) != 1:
         raise _invalid(
             "subject names exactly one of campaign_id or flow_id.", "subject", hint="See sms_marketing.campaigns.list."
