@@ -197,6 +197,8 @@ class InboxItem(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = "my notification"
+        verbose_name_plural = "my notifications"
         constraints = [models.UniqueConstraint(fields=["notification", "user"], name="inbox_one_per_user")]
         indexes = [models.Index(fields=["user", "read_at"], name="inbox_user_unread")]
 
