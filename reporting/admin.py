@@ -40,7 +40,9 @@ class _ReadOnly(admin.ModelAdmin):
 def _field_error(form: forms.Form, exc: ApplicationError, aliases: dict[str, str]) -> None:
     """Put a service error on the form field it names (``metrics.delivered`` -> ``delivered``)."""
     name = exc.field or ""
-    target = aliases.get(name) or aliases.get(name.split(".")[0]) or name.split(".")[-1]
+    last = name.split(".")[-1]
+    prefix = name.split(".")[0]
+    target = aliases.get(name) or (last if last in form.fields else None) or aliases.get(prefix) or prefix
     form.add_error(target if target in form.fields else None, error_text(exc))
 
 
@@ -70,7 +72,7 @@ class SnapshotForm(forms.Form):
     delivery_window_hours = forms.IntegerField(required=False)
     gateway_performance = forms.JSONField(required=False, help_text='{"delivery_rate": 0.97}')
     evidence_file = forms.FileField(required=False, help_text="The export (its sha256 is computed).")
-    evidence_url = forms.URLField(required=False, max_length=1000, help_text="Or a link (never fetched) ...")
+    evidence_url = forms.URLField(required=False, max_length=1000, assume_scheme="https", help_text="Or a link (never fetched) ...")
     evidence_sha256 = forms.CharField(required=False, max_length=64, help_text="... with the sha256 of its file.")
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     base_version_token = forms.CharField(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -17,9 +18,21 @@ from django.utils import timezone
 # reporting/alerts.py.
 
 
+class EvidenceStorage(FileSystemStorage):
+    """Evidence files under var/evidence (SMS_VAR_DIR), never the working directory; the location is
+    read from the settings at each use, so a test (or a deployment) may move it."""
+
+    @property  # type: ignore[override]
+    def base_location(self) -> str:
+        return str(settings.VAR_DIR / "evidence")
+
+    @property  # type: ignore[override]
+    def location(self) -> str:
+        return os.path.abspath(self.base_location)
+
+
 def evidence_storage() -> FileSystemStorage:
-    # Under var/ (SMS_VAR_DIR), never the working directory; a callable so tests may move it.
-    return FileSystemStorage(location=str(settings.VAR_DIR / "evidence"))
+    return EvidenceStorage()
 
 
 class SnapshotSubject(models.TextChoices):

@@ -443,7 +443,8 @@ def _check_token(payload: dict[str, Any], current: PerformanceSnapshot | None) -
 def _check(actor: Actor, payload: dict[str, Any]) -> Checked:
     # Re-validated on approval: the campaign must still be visible to the requester, and the
     # version named must still be the current one.
-    _subject(actor, payload["subject"])
+    frozen = payload["subject"]
+    _subject(actor, {k: frozen[k] for k in ("campaign_id", "flow_id") if frozen.get(k) is not None})
     current = _current(payload["key"])
     if current is None and payload.get("base_version_token"):
         raise _invalid(
