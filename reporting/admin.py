@@ -72,7 +72,9 @@ class SnapshotForm(forms.Form):
     delivery_window_hours = forms.IntegerField(required=False)
     gateway_performance = forms.JSONField(required=False, help_text='{"delivery_rate": 0.97}')
     evidence_file = forms.FileField(required=False, help_text="The export (its sha256 is computed).")
-    evidence_url = forms.URLField(required=False, max_length=1000, assume_scheme="https", help_text="Or a link (never fetched) ...")
+    evidence_url = forms.URLField(
+        required=False, max_length=1000, assume_scheme="https", help_text="Or a link (never fetched) ..."
+    )
     evidence_sha256 = forms.CharField(required=False, max_length=64, help_text="... with the sha256 of its file.")
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     base_version_token = forms.CharField(
@@ -301,8 +303,8 @@ class InboxItemAdmin(_ReadOnly):
     list_display = ["created_at", "kind", "title", "subject", "unread"]
     list_filter = [("read_at", admin.EmptyFieldListFilter)]
     actions = ["mark_read"]
-    readonly_fields = ["created_at", "kind", "title", "body", "subject", "read_at"]
-    fields = readonly_fields
+    fields = ("created_at", "kind", "title", "body", "subject", "read_at")
+    readonly_fields = fields
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Every active staff user has an inbox; they only ever see their own items (get_queryset).

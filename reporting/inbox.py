@@ -9,7 +9,7 @@ from smsplatform.kernel.actor import Actor
 
 
 def inbox_items(*, actor: Actor, unread_only: bool = False) -> Any:
-    qs = InboxItem.objects.select_related("notification").filter(user_id=actor.user_id)
+    qs = InboxItem.objects.select_related("notification").filter(user=actor.user)
     if unread_only:
         qs = qs.filter(read_at__isnull=True)
     return qs.order_by("-created_at", "-id")

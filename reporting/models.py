@@ -22,11 +22,11 @@ class EvidenceStorage(FileSystemStorage):
     """Evidence files under var/evidence (SMS_VAR_DIR), never the working directory; the location is
     read from the settings at each use, so a test (or a deployment) may move it."""
 
-    @property  # type: ignore[override]
+    @property
     def base_location(self) -> str:
         return str(settings.VAR_DIR / "evidence")
 
-    @property  # type: ignore[override]
+    @property
     def location(self) -> str:
         return os.path.abspath(self.base_location)
 

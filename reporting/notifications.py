@@ -44,6 +44,7 @@ from reporting.models import (
     NotificationSubject,
     ReviewNotification,
 )
+from reporting.snapshots import FLOW_MODEL
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
@@ -183,7 +184,7 @@ def subject_resolve(*, actor: Actor, subject: Any) -> Subject:
         return Subject(NotificationSubject.ACTION_REQUEST, request=request)
     flow_id = _positive_id(subject["flow_id"], "subject.flow_id")
     try:
-        flow_model = apps.get_model("automations", "Flow")
+        flow_model = apps.get_model(FLOW_MODEL)
     except LookupError:
         raise ApplicationError(
             ReportingErrorCode.SNAPSHOT_SUBJECT_UNAVAILABLE,
@@ -504,7 +505,7 @@ def inbox_mark_read(*, actor: Actor, item_ids: list[int]) -> int:
     if actor.user is None:
         return 0
     with transaction.atomic(durable=True):
-        mine = InboxItem.objects.filter(pk__in=item_ids, user_id=actor.user_id, read_at__isnull=True)
+        mine = InboxItem.objects.filter(pk__in=item_ids, user=actor.user, read_at__isnull=True)
         marked = sorted(mine.values_list("pk", flat=True))
         count = InboxItem.objects.filter(pk__in=marked, read_at__isnull=True).update(read_at=timezone.now())
         if count:

@@ -54,6 +54,8 @@ LABEL = "performance_snapshot"
 # Decoded size of an uploaded evidence file: it travels base64 in a JSON body (MCP, REST).
 MAX_EVIDENCE_BYTES = 1_500_000
 MAX_RANGE_DAYS = 400
+# The automations app's flow model, looked up at run time (not on every build yet).
+FLOW_MODEL: str = "automations.Flow"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 ATTRIBUTION_KEYS = {"model", "click_window_hours", "delivery_window_hours", "coupon_codes", "refunds_deducted", "note"}
@@ -320,7 +322,7 @@ def _subject(actor: Actor, raw: Any) -> dict[str, Any]:
     if isinstance(flow_id, bool) or not isinstance(flow_id, int) or flow_id < 1:
         raise _invalid("subject.flow_id must be a positive integer.", "subject.flow_id")
     try:
-        flow_model = apps.get_model("automations", "Flow")
+        flow_model = apps.get_model(FLOW_MODEL)
     except LookupError:
         # The automations app's flows are not installed on this build: nothing to attach it to.
         raise ApplicationError(
@@ -377,7 +379,7 @@ def snapshot_normalise(*, actor: Actor, data: dict[str, Any]) -> tuple[dict[str,
     if not isinstance(note, str) or len(note) > 2000:
         raise _invalid("note is a text of at most 2000 characters.", "note")
     source = {"kind": source_kind, "name": source_name.strip()}
-    payload = {
+    payload: dict[str, Any] = {
         "subject": subject,
         "source": source,
         "date_from": date_from.isoformat(),

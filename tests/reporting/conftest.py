@@ -75,7 +75,9 @@ def mcp(token_for: Callable[..., str]) -> Callable[[Any, str, dict[str, Any]], d
             tokens[user.pk] = token_for(user, "agent")
         raw = Client(HTTP_AUTHORIZATION=f"Bearer {tokens[user.pk]}").post(
             "/mcp",
-            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}),
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}}
+            ),
             content_type="application/json",
             HTTP_ACCEPT=ACCEPT,
         )

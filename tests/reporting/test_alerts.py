@@ -37,7 +37,9 @@ def sent_campaign(owner: Any, states: dict[str, int], *, cost: str = "0.35", est
         dispatched_at=now - timedelta(hours=2),
         estimate={"cost": {"HKD": estimate}} if estimate else {},
     )
-    batch = SendBatch.objects.create(campaign=campaign, number=1, not_before=now, quota_reference=f"campaign:{campaign.pk}:")
+    batch = SendBatch.objects.create(
+        campaign=campaign, number=1, not_before=now, quota_reference=f"campaign:{campaign.pk}:"
+    )
     gateway = Gateway.objects.get(code="simulator")
     rows = []
     n = 0

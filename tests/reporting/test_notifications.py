@@ -140,7 +140,13 @@ def test_amounts_dates_and_masked_numbers_are_not_phone_numbers(ops: Any, owner:
 
 @pytest.mark.parametrize("via", INTERFACES)
 def test_an_external_address_is_held_for_approval_then_sent(
-    via: str, send: Any, ops: Any, owner: Any, approver: Any, campaign: Any, notify_policy: Any,
+    via: str,
+    send: Any,
+    ops: Any,
+    owner: Any,
+    approver: Any,
+    campaign: Any,
+    notify_policy: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     answer = send(via, ops, note(campaign.pk, recipients=["owner1", "Agency@Partner.example"]))
@@ -156,7 +162,9 @@ def test_an_external_address_is_held_for_approval_then_sent(
     request.refresh_from_db()
     assert request.state == RequestState.EXECUTED, request.outcome
     notification = ReviewNotification.objects.get()
-    assert notification.external_recipients == ["agency@partner.example"] and notification.action_request_id == request.pk
+    assert (
+        notification.external_recipients == ["agency@partner.example"] and notification.action_request_id == request.pk
+    )
     assert sorted(mail.outbox[0].to) == ["agency@partner.example", "owner1@shop.example"]
     # External addresses get e-mail only; the inbox is for platform users.
     assert list(InboxItem.objects.values_list("user__username", flat=True)) == ["owner1"]
@@ -178,7 +186,9 @@ def test_a_bulk_notification_is_held(make_user: Any, ops: Any, owner: Any, campa
         idempotency_key=key("cfg"),
     )
     make_user("operations", username="ops2")
-    out = review_notification_send(actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk))
+    out = review_notification_send(
+        actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk)
+    )
     assert out["status"] == "pending_approval"
     assert ActionRequest.objects.get().facts["bulk"] is True and ActionRequest.objects.get().facts["recipients"] == 3
 
@@ -196,7 +206,9 @@ def test_an_action_request_notifies_its_requester_and_approvers(
     ops: Any, owner: Any, approver: Any, make_user: Any, campaign: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     policy = ApprovalPolicyFactory.create(action=ActionType.NOTIFICATION_SEND, condition="always")
-    held = review_notification_send(actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk))
+    held = review_notification_send(
+        actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk)
+    )
     policy.enabled = False
     policy.save()
     subject = {"action_request_id": held["action_request_id"]}

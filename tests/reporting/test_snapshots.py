@@ -38,7 +38,14 @@ def snapshot_data(campaign_id: int, **overrides: Any) -> dict[str, Any]:
         "date_from": "2026-05-01",
         "date_to": "2026-05-31",
         "gateway": "simulator",
-        "metrics": {"sent": 1000, "delivered": 950, "failed": 40, "clicks": 120, "unique_clicks": 100, "cost": "350.00"},
+        "metrics": {
+            "sent": 1000,
+            "delivered": 950,
+            "failed": 40,
+            "clicks": 120,
+            "unique_clicks": 100,
+            "cost": "350.00",
+        },
         "currency": "HKD",
         "evidence": {"url": "https://portal.example.com/exports/may.csv", "sha256": SHA},
     }
@@ -113,11 +120,17 @@ def _error_field(answer: dict[str, Any], via: str, field: str, admin_field: str,
 
 
 @pytest.mark.parametrize("via", INTERFACES)
-def test_a_snapshot_is_recorded_with_source_range_gateway_and_evidence(via: str, record: Any, owner: Any, campaign: Any) -> None:
+def test_a_snapshot_is_recorded_with_source_range_gateway_and_evidence(
+    via: str, record: Any, owner: Any, campaign: Any
+) -> None:
     answer = record(via, owner, snapshot_data(campaign.pk))
     assert answer.get("status") in ("executed", "redirect"), answer
     snap = PerformanceSnapshot.objects.get()
-    assert (snap.source_kind, snap.source_name, snap.gateway_code) == ("gateway_portal", "Simulator console", "simulator")
+    assert (snap.source_kind, snap.source_name, snap.gateway_code) == (
+        "gateway_portal",
+        "Simulator console",
+        "simulator",
+    )
     assert (snap.date_from, snap.date_to) == (date(2026, 5, 1), date(2026, 5, 31))
     assert (snap.delivered, snap.cost, snap.version, snap.is_current) == (950, 350, 1, True)
     # A link is never fetched: its stated hash is kept, marked unverified.
@@ -155,7 +168,12 @@ def test_a_file_whose_stated_hash_differs_is_refused(via: str, record: Any, owne
     "evidence,field,admin_field,code",
     [
         ({}, "evidence", "evidence_file", "snapshot_evidence_required"),
-        ({"url": "https://portal.example.com/x.csv"}, "evidence.sha256", "evidence_sha256", "snapshot_evidence_required"),
+        (
+            {"url": "https://portal.example.com/x.csv"},
+            "evidence.sha256",
+            "evidence_sha256",
+            "snapshot_evidence_required",
+        ),
     ],
 )
 def test_a_snapshot_without_evidence_is_refused(
@@ -242,7 +260,9 @@ def test_overwriting_is_held_for_approval_and_keeps_the_old_version(
     rows = list(PerformanceSnapshot.objects.order_by("version").values_list("version", "is_current", "delivered"))
     assert rows == [(1, False, 950), (2, True, 970)]
     current = snapshots_for(campaign_id=campaign.pk)
-    assert [(s["version"], s["metrics"]["delivered"], s["action_request_id"]) for s in current] == [(2, 970, request.pk)]
+    assert [(s["version"], s["metrics"]["delivered"], s["action_request_id"]) for s in current] == [
+        (2, 970, request.pk)
+    ]
     assert [v["version"] for v in snapshot_versions(first.key)] == [2, 1]
     with pytest.raises(PermissionError):
         first.delete()
@@ -312,9 +332,7 @@ def test_admin_record_page_refuses_without_the_permission(admin_client_for: Any,
 
 
 @pytest.mark.parametrize("via", ["mcp", "rest"])
-def test_a_campaign_the_recorder_cannot_see_is_not_found(
-    via: str, record: Any, make_user: Any, campaign: Any
-) -> None:
+def test_a_campaign_the_recorder_cannot_see_is_not_found(via: str, record: Any, make_user: Any, campaign: Any) -> None:
     other = make_user("marketing", username="other-marketer")
     answer = record(via, other, snapshot_data(campaign.pk))
     assert answer["error"]["code"] == "not_found" and answer["error"]["field"] == "campaign_id"
