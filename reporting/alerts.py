@@ -186,7 +186,7 @@ def _fire(
             title=f"{label}: {campaign.name}"[:200],
             body=(
                 f"{label} on campaign #{campaign.pk} {campaign.name}: {summary}.\n"
-                f"Window from {start:%Y-%m-%d %H:%M %Z}. Check sms_marketing.campaign_reports.get and "
+                f"Window from {start:%Y-%m-%d %H:%M %Z}. Check the campaign's report and "
                 "sms_marketing.delivery_status.get before acting."
             ),
             user_ids=sorted(users),

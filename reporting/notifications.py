@@ -112,7 +112,7 @@ def _personal_data(text: str, field: str) -> None:
             ReportingErrorCode.NOTIFICATION_PERSONAL_DATA,
             f"{field} holds {len(rows)} lines of tabular or contact data; notifications never carry lists.",
             field=field,
-            hint="Send a summary and point to the report (sms_marketing.campaign_reports.get).",
+            hint="Send a summary and point to the campaign's report.",
         )
 
 

@@ -59,13 +59,12 @@ FLOW_MODEL: str = "automations.Flow"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 ATTRIBUTION_KEYS = {"model", "click_window_hours", "delivery_window_hours", "coupon_codes", "refunds_deducted", "note"}
-HINT = "Record what the source reported, as it reported it; see sms_marketing.campaign_reports.get for our figures."
+HINT = "Record what the source reported, as it reported it; the campaign report holds our own figures."
 
 
-def _error(
-    message: str, field: str, hint: str = HINT, code: str = ReportingErrorCode.SNAPSHOT_IMPOSSIBLE_VALUE
-) -> ApplicationError:
-    return ApplicationError(code, message, field=field, hint=hint)
+def _error(message: str, field: str, hint: str = HINT) -> ApplicationError:
+    """A value no source can truthfully report."""
+    return ApplicationError(ReportingErrorCode.SNAPSHOT_IMPOSSIBLE_VALUE, message, field=field, hint=hint)
 
 
 def _invalid(message: str, field: str, hint: str = HINT) -> ApplicationError:
@@ -221,8 +220,7 @@ def _attribution(raw: Any, metrics: dict[str, Any]) -> dict[str, Any]:
             raise _invalid(
                 "Conversions or revenue need attribution.model (the rule the source used).",
                 "attribution.model",
-                hint='e.g. {"model": "last_touch", "click_window_hours": 120}; '
-                "see sms_marketing.conversion_attribution.get.",
+                hint='e.g. {"model": "last_touch", "click_window_hours": 120}; state the rule the source used.',
             )
         if "click_window_hours" not in out and "delivery_window_hours" not in out:
             raise _invalid(
