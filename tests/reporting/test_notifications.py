@@ -177,7 +177,10 @@ def test_an_external_address_with_no_policy_is_refused_not_sent(via: str, send: 
     assert not ReviewNotification.objects.exists() and not mail.outbox
 
 
-def test_a_bulk_notification_is_held(make_user: Any, ops: Any, owner: Any, campaign: Any, notify_policy: Any) -> None:
+@pytest.mark.parametrize("via", INTERFACES)
+def test_a_bulk_notification_is_held(
+    via: str, send: Any, make_user: Any, ops: Any, owner: Any, campaign: Any, notify_policy: Any
+) -> None:
     config = platform_config_get()
     platform_config_update(
         actor=Actor.system("test"),
@@ -186,10 +189,9 @@ def test_a_bulk_notification_is_held(make_user: Any, ops: Any, owner: Any, campa
         idempotency_key=key("cfg"),
     )
     make_user("operations", username="ops2")
-    out = review_notification_send(
-        actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk)
-    )
-    assert out["status"] == "pending_approval"
+    out = send(via, ops, note(campaign.pk))
+    assert out["status"] == ("redirect" if via == "admin" else "pending_approval"), out
+    assert not ReviewNotification.objects.exists() and not mail.outbox
     assert ActionRequest.objects.get().facts["bulk"] is True and ActionRequest.objects.get().facts["recipients"] == 3
 
 
@@ -269,3 +271,22 @@ def test_the_inbox_shows_only_ones_own_items_and_marks_them_read(
     ops_item.refresh_from_db()
     assert ops_item.read_at is not None
     assert InboxItem.objects.get(user=owner).read_at is not None
+
+
+@pytest.mark.parametrize("via", ["mcp", "rest"])
+def test_a_flow_subject_is_refused_while_flows_are_not_installed(via: str, send: Any, ops: Any) -> None:
+    answer = send(via, ops, {**note(1), "subject": {"flow_id": 3}})
+    assert answer["error"]["code"] == "snapshot_subject_unavailable" and answer["error"]["field"] == "subject.flow_id"
+
+
+def test_senders_see_what_they_sent_in_the_admin(admin_client_for: Any, ops: Any, owner: Any, campaign: Any) -> None:
+    review_notification_send(actor=Actor(user=ops, channel=Channel.API), idempotency_key=key(), **note(campaign.pk))
+    assert len(admin_client_for(ops).get("/admin/reporting/reviewnotification/").context["cl"].queryset) == 1
+    # The owner (marketing) may send but did not send this one: it is in their inbox, not their sent list.
+    assert len(admin_client_for(owner).get("/admin/reporting/reviewnotification/").context["cl"].queryset) == 0
+
+
+def test_the_inbox_needs_an_authenticated_caller() -> None:
+    from rest_framework.test import APIClient
+
+    assert APIClient().get("/api/v1/reporting/inbox/").status_code == 401

@@ -362,3 +362,10 @@ def test_idempotent_retry_returns_the_first_result(owner: Any, campaign: Any) ->
     first = performance_snapshot_record(actor=act, data=snapshot_data(campaign.pk), idempotency_key=same)
     again = performance_snapshot_record(actor=act, data=snapshot_data(campaign.pk), idempotency_key=same)
     assert first == again and PerformanceSnapshot.objects.count() == 1
+
+
+@pytest.mark.parametrize("via", ["mcp", "rest"])
+def test_a_flow_snapshot_is_refused_while_flows_are_not_installed(via: str, record: Any, owner: Any) -> None:
+    answer = record(via, owner, snapshot_data(1, subject={"flow_id": 3}))
+    assert answer["error"]["code"] == "snapshot_subject_unavailable" and answer["error"]["field"] == "subject.flow_id"
+    assert not PerformanceSnapshot.objects.exists()
