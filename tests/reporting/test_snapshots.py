@@ -369,3 +369,20 @@ def test_a_flow_snapshot_is_refused_while_flows_are_not_installed(via: str, reco
     answer = record(via, owner, snapshot_data(1, subject={"flow_id": 3}))
     assert answer["error"]["code"] == "snapshot_subject_unavailable" and answer["error"]["field"] == "subject.flow_id"
     assert not PerformanceSnapshot.objects.exists()
+
+
+def test_the_approval_page_shows_the_figures_an_overwrite_changes(
+    admin_client_for: Any, owner: Any, approver: Any, campaign: Any, snapshot_policy: Any
+) -> None:
+    act = Actor(user=owner, channel=Channel.MCP)
+    performance_snapshot_record(actor=act, data=snapshot_data(campaign.pk), idempotency_key=key())
+    token = performance_snapshot_token(PerformanceSnapshot.objects.get())
+    held = performance_snapshot_record(
+        actor=act,
+        data={**snapshot_data(campaign.pk, metrics={"sent": 1000, "delivered": 970}), "base_version_token": token},
+        idempotency_key=key(),
+    )
+    page = admin_client_for(approver).get(f"/admin/compliance/actionrequest/{held['action_request_id']}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "Overwrite of" in html
+    assert "<td>950</td><td>970</td><td>20</td>" in html.replace("'", '"')
