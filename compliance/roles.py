@@ -227,3 +227,26 @@ ROLE_PERMISSIONS[Role.TECHNICAL] += [
 ]
 ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
 ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]
+# Reporting: performance snapshots and review notifications (issue 18). Who may record a snapshot
+# (figures from a portal, an ad platform, a finance export) and who may notify the people
+# responsible; every staff user reads their own inbox.
+_SNAPSHOT_VIEW = ["reporting.view_performancesnapshot"]
+ROLE_PERMISSIONS[Role.MARKETING] += [
+    *_SNAPSHOT_VIEW,
+    "reporting.add_performancesnapshot",
+    "reporting.add_reviewnotification",
+]
+ROLE_PERMISSIONS[Role.OPERATIONS] += [
+    *_SNAPSHOT_VIEW,
+    "reporting.add_performancesnapshot",
+    "reporting.add_reviewnotification",
+    "reporting.view_reviewnotification",
+]
+ROLE_PERMISSIONS[Role.COMPLIANCE] += [
+    *_SNAPSHOT_VIEW,
+    "reporting.add_reviewnotification",
+    "reporting.view_reviewnotification",
+]
+ROLE_PERMISSIONS[Role.APPROVER] += [*_SNAPSHOT_VIEW, "reporting.add_reviewnotification"]
+ROLE_PERMISSIONS[Role.TECHNICAL] += [*_SNAPSHOT_VIEW]
+ROLE_PERMISSIONS[Role.CRM] += [*_SNAPSHOT_VIEW]

@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class ReportingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "reporting"
+
+    def ready(self) -> None:
+        # Register the governed actions (snapshot overwrite, notification send), so an approval
+        # can execute them in any process.
+        from compliance.models import ActionType
+        from compliance.presenters import action_presenter_register
+        from reporting import notifications, snapshots  # noqa: F401
+        from reporting.presenters import snapshot_overwrite_presentation
+
+        # What an overwrite changes, on its approval page (compliance cannot import upward).
+        action_presenter_register([ActionType.SNAPSHOT_OVERWRITE], snapshot_overwrite_presentation)

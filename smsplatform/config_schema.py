@@ -280,6 +280,30 @@ class FrequencyCapDefaults(Section):
     )
 
 
+class AlertPolicy(Section):
+    """What the alert beat watches (reporting.alerts) and when a review notification is "bulk"."""
+
+    enabled: bool = Field(True, description="Let the beat raise alerts to the people responsible.")
+    window_hours: int = Field(24, ge=1, le=24 * 30, description="Each alert goes out once per campaign per window.")
+    lookback_days: int = Field(7, ge=1, le=90, description="Campaigns dispatched this recently are watched.")
+    min_messages: int = Field(50, ge=1, description="Rates are judged only over at least this many messages.")
+    cost_anomaly_factor: Decimal = Field(
+        Decimal("1.5"), gt=1, le=100, description="Alert when actual cost exceeds the estimate times this."
+    )
+    optout_spike_rate: Decimal = Field(
+        Decimal("0.02"), gt=0, le=1, description="Alert when opt-outs after the send exceed this share of delivered."
+    )
+    delivery_failure_rate: Decimal = Field(
+        Decimal("0.2"), gt=0, le=1, description="Alert when failed and expired exceed this share of final messages."
+    )
+    poor_roi_threshold: Decimal = Field(
+        Decimal("1.0"), ge=0, le=1000, description="Alert when attributed revenue / cost falls below this."
+    )
+    bulk_recipients: int = Field(
+        10, ge=1, le=10_000, description="A review notification to more people than this is held for approval."
+    )
+
+
 class PlatformConfigData(Section):
     default_sender_id: str = Field("", description="Sender ID used when a campaign names none.")
     default_gateway: str = Field("", description="Gateway code used when a campaign names none.")
@@ -292,6 +316,7 @@ class PlatformConfigData(Section):
     tracking: TrackingPolicy = Field(default_factory=TrackingPolicy)
     frequency_caps: FrequencyCapDefaults = Field(default_factory=FrequencyCapDefaults)
     reporting: ReportingPolicy = Field(default_factory=ReportingPolicy)
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
 
     @field_validator("default_sender_id")
     @classmethod
@@ -321,5 +346,6 @@ SECTIONS = (
     "tracking",
     "frequency_caps",
     "reporting",
+    "alerts",
 )
 SCALARS = ("default_sender_id", "default_gateway")

@@ -158,6 +158,7 @@ class PlatformConfig(models.Model):
     tracking = models.JSONField(default=dict)
     frequency_caps = models.JSONField(default=dict)
     reporting = models.JSONField(default=dict)
+    alerts = models.JSONField(default=dict)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.ForeignKey(

@@ -22,6 +22,7 @@ PERIODIC = [
     ("Scrub OTP codes from sent messages", "otp.scrub_codes", 30),
     ("Refresh report aggregates", "reporting.refresh_aggregates", REPORT_REFRESH_SECONDS),
     ("Purge commerce events past their retention", "automations.purge_events", 3600),
+    ("Raise review alerts (cost, opt-outs, failures, ROI)", "reporting.raise_alerts", 300),
 ]
 
 

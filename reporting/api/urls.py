@@ -1,6 +1,14 @@
 from django.urls import path
 
-from reporting.api.views import CampaignReportApi, ConversionAttributionApi, LinkClicksApi
+from reporting.api.views import (
+    CampaignReportApi,
+    ConversionAttributionApi,
+    InboxApi,
+    InboxReadApi,
+    LinkClicksApi,
+    PerformanceSnapshotsApi,
+    ReviewNotificationsApi,
+)
 
 urlpatterns = [
     path("campaigns/<int:campaign_id>/report/", CampaignReportApi.as_view(), name="campaign-report"),
@@ -10,4 +18,8 @@ urlpatterns = [
         name="conversion-attribution",
     ),
     path("link-clicks/", LinkClicksApi.as_view(), name="link-clicks"),
+    path("reporting/snapshots/", PerformanceSnapshotsApi.as_view(), name="performance-snapshots"),
+    path("reporting/notifications/", ReviewNotificationsApi.as_view(), name="review-notifications"),
+    path("reporting/inbox/", InboxApi.as_view(), name="inbox"),
+    path("reporting/inbox/read/", InboxReadApi.as_view(), name="inbox-read"),
 ]

@@ -118,6 +118,8 @@ GOVERNED_OPERATIONS = frozenset(
         "templates_create",
         "templates_save_version",
         "short_links_create",
+        "performance_snapshot_record",
+        "review_notification_send",
     }
 )
 PUBLIC_OPERATIONS = frozenset({"health"})

@@ -19,7 +19,7 @@ from smsplatform.kernel.errors import ErrorCode
 from smsplatform.mcp.registry import error_code_enums
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ["smsplatform", "compliance", "gateways", "contacts", "templates", "campaigns"]
+APPS = ["smsplatform", "compliance", "gateways", "contacts", "templates", "campaigns", "reporting"]
 RAISERS = {"ApplicationError", "SegmentInputError"}
 
 
@@ -143,7 +143,7 @@ def test_the_scan_sees_literal_codes() -> None:
     assert "CampaignErrorCode.NOTHING_TO_RESEND" in scan("campaigns")[1]
 
 
-@pytest.mark.parametrize("app", ["compliance", "gateways", "contacts", "templates", "campaigns"])
+@pytest.mark.parametrize("app", ["compliance", "gateways", "contacts", "templates", "campaigns", "reporting"])
 def test_apps_raise_their_codes_as_enum_members(app: str) -> None:
     """An app's raise sites name their codes through its enum (or the kernel's), never as a
     string: a typo in a member is an AttributeError at import, a typo in a string a new code."""

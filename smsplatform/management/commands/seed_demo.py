@@ -82,6 +82,13 @@ DEMO_POLICIES: list[dict[str, Any]] = [
         "condition": Condition.OVERWRITES_EXISTING,
         "description": "Overwriting an existing performance result.",
     },
+    {
+        # External (an address of no platform user) or bulk (over alerts.bulk_recipients) review
+        # notifications: the check marks them sensitive; internal ones go out at once.
+        "action": ActionType.NOTIFICATION_SEND,
+        "condition": Condition.SENSITIVE_CONTENT,
+        "description": "Review notifications to outside addresses or to many people.",
+    },
 ]
 
 
