@@ -19,11 +19,6 @@ def marketer(db: Any) -> Any:
     return UserFactory.create(roles=[Role.MARKETING])
 
 
-@pytest.fixture
-def approver(db: Any) -> Any:
-    return UserFactory.create(roles=[Role.APPROVER])
-
-
 _keys = itertools.count(1)
 ACCEPT = "application/json, text/event-stream"
 
