@@ -65,7 +65,7 @@ from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
-from gateways.models import BindState, Gateway, MessageState, QuarantineKind
+from gateways.models import PRIORITY_PURPOSES, BindState, Gateway, MessageState, QuarantineKind
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.constants import (
@@ -128,6 +128,10 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between status reports (gateways.selectors.B
 # those numbers are withdrawn before they are written ("an opt-out one second before send wins").
 OPTOUT_WATCH_INTERVAL = 0.2
 OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are looked at again (commit order)
+# The priority lane (gateways.models.PRIORITY_PURPOSES): claimed on every pass of the main loop,
+# at most this often (one probe of the small partial index msg_priority_queued), whatever the
+# worker already holds, and written ahead of it.
+PRIORITY_POLL_INTERVAL = 0.02
 
 
 class Job:
@@ -258,6 +262,7 @@ class BindWorker:
         self._low_water = max(2 * self.window, batch_size // 2)
         self._claim_after = 0  # the claim cursor (see _claim)
         self._last_rescan = 0.0
+        self._last_priority_claim = 0.0
         # What operators see (BindWorkerStatus, gateways.list, the admin):
         self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._bind_state = BindState.BINDING
@@ -666,6 +671,17 @@ class BindWorker:
             if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
                 self._last_optout_watch = now
                 self._watch_optouts()
+            # The priority lane first, on every pass: an OTP never waits for the campaign rows
+            # this worker holds (it goes to the front of them), nor for the low-water mark.
+            if now - self._last_priority_claim >= PRIORITY_POLL_INTERVAL:
+                self._last_priority_claim = now
+                try:
+                    self._claim_priority()
+                except DatabaseError:
+                    logger.exception("priority claim for %s failed", self.gateway.code)
+                    if connection.in_atomic_block:
+                        raise
+                    connection.close()
             # Claim the next batch before this one runs dry, so the window never idles.
             if (
                 len(self.ready) < self._low_water
@@ -736,9 +752,18 @@ class BindWorker:
                 raise
             connection.close()
 
+    def _claim_priority(self) -> int:
+        """Claim the queued priority messages (a probe of the partial index msg_priority_queued),
+        leaving the cursor alone, and put them at the front of the ready parts."""
+        _refresh_db_connection()
+        result = self._claim_rows(limit=self.batch_size, priority_only=True)
+        self.stats.suppressed_messages += result.suppressed
+        return self._hold(list(result.messages)) if result.messages else result.suppressed
+
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
-        now and then when that runs short."""
+        now and then when that runs short. Priority rows come first in every claim and go to the
+        front of the ready parts (see _hold)."""
         _refresh_db_connection()
         result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after)
         claimed, suppressed = list(result.messages), result.suppressed
@@ -756,9 +781,16 @@ class BindWorker:
         self.stats.suppressed_messages += suppressed
         if not claimed:
             return suppressed
+        return self._hold(claimed)
+
+    def _hold(self, claimed: list[ClaimedMessage]) -> int:
+        """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
+        link: priority messages ahead of every part not written yet, the rest behind them."""
         segment = self._claim_segment
+        urgent: list[tuple[Job, int]] = []
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
+        lane = PRIORITY_PURPOSES
         for message in claimed:
             encoded = encode_body(message.body)
             source = source_fields(message.sender_id)
@@ -774,14 +806,18 @@ class BindWorker:
                 for short in with_udh(encoded)
             ]
             job = Job(message, bodies, segment)
-            parts.extend((job, index) for index in range(len(bodies)))
+            (urgent if message.purpose in lane else parts).extend((job, index) for index in range(len(bodies)))
         with self.lock:
+            if urgent:
+                self.ready.extendleft(reversed(urgent))
             self.ready.extend(parts)
             self.open_jobs += len(claimed)
         self.stats.claimed_messages += len(claimed)
         return len(claimed)
 
-    def _claim_rows(self, *, limit: int, after_id: int = 0, countries: list[str] | None = None) -> Any:
+    def _claim_rows(
+        self, *, limit: int, after_id: int = 0, countries: list[str] | None = None, priority_only: bool = False
+    ) -> Any:
         """One claim, journaled before it commits (see gateways.smpp.journal)."""
         journal = self.journal
         journaled: list[int] = []
@@ -799,6 +835,7 @@ class BindWorker:
                 after_id=after_id,
                 countries=countries,
                 on_claim=record,
+                priority_only=priority_only,
             )
         except BaseException:
             if journal is not None and journaled:  # rolled back: nothing of it is ours
