@@ -673,15 +673,7 @@ class BindWorker:
                 self._watch_optouts()
             # The priority lane first, on every pass: an OTP never waits for the campaign rows
             # this worker holds (it goes to the front of them), nor for the low-water mark.
-            if now - self._last_priority_claim >= PRIORITY_POLL_INTERVAL:
-                self._last_priority_claim = now
-                try:
-                    self._claim_priority()
-                except DatabaseError:
-                    logger.exception("priority claim for %s failed", self.gateway.code)
-                    if connection.in_atomic_block:
-                        raise
-                    connection.close()
+            self._poll_priority()
             # Claim the next batch before this one runs dry, so the window never idles.
             if (
                 len(self.ready) < self._low_water
@@ -702,8 +694,12 @@ class BindWorker:
             if self.flusher is None and (
                 now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
             ):
+                # An inline flush (SQLite, tests) takes a while, and so may the claim before it:
+                # the priority lane is looked at on either side of it too.
+                self._poll_priority()
                 self.flush()
                 last_flush = now
+                self._poll_priority()
             busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
             if not busy:
                 idle_since = idle_since or now
@@ -748,6 +744,20 @@ class BindWorker:
             )
         except DatabaseError:
             logger.warning("could not record the status of %s's bind worker", self.gateway.code, exc_info=True)
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+
+    def _poll_priority(self) -> None:
+        """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds."""
+        now = time.monotonic()
+        if now - self._last_priority_claim < PRIORITY_POLL_INTERVAL:
+            return
+        self._last_priority_claim = now
+        try:
+            self._claim_priority()
+        except DatabaseError:
+            logger.exception("priority claim for %s failed", self.gateway.code)
             if connection.in_atomic_block:
                 raise
             connection.close()
