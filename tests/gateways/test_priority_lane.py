@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +28,8 @@ from gateways.smpp.worker import BindWorker
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from tests.support.delivery import queue
-from tests.support.smpp import smpp_gateway
+from tests.support.smpp import CHINESE_200, smpp_gateway
+from tests.support.smpp import queue as smpp_queue
 from tests.support.smsc_setup import PASSWORD
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
@@ -326,3 +328,56 @@ def test_an_otp_queued_behind_a_large_campaign_reaches_the_smsc_first(smsc: Any)
     assert position - at_queue["submitted"] < at_queue["held"], (position, at_queue)
     assert position < CAMPAIGN // 4, (position, at_queue)
     assert OutboundMessage.objects.filter(state=MessageState.DELIVERED).count() == CAMPAIGN + 1
+
+
+def _worker_without_link() -> tuple[Gateway, BindWorker]:
+    gateway = smpp_gateway(SimpleNamespace(host="127.0.0.1", port=9))  # never connected
+    return gateway, BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD)
+
+
+def test_the_worker_puts_priority_messages_ahead_of_the_parts_it_holds() -> None:
+    _gateway, worker = _worker_without_link()
+    campaign = [smpp_queue(f"+8529205{i:04d}", purpose="marketing") for i in range(4)]
+    assert worker._claim() == 4
+    otp = smpp_queue("+85292500001", CODE_TEXT, purpose="otp")
+    long_reply = smpp_queue("+85292500002", CHINESE_200, purpose="transactional")  # three parts
+
+    assert worker._claim_priority() == 2
+    order = [(job.message.pk, index) for job, index in worker.ready]
+    assert order == [
+        (otp.pk, 0),
+        (long_reply.pk, 0),
+        (long_reply.pk, 1),
+        (long_reply.pk, 2),
+        *((m.pk, 0) for m in campaign),
+    ]
+    assert worker._claim_after == campaign[-1].pk  # the priority claim never moves the cursor
+    assert worker.open_jobs == 6
+    # The regular claim also puts what it takes of the priority lane at the front.
+    later = smpp_queue("+85292500003", purpose="marketing")
+    code = smpp_queue("+85292500004", CODE_TEXT, purpose="otp")
+    worker._last_rescan = 0.0
+    assert worker._claim() == 2
+    assert worker.ready[0][0].message.pk == code.pk and worker.ready[-1][0].message.pk == later.pk
+
+
+def test_a_killed_worker_with_a_priority_message_at_the_front_is_recovered_at_most_once() -> None:
+    from gateways.smpp.journal import Journal, journals_recover
+
+    _gateway, worker = _worker_without_link()
+    worker.journal = Journal(worker.gateway.code)
+    campaign = [smpp_queue(f"+8529206{i:04d}", purpose="marketing") for i in range(4)]
+    assert worker._claim() == 4
+    otp = smpp_queue("+85292600001", CODE_TEXT, purpose="otp")
+    assert worker._claim_priority() == 1
+    taken = worker._take(2)  # what the link does: take from the front, journal as written, write
+    assert [job.message.pk for job, _index in taken] == [otp.pk, campaign[0].pk]
+    worker.journal.written([job.message.pk for job, _index in taken])
+    worker.journal.close(clean=False)  # SIGKILL
+
+    recovery = journals_recover()
+
+    assert (recovery.requeued, recovery.unknown) == (3, 2)
+    states = dict(OutboundMessage.objects.values_list("pk", "state"))
+    assert states[otp.pk] == states[campaign[0].pk] == MessageState.UNKNOWN  # maybe sent: never again
+    assert {states[m.pk] for m in campaign[1:]} == {MessageState.QUEUED}
