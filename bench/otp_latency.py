@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "sim-pass"
 GATEWAY = "bench-otp"
 SENDER = "#SHOPHK"
-OTP_PREFIX = "+8529"  # OTP numbers: +8529 + 7 digits; campaign numbers: +8526 + 7 digits
+OTP_PREFIX = "+85292"  # OTP numbers: +85292 + 6 digits; campaign numbers: +8526 + 7 digits
 
 
 def otp_request(phone: str) -> int:
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             idempotency_key="bench-otp-top-up-1",
         )
     requested: dict[str, tuple[str, float]] = {}  # OTP destination (no '+') -> (phase, request time)
-    phones = (f"{OTP_PREFIX}{n:07d}" for n in range(1, 10_000_000))
+    phones = (f"{OTP_PREFIX}{n:06d}" for n in range(1, 1_000_000))
     worker: subprocess.Popen[bytes] | None = None
     campaign_window: tuple[float, float] = (0.0, 0.0)
     try:
@@ -293,6 +293,23 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             loaded.append(latency)
         else:
             after.append(latency)
+    # Where the time went, per OTP: the request itself (queue + commit), request -> claim by the
+    # worker (submit_started_at), claim -> submit_sm read by the SMSC (the link and the window).
+    parts: dict[str, list[list[float]]] = {"idle": [[], [], []], "campaign": [[], [], []]}
+    claimed_at = {
+        destination: (created.timestamp(), started.timestamp())
+        for destination, created, started in OutboundMessage.objects.filter(
+            purpose="otp", submit_started_at__isnull=False
+        ).values_list("destination", "created_at", "submit_started_at")
+        if started is not None
+    }
+    for destination, (phase, at) in requested.items():
+        sent = first_at.get(destination[1:])
+        if sent is None or destination not in claimed_at or (phase == "campaign" and at > last_campaign):
+            continue
+        created, started = claimed_at[destination]
+        for i, value in enumerate((created - at, started - at, sent - started)):
+            parts[phase][i].append(value * 1000)
     duplicates = [destination for destination, n in accepted.items() if n > 1]  # one message per number
     campaign_rate = len(campaign_times) / (last_campaign - min(campaign_times)) if len(campaign_times) > 1 else 0.0
     load = os.getloadavg()
@@ -315,6 +332,14 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             f"p99 with the campaign / without: {percentile(loaded, 99) / max(percentile(idle, 99), 1e-6):.2f}x; "
             f"p50: {percentile(loaded, 50) / max(percentile(idle, 50), 1e-6):.2f}x"
         )
+    for phase, (queued_ms, claim_ms, link_ms) in parts.items():
+        if queued_ms:
+            print(
+                f"  {phase:8s} p50/p99 ms: request -> row queued {percentile(queued_ms, 50):.0f}/"
+                f"{percentile(queued_ms, 99):.0f}, request -> claimed {percentile(claim_ms, 50):.0f}/"
+                f"{percentile(claim_ms, 99):.0f}, claimed -> at the SMSC {percentile(link_ms, 50):.0f}/"
+                f"{percentile(link_ms, 99):.0f}"
+            )
     print(
         f"checks: OTPs never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
         f"smsc {stats.get('by_status')}"

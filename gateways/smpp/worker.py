@@ -263,6 +263,14 @@ class BindWorker:
         self._claim_after = 0  # the claim cursor (see _claim)
         self._last_rescan = 0.0
         self._last_priority_claim = 0.0
+        # The priority lane's own thread (PostgreSQL, outside a transaction: see run), and the
+        # link thread's doorbell: priority parts put at the front wake it at once instead of
+        # after its select's timeout.
+        self.prioritizer: threading.Thread | None = None
+        self._prioritizer_stop = threading.Event()
+        self._doorbell_r, self._doorbell_w = socket.socketpair()
+        self._doorbell_r.setblocking(False)
+        self._doorbell_w.setblocking(False)
         # What operators see (BindWorkerStatus, gateways.list, the admin):
         self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._bind_state = BindState.BINDING
@@ -408,8 +416,11 @@ class BindWorker:
                         timeout = min(timeout, (1 - tokens) / rate)
                     else:
                         timeout = 0.0
-                readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
-                if readable:
+                readable, _w, _x = select.select([sock, self._doorbell_r], [sock] if out else [], [], timeout)
+                if self._doorbell_r in readable:
+                    with contextlib.suppress(BlockingIOError):
+                        self._doorbell_r.recv(4096)  # rung: the loop goes round and writes what is ready
+                if sock in readable:
                     try:
                         data = sock.recv(READ_SIZE)
                     except BlockingIOError:
@@ -633,6 +644,11 @@ class BindWorker:
             self._flusher_stop = False
             self.flusher = threading.Thread(target=self._flush_loop, name="smpp-flush", daemon=True)
             self.flusher.start()
+            # The priority lane on a thread (and connection) of its own: a claim-ahead of a
+            # batch of campaign rows on this thread never holds up an OTP's claim.
+            self._prioritizer_stop.clear()
+            self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
+            self.prioritizer.start()
         while not stop.is_set():
             if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
                 self._report()
@@ -707,7 +723,12 @@ class BindWorker:
                     break
             else:
                 idle_since = None
-            self.wake.wait(max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval)))
+            if self.flusher is not None:  # the flush thread flushes: wait for the link's call or the poll
+                self.wake.wait(self.poll_interval)
+            else:
+                self.wake.wait(
+                    max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval))
+                )
             self.wake.clear()
         self._shutdown()
         self._report(BindState.STOPPED)
@@ -749,9 +770,10 @@ class BindWorker:
             connection.close()
 
     def _poll_priority(self) -> None:
-        """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds."""
+        """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds (on this
+        thread only when the priority thread does not run: SQLite, tests)."""
         now = time.monotonic()
-        if now - self._last_priority_claim < PRIORITY_POLL_INTERVAL:
+        if self.prioritizer is not None or now - self._last_priority_claim < PRIORITY_POLL_INTERVAL:
             return
         self._last_priority_claim = now
         try:
@@ -762,20 +784,48 @@ class BindWorker:
                 raise
             connection.close()
 
+    def _priority_loop(self) -> None:
+        """The priority thread: claim the priority lane every PRIORITY_POLL_INTERVAL while the
+        link is up, until _stop_prioritizer."""
+        try:
+            while not self._prioritizer_stop.wait(PRIORITY_POLL_INTERVAL):
+                if self.link is None or self.link_error is not None:
+                    continue  # down: what is queued waits for the bind (or the fail-over) in the queue
+                self._last_priority_claim = time.monotonic()
+                try:
+                    self._claim_priority()
+                except DB_ERRORS:
+                    logger.exception("priority claim for %s failed; trying again", self.gateway.code)
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    self._prioritizer_stop.wait(0.5)
+        finally:
+            connection.close()
+
+    def _stop_prioritizer(self) -> None:
+        prioritizer, self.prioritizer = self.prioritizer, None
+        if prioritizer is not None:
+            self._prioritizer_stop.set()
+            prioritizer.join()
+
     def _claim_priority(self) -> int:
         """Claim the queued priority messages (a probe of the partial index msg_priority_queued),
         leaving the cursor alone, and put them at the front of the ready parts."""
         _refresh_db_connection()
-        result = self._claim_rows(limit=self.batch_size, priority_only=True)
+        segment: list[int] = []
+        result = self._claim_rows(limit=self.batch_size, priority_only=True, segment=segment)
         self.stats.suppressed_messages += result.suppressed
-        return self._hold(list(result.messages)) if result.messages else result.suppressed
+        if not result.messages:
+            return int(result.suppressed)
+        return self._hold(list(result.messages), segment[-1] if segment else self._claim_segment)
 
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
         now and then when that runs short. Priority rows come first in every claim and go to the
         front of the ready parts (see _hold)."""
         _refresh_db_connection()
-        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after)
+        segment: list[int] = []
+        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after, segment=segment)
         claimed, suppressed = list(result.messages), result.suppressed
         self._claim_after = max(self._claim_after, result.last_id)
         taken = len(claimed) + suppressed
@@ -785,18 +835,18 @@ class BindWorker:
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
             self._last_rescan = now
-            again = self._claim_rows(limit=self.batch_size - taken)
+            again = self._claim_rows(limit=self.batch_size - taken, segment=segment)
             claimed += again.messages
             suppressed += again.suppressed
         self.stats.suppressed_messages += suppressed
         if not claimed:
             return suppressed
-        return self._hold(claimed)
+        return self._hold(claimed, segment[-1] if segment else self._claim_segment)
 
-    def _hold(self, claimed: list[ClaimedMessage]) -> int:
+    def _hold(self, claimed: list[ClaimedMessage], segment: int) -> int:
         """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
-        link: priority messages ahead of every part not written yet, the rest behind them."""
-        segment = self._claim_segment
+        link: priority messages ahead of every part not written yet (and the link woken for
+        them), the rest behind them. ``segment``: the journal segment their claim is in."""
         urgent: list[tuple[Job, int]] = []
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
@@ -822,20 +872,35 @@ class BindWorker:
                 self.ready.extendleft(reversed(urgent))
             self.ready.extend(parts)
             self.open_jobs += len(claimed)
+        if urgent:
+            with contextlib.suppress(BlockingIOError):
+                self._doorbell_w.send(b"\x01")  # full: it has been rung already
         self.stats.claimed_messages += len(claimed)
         return len(claimed)
 
     def _claim_rows(
-        self, *, limit: int, after_id: int = 0, countries: list[str] | None = None, priority_only: bool = False
+        self,
+        *,
+        limit: int,
+        after_id: int = 0,
+        countries: list[str] | None = None,
+        priority_only: bool = False,
+        segment: list[int] | None = None,
     ) -> Any:
-        """One claim, journaled before it commits (see gateways.smpp.journal)."""
+        """One claim, journaled before it commits (see gateways.smpp.journal). ``segment``: the
+        journal segment of this claim is appended to it (the priority thread claims beside the
+        main one, so self._claim_segment may be the other's)."""
         journal = self.journal
         journaled: list[int] = []
+        mine: list[int] = []
 
         def record(ids: list[int]) -> None:
             if journal is not None:
-                self._claim_segment = journal.claimed(ids)
+                mine.append(journal.claimed(ids))
+                self._claim_segment = mine[-1]
                 journaled.extend(ids)
+                if segment is not None:
+                    segment.append(mine[-1])
 
         try:
             result = messages_claim_rows(
@@ -849,7 +914,7 @@ class BindWorker:
             )
         except BaseException:
             if journal is not None and journaled:  # rolled back: nothing of it is ours
-                journal.settled((pk, self._claim_segment) for pk in journaled)
+                journal.settled((pk, mine[-1]) for pk in journaled)
             raise
         self.stats.claims += 1
         return result
@@ -947,9 +1012,15 @@ class BindWorker:
                 with self.lock:
                     self.ready = deque(item for item in self.ready if id(item[0]) not in moving)
             else:
-                claimed = self._claim_rows(limit=self.batch_size, countries=sorted(fallback.countries or []))
+                segment: list[int] = []
+                claimed = self._claim_rows(
+                    limit=self.batch_size, countries=sorted(fallback.countries or []), segment=segment
+                )
                 self.stats.suppressed_messages += claimed.suppressed
-                jobs = {message.pk: Job(message, [], self._claim_segment) for message in claimed.messages}
+                jobs = {
+                    message.pk: Job(message, [], segment[-1] if segment else self._claim_segment)
+                    for message in claimed.messages
+                }
                 with self.lock:
                     self.open_jobs += len(jobs)
                 moved_ids = fail_over(message_ids=list(jobs)) if jobs else []
@@ -1201,6 +1272,7 @@ class BindWorker:
 
     def _shutdown(self) -> None:
         """Stop taking new messages, finish those already started, record everything, unbind."""
+        self._stop_prioritizer()  # no claim lands after this
         with self.lock:
             unstarted = [item for item in self.ready if not item[0].written and not item[0].done]
             self.ready = deque(item for item in self.ready if item[0].written and not item[0].done)
