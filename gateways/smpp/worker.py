@@ -649,87 +649,93 @@ class BindWorker:
             self._prioritizer_stop.clear()
             self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
             self.prioritizer.start()
-        while not stop.is_set():
-            if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
-                self._report()
-            if self.link is None:
-                now = time.monotonic()
-                if now >= next_bind:
-                    try:
-                        self.connect()
-                        delay, down_since = 0.5, None
-                        self._report(BindState.BOUND, error="", failing_over_to="")
-                    except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
-                        logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
-                        self.client = self.sock = None
-                        down_since = down_since or now
-                        next_bind = now + delay
-                        delay = min(delay * 2, 30)
-                        self._report(BindState.DOWN, error=f"bind failed: {exc}")
+        try:
+            while not stop.is_set():
+                if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
+                    self._report()
                 if self.link is None:
-                    # Down: after a while, what this gateway cannot send goes to its fallback.
-                    moved = 0
-                    if down_since is not None and time.monotonic() - down_since >= self.failover_after:
-                        moved = self._fail_over(f"no bind for {time.monotonic() - down_since:.0f}s")
-                    if not moved:
-                        stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
+                    now = time.monotonic()
+                    if now >= next_bind:
+                        try:
+                            self.connect()
+                            delay, down_since = 0.5, None
+                            self._report(BindState.BOUND, error="", failing_over_to="")
+                        except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
+                            logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
+                            self.client = self.sock = None
+                            down_since = down_since or now
+                            next_bind = now + delay
+                            delay = min(delay * 2, 30)
+                            self._report(BindState.DOWN, error=f"bind failed: {exc}")
+                    if self.link is None:
+                        # Down: after a while, what this gateway cannot send goes to its fallback.
+                        moved = 0
+                        if down_since is not None and time.monotonic() - down_since >= self.failover_after:
+                            moved = self._fail_over(f"no bind for {time.monotonic() - down_since:.0f}s")
+                        if not moved:
+                            stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
+                        continue
+                if self.link_error is not None:
+                    error = self.link_error
+                    self._handle_link_down(error)
+                    down_since = time.monotonic()
+                    self._report(BindState.DOWN, error=f"link dropped: {error}")
                     continue
-            if self.link_error is not None:
-                error = self.link_error
-                self._handle_link_down(error)
-                down_since = time.monotonic()
-                self._report(BindState.DOWN, error=f"link dropped: {error}")
-                continue
-            now = time.monotonic()
-            if now - last_recover >= RECOVER_INTERVAL:
-                last_recover = now
-                self._recover()
-            if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
-                self._last_optout_watch = now
-                self._watch_optouts()
-            # The priority lane first, on every pass: an OTP never waits for the campaign rows
-            # this worker holds (it goes to the front of them), nor for the low-water mark.
-            self._poll_priority()
-            # Claim the next batch before this one runs dry, so the window never idles.
-            if (
-                len(self.ready) < self._low_water
-                and self.open_jobs < 3 * self.batch_size
-                and now - last_empty_claim >= self.poll_interval
-            ):
-                try:
-                    if not self._claim():
+                now = time.monotonic()
+                if now - last_recover >= RECOVER_INTERVAL:
+                    last_recover = now
+                    self._recover()
+                if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
+                    self._last_optout_watch = now
+                    self._watch_optouts()
+                # The priority lane first, on every pass: an OTP never waits for the campaign rows
+                # this worker holds (it goes to the front of them), nor for the low-water mark.
+                self._poll_priority()
+                # Claim the next batch before this one runs dry, so the window never idles.
+                if (
+                    len(self.ready) < self._low_water
+                    and self.open_jobs < 3 * self.batch_size
+                    and now - last_empty_claim >= self.poll_interval
+                ):
+                    try:
+                        if not self._claim():
+                            last_empty_claim = now
+                    except DatabaseError:
+                        # The database went away: what is claimed stays claimed; try again shortly.
+                        logger.exception("claim for %s failed", self.gateway.code)
+                        if connection.in_atomic_block:
+                            raise
+                        connection.close()
                         last_empty_claim = now
-                except DatabaseError:
-                    # The database went away: what is claimed stays claimed; try again shortly.
-                    logger.exception("claim for %s failed", self.gateway.code)
-                    if connection.in_atomic_block:
-                        raise
-                    connection.close()
-                    last_empty_claim = now
-            now = time.monotonic()
-            if self.flusher is None and (
-                now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
-            ):
-                # An inline flush (SQLite, tests) takes a while, and so may the claim before it:
-                # the priority lane is looked at on either side of it too.
-                self._poll_priority()
-                self.flush()
-                last_flush = now
-                self._poll_priority()
-            busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
-            if not busy:
-                idle_since = idle_since or now
-                if idle_exit_after is not None and now - idle_since >= idle_exit_after:
-                    break
-            else:
-                idle_since = None
-            if self.flusher is not None:  # the flush thread flushes: wait for the link's call or the poll
-                self.wake.wait(self.poll_interval)
-            else:
-                self.wake.wait(
-                    max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval))
-                )
-            self.wake.clear()
+                now = time.monotonic()
+                if self.flusher is None and (
+                    now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
+                ):
+                    # An inline flush (SQLite, tests) takes a while, and so may the claim before it:
+                    # the priority lane is looked at on either side of it too.
+                    self._poll_priority()
+                    self.flush()
+                    last_flush = now
+                    self._poll_priority()
+                busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
+                if not busy:
+                    idle_since = idle_since or now
+                    if idle_exit_after is not None and now - idle_since >= idle_exit_after:
+                        break
+                else:
+                    idle_since = None
+                if self.flusher is not None:  # the flush thread flushes: wait for the link's call or the poll
+                    self.wake.wait(self.poll_interval)
+                else:
+                    self.wake.wait(
+                        max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval))
+                    )
+                self.wake.clear()
+        except BaseException:
+            # Whatever stops this loop stops the priority lane's claims with it: nothing is
+            # claimed into a worker that no longer sends (its journal gives back what it holds).
+            self._stop_prioritizer()
+            raise
         self._shutdown()
         self._report(BindState.STOPPED)
         return self.stats

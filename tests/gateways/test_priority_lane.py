@@ -27,6 +27,7 @@ from gateways.models import PRIORITY_PURPOSES, Gateway, MessageState, OutboundMe
 from gateways.smpp.worker import BindWorker
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
+from tests.support.db import postgres_only
 from tests.support.delivery import queue
 from tests.support.smpp import CHINESE_200, smpp_gateway
 from tests.support.smpp import queue as smpp_queue
@@ -382,3 +383,72 @@ def test_a_killed_worker_with_a_priority_message_at_the_front_is_recovered_at_mo
     states = dict(OutboundMessage.objects.values_list("pk", "state"))
     assert states[otp.pk] == states[campaign[0].pk] == MessageState.UNKNOWN  # maybe sent: never again
     assert {states[m.pk] for m in campaign[1:]} == {MessageState.QUEUED}
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(smsc: Any) -> None:
+    """PostgreSQL outside a transaction: the worker runs its flush and priority threads (their
+    own connections). An OTP committed while it sends a campaign is claimed by the priority
+    thread and reaches the SMSC ahead of what the worker held; nothing is sent twice and the
+    journal is settled."""
+    import os
+    import time
+
+    from django.conf import settings
+
+    from gateways.models import Account
+    from tests.support.smsc.server import find_duplicates, read_log
+    from tests.support.smsc_setup import wait_for
+
+    gateway = smpp_gateway(smsc, window=50, rate=RATE)
+    Account.objects.update(balance=Decimal("100000"), monthly_quota_segments=1_000_000)
+    _bulk_campaign(gateway, 6_000)
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    priority = worker._claim_priority
+    by_thread: list[str] = []
+
+    def claim_priority() -> int:
+        taken = priority()
+        if taken:
+            by_thread.append(threading.current_thread().name)
+        return taken
+
+    worker._claim_priority = claim_priority  # type: ignore[method-assign]
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(stop=stop, idle_exit_after=1.0)
+        finally:
+            connection.close()  # this thread's own
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert wait_for(lambda: worker.stats.submitted_parts >= 1_500, timeout=60)
+        with transaction.atomic():
+            otp = message_queue(
+                actor=SYSTEM,
+                gateway_code="smpp-hk",
+                sender_id="#SHOPHK",
+                destination="+85292700001",
+                body=CODE_TEXT,
+                purpose="otp",
+            )
+        submitted = worker.stats.submitted_parts
+        deadline = time.monotonic() + 120
+        while runner.is_alive() and time.monotonic() < deadline:
+            runner.join(0.5)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert by_thread == ["smpp-priority"]
+    assert worker.prioritizer is None  # stopped with the worker
+    otp.refresh_from_db()
+    assert otp.state == MessageState.DELIVERED
+    records = read_log(smsc.log_path)
+    position = next(i for i, r in enumerate(records) if r["destination"] == "85292700001")
+    assert position - submitted <= 2 * 50 + RATE // 2, (position, submitted)
+    assert len(records) == 6_001 and not find_duplicates(records)
+    assert not os.listdir(settings.SMS_SMPP_JOURNAL_DIR)  # a clean stop leaves no journal
