@@ -12,7 +12,11 @@ never holds up a claim; inside a transaction (tests) or on SQLite that stays on 
 thread. The link thread owns the socket once smpplib has connected and bound it: it writes
 submit_sm within the window, the rate limit and any throttling back-off, reads submit_sm_resp /
 deliver_sm / enquire_link with the hand-written codec in ``gateways.smpp.wire`` and answers
-deliver_sm itself. They meet in a few lists under one lock, handed over in batches.
+deliver_sm itself. The priority thread (PostgreSQL outside a transaction, like the flush thread;
+else the calling thread on every pass) claims the priority lane -- OTP, transactional, test
+(gateways.models.PRIORITY_PURPOSES) -- every PRIORITY_POLL_INTERVAL and puts those parts at the
+front of the ready ones, ringing the link thread's doorbell: a code never waits behind the
+campaign rows claimed ahead. They meet in a few lists under one lock, handed over in batches.
 
 At most once: a part whose submit_sm was written but never answered (link drop, crash) is
 ambiguous, so its message becomes 'unknown' and is never resent; a message none of whose
