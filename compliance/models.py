@@ -217,6 +217,15 @@ LIFTABLE_REASONS = (
     OptOutReason.ADMIN,
     OptOutReason.DO_NOT_CALL,
 )
+# Opt-outs that stop every SMS to the number, OTP included (docs/OTP.md, "STOP and OTP"): the
+# operator blocked it (a carrier block is recorded as 'blocked'), the number is invalid, or its
+# owner complained. A STOP (or a web/API/admin/do-not-call opt-out) ends marketing, not the code
+# the person has just asked for.
+HARD_BLOCK_REASONS = (
+    OptOutReason.BLOCKED,
+    OptOutReason.INVALID,
+    OptOutReason.COMPLAINT,
+)
 
 
 class SyncState(models.TextChoices):

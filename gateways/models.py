@@ -261,6 +261,18 @@ class MessagePurpose(models.TextChoices):
     TEST = "test", "Gateway test"
 
 
+# The priority lane (issue 16): a person is waiting for these (a code, a reply to their own
+# keyword, an operator's test SMS), so they never queue behind a campaign. The claim takes them
+# first (the partial index msg_priority_queued finds them cheaply among a million queued
+# campaign rows), the SMPP bind worker claims them on every pass and writes them ahead of what it
+# already holds, and their Celery submit task goes to the priority queue (settings).
+PRIORITY_PURPOSES: tuple[str, ...] = (
+    MessagePurpose.OTP.value,
+    MessagePurpose.TRANSACTIONAL.value,
+    MessagePurpose.TEST.value,
+)
+
+
 class OutboundMessage(models.Model):
     """One SMS to one phone. Submitted at most once: the claim (queued -> submitting) is a
     conditional UPDATE, and a message left in 'submitting' by a dead worker becomes 'unknown'."""
@@ -326,6 +338,13 @@ class OutboundMessage(models.Model):
             models.Index(fields=["gateway", "state", "id"], name="msg_gateway_state"),
             models.Index(fields=["destination", "-created_at"], name="msg_destination_recent"),
             models.Index(fields=["resend_of"], name="msg_resend_of", condition=models.Q(resend_of__isnull=False)),
+            # The priority lane: queued OTP/transactional/test rows only, a handful whatever the
+            # size of the campaigns queued beside them.
+            models.Index(
+                fields=["gateway", "id"],
+                name="msg_priority_queued",
+                condition=models.Q(state="queued", purpose__in=PRIORITY_PURPOSES),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from smsplatform.operations.logs import logging_config
 
@@ -255,7 +256,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # A task whose worker was killed (acks late) is delivered again after this long, not the
     # transport's default hour. Longer than any task runs (a 1M-recipient dispatch: ~30 s).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+    # Queues are read in the order the worker lists them (CELERY_TASK_QUEUES: the priority lane
+    # first), not round-robin: an OTP's submit task never waits behind a backlog of others.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600, "queue_order_strategy": "priority"}
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
@@ -267,6 +270,18 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Our LOGGING (JSON lines, request ids, masked phones) applies in workers too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The priority lane (gateways.models.PRIORITY_PURPOSES: OTP, transactional, test): their submit
+# tasks go to a queue of their own (gateways.delivery.queue.message_submit_enqueue). A worker
+# started without -Q consumes every queue named here, this one first on Redis (see
+# queue_order_strategy above; the embedded filesystem transport alternates between them, so a
+# priority task waits for at most the task running and one other). A deployment may also run a
+# worker of its own on it: celery -A smsplatform worker -Q sms_priority.
+SMS_PRIORITY_QUEUE = "sms_priority"
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = (
+    Queue(SMS_PRIORITY_QUEUE, routing_key=SMS_PRIORITY_QUEUE),
+    Queue(CELERY_TASK_DEFAULT_QUEUE, routing_key=CELERY_TASK_DEFAULT_QUEUE),
+)
 
 # --- Platform -------------------------------------------------------------
 # Retention (PDPO): days each kind of personal data is kept, then purged by beat in small batches

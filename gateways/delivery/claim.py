@@ -12,14 +12,16 @@ from django.db.models import BigIntegerField, Case, CharField, F, OuterRef, Q, S
 from django.utils import timezone
 
 from gateways.delivery.rows import HeldRow, chunks, pg_cursor, quota_totals
-from gateways.models import MessagePurpose, MessageState, OutboundMessage, QuotaReservation
+from gateways.models import PRIORITY_PURPOSES, MessagePurpose, MessageState, OutboundMessage, QuotaReservation
 from gateways.quotas import quota_unhold_many
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 
 _MESSAGES = OutboundMessage._meta.db_table
 # The reference of a STOP/START/HELP confirmation (contacts/keywords.py): with OTP, the only
-# messages the opt-out re-check at claim time lets through (see message_queue).
+# messages the opt-out re-check at claim time lets through (see message_queue) -- OTP only past
+# opt-outs the person can lift (a STOP); a hard block (compliance.models.HARD_BLOCK_REASONS)
+# stops an OTP at claim time too.
 KEYWORD_REPLY_REFERENCE = "keyword:"
 # Withdrawn when an opt-out lands after their claim, before the send (the bind worker's watch):
 # every purpose but OTP and transactional, whose keyword replies a claimed row cannot tell
@@ -66,7 +68,8 @@ def messages_claim(
     """queued -> submitting, committed before any gateway call (at most once).
 
     Messages (all but OTP and keyword replies) to a number with an active opt-out are not claimed: they fail as
-    'suppressed' in the same transaction and their quota hold is released."""
+    'suppressed' in the same transaction and their quota hold is released; so do OTP messages to a number
+    with an active hard block (blocked, invalid, complaint). Priority rows (PRIORITY_PURPOSES) come first."""
     with transaction.atomic():
         claimed = messages_claim_result(
             gateway_id=gateway_id, message_ids=message_ids, limit=limit, actor=actor
@@ -77,9 +80,9 @@ def messages_claim(
 
 
 class ClaimResult(NamedTuple):
-    messages: list[ClaimedMessage]  # queued -> submitting, in id order
+    messages: list[ClaimedMessage]  # queued -> submitting: priority rows first, each lane in id order
     suppressed: int  # queued -> failed (active opt-out)
-    last_id: int  # the highest id taken either way (0 when none)
+    last_id: int  # the highest id the in-order pick took either way (0 when none): the cursor's next start
 
 
 def messages_claim_rows(
@@ -90,9 +93,15 @@ def messages_claim_rows(
     after_id: int = 0,
     countries: Sequence[str] | None = None,
     on_claim: Callable[[list[int]], Any] | None = None,
+    priority_only: bool = False,
 ) -> ClaimResult:
     """The bind worker's claim: the same rules as ``messages_claim``, rows instead of model
     instances.
+
+    Priority rows (PRIORITY_PURPOSES) are taken first, from the start of the queue whatever
+    ``after_id`` says (a small partial index: msg_priority_queued), then the rest in id order
+    after ``after_id``. ``priority_only``: only the first (the bind worker's every-pass claim: an
+    OTP never waits for the campaign rows it already holds).
 
     ``after_id``: start after this id. Rows claimed earlier leave dead entries at the front of
     the queue's index until vacuum removes them; a worker that resumes after its last claim
@@ -110,6 +119,7 @@ def messages_claim_rows(
         after_id=after_id,
         countries=countries,
         on_claim=on_claim,
+        priority_only=priority_only,
     )
 
 
@@ -122,15 +132,23 @@ def messages_claim_result(
     after_id: int = 0,
     countries: Sequence[str] | None = None,
     on_claim: Callable[[list[int]], Any] | None = None,
+    priority_only: bool = False,
 ) -> ClaimResult:
     """The claim itself (messages_claim, messages_claim_rows and messages_submit all come here):
-    claimed rows, how many were suppressed, and the highest id taken."""
+    claimed rows (the priority lane's first), how many were suppressed, and the highest id the
+    in-order pick took.
+
+    Two picks in one transaction: the priority lane (PRIORITY_PURPOSES, on its partial index,
+    from the start of the queue), then -- unless ``priority_only`` -- the rest of the limit in id
+    order after ``after_id``. Only the second moves the cursor (``last_id``): a priority row newer
+    than campaign rows not claimed yet must not carry the cursor past them."""
     now = timezone.now()
+    claim = _claim_postgresql if connection.vendor == "postgresql" else _claim_orm
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            rows = _claim_postgresql(gateway_id, message_ids, limit, now, after_id, countries)
-        else:
-            rows = _claim_orm(gateway_id, message_ids, limit, now, after_id, countries)
+        rows = claim(gateway_id, message_ids, limit, now, 0, countries, priority=True)
+        first = len(rows)
+        if not priority_only and first < limit:
+            rows += claim(gateway_id, message_ids, limit - first, now, after_id, countries)
         claimed: list[ClaimedMessage] = []
         suppressed: list[HeldRow] = []
         for row in rows:
@@ -142,8 +160,9 @@ def messages_claim_result(
             _suppressed_release(actor or Actor.system("messages_claim"), suppressed)
         if on_claim is not None and claimed:
             on_claim([m.pk for m in claimed])
-    claimed.sort()
-    return ClaimResult(claimed, len(suppressed), max((row[0] for row in rows), default=0))
+    lane = set(PRIORITY_PURPOSES)
+    claimed.sort(key=lambda m: (m.purpose not in lane, m.pk))
+    return ClaimResult(claimed, len(suppressed), max((row[0] for row in rows[first:]), default=0))
 
 
 def _suppressed_reason(opt_out_id: Any, reason: Any, source: Any) -> str:
@@ -157,36 +176,48 @@ def _claim_postgresql(
     now: Any,
     after_id: int,
     countries: Sequence[str] | None = None,
+    *,
+    priority: bool = False,
 ) -> list[tuple[Any, ...]]:
     # 1. Pick in id order with SKIP LOCKED (concurrent workers take disjoint rows), looking up an
-    #    active opt-out (for all but OTP and keyword replies) on its partial index.
+    #    active opt-out (for all but OTP and keyword replies; for OTP, a hard block) on its
+    #    partial index.
     # 2. Move the picked rows by primary key (an array parameter: an index scan whatever the
     #    table's statistics say, even right after a bulk dispatch) to 'submitting' -- or, when
     #    opted out, straight to 'failed': the opt-out wins at claim time.
-    from compliance.models import OptOut
+    # ``priority``: only the priority lane, with the partial index's own predicate written out as
+    # literals (our constants) so the planner proves it and walks msg_priority_queued.
+    from compliance.models import HARD_BLOCK_REASONS, OptOut
 
     only = "AND m.id = ANY(%(ids)s)" if message_ids is not None else ""
     if countries is not None:
         only += " AND m.country = ANY(%(countries)s)"
+    if priority:
+        lane = ", ".join(f"'{purpose}'" for purpose in PRIORITY_PURPOSES)
+        state = f"m.state = '{MessageState.QUEUED.value}' AND m.purpose IN ({lane})"
+    else:
+        state = "m.state = %(queued)s"
     pick = f"""
         SELECT m.id, o.id, o.reason, o.source
         FROM {_MESSAGES} m
         LEFT JOIN LATERAL (
             SELECT x.id, x.reason, x.source FROM {OptOut._meta.db_table} x
-            WHERE m.purpose <> %(otp)s AND m.reference NOT LIKE %(keyword_reply)s
+            WHERE m.reference NOT LIKE %(keyword_reply)s
+              AND (m.purpose <> %(otp)s OR x.reason = ANY(%(hard)s))
               AND x.phone = m.destination AND x.lifted_at IS NULL
             ORDER BY x.occurred_at DESC, x.id DESC LIMIT 1
         ) o ON TRUE
-        WHERE m.gateway_id = %(gateway)s AND m.state = %(queued)s
+        WHERE m.gateway_id = %(gateway)s AND {state}
           AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %(now)s) AND m.id > %(after)s {only}
         ORDER BY m.id
         LIMIT %(limit)s
         FOR NO KEY UPDATE OF m SKIP LOCKED
-    """  # noqa: S608 (table names are ours)
+    """  # noqa: S608 (table names and lane values are ours)
     params = {
         "gateway": gateway_id,
         "queued": MessageState.QUEUED.value,
         "otp": MessagePurpose.OTP.value,
+        "hard": [str(reason) for reason in HARD_BLOCK_REASONS],
         "keyword_reply": f"{KEYWORD_REPLY_REFERENCE}%",
         "now": now,
         "limit": limit,
@@ -234,9 +265,11 @@ def _claim_orm(
     now: Any,
     after_id: int,
     countries: Sequence[str] | None = None,
+    *,
+    priority: bool = False,
 ) -> list[tuple[Any, ...]]:
     """The portable claim (SQLite: one writer at a time, so no row locks are needed)."""
-    from compliance.models import OptOut
+    from compliance.models import HARD_BLOCK_REASONS, OptOut
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True).order_by(
         "-occurred_at", "-pk"
@@ -244,6 +277,8 @@ def _claim_orm(
     qs = OutboundMessage.objects.filter(gateway_id=gateway_id, state=MessageState.QUEUED, pk__gt=after_id).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
+    if priority:
+        qs = qs.filter(purpose__in=PRIORITY_PURPOSES)
     if message_ids is not None:
         qs = qs.filter(pk__in=list(message_ids))
     if countries is not None:
@@ -253,11 +288,12 @@ def _claim_orm(
         .order_by("pk")
         .annotate(
             optout_id=Case(
+                When(Q(reference__startswith=KEYWORD_REPLY_REFERENCE), then=Value(None)),
                 When(
-                    ~Q(purpose=MessagePurpose.OTP) & ~Q(reference__startswith=KEYWORD_REPLY_REFERENCE),
-                    then=Subquery(active.values("pk")[:1]),
+                    Q(purpose=MessagePurpose.OTP),
+                    then=Subquery(active.filter(reason__in=HARD_BLOCK_REASONS).values("pk")[:1]),
                 ),
-                default=Value(None),
+                default=Subquery(active.values("pk")[:1]),
                 output_field=BigIntegerField(),
             )
         )

@@ -8,14 +8,16 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 
+from compliance.models import HARD_BLOCK_REASONS
 from compliance.optouts import active_opt_outs
 from gateways.adapters.base import OutgoingSms, adapter_for
 from gateways.delivery.claim import messages_claim_result
 from gateways.delivery.outcomes import outcomes_record
 from gateways.errors import GatewayErrorCode
-from gateways.models import Gateway, MessagePurpose, OutboundMessage
+from gateways.models import PRIORITY_PURPOSES, Gateway, MessagePurpose, OutboundMessage
 from gateways.quotas import quota_reserve
 from gateways.rules import sender_id_check_usable
 from gateways.selectors import segment_prices
@@ -43,12 +45,17 @@ def message_queue(
     """Validate and queue one message with its quota held. Runs inside the caller's transaction.
 
     Every send obeys the suppression list (the catalogue: a hard limit before sending that no
-    flow but OTP overrides). The one other exception is ``keyword_reply``: the confirmation
-    answered to the person's own STOP/START/HELP, which carriers require and which goes to a
-    number that has just opted out. Test and OTP messages carry no promotion (no outside link,
-    no discount wording): neither passes the consent and footer rules marketing does."""
+    flow but OTP overrides). OTP overrides only what the person can lift (a STOP: they have just
+    asked for the code); a hard block (blocked, invalid number, complaint) refuses an OTP too
+    (docs/OTP.md, "STOP and OTP"; the claim checks both again). The one other exception is
+    ``keyword_reply``: the confirmation answered to the person's own STOP/START/HELP, which
+    carriers require and which goes to a number that has just opted out. Test and OTP messages
+    carry no promotion (no outside link, no discount wording): neither passes the consent and
+    footer rules marketing does."""
     phone = phone_parse(destination, field="destination")
-    if purpose != MessagePurpose.OTP and not keyword_reply:
+    if purpose == MessagePurpose.OTP:
+        opt_out_refuse(phone.e164, reasons=HARD_BLOCK_REASONS)
+    elif not keyword_reply:
         opt_out_refuse(phone.e164)
     if purpose in (MessagePurpose.TEST, MessagePurpose.OTP):
         found = promotion_found(body)
@@ -104,9 +111,13 @@ def message_queue(
     return message
 
 
-def opt_out_refuse(phone: str) -> None:
-    """Refuse a send to a number with an active opt-out (STOP, blocked, invalid, complaint)."""
-    opt_out = active_opt_outs().filter(phone=phone).order_by("-occurred_at", "-pk").first()
+def opt_out_refuse(phone: str, *, reasons: Sequence[str] | None = None) -> None:
+    """Refuse a send to a number with an active opt-out (STOP, blocked, invalid, complaint), or
+    only with one of ``reasons`` when given (OTP: the hard blocks)."""
+    active = active_opt_outs().filter(phone=phone)
+    if reasons is not None:
+        active = active.filter(reason__in=list(reasons))
+    opt_out = active.order_by("-occurred_at", "-pk").first()
     if opt_out is not None:
         raise ApplicationError(
             GatewayErrorCode.DESTINATION_OPTED_OUT,
@@ -151,13 +162,26 @@ def gateway_test_sms(
 def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:
     """Hand queued messages to their gateway's sender: a Celery submit task, or nothing for a
     gateway whose bind worker claims queued messages itself. Call it after the commit that
-    queued them (transaction.on_commit)."""
+    queued them (transaction.on_commit).
+
+    The priority lane (OTP, transactional, test: PRIORITY_PURPOSES) goes to its own Celery queue
+    (settings.SMS_PRIORITY_QUEUE), which workers consume ahead of the default one; the rest of
+    the ids to the default queue."""
     from gateways.tasks import submit_messages
 
     gateway = Gateway.objects.get(pk=gateway_id)
     if adapter_for(gateway).sends_from_worker:
         return  # the SMPP worker picks queued messages up itself
-    submit_messages.delay(gateway_id, message_ids)
+    priority = set(
+        OutboundMessage.objects.filter(pk__in=message_ids, purpose__in=PRIORITY_PURPOSES).values_list("pk", flat=True)
+    )
+    if priority:
+        submit_messages.apply_async(
+            args=(gateway_id, [pk for pk in message_ids if pk in priority]), queue=settings.SMS_PRIORITY_QUEUE
+        )
+    rest = [pk for pk in message_ids if pk not in priority]
+    if rest:
+        submit_messages.delay(gateway_id, rest)
 
 
 def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int] | None = None) -> dict[str, int]:
@@ -172,7 +196,9 @@ def messages_submit(*, actor: Actor, gateway_id: int, message_ids: Sequence[int]
         rows, suppressed, _last = messages_claim_result(
             gateway_id=gateway_id, message_ids=message_ids, limit=500, actor=actor
         )
-        claimed = list(OutboundMessage.objects.filter(pk__in=[m.pk for m in rows]).order_by("pk")) if rows else []
+        # In the claim's order: the priority lane first.
+        by_pk = OutboundMessage.objects.in_bulk([m.pk for m in rows]) if rows else {}
+        claimed = [by_pk[m.pk] for m in rows]
     empty = {"accepted": 0, "temporary": 0, "permanent": 0, "failed_over": 0, "unknown": 0}
     if not claimed:
         return {**empty, "suppressed": suppressed} if suppressed else empty

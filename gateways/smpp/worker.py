@@ -12,7 +12,11 @@ never holds up a claim; inside a transaction (tests) or on SQLite that stays on 
 thread. The link thread owns the socket once smpplib has connected and bound it: it writes
 submit_sm within the window, the rate limit and any throttling back-off, reads submit_sm_resp /
 deliver_sm / enquire_link with the hand-written codec in ``gateways.smpp.wire`` and answers
-deliver_sm itself. They meet in a few lists under one lock, handed over in batches.
+deliver_sm itself. The priority thread (PostgreSQL outside a transaction, like the flush thread;
+else the calling thread on every pass) claims the priority lane -- OTP, transactional, test
+(gateways.models.PRIORITY_PURPOSES) -- every PRIORITY_POLL_INTERVAL and puts those parts at the
+front of the ready ones, ringing the link thread's doorbell: a code never waits behind the
+campaign rows claimed ahead. They meet in a few lists under one lock, handed over in batches.
 
 At most once: a part whose submit_sm was written but never answered (link drop, crash) is
 ambiguous, so its message becomes 'unknown' and is never resent; a message none of whose
@@ -65,7 +69,7 @@ from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
-from gateways.models import BindState, Gateway, MessageState, QuarantineKind
+from gateways.models import PRIORITY_PURPOSES, BindState, Gateway, MessageState, QuarantineKind
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.constants import (
@@ -128,6 +132,10 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between status reports (gateways.selectors.B
 # those numbers are withdrawn before they are written ("an opt-out one second before send wins").
 OPTOUT_WATCH_INTERVAL = 0.2
 OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are looked at again (commit order)
+# The priority lane (gateways.models.PRIORITY_PURPOSES): claimed on every pass of the main loop,
+# at most this often (one probe of the small partial index msg_priority_queued), whatever the
+# worker already holds, and written ahead of it.
+PRIORITY_POLL_INTERVAL = 0.02
 
 
 class Job:
@@ -258,6 +266,15 @@ class BindWorker:
         self._low_water = max(2 * self.window, batch_size // 2)
         self._claim_after = 0  # the claim cursor (see _claim)
         self._last_rescan = 0.0
+        self._last_priority_claim = 0.0
+        # The priority lane's own thread (PostgreSQL, outside a transaction: see run), and the
+        # link thread's doorbell: priority parts put at the front wake it at once instead of
+        # after its select's timeout.
+        self.prioritizer: threading.Thread | None = None
+        self._prioritizer_stop = threading.Event()
+        self._doorbell_r, self._doorbell_w = socket.socketpair()
+        self._doorbell_r.setblocking(False)
+        self._doorbell_w.setblocking(False)
         # What operators see (BindWorkerStatus, gateways.list, the admin):
         self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._bind_state = BindState.BINDING
@@ -403,8 +420,11 @@ class BindWorker:
                         timeout = min(timeout, (1 - tokens) / rate)
                     else:
                         timeout = 0.0
-                readable, _w, _x = select.select([sock], [sock] if out else [], [], timeout)
-                if readable:
+                readable, _w, _x = select.select([sock, self._doorbell_r], [sock] if out else [], [], timeout)
+                if self._doorbell_r in readable:
+                    with contextlib.suppress(BlockingIOError):
+                        self._doorbell_r.recv(4096)  # rung: the loop goes round and writes what is ready
+                if sock in readable:
                     try:
                         data = sock.recv(READ_SIZE)
                     except BlockingIOError:
@@ -628,75 +648,98 @@ class BindWorker:
             self._flusher_stop = False
             self.flusher = threading.Thread(target=self._flush_loop, name="smpp-flush", daemon=True)
             self.flusher.start()
-        while not stop.is_set():
-            if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
-                self._report()
-            if self.link is None:
-                now = time.monotonic()
-                if now >= next_bind:
-                    try:
-                        self.connect()
-                        delay, down_since = 0.5, None
-                        self._report(BindState.BOUND, error="", failing_over_to="")
-                    except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
-                        logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
-                        self.client = self.sock = None
-                        down_since = down_since or now
-                        next_bind = now + delay
-                        delay = min(delay * 2, 30)
-                        self._report(BindState.DOWN, error=f"bind failed: {exc}")
+            # The priority lane on a thread (and connection) of its own: a claim-ahead of a
+            # batch of campaign rows on this thread never holds up an OTP's claim.
+            self._prioritizer_stop.clear()
+            self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
+            self.prioritizer.start()
+        try:
+            while not stop.is_set():
+                if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
+                    self._report()
                 if self.link is None:
-                    # Down: after a while, what this gateway cannot send goes to its fallback.
-                    moved = 0
-                    if down_since is not None and time.monotonic() - down_since >= self.failover_after:
-                        moved = self._fail_over(f"no bind for {time.monotonic() - down_since:.0f}s")
-                    if not moved:
-                        stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
+                    now = time.monotonic()
+                    if now >= next_bind:
+                        try:
+                            self.connect()
+                            delay, down_since = 0.5, None
+                            self._report(BindState.BOUND, error="", failing_over_to="")
+                        except (OSError, smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError) as exc:
+                            logger.warning("bind to %s failed (%s); retrying in %.1fs", self.gateway.code, exc, delay)
+                            self.client = self.sock = None
+                            down_since = down_since or now
+                            next_bind = now + delay
+                            delay = min(delay * 2, 30)
+                            self._report(BindState.DOWN, error=f"bind failed: {exc}")
+                    if self.link is None:
+                        # Down: after a while, what this gateway cannot send goes to its fallback.
+                        moved = 0
+                        if down_since is not None and time.monotonic() - down_since >= self.failover_after:
+                            moved = self._fail_over(f"no bind for {time.monotonic() - down_since:.0f}s")
+                        if not moved:
+                            stop.wait(max(0.05, min(next_bind - time.monotonic(), self.poll_interval * 5)))
+                        continue
+                if self.link_error is not None:
+                    error = self.link_error
+                    self._handle_link_down(error)
+                    down_since = time.monotonic()
+                    self._report(BindState.DOWN, error=f"link dropped: {error}")
                     continue
-            if self.link_error is not None:
-                error = self.link_error
-                self._handle_link_down(error)
-                down_since = time.monotonic()
-                self._report(BindState.DOWN, error=f"link dropped: {error}")
-                continue
-            now = time.monotonic()
-            if now - last_recover >= RECOVER_INTERVAL:
-                last_recover = now
-                self._recover()
-            if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
-                self._last_optout_watch = now
-                self._watch_optouts()
-            # Claim the next batch before this one runs dry, so the window never idles.
-            if (
-                len(self.ready) < self._low_water
-                and self.open_jobs < 3 * self.batch_size
-                and now - last_empty_claim >= self.poll_interval
-            ):
-                try:
-                    if not self._claim():
+                now = time.monotonic()
+                if now - last_recover >= RECOVER_INTERVAL:
+                    last_recover = now
+                    self._recover()
+                if now - self._last_optout_watch >= OPTOUT_WATCH_INTERVAL:
+                    self._last_optout_watch = now
+                    self._watch_optouts()
+                # The priority lane first, on every pass: an OTP never waits for the campaign rows
+                # this worker holds (it goes to the front of them), nor for the low-water mark.
+                self._poll_priority()
+                # Claim the next batch before this one runs dry, so the window never idles.
+                if (
+                    len(self.ready) < self._low_water
+                    and self.open_jobs < 3 * self.batch_size
+                    and now - last_empty_claim >= self.poll_interval
+                ):
+                    try:
+                        if not self._claim():
+                            last_empty_claim = now
+                    except DatabaseError:
+                        # The database went away: what is claimed stays claimed; try again shortly.
+                        logger.exception("claim for %s failed", self.gateway.code)
+                        if connection.in_atomic_block:
+                            raise
+                        connection.close()
                         last_empty_claim = now
-                except DatabaseError:
-                    # The database went away: what is claimed stays claimed; try again shortly.
-                    logger.exception("claim for %s failed", self.gateway.code)
-                    if connection.in_atomic_block:
-                        raise
-                    connection.close()
-                    last_empty_claim = now
-            now = time.monotonic()
-            if self.flusher is None and (
-                now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
-            ):
-                self.flush()
-                last_flush = now
-            busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
-            if not busy:
-                idle_since = idle_since or now
-                if idle_exit_after is not None and now - idle_since >= idle_exit_after:
-                    break
-            else:
-                idle_since = None
-            self.wake.wait(max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval)))
-            self.wake.clear()
+                now = time.monotonic()
+                if self.flusher is None and (
+                    now - last_flush >= self.flush_interval or len(self.completed) >= self.batch_size
+                ):
+                    # An inline flush (SQLite, tests) takes a while, and so may the claim before it:
+                    # the priority lane is looked at on either side of it too.
+                    self._poll_priority()
+                    self.flush()
+                    last_flush = now
+                    self._poll_priority()
+                busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
+                if not busy:
+                    idle_since = idle_since or now
+                    if idle_exit_after is not None and now - idle_since >= idle_exit_after:
+                        break
+                else:
+                    idle_since = None
+                if self.flusher is not None:  # the flush thread flushes: wait for the link's call or the poll
+                    self.wake.wait(self.poll_interval)
+                else:
+                    self.wake.wait(
+                        max(0.001, min(self.flush_interval - (time.monotonic() - last_flush), self.poll_interval))
+                    )
+                self.wake.clear()
+        except BaseException:
+            # Whatever stops this loop stops the priority lane's claims with it: nothing is
+            # claimed into a worker that no longer sends (its journal gives back what it holds).
+            self._stop_prioritizer()
+            raise
         self._shutdown()
         self._report(BindState.STOPPED)
         return self.stats
@@ -736,11 +779,63 @@ class BindWorker:
                 raise
             connection.close()
 
+    def _poll_priority(self) -> None:
+        """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds (on this
+        thread only when the priority thread does not run: SQLite, tests)."""
+        now = time.monotonic()
+        if self.prioritizer is not None or now - self._last_priority_claim < PRIORITY_POLL_INTERVAL:
+            return
+        self._last_priority_claim = now
+        try:
+            self._claim_priority()
+        except DatabaseError:
+            logger.exception("priority claim for %s failed", self.gateway.code)
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+
+    def _priority_loop(self) -> None:
+        """The priority thread: claim the priority lane every PRIORITY_POLL_INTERVAL while the
+        link is up, until _stop_prioritizer."""
+        try:
+            while not self._prioritizer_stop.wait(PRIORITY_POLL_INTERVAL):
+                if self.link is None or self.link_error is not None:
+                    continue  # down: what is queued waits for the bind (or the fail-over) in the queue
+                self._last_priority_claim = time.monotonic()
+                try:
+                    self._claim_priority()
+                except DB_ERRORS:
+                    logger.exception("priority claim for %s failed; trying again", self.gateway.code)
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    self._prioritizer_stop.wait(0.5)
+        finally:
+            connection.close()
+
+    def _stop_prioritizer(self) -> None:
+        prioritizer, self.prioritizer = self.prioritizer, None
+        if prioritizer is not None:
+            self._prioritizer_stop.set()
+            prioritizer.join()
+
+    def _claim_priority(self) -> int:
+        """Claim the queued priority messages (a probe of the partial index msg_priority_queued),
+        leaving the cursor alone, and put them at the front of the ready parts."""
+        _refresh_db_connection()
+        segment: list[int] = []
+        result = self._claim_rows(limit=self.batch_size, priority_only=True, segment=segment)
+        self.stats.suppressed_messages += result.suppressed
+        if not result.messages:
+            return int(result.suppressed)
+        return self._hold(list(result.messages), segment[-1] if segment else self._claim_segment)
+
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
-        now and then when that runs short."""
+        now and then when that runs short. Priority rows come first in every claim and go to the
+        front of the ready parts (see _hold)."""
         _refresh_db_connection()
-        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after)
+        segment: list[int] = []
+        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after, segment=segment)
         claimed, suppressed = list(result.messages), result.suppressed
         self._claim_after = max(self._claim_after, result.last_id)
         taken = len(claimed) + suppressed
@@ -750,15 +845,22 @@ class BindWorker:
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
             self._last_rescan = now
-            again = self._claim_rows(limit=self.batch_size - taken)
+            again = self._claim_rows(limit=self.batch_size - taken, segment=segment)
             claimed += again.messages
             suppressed += again.suppressed
         self.stats.suppressed_messages += suppressed
         if not claimed:
             return suppressed
-        segment = self._claim_segment
+        return self._hold(claimed, segment[-1] if segment else self._claim_segment)
+
+    def _hold(self, claimed: list[ClaimedMessage], segment: int) -> int:
+        """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
+        link: priority messages ahead of every part not written yet (and the link woken for
+        them), the rest behind them. ``segment``: the journal segment their claim is in."""
+        urgent: list[tuple[Job, int]] = []
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
+        lane = PRIORITY_PURPOSES
         for message in claimed:
             encoded = encode_body(message.body)
             source = source_fields(message.sender_id)
@@ -774,22 +876,41 @@ class BindWorker:
                 for short in with_udh(encoded)
             ]
             job = Job(message, bodies, segment)
-            parts.extend((job, index) for index in range(len(bodies)))
+            (urgent if message.purpose in lane else parts).extend((job, index) for index in range(len(bodies)))
         with self.lock:
+            if urgent:
+                self.ready.extendleft(reversed(urgent))
             self.ready.extend(parts)
             self.open_jobs += len(claimed)
+        if urgent:
+            with contextlib.suppress(BlockingIOError):
+                self._doorbell_w.send(b"\x01")  # full: it has been rung already
         self.stats.claimed_messages += len(claimed)
         return len(claimed)
 
-    def _claim_rows(self, *, limit: int, after_id: int = 0, countries: list[str] | None = None) -> Any:
-        """One claim, journaled before it commits (see gateways.smpp.journal)."""
+    def _claim_rows(
+        self,
+        *,
+        limit: int,
+        after_id: int = 0,
+        countries: list[str] | None = None,
+        priority_only: bool = False,
+        segment: list[int] | None = None,
+    ) -> Any:
+        """One claim, journaled before it commits (see gateways.smpp.journal). ``segment``: the
+        journal segment of this claim is appended to it (the priority thread claims beside the
+        main one, so self._claim_segment may be the other's)."""
         journal = self.journal
         journaled: list[int] = []
+        mine: list[int] = []
 
         def record(ids: list[int]) -> None:
             if journal is not None:
-                self._claim_segment = journal.claimed(ids)
+                mine.append(journal.claimed(ids))
+                self._claim_segment = mine[-1]
                 journaled.extend(ids)
+                if segment is not None:
+                    segment.append(mine[-1])
 
         try:
             result = messages_claim_rows(
@@ -799,10 +920,11 @@ class BindWorker:
                 after_id=after_id,
                 countries=countries,
                 on_claim=record,
+                priority_only=priority_only,
             )
         except BaseException:
             if journal is not None and journaled:  # rolled back: nothing of it is ours
-                journal.settled((pk, self._claim_segment) for pk in journaled)
+                journal.settled((pk, mine[-1]) for pk in journaled)
             raise
         self.stats.claims += 1
         return result
@@ -900,9 +1022,15 @@ class BindWorker:
                 with self.lock:
                     self.ready = deque(item for item in self.ready if id(item[0]) not in moving)
             else:
-                claimed = self._claim_rows(limit=self.batch_size, countries=sorted(fallback.countries or []))
+                segment: list[int] = []
+                claimed = self._claim_rows(
+                    limit=self.batch_size, countries=sorted(fallback.countries or []), segment=segment
+                )
                 self.stats.suppressed_messages += claimed.suppressed
-                jobs = {message.pk: Job(message, [], self._claim_segment) for message in claimed.messages}
+                jobs = {
+                    message.pk: Job(message, [], segment[-1] if segment else self._claim_segment)
+                    for message in claimed.messages
+                }
                 with self.lock:
                     self.open_jobs += len(jobs)
                 moved_ids = fail_over(message_ids=list(jobs)) if jobs else []
@@ -1154,6 +1282,7 @@ class BindWorker:
 
     def _shutdown(self) -> None:
         """Stop taking new messages, finish those already started, record everything, unbind."""
+        self._stop_prioritizer()  # no claim lands after this
         with self.lock:
             unstarted = [item for item in self.ready if not item[0].written and not item[0].done]
             self.ready = deque(item for item in self.ready if item[0].written and not item[0].done)

@@ -323,12 +323,13 @@ def test_answers_are_written_by_the_flush_thread(smsc_factory: Any) -> None:
 
 def test_the_claim_cursor_comes_back_for_messages_behind_it(smsc: Any) -> None:
     gateway = smpp_gateway(smsc)
-    behind = queue("+85291238001")
+    # Marketing: the priority lane (transactional, OTP, test) is claimed from the start every time.
+    behind = queue("+85291238001", purpose="marketing")
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD)
     worker._claim_after = behind.pk + 1000  # as after claiming newer messages
     assert worker._claim() == 1  # nothing after the cursor: the rescan finds it
     assert [job.message.pk for job, _index in worker.ready] == [behind.pk]
     assert state(behind) == MessageState.SUBMITTING
-    later = queue("+85291238002")
+    later = queue("+85291238002", purpose="marketing")
     assert worker._claim() == 0  # after the cursor only: the next rescan is not due yet
     assert state(later) == MessageState.QUEUED

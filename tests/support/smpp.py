@@ -36,7 +36,9 @@ def smpp_gateway(server: Any, *, window: int = 10, rate: int = 1000) -> Gateway:
     return gateway
 
 
-def queue(destination: str, body: str = "Hello from the shop [GSM] €5") -> OutboundMessage:
+def queue(
+    destination: str, body: str = "Hello from the shop [GSM] €5", purpose: str = "transactional"
+) -> OutboundMessage:
     with transaction.atomic():
         return message_queue(
             actor=SYSTEM,
@@ -44,7 +46,7 @@ def queue(destination: str, body: str = "Hello from the shop [GSM] €5") -> Out
             sender_id="#SHOPHK",
             destination=destination,
             body=body,
-            purpose="transactional",
+            purpose=purpose,
         )
 
 

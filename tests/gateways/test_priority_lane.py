@@ -1,0 +1,454 @@
+"""The priority lane (issue 16): OTP, transactional and test messages never wait behind a
+campaign -- in the claim (SQLite and PostgreSQL), in the SMPP bind worker (claimed on every pass
+and written ahead of the campaign rows it holds) and on the Celery path (their own queue).
+And the suppression rule for OTP: a STOP does not block the code the person asked for; a hard
+block (blocked, invalid number, complaint) does, at queue time and at claim time."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from compliance.models import HARD_BLOCK_REASONS, LIFTABLE_REASONS
+from contacts.optouts import opt_out_record
+from gateways.delivery.claim import messages_claim, messages_claim_rows
+from gateways.delivery.queue import message_queue, message_submit_enqueue
+from gateways.errors import GatewayErrorCode
+from gateways.frequency import frequency_blocked_purpose, frequency_capped_destinations
+from gateways.models import PRIORITY_PURPOSES, Gateway, MessageState, OutboundMessage, QuotaReservation
+from gateways.smpp.worker import BindWorker
+from smsplatform.kernel.actor import Actor
+from smsplatform.kernel.errors import ApplicationError
+from tests.support.db import postgres_only
+from tests.support.delivery import queue
+from tests.support.smpp import CHINESE_200, smpp_gateway
+from tests.support.smpp import queue as smpp_queue
+from tests.support.smsc_setup import PASSWORD
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
+SYSTEM = Actor.system("test")
+CODE_TEXT = "Your ShopHK code is 482913. It expires in 5 minutes."
+
+
+def opt_out(phone: str, reason: str) -> int:
+    with transaction.atomic():
+        return int(opt_out_record(actor=SYSTEM, phone=phone, reason=reason, source="test")["opt_out_id"])
+
+
+# --- the claim ------------------------------------------------------------------------------
+
+
+def test_the_claim_takes_the_priority_lane_first_and_leaves_the_cursor_on_the_campaign(sim: Any) -> None:
+    campaign = [queue(f"+8529200{i:04d}", purpose="marketing") for i in range(6)]
+    otp = queue("+85292100001", CODE_TEXT, purpose="otp")
+    reply = queue("+85292100002", purpose="transactional")
+    test_sms = queue("+85292100003", purpose="test")
+
+    first = messages_claim_rows(gateway_id=sim.pk, limit=5)
+
+    assert [m.pk for m in first.messages] == [otp.pk, reply.pk, test_sms.pk, campaign[0].pk, campaign[1].pk]
+    # The cursor: the highest campaign row taken in id order, not the (newer) priority rows.
+    assert first.last_id == campaign[1].pk
+    rest = messages_claim_rows(gateway_id=sim.pk, limit=10, after_id=first.last_id)
+    assert [m.pk for m in rest.messages] == [m.pk for m in campaign[2:]]
+    assert rest.last_id == campaign[-1].pk
+
+
+def test_the_priority_lane_is_claimed_whatever_the_cursor_says(sim: Any) -> None:
+    campaign = [queue(f"+8529201{i:04d}", purpose="marketing") for i in range(3)]
+    otp = queue("+85292100011", CODE_TEXT, purpose="otp")
+    far = OutboundMessage.objects.order_by("-pk").values_list("pk", flat=True)[0] + 1000
+
+    result = messages_claim_rows(gateway_id=sim.pk, limit=10, after_id=far)
+
+    assert [m.pk for m in result.messages] == [otp.pk]
+    assert result.last_id == 0  # the cursor is not moved by the priority pick
+    assert {m.state for m in OutboundMessage.objects.filter(pk__in=[m.pk for m in campaign])} == {MessageState.QUEUED}
+
+
+def test_priority_only_claims_nothing_of_the_campaign(sim: Any) -> None:
+    campaign = [queue(f"+8529202{i:04d}", purpose="marketing") for i in range(3)]
+    otps = [queue(f"+8529210002{i}", CODE_TEXT, purpose="otp") for i in range(2)]
+
+    result = messages_claim_rows(gateway_id=sim.pk, limit=10, priority_only=True)
+
+    assert [m.pk for m in result.messages] == [m.pk for m in otps]
+    assert messages_claim_rows(gateway_id=sim.pk, limit=10, priority_only=True).messages == []
+    assert OutboundMessage.objects.get(pk=campaign[0].pk).state == MessageState.QUEUED
+
+
+def test_a_priority_row_not_due_yet_waits_like_any_other(sim: Any) -> None:
+    otp = queue("+85292100031", CODE_TEXT, purpose="otp")
+    OutboundMessage.objects.filter(pk=otp.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert messages_claim_rows(gateway_id=sim.pk, limit=10).messages == []
+
+
+def test_messages_claim_and_the_submit_path_send_the_priority_lane_first(sim: Any) -> None:
+    campaign = [queue(f"+8529203{i:04d}", purpose="marketing") for i in range(3)]
+    otp = queue("+85292100041", CODE_TEXT, purpose="otp")
+    claimed = messages_claim(gateway_id=sim.pk, limit=2)
+    assert {m.pk for m in claimed} == {otp.pk, campaign[0].pk}
+
+
+def test_the_partial_index_holds_only_queued_priority_rows(sim: Any) -> None:
+    index = next(i for i in OutboundMessage._meta.indexes if i.name == "msg_priority_queued")
+    assert index.fields == ["gateway", "id"]
+    assert set(PRIORITY_PURPOSES) == {"otp", "transactional", "test"}
+    if connection.vendor == "postgresql":
+        queue("+85292100051", CODE_TEXT, purpose="otp")
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(
+                f"EXPLAIN SELECT m.id FROM {OutboundMessage._meta.db_table} m WHERE m.gateway_id = %s "  # noqa: S608
+                "AND m.state = 'queued' AND m.purpose IN ('otp', 'transactional', 'test') ORDER BY m.id LIMIT 10",
+                [sim.pk],
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "msg_priority_queued" in plan, plan
+
+
+# --- STOP and OTP: the suppression rule -----------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", [str(r) for r in LIFTABLE_REASONS])
+def test_a_stop_does_not_block_the_code_the_person_asked_for(sim: Any, reason: str) -> None:
+    phone = "+85292200001"
+    opt_out(phone, reason)
+    with pytest.raises(ApplicationError) as refused:
+        queue(phone, purpose="marketing")
+    assert refused.value.code == GatewayErrorCode.DESTINATION_OPTED_OUT
+    otp = queue(phone, CODE_TEXT, purpose="otp")
+    assert [m.pk for m in messages_claim_rows(gateway_id=sim.pk).messages] == [otp.pk]
+
+
+@pytest.mark.parametrize("reason", [str(r) for r in HARD_BLOCK_REASONS])
+def test_a_hard_block_refuses_an_otp_at_queue_time(sim: Any, reason: str) -> None:
+    phone = "+85292200002"
+    opt_out(phone, reason)
+    with pytest.raises(ApplicationError) as refused:
+        queue(phone, CODE_TEXT, purpose="otp")
+    assert refused.value.code == GatewayErrorCode.DESTINATION_OPTED_OUT
+    assert reason in refused.value.message and phone not in refused.value.message  # masked
+    assert not OutboundMessage.objects.filter(destination=phone).exists()
+
+
+@pytest.mark.parametrize("reason", [str(r) for r in HARD_BLOCK_REASONS])
+def test_a_hard_block_committed_after_the_queueing_fails_the_otp_at_claim_time(sim: Any, reason: str) -> None:
+    phone, other = "+85292200003", "+85292200004"
+    otp = queue(phone, CODE_TEXT, purpose="otp")
+    stopped = queue(other, CODE_TEXT, purpose="otp")
+    block = opt_out(phone, reason)
+    opt_out(other, "stop")  # a STOP after the queueing: the code still goes
+
+    result = messages_claim_rows(gateway_id=sim.pk)
+
+    assert [m.pk for m in result.messages] == [stopped.pk]
+    assert result.suppressed == 1
+    otp.refresh_from_db()
+    assert (otp.state, otp.error_code) == (MessageState.FAILED, "suppressed")
+    assert otp.error_reason.startswith(f"Opt-out #{block} ({reason}, test)")
+    assert QuotaReservation.objects.get(reference=otp.quota_reference).state == "released"
+
+
+def test_a_lifted_hard_block_lets_the_otp_through(sim: Any) -> None:
+    phone = "+85292200005"
+    block = opt_out(phone, "blocked")
+    from compliance.models import OptOut
+
+    OptOut.objects.filter(pk=block).update(lifted_at=timezone.now())
+    otp = queue(phone, CODE_TEXT, purpose="otp")
+    assert [m.pk for m in messages_claim_rows(gateway_id=sim.pk).messages] == [otp.pk]
+
+
+def test_quiet_hours_never_hold_an_otp(sim: Any) -> None:
+    from tests.support.campaigns import set_quiet_hours
+
+    hk_now = timezone.now().astimezone(ZoneInfo("Asia/Hong_Kong")).replace(second=0, microsecond=0)
+    start, end = hk_now - timedelta(hours=1), hk_now + timedelta(hours=2)
+    set_quiet_hours({"HK": {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}", "time_zone": "Asia/Hong_Kong"}})
+    from campaigns.quiet_hours import quiet_hours_notices
+
+    assert quiet_hours_notices(["HK"]), "the quiet hours must be in force for this test to mean anything"
+    otp = queue("+85292200011", CODE_TEXT, purpose="otp")
+    assert [m.pk for m in messages_claim_rows(gateway_id=sim.pk).messages] == [otp.pk]
+
+
+def test_frequency_caps_never_apply_to_an_otp(sim: Any) -> None:
+    from smsplatform.config_service import platform_config_instance
+
+    config = platform_config_instance()
+    config.frequency_caps = {**config.frequency_caps, "per_day": 0, "per_week": 0, "transactional_per_day": 0}
+    config.save(update_fields=["frequency_caps"])
+    phone = "+85292200021"
+    assert frequency_blocked_purpose("marketing") and frequency_blocked_purpose("transactional")
+    assert not frequency_blocked_purpose("otp")
+    assert frequency_capped_destinations(purpose="otp") == {}
+    codes = [queue(phone, CODE_TEXT, purpose="otp") for _ in range(5)]  # far over any cap
+    assert [m.pk for m in messages_claim_rows(gateway_id=sim.pk).messages] == [m.pk for m in codes]
+
+
+# --- the Celery path ------------------------------------------------------------------------
+
+
+def test_the_submit_task_of_the_priority_lane_goes_to_the_priority_queue(sim: Any, monkeypatch: Any) -> None:
+    from django.conf import settings
+
+    from gateways import tasks
+
+    sent: list[tuple[str, list[int]]] = []
+    monkeypatch.setattr(
+        tasks.submit_messages,
+        "apply_async",
+        lambda args, queue=None, **kw: sent.append((queue or "celery", list(args[1]))),
+    )
+    monkeypatch.setattr(tasks.submit_messages, "delay", lambda gateway_id, ids: sent.append(("celery", list(ids))))
+    campaign = [queue(f"+8529204{i:04d}", purpose="marketing") for i in range(2)]
+    otp = queue("+85292300001", CODE_TEXT, purpose="otp")
+    reply = queue("+85292300002", purpose="transactional")
+
+    message_submit_enqueue(sim.pk, [campaign[0].pk, otp.pk, campaign[1].pk, reply.pk])
+
+    assert settings.SMS_PRIORITY_QUEUE == "sms_priority"
+    assert sent == [("sms_priority", [otp.pk, reply.pk]), ("celery", [campaign[0].pk, campaign[1].pk])]
+    assert [q.name for q in settings.CELERY_TASK_QUEUES] == ["sms_priority", "celery"]  # consumed first
+
+
+def test_an_otp_queued_and_enqueued_is_sent_at_once_on_the_embedded_path(
+    sim: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        otp = message_queue(
+            actor=SYSTEM,
+            gateway_code="sim-hk",
+            sender_id="#SHOPHK",
+            destination="+85292300011",
+            body=CODE_TEXT,
+            purpose="otp",
+        )
+        gateway_id, ids = otp.gateway_id, [otp.pk]
+        transaction.on_commit(lambda: message_submit_enqueue(gateway_id, ids))
+    otp.refresh_from_db()
+    assert otp.state in (MessageState.SUBMITTED, MessageState.DELIVERED)
+
+
+# --- the SMPP bind worker -------------------------------------------------------------------
+
+CAMPAIGN = 20_000
+RATE = 2_000  # submit_sm per second
+
+
+def _bulk_campaign(gateway: Gateway, count: int) -> None:
+    """A campaign's queued messages written in bulk, as the dispatch writes them."""
+    reference = "campaign:bench"
+    QuotaReservation.objects.create(reference=reference, segments=count, amount=Decimal("0.3") * count)
+    OutboundMessage.objects.bulk_create(
+        [
+            OutboundMessage(
+                gateway=gateway,
+                sender_id="#SHOPHK",
+                destination=f"+8526{i:07d}",
+                country="HK",
+                body="Weekend sale: 20% off everything. Reply STOP to opt out",
+                encoding="GSM-7",
+                segments=1,
+                cost=Decimal("0.3"),
+                purpose="marketing",
+                quota_reference=reference,
+            )
+            for i in range(count)
+        ],
+        batch_size=5_000,
+    )
+
+
+def test_an_otp_queued_behind_a_large_campaign_reaches_the_smsc_first(smsc: Any) -> None:
+    """20,000 campaign messages queued and being sent on the same SMPP gateway; an OTP queued
+    right after the worker claimed a batch ahead is claimed on the worker's next look at the
+    priority lane (not after what it holds, not after the cursor's 20,000) and written ahead of
+    what it holds: the simulator's record of submit_sm shows it within the window (and a pass) of
+    where the stream was when it was queued."""
+    from gateways.models import Account
+
+    # The link, not the database, sets the pace: the worker holds claimed parts the link has not
+    # written yet (the claim-ahead), which a priority message must overtake.
+    gateway = smpp_gateway(smsc, window=50, rate=RATE)
+    Account.objects.update(balance=Decimal("100000"), monthly_quota_segments=1_000_000)
+    _bulk_campaign(gateway, CAMPAIGN)
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    at_queue: dict[str, Any] = {}
+    claim, priority = worker._claim, worker._claim_priority
+    by_priority: list[int] = []
+
+    def claim_then_queue_otp() -> int:
+        # Right after a claim-ahead: the worker holds a batch of campaign parts not written yet.
+        taken = claim()
+        if not at_queue and taken and worker.stats.submitted_parts >= 2_000:
+            with worker.lock:
+                held = sum(1 for job, _index in worker.ready if not job.done)
+            with transaction.atomic():
+                at_queue["otp"] = message_queue(
+                    actor=SYSTEM,
+                    gateway_code="smpp-hk",
+                    sender_id="#SHOPHK",
+                    destination="+85292400001",
+                    body=CODE_TEXT,
+                    purpose="otp",
+                )
+            at_queue.update(submitted=worker.stats.submitted_parts, held=held)  # once it is queued
+        return taken
+
+    def claim_priority() -> int:
+        taken = priority()
+        if taken:
+            by_priority.append(taken)
+        return taken
+
+    worker._claim = claim_then_queue_otp  # type: ignore[method-assign]
+    worker._claim_priority = claim_priority  # type: ignore[method-assign]
+    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
+
+    otp = at_queue["otp"]
+    otp.refresh_from_db()
+    assert otp.state == MessageState.DELIVERED
+    assert by_priority == [1]  # claimed by the every-pass priority claim
+    assert at_queue["held"] >= 500  # claimed campaign parts not written yet: the OTP went ahead of them
+    records = smsc.submitted()
+    assert len(records) == CAMPAIGN + 1 and stats.accepted_messages == CAMPAIGN + 1
+    position = next(i for i, r in enumerate(records) if r["destination"] == "85292400001")
+    # Ahead of it: what was written when it was queued, and what the link wrote before the next pass
+    # claimed it (the window in flight; at most half a second at the link's rate on a busy
+    # machine): less than what the worker held, far less than the campaign's 20,000 in the queue.
+    assert position - at_queue["submitted"] <= 2 * 50 + RATE // 2, (position, at_queue)
+    assert position - at_queue["submitted"] < at_queue["held"], (position, at_queue)
+    assert position < CAMPAIGN // 4, (position, at_queue)
+    assert OutboundMessage.objects.filter(state=MessageState.DELIVERED).count() == CAMPAIGN + 1
+
+
+def _worker_without_link() -> tuple[Gateway, BindWorker]:
+    gateway = smpp_gateway(SimpleNamespace(host="127.0.0.1", port=9))  # never connected
+    return gateway, BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD)
+
+
+def test_the_worker_puts_priority_messages_ahead_of_the_parts_it_holds() -> None:
+    _gateway, worker = _worker_without_link()
+    campaign = [smpp_queue(f"+8529205{i:04d}", purpose="marketing") for i in range(4)]
+    assert worker._claim() == 4
+    otp = smpp_queue("+85292500001", CODE_TEXT, purpose="otp")
+    long_reply = smpp_queue("+85292500002", CHINESE_200, purpose="transactional")  # three parts
+
+    assert worker._claim_priority() == 2
+    order = [(job.message.pk, index) for job, index in worker.ready]
+    assert order == [
+        (otp.pk, 0),
+        (long_reply.pk, 0),
+        (long_reply.pk, 1),
+        (long_reply.pk, 2),
+        *((m.pk, 0) for m in campaign),
+    ]
+    assert worker._claim_after == campaign[-1].pk  # the priority claim never moves the cursor
+    assert worker.open_jobs == 6
+    # The regular claim also puts what it takes of the priority lane at the front.
+    later = smpp_queue("+85292500003", purpose="marketing")
+    code = smpp_queue("+85292500004", CODE_TEXT, purpose="otp")
+    worker._last_rescan = 0.0
+    assert worker._claim() == 2
+    assert worker.ready[0][0].message.pk == code.pk and worker.ready[-1][0].message.pk == later.pk
+
+
+def test_a_killed_worker_with_a_priority_message_at_the_front_is_recovered_at_most_once() -> None:
+    from gateways.smpp.journal import Journal, journals_recover
+
+    _gateway, worker = _worker_without_link()
+    worker.journal = Journal(worker.gateway.code)
+    campaign = [smpp_queue(f"+8529206{i:04d}", purpose="marketing") for i in range(4)]
+    assert worker._claim() == 4
+    otp = smpp_queue("+85292600001", CODE_TEXT, purpose="otp")
+    assert worker._claim_priority() == 1
+    taken = worker._take(2)  # what the link does: take from the front, journal as written, write
+    assert [job.message.pk for job, _index in taken] == [otp.pk, campaign[0].pk]
+    worker.journal.written([job.message.pk for job, _index in taken])
+    worker.journal.close(clean=False)  # SIGKILL
+
+    recovery = journals_recover()
+
+    assert (recovery.requeued, recovery.unknown) == (3, 2)
+    states = dict(OutboundMessage.objects.values_list("pk", "state"))
+    assert states[otp.pk] == states[campaign[0].pk] == MessageState.UNKNOWN  # maybe sent: never again
+    assert {states[m.pk] for m in campaign[1:]} == {MessageState.QUEUED}
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(smsc: Any) -> None:
+    """PostgreSQL outside a transaction: the worker runs its flush and priority threads (their
+    own connections). An OTP committed while it sends a campaign is claimed by the priority
+    thread and reaches the SMSC ahead of what the worker held; nothing is sent twice and the
+    journal is settled."""
+    import os
+    import time
+
+    from django.conf import settings
+
+    from gateways.models import Account
+    from tests.support.smsc.server import find_duplicates, read_log
+    from tests.support.smsc_setup import wait_for
+
+    gateway = smpp_gateway(smsc, window=50, rate=RATE)
+    Account.objects.update(balance=Decimal("100000"), monthly_quota_segments=1_000_000)
+    _bulk_campaign(gateway, 6_000)
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    priority = worker._claim_priority
+    by_thread: list[str] = []
+
+    def claim_priority() -> int:
+        taken = priority()
+        if taken:
+            by_thread.append(threading.current_thread().name)
+        return taken
+
+    worker._claim_priority = claim_priority  # type: ignore[method-assign]
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(stop=stop, idle_exit_after=1.0)
+        finally:
+            connection.close()  # this thread's own
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert wait_for(lambda: worker.stats.submitted_parts >= 1_500, timeout=60)
+        with transaction.atomic():
+            otp = message_queue(
+                actor=SYSTEM,
+                gateway_code="smpp-hk",
+                sender_id="#SHOPHK",
+                destination="+85292700001",
+                body=CODE_TEXT,
+                purpose="otp",
+            )
+        submitted = worker.stats.submitted_parts
+        deadline = time.monotonic() + 120
+        while runner.is_alive() and time.monotonic() < deadline:
+            runner.join(0.5)
+    finally:
+        stop.set()
+        runner.join(30)
+    assert by_thread == ["smpp-priority"]
+    assert worker.prioritizer is None  # stopped with the worker
+    otp.refresh_from_db()
+    assert otp.state == MessageState.DELIVERED
+    records = read_log(smsc.log_path)
+    position = next(i for i, r in enumerate(records) if r["destination"] == "85292700001")
+    assert position - submitted <= 2 * 50 + RATE // 2, (position, submitted)
+    assert len(records) == 6_001 and not find_duplicates(records)
+    assert not os.listdir(settings.SMS_SMPP_JOURNAL_DIR)  # a clean stop leaves no journal
