@@ -61,6 +61,7 @@ SIGNATURE_HEADER = "X-Event-Signature"
 
 # Already E.164: looked up as is (contacts store E.164), parsed only when it is not found.
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,99}$")
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
@@ -137,9 +138,9 @@ def event_source_authenticate(*, source_code: str | None, signature: str | None,
     candidates: list[str] = []
     for part in signature.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif key == "v1" and value:
+        elif key == "v1" and _HEX_DIGEST.match(value) and len(candidates) < 5:
             candidates.append(value.lower())
     if timestamp is None or not candidates:
         raise _auth_error(
@@ -156,8 +157,11 @@ def event_source_authenticate(*, source_code: str | None, signature: str | None,
     signed = f"{timestamp}.".encode() + body
     for secret in source.secrets_accepted():
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        # Every candidate is compared, so the time taken says nothing about which one was close.
-        if any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        # Constant-time per candidate, and every candidate compared (no early exit).
+        matched = False
+        for candidate in candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+        if matched:
             return source
     raise _auth_error(
         AutomationErrorCode.SIGNATURE_INVALID,
