@@ -211,15 +211,40 @@ def _amount(value: Any, field: str) -> Decimal:
     return amount
 
 
-def _canonical_hash(event: dict[str, Any]) -> str:
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _canonical_hash(event: dict[str, Any], where: str) -> str:
+    """sha256 of the event as canonical JSON; refuses what PostgreSQL cannot store (a NUL
+    character, a lone surrogate), which would otherwise fail the whole batch."""
     text = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        raise _refuse(ErrorCode.LONE_SURROGATE, where, "a string holds a lone surrogate (invalid Unicode)") from None
+    # json escapes NUL as \u0000: a cheap filter, then the exact check.
+    if "\\u0000" in text and _has_nul(event):
+        raise _refuse(ErrorCode.CONTROL_CHARACTER, where, "a string holds a NUL character")
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _event_parse(event: Any, where: str, now: datetime, oldest: datetime, latest: datetime) -> dict[str, Any]:
     """The row of one event, or a ``_Refusal`` naming the field at fault. No query."""
     if not isinstance(event, dict):
         raise _refuse(AutomationErrorCode.EVENT_INVALID, where, "each event is a JSON object")
+    payload_hash = _canonical_hash(event, where)
     for name, longest in _TEXT_FIELDS.items():
         value = event.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > longest):
@@ -296,7 +321,7 @@ def _event_parse(event: Any, where: str, now: datetime, oldest: datetime, latest
         "appointment_at": appointment_at,
         "pickup_at": pickup_at,
         "payload": {key: value for key, value in event.items() if key not in _KNOWN},
-        "payload_hash": _canonical_hash(event),
+        "payload_hash": payload_hash,
     }
 
 
@@ -533,6 +558,17 @@ def _events_insert(source: EventSource, rows: list[dict[str, Any]], now: datetim
     )
 
 
+def _echo(value: Any) -> str | None:
+    """An event id as the answer may repeat it: a string that encodes (a lone surrogate does not)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _results(
     events: list[Any],
     parsed: dict[int, dict[str, Any]],
@@ -543,7 +579,7 @@ def _results(
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for index, event in enumerate(events):
-        event_id = event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
+        event_id = _echo(event.get("event_id")) if isinstance(event, dict) else None
         refusal = refusals.get(index)
         if refusal is not None:
             results.append(
