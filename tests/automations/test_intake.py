@@ -237,6 +237,9 @@ def test_1000_events_are_accepted(post: Any, contact: Contact) -> None:
         (b'{"events": [], "extra": 1}', "validation_error"),
         (b"[]", "validation_error"),
         (b"[" * 100 + b"]" * 100, "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": NaN}]}', "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": -Infinity}]}', "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": 1e400}]}', "malformed_request"),
     ],
 )
 def test_malformed_body_is_refused_whole(post: Any, contact: Contact, raw: bytes, code: str) -> None:
