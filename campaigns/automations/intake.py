@@ -61,6 +61,7 @@ SIGNATURE_HEADER = "X-Event-Signature"
 
 # Already E.164: looked up as is (contacts store E.164), parsed only when it is not found.
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,99}$")
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
@@ -137,9 +138,9 @@ def event_source_authenticate(*, source_code: str | None, signature: str | None,
     candidates: list[str] = []
     for part in signature.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif key == "v1" and value:
+        elif key == "v1" and _HEX_DIGEST.match(value) and len(candidates) < 5:
             candidates.append(value.lower())
     if timestamp is None or not candidates:
         raise _auth_error(
@@ -156,8 +157,11 @@ def event_source_authenticate(*, source_code: str | None, signature: str | None,
     signed = f"{timestamp}.".encode() + body
     for secret in source.secrets_accepted():
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        # Every candidate is compared, so the time taken says nothing about which one was close.
-        if any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        # Constant-time per candidate, and every candidate compared (no early exit).
+        matched = False
+        for candidate in candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+        if matched:
             return source
     raise _auth_error(
         AutomationErrorCode.SIGNATURE_INVALID,
@@ -207,15 +211,40 @@ def _amount(value: Any, field: str) -> Decimal:
     return amount
 
 
-def _canonical_hash(event: dict[str, Any]) -> str:
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _canonical_hash(event: dict[str, Any], where: str) -> str:
+    """sha256 of the event as canonical JSON; refuses what PostgreSQL cannot store (a NUL
+    character, a lone surrogate), which would otherwise fail the whole batch."""
     text = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError:
+        raise _refuse(ErrorCode.LONE_SURROGATE, where, "a string holds a lone surrogate (invalid Unicode)") from None
+    # json escapes NUL as \u0000: a cheap filter, then the exact check.
+    if "\\u0000" in text and _has_nul(event):
+        raise _refuse(ErrorCode.CONTROL_CHARACTER, where, "a string holds a NUL character")
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _event_parse(event: Any, where: str, now: datetime, oldest: datetime, latest: datetime) -> dict[str, Any]:
     """The row of one event, or a ``_Refusal`` naming the field at fault. No query."""
     if not isinstance(event, dict):
         raise _refuse(AutomationErrorCode.EVENT_INVALID, where, "each event is a JSON object")
+    payload_hash = _canonical_hash(event, where)
     for name, longest in _TEXT_FIELDS.items():
         value = event.get(name)
         if value is not None and (not isinstance(value, str) or len(value) > longest):
@@ -292,7 +321,7 @@ def _event_parse(event: Any, where: str, now: datetime, oldest: datetime, latest
         "appointment_at": appointment_at,
         "pickup_at": pickup_at,
         "payload": {key: value for key, value in event.items() if key not in _KNOWN},
-        "payload_hash": _canonical_hash(event),
+        "payload_hash": payload_hash,
     }
 
 
@@ -529,6 +558,17 @@ def _events_insert(source: EventSource, rows: list[dict[str, Any]], now: datetim
     )
 
 
+def _echo(value: Any) -> str | None:
+    """An event id as the answer may repeat it: a string that encodes (a lone surrogate does not)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _results(
     events: list[Any],
     parsed: dict[int, dict[str, Any]],
@@ -539,7 +579,7 @@ def _results(
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for index, event in enumerate(events):
-        event_id = event.get("event_id") if isinstance(event, dict) and isinstance(event.get("event_id"), str) else None
+        event_id = _echo(event.get("event_id")) if isinstance(event, dict) else None
         refusal = refusals.get(index)
         if refusal is not None:
             results.append(

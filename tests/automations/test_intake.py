@@ -237,6 +237,9 @@ def test_1000_events_are_accepted(post: Any, contact: Contact) -> None:
         (b'{"events": [], "extra": 1}', "validation_error"),
         (b"[]", "validation_error"),
         (b"[" * 100 + b"]" * 100, "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": NaN}]}', "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": -Infinity}]}', "malformed_request"),
+        (b'{"events": [{"event_id": "a", "x": 1e400}]}', "malformed_request"),
     ],
 )
 def test_malformed_body_is_refused_whole(post: Any, contact: Contact, raw: bytes, code: str) -> None:
@@ -452,3 +455,33 @@ def test_no_signal_when_nothing_is_new(
     with django_capture_on_commit_callbacks() as callbacks:
         events_ingest(source=source, events=[event()])
     assert callbacks == []
+
+
+@pytest.mark.parametrize(
+    ("raw_event", "reason"),
+    [
+        ('"sku": "a\\u0000b"', "control_character"),
+        ('"order_id": "O\\u00001"', "control_character"),
+        ('"note": {"k\\u0000": 1}', "control_character"),
+        ('"sku": "\\ud800"', "lone_surrogate"),
+        ('"event_id": "x\\udc00"', "lone_surrogate"),
+        ('"note": "a literal \\\\u0000 text"', None),
+    ],
+)
+def test_what_postgresql_cannot_store_is_refused_per_event(
+    post: Any, contact: Contact, raw_event: str, reason: str | None
+) -> None:
+    """A NUL or a lone surrogate in one event refuses that event, never the whole batch (500)."""
+    import json
+
+    good = json.dumps(event(event_id="good"))
+    bad = json.dumps(event(event_id="bad"))[:-1] + ", " + raw_event + "}"
+    body = f'{{"events": [{bad}, {good}]}}'.encode()
+    response = post(None, raw=body)
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    if reason is None:
+        assert [r["status"] for r in results] == ["accepted", "accepted"]
+    else:
+        assert (results[0]["status"], results[0]["reason"], results[0]["field"]) == ("refused", reason, "events.0")
+        assert results[1]["status"] == "accepted"

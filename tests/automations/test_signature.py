@@ -35,7 +35,10 @@ def test_missing_signature_is_refused(post: Any, contact: Any) -> None:
     assert not CommerceEvent.objects.exists()
 
 
-@pytest.mark.parametrize("header", ["garbage", "t=abc,v1=00", "v1=00ff", "t=123"])
+@pytest.mark.parametrize(
+    "header",
+    ["garbage", "t=abc,v1=00", "v1=00ff", "t=123", "t=\u00b2\u00b3,v1=" + "a" * 64, "t=1,v1=" + "\u00e9" * 64],
+)
 def test_malformed_signature_is_refused(post: Any, contact: Any, header: str) -> None:
     response = post({"events": [event()]}, signature=header)
     assert response.status_code == 401

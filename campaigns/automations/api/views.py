@@ -5,6 +5,7 @@ authentication (campaigns.automations.intake)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.conf import settings
@@ -64,9 +65,22 @@ def _body(request: Request) -> bytes:
     return body
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _events(body: bytes) -> Any:
+    """The body's events. NaN, Infinity and numbers beyond a float are refused here: PostgreSQL's
+    JSON has no such values (they would fail the batch's insert)."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise ApplicationError(
             ErrorCode.MALFORMED_REQUEST, "The request body is not valid JSON.", hint='Send {"events": [...]}.'
