@@ -286,13 +286,13 @@ CELERY_TASK_QUEUES = (
 # --- Platform -------------------------------------------------------------
 # Retention (PDPO): days each kind of personal data is kept, then purged by beat in small batches
 # (smsplatform.operations.retention); 0 keeps it for ever. Aggregates and the audit log are kept.
+# Commerce events have their own period and purge (SMS_EVENTS_RETENTION_DAYS, automations.purge_events).
 SMS_RETENTION_DAYS = {
     kind: int(os.environ.get(f"SMS_RETENTION_{kind.upper()}_DAYS", default))
     for kind, default in (
         ("message_bodies", 180),
         ("inbound_messages", 365),
         ("link_clicks", 400),
-        ("commerce_events", 730),
     )
 }
 # /metrics answers these addresses (the monitoring network) without a login; others need a login

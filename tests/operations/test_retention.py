@@ -17,7 +17,7 @@ from tests.support.campaigns import fresh_short_link
 
 pytestmark = pytest.mark.django_db
 
-DAYS = {"message_bodies": 30, "inbound_messages": 60, "link_clicks": 90, "commerce_events": 0}
+DAYS = {"message_bodies": 30, "inbound_messages": 60, "link_clicks": 90}
 
 
 @pytest.fixture
