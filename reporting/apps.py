@@ -15,3 +15,9 @@ class ReportingConfig(AppConfig):
 
         # What an overwrite changes, on its approval page (compliance cannot import upward).
         action_presenter_register([ActionType.SNAPSHOT_OVERWRITE], snapshot_overwrite_presentation)
+
+        # The poor-ROI alert reads attributed revenue and cost from the report aggregates.
+        from reporting.alerts import roi_source_register
+        from reporting.selectors import campaign_roi_figures
+
+        roi_source_register(campaign_roi_figures)

@@ -70,6 +70,7 @@ GRANULARITY = {"type": "string", "enum": ["hour", "day"], "description": "Trend 
             "trend": ARR,
             "attribution": OBJ,
             "data_latency": OBJ,
+            "snapshots": ARR,
         },
         ["scope", "messages", "clicks", "opt_outs", "cost", "cost_rule", "attribution", "data_latency"],
     ),

@@ -344,7 +344,57 @@ def campaign_report_get(
         ],
         "attribution": attribution_rules(),
         "data_latency": data_latency(campaign.pk),
+        "snapshots": _snapshots_beside(
+            campaign.pk, start, end, delivered, states, click_totals, opt_outs, cost, conversions
+        ),
     }
+
+
+def _snapshots_beside(
+    campaign_id: int,
+    start: datetime | None,
+    end: datetime | None,
+    delivered: int,
+    states: dict[str, int],
+    click_totals: dict[str, Any],
+    opt_outs: int,
+    cost: dict[str, Any],
+    conversions: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Recorded snapshots (sms_marketing.performance_snapshot.record) overlapping the report's
+    range, each beside this report's computed figures with the difference. A snapshot never
+    changes a computed figure; the comparison is with this report's scope (its dates and
+    gateways), in the snapshot's currency for cost and revenue."""
+    from reporting.snapshot_selectors import snapshot_differences, snapshots_for
+
+    rows = snapshots_for(
+        campaign_id=campaign_id,
+        date_from=start.date() if start else None,
+        date_to=end.date() if end else None,
+    )
+    out = []
+    for snapshot in rows:
+        currency = snapshot.get("currency") or "HKD"
+        computed = {
+            "sent": sum(states.values()),
+            "delivered": delivered,
+            "failed": states.get(MessageState.FAILED, 0) + states.get(MessageState.EXPIRED, 0),
+            "clicks": int(click_totals["n"] or 0),
+            "unique_clicks": int(click_totals["u"] or 0),
+            "opt_outs": opt_outs,
+            "conversions": conversions["total"],
+            "cost": cost.get(currency, {}).get("for_roi"),
+            "revenue": conversions["by_currency"].get(currency, {}).get("net_revenue"),
+        }
+        out.append(
+            {
+                **snapshot,
+                "differences": snapshot_differences(snapshot, computed),
+                "compared_with": "this report's scope (its date range and gateways); cost as billed "
+                "(queued at estimate), revenue net of refunds, in the snapshot's currency",
+            }
+        )
+    return out
 
 
 # --- link clicks -------------------------------------------------------------------------------
@@ -632,3 +682,33 @@ def _json_contains() -> bool:
     from django.db import connection
 
     return bool(connection.features.supports_json_field_contains)
+
+
+def campaign_roi_figures(campaign_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Attributed revenue (net of refunds) and cost per campaign, from the kept aggregates, for the
+    poor-ROI alert (reporting.alerts): the main currency of each campaign's cost. Two grouped
+    queries whatever the number of campaigns."""
+    cost: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    rows = (
+        ReportMessageBucket.objects.filter(campaign_id__in=campaign_ids)
+        .values("campaign_id", "currency", "state")
+        .annotate(billed=Sum("cost_billed"), est=Sum("cost_estimated"))
+        .order_by()
+    )
+    for r in rows:
+        queued = (r["est"] or 0) if r["state"] == MessageState.QUEUED else 0
+        cost[r["campaign_id"]][r["currency"]] += (r["billed"] or 0) + queued
+    revenue: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    conversions = (
+        ReportConversion.objects.filter(campaign_id__in=campaign_ids, claimed=True)
+        .values("campaign_id", "currency")
+        .annotate(amount=Sum("amount"), refunded=Sum("refunded"))
+        .order_by()
+    )
+    for r in conversions:
+        revenue[r["campaign_id"]][r["currency"]] += (r["amount"] or 0) - (r["refunded"] or 0)
+    out: dict[int, dict[str, Any]] = {}
+    for cid, by_currency in cost.items():
+        currency, spent = max(by_currency.items(), key=lambda kv: kv[1])
+        out[cid] = {"revenue": revenue[cid].get(currency, Decimal(0)), "cost": spent, "currency": currency}
+    return out

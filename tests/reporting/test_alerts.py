@@ -18,6 +18,7 @@ from gateways.platform_config import platform_config_update
 from reporting import alerts
 from reporting.alerts import alerts_raise, campaign_figures, roi_source_register, window_start
 from reporting.models import AlertFiring, InboxItem, NotificationKind, ReviewNotification
+from reporting.selectors import campaign_roi_figures
 from reporting.tasks import raise_alerts
 from smsplatform.config_service import platform_config_get
 from smsplatform.kernel.actor import Actor
@@ -82,9 +83,10 @@ def set_alerts(**changes: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_roi_source() -> Any:
+    """Most tests here leave ROI out (the app's own source, the report aggregates, is put back after)."""
     roi_source_register(None)
     yield
-    roi_source_register(None)
+    roi_source_register(campaign_roi_figures)
 
 
 @pytest.mark.django_db
@@ -212,3 +214,13 @@ def test_two_beats_racing_send_each_alert_once(owner: Any, ops: Any) -> None:
     assert sum(r["already_sent_this_window"] for r in results) == 3
     assert AlertFiring.objects.count() == 1 and ReviewNotification.objects.count() == 1
     assert InboxItem.objects.count() == 2
+
+
+def test_the_app_registers_the_report_aggregates_as_the_roi_source() -> None:
+    from reporting import alerts
+
+    roi_source_register(None)
+    from django.apps import apps
+
+    apps.get_app_config("reporting").ready()
+    assert alerts._roi_source is campaign_roi_figures
