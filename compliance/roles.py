@@ -198,3 +198,12 @@ ROLE_PERMISSIONS[Role.OPERATIONS] += [
     "campaigns.resend_messages",
 ]
 CAPABILITIES["confirm_live_send"] = "campaigns.confirm_campaign"
+
+# Automations: flows (issue 17).
+_FLOW_READ = ["automations.view_flow", "automations.view_enrolment"]
+ROLE_PERMISSIONS[Role.MARKETING] += [*_FLOW_READ, "automations.add_flow", "automations.change_flow"]
+ROLE_PERMISSIONS[Role.CRM] += _FLOW_READ
+ROLE_PERMISSIONS[Role.COMPLIANCE] += _FLOW_READ
+ROLE_PERMISSIONS[Role.OPERATIONS] += [*_FLOW_READ, "automations.change_flow"]
+ROLE_PERMISSIONS[Role.APPROVER] += [*_FLOW_READ, "automations.change_flow", "automations.confirm_flow"]
+CAPABILITIES["confirm_flow_activation"] = "automations.confirm_flow"

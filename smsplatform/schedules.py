@@ -13,6 +13,7 @@ PERIODIC = [
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
+    ("Run automation flows (scan events, send due steps)", "automations.tick", 5),
 ]
 
 

@@ -1,3 +1,17 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from campaigns.automations.api.views import (
+    EnrolmentListApi,
+    FlowDetailApi,
+    FlowDryRunApi,
+    FlowListApi,
+    FlowStateApi,
+)
+
+urlpatterns = [
+    path("automations/", FlowListApi.as_view(), name="automations"),
+    path("automations/enrolments/", EnrolmentListApi.as_view(), name="automation-enrolments"),
+    path("automations/<int:flow_id>/", FlowDetailApi.as_view(), name="automation"),
+    path("automations/<int:flow_id>/state/", FlowStateApi.as_view(), name="automation-state"),
+    path("automations/<int:flow_id>/dry-run/", FlowDryRunApi.as_view(), name="automation-dry-run"),
+]
