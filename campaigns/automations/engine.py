@@ -208,9 +208,9 @@ def enrolments_exit(*, flow: Flow, exit_events: list[dict[str, Any]], now: datet
             "occurred_at": c["trigger_occurred_at"],
             "order_ref": c["reference"],
         }
-        event = _exit_matches(flow, trigger, by_contact.get(c["contact_id"], []))
-        if event is not None:
-            ended[c["id"]] = event["type"]
+        match = _exit_matches(flow, trigger, by_contact.get(c["contact_id"], []))
+        if match is not None:
+            ended[c["id"]] = match["type"]
     if not ended:
         return 0
     # Locks in a fixed order (by pk); waits for a tick holding any of them, then re-reads.
@@ -260,13 +260,11 @@ def events_scan(*, now: datetime | None = None, limit: int = SCAN_LIMIT) -> dict
     with transaction.atomic():
         ScanCursor.objects.get_or_create(name="events")
         cursor = ScanCursor.objects.select_for_update().get(name="events")
-        flows = list(
-            Flow.objects.filter(state__in=SENDABLE_FLOW_STATES).select_related("template_version", "gateway")
-        )
+        flows = list(Flow.objects.filter(state__in=SENDABLE_FLOW_STATES).select_related("template_version", "gateway"))
         new = list(
-            CommerceEvent.objects.filter(pk__gt=cursor.last_event_id).order_by("pk").values(*EVENT_FIELDS, "payload")[
-                :limit
-            ]
+            CommerceEvent.objects.filter(pk__gt=cursor.last_event_id)
+            .order_by("pk")
+            .values(*EVENT_FIELDS, "payload")[:limit]
         )
         recent = list(
             CommerceEvent.objects.filter(pk__lte=cursor.last_event_id, received_at__gte=now - SCAN_OVERLAP).values(
@@ -377,14 +375,15 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     )
     if flow is None or flow.state != FlowState.ACTIVE:
         return out
-    claimed = list(
-        Enrolment.objects.select_for_update(skip_locked=True, of=("self",))
+    claimed: list[dict[str, Any]] = [
+        dict(row)
+        for row in Enrolment.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(flow_id=flow_id, state=EnrolmentState.WAITING, due_at__lte=now)
         .order_by("due_at", "id")
         .values("id", "contact_id", "phone", "reference", "step_index", "event_id", "trigger_occurred_at", "sent")[
             :limit
         ]
-    )
+    ]
     if not claimed:
         return out
     out["claimed"] = len(claimed)
@@ -402,8 +401,8 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
         for row in claimed:
             _skip(skips, row["id"], "frequency_cap", f"a {purpose} frequency cap is 0")
     contact_ids = sorted({r["contact_id"] for r in claimed})
-    contacts = {
-        c["id"]: c for c in Contact.objects.filter(pk__in=contact_ids).values("id", "phone", "country", "name")
+    contacts: dict[int, dict[str, Any]] = {
+        c["id"]: dict(c) for c in Contact.objects.filter(pk__in=contact_ids).values("id", "phone", "country", "name")
     }
     events = {
         e["id"]: e
@@ -494,6 +493,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
         quote = quotes[country]
         key = f"{quote.keeps_clusters}:{body}"
         if key not in segment_cache:
+            encoding: str
             try:
                 encoding, _units, segments = count_segments(body)
                 if quote.keeps_clusters:
@@ -649,4 +649,3 @@ def enrolments_drop(*, flow: Flow, now: datetime) -> int:
     return Enrolment.objects.filter(flow=flow, state=EnrolmentState.WAITING).update(
         state=EnrolmentState.DROPPED, reason="archived", finished_at=now
     )
-

@@ -103,7 +103,7 @@ def cost_estimate(flow: Flow, *, now: Any = None) -> dict[str, Any]:
         }
         try:
             segments = count_segments(render(flow.template_version.body, sample))[2]
-        except Exception:  # noqa: BLE001 - an unencodable template is reported by template_problem
+        except Exception:
             segments = 1
     quotes = segment_prices(countries=sorted(by_country), gateway_code=flow.gateway.code if flow.gateway else None)
     steps = send_steps(flow)

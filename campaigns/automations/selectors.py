@@ -142,7 +142,8 @@ def flow_funnel(flow: Flow) -> list[dict[str, Any]]:
         label = f"{index}: wait {step['minutes']} min" if step["kind"] == "wait" else f"{index}: send"
         out.append({"step": label, "waiting": by_step.get(index, 0), "sent": sent_by_step.get(index, 0)})
     finished = dict(
-        Enrolment.objects.filter(flow=flow).exclude(state=EnrolmentState.WAITING)
+        Enrolment.objects.filter(flow=flow)
+        .exclude(state=EnrolmentState.WAITING)
         .values_list("state")
         .annotate(n=Count("id"))
         .order_by()

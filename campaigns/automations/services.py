@@ -96,7 +96,10 @@ def flow_create(*, actor: Actor, data: dict[str, Any], idempotency_key: str | No
     for required in ("name", "trigger_event_types", "steps"):
         if required not in spec:
             raise ApplicationError(
-                AutomationErrorCode.FLOW_INVALID, f"{required} is required.", field=required, hint="See the flow fields."
+                AutomationErrorCode.FLOW_INVALID,
+                f"{required} is required.",
+                field=required,
+                hint="See the flow fields.",
             )
 
     def body() -> dict[str, Any]:
@@ -179,7 +182,9 @@ def _update_check(actor: Actor, payload: dict[str, Any]) -> Checked:
     return Checked(facts=facts, context=estimate)
 
 
-def _update_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
+def _update_execute(
+    actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any
+) -> dict[str, Any]:
     flow = flow_get_or_404(payload["flow_id"], lock=True)
     flow_token_check(flow, payload["base_version_token"])
     operation = payload["operation"]
@@ -222,7 +227,11 @@ register_action(
         execute=_update_execute,
         summary=lambda payload, facts: (
             f"{payload['operation'].capitalize()} flow #{payload['flow_id']}"
-            + (f": ~{facts.get('recipients')} messages / {facts.get('cost')} a month" if facts.get("recipients") else "")
+            + (
+                f": ~{facts.get('recipients')} messages / {facts.get('cost')} a month"
+                if facts.get("recipients")
+                else ""
+            )
         ),
     )
 )
@@ -272,4 +281,3 @@ def flow_update_state(
         idempotency_key=idempotency_key,
         reason=reason,
     )
-

@@ -56,7 +56,9 @@ MAX_STEPS = 20
 MAX_OFFSET_MINUTES = 366 * 24 * 60
 
 
-def flow_error(message: str, *, field: str, hint: str = "See the flow fields in docs/MCP_TOOLS.md.") -> ApplicationError:
+def flow_error(
+    message: str, *, field: str, hint: str = "See the flow fields in docs/MCP_TOOLS.md."
+) -> ApplicationError:
     return ApplicationError(AutomationErrorCode.FLOW_INVALID, message, field=field, hint=hint)
 
 
@@ -136,7 +138,9 @@ def spec_normalise(data: dict[str, Any]) -> dict[str, Any]:
 
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise flow_error(f"{unknown[0]} cannot be set on a flow.", field=unknown[0], hint=f"Fields: {', '.join(FIELDS)}.")
+        raise flow_error(
+            f"{unknown[0]} cannot be set on a flow.", field=unknown[0], hint=f"Fields: {', '.join(FIELDS)}."
+        )
     out: dict[str, Any] = {}
     for name, value in data.items():
         if name == "name":

@@ -15,9 +15,9 @@ from campaigns.automations.flow_models import Enrolment, EnrolmentState, FlowSta
 from gateways.delivery.queue import messages_submit
 from gateways.models import MessagePurpose, MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
+from tests.automations.conftest import active_flow, event
 from tests.support.campaigns import set_quiet_hours
 from tests.support.factories import ContactFactory, OptOutFactory
-from tests.automations.conftest import active_flow, event
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
@@ -52,7 +52,7 @@ def test_an_event_enrols_once_and_sends_once_even_when_scanned_and_replayed_agai
 
 def test_the_unique_constraint_refuses_a_second_enrolment_of_the_same_flow_and_event(world: dict[str, Any]) -> None:
     flow = active_flow(world)
-    evt = event(world, world["contacts"][0], "order_shipped", order_ref="A-1")
+    event(world, world["contacts"][0], "order_shipped", order_ref="A-1")
     events_scan()
     row = Enrolment.objects.get(flow=flow)
     row.pk = None
@@ -89,7 +89,13 @@ def test_an_appointment_already_past_its_reminder_time_is_not_reminded_late(worl
     flow = active_flow(
         world, trigger_event_types=["appointment_booked"], trigger_anchor="appointment_at", trigger_offset_minutes=-1440
     )
-    event(world, world["contacts"][0], "appointment_booked", order_ref="X", appointment_at=timezone.now() + timedelta(hours=2))
+    event(
+        world,
+        world["contacts"][0],
+        "appointment_booked",
+        order_ref="X",
+        appointment_at=timezone.now() + timedelta(hours=2),
+    )
     events_scan()
     row = Enrolment.objects.get(flow=flow)
     assert row.state == EnrolmentState.SKIPPED and row.reason == "too_late"
@@ -192,7 +198,7 @@ def test_marketing_waits_through_quiet_hours_and_transactional_does_not(world: d
 
 
 def test_the_flows_own_frequency_limit_and_once_per_order(world: dict[str, Any]) -> None:
-    flow = active_flow(world, max_per_period=2, period_hours=24, once_per_order=True)
+    active_flow(world, max_per_period=2, period_hours=24, once_per_order=True)
     contact = world["contacts"][0]
     for ref in ("A-1", "A-1", "A-2", "A-3"):
         event(world, contact, "order_shipped", order_ref=ref)
@@ -229,7 +235,7 @@ def test_a_template_no_longer_usable_at_send_time_sends_nothing(world: dict[str,
 def test_the_monthly_budget_caps_sending(world: dict[str, Any]) -> None:
     from decimal import Decimal
 
-    flow = active_flow(world, monthly_budget=Decimal("0.50"), max_per_period=10)
+    active_flow(world, monthly_budget=Decimal("0.50"), max_per_period=10)
     contact = world["contacts"][0]
     for ref in ("A-1", "A-2", "A-3"):
         event(world, contact, "order_shipped", order_ref=ref)

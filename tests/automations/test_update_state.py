@@ -233,9 +233,7 @@ def test_admin_lists_flows_with_funnel_and_enrolments_and_runs_a_dry_run(
     assert page.status_code == 200 and "Funnel per step" in page.content.decode()
     dry = client.get(reverse("admin:automations_flow_dry_run", args=[flow.pk]), {"days": 7})
     assert dry.status_code == 200 and "would_enter" in dry.content.decode().replace(" ", "_").lower()
-    enrolments = client.get(
-        reverse("admin:automations_enrolment_changelist"), {"q": str(world["contacts"][0].pk)}
-    )
+    enrolments = client.get(reverse("admin:automations_enrolment_changelist"), {"q": str(world["contacts"][0].pk)})
     assert enrolments.status_code == 200 and world["contacts"][0].phone not in enrolments.content.decode()
     message = admin_activate(approver_user, flow_row(world))
     assert "activate done" in message

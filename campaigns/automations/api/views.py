@@ -94,7 +94,7 @@ class FlowListApi(ServiceApiView):
     )
     def post(self, request: Request) -> Response:
         FlowCreateInput(data=request.data).is_valid(raise_exception=True)
-        w = write_args(self.actor(request), request.data)
+        w = write_args(self.actor(request), dict(request.data))
         return Response(flow_create(actor=w.actor, data=w.fields, idempotency_key=w.idempotency_key, reason=w.reason))
 
 
