@@ -17,6 +17,4 @@ class AutomationErrorCode(StrEnum):
     FLOW_FREQUENCY_REQUIRED = "flow_frequency_required"
     FLOW_TEMPLATE_INVALID = "flow_template_invalid"
     FLOW_COST_CHECK_FAILED = "flow_cost_check_failed"
-    FLOW_PROMOTIONAL_CONTENT = "flow_promotional_content"
     FLOW_GATEWAY_NOT_USABLE = "flow_gateway_not_usable"
-    FLOW_NOT_CONFIRMED = "flow_not_confirmed"

@@ -120,7 +120,8 @@ def test_enum_members_used_exist(app: str) -> None:
 
 def test_each_app_has_an_error_enum_beside_its_services() -> None:
     enums = error_code_enums()
-    assert set(enums) == set(APPS) - {"smsplatform"}
+    # Nested apps (campaigns.automations) have their own enum; the campaigns scan covers their files.
+    assert set(enums) == (set(APPS) - {"smsplatform"}) | {"campaigns.automations"}
     for app, enum in enums.items():
         assert enum.__module__ == f"{app}.errors"
         assert importlib.import_module(f"{app}.errors")
