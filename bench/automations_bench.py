@@ -52,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--enrolments", type=int, default=100_000)
     parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the tick")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL")
@@ -209,7 +210,15 @@ def run(args: argparse.Namespace, url: str) -> None:
         )
         time.sleep(2)  # bound and idle before the clock starts
         start = time.perf_counter()
-        sent = enrolments_send_due(budget_seconds=300)
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            sent = profiler.runcall(enrolments_send_due, budget_seconds=300)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        else:
+            sent = enrolments_send_due(budget_seconds=300)
         tick_s = time.perf_counter() - start
         print(f"tick: {sent['sent']:,} messages queued in {tick_s:.1f}s ({sent['sent'] / tick_s:,.0f}/s); {sent}")
         pending = (MessageState.QUEUED, MessageState.SUBMITTING)

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from campaigns.automations.flow_models import (
@@ -42,6 +42,7 @@ from campaigns.automations.flow_models import (
 )
 from campaigns.automations.models import CommerceEvent
 from campaigns.automations.rules import render_body, template_problem
+from campaigns.automations.sql import any_of, messages_insert, total_cost
 from campaigns.quiet_hours import quiet_release_time
 from compliance.optouts import active_opt_outs
 from contacts.models import ConsentEvidence, ConsentPurpose, Contact
@@ -51,7 +52,9 @@ from smsplatform.kernel.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
-SCAN_OVERLAP = timedelta(minutes=2)
+# How long the scan keeps reading a gap in the event ids (a batch still committing, or rolled back).
+GAP_WAIT = timedelta(minutes=5)
+MAX_GAPS = 1000
 SCAN_LIMIT = 20_000
 CLAIM_LIMIT = 5_000
 # A date trigger whose moment passed longer ago than this when its event arrives is not sent late.
@@ -59,6 +62,8 @@ LATE_GRACE = timedelta(hours=1)
 QUOTA_RETRY = timedelta(minutes=1)
 SENDABLE_FLOW_STATES = (FlowState.ACTIVE, FlowState.PAUSED)
 EVENT_FIELDS = ("id", "type", "contact_id", "occurred_at", "received_at", "order_ref", "appointment_at", "pickup_at")
+# What a message may quote from its event (rules.variable_value: event.<field>, payload.<key>).
+EVENT_ROW_FIELDS = (*EVENT_FIELDS, "amount", "currency", "coupon_code", "name", "payload")
 
 
 def message_reference(flow_id: int, enrolment_id: int, step: int) -> str:
@@ -103,7 +108,7 @@ def _exit_events(flows: list[Flow], contact_ids: set[int]) -> dict[int, list[dic
         return out
     ids = sorted(contact_ids)
     for start in range(0, len(ids), 5000):
-        rows = CommerceEvent.objects.filter(type__in=types, contact_id__in=ids[start : start + 5000]).values(
+        rows = CommerceEvent.objects.filter(any_of("contact_id", ids[start : start + 5000]), type__in=types).values(
             *EVENT_FIELDS
         )
         for row in rows:
@@ -124,7 +129,7 @@ def _filtered_in(flow: Flow, contact_ids: set[int]) -> set[int]:
     passing: set[int] = set()
     for start in range(0, len(ids), 5000):
         passing.update(
-            Contact.objects.filter(pk__in=ids[start : start + 5000])
+            Contact.objects.filter(any_of("pk", ids[start : start + 5000]))
             .filter(criteria_q(flow.filters))
             .values_list("pk", flat=True)
         )
@@ -140,10 +145,18 @@ def enrolments_for_events(flow: Flow, events: list[dict[str, Any]], *, now: date
         and (flow.activated_at is None or e["received_at"] >= flow.activated_at)
         and _payload_matches(flow, e.get("payload") or {})
     ]
+    if events:
+        # Events this flow already enrolled (a re-read gap): nothing to insert again.
+        done = set(
+            Enrolment.objects.filter(any_of("event_id", [e["id"] for e in events]), flow=flow).values_list(
+                "event_id", flat=True
+            )
+        )
+        events = [e for e in events if e["id"] not in done]
     if not events:
         return []
     contact_ids = {e["contact_id"] for e in events}
-    phones = dict(Contact.objects.filter(pk__in=contact_ids).values_list("pk", "phone"))
+    phones = dict(Contact.objects.filter(any_of("pk", sorted(contact_ids))).values_list("pk", "phone"))
     passing = _filtered_in(flow, contact_ids)
     exits = _exit_events([flow], contact_ids)
     send_index, wait_minutes = _first_send(flow)
@@ -253,9 +266,34 @@ def enrolments_exit(*, flow: Flow, exit_events: list[dict[str, Any]], now: datet
     return len(exiting)
 
 
+def _gaps_open(gaps: list[list[Any]], now: datetime) -> list[list[Any]]:
+    return [g for g in gaps if now - datetime.fromisoformat(g[2]) < GAP_WAIT]
+
+
+def _gaps_after(
+    gaps: list[list[Any]], found: set[int], previous_last: int, new_ids: list[int], now: datetime
+) -> list[list[Any]]:
+    """The gaps still open: the old ones minus the ids now found, plus the holes in the new ids."""
+    out: list[list[Any]] = []
+    for lo, hi, seen in gaps:
+        start = lo
+        for event_id in sorted(i for i in found if lo <= i <= hi):
+            if event_id > start:
+                out.append([start, event_id - 1, seen])
+            start = event_id + 1
+        if start <= hi:
+            out.append([start, hi, seen])
+    previous = previous_last
+    for event_id in new_ids:
+        if event_id > previous + 1:
+            out.append([previous + 1, event_id - 1, now.isoformat()])
+        previous = event_id
+    return out[-MAX_GAPS:]
+
+
 def events_scan(*, now: datetime | None = None, limit: int = SCAN_LIMIT) -> dict[str, int]:
-    """Read events after the cursor: exits first, then enrolments. Idempotent; one scan at a time
-    (the cursor row is locked)."""
+    """Read the events after the cursor (and in the gaps it saw): exits first, then enrolments.
+    Idempotent; one scan at a time (the cursor row is locked)."""
     now = now or timezone.now()
     with transaction.atomic():
         ScanCursor.objects.get_or_create(name="events")
@@ -266,13 +304,15 @@ def events_scan(*, now: datetime | None = None, limit: int = SCAN_LIMIT) -> dict
             .order_by("pk")
             .values(*EVENT_FIELDS, "payload")[:limit]
         )
-        recent = list(
-            CommerceEvent.objects.filter(pk__lte=cursor.last_event_id, received_at__gte=now - SCAN_OVERLAP).values(
-                *EVENT_FIELDS, "payload"
-            )
-        )
-        events = recent + new
-        counts = {"events": len(new), "enrolled": 0, "exited": 0}
+        gaps = _gaps_open(list(cursor.gaps or []), now)
+        late: list[dict[str, Any]] = []
+        if gaps:
+            in_gaps = Q()
+            for lo, hi, _seen in gaps:
+                in_gaps |= Q(pk__gte=lo, pk__lte=hi)
+            late = list(CommerceEvent.objects.filter(in_gaps).values(*EVENT_FIELDS, "payload"))
+        events = late + new
+        counts = {"events": len(new), "late_events": len(late), "enrolled": 0, "exited": 0}
         for flow in flows:
             exit_types = {c["event_type"] for c in flow.exit_conditions or []}
             exits = [e for e in events if e["type"] in exit_types]
@@ -281,12 +321,14 @@ def events_scan(*, now: datetime | None = None, limit: int = SCAN_LIMIT) -> dict
             rows = enrolments_for_events(flow, events, now=now)
             if rows:
                 # ON CONFLICT DO NOTHING: the unique constraints make a re-scan or replay a no-op.
-                created = Enrolment.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
-                counts["enrolled"] += len(created)
-        if new:
-            cursor.last_event_id = new[-1]["id"]
-            cursor.updated_at = now
-            cursor.save(update_fields=["last_event_id", "updated_at"])
+                Enrolment.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=True)
+                counts["enrolled"] += len(rows)
+        new_ids = [e["id"] for e in new]
+        cursor.gaps = _gaps_after(gaps, {e["id"] for e in late}, cursor.last_event_id, new_ids, now)
+        if new_ids:
+            cursor.last_event_id = new_ids[-1]
+        cursor.updated_at = now
+        cursor.save(update_fields=["last_event_id", "gaps", "updated_at"])
     return counts
 
 
@@ -302,7 +344,7 @@ def _consented(contact_ids: list[int]) -> set[int]:
     for start in range(0, len(contact_ids), 5000):
         out.update(
             ConsentEvidence.objects.filter(
-                contact_id__in=contact_ids[start : start + 5000], purpose=ConsentPurpose.MARKETING
+                any_of("contact_id", contact_ids[start : start + 5000]), purpose=ConsentPurpose.MARKETING
             ).values_list("contact_id", flat=True)
         )
     return out
@@ -315,7 +357,7 @@ def _capped_phones(purpose: str, phones: list[str], now: datetime) -> dict[str, 
     out: dict[str, str] = {}
     for window, capped in frequency_capped_windows(purpose=purpose, now=now):
         for start in range(0, len(phones), 5000):
-            for phone in capped.filter(destination__in=phones[start : start + 5000]).values_list(
+            for phone in capped.filter(any_of("destination", phones[start : start + 5000])).values_list(
                 "destination", flat=True
             ):
                 out.setdefault(phone, window.name)
@@ -328,7 +370,7 @@ def _flow_sent_counts(flow: Flow, phones: list[str], now: datetime) -> Counter[s
     for start in range(0, len(phones), 5000):
         rows = (
             OutboundMessage.objects.filter(
-                destination__in=phones[start : start + 5000],
+                any_of("destination", phones[start : start + 5000]),
                 created_at__gte=since,
                 reference__startswith=flow.reference_prefix,
             )
@@ -375,15 +417,44 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     )
     if flow is None or flow.state != FlowState.ACTIVE:
         return out
-    claimed: list[dict[str, Any]] = [
-        dict(row)
-        for row in Enrolment.objects.select_for_update(skip_locked=True, of=("self",))
+    # The claim reads each enrolment with its contact and event in one statement; only the
+    # enrolment rows are locked (SKIP LOCKED: a concurrent tick takes the next ones).
+    joined = (
+        Enrolment.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(flow_id=flow_id, state=EnrolmentState.WAITING, due_at__lte=now)
         .order_by("due_at", "id")
-        .values("id", "contact_id", "phone", "reference", "step_index", "event_id", "trigger_occurred_at", "sent")[
-            :limit
-        ]
-    ]
+        .values_list(
+            "id",
+            "contact_id",
+            "phone",
+            "reference",
+            "step_index",
+            "event_id",
+            "trigger_occurred_at",
+            "contact__phone",
+            "contact__country",
+            "contact__name",
+            *(f"event__{f}" for f in EVENT_ROW_FIELDS),
+        )[:limit]
+    )
+    claimed: list[dict[str, Any]] = []
+    contacts: dict[int, dict[str, Any]] = {}
+    events: dict[int, dict[str, Any]] = {}
+    for values in joined:
+        pk, contact_id, phone, reference, step_index, event_id, occurred, c_phone, c_country, c_name = values[:10]
+        claimed.append(
+            {
+                "id": pk,
+                "contact_id": contact_id,
+                "phone": phone,
+                "reference": reference,
+                "step_index": step_index,
+                "event_id": event_id,
+                "trigger_occurred_at": occurred,
+            }
+        )
+        contacts[contact_id] = {"id": contact_id, "phone": c_phone, "country": c_country, "name": c_name}
+        events[event_id] = dict(zip(EVENT_ROW_FIELDS, values[10:], strict=True))
     if not claimed:
         return out
     out["claimed"] = len(claimed)
@@ -401,19 +472,10 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
         for row in claimed:
             _skip(skips, row["id"], "frequency_cap", f"a {purpose} frequency cap is 0")
     contact_ids = sorted({r["contact_id"] for r in claimed})
-    contacts: dict[int, dict[str, Any]] = {
-        c["id"]: dict(c) for c in Contact.objects.filter(pk__in=contact_ids).values("id", "phone", "country", "name")
-    }
-    events = {
-        e["id"]: e
-        for e in CommerceEvent.objects.filter(pk__in=[r["event_id"] for r in claimed]).values(
-            *EVENT_FIELDS, "amount", "currency", "coupon_code", "payload"
-        )
-    }
     exits = _exit_events([flow], set(contact_ids))
     passing = _filtered_in(flow, set(contact_ids))
     phones = sorted({c["phone"] for c in contacts.values()})
-    opted_out = set(active_opt_outs().filter(phone__in=phones).values_list("phone", flat=True))
+    opted_out = set(active_opt_outs().filter(any_of("phone", phones)).values_list("phone", flat=True))
     consented = _consented(contact_ids) if marketing else set(contact_ids)
     capped = _capped_phones(purpose, phones, now)
     flow_counts = _flow_sent_counts(flow, phones, now)
@@ -421,7 +483,9 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     if flow.once_per_order:
         refs = sorted({r["reference"] for r in claimed if r["reference"]})
         sent_refs = set(
-            Enrolment.objects.filter(flow=flow, reference__in=refs, sent__gt=0).values_list("reference", flat=True)
+            Enrolment.objects.filter(any_of("reference", refs), flow=flow, sent__gt=0).values_list(
+                "reference", flat=True
+            )
         )
     countries = sorted({c["country"] for c in contacts.values()})
     quotes = segment_prices(countries=countries, gateway_code=gateway.code) if gateway else {}
@@ -435,7 +499,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     budget_left = (flow.monthly_budget - _month_spent(flow, now)) if flow.monthly_budget is not None else None
     encodings = (gateway.encodings or ["GSM-7", "UCS-2"]) if gateway else []
     segment_cache: dict[str, tuple[str, int]] = {}
-    messages: list[OutboundMessage] = []
+    messages: list[dict[str, Any]] = []
     sent_rows: list[dict[str, Any]] = []
     exited: dict[int, str] = {}
     for row in claimed:
@@ -516,36 +580,29 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
             sent_refs.add(row["reference"])
         assert gateway is not None
         messages.append(
-            OutboundMessage(
-                gateway_id=gateway.pk,
-                sender_id=flow.sender_id,
-                destination=phone,
-                country=country,
-                body=body,
-                encoding=encoding,
-                segments=segments,
-                cost=cost,
-                currency=quote.currency,
-                purpose=purpose,
-                state=MessageState.QUEUED,
-                reference=message_reference(flow.pk, pk, row["step_index"]),
-                quota_reference="",
-                request_receipt=gateway.receipts_supported,
-                contact_id=row["contact_id"],
-                next_attempt_at=now,
-                created_at=now,
-            )
+            {
+                "destination": phone,
+                "country": country,
+                "body": body,
+                "encoding": encoding,
+                "segments": segments,
+                "cost": cost,
+                "currency": quote.currency,
+                "reference": message_reference(flow.pk, pk, row["step_index"]),
+                "contact_id": row["contact_id"],
+            }
         )
         sent_rows.append(row)
-    if messages:
+    message_ids: list[int] = []
+    if messages and gateway is not None:
         reference = f"automation:{flow.pk}:tick:{uuid.uuid4().hex[:16]}"
         try:
             with transaction.atomic():
                 quota_reserve(
                     actor=Actor.system("automations.tick"),
                     reference=reference,
-                    segments=sum(m.segments for m in messages),
-                    amount=sum((m.cost for m in messages), Decimal(0)),
+                    segments=sum(m["segments"] for m in messages),
+                    amount=total_cost(messages),
                 )
         except ApplicationError as exc:
             # Out of quota or balance: nothing is sent; the enrolments wait and are tried again.
@@ -554,9 +611,15 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
                 holds[row["id"]] = now + QUOTA_RETRY
             messages, sent_rows = [], []
             out["quota_refused"] = exc.code
-        for message in messages:
-            message.quota_reference = reference
-        OutboundMessage.objects.bulk_create(messages, batch_size=5000)
+        message_ids = messages_insert(
+            messages,
+            gateway_id=gateway.pk,
+            sender_id=flow.sender_id,
+            purpose=purpose,
+            quota_reference=reference,
+            request_receipt=gateway.receipts_supported,
+            now=now,
+        )
     # Advance the sent enrolments, grouped by step (one UPDATE per group).
     by_step: dict[int, list[int]] = defaultdict(list)
     for row in sent_rows:
@@ -564,18 +627,18 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     for step, ids in by_step.items():
         next_index, wait = _first_send(flow, step + 1)
         if next_index is None:
-            Enrolment.objects.filter(pk__in=ids).update(
+            Enrolment.objects.filter(any_of("pk", ids)).update(
                 state=EnrolmentState.COMPLETED, sent=F("sent") + 1, step_index=len(flow.steps), finished_at=now
             )
         else:
-            Enrolment.objects.filter(pk__in=ids).update(
+            Enrolment.objects.filter(any_of("pk", ids)).update(
                 sent=F("sent") + 1, step_index=next_index, due_at=now + timedelta(minutes=wait)
             )
     by_reason: dict[tuple[str, str], list[int]] = defaultdict(list)
     for pk, (reason, detail) in skips.items():
         by_reason[(reason, detail)].append(pk)
     for (reason, detail), ids in by_reason.items():
-        Enrolment.objects.filter(pk__in=ids).update(
+        Enrolment.objects.filter(any_of("pk", ids)).update(
             state=EnrolmentState.SKIPPED, reason=reason, detail=detail, finished_at=now
         )
         out["skipped"][reason] += len(ids)
@@ -583,7 +646,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     for pk, event_type in exited.items():
         by_exit[event_type].append(pk)
     for event_type, ids in by_exit.items():
-        Enrolment.objects.filter(pk__in=ids).update(
+        Enrolment.objects.filter(any_of("pk", ids)).update(
             state=EnrolmentState.EXITED, reason=f"exit:{event_type}"[:40], finished_at=now
         )
     out["exited"] = len(exited)
@@ -591,11 +654,11 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     for pk, release in holds.items():
         by_release[release].append(pk)
     for release, ids in by_release.items():
-        Enrolment.objects.filter(pk__in=ids).update(due_at=release)
+        Enrolment.objects.filter(any_of("pk", ids)).update(due_at=release)
     out["held"] = len(holds)
     out["sent"] = len(messages)
     if messages and gateway is not None and not adapter_for(gateway).sends_from_worker:
-        ids = [m.pk for m in messages if m.pk]
+        ids = message_ids
         gateway_id = gateway.pk
 
         def _enqueue() -> None:

@@ -180,10 +180,16 @@ class Enrolment(models.Model):
 
 
 class ScanCursor(models.Model):
-    """How far the beat scan has read the events (by id), per scan name."""
+    """How far the beat scan has read the events (by id), per scan name, and the gaps it saw.
+
+    Ids are drawn from a sequence when a batch is inserted, not when it commits: a batch that
+    commits after a later one leaves its ids below the cursor. The scan remembers each gap in the
+    ids it read (``gaps``: ``[first, last, seen_at]``) and reads those ids again until
+    ``GAP_WAIT`` has passed (a rolled-back batch leaves a gap forever)."""
 
     name = models.CharField(max_length=40, unique=True)
     last_event_id = models.BigIntegerField(default=0)
+    gaps = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
