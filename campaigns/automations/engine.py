@@ -41,7 +41,7 @@ from campaigns.automations.flow_models import (
     ScanCursor,
 )
 from campaigns.automations.models import CommerceEvent
-from campaigns.automations.rules import render_body, template_problem
+from campaigns.automations.rules import Renderer, template_problem
 from campaigns.automations.sql import any_of, messages_insert, total_cost
 from campaigns.quiet_hours import quiet_release_time
 from compliance.optouts import active_opt_outs
@@ -62,8 +62,6 @@ LATE_GRACE = timedelta(hours=1)
 QUOTA_RETRY = timedelta(minutes=1)
 SENDABLE_FLOW_STATES = (FlowState.ACTIVE, FlowState.PAUSED)
 EVENT_FIELDS = ("id", "type", "contact_id", "occurred_at", "received_at", "order_ref", "appointment_at", "pickup_at")
-# What a message may quote from its event (rules.variable_value: event.<field>, payload.<key>).
-EVENT_ROW_FIELDS = (*EVENT_FIELDS, "amount", "currency", "coupon_code", "name", "payload")
 
 
 def message_reference(flow_id: int, enrolment_id: int, step: int) -> str:
@@ -417,6 +415,8 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     )
     if flow is None or flow.state != FlowState.ACTIVE:
         return out
+    renderer = Renderer(flow) if flow.template_version is not None else None
+    event_fields = ["id", *(renderer.event_fields if renderer else [])]
     # The claim reads each enrolment with its contact and event in one statement; only the
     # enrolment rows are locked (SKIP LOCKED: a concurrent tick takes the next ones).
     joined = (
@@ -434,7 +434,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
             "contact__phone",
             "contact__country",
             "contact__name",
-            *(f"event__{f}" for f in EVENT_ROW_FIELDS),
+            *(f"event__{f}" for f in event_fields),
         )[:limit]
     )
     claimed: list[dict[str, Any]] = []
@@ -454,7 +454,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
             }
         )
         contacts[contact_id] = {"id": contact_id, "phone": c_phone, "country": c_country, "name": c_name}
-        events[event_id] = dict(zip(EVENT_ROW_FIELDS, values[10:], strict=True))
+        events[event_id] = dict(zip(event_fields, values[10:], strict=True))
     if not claimed:
         return out
     out["claimed"] = len(claimed)
@@ -547,11 +547,15 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
             if release > now:
                 holds[pk] = release  # held until the window opens, never dropped
                 continue
-        body = render_body(flow, event, contact)
-        if body is None:
+        assert renderer is not None
+        values = renderer.values(event, contact)
+        if values is None:
             _skip(skips, pk, "variable_missing", "the event lacks a value the template needs")
             continue
-        if not marketing and promotion_found(body):
+        body = renderer.render(values)
+        # The template itself was checked once (template_problem); here the event's values, which
+        # a business system chose, must not bring a link or an offer into a transactional SMS.
+        if not marketing and values and promotion_found(" ".join(values.values())):
             _skip(skips, pk, "promotional_content", "a transactional message carries no promotion")
             continue
         quote = quotes[country]

@@ -68,16 +68,39 @@ def variable_value(source: str, event: dict[str, Any], contact: dict[str, Any]) 
     return str(value)
 
 
+class Renderer:
+    """A flow's message for one enrolment: the pinned template with each field's value taken from
+    the event or contact (the placeholders are parsed once per flow, not once per message)."""
+
+    def __init__(self, flow: Flow) -> None:
+        version = flow.template_version
+        assert version is not None
+        self.body = version.body
+        variables = flow.variables or {}
+        self.sources = [(name, variables.get(name, "")) for name in placeholders(version.body)]
+        # The event fields a message may need (event.<field>; payload.<key> needs the payload).
+        self.event_fields = sorted(
+            {s[6:] for _n, s in self.sources if s.startswith("event.")}
+            | ({"payload"} if any(s.startswith("payload.") for _n, s in self.sources) else set())
+        )
+
+    def values(self, event: dict[str, Any], contact: dict[str, Any]) -> dict[str, str] | None:
+        values = {}
+        for name, source in self.sources:
+            value = variable_value(source, event, contact)
+            if value is None:
+                return None
+            values[name] = value
+        return values
+
+    def render(self, values: dict[str, str]) -> str:
+        return render(self.body, values) if values else self.body
+
+
 def render_body(flow: Flow, event: dict[str, Any], contact: dict[str, Any]) -> str | None:
-    version = flow.template_version
-    assert version is not None
-    values = {}
-    for name in placeholders(version.body):
-        value = variable_value((flow.variables or {}).get(name, ""), event, contact)
-        if value is None:
-            return None
-        values[name] = value
-    return render(version.body, values)
+    renderer = Renderer(flow)
+    values = renderer.values(event, contact)
+    return None if values is None else renderer.render(values)
 
 
 def cost_estimate(flow: Flow, *, now: Any = None) -> dict[str, Any]:
