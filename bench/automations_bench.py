@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--enrolments", type=int, default=100_000)
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the tick")
+    parser.add_argument("--profile-scan", action="store_true", help="print a cProfile of the first scan")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL")
@@ -199,6 +200,14 @@ def run(args: argparse.Namespace, url: str) -> None:
         )
         started = time.perf_counter()
         scanned = 0
+        if args.profile_scan:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            counts = profiler.runcall(events_scan)
+            scanned += counts["enrolled"]
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
         while True:
             counts = events_scan()
             scanned += counts["enrolled"]

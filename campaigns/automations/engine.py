@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from campaigns.automations.flow_models import (
@@ -42,7 +42,7 @@ from campaigns.automations.flow_models import (
 )
 from campaigns.automations.models import CommerceEvent
 from campaigns.automations.rules import Renderer, template_problem
-from campaigns.automations.sql import any_of, messages_insert, total_cost
+from campaigns.automations.sql import any_of, enrolments_insert, messages_insert, total_cost
 from campaigns.quiet_hours import quiet_release_time
 from compliance.optouts import active_opt_outs
 from contacts.models import ConsentEvidence, ConsentPurpose, Contact
@@ -319,7 +319,7 @@ def events_scan(*, now: datetime | None = None, limit: int = SCAN_LIMIT) -> dict
             rows = enrolments_for_events(flow, events, now=now)
             if rows:
                 # ON CONFLICT DO NOTHING: the unique constraints make a re-scan or replay a no-op.
-                Enrolment.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=True)
+                enrolments_insert(rows)
                 counts["enrolled"] += len(rows)
         new_ids = [e["id"] for e in new]
         cursor.gaps = _gaps_after(gaps, {e["id"] for e in late}, cursor.last_event_id, new_ids, now)
@@ -382,15 +382,12 @@ def _flow_sent_counts(flow: Flow, phones: list[str], now: datetime) -> Counter[s
 
 
 def _month_spent(flow: Flow, now: datetime) -> Decimal:
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    spent = (
-        OutboundMessage.objects.filter(
-            purpose=flow.purpose, created_at__gte=start, reference__startswith=flow.reference_prefix
-        )
-        .exclude(state=MessageState.FAILED)
-        .aggregate(total=Sum("cost"))["total"]
-    )
-    return Decimal(spent or 0)
+    """What the flow queued this month: its counter (reset when a new month starts; the tick holds
+    the flow's row lock, so concurrent ticks add up exactly)."""
+    month = now.date().replace(day=1)
+    if flow.spent_month != month:
+        flow.spent_month, flow.spent_amount = month, Decimal(0)
+    return Decimal(flow.spent_amount)
 
 
 def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
@@ -615,6 +612,9 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
                 holds[row["id"]] = now + QUOTA_RETRY
             messages, sent_rows = [], []
             out["quota_refused"] = exc.code
+        if messages:
+            flow.spent_amount = Decimal(flow.spent_amount) + total_cost(messages)
+            Flow.objects.filter(pk=flow.pk).update(spent_month=flow.spent_month, spent_amount=flow.spent_amount)
         message_ids = messages_insert(
             messages,
             gateway_id=gateway.pk,

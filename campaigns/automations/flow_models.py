@@ -77,6 +77,10 @@ class Flow(models.Model):
     once_per_order = models.BooleanField(default=False, help_text="At most one send per order reference.")
     monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     cost_check = models.JSONField(default=dict, blank=True, help_text="The last cost estimate (recent volume).")
+    # What the flow queued this calendar month (UTC), kept by the tick under the flow's row lock:
+    # the budget check reads one row instead of summing the month's messages at every claim.
+    spent_month = models.DateField(null=True, blank=True)
+    spent_amount = models.DecimalField(max_digits=14, decimal_places=4, default=0)
     # Lifecycle
     approval_request_id = models.BigIntegerField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)

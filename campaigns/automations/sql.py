@@ -98,3 +98,43 @@ def messages_insert(
 
 def total_cost(rows: Sequence[dict[str, Any]]) -> Decimal:
     return sum((row["cost"] for row in rows), Decimal(0))
+
+
+_ENROLMENT_COLUMNS = (
+    ("flow_id", "bigint"),
+    ("flow_version", "int"),
+    ("event_id", "bigint"),
+    ("contact_id", "bigint"),
+    ("phone", "text"),
+    ("reference", "text"),
+    ("trigger_date", "date"),
+    ("trigger_occurred_at", "timestamptz"),
+    ("state", "text"),
+    ("step_index", "int"),
+    ("due_at", "timestamptz"),
+    ("sent", "int"),
+    ("reason", "text"),
+    ("detail", "text"),
+    ("entered_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+)
+
+
+def enrolments_insert(rows: Sequence[Any]) -> None:
+    """Insert Enrolment rows, skipping any a unique constraint already holds (ON CONFLICT DO
+    NOTHING: a re-read or replayed event enrols nothing twice)."""
+    if not rows:
+        return
+    model = type(rows[0])
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+        return
+    names = ", ".join(name for name, _t in _ENROLMENT_COLUMNS)
+    arrays = ", ".join(f"%s::{kind}[]" for _n, kind in _ENROLMENT_COLUMNS)
+    sql = (
+        f"INSERT INTO {model._meta.db_table} ({names}) "  # noqa: S608 - our table and columns
+        f"SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING"
+    )
+    params: list[Any] = [[getattr(row, name) for row in rows] for name, _t in _ENROLMENT_COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
