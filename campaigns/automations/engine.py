@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 GAP_WAIT = timedelta(minutes=5)
 MAX_GAPS = 1000
 SCAN_LIMIT = 20_000
-CLAIM_LIMIT = 5_000
+CLAIM_LIMIT = 2_000
 # A date trigger whose moment passed longer ago than this when its event arrives is not sent late.
 LATE_GRACE = timedelta(hours=1)
 QUOTA_RETRY = timedelta(minutes=1)
@@ -711,8 +711,32 @@ def flow_tick(*, now: datetime | None = None) -> dict[str, Any]:
     return {"scan": scanned, "send": sent}
 
 
-def enrolments_drop(*, flow: Flow, now: datetime) -> int:
-    """Archiving: every waiting enrolment is dropped (and a queued message of it withdrawn)."""
-    return Enrolment.objects.filter(flow=flow, state=EnrolmentState.WAITING).update(
+def enrolments_drop(*, flow: Flow, now: datetime) -> dict[str, int]:
+    """Archiving: every waiting enrolment is dropped, and the flow's messages still queued are
+    withdrawn (their quota hold released). Runs in the caller's transaction, the flow row locked."""
+    from gateways.quotas import quota_unhold_many
+
+    dropped = Enrolment.objects.filter(flow=flow, state=EnrolmentState.WAITING).update(
         state=EnrolmentState.DROPPED, reason="archived", finished_at=now
     )
+    if flow.gateway_id is None:
+        return {"dropped_enrolments": dropped, "withdrawn_messages": 0}
+    # On the (gateway, state, id) index: the queued rows of the flow's gateway, then its own.
+    queued = list(
+        OutboundMessage.objects.select_for_update()
+        .filter(gateway_id=flow.gateway_id, state=MessageState.QUEUED, reference__startswith=flow.reference_prefix)
+        .values_list("pk", "quota_reference", "segments", "cost")
+    )
+    if queued:
+        OutboundMessage.objects.filter(any_of("pk", [q[0] for q in queued]), state=MessageState.QUEUED).update(
+            state=MessageState.FAILED,
+            error_code="flow_archived",
+            error_reason="withdrawn: the flow was archived before sending",
+            final_at=now,
+        )
+        totals: dict[str, tuple[int, Decimal]] = {}
+        for _pk, reference, segments, cost in queued:
+            s, a = totals.get(reference, (0, Decimal(0)))
+            totals[reference] = (s + segments, a + cost)
+        quota_unhold_many(actor=Actor.system("automations.archive"), totals=totals)
+    return {"dropped_enrolments": dropped, "withdrawn_messages": len(queued)}

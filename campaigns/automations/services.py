@@ -204,7 +204,11 @@ def _update_execute(
     flow.updated_by = actor.user if actor.user_id else flow.updated_by
     flow.approval_request_id = request.pk if request else flow.approval_request_id
     flow.save()
-    dropped = enrolments_drop(flow=flow, now=now) if operation == "archive" else 0
+    dropped = (
+        enrolments_drop(flow=flow, now=now)
+        if operation == "archive"
+        else {"dropped_enrolments": 0, "withdrawn_messages": 0}
+    )
     _version_record(actor, flow, changed, payload.get("reason", ""))
     audit_record(
         actor=actor,
@@ -212,11 +216,11 @@ def _update_execute(
         object_type="flow",
         object_id=flow.pk,
         before=before,
-        after={**flow_snapshot(flow), "cost_check": estimate, "dropped_enrolments": dropped},
+        after={**flow_snapshot(flow), "cost_check": estimate, **dropped},
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
-    return flow_result(flow, operation=operation, changed=changed, cost_check=estimate, dropped_enrolments=dropped)
+    return flow_result(flow, operation=operation, changed=changed, cost_check=estimate, **dropped)
 
 
 register_action(

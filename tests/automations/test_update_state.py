@@ -163,14 +163,23 @@ def test_update_changes_only_catalogue_fields_and_rechecks_an_active_flow(
     assert tool_error(mcp(approver_user, UPDATE, args))["code"] == "validation_error"
 
 
-def test_archiving_drops_pending_steps(world: dict[str, Any], approver_user: Any, api_for: Any) -> None:
-    flow = active_flow(world, steps=[{"kind": "wait", "minutes": 600}, {"kind": "send"}])
+def test_archiving_drops_pending_steps_and_withdraws_queued_messages(
+    world: dict[str, Any], approver_user: Any, api_for: Any
+) -> None:
+    from gateways.models import MessageState, OutboundMessage
+
+    flow = active_flow(world, steps=[{"kind": "send"}, {"kind": "wait", "minutes": 600}, {"kind": "send"}])
     event(world, world["contacts"][0], "order_shipped", order_ref="A-1")
     flow_tick()
+    [queued] = OutboundMessage.objects.filter(reference__startswith=flow.reference_prefix)
+    assert queued.state == MessageState.QUEUED
     body = {"operation": "archive", "base_version_token": token(flow), "idempotency_key": key()}
     response = api_for(approver_user).post(f"/api/v1/automations/{flow.pk}/state/", body, format="json")
-    assert response.status_code == 200 and response.json()["result"]["dropped_enrolments"] == 1
+    result = response.json()["result"]
+    assert response.status_code == 200 and (result["dropped_enrolments"], result["withdrawn_messages"]) == (1, 1)
     assert Enrolment.objects.get(flow=flow).state == EnrolmentState.DROPPED
+    queued.refresh_from_db()
+    assert queued.state == MessageState.FAILED and queued.error_code == "flow_archived"
     body = {"operation": "activate", "base_version_token": token(flow), "idempotency_key": key()}
     response = api_for(approver_user).post(f"/api/v1/automations/{flow.pk}/state/", body, format="json")
     assert error_of(response)["code"] == "flow_state"
