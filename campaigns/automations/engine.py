@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from campaigns.automations.flow_models import (
@@ -348,37 +348,37 @@ def _consented(contact_ids: list[int]) -> set[int]:
     return out
 
 
-def _capped_phones(purpose: str, phones: list[str], now: datetime) -> dict[str, str]:
-    """Phone -> the platform cap window it is at (the send history, gateways.frequency)."""
-    from gateways.frequency import frequency_capped_windows
+def _history(phones: list[str], since: datetime) -> list[tuple[str, str, datetime, str]]:
+    """(destination, purpose, created_at, reference) of every message to these phones since
+    ``since`` that did not fail before leaving (what the caps count), read destination by
+    destination on msg_destination_recent: a range over all recent messages would grow with
+    every claim (right after a bulk send the planner's statistics do not know the table grew)."""
+    from campaigns.automations.sql import recent_messages
 
-    out: dict[str, str] = {}
-    for window, capped in frequency_capped_windows(purpose=purpose, now=now):
-        for start in range(0, len(phones), 5000):
-            for phone in capped.filter(any_of("destination", phones[start : start + 5000])).values_list(
-                "destination", flat=True
-            ):
-                out.setdefault(phone, window.name)
+    out: list[tuple[str, str, datetime, str]] = []
+    for start in range(0, len(phones), 5000):
+        out.extend(recent_messages(phones[start : start + 5000], since))
     return out
 
 
-def _flow_sent_counts(flow: Flow, phones: list[str], now: datetime) -> Counter[str]:
-    since = now - timedelta(hours=int(flow.period_hours or 0))
-    counts: Counter[str] = Counter()
-    for start in range(0, len(phones), 5000):
-        rows = (
-            OutboundMessage.objects.filter(
-                any_of("destination", phones[start : start + 5000]),
-                created_at__gte=since,
-                reference__startswith=flow.reference_prefix,
-            )
-            .exclude(state=MessageState.FAILED)
-            .values_list("destination")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        counts.update(dict(rows))
-    return counts
+def _caps_and_counts(flow: Flow, purpose: str, phones: list[str], now: datetime) -> tuple[dict[str, str], Counter[str]]:
+    """Phone -> the platform cap window it is at (gateways.frequency's windows over the send
+    history), and per phone the messages this flow sent it within its own period."""
+    from gateways.frequency import frequency_windows
+
+    windows = [w for w in frequency_windows() if purpose in w.purposes and w.limit > 0]
+    period = timedelta(hours=int(flow.period_hours or 0))
+    widest = max([timedelta(hours=w.hours) for w in windows] + [period])
+    rows = _history(phones, now - widest)
+    capped: dict[str, str] = {}
+    for window in windows:
+        since = now - timedelta(hours=window.hours)
+        counts = Counter(d for d, p, at, _r in rows if p in window.purposes and at >= since)
+        for phone, n in counts.items():
+            if n >= window.limit:
+                capped.setdefault(phone, window.name)
+    own = Counter(d for d, _p, at, r in rows if r.startswith(flow.reference_prefix) and at >= now - period)
+    return capped, own
 
 
 def _month_spent(flow: Flow, now: datetime) -> Decimal:
@@ -474,8 +474,7 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
     phones = sorted({c["phone"] for c in contacts.values()})
     opted_out = set(active_opt_outs().filter(any_of("phone", phones)).values_list("phone", flat=True))
     consented = _consented(contact_ids) if marketing else set(contact_ids)
-    capped = _capped_phones(purpose, phones, now)
-    flow_counts = _flow_sent_counts(flow, phones, now)
+    capped, flow_counts = _caps_and_counts(flow, purpose, phones, now)
     sent_refs: set[str] = set()
     if flow.once_per_order:
         refs = sorted({r["reference"] for r in claimed if r["reference"]})

@@ -138,3 +138,29 @@ def enrolments_insert(rows: Sequence[Any]) -> None:
     params: list[Any] = [[getattr(row, name) for row in rows] for name, _t in _ENROLMENT_COLUMNS]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+_RECENT = f"""
+SELECT d.destination, m.purpose, m.created_at, m.reference
+FROM unnest(%s::text[]) AS d(destination)
+JOIN LATERAL (
+    SELECT x.purpose, x.created_at, x.reference FROM {_TABLE} x
+    WHERE x.destination = d.destination AND x.created_at >= %s AND x.state <> %s
+) m ON TRUE
+"""  # noqa: S608 - the table name is ours
+
+
+def recent_messages(phones: Sequence[str], since: datetime) -> list[tuple[str, str, datetime, str]]:
+    """(destination, purpose, created_at, reference) of the messages to these phones since
+    ``since``, failed ones left out; one index probe per phone on PostgreSQL."""
+    if not phones:
+        return []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_RECENT, [list(phones), since, MessageState.FAILED.value])
+            return [tuple(row) for row in cursor.fetchall()]
+    return list(
+        OutboundMessage.objects.filter(any_of("destination", phones), created_at__gte=since)
+        .exclude(state=MessageState.FAILED)
+        .values_list("destination", "purpose", "created_at", "reference")
+    )

@@ -277,3 +277,25 @@ def test_an_event_committed_after_a_later_one_is_still_enrolled(world: dict[str,
     assert counts["late_events"] == 1 and counts["enrolled"] == 1
     assert Enrolment.objects.filter(flow=flow).count() == 3
     assert events_scan()["enrolled"] == 0
+
+
+def test_the_platform_frequency_caps_apply_at_send_time(world: dict[str, Any]) -> None:
+    from gateways.platform_config import platform_config_update
+    from smsplatform.config_service import platform_config_get
+
+    config = platform_config_get()
+    platform_config_update(
+        actor=Actor.system("test"),
+        changes={"frequency_caps": {**config["config"]["frequency_caps"], "transactional_per_day": 1}},
+        base_version_token=config["base_version_token"],
+        idempotency_key="flows-caps-0001",
+    )
+    flow = active_flow(world)
+    first, second = world["contacts"][:2]
+    event(world, first, "order_shipped", order_ref="A-1")
+    flow_tick()
+    event(world, first, "order_shipped", order_ref="A-2")  # a second shipping SMS today: over the cap
+    event(world, second, "order_shipped", order_ref="B-1")
+    result = flow_tick()["send"]
+    assert result["sent"] == 1 and result["skipped"] == {"frequency_cap": 1}
+    assert [m.destination for m in messages_of(flow)] == [first.phone, second.phone]
