@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the tick")
     parser.add_argument("--profile-scan", action="store_true", help="print a cProfile of the first scan")
+    parser.add_argument("--queries", action="store_true", help="print the tick's slowest statements")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL")
@@ -226,6 +228,20 @@ def run(args: argparse.Namespace, url: str) -> None:
             profiler = cProfile.Profile()
             sent = profiler.runcall(enrolments_send_due, budget_seconds=300)
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+        elif args.queries:
+            spent: dict[str, list[float]] = {}
+
+            def timing(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+                began = time.perf_counter()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    spent.setdefault(" ".join(sql.split())[:110], []).append(time.perf_counter() - began)
+
+            with connection.execute_wrapper(timing):
+                sent = enrolments_send_due(budget_seconds=300)
+            for sql, times in sorted(spent.items(), key=lambda kv: -sum(kv[1]))[:12]:
+                print(f"  {sum(times):6.2f}s {len(times):4d}x  {sql}")
         else:
             sent = enrolments_send_due(budget_seconds=300)
         tick_s = time.perf_counter() - start
