@@ -33,12 +33,13 @@ TOTAL = 10_000
 
 
 def tick_running() -> bool:
-    """The tick's claim or its message insert is executing right now (in the worker)."""
+    """A tick's claim transaction is open right now (in the worker): it holds the row-share lock
+    that SELECT ... FOR UPDATE takes on the enrolments until it commits or rolls back."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-            "AND (query ILIKE %s OR query ILIKE %s)",
-            ["%INSERT INTO%gateways_outboundmessage%unnest%", "%automations_enrolment%SKIP LOCKED%"],
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = %s AND l.mode = 'RowShareLock' AND l.pid <> pg_backend_pid()",
+            [Enrolment._meta.db_table],
         )
         return bool(cursor.fetchone()[0])
 
