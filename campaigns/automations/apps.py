@@ -12,4 +12,4 @@ class AutomationsConfig(AppConfig):
 
     def ready(self) -> None:
         # Register the governed flow action (automation.update).
-        from campaigns.automations import services  # noqa: F401
+        from campaigns.automations import flow_services  # noqa: F401

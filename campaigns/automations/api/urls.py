@@ -1,6 +1,6 @@
 from django.urls import path
 
-from campaigns.automations.api.views import (
+from campaigns.automations.api.flow_views import (
     EnrolmentListApi,
     FlowDetailApi,
     FlowDryRunApi,

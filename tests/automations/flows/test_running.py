@@ -15,7 +15,7 @@ from campaigns.automations.flow_models import Enrolment, EnrolmentState, FlowSta
 from gateways.delivery.queue import messages_submit
 from gateways.models import MessagePurpose, MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
-from tests.automations.conftest import active_flow, event
+from tests.automations.flows.conftest import active_flow, event
 from tests.support.campaigns import set_quiet_hours
 from tests.support.factories import ContactFactory, OptOutFactory
 

@@ -19,7 +19,7 @@ from campaigns.automations.flow_models import Enrolment, EnrolmentState
 from gateways.delivery.queue import messages_submit
 from gateways.models import MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
-from tests.automations.conftest import active_flow, event
+from tests.automations.flows.conftest import active_flow, event
 from tests.support.db import postgres_only
 
 pytestmark = [

@@ -18,7 +18,7 @@ from campaigns.automations.selectors import (
     flow_summary,
     flows_list,
 )
-from campaigns.automations.services import (
+from campaigns.automations.flow_services import (
     ADD,
     CHANGE,
     OPERATIONS,

@@ -17,7 +17,7 @@ from campaigns.automations.flow_models import Enrolment, EnrolmentState, Flow, F
 from compliance.models import ActionType, Condition
 from smsplatform.mcp.server import run_tool
 from templates.models import VersionApproval
-from tests.automations.conftest import active_flow, event, flow_row, key, token
+from tests.automations.flows.conftest import active_flow, event, flow_row, key, token
 from tests.support.campaigns import policy
 from tests.support.factories import PASSWORD
 from tests.support.mcp import structured, tool_error
