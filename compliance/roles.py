@@ -207,3 +207,15 @@ ROLE_PERMISSIONS[Role.COMPLIANCE] += _FLOW_READ
 ROLE_PERMISSIONS[Role.OPERATIONS] += [*_FLOW_READ, "automations.change_flow"]
 ROLE_PERMISSIONS[Role.APPROVER] += [*_FLOW_READ, "automations.change_flow", "automations.confirm_flow"]
 CAPABILITIES["confirm_flow_activation"] = "automations.confirm_flow"
+
+# Automations' events intake: technical staff run the event sources (their secrets included);
+# CRM and marketing read the events (phones masked).
+ROLE_PERMISSIONS[Role.TECHNICAL] += [
+    "automations.add_eventsource",
+    "automations.change_eventsource",
+    "automations.view_eventsource",
+    "automations.view_event_source_secret",
+    "automations.view_commerceevent",
+]
+ROLE_PERMISSIONS[Role.CRM] += ["automations.view_commerceevent"]
+ROLE_PERMISSIONS[Role.MARKETING] += ["automations.view_commerceevent"]

@@ -14,6 +14,7 @@ PERIODIC = [
     ("Advance campaign batches", "campaigns.advance_batches", 5),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
     ("Run automation flows (scan events, send due steps)", "automations.tick", 5),
+    ("Purge commerce events past their retention", "automations.purge_events", 3600),
 ]
 
 

@@ -286,3 +286,16 @@ SMS_SMPP_JOURNAL_DIR = os.environ.get("SMS_SMPP_JOURNAL_DIR", str(VAR_DIR / "smp
 # How long a web process may serve a short link from its cache before reading it again (a
 # change made in the same process is seen at once).
 SMS_SHORT_LINK_CACHE_SECONDS = float(os.environ.get("SMS_SHORT_LINK_CACHE_SECONDS", "10"))
+
+# --- Automations: the commerce events intake (campaigns.automations.intake) --------------------
+# Events are kept this many days after they occurred (the beat task automations.purge_events
+# deletes older ones, SMS_EVENTS_PURGE_BATCH ids per statement); an event older than that is
+# refused at intake. Reporting's aggregates are not events and are kept.
+SMS_EVENTS_RETENTION_DAYS = int(os.environ.get("SMS_EVENTS_RETENTION_DAYS", "400"))
+SMS_EVENTS_PURGE_BATCH = int(os.environ.get("SMS_EVENTS_PURGE_BATCH", "5000"))
+# A batch's signature timestamp may differ from the server's clock by this much (replay window).
+SMS_EVENTS_SIGNATURE_TOLERANCE_SECONDS = int(os.environ.get("SMS_EVENTS_SIGNATURE_TOLERANCE_SECONDS", "300"))
+# An event may say it occurred this far in the future (the business's clock runs ahead).
+SMS_EVENTS_FUTURE_SKEW_SECONDS = int(os.environ.get("SMS_EVENTS_FUTURE_SKEW_SECONDS", "300"))
+# The largest body the batch endpoint reads (1,000 events with their payloads).
+SMS_EVENTS_MAX_BODY_BYTES = int(os.environ.get("SMS_EVENTS_MAX_BODY_BYTES", str(8 * 1024 * 1024)))

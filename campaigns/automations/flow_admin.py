@@ -14,8 +14,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.automations.flow_models import Enrolment, Flow, FlowVersion
-from campaigns.automations.selectors import flow_dry_run, flow_funnel, flow_summary
 from campaigns.automations.flow_services import CHANGE, VIEW, flow_update_state
+from campaigns.automations.selectors import flow_dry_run, flow_funnel, flow_summary
 from campaigns.automations.spec import flow_token
 from smsplatform.admin_utils import admin_actor, error_text, readable
 from smsplatform.kernel.errors import ApplicationError

@@ -144,7 +144,11 @@ class Enrolment(models.Model):
 
     flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="enrolments")
     flow_version = models.PositiveIntegerField()
-    event = models.ForeignKey("automations.CommerceEvent", on_delete=models.CASCADE, related_name="+")
+    # No database constraint and no cascade: the retention purge deletes old events, and the
+    # enrolment (its numbers, and its (flow, event) uniqueness) outlives them.
+    event = models.ForeignKey(
+        "automations.CommerceEvent", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     contact = models.ForeignKey("contacts.Contact", on_delete=models.CASCADE, related_name="+")
     # The phone at entry: a send goes out only while the contact's phone is still this one.
     phone = models.CharField(max_length=16)

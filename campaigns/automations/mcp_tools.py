@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from campaigns.automations.flow_models import FlowState
+from campaigns.automations.flow_services import CHANGE, OPERATIONS, VIEW, flow_update_state
 from campaigns.automations.models import EventType
 from campaigns.automations.selectors import flows_list
-from campaigns.automations.flow_services import CHANGE, OPERATIONS, VIEW, flow_update_state
 from campaigns.automations.spec import EXIT_MATCHES
 from campaigns.services.writes import write_args
 from smsplatform.kernel.actor import Actor

@@ -11,13 +11,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from campaigns.automations.flow_models import FlowState
-from campaigns.automations.selectors import (
-    contact_enrolments,
-    flow_dry_run,
-    flow_funnel,
-    flow_summary,
-    flows_list,
-)
 from campaigns.automations.flow_services import (
     ADD,
     CHANGE,
@@ -26,6 +19,13 @@ from campaigns.automations.flow_services import (
     flow_create,
     flow_get_or_404,
     flow_update_state,
+)
+from campaigns.automations.selectors import (
+    contact_enrolments,
+    flow_dry_run,
+    flow_funnel,
+    flow_summary,
+    flows_list,
 )
 from campaigns.automations.spec import FIELDS, UPDATE_STATE_FIELDS
 from campaigns.services.writes import write_args

@@ -7,8 +7,10 @@ from campaigns.automations.api.flow_views import (
     FlowListApi,
     FlowStateApi,
 )
+from campaigns.automations.api.views import EventBatchApi
 
 urlpatterns = [
+    path("events/batch", EventBatchApi.as_view(), name="events-batch"),
     path("automations/", FlowListApi.as_view(), name="automations"),
     path("automations/enrolments/", EnrolmentListApi.as_view(), name="automation-enrolments"),
     path("automations/<int:flow_id>/", FlowDetailApi.as_view(), name="automation"),
