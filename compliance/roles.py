@@ -215,6 +215,14 @@ _REPORTS = ["reporting.view_campaign_report"]
 for _role in (Role.MARKETING, Role.CRM, Role.OPERATIONS, Role.COMPLIANCE, Role.APPROVER):
     ROLE_PERMISSIONS[_role] += _REPORTS
 ROLE_PERMISSIONS[Role.CRM] += [*_CAMPAIGN_READ, "reporting.view_person_clicks"]
+# Automations: flows (issue 17).
+_FLOW_READ = ["automations.view_flow", "automations.view_enrolment"]
+ROLE_PERMISSIONS[Role.MARKETING] += [*_FLOW_READ, "automations.add_flow", "automations.change_flow"]
+ROLE_PERMISSIONS[Role.CRM] += _FLOW_READ
+ROLE_PERMISSIONS[Role.COMPLIANCE] += _FLOW_READ
+ROLE_PERMISSIONS[Role.OPERATIONS] += [*_FLOW_READ, "automations.change_flow"]
+ROLE_PERMISSIONS[Role.APPROVER] += [*_FLOW_READ, "automations.change_flow", "automations.confirm_flow"]
+CAPABILITIES["confirm_flow_activation"] = "automations.confirm_flow"
 
 # Automations' events intake: technical staff run the event sources (their secrets included);
 # CRM and marketing read the events (phones masked).

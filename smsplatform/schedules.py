@@ -21,6 +21,7 @@ PERIODIC = [
     ("Prune OTP abuse counters", "otp.prune_rate_counters", 3600),
     ("Scrub OTP codes from sent messages", "otp.scrub_codes", 30),
     ("Refresh report aggregates", "reporting.refresh_aggregates", REPORT_REFRESH_SECONDS),
+    ("Run automation flows (scan events, send due steps)", "automations.tick", 5),
     ("Purge commerce events past their retention", "automations.purge_events", 3600),
     ("Raise review alerts (cost, opt-outs, failures, ROI)", "reporting.raise_alerts", 300),
 ]

@@ -156,3 +156,7 @@ class CommerceEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the retention purge deletes events
+
+
+# Flows and enrolments (their own module).
+from campaigns.automations import flow_admin  # noqa: E402,F401

@@ -9,3 +9,7 @@ class AutomationsConfig(AppConfig):
     name = "campaigns.automations"
     label = "automations"
     verbose_name = "Automations"
+
+    def ready(self) -> None:
+        # Register the governed flow action (automation.update).
+        from campaigns.automations import flow_services  # noqa: F401

@@ -28,3 +28,11 @@ class AutomationErrorCode(StrEnum):
     CURRENCY_INVALID = "currency_invalid"
     CONTACT_UNKNOWN = "contact_unknown"
     CONTACT_MISMATCH = "contact_mismatch"
+    # flows
+    FLOW_STATE = "flow_state"
+    FLOW_INVALID = "flow_invalid"
+    FLOW_OPT_OUT_REQUIRED = "flow_opt_out_required"
+    FLOW_FREQUENCY_REQUIRED = "flow_frequency_required"
+    FLOW_TEMPLATE_INVALID = "flow_template_invalid"
+    FLOW_COST_CHECK_FAILED = "flow_cost_check_failed"
+    FLOW_GATEWAY_NOT_USABLE = "flow_gateway_not_usable"

@@ -143,3 +143,30 @@ class CommerceEvent(models.Model):
     @property
     def phone_masked(self) -> str:
         return phone_mask(self.phone) if self.phone else ""
+
+
+# Flows, enrolments and the scan cursor (their own module; imported here so Django registers them).
+from campaigns.automations.flow_models import (  # noqa: E402
+    Enrolment,
+    EnrolmentState,
+    Flow,
+    FlowPurpose,
+    FlowState,
+    FlowVersion,
+    ScanCursor,
+    TriggerAnchor,
+)
+
+__all__ = [
+    "CommerceEvent",
+    "Enrolment",
+    "EnrolmentState",
+    "EventSource",
+    "EventType",
+    "Flow",
+    "FlowPurpose",
+    "FlowState",
+    "FlowVersion",
+    "ScanCursor",
+    "TriggerAnchor",
+]

@@ -110,7 +110,7 @@ def test_bad_arguments_unknown_tool_and_permission_are_structured_errors(
             await session.call_tool("sms_marketing.action_request.status", {}),
             await session.call_tool("sms_marketing.config.get", {"surprise": 1}),
             await session.call_tool("sms_marketing.owners.list", {"role": "king"}),
-            await session.call_tool("sms_marketing.automations.list", {}),
+            await session.call_tool("sms_marketing.no_such_tool.list", {}),
             await session.call_tool("sms_marketing.action_request.status", {"action_request_id": 999999}),
         ]
 
