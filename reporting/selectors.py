@@ -705,8 +705,9 @@ def campaign_roi_figures(campaign_ids: list[int]) -> dict[int, dict[str, Any]]:
         .annotate(amount=Sum("amount"), refunded=Sum("refunded"))
         .order_by()
     )
-    for r in conversions:
-        revenue[r["campaign_id"]][r["currency"]] += (r["amount"] or 0) - (r["refunded"] or 0)
+    for c in conversions:
+        if c["campaign_id"] is not None:
+            revenue[c["campaign_id"]][c["currency"]] += (c["amount"] or 0) - (c["refunded"] or 0)
     out: dict[int, dict[str, Any]] = {}
     for cid, by_currency in cost.items():
         currency, spent = max(by_currency.items(), key=lambda kv: kv[1])
