@@ -274,9 +274,9 @@ def test_the_inbox_shows_only_ones_own_items_and_marks_them_read(
 
 
 @pytest.mark.parametrize("via", ["mcp", "rest"])
-def test_a_flow_subject_is_refused_while_flows_are_not_installed(via: str, send: Any, ops: Any) -> None:
-    answer = send(via, ops, {**note(1), "subject": {"flow_id": 3}})
-    assert answer["error"]["code"] == "snapshot_subject_unavailable" and answer["error"]["field"] == "subject.flow_id"
+def test_an_unknown_flow_subject_is_refused(via: str, send: Any, ops: Any) -> None:
+    answer = send(via, ops, {**note(1), "subject": {"flow_id": 987654}})
+    assert answer["error"]["code"] == "not_found" and answer["error"]["field"] == "subject.flow_id"
 
 
 def test_senders_see_what_they_sent_in_the_admin(admin_client_for: Any, ops: Any, owner: Any, campaign: Any) -> None:

@@ -365,9 +365,9 @@ def test_idempotent_retry_returns_the_first_result(owner: Any, campaign: Any) ->
 
 
 @pytest.mark.parametrize("via", ["mcp", "rest"])
-def test_a_flow_snapshot_is_refused_while_flows_are_not_installed(via: str, record: Any, owner: Any) -> None:
-    answer = record(via, owner, snapshot_data(1, subject={"flow_id": 3}))
-    assert answer["error"]["code"] == "snapshot_subject_unavailable" and answer["error"]["field"] == "subject.flow_id"
+def test_a_snapshot_of_an_unknown_flow_is_refused(via: str, record: Any, owner: Any) -> None:
+    answer = record(via, owner, snapshot_data(1, subject={"flow_id": 987654}))
+    assert answer["error"]["code"] == "not_found" and answer["error"]["field"] == "subject.flow_id"
     assert not PerformanceSnapshot.objects.exists()
 
 
