@@ -16,6 +16,8 @@ urlpatterns = [
     re_path(r"^s/(?P<code>[^/]+)(?:/(?P<recipient>[^/]+))?/?$", short_link_redirect, name="short-link"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    # The staff web app; each app adds its section to smsplatform.staff.registry from its ready().
+    path("app/", include("smsplatform.staff.urls", namespace="staff")),
     path("api/v1/", include(("smsplatform.api.urls", "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
