@@ -20,3 +20,13 @@ document.addEventListener("htmx:afterSettle", function (event) {
     target.dispatchEvent(new Event("input", { bubbles: true }));
   }
 });
+
+// An upload's progress (the CSV import): htmx reports it; a <progress data-upload-progress> in the form shows it.
+document.addEventListener("htmx:xhr:progress", function (event) {
+  var form = event.target && event.target.closest ? event.target.closest("form") : null;
+  var bar = form ? form.querySelector("[data-upload-progress]") : null;
+  if (bar && event.detail && event.detail.lengthComputable) {
+    bar.value = Math.round((100 * event.detail.loaded) / event.detail.total);
+    bar.textContent = bar.value + "%";
+  }
+});
