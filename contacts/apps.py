@@ -40,8 +40,8 @@ class ContactsConfig(AppConfig):
 
     def ready(self) -> None:
         from contacts import services  # noqa: F401  (registers the governed contact actions)
-        from contacts.staff.nav import register as staff_register
         from contacts.keywords import inbound_keyword_handler
+        from contacts.staff.nav import register as staff_register
         from gateways.delivery.inbound import INBOUND_HANDLERS, register_inbound_handler
 
         # ready() can run twice in some test setups: register the STOP handler once.

@@ -155,7 +155,9 @@ def template_versions_diff(*, template_id: int, from_version: int, to_version: i
     old, new = rows[from_version], rows[to_version]
     fields = ("name", "purpose", "language", "brand", "max_segments", "fields")
     changed = [
-        {"field": f, "from": getattr(old, f), "to": getattr(new, f)} for f in fields if getattr(old, f) != getattr(new, f)
+        {"field": f, "from": getattr(old, f), "to": getattr(new, f)}
+        for f in fields
+        if getattr(old, f) != getattr(new, f)
     ]
     lines = list(difflib.ndiff(old.body.splitlines(), new.body.splitlines()))
     body = [{"mark": line[0], "text": line[2:]} for line in lines if line[:1] in (" ", "-", "+")]

@@ -54,7 +54,16 @@ FIELDS = (
     "reason",
 )
 # Service fields shown by another input.
-ALIASES = {"segment_id": "pick", "criteria": "pick", "segment_preview_id": "pick", "short_link_preview_id": "url", "body": "text", "schedule": "send_at", "spec": "text", "utm": "url"}
+ALIASES = {
+    "segment_id": "pick",
+    "criteria": "pick",
+    "segment_preview_id": "pick",
+    "short_link_preview_id": "url",
+    "body": "text",
+    "schedule": "send_at",
+    "spec": "text",
+    "utm": "url",
+}
 TIME_ZONES = ("Asia/Hong_Kong", "Asia/Taipei", "Asia/Macau", "Asia/Singapore", "Asia/Shanghai", "UTC")
 SEND_MODES = ("draft", "send", "schedule")
 
@@ -98,7 +107,7 @@ def _options(request: HttpRequest) -> dict[str, Any]:
     for version in options["templates"]:
         version["pick"] = str(version.get("version_id", ""))
     options["sender_ids"] = [s for s in sender_ids_list() if s.get("status") == "registered"]
-    options["gateways"] = [g for g in gateways_list(include_disabled=False)]
+    options["gateways"] = list(gateways_list(include_disabled=False))
     return options
 
 
@@ -317,7 +326,11 @@ def fit_part(request: HttpRequest) -> HttpResponse:
 
 
 def _utm(data: QueryDict) -> dict[str, str]:
-    return {k: data[k].strip() for k in ("utm_source", "utm_medium", "utm_campaign") if data.get(k, "").strip()}
+    return {
+        k: str(data.get(k) or "").strip()
+        for k in ("utm_source", "utm_medium", "utm_campaign")
+        if str(data.get(k) or "").strip()
+    }
 
 
 @staff_view("sms_templates.preview_shortlink")

@@ -73,7 +73,7 @@ def search(request: HttpRequest) -> HttpResponse:
             errors.add(error)
     audiences = list(audiences_visible(actor).order_by("name").values("id", "name")[:200])
     context = {"q": query, "result": result, "errors": errors, "audiences": audiences}
-    template = "staff/contacts/_results.html" if request.htmx else "staff/contacts/search.html"
+    template = "staff/contacts/_results.html" if getattr(request, "htmx", False) else "staff/contacts/search.html"
     return render(request, template, context, status=400 if errors else 200)
 
 
@@ -184,7 +184,9 @@ def opt_out(request: HttpRequest, contact_id: int) -> HttpResponse:
         )
     except ApplicationError as error:
         return render(request, "staff/contacts/answer.html", {"error": error.as_dict()}, status=error.http_status)
-    return render(request, "staff/contacts/answer.html", {"answer": answer, "what": "opt_out", "contact_id": contact_id})
+    return render(
+        request, "staff/contacts/answer.html", {"answer": answer, "what": "opt_out", "contact_id": contact_id}
+    )
 
 
 @staff_view(IMPORT)
@@ -218,5 +220,5 @@ def import_csv(request: HttpRequest) -> HttpResponse:
             context["error"] = error.as_dict()
             context["row_errors"] = (error.details or {}).get("errors", [])
             context["error_count"] = (error.details or {}).get("error_count", 0)
-    template = "staff/contacts/_import_result.html" if request.htmx else "staff/contacts/import.html"
+    template = "staff/contacts/_import_result.html" if getattr(request, "htmx", False) else "staff/contacts/import.html"
     return render(request, template, context, status=400 if "error" in context else 200)

@@ -106,9 +106,7 @@ def test_a_link_placeholder_without_a_short_link_is_refused(world: dict[str, Any
     assert not Campaign.objects.exists()
 
 
-def test_copy_without_the_unsubscribe_wording_is_refused_next_to_the_copy(
-    world: dict[str, Any], marketer: Any
-) -> None:
+def test_copy_without_the_unsubscribe_wording_is_refused_next_to_the_copy(world: dict[str, Any], marketer: Any) -> None:
     response = logged_in(marketer).post(
         "/app/campaigns/new/", compose_data(world, text="【ShopHK】春季優惠全場8折 {{link}}")
     )

@@ -121,8 +121,17 @@ def test_template_editor_saves_versions_and_shows_a_diff(marketer: Any, make_use
     page = client.get("/app/templates/new/").content.decode()
     form_key = re.search(r'name="key" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     body = "【ShopHK】新品到店 {{link}} 回覆STOP退訂 Reply STOP to opt out"
-    data = {"key": form_key, "name": "New arrivals", "purpose": "marketing", "language": "bilingual",
-            "brand": "ShopHK", "max_segments": "3", "body": body, "reason": "first", "fields": LINK_FIELD}
+    data = {
+        "key": form_key,
+        "name": "New arrivals",
+        "purpose": "marketing",
+        "language": "bilingual",
+        "brand": "ShopHK",
+        "max_segments": "3",
+        "body": body,
+        "reason": "first",
+        "fields": LINK_FIELD,
+    }
     response = client.post("/app/templates/new/", data)
     assert response.status_code == 200, re.findall(r"role=\"alert\".{0,500}", response.content.decode(), re.S)
     template = Template.objects.get(name="New arrivals")
@@ -147,8 +156,16 @@ def test_template_editor_saves_versions_and_shows_a_diff(marketer: Any, make_use
 
 def test_template_body_without_required_wording_is_refused_next_to_the_body(marketer: Any) -> None:
     client = logged_in(marketer)
-    data = {"key": key("tpl"), "name": "Bare", "purpose": "marketing", "language": "bilingual", "brand": "ShopHK",
-            "max_segments": "3", "body": "Sale now on", "reason": ""}
+    data = {
+        "key": key("tpl"),
+        "name": "Bare",
+        "purpose": "marketing",
+        "language": "bilingual",
+        "brand": "ShopHK",
+        "max_segments": "3",
+        "body": "Sale now on",
+        "reason": "",
+    }
     response = client.post("/app/templates/new/", data)
     assert response.status_code == 400
     block = re.search(r'<label for="id_body">.*?</p>', response.content.decode(), re.S)

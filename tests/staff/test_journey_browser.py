@@ -14,8 +14,6 @@ import re
 import threading
 from typing import Any
 
-import pytest
-
 from campaigns.dispatch import batches_advance
 from campaigns.models import Campaign
 from compliance.models import ActionRequest, RequestState
