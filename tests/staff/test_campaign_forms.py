@@ -227,3 +227,14 @@ def test_retry_preview_then_resend_takes_only_the_preview(
     response = client.post(f"/app/campaigns/{created['campaign_id']}/retry/", {"retry_preview_id": "nope", "key": "k"})
     assert response.status_code == 400
     assert OutboundMessage.objects.filter(batch__campaign_id=created["campaign_id"]).count() == 4
+
+
+def test_the_language_switch_shows_traditional_chinese(world: dict[str, Any], marketer: Any) -> None:
+    client = logged_in(marketer)
+    assert "New campaign" in client.get("/app/").content.decode()
+    response = client.post("/app/language/", {"language": "zh-hant", "next": "/app/campaigns/new/"})
+    assert response.status_code == 302 and response["Location"] == "/app/campaigns/new/"
+    html = client.get("/app/campaigns/new/").content.decode()
+    assert 'lang="zh-Hant"' in html and "新推廣活動" in html and "分群或受眾" in html
+    fit = client.post("/app/campaigns/new/fit/", {"text": "春季優惠 🌸"}).content.decode()
+    assert "因以下字元而使用 UCS-2" in fit
