@@ -81,7 +81,7 @@ def main() -> None:
             print(f"kept database {name}: measure it again with --reuse {name}")
 
 
-def setup_world(contacts: int) -> dict[str, Any]:
+def setup_world(contacts: int, *, reuse: bool) -> dict[str, Any]:
     """The rows the pages show, made by the services (as a marketer and an approver would)."""
     import uuid
     from decimal import Decimal
@@ -96,22 +96,35 @@ def setup_world(contacts: int) -> dict[str, Any]:
     from contacts.models import Audience
     from contacts.services import segment_create, segment_preview
     from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdStatus
+    from gateways.platform_config import platform_config_update
     from gateways.quotas import account_instance
+    from smsplatform.config_service import platform_config_get
     from smsplatform.kernel.actor import Actor, Channel
     from templates.services import short_link_create, template_save
     from templates.short_links.preview import short_link_preview
 
-    gateway = Gateway.objects.create(code="bench", name="bench", provider=Provider.SIMULATOR, countries=["HK", "SG"])
-    for country in ("HK", "SG"):
-        GatewayRate.objects.create(gateway=gateway, country=country, price_per_segment=Decimal("0.30"))
-    t0 = time.perf_counter()
-    with connection.cursor() as cursor:
-        build(cursor, contacts)
-    built = time.perf_counter() - t0
-    connection.ensure_connection()
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
-    print(f"built {contacts:,} contacts in {built:.1f} s (+ VACUUM ANALYZE)")
+    if not reuse:
+        gateway = Gateway.objects.create(
+            code="bench", name="bench", provider=Provider.SIMULATOR, countries=["HK", "SG"]
+        )
+        for country in ("HK", "SG"):
+            GatewayRate.objects.create(gateway=gateway, country=country, price_per_segment=Decimal("0.30"))
+        t0 = time.perf_counter()
+        with connection.cursor() as cursor:
+            build(cursor, contacts)
+        built = time.perf_counter() - t0
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE")
+        print(f"built {contacts:,} contacts in {built:.1f} s (+ VACUUM ANALYZE)")
+    # A million-recipient campaign is above the default per-campaign cost ceiling.
+    config = platform_config_get()
+    platform_config_update(
+        actor=Actor.system("bench"),
+        changes={"cost": {**config["config"]["cost"], "max_campaign_cost": "100000000"}},
+        base_version_token=config["base_version_token"],
+        idempotency_key=f"bench-config-{uuid.uuid4().hex}",
+    )
     SenderId.objects.get_or_create(
         value="#SHOPHK",
         defaults={
@@ -127,9 +140,9 @@ def setup_world(contacts: int) -> dict[str, Any]:
     account.monthly_quota_segments = 100_000_000
     account.save()
     users = get_user_model().objects
-    marketer = users.create_user(username="bench_marketer", password="x")  # noqa: S106
+    marketer = users.filter(username="bench_marketer").first() or users.create_user(username="bench_marketer")
     marketer.groups.set([Group.objects.get(name=Role.MARKETING), Group.objects.get(name=Role.CRM)])
-    approver = users.create_user(username="bench_approver", password="x")  # noqa: S106
+    approver = users.filter(username="bench_approver").first() or users.create_user(username="bench_approver")
     approver.groups.set([Group.objects.get(name=Role.APPROVER), Group.objects.get(name=Role.MARKETING)])
     actor = Actor(user=marketer, channel=Channel.FORM)
     audience = Audience.objects.get(name="All members")
@@ -140,7 +153,7 @@ def setup_world(contacts: int) -> dict[str, Any]:
         actor=actor,
         segment_preview_id=preview["segment_preview_id"],
         name="All members",
-        idempotency_key="bench-segment",
+        idempotency_key=f"bench-segment-{uuid.uuid4().hex}",
     )
     link_preview = short_link_preview(
         actor=actor,
@@ -148,11 +161,13 @@ def setup_world(contacts: int) -> dict[str, Any]:
         utm={"utm_source": "sms", "utm_medium": "sms", "utm_campaign": "spring"},
     )
     link = short_link_create(
-        actor=actor, short_link_preview_id=link_preview["short_link_preview_id"], idempotency_key="bench-short-link"
+        actor=actor,
+        short_link_preview_id=link_preview["short_link_preview_id"],
+        idempotency_key=f"bench-short-link-{uuid.uuid4().hex}",
     )
     template = template_save(
         actor=actor,
-        idempotency_key="bench-template",
+        idempotency_key=f"bench-template-{uuid.uuid4().hex}",
         content={
             "name": "Spring",
             "purpose": "marketing",
@@ -181,7 +196,7 @@ def setup_world(contacts: int) -> dict[str, Any]:
         campaign_id=created["result"]["campaign_id"],
         base_version_token=created["result"]["base_version_token"],
         confirm=True,
-        idempotency_key="bench-send-now",
+        idempotency_key=f"bench-send-{uuid.uuid4().hex}",
     )
     print(
         f"send (dispatch of {preview['sendable']:,} recipients inline): {time.perf_counter() - t0:.1f} s, "
@@ -211,7 +226,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; PostgreSQL {connection.cursor().connection.info.server_version}")
     print(f"before: {load()}")
     call_command("migrate", verbosity=0)
-    world = setup_world(args.contacts)
+    world = setup_world(args.contacts, reuse=bool(args.reuse))
     client = Client()
     client.force_login(world["marketer"])
     campaign, contact = world["campaign_id"], world["contact_id"]
