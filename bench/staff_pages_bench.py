@@ -169,7 +169,7 @@ def setup_world(contacts: int, *, reuse: bool) -> dict[str, Any]:
         actor=actor,
         idempotency_key=f"bench-template-{uuid.uuid4().hex}",
         content={
-            "name": "Spring",
+            "name": f"Spring {uuid.uuid4().hex[:6]}",
             "purpose": "marketing",
             "language": "bilingual",
             "brand": "ShopHK",
