@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> None:
             {"url": "https://shop.example.com/x", "utm_campaign": "x", "utm_source": "sms", "utm_medium": "sms"},
         ),
     }
-    results = []
+    results: list[tuple[str, list[float], float | None]] = []
     for label, (method, path, data) in pages.items():
         call = getattr(client, method)
         response = call(path, data) if method == "post" else call(path)
