@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> None:
         "campaigns list": ("get", "/app/campaigns/", {}),
         "composer": ("get", f"/app/campaigns/new/?segment_id={world['segment_id']}", {}),
         "campaign detail": ("get", f"/app/campaigns/{campaign}/", {}),
+        "campaign batches+failures (part)": ("get", f"/app/campaigns/{campaign}/batches/", {}),
         "campaign progress (poll)": ("get", f"/app/campaigns/{campaign}/progress/", {}),
         "retry preview": ("get", f"/app/campaigns/{campaign}/retry/", {}),
         "contacts search by phone": ("get", "/app/contacts/?phone=%2B85294000100", {}),

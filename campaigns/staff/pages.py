@@ -58,24 +58,44 @@ def campaign_list(request: HttpRequest) -> HttpResponse:
 
 @staff_view(VIEW)
 def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The campaign (campaigns.get, whose progress feeds the bar); its batches and failures arrive
+    as a fragment of their own (they aggregate every message of the campaign)."""
     actor = staff_actor(request)
     try:
         campaign = campaign_get(actor=actor, campaign_id=campaign_id)
     except ApplicationError as exc:
         return render(request, "staff/campaigns/missing.html", {"error": exc.as_dict()}, status=exc.http_status)
-    batches = None
-    failures = None
-    if campaign["batches"] and actor.has_perm(VIEW_BATCHES):
-        batches = send_batches_list(actor=actor, campaign_id=campaign_id)
-        failures = delivery_status_get(actor=actor, campaign_id=campaign_id, state="failed", limit=50)
+    progress = {
+        "campaign_id": campaign["campaign_id"],
+        "name": campaign["name"],
+        "state": campaign["state"],
+        "state_label": CampaignState(campaign["state"]).label,
+        "progress": campaign["sending"] or {},
+    }
     context = {
         "c": campaign,
-        "batches": batches,
-        "failures": failures,
-        "progress": _progress_context(campaign_progress_get(actor=actor, campaign_id=campaign_id)),
-        "may_resend": actor.has_perm(RESEND),
+        "progress": _progress_context(progress),
+        "may_batches": bool(campaign["batches"]) and actor.has_perm(VIEW_BATCHES),
     }
     return render(request, "staff/campaigns/detail.html", context)
+
+
+@staff_view(VIEW_BATCHES)
+def batches_part(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """send_batches.list and the failed messages (delivery_status.get, phones masked unless permitted)."""
+    actor = staff_actor(request)
+    try:
+        batches = send_batches_list(actor=actor, campaign_id=campaign_id)
+        failures = delivery_status_get(actor=actor, campaign_id=campaign_id, state="failed", limit=50)
+    except ApplicationError as exc:
+        return render(request, "staff/campaigns/missing.html", {"error": exc.as_dict()}, status=exc.http_status)
+    context = {
+        "batches": batches,
+        "failures": failures,
+        "campaign_id": campaign_id,
+        "may_resend": actor.has_perm(RESEND),
+    }
+    return render(request, "staff/campaigns/_batches.html", context)
 
 
 def _progress_context(progress: dict[str, Any]) -> dict[str, Any]:

@@ -12,5 +12,6 @@ urlpatterns = [
     path("new/schedule/", compose.schedule_part, name="compose-schedule"),
     path("<int:campaign_id>/", pages.campaign_detail, name="detail"),
     path("<int:campaign_id>/progress/", pages.progress_part, name="progress"),
+    path("<int:campaign_id>/batches/", pages.batches_part, name="batches"),
     path("<int:campaign_id>/retry/", pages.retry_preview_page, name="retry"),
 ]
