@@ -14,3 +14,8 @@ class CampaignsConfig(AppConfig):
         from compliance.presenters import action_presenter_register
 
         action_presenter_register(CAMPAIGN_ACTIONS, campaign_request_presentation)
+
+        # The campaigns pages of the staff app (/app/campaigns/).
+        from campaigns.staff.nav import register as staff_register
+
+        staff_register()

@@ -41,10 +41,12 @@ class ContactsConfig(AppConfig):
     def ready(self) -> None:
         from contacts import services  # noqa: F401  (registers the governed contact actions)
         from contacts.keywords import inbound_keyword_handler
+        from contacts.staff.nav import register as staff_register
         from gateways.delivery.inbound import INBOUND_HANDLERS, register_inbound_handler
 
         # ready() can run twice in some test setups: register the STOP handler once.
         if inbound_keyword_handler not in INBOUND_HANDLERS:
             register_inbound_handler(inbound_keyword_handler)
+        staff_register()  # the contacts pages of the staff app (/app/contacts/)
         pre_migrate.connect(_sqlite_keys_off, sender=self, dispatch_uid="contacts.sqlite_keys_off")
         post_migrate.connect(_sqlite_keys_on, sender=self, dispatch_uid="contacts.sqlite_keys_on")

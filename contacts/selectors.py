@@ -720,3 +720,23 @@ def _segment_statement(
     s.query(memberships).add(" ms ON ms.contact_id = m.id LEFT JOIN ").query(consenting)
     s.add(" k ON k.contact_id = m.id GROUP BY 1, 2")
     return s
+
+
+def segments_pick_list(*, actor: Actor, limit: int = 200) -> list[dict[str, Any]]:
+    """Saved segments to choose from (newest first): id, name, the counts their preview showed and
+    their criteria (to preview again, live). Needs the segment view permission."""
+    from contacts.models import Segment
+    from contacts.services import SEGMENT_VIEW_PERMISSION
+
+    if not actor.has_perm(SEGMENT_VIEW_PERMISSION):
+        raise permission_denied(SEGMENT_VIEW_PERMISSION)
+    return [
+        {
+            "segment_id": s.pk,
+            "name": s.name,
+            "sendable": s.sendable_count,
+            "matched": s.matched_count,
+            "criteria": (s.criteria or {}).get("criteria", s.criteria),
+        }
+        for s in Segment.objects.order_by("-created_at", "-id")[: max(1, min(limit, 500))]
+    ]

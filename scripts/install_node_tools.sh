@@ -10,3 +10,7 @@ if ! command -v npm >/dev/null; then
 fi
 npm ci --no-audit --no-fund
 node_modules/.bin/node --version
+
+# axe-core, injected into the staff app's pages by the browser tests (tests/browser).
+cd ../browser
+npm ci --no-audit --no-fund

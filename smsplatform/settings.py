@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_htmx",
     "smsplatform",
     "compliance",
     "contacts",
@@ -74,6 +75,8 @@ MIDDLEWARE = [
     "smsplatform.operations.logs.RequestIdMiddleware",
     "smsplatform.operations.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's and the staff app's own) served by the app itself in production.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "smsplatform.security.ContentSecurityPolicyMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 # --- HTTPS deployments (`check --deploy`) ---------------------------------
@@ -132,6 +136,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "smsplatform.staff.context.staff_nav",
             ],
         },
     },
@@ -175,6 +181,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves it (after collectstatic); it warns when it is missing
+LOCALE_PATHS = [BASE_DIR / "smsplatform" / "locale"]
 
 # Structured JSON lines in production, readable lines on the embedded default (LOG_FORMAT overrides);
 # every line carries the request id (and actor, channel, task) and has its phone numbers masked.

@@ -21,6 +21,8 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    # The staff web app; each app adds its section to smsplatform.staff.registry from its ready().
+    path("app/", include("smsplatform.staff.urls", namespace="staff")),
     path("api/v1/", include(("smsplatform.api.urls", "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(

@@ -16,3 +16,7 @@ class TemplatesConfig(AppConfig):
         from templates.metrics import click_spool_state
 
         metrics_source_register("click_spool", click_spool_state)
+        # The templates pages of the staff app (/app/templates/).
+        from templates.staff.nav import register as staff_register
+
+        staff_register()

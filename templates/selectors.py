@@ -138,3 +138,34 @@ def template_version_get(*, version_id: int) -> dict[str, Any]:
     if version is None:
         raise not_found("template version", version_id, field="template_version_id", hint="See templates.list.")
     return template_version_payload(version, config=platform_config_data())
+
+
+def template_versions_diff(*, template_id: int, from_version: int, to_version: int) -> dict[str, Any]:
+    """Two versions of one template side by side: each content field that changed, and the body's
+    line diff (unified, as lines marked ' ', '-' or '+')."""
+    import difflib
+
+    rows = {
+        v.version: v
+        for v in TemplateVersion.objects.filter(template_id=template_id, version__in=[from_version, to_version])
+    }
+    for number, field in ((from_version, "from_version"), (to_version, "to_version")):
+        if number not in rows:
+            raise not_found("template version", number, field=field, hint="See templates.list with template_id.")
+    old, new = rows[from_version], rows[to_version]
+    fields = ("name", "purpose", "language", "brand", "max_segments", "fields")
+    changed = [
+        {"field": f, "from": getattr(old, f), "to": getattr(new, f)}
+        for f in fields
+        if getattr(old, f) != getattr(new, f)
+    ]
+    lines = list(difflib.ndiff(old.body.splitlines(), new.body.splitlines()))
+    body = [{"mark": line[0], "text": line[2:]} for line in lines if line[:1] in (" ", "-", "+")]
+    return {
+        "template_id": template_id,
+        "from_version": from_version,
+        "to_version": to_version,
+        "changed_fields": changed,
+        "body": body,
+        "body_changed": old.body != new.body,
+    }

@@ -103,9 +103,7 @@ def test_list_shows_only_own_campaigns_to_a_marketer(world: dict[str, Any], mark
     assert decided.status_code == 404
 
 
-def test_roles_without_campaign_permissions_are_refused(
-    world: dict[str, Any], marketer: Any, technical: Any
-) -> None:
+def test_roles_without_campaign_permissions_are_refused(world: dict[str, Any], marketer: Any, technical: Any) -> None:
     created = draft(world, marketer)
     client = logged_in(technical)  # CRM reads campaigns (for their reports); technical has no campaign role
     assert client.get(reverse("admin:campaigns_campaign_changelist")).status_code == 403
