@@ -5,7 +5,7 @@ from __future__ import annotations
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
 # Stated in every report's data_latency (reporting.aggregates).
-REPORT_REFRESH_SECONDS = 5
+REPORT_REFRESH_SECONDS = 3
 
 PERIODIC = [
     # (beat entry name, task name, every N seconds)
