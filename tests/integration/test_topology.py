@@ -213,7 +213,9 @@ class OtpClient:
                     continue
                 finally:
                     self.in_flight.pop(index, None)
-                body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+                body = (
+                    response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+                )
                 if response.status_code == 200:
                     request.attempts.append(f"{port}: 200")
                     request.answer = str(body.get("status"))
@@ -448,15 +450,17 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
 
     records, per_phone = submissions(smsc_a, smsc_b)
     messages = list(
-        OutboundMessage.objects.filter(batch__campaign__in=campaigns).values_list("destination", "state", "gateway__code")
+        OutboundMessage.objects.filter(batch__campaign__in=campaigns).values_list(
+            "destination", "state", "gateway__code"
+        )
     )
     states = Counter(state for _d, state, _g in messages)
     by_gateway = Counter(g for _d, _s, g in messages)
     campaign_states = dict(Campaign.objects.filter(pk__in=[c.pk for c in campaigns]).values_list("name", "state"))
-    otp_messages = {
-        d: s for d, s in OutboundMessage.objects.filter(purpose=MessagePurpose.OTP).values_list("destination", "state")
-    }
-    otp_per_phone = Counter(OutboundMessage.objects.filter(purpose=MessagePurpose.OTP).values_list("destination", flat=True))
+    otp_messages = dict(OutboundMessage.objects.filter(purpose=MessagePurpose.OTP).values_list("destination", "state"))
+    otp_per_phone = Counter(
+        OutboundMessage.objects.filter(purpose=MessagePurpose.OTP).values_list("destination", flat=True)
+    )
     retried = [r for r in otp.requests if len(r.attempts) > 1]
     answers = Counter(r.answer for r in otp.requests)
     context = (
@@ -496,7 +500,9 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
     # when the worker died (at most its window). One that never left is lost.
     never_sent = sorted(d for d in unknown if not per_phone[d])
     if len(never_sent) > WINDOW:
-        problems.append(f"{len(never_sent)} of {len(unknown)} 'unknown' messages never reached the SMSC: {never_sent[:3]}")
+        problems.append(
+            f"{len(never_sent)} of {len(unknown)} 'unknown' messages never reached the SMSC: {never_sent[:3]}"
+        )
     if any(per_phone[d] > 1 for d in unknown):
         problems.append("an 'unknown' message was resent")
     accepted_phones = {d for d, n in per_phone.items() if n}
@@ -512,12 +518,15 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
         phone = request.phone.lstrip("+")
         if otp_per_phone[request.phone] > 1 or per_phone[phone] > 1:
             problems.append(f"OTP {request.key} sent twice (retried: {request.attempts})")
-        elif request.answer == "executed" and otp_messages.get(request.phone) != MessageState.UNKNOWN:
-            if per_phone[phone] != 1 or otp_messages.get(request.phone) != MessageState.DELIVERED:
-                problems.append(
-                    f"OTP {request.key} answered 'executed' but accepted {per_phone[phone]} times, "
-                    f"message {otp_messages.get(request.phone)} (attempts: {request.attempts})"
-                )
+        elif (
+            request.answer == "executed"
+            and otp_messages.get(request.phone) != MessageState.UNKNOWN
+            and (per_phone[phone] != 1 or otp_messages.get(request.phone) != MessageState.DELIVERED)
+        ):
+            problems.append(
+                f"OTP {request.key} answered 'executed' but accepted {per_phone[phone]} times, "
+                f"message {otp_messages.get(request.phone)} (attempts: {request.attempts})"
+            )
     if problems:
         pytest.fail(f"{context}\n" + "\n".join(problems[:20]) + f"\n{topology.logs()}")
     assert len(records) >= total
