@@ -35,6 +35,7 @@ from typing import Any
 import phonenumbers
 import pytest
 import requests
+from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignState
 from campaigns.otp.models import OtpTemplate
@@ -45,7 +46,8 @@ from gateways.delivery.reconcile import messages_reconcile
 from gateways.models import MessagePurpose, MessageState, OutboundMessage
 from smsplatform.celery import app
 from smsplatform.kernel.actor import Actor, Channel
-from smsplatform.models import ApiToken
+from smsplatform.models import ApiToken, Heartbeat
+from smsplatform.operations.health import BEAT_HEARTBEAT
 from smsplatform.schedules import periodic_tasks_ensure
 from tests.support.faults import (
     WINDOW,
@@ -125,6 +127,13 @@ class Process:
             f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
             for p in sorted(self.tmp_path.glob(f"{self.name}-*.log"))
         )
+
+
+def readyz(port: int) -> int:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code
+    except requests.RequestException:
+        return 0
 
 
 def children(pid: int) -> list[int]:
@@ -408,6 +417,7 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
         )
 
     killed: dict[str, float] = {}
+    beat_restarted = timezone.now()
     deadline = started + DEADLINE_SECONDS
     web_worker = 0
     while time.monotonic() < deadline:
@@ -430,6 +440,7 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
             killed["beat"] = done / total
             time.sleep(2)
             topology.beat.start()
+            beat_restarted = timezone.now()
         elif len(killed) == 4 and completed():
             break
         time.sleep(0.05)
@@ -444,6 +455,7 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
         time.sleep(0.2)
     time.sleep(1.0)
     web_respawned = children(topology.web[0].pid)
+    ready = {port: readyz(port) for port in topology.web_ports}  # both web servers: broker, beat, database
     topology.smpp.stop_all()  # SIGTERM: requeues what it claimed and never wrote
     # What the killed bind worker left 'submitting' becomes 'unknown' (the periodic reconciler, now).
     messages_reconcile(actor=Actor.system("test"), older_than=timedelta(0))
@@ -476,6 +488,11 @@ def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_
         problems.append(f"not every kind was killed before the deadline: {killed}")
     if not web_respawned or web_respawned == [web_worker]:
         problems.append("the killed gunicorn worker was not replaced")
+    heartbeat = Heartbeat.objects.filter(name=BEAT_HEARTBEAT).values_list("at", flat=True).first()
+    if heartbeat is None or heartbeat <= beat_restarted:
+        problems.append(f"no beat heartbeat since beat was started again ({heartbeat}, restarted {beat_restarted})")
+    if set(ready.values()) != {200}:
+        problems.append(f"/readyz after the kills: {ready}")
     # Campaigns: each opted-in contact accepted once, none lost.
     campaign_phones = {n.lstrip("+") for n in numbers}
     twice = [d for d, n in per_phone.items() if n > 1]
