@@ -330,7 +330,7 @@ class Topology:
             while not self._healthy(port):
                 assert process.alive() and time.monotonic() < deadline, f"web did not start: {process.logs()}"
                 time.sleep(0.2)
-        while len(app.control.ping(timeout=1.0)) < len(self.workers):
+        while len(app.control.ping(timeout=1.0) or []) < len(self.workers):
             assert time.monotonic() < deadline, f"the Celery workers did not start: {self.logs()}"
 
     @staticmethod
