@@ -41,8 +41,8 @@ test: test-sqlite test-postgres test-celery test-celery-rabbitmq
 # worker), then, once and one at a time, the `process` tests that start servers or subprocesses
 # (SMSC simulator, live server, short-link server, Kannel), which would only fight over the cores.
 TEST_WORKERS ?= auto
-PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not celery_worker and not process and not browser and not real_clients"
-SERIAL := -m "process and not celery_worker and not browser and not real_clients"
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile -m "not celery_worker and not topology and not process and not browser and not real_clients"
+SERIAL := -m "process and not celery_worker and not topology and not browser and not real_clients"
 
 test-sqlite: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PARALLEL)
@@ -56,9 +56,10 @@ test-postgres: install
 test-celery: install
 	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or browser or real_clients"
 
-# The real-worker tests again with RabbitMQ as the broker (production runs either).
+# The real-worker tests again with RabbitMQ as the broker (production runs either), and the
+# topology test: production's processes on this one machine, one of each kind killed mid-send.
 test-celery-rabbitmq: install
-	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker"
+	DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(AMQP_URL) $(PY) -m pytest -q -p no:cacheprovider -m "celery_worker or topology"
 
 lint: install
 	$(VENV)/bin/ruff check .

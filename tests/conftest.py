@@ -25,7 +25,7 @@ _counter = itertools.count(1)
 # test, run once after the parallel pass (Makefile). Tests that start one themselves carry the
 # marker in their module.
 PROCESS_FIXTURES = frozenset({"live_server", "smsc", "smsc_factory", "kannel_factory", "celery_worker"})
-PROCESS_MARKERS = ("kannel", "celery_worker")
+PROCESS_MARKERS = ("kannel", "celery_worker", "topology")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker

@@ -41,8 +41,9 @@ def _env() -> dict[str, str]:
 class SmppWorkers:
     """``manage.py smpp_worker --gateway CODE`` subprocesses, started, SIGKILLed and stopped by id."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
         self.tmp_path = tmp_path
+        self.env = env  # None: the test settings' environment (_env)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started = 0
 
@@ -52,7 +53,7 @@ class SmppWorkers:
         self.procs[code] = subprocess.Popen(
             [sys.executable, "manage.py", "smpp_worker", "--gateway", code, "--batch-size", "1000", *FLUSH],
             cwd=ROOT,
-            env=_env(),
+            env=self.env if self.env is not None else _env(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -103,24 +104,30 @@ def phones(n: int) -> list[str]:
     return [f"+85292{i:06d}" for i in range(n)]  # valid HK mobiles, clear of the simulator's fault prefixes
 
 
-def campaign_for(make_user: Callable[..., Any], n: int, *, batch_size: int, interval: int) -> tuple[Campaign, Any]:
-    """n consented contacts in an audience, a segment of them and an approved-by-confirmation draft."""
+def send_ready(make_user: Callable[..., Any]) -> Actor:
+    """A funded account, no quiet hours (independent of the hour in Hong Kong), and the actor of a
+    campaign owner who may confirm a live send itself."""
     account = account_instance()
     account.balance, account.monthly_quota_segments = Decimal("100000"), 10_000_000
     account.save()
     compliance_user = make_user(Role.COMPLIANCE)
     current = platform_config_get()
-    schedule = {**current["config"]["schedule"], "quiet_hours": {}}  # independent of the hour in Hong Kong
+    schedule = {**current["config"]["schedule"], "quiet_hours": {}}
     platform_config_update(
         actor=Actor(user=compliance_user, channel=Channel.API),
         changes={"schedule": schedule},
         base_version_token=current["base_version_token"],
         idempotency_key="faults-config-0001",
     )
-    owner = make_user(Role.MARKETING, Role.APPROVER)  # may confirm a live send itself
+    owner = make_user(Role.MARKETING, Role.APPROVER)
+    return Actor(user=owner, channel=Channel.API, token_name="faults")
+
+
+def consented_audience(numbers: list[str], name: str = "Members") -> Audience:
+    """These numbers as consented contacts (marketing) in a new audience."""
     now = timezone.now()
     contacts = Contact.objects.bulk_create(
-        [Contact(phone=p, country="HK", source="crm", tags=["member"]) for p in phones(n)], batch_size=5000
+        [Contact(phone=p, country="HK", source="crm", tags=["member"]) for p in numbers], batch_size=5000
     )
     ConsentEvidence.objects.bulk_create(
         [
@@ -137,43 +144,65 @@ def campaign_for(make_user: Callable[..., Any], n: int, *, batch_size: int, inte
         ],
         batch_size=5000,
     )
-    audience = Audience.objects.create(name="Members", source="crm", region="HK")
+    audience = Audience.objects.create(name=name, source="crm", region="HK")
     AudienceMembership.objects.bulk_create(
         [AudienceMembership(audience=audience, contact=c) for c in contacts], batch_size=5000
     )
-    actor = Actor(user=owner, channel=Channel.API, token_name="faults")
+    return audience
+
+
+def campaign_draft(
+    actor: Actor,
+    audience: Audience,
+    n: int,
+    *,
+    batch_size: int,
+    interval: int,
+    gateway: str | None = None,
+    key: str = "0001",
+) -> Campaign:
+    """A segment of the audience (n sendable) and its confirmed draft, on ``gateway`` if given."""
     preview = segment_preview(actor=actor, criteria={"audiences": [audience.pk]})
     assert preview["sendable"] == n, preview
     segment = segment_create(
-        actor=actor, segment_preview_id=preview["segment_preview_id"], name="Members", idempotency_key="faults-seg-0001"
-    )
-    draft = campaign_create_draft(
         actor=actor,
-        data={
-            "name": "Weekend sale",
-            "segment_id": segment["result"]["segment_id"],
-            "text": TEXT,
-            "brand": "ShopHK",
-            "sender_id": "#SHOPHK",
-            "send_goal": "Weekend visits",
-            "batch_size": batch_size,
-            "batch_interval_seconds": interval,
-        },
-        idempotency_key="faults-draft-0001",
+        segment_preview_id=preview["segment_preview_id"],
+        name=f"{audience.name} {key}",
+        idempotency_key=f"faults-seg-{key}",
     )
+    data: dict[str, Any] = {
+        "name": f"Weekend sale {key}" if key != "0001" else "Weekend sale",
+        "segment_id": segment["result"]["segment_id"],
+        "text": TEXT,
+        "brand": "ShopHK",
+        "sender_id": "#SHOPHK",
+        "send_goal": "Weekend visits",
+        "batch_size": batch_size,
+        "batch_interval_seconds": interval,
+    }
+    if gateway:
+        data["gateway"] = gateway
+    draft = campaign_create_draft(actor=actor, data=data, idempotency_key=f"faults-draft-{key}")
     assert draft["status"] == "executed", draft
     assert draft["result"]["segments_per_message"] == 1 and draft["result"]["recipients"] == n, draft
-    return Campaign.objects.get(pk=draft["result"]["campaign_id"]), actor
+    return Campaign.objects.get(pk=draft["result"]["campaign_id"])
 
 
-def send(campaign: Campaign, actor: Any) -> None:
+def campaign_for(make_user: Callable[..., Any], n: int, *, batch_size: int, interval: int) -> tuple[Campaign, Any]:
+    """n consented contacts in an audience, a segment of them and an approved-by-confirmation draft."""
+    actor = send_ready(make_user)
+    audience = consented_audience(phones(n))
+    return campaign_draft(actor, audience, n, batch_size=batch_size, interval=interval), actor
+
+
+def send(campaign: Campaign, actor: Any, key: str = "0001") -> None:
     """Send now with the owner's explicit confirmation: the dispatch runs in the Celery worker."""
     out = campaign_send_approved(
         actor=actor,
         campaign_id=campaign.pk,
         base_version_token=campaign_token(campaign),
         confirm=True,
-        idempotency_key="faults-send-0001",
+        idempotency_key=f"faults-send-{key}",
     )
     assert out["status"] == "executed", out
 
