@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from campaigns.access import campaigns_visible
+from reporting.charts import chart_svg
 from reporting.models import (
     CampaignReport,
     InboxItem,
@@ -33,41 +34,6 @@ from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
 from reporting.snapshots import performance_snapshot_record
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
-
-SERIES = (("delivered", "#2e7d32"), ("clicks", "#1565c0"), ("conversions", "#b26a00"))
-WIDTH, HEIGHT, PAD = 720, 220, 30
-
-
-def chart_svg(trend: list[dict[str, Any]]) -> str:
-    """A line per series over the trend's buckets, each scaled to its own maximum."""
-    if not trend:
-        return ""
-    n = len(trend)
-    step = (WIDTH - 2 * PAD) / max(n - 1, 1)
-    lines = []
-    for name, colour in SERIES:
-        values = [int(b.get(name, 0)) for b in trend]
-        top = max(values) or 1
-        points = " ".join(
-            f"{PAD + i * step:.1f},{HEIGHT - PAD - (v / top) * (HEIGHT - 2 * PAD):.1f}" for i, v in enumerate(values)
-        )
-        lines.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}">'
-            f"<title>{name} (max {top})</title></polyline>"
-        )
-    legend = "".join(
-        f'<text x="{PAD + i * 140}" y="16" fill="{colour}" font-size="12">{name}</text>'
-        for i, (name, colour) in enumerate(SERIES)
-    )
-    labels = (
-        f'<text x="{PAD}" y="{HEIGHT - 8}" font-size="10">{trend[0]["bucket"]}</text>'
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{trend[-1]["bucket"]}</text>'
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Delivered, clicks and conversions" '
-        f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" style="background:#fafafa">'
-        f"{legend}{''.join(lines)}{labels}</svg>"
-    )
 
 
 @admin.register(CampaignReport)

@@ -21,3 +21,8 @@ class ReportingConfig(AppConfig):
         from reporting.selectors import campaign_roi_figures
 
         roi_source_register(campaign_roi_figures)
+
+        # The reports and inbox pages of the staff app (/app/reports/, /app/inbox/).
+        from reporting.staff.nav import register as staff_register
+
+        staff_register()

@@ -13,3 +13,8 @@ class AutomationsConfig(AppConfig):
     def ready(self) -> None:
         # Register the governed flow action (automation.update).
         from campaigns.automations import flow_services  # noqa: F401
+
+        # The automations pages of the staff app (/app/automations/).
+        from campaigns.automations.staff.nav import register as staff_register
+
+        staff_register()

@@ -20,3 +20,8 @@ class OtpConfig(AppConfig):
 
         http_status_register(OtpErrorCode.RATE_LIMITED, 429)  # with Retry-After (smsplatform.api.errors)
         metrics_source_register("otp_abuse", otp_abuse_state)
+
+        # The OTP pages of the staff app (/app/otp/).
+        from campaigns.otp.staff.nav import register as staff_register
+
+        staff_register()

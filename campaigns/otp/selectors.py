@@ -114,3 +114,17 @@ def verification_get(*, actor: Actor, verification_id: str) -> dict[str, Any]:
         "delivery_state": deliveries[-1]["state"] if deliveries else None,
         "deliveries": deliveries,
     }
+
+
+def verifications_list(*, actor: Actor, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest verifications, newest first, as verification_get shows them: the phone masked,
+    the counters, never a code or its hash."""
+    if not any(actor.has_perm(p) for p in (VIEW_VERIFICATIONS, CHECK_PERMISSION, SEND_PERMISSION)):
+        raise permission_denied(VIEW_VERIFICATIONS)
+    rows = Verification.objects.order_by("-created_at", "-pk")
+    if status:
+        rows = rows.filter(status=status)
+    return [
+        {**verification_payload(v), "template": v.template.name, "created_at": v.created_at.isoformat()}
+        for v in rows.select_related("template")[: max(1, min(limit, 500))]
+    ]
