@@ -494,6 +494,18 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
             sender_ok[country] = exc.message
     budget_left = (flow.monthly_budget - _month_spent(flow, now)) if flow.monthly_budget is not None else None
     encodings = (gateway.encodings or ["GSM-7", "UCS-2"]) if gateway else []
+    # One promotion check over every claimed event's values (the patterns are unanchored: a match
+    # in one message's values is a match in the joined text); only when it finds something is
+    # each message checked on its own.
+    values_of: dict[int, dict[str, str] | None] = {}
+    if renderer is not None:
+        for row in claimed:
+            contact, event = contacts.get(row["contact_id"]), events.get(row["event_id"])
+            if contact is not None and event is not None:
+                values_of[row["id"]] = renderer.values(event, contact)
+    promo_possible = not marketing and bool(
+        promotion_found("\n".join(" ".join(v.values()) for v in values_of.values() if v))
+    )
     segment_cache: dict[str, tuple[str, int]] = {}
     messages: list[dict[str, Any]] = []
     sent_rows: list[dict[str, Any]] = []
@@ -544,14 +556,14 @@ def _flow_tick(flow_id: int, *, now: datetime, limit: int) -> dict[str, Any]:
                 holds[pk] = release  # held until the window opens, never dropped
                 continue
         assert renderer is not None
-        values = renderer.values(event, contact)
+        values = values_of.get(pk)
         if values is None:
             _skip(skips, pk, "variable_missing", "the event lacks a value the template needs")
             continue
         body = renderer.render(values)
         # The template itself was checked once (template_problem); here the event's values, which
         # a business system chose, must not bring a link or an offer into a transactional SMS.
-        if not marketing and values and promotion_found(" ".join(values.values())):
+        if not marketing and values and promo_possible and promotion_found(" ".join(values.values())):
             _skip(skips, pk, "promotional_content", "a transactional message carries no promotion")
             continue
         quote = quotes[country]
