@@ -15,6 +15,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import BooleanField, F, Func
 
+from campaigns.automations.flow_models import Enrolment
 from gateways.models import MessageState, OutboundMessage
 
 
@@ -126,33 +127,34 @@ _ENROLMENT_COLUMNS = (
 )
 
 
-def enrolments_insert(rows: Sequence[Any]) -> None:
-    """Insert Enrolment rows, skipping any a unique constraint already holds (ON CONFLICT DO
-    NOTHING: a re-read or replayed event enrols nothing twice)."""
+def enrolments_insert(rows: Sequence[dict[str, Any]]) -> None:
+    """Insert enrolment rows (column -> value, the columns of _ENROLMENT_COLUMNS), skipping any a
+    unique constraint already holds (ON CONFLICT DO NOTHING: a re-read or replayed event enrols
+    nothing twice)."""
     if not rows:
         return
-    model = type(rows[0])
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+        Enrolment.objects.bulk_create([Enrolment(**row) for row in rows], batch_size=2000, ignore_conflicts=True)
         return
     names = ", ".join(name for name, _t in _ENROLMENT_COLUMNS)
     kinds = ", ".join(f"{name} {kind}" for name, kind in _ENROLMENT_COLUMNS)
     sql = (
-        f"INSERT INTO {model._meta.db_table} ({names}) "  # noqa: S608 - our table and columns
+        f"INSERT INTO {Enrolment._meta.db_table} ({names}) "  # noqa: S608 - our table and columns
         f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS u({kinds}) ON CONFLICT DO NOTHING"
     )
     # One JSON document (dates and times in ISO form with their offset, which the column types parse).
-    document = json.dumps(
-        [{name: _json_value(getattr(row, name)) for name, _t in _ENROLMENT_COLUMNS} for row in rows]
-    )
+    document = json.dumps([{name: row[name] for name, _t in _ENROLMENT_COLUMNS} for row in rows], default=_json_value)
     with connection.cursor() as cursor:
         cursor.execute(sql, [document])
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date | Decimal):
-        return value.isoformat() if not isinstance(value, Decimal) else str(value)
-    return value
+    """json.dumps's fallback for the values JSON has no type for."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 _RECENT = f"""
