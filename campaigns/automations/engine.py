@@ -57,6 +57,7 @@ GAP_WAIT = timedelta(minutes=5)
 MAX_GAPS = 1000
 SCAN_LIMIT = 20_000
 CLAIM_LIMIT = 2_000
+CLAIMS_PER_ROUND = 10
 # A date trigger whose moment passed longer ago than this when its event arrives is not sent late.
 LATE_GRACE = timedelta(hours=1)
 QUOTA_RETRY = timedelta(minutes=1)
@@ -702,13 +703,19 @@ def enrolments_send_due(*, now: datetime | None = None, budget_seconds: float = 
         )
         progressed = False
         for flow_id in sorted(due_flows):
-            with transaction.atomic():
-                result = _flow_tick(flow_id, now=now_at, limit=CLAIM_LIMIT)
-            for key in ("claimed", "sent", "held", "exited"):
-                totals[key] += result[key]
-            totals["skipped"].update(result["skipped"])
-            # Held rows come back later; only rows that left 'waiting' (or moved on) are progress.
-            progressed = progressed or result["claimed"] > result["held"]
+            # Up to CLAIMS_PER_ROUND claims of this flow before the next flow's turn (not one
+            # claim per look at the due flows: that look reads every waiting enrolment).
+            for _claim in range(CLAIMS_PER_ROUND):
+                with transaction.atomic():
+                    result = _flow_tick(flow_id, now=now_at, limit=CLAIM_LIMIT)
+                for key in ("claimed", "sent", "held", "exited"):
+                    totals[key] += result[key]
+                totals["skipped"].update(result["skipped"])
+                # Held rows come back later; only rows that left 'waiting' (or moved on) are progress.
+                moved = result["claimed"] > result["held"]
+                progressed = progressed or moved
+                if not moved or result["claimed"] < CLAIM_LIMIT or clock.monotonic() >= deadline:
+                    break
             if clock.monotonic() >= deadline:
                 break
         if not progressed:
