@@ -179,6 +179,11 @@ class Enrolment(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "due_at"], name="enrolment_due", condition=models.Q(state="waiting")),
+            # The tick's claim (one flow's waiting rows in due_at, id order, LIMIT): read in index
+            # order and stopped at the limit, not every due row of the flow sorted per claim.
+            models.Index(
+                fields=["flow", "due_at", "id"], name="enrolment_flow_due", condition=models.Q(state="waiting")
+            ),
             models.Index(fields=["contact", "flow"], name="enrolment_contact_flow"),
             models.Index(fields=["flow", "entered_at"], name="enrolment_flow_entered"),
         ]

@@ -19,7 +19,7 @@ from campaigns.automations.models import CommerceEvent
 from smsplatform.kernel.content import promotion_found
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.money import money_text
-from templates.content_rules import placeholders, render
+from templates.content_rules import PLACEHOLDER_RE, placeholders, render
 from templates.models import Purpose, TemplateVersion, VersionApproval
 
 ESTIMATE_DAYS = 30
@@ -78,6 +78,9 @@ class Renderer:
         self.body = version.body
         variables = flow.variables or {}
         self.sources = [(name, variables.get(name, "")) for name in placeholders(version.body)]
+        # The body split once at its placeholders: literal, name, literal, name, ..., literal
+        # (templates.content_rules.render's result, joined per message instead of a regex pass).
+        self.parts: list[str] = PLACEHOLDER_RE.split(self.body)
         # The event fields a message may need (event.<field>; payload.<key> needs the payload).
         self.event_fields = sorted(
             {s[6:] for _n, s in self.sources if s.startswith("event.")}
@@ -94,7 +97,17 @@ class Renderer:
         return values
 
     def render(self, values: dict[str, str]) -> str:
-        return render(self.body, values) if values else self.body
+        if not values:
+            return self.body
+        parts = self.parts
+        out = [parts[0]]
+        for index in range(1, len(parts), 2):
+            value = values.get(parts[index])
+            if value is None:
+                return render(self.body, values)  # a placeholder without a value stays as written
+            out.append(value)
+            out.append(parts[index + 1])
+        return "".join(out)
 
 
 def render_body(flow: Flow, event: dict[str, Any], contact: dict[str, Any]) -> str | None:

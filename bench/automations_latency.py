@@ -1,0 +1,457 @@
+"""Transactional flow latency with and without a campaign on the same SMPP gateway: event intake ->
+submit_sm at the SMSC.
+
+Usage: python bench/automations_latency.py [--recipients 100000] [--events 100] [--event-interval S]
+                                           [--tick-interval 5] [--window 500] [--database-url URL]
+Needs PostgreSQL for the figure that counts (default: BENCH_DATABASE_URL, else a throwaway SQLite;
+on PostgreSQL it creates and drops its own database next to the one named). Modelled on
+bench/otp_latency.py.
+
+One run, one simulator (its own process, its JSON-lines log of every submit_sm with the time it
+was read), one SMPP gateway, one ``manage.py smpp_worker`` process, an active transactional flow
+("order shipped": one message per event) on that gateway, and the beat's ``automations.tick``
+(scan, then send what is due) called every ``--tick-interval`` seconds by a thread of this
+process (production: the beat schedule's 5 s, smsplatform/schedules.py):
+
+1. no campaign: the worker is bound and idle; ``--events`` ``order_shipped`` events are posted
+   through ``events_ingest`` (what POST /api/v1/events/batch calls after authenticating the
+   source), one per batch, ``--event-interval`` seconds apart;
+2. campaign: the worker is stopped, ``--recipients`` queued campaign messages are written in bulk
+   (as the dispatch writes them), the worker is started again and, once it is sending them, the
+   same number of events is posted at the same spacing. Only events posted while campaign
+   messages were still being submitted count as "with the campaign".
+
+Latency of one event: from just before ``events_ingest`` to the simulator's record of its
+message's submit_sm (same host, same clock); each event's contact has a number of its own.
+Parts: intake -> message queued by the tick (the beat's wait is most of it), queued -> claimed by
+the worker, claimed -> at the SMSC. The load average is printed (a shared machine: figures under
+load are labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "sim-pass"
+GATEWAY = "bench-flow"
+SENDER = "#SHOPHK"
+EVENT_PREFIX = "+85292"  # the flow's contacts: +85292 + 6 digits; campaign numbers: +8526 + 7 digits
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(label: str, latencies: list[float]) -> str:
+    if not latencies:
+        return f"{label}: no event measured"
+    ms = [x * 1000 for x in latencies]
+    return (
+        f"{label}: n={len(ms)}  p50 {percentile(ms, 50):.0f} ms  p95 {percentile(ms, 95):.0f} ms  "
+        f"p99 {percentile(ms, 99):.0f} ms  max {max(ms):.0f} ms"
+    )
+
+
+def load_label() -> str:
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    state = "loaded" if one > cores else "idle-ish"
+    return f"{state}: load average {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--recipients", type=int, default=100_000, help="queued campaign messages")
+    parser.add_argument("--events", type=int, default=100, help="events per phase")
+    parser.add_argument("--event-interval", type=float, default=None, help="seconds between events")
+    parser.add_argument("--tick-interval", type=float, default=5.0, help="seconds between ticks (beat: 5)")
+    parser.add_argument("--window", type=int, default=500)
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    if args.event_interval is None:
+        # Spread over the campaign's expected run at 3,000 msg/s (this machine's bind worker).
+        args.event_interval = max(0.05, min(1.0, args.recipients / 3_000 / max(1, args.events)))
+    tmp = Path(tempfile.mkdtemp(prefix="flowlatency-"))
+    os.environ["SMS_VAR_DIR"] = str(tmp)
+    admin_url = None
+    name = f"bench_flow_latency_{os.getpid()}"
+    if args.database_url and args.database_url.startswith("postgres"):
+        admin_url = args.database_url
+        os.environ["DATABASE_URL"] = urlunsplit(urlsplit(args.database_url)._replace(path=f"/{name}"))
+        _admin(admin_url, f"CREATE DATABASE {name}")
+    else:
+        os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
+    os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
+    os.environ["CELERY_BROKER_URL"] = f"filesystem://{tmp}"
+    sys.path.insert(0, str(ROOT))
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+        run(args, tmp)
+    finally:
+        if admin_url:
+            from django.db import connections
+
+            connections.close_all()
+            _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _admin(url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def setup(args: argparse.Namespace, smsc: Any) -> tuple[Any, Any]:
+    """The gateway, sender, funds, template, event source, the flow's contacts and the flow."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from campaigns.automations.flow_models import Flow, FlowState
+    from campaigns.automations.models import EventSource
+    from contacts.models import Contact
+    from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdKind, SenderIdStatus
+    from gateways.quotas import account_instance, account_top_up
+    from smsplatform.kernel.actor import Actor
+    from templates.models import Purpose, Template, TemplateVersion, VersionApproval
+
+    gateway = Gateway.objects.create(
+        code=GATEWAY,
+        name="bench",
+        provider=Provider.SMPP,
+        countries=["HK"],
+        window_size=args.window,
+        max_rate_per_second=100_000,
+        encodings=["GSM-7", "UCS-2"],
+        settings={"host": smsc.host, "port": smsc.port, "system_id": "bench"},
+        credentials_env={"password": "BENCH_SMPP_PASSWORD"},
+    )
+    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
+    SenderId.objects.get_or_create(
+        value=SENDER,
+        defaults={
+            "kind": SenderIdKind.SSRS,
+            "brand": "Shop",
+            "status": SenderIdStatus.REGISTERED,
+            "regions": ["HK"],
+            "ssrs_registered_regions": ["HK"],
+        },
+    )
+    account = account_instance()
+    account.monthly_quota_segments = 100_000_000
+    account.save(update_fields=["monthly_quota_segments", "updated_at"])
+    account_top_up(
+        actor=Actor.system("bench"), amount=Decimal("100000000"), reason="bench funds", idempotency_key="bench-flow-1"
+    )
+    Contact.objects.bulk_create(
+        [
+            Contact(phone=f"{EVENT_PREFIX}{(n * 1009) % 1_000_000:06d}", country="HK", language="en", source="bench")
+            for n in range(1, 2 * args.events + 1)
+        ]
+    )
+    template = Template.objects.create(name="Shipped", purpose=Purpose.TRANSACTIONAL, language="en")
+    version = TemplateVersion.objects.create(
+        template=template,
+        version=1,
+        name="Shipped",
+        purpose=Purpose.TRANSACTIONAL,
+        language="en",
+        body="ShopHK: your order {{order}} has shipped.",
+        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
+        approval_status=VersionApproval.NOT_REQUIRED,
+    )
+    Flow.objects.create(
+        name="Order shipped",
+        state=FlowState.ACTIVE,
+        purpose="transactional",
+        trigger_event_types=["order_shipped"],
+        steps=[{"kind": "send"}],
+        template_version=version,
+        variables={"order": "event.order_ref"},
+        sender_id=SENDER,
+        gateway=gateway,
+        max_per_period=5,
+        period_hours=24,
+        monthly_budget=Decimal("1000000"),
+        activated_at=timezone.now() - timedelta(minutes=5),
+    )
+    source = EventSource.objects.create(code="bench", name="bench")
+    return gateway, source
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from django.db import connection, transaction
+
+    from gateways.models import MessageState, OutboundMessage, QuotaReservation
+    from tests.support.smsc import SmscConfig, SmscProcess
+
+    log = tmp / "smsc.jsonl"
+    smsc = SmscProcess(
+        SmscConfig(
+            port=0,
+            credentials={"bench": PASSWORD},
+            log_path=str(log),
+            receipt_delay=(0.0, 0.01),
+            keep_records=10,
+            log_flush_interval=0.5,
+        ),
+        cwd=ROOT,
+    ).start()
+    db = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
+    print(f"# transactional flow latency, {db}; {load_label()} at the start", flush=True)
+    gateway, source = setup(args, smsc)
+    phones = iter([f"{EVENT_PREFIX}{(n * 1009) % 1_000_000:06d}" for n in range(1, 2 * args.events + 1)])
+    posted: dict[str, tuple[str, float]] = {}  # destination (no '+') -> (phase, intake time)
+    ticker_stop = threading.Event()
+    ticks: list[float] = []
+    ticker = threading.Thread(target=_ticker, args=(args.tick_interval, ticker_stop, ticks), daemon=True)
+    ticker.start()
+    worker: subprocess.Popen[bytes] | None = None
+    campaign_window = (0.0, 0.0)
+    try:
+        worker = start_worker(smsc)
+        event_phase("idle", args, source, phones, posted)
+        wait_sent(timeout=60, expected=len(posted))
+        stop_worker(worker)
+        reference = "campaign:bench-flow"
+        QuotaReservation.objects.create(
+            reference=reference, segments=args.recipients, amount=Decimal("0.3") * args.recipients
+        )
+        started = time.perf_counter()
+        for start in range(0, args.recipients, 50_000):
+            with transaction.atomic():
+                OutboundMessage.objects.bulk_create(
+                    [
+                        OutboundMessage(
+                            gateway=gateway,
+                            sender_id=SENDER,
+                            destination=f"+8526{i:07d}",
+                            country="HK",
+                            body="Weekend sale: 20% off everything. Reply STOP to opt out",
+                            encoding="GSM-7",
+                            segments=1,
+                            cost=Decimal("0.3"),
+                            purpose="marketing",
+                            quota_reference=reference,
+                        )
+                        for i in range(start, min(args.recipients, start + 50_000))
+                    ],
+                    batch_size=10_000,
+                )
+        print(f"campaign: {args.recipients:,} queued messages written in {time.perf_counter() - started:.1f}s")
+        worker = start_worker(smsc)
+        campaign_start = time.time()
+        while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
+            time.sleep(0.05)
+        event_phase("campaign", args, source, phones, posted)
+        wait_sent(timeout=max(120, args.recipients / 500), expected=len(posted))
+        campaign_window = (campaign_start, time.time())
+        stop_worker(worker)
+        worker = None
+        stats = smsc.stats()
+    finally:
+        ticker_stop.set()
+        ticker.join(60)
+        if worker is not None:
+            stop_worker(worker)
+        smsc.stop()
+    report(args, log, smsc.run_id, posted, campaign_window, stats, db)
+
+
+def _ticker(interval: float, stop: threading.Event, ticks: list[float]) -> None:
+    """The beat: automations.tick every ``interval`` seconds (its own database connection)."""
+    from django.db import connection
+
+    from campaigns.automations.engine import flow_tick
+
+    try:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            flow_tick()
+            ticks.append(time.time())
+            next_at += interval
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    finally:
+        connection.close()
+
+
+def event_phase(
+    phase: str, args: argparse.Namespace, source: Any, phones: Any, posted: dict[str, tuple[str, float]]
+) -> None:
+    """One ``order_shipped`` event per batch, as POST /api/v1/events/batch stores it."""
+    from django.utils import timezone
+
+    from campaigns.automations.intake import events_ingest
+
+    next_at = time.monotonic()
+    for _ in range(args.events):
+        phone = next(phones)
+        at = time.time()
+        answer = events_ingest(
+            source=source,
+            events=[
+                {
+                    "event_id": f"evt-{phone[1:]}",
+                    "type": "order_shipped",
+                    "phone": phone,
+                    "occurred_at": timezone.now().isoformat(),
+                    "order_id": f"A-{phone[-6:]}",
+                }
+            ],
+        )
+        assert answer["accepted"] == 1, answer
+        posted[phone[1:]] = (phase, at)
+        next_at += args.event_interval
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def report(
+    args: argparse.Namespace,
+    log: Path,
+    run_id: str,
+    posted: dict[str, tuple[str, float]],
+    campaign_window: tuple[float, float],
+    stats: dict[str, Any],
+    db: str,
+) -> None:
+    from gateways.models import OutboundMessage
+
+    first_at: dict[str, float] = {}
+    campaign_times: list[float] = []
+    accepted: Counter[str] = Counter()
+    with open(log, encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record.get("kind") != "submit_sm" or record.get("run") != run_id:
+                continue
+            destination = record["destination"]
+            if record["outcome"] == "accepted":
+                accepted[destination] += 1
+            if destination.startswith(EVENT_PREFIX[1:]):
+                first_at.setdefault(destination, float(record["time"]))
+            elif record["outcome"] == "accepted":
+                campaign_times.append(float(record["time"]))
+    last_campaign = max(campaign_times, default=0.0)
+    idle: list[float] = []
+    loaded: list[float] = []
+    after: list[float] = []
+    missing = 0
+    for destination, (phase, at) in posted.items():
+        sent = first_at.get(destination)
+        if sent is None:
+            missing += 1
+        elif phase == "idle":
+            idle.append(max(0.0, sent - at))
+        elif at <= last_campaign:
+            loaded.append(max(0.0, sent - at))
+        else:
+            after.append(max(0.0, sent - at))
+    rows = {
+        destination[1:]: (created.timestamp(), started.timestamp())
+        for destination, created, started in OutboundMessage.objects.filter(
+            purpose="transactional", submit_started_at__isnull=False
+        ).values_list("destination", "created_at", "submit_started_at")
+        if started is not None
+    }
+    parts: dict[str, list[list[float]]] = {"idle": [[], [], []], "campaign": [[], [], []]}
+    for destination, (phase, at) in posted.items():
+        sent = first_at.get(destination)
+        if sent is None or destination not in rows or (phase == "campaign" and at > last_campaign):
+            continue
+        created, started = rows[destination]
+        for i, value in enumerate((created - at, started - created, sent - started)):
+            parts[phase][i].append(value * 1000)
+    duplicates = [d for d, n in accepted.items() if n > 1]
+    rate = len(campaign_times) / (last_campaign - min(campaign_times)) if len(campaign_times) > 1 else 0.0
+    print(f"# event intake -> submit_sm at the SMSC, transactional flow, {db}; {load_label()} at the end")
+    print(
+        f"campaign: {args.recipients:,} recipients on the same gateway (window {args.window}), "
+        f"{len(campaign_times):,} submitted at {rate:,.0f} msg/s over {campaign_window[1] - campaign_window[0]:.0f}s"
+    )
+    print(
+        f"events: {args.events} per phase, one every {args.event_interval * 1000:.0f} ms; "
+        f"tick every {args.tick_interval:g} s"
+    )
+    print(summary("no campaign           ", idle))
+    print(summary("with the campaign     ", loaded))
+    if after:
+        print(summary("posted after its end  ", after))
+    for phase, (queued_ms, claim_ms, link_ms) in parts.items():
+        if queued_ms:
+            print(
+                f"  {phase:8s} p50/p99 ms: intake -> queued by the tick {percentile(queued_ms, 50):.0f}/"
+                f"{percentile(queued_ms, 99):.0f}, queued -> claimed {percentile(claim_ms, 50):.0f}/"
+                f"{percentile(claim_ms, 99):.0f}, claimed -> at the SMSC {percentile(link_ms, 50):.0f}/"
+                f"{percentile(link_ms, 99):.0f}"
+            )
+    print(
+        f"checks: events never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
+        f"smsc {stats.get('by_status')}"
+    )
+
+
+def start_worker(smsc: Any) -> subprocess.Popen[bytes]:
+    binds = int(smsc.stats().get("binds", 0))
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "smpp_worker", "--gateway", GATEWAY, "--idle-exit", "3600"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    while int(smsc.stats().get("binds", 0)) <= binds:
+        if worker.poll() is not None:
+            raise RuntimeError("the worker exited before binding")
+        time.sleep(0.05)
+    return worker
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def wait_sent(timeout: float, expected: int) -> None:
+    """Until the tick queued a message for each of the ``expected`` events posted and nothing is
+    queued or being submitted on the bench gateway (or ``timeout`` seconds)."""
+    from gateways.models import MessageState, OutboundMessage
+
+    deadline = time.monotonic() + timeout
+    pending = (MessageState.QUEUED, MessageState.SUBMITTING)
+    while time.monotonic() < deadline:
+        queued = OutboundMessage.objects.filter(gateway__code=GATEWAY, purpose="transactional").count()
+        if queued >= expected and not OutboundMessage.objects.filter(gateway__code=GATEWAY, state__in=pending).exists():
+            return
+        time.sleep(0.5)
+    print(f"warning: messages still pending after {timeout:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
