@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from campaigns.access import campaigns_visible
 from reporting.models import (
     CampaignReport,
+    FlowReport,
     InboxItem,
     NotificationKind,
     PerformanceSnapshot,
@@ -28,7 +29,14 @@ from reporting.models import (
 )
 from reporting.notifications import PERMISSION as NOTIFY_PERMISSION
 from reporting.notifications import inbox_mark_read, review_notification_send
-from reporting.selectors import VIEW_REPORT, campaign_report_get, conversion_attribution_get, link_clicks_list
+from reporting.selectors import (
+    VIEW_FLOW,
+    VIEW_REPORT,
+    campaign_report_get,
+    conversion_attribution_get,
+    flow_report_get,
+    link_clicks_list,
+)
 from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
 from reporting.snapshots import performance_snapshot_record
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
@@ -38,14 +46,14 @@ SERIES = (("delivered", "#2e7d32"), ("clicks", "#1565c0"), ("conversions", "#b26
 WIDTH, HEIGHT, PAD = 720, 220, 30
 
 
-def chart_svg(trend: list[dict[str, Any]]) -> str:
+def chart_svg(trend: list[dict[str, Any]], series: tuple[tuple[str, str], ...] = SERIES) -> str:
     """A line per series over the trend's buckets, each scaled to its own maximum."""
     if not trend:
         return ""
     n = len(trend)
     step = (WIDTH - 2 * PAD) / max(n - 1, 1)
     lines = []
-    for name, colour in SERIES:
+    for name, colour in series:
         values = [int(b.get(name, 0)) for b in trend]
         top = max(values) or 1
         points = " ".join(
@@ -57,14 +65,14 @@ def chart_svg(trend: list[dict[str, Any]]) -> str:
         )
     legend = "".join(
         f'<text x="{PAD + i * 140}" y="16" fill="{colour}" font-size="12">{name}</text>'
-        for i, (name, colour) in enumerate(SERIES)
+        for i, (name, colour) in enumerate(series)
     )
     labels = (
         f'<text x="{PAD}" y="{HEIGHT - 8}" font-size="10">{trend[0]["bucket"]}</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{trend[-1]["bucket"]}</text>'
     )
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Delivered, clicks and conversions" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{", ".join(n for n, _ in series)}" '
         f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" style="background:#fafafa">'
         f"{legend}{''.join(lines)}{labels}</svg>"
     )
@@ -143,6 +151,76 @@ class CampaignReportAdmin(admin.ModelAdmin):
             "granularity": granularity,
         }
         return TemplateResponse(request, "admin/reporting/campaign_report.html", context)
+
+
+FLOW_SERIES = (("delivered", "#2e7d32"), ("opt_outs", "#c62828"))
+
+
+@admin.register(FlowReport)
+class FlowReportAdmin(admin.ModelAdmin):
+    """Automation-flow reports: needs reporting.view_campaign_report and automations.view_flow."""
+
+    list_display = ["name", "state", "purpose", "activated_at", "report_link"]
+    search_fields = ["name"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Report")
+    def report_link(self, obj: FlowReport) -> str:
+        return format_html('<a href="{}">report</a>', reverse("admin:reporting_flowreport_report", args=[obj.pk]))
+
+    def get_urls(self) -> list[Any]:
+        view = path(
+            "<int:flow_id>/report/",
+            self.admin_site.admin_view(self.report_view),
+            name="reporting_flowreport_report",
+        )
+        return [view, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:reporting_flowreport_report", args=[int(object_id)]))
+
+    def report_view(self, request: HttpRequest, flow_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        granularity = "day" if request.GET.get("granularity") == "day" else "hour"
+        error = None
+        report: dict[str, Any] = {}
+        try:
+            report = flow_report_get(
+                actor=admin_actor(request),
+                flow_id=flow_id,
+                date_from=request.GET.get("date_from") or None,
+                date_to=request.GET.get("date_to") or None,
+                granularity=granularity,
+            )
+        except ApplicationError as exc:
+            error = error_text(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Flow report: {report.get('scope', {}).get('flow_name', flow_id)}",
+            "opts": self.model._meta,
+            "error": error,
+            "report": report,
+            "chart": format_html("{}", chart_svg(report.get("trend", []), FLOW_SERIES)) if report else "",
+            "limits": report.get("scope", {}).get("limits", {}) if report else {},
+            "latency": pretty_json(report.get("data_latency", {})) if report else "",
+            "granularity": granularity,
+        }
+        return TemplateResponse(request, "admin/reporting/flow_report.html", context)
 
 
 @admin.register(ReportConversion)
