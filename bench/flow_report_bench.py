@@ -39,7 +39,7 @@ SELECT {gateway} + (i % 2), '#SHOPHK', '+852' || (60000000 + i)::text, 'HK', 'x'
        CASE WHEN flow THEN 'marketing' ELSE 'otp' END,
        CASE WHEN i % 100 < 92 THEN 'delivered' WHEN i % 100 < 97 THEN 'failed'
             WHEN i % 100 < 99 THEN 'expired' ELSE 'submitted' END,
-       CASE WHEN flow THEN 'automation:' || ({first_flow} + (i % {flows})) || ':' || i || ':0' ELSE 'otp:' || i END,
+       CASE WHEN flow THEN 'automation:' || ({first_flow} + ((i / 7) % {flows})) || ':' || i || ':0' ELSE 'otp:' || i END,
        'q', true, NULL, NULL, 1,
        CASE WHEN i % 100 BETWEEN 92 AND 96 THEN 'E' || (i % 3) ELSE '' END, '',
        t0 + (i % 86400) * interval '1 second', t0 + (i % 86400) * interval '1 second' + interval '1 second',

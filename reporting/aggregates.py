@@ -9,8 +9,8 @@ Reports never scan messages. Four refreshes, each from its own high-water mark:
 - flow messages: per block of message ids (``FLOW_CHUNK_IDS`` ids) that holds messages of
   automation flows (batch NULL, reference ``automation:<flow>:<enrolment>:<step>``). New flow
   messages are found from an id cursor; a block is re-aggregated when new flow messages land in
-  it, when receipts are applied to its flow messages, and, every FLOW_PENDING_RECHECK, while it has
-  flow messages not yet final. Re-aggregating a block reads at most FLOW_CHUNK_IDS rows by primary
+  it, when receipts are applied to its flow messages, and while it has flow messages not yet final
+  (the two newest blocks every FLOW_PENDING_RECHECK, older ones every PENDING_RECHECK). Re-aggregating a block reads at most FLOW_CHUNK_IDS rows by primary
   key, never a whole flow.
 - clicks: LinkClick is append-only; ids above the cursor are folded into hourly buckets and into
   per-recipient touches (human clicks only: a bot or link scanner never becomes a touch).
@@ -32,7 +32,21 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, Count, DecimalField, Exists, F, Max, OuterRef, Q, Sum, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Count,
+    DecimalField,
+    Exists,
+    F,
+    Func,
+    Max,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, TruncHour
 from django.utils import timezone
 
@@ -215,6 +229,24 @@ def flow_messages_q() -> Q:
     return Q(batch__isnull=True, reference__startswith=FLOW_REFERENCE_PREFIX)
 
 
+class FlowIdOf(Func):
+    """The flow id of a flow message's reference, in the database: automation:<flow>:... -> <flow>
+    (so a block is grouped by flow, not by each message's reference)."""
+
+    output_field = BigIntegerField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="CAST(SUBSTRING(%(expressions)s FROM '^automation:([0-9]{1,18}):') AS BIGINT)")
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        n = len(FLOW_REFERENCE_PREFIX) + 1
+        return self.as_sql(
+            compiler,
+            connection,
+            template=f"CAST(SUBSTR(%(expressions)s, {n}, INSTR(SUBSTR(%(expressions)s, {n}), ':') - 1) AS INTEGER)",
+        )
+
+
 def flow_of_reference(reference: str) -> int | None:
     """automation:<flow>:<enrolment>:<step> -> flow id (None for anything else)."""
     parts = reference.split(":")
@@ -240,8 +272,8 @@ def flow_chunk_rows(chunk: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     state: dict[str, Any] = {"messages": 0, "pending": 0, "newest": None}
     rows = (
         OutboundMessage.objects.filter(flow_messages_q(), id__gte=low, id__lt=high)
-        .annotate(h=hour)
-        .values("reference", "h", "gateway_id", "country", "state", "error_code", "currency")
+        .annotate(h=hour, flow=FlowIdOf("reference"))
+        .values("flow", "h", "gateway_id", "country", "state", "error_code", "currency")
         .annotate(
             n=Count("id"),
             seg=Sum("segments"),
@@ -252,10 +284,9 @@ def flow_chunk_rows(chunk: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         .order_by()
     )
     for r in rows:
-        flow_id = flow_of_reference(r["reference"])
-        if flow_id is None:
+        if not r["flow"]:  # not automation:<digits>:... (never written by the engine)
             continue
-        key = (flow_id, r["h"], r["gateway_id"], r["country"], r["state"], r["error_code"], r["currency"])
+        key = (r["flow"], r["h"], r["gateway_id"], r["country"], r["state"], r["error_code"], r["currency"])
         cell = cells.setdefault(key, {"n": 0, "seg": 0, "est": Decimal(0), "billed": Decimal(0)})
         cell["n"] += r["n"]
         cell["seg"] += r["seg"] or 0
@@ -284,7 +315,8 @@ def flow_chunk_rows(chunk: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 def _flow_chunks_due(now: datetime, low: int, high: int, since: datetime | None) -> list[int]:
     """Blocks with new flow messages (ids in (low, high]), with receipts applied since the last
-    run, and, every FLOW_PENDING_RECHECK, with flow messages still pending."""
+    run, and with flow messages still pending (the two newest blocks every FLOW_PENDING_RECHECK,
+    older ones every PENDING_RECHECK)."""
     due: set[int] = set()
     if high > low:
         for pk in (
@@ -293,10 +325,16 @@ def _flow_chunks_due(now: datetime, low: int, high: int, since: datetime | None)
             .order_by()
         ):
             due.add(pk // FLOW_CHUNK_IDS)
+    # Pending blocks: the newest ones (where queued messages become submitted) every
+    # FLOW_PENDING_RECHECK, older ones (messages waiting for a receipt that may never come; a
+    # receipt marks its block anyway) every PENDING_RECHECK, as campaign batches.
+    newest_chunk = ReportFlowChunk.objects.aggregate(m=Max("chunk"))["m"] or 0
+    pending = ReportFlowChunk.objects.filter(pending__gt=0)
     due.update(
-        ReportFlowChunk.objects.filter(pending__gt=0, refreshed_at__lt=now - FLOW_PENDING_RECHECK).values_list(
-            "chunk", flat=True
-        )
+        pending.filter(
+            Q(chunk__gte=newest_chunk - 1, refreshed_at__lt=now - FLOW_PENDING_RECHECK)
+            | Q(refreshed_at__lt=now - PENDING_RECHECK)
+        ).values_list("chunk", flat=True)
     )
     if since is not None:
         with connection.cursor() as cursor:
