@@ -10,8 +10,9 @@ Reports never scan messages. Four refreshes, each from its own high-water mark:
   automation flows (batch NULL, reference ``automation:<flow>:<enrolment>:<step>``). New flow
   messages are found from an id cursor; a block is re-aggregated when new flow messages land in
   it, when receipts are applied to its flow messages, and while it has flow messages not yet final
-  (the two newest blocks every FLOW_PENDING_RECHECK, older ones every PENDING_RECHECK). Re-aggregating a block reads at most FLOW_CHUNK_IDS rows by primary
-  key, never a whole flow.
+  (the two newest blocks every FLOW_PENDING_RECHECK, older ones every PENDING_RECHECK, at most
+  MAX_FLOW_RECHECKS_PER_RUN a run). Re-aggregating a block reads at most FLOW_CHUNK_IDS rows by
+  primary key, never a whole flow.
 - clicks: LinkClick is append-only; ids above the cursor are folded into hourly buckets and into
   per-recipient touches (human clicks only: a bot or link scanner never becomes a touch).
 - opt-outs: each new STOP is attributed to the latest marketing message to that phone -- of a
@@ -220,6 +221,7 @@ FLOW_REFERENCE_PREFIX = "automation:"
 # Flow aggregates are recomputed per block of this many message ids (a send batch's role).
 FLOW_CHUNK_IDS = 10_000
 MAX_FLOW_CHUNKS_PER_RUN = 200
+MAX_FLOW_RECHECKS_PER_RUN = 10
 # Flow messages move from queued to submitted without a receipt; blocks with pending ones are
 # re-read this often (flows send little, so these blocks are few: the newest ones).
 FLOW_PENDING_RECHECK = timedelta(seconds=30)
@@ -236,7 +238,8 @@ class FlowIdOf(Func):
     output_field = BigIntegerField()
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="CAST(SUBSTRING(%(expressions)s FROM '^automation:([0-9]{1,18}):') AS BIGINT)")
+        template = "CAST(SUBSTRING(%(expressions)s FROM '^automation:([0-9]{1,18}):') AS BIGINT)"
+        return self.as_sql(compiler, connection, template=template)
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         n = len(FLOW_REFERENCE_PREFIX) + 1
@@ -331,10 +334,16 @@ def _flow_chunks_due(now: datetime, low: int, high: int, since: datetime | None)
     newest_chunk = ReportFlowChunk.objects.aggregate(m=Max("chunk"))["m"] or 0
     pending = ReportFlowChunk.objects.filter(pending__gt=0)
     due.update(
-        pending.filter(
-            Q(chunk__gte=newest_chunk - 1, refreshed_at__lt=now - FLOW_PENDING_RECHECK)
-            | Q(refreshed_at__lt=now - PENDING_RECHECK)
-        ).values_list("chunk", flat=True)
+        pending.filter(chunk__gte=newest_chunk - 1, refreshed_at__lt=now - FLOW_PENDING_RECHECK).values_list(
+            "chunk", flat=True
+        )
+    )
+    # At most MAX_FLOW_RECHECKS_PER_RUN old blocks per run, the longest unread first: a block whose
+    # messages never get a receipt must not make every run re-read the whole history.
+    due.update(
+        pending.filter(refreshed_at__lt=now - PENDING_RECHECK)
+        .order_by("refreshed_at", "chunk")
+        .values_list("chunk", flat=True)[:MAX_FLOW_RECHECKS_PER_RUN]
     )
     if since is not None:
         with connection.cursor() as cursor:

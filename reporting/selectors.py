@@ -227,9 +227,7 @@ def _rois(cost: dict[str, Any], conversions: dict[str, Any]) -> dict[str, Any]:
 
 def _message_figures(
     qs: QuerySet[Any], granularity: str
-) -> tuple[
-    dict[str, int], dict[str, dict[str, int]], list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]
-]:
+) -> tuple[dict[str, int], dict[str, dict[str, int]], list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]]:
     """States, failure reasons, the gateway x country split, cost and the delivered trend of a
     query on message buckets (ReportMessageBucket or ReportFlowMessageBucket)."""
     # One pass over the buckets, rolled up across batches by the database; the rest in Python

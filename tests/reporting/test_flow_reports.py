@@ -295,3 +295,13 @@ def test_permissions_and_field_errors_on_mcp_rest_and_admin(marketer: Any) -> No
     for user in (report_only, flow_only):
         web.force_login(user)
         assert web.get(f"/admin/reporting/flowreport/{f.pk}/report/").status_code in (302, 403)
+
+
+def test_a_reference_that_names_no_flow_is_not_counted(marketer: Any) -> None:
+    f = flow()
+    good = flow_message(f, contact(), at=T0)
+    bad = flow_message(f, contact(), at=T0)
+    OutboundMessage.objects.filter(pk=bad.pk).update(reference="automation:x:1:0")
+    settle()
+    assert flow_report_get(actor=actor(marketer), flow_id=f.pk)["messages"]["total"] == 1
+    assert ReportFlowChunk.objects.get(chunk=good.pk // aggregates.FLOW_CHUNK_IDS).messages == 1
