@@ -20,6 +20,7 @@ from campaigns.access import campaigns_visible
 from reporting.charts import chart_svg
 from reporting.models import (
     CampaignReport,
+    FlowReport,
     InboxItem,
     NotificationKind,
     PerformanceSnapshot,
@@ -29,7 +30,14 @@ from reporting.models import (
 )
 from reporting.notifications import PERMISSION as NOTIFY_PERMISSION
 from reporting.notifications import inbox_mark_read, review_notification_send
-from reporting.selectors import VIEW_REPORT, campaign_report_get, conversion_attribution_get, link_clicks_list
+from reporting.selectors import (
+    VIEW_FLOW,
+    VIEW_REPORT,
+    campaign_report_get,
+    conversion_attribution_get,
+    flow_report_get,
+    link_clicks_list,
+)
 from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
 from reporting.snapshots import performance_snapshot_record
 from smsplatform.admin_utils import admin_actor, error_text, pretty_json
@@ -109,6 +117,76 @@ class CampaignReportAdmin(admin.ModelAdmin):
             "granularity": granularity,
         }
         return TemplateResponse(request, "admin/reporting/campaign_report.html", context)
+
+
+FLOW_SERIES = (("delivered", "#2e7d32"), ("opt_outs", "#b71c1c"))
+
+
+@admin.register(FlowReport)
+class FlowReportAdmin(admin.ModelAdmin):
+    """Automation-flow reports: needs reporting.view_campaign_report and automations.view_flow."""
+
+    list_display = ["name", "state", "purpose", "activated_at", "report_link"]
+    search_fields = ["name"]
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Report")
+    def report_link(self, obj: FlowReport) -> str:
+        return format_html('<a href="{}">report</a>', reverse("admin:reporting_flowreport_report", args=[obj.pk]))
+
+    def get_urls(self) -> list[Any]:
+        view = path(
+            "<int:flow_id>/report/",
+            self.admin_site.admin_view(self.report_view),
+            name="reporting_flowreport_report",
+        )
+        return [view, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:reporting_flowreport_report", args=[int(object_id)]))
+
+    def report_view(self, request: HttpRequest, flow_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        granularity = "day" if request.GET.get("granularity") == "day" else "hour"
+        error = None
+        report: dict[str, Any] = {}
+        try:
+            report = flow_report_get(
+                actor=admin_actor(request),
+                flow_id=flow_id,
+                date_from=request.GET.get("date_from") or None,
+                date_to=request.GET.get("date_to") or None,
+                granularity=granularity,
+            )
+        except ApplicationError as exc:
+            error = error_text(exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Flow report: {report.get('scope', {}).get('flow_name', flow_id)}",
+            "opts": self.model._meta,
+            "error": error,
+            "report": report,
+            "chart": format_html("{}", chart_svg(report.get("trend", []), FLOW_SERIES)) if report else "",
+            "limits": report.get("scope", {}).get("limits", {}) if report else {},
+            "latency": pretty_json(report.get("data_latency", {})) if report else "",
+            "granularity": granularity,
+        }
+        return TemplateResponse(request, "admin/reporting/flow_report.html", context)
 
 
 @admin.register(ReportConversion)

@@ -9,14 +9,15 @@ SERIES = (("delivered", "#2e7d32"), ("clicks", "#1565c0"), ("conversions", "#8a5
 WIDTH, HEIGHT, PAD = 720, 220, 30
 
 
-def chart_svg(trend: list[dict[str, Any]]) -> str:
-    """A line per series over the trend's buckets, each scaled to its own maximum."""
+def chart_svg(trend: list[dict[str, Any]], series: tuple[tuple[str, str], ...] = SERIES) -> str:
+    """A line per series over the trend's buckets, each scaled to its own maximum (a flow's report
+    draws delivered and opt-outs)."""
     if not trend:
         return ""
     n = len(trend)
     step = (WIDTH - 2 * PAD) / max(n - 1, 1)
     lines = []
-    for name, colour in SERIES:
+    for name, colour in series:
         values = [int(b.get(name, 0)) for b in trend]
         top = max(values) or 1
         points = " ".join(
@@ -28,14 +29,14 @@ def chart_svg(trend: list[dict[str, Any]]) -> str:
         )
     legend = "".join(
         f'<text x="{PAD + i * 140}" y="16" fill="{colour}" font-size="12">{name}</text>'
-        for i, (name, colour) in enumerate(SERIES)
+        for i, (name, colour) in enumerate(series)
     )
     labels = (
         f'<text x="{PAD}" y="{HEIGHT - 8}" font-size="10">{trend[0]["bucket"]}</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" font-size="10" text-anchor="end">{trend[-1]["bucket"]}</text>'
     )
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Delivered, clicks and conversions" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{", ".join(n for n, _ in series)}" '
         f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" style="background:#fafafa">'
         f"{legend}{''.join(lines)}{labels}</svg>"
     )

@@ -9,9 +9,9 @@ from reporting.notifications import PERMISSION as NOTIFY_PERMISSION
 from reporting.notifications import review_notification_send
 from reporting.selectors import (
     VIEW_REPORT,
-    campaign_report_get,
     conversion_attribution_get,
     link_clicks_list,
+    report_get,
 )
 from reporting.snapshots import MAX_EVIDENCE_BYTES, performance_snapshot_record
 from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
@@ -33,6 +33,18 @@ from smsplatform.mcp.registry import (
 )
 
 CAMPAIGN_ID = {"type": "integer", "minimum": 1, "description": "From sms_marketing.campaigns.list."}
+REPORT_CAMPAIGN_ID = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "The campaign to report (from sms_marketing.campaigns.list); exactly one of campaign_id and "
+    "flow_id.",
+}
+REPORT_FLOW_ID = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "The automation flow to report (from sms_marketing.automations.list); exactly one of "
+    "campaign_id and flow_id. Needs automations.view_flow too.",
+}
 DATE_FROM = {"type": "string", "maxLength": 40, "description": "ISO date or date-time (UTC when no offset)."}
 DATE_TO = {"type": "string", "maxLength": 40, "description": "ISO date (inclusive) or date-time (exclusive)."}
 GRANULARITY = {"type": "string", "enum": ["hour", "day"], "description": "Trend buckets (UTC)."}
@@ -43,7 +55,8 @@ GRANULARITY = {"type": "string", "enum": ["hour", "day"], "description": "Trend 
     permission=VIEW_REPORT,
     input_schema=object_schema(
         {
-            "campaign_id": CAMPAIGN_ID,
+            "campaign_id": REPORT_CAMPAIGN_ID,
+            "flow_id": REPORT_FLOW_ID,
             "date_from": DATE_FROM,
             "date_to": DATE_TO,
             "gateways": {
@@ -54,7 +67,7 @@ GRANULARITY = {"type": "string", "enum": ["hour", "day"], "description": "Trend 
             },
             "granularity": GRANULARITY,
         },
-        ["campaign_id"],
+        [],
     ),
     output_schema=object_schema(
         {
@@ -76,7 +89,7 @@ GRANULARITY = {"type": "string", "enum": ["hour", "day"], "description": "Trend 
     ),
 )
 def campaign_reports_get_tool(actor: Actor, args: dict[str, Any]) -> dict[str, Any]:
-    return campaign_report_get(actor=actor, **args)
+    return report_get(actor=actor, **args)
 
 
 @register_tool(

@@ -10,6 +10,7 @@ from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.utils import timezone
 
+from campaigns.automations.flow_models import Flow
 from campaigns.models import Campaign
 
 # --------------------------------------------------------------------------------------------
@@ -122,11 +123,55 @@ class ReportClickTouch(models.Model):
         return f"link {self.link_id} token {self.recipient_token} at {self.clicked_at:%Y-%m-%d %H:%M}"
 
 
+class ReportFlowChunk(models.Model):
+    """One block of message ids (``chunk`` = id // FLOW_CHUNK_IDS) holding automation-flow messages:
+    the unit the flow aggregates are recomputed in, as a send batch is for campaigns. Refreshed
+    again while ``pending`` (flow messages of the block not yet final) is above zero."""
+
+    chunk = models.BigIntegerField(primary_key=True)
+    messages = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    newest_final_at = models.DateTimeField(null=True, blank=True, help_text="The newest receipt applied")
+    refreshed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"flow chunk {self.chunk}: {self.pending} pending"
+
+
+class ReportFlowMessageBucket(models.Model):
+    """Messages of automation flows in one id block, by flow, hour of their latest state, gateway,
+    country, state and error code (as ReportMessageBucket for campaigns)."""
+
+    chunk = models.BigIntegerField()
+    flow_id = models.BigIntegerField()
+    hour = models.DateTimeField()
+    gateway_id = models.BigIntegerField()
+    country = models.CharField(max_length=2)
+    state = models.CharField(max_length=12)
+    error_code = models.CharField(max_length=32, blank=True)
+    messages = models.PositiveIntegerField()
+    segments = models.PositiveIntegerField()
+    cost_estimated = models.DecimalField(max_digits=16, decimal_places=4)
+    cost_billed = models.DecimalField(max_digits=16, decimal_places=4)
+    currency = models.CharField(max_length=3)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["flow_id", "hour"], name="rpt_flow_msg_flow_hour"),
+            models.Index(fields=["chunk"], name="rpt_flow_msg_chunk"),
+        ]
+
+    def __str__(self) -> str:
+        return f"flow {self.flow_id} {self.hour:%Y-%m-%d %H}h {self.state}: {self.messages}"
+
+
 class ReportOptOut(models.Model):
-    """A STOP attributed to the campaign message that preceded it within the opt-out window."""
+    """A STOP attributed to the marketing message (of a campaign or of an automation flow) that
+    preceded it within the opt-out window: exactly one of campaign_id and flow_id is set."""
 
     opt_out_id = models.BigIntegerField(unique=True)
-    campaign_id = models.BigIntegerField()
+    campaign_id = models.BigIntegerField(null=True, blank=True)
+    flow_id = models.BigIntegerField(null=True, blank=True)
     message_id = models.BigIntegerField()
     gateway_id = models.BigIntegerField()
     country = models.CharField(max_length=2)
@@ -134,10 +179,14 @@ class ReportOptOut(models.Model):
     hour = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["campaign_id", "hour"], name="rpt_optout_campaign_hour")]
+        indexes = [
+            models.Index(fields=["campaign_id", "hour"], name="rpt_optout_campaign_hour"),
+            models.Index(fields=["flow_id", "hour"], name="rpt_optout_flow_hour"),
+        ]
 
     def __str__(self) -> str:
-        return f"opt-out {self.opt_out_id} -> campaign {self.campaign_id}"
+        target = f"campaign {self.campaign_id}" if self.campaign_id else f"flow {self.flow_id}"
+        return f"opt-out {self.opt_out_id} -> {target}"
 
 
 class ConversionKind(models.TextChoices):
@@ -201,6 +250,15 @@ class CampaignReport(Campaign):
         proxy = True
         verbose_name = "campaign report"
         verbose_name_plural = "campaign reports"
+
+
+class FlowReport(Flow):
+    """The admin's entry to automation-flow reports (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "flow report"
+        verbose_name_plural = "flow reports"
 
 
 # Snapshots and notifications ------------------------------------------------------------------

@@ -17,17 +17,19 @@ from django.db.models.functions import MD5, Cast, Concat, Substr
 from django.utils import timezone
 
 from campaigns.access import campaign_access
+from campaigns.automations.flow_models import Flow
 from campaigns.content import recipient_token_salt
 from campaigns.models import Campaign
 from compliance.optouts import FULL_PHONE_PERMISSION
 from gateways.charges import CHARGE_RULE
 from gateways.models import FINAL_MESSAGE_STATES, Gateway, MessageState, OutboundMessage
-from reporting.aggregates import data_latency
+from reporting.aggregates import FLOW_CHUNK_IDS, data_latency, flow_data_latency
 from reporting.attribution import attribution_rules, tracking_limits
 from reporting.models import (
     ConversionKind,
     ReportClickBucket,
     ReportConversion,
+    ReportFlowMessageBucket,
     ReportMessageBucket,
     ReportOptOut,
 )
@@ -38,6 +40,7 @@ from templates.models import DeviceClass, LinkClick, ShortLink
 from templates.short_links.codes import RECIPIENT_TOKEN_LENGTH
 
 VIEW_REPORT = "reporting.view_campaign_report"
+VIEW_FLOW = "automations.view_flow"
 VIEW_PERSON_CLICKS = "reporting.view_person_clicks"
 GRANULARITIES = ("hour", "day")
 PENDING = tuple(s for s in MessageState.values if s not in FINAL_MESSAGE_STATES)
@@ -47,6 +50,12 @@ COST_RULE = (
     + ") Estimated cost: the price the dispatch computed for every message of the campaign, sent or not. "
     "ROI uses the billed cost plus the estimate of messages still queued (billed when known, else estimated): "
     "ROI = (revenue net of refunds - cost) / cost, in the campaign's cost currency."
+)
+FLOW_COST_RULE = (
+    "Billed cost: the price of every message a gateway accepted (gateways.charges: "
+    + CHARGE_RULE
+    + ") Estimated cost: the price the flow's tick computed for every message it queued, sent or not. "
+    "for_roi: billed plus the estimate of messages still queued (no ROI: flow conversions are not attributed)."
 )
 BUCKET_RULE = (
     "Messages are counted in the hour of their latest state: the receipt's time for delivered, failed and "
@@ -216,25 +225,11 @@ def _rois(cost: dict[str, Any], conversions: dict[str, Any]) -> dict[str, Any]:
     return rois
 
 
-def campaign_report_get(
-    *,
-    actor: Actor,
-    campaign_id: Any,
-    date_from: Any = None,
-    date_to: Any = None,
-    gateways: list[str] | None = None,
-    granularity: str = "hour",
-) -> dict[str, Any]:
-    campaign = _campaign(actor, campaign_id)
-    if granularity not in GRANULARITIES:
-        raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR, "granularity must be hour or day.", field="granularity", hint="Default hour."
-        )
-    start, end = _range(date_from, date_to)
-    gateway_ids, gateway_codes = _gateways(gateways)
-    qs = _in_range(ReportMessageBucket.objects.filter(campaign_id=campaign.pk), start, end)
-    if gateway_ids is not None:
-        qs = qs.filter(gateway_id__in=gateway_ids)
+def _message_figures(
+    qs: QuerySet[Any], granularity: str
+) -> tuple[dict[str, int], dict[str, dict[str, int]], list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]]:
+    """States, failure reasons, the gateway x country split, cost and the delivered trend of a
+    query on message buckets (ReportMessageBucket or ReportFlowMessageBucket)."""
     # One pass over the buckets, rolled up across batches by the database; the rest in Python
     # over a few hundred rows (hours x gateways x countries x states x reasons).
     rows = list(
@@ -290,6 +285,29 @@ def campaign_report_get(
         }
         for currency, m in cost_sums.items()
     }
+    return states, reasons, split, cost, trend
+
+
+def campaign_report_get(
+    *,
+    actor: Actor,
+    campaign_id: Any,
+    date_from: Any = None,
+    date_to: Any = None,
+    gateways: list[str] | None = None,
+    granularity: str = "hour",
+) -> dict[str, Any]:
+    campaign = _campaign(actor, campaign_id)
+    if granularity not in GRANULARITIES:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR, "granularity must be hour or day.", field="granularity", hint="Default hour."
+        )
+    start, end = _range(date_from, date_to)
+    gateway_ids, gateway_codes = _gateways(gateways)
+    qs = _in_range(ReportMessageBucket.objects.filter(campaign_id=campaign.pk), start, end)
+    if gateway_ids is not None:
+        qs = qs.filter(gateway_id__in=gateway_ids)
+    states, reasons, split, cost, trend = _message_figures(qs, granularity)
     clicks_qs = _in_range(ReportClickBucket.objects.filter(campaign_id=campaign.pk), start, end)
     human = clicks_qs.exclude(device_class=DeviceClass.BOT)
     click_totals = human.aggregate(n=Sum("clicks"), u=Sum("unique_clicks"))
@@ -348,6 +366,123 @@ def campaign_report_get(
             campaign.pk, start, end, delivered, states, click_totals, opt_outs, cost, conversions
         ),
     }
+
+
+# --- automation flows --------------------------------------------------------------------------
+
+FLOW_LIMITS = {
+    "clicks": "Not tracked: automation flows send their template's text as is and create no short link "
+    "(short links and click tracking belong to campaigns), so a flow has no click figures.",
+    "conversions": "Not attributed: conversion attribution (reporting.attribution) credits campaign "
+    "messages only; a flow's messages never become a touch, so a flow has no conversion, revenue or ROI "
+    "figures yet.",
+    "snapshots": "Performance snapshots recorded for flows are not compared here.",
+}
+
+
+def _flow(actor: Actor, flow_id: Any) -> Flow:
+    for permission in (VIEW_REPORT, VIEW_FLOW):
+        if not actor.has_perm(permission):
+            raise permission_denied(permission)
+    flow = Flow.objects.filter(pk=flow_id).first() if isinstance(flow_id, int) else None
+    if flow is None:
+        raise ApplicationError(
+            ErrorCode.NOT_FOUND,
+            f"No flow {flow_id}.",
+            field="flow_id",
+            hint="See sms_marketing.automations.list.",
+        )
+    return flow
+
+
+def flow_report_get(
+    *,
+    actor: Actor,
+    flow_id: Any,
+    date_from: Any = None,
+    date_to: Any = None,
+    gateways: list[str] | None = None,
+    granularity: str = "hour",
+) -> dict[str, Any]:
+    """An automation flow's report from the flow message aggregates (ReportFlowMessageBucket)."""
+    flow = _flow(actor, flow_id)
+    if granularity not in GRANULARITIES:
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR, "granularity must be hour or day.", field="granularity", hint="Default hour."
+        )
+    start, end = _range(date_from, date_to)
+    gateway_ids, gateway_codes = _gateways(gateways)
+    qs = _in_range(ReportFlowMessageBucket.objects.filter(flow_id=flow.pk), start, end)
+    if gateway_ids is not None:
+        qs = qs.filter(gateway_id__in=gateway_ids)
+    states, reasons, split, cost, trend = _message_figures(qs, granularity)
+    opt_qs = _in_range(ReportOptOut.objects.filter(flow_id=flow.pk), start, end)
+    if gateway_ids is not None:
+        opt_qs = opt_qs.filter(gateway_id__in=gateway_ids)
+    opt_outs = opt_qs.count()
+    for r in opt_qs.values("hour").annotate(n=Count("id")).order_by():
+        trend[_bucket_key(r["hour"], granularity)]["opt_outs"] += r["n"]
+    from smsplatform.config_service import platform_config_data
+
+    window = int(platform_config_data()["reporting"]["opt_out_window_hours"])
+    return {
+        "scope": {
+            "flow_id": flow.pk,
+            "flow_name": flow.name,
+            "flow_state": flow.state,
+            "purpose": flow.purpose,
+            "date_from": start.isoformat() if start else None,
+            "date_to": end.isoformat() if end else None,
+            "date_range_note": "No date given: the whole flow." if not (start or end) else "date_to is exclusive.",
+            "gateways": gateway_codes or "all",
+            "granularity": granularity,
+            "bucket_rule": BUCKET_RULE,
+            "messages_rule": "The flow's messages: outbound messages without a send batch whose reference is "
+            f"automation:{flow.pk}:<enrolment>:<step>, aggregated per block of {FLOW_CHUNK_IDS} message ids.",
+            "limits": FLOW_LIMITS,
+        },
+        "messages": {
+            "total": sum(states.values()),
+            "delivered": states.get(MessageState.DELIVERED, 0),
+            "failed": states.get(MessageState.FAILED, 0),
+            "undelivered": states.get(MessageState.EXPIRED, 0),
+            "pending_receipts": sum(states.get(s, 0) for s in PENDING),
+            "by_state": dict(states),
+            "failed_by_reason": dict(reasons["failed"]),
+            "undelivered_by_reason": dict(reasons["expired"]),
+        },
+        "clicks": {"tracked": False, "note": FLOW_LIMITS["clicks"]},
+        "opt_outs": {
+            "attributed": opt_outs,
+            "rule": f"A STOP reply within {window} h after a message of this flow to the same phone "
+            "(reporting.opt_out_window_hours); the latest campaign or flow message before it gets it.",
+        },
+        "cost": cost,
+        "cost_rule": FLOW_COST_RULE,
+        "conversions": {"attributed": False, "note": FLOW_LIMITS["conversions"]},
+        "by_gateway_country": split,
+        "trend": [
+            {"bucket": k, **{m: v.get(m, 0) for m in ("delivered", "opt_outs")}} for k, v in sorted(trend.items())
+        ],
+        "attribution": {"flows": FLOW_LIMITS["conversions"]},
+        "data_latency": flow_data_latency(flow.pk),
+    }
+
+
+def report_get(*, actor: Actor, campaign_id: Any = None, flow_id: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """campaign_reports.get: a campaign's report, or an automation flow's; exactly one of the two."""
+    if (campaign_id is None) == (flow_id is None):
+        both = campaign_id is not None
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR,
+            "Give campaign_id or flow_id, not both." if both else "Give campaign_id or flow_id.",
+            field="flow_id" if both else "campaign_id",
+            hint="campaign_id for a campaign (sms_marketing.campaigns.list), flow_id for an automation flow "
+            "(sms_marketing.automations.list); exactly one of them.",
+        )
+    if flow_id is not None:
+        return flow_report_get(actor=actor, flow_id=flow_id, **kwargs)
+    return campaign_report_get(actor=actor, campaign_id=campaign_id, **kwargs)
 
 
 def _snapshots_beside(

@@ -3,6 +3,7 @@ from django.urls import path
 from reporting.api.views import (
     CampaignReportApi,
     ConversionAttributionApi,
+    FlowReportApi,
     InboxApi,
     InboxReadApi,
     LinkClicksApi,
@@ -17,6 +18,7 @@ urlpatterns = [
         ConversionAttributionApi.as_view(),
         name="conversion-attribution",
     ),
+    path("automations/<int:flow_id>/report/", FlowReportApi.as_view(), name="automation-report"),
     path("link-clicks/", LinkClicksApi.as_view(), name="link-clicks"),
     path("reporting/snapshots/", PerformanceSnapshotsApi.as_view(), name="performance-snapshots"),
     path("reporting/notifications/", ReviewNotificationsApi.as_view(), name="review-notifications"),

@@ -16,7 +16,13 @@ from reporting.inbox import inbox_list
 from reporting.models import NotificationKind, SnapshotSource
 from reporting.notifications import PERMISSION as NOTIFY_PERMISSION
 from reporting.notifications import inbox_mark_read, review_notification_send
-from reporting.selectors import VIEW_REPORT, campaign_report_get, conversion_attribution_get, link_clicks_list
+from reporting.selectors import (
+    VIEW_REPORT,
+    campaign_report_get,
+    conversion_attribution_get,
+    flow_report_get,
+    link_clicks_list,
+)
 from reporting.snapshot_selectors import snapshots_for
 from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
 from reporting.snapshots import performance_snapshot_record
@@ -73,6 +79,24 @@ class CampaignReportApi(ServiceApiView):
     def get(self, request: Request, campaign_id: int) -> Response:
         args = _query(CampaignReportQuery, request)
         return Response(campaign_report_get(actor=self.actor(request), campaign_id=campaign_id, **args))
+
+
+class FlowReportApi(ServiceApiView):
+    """Delivery, failures by reason, opt-outs, cost, gateway x country split and trend of an automation
+    flow (sms_marketing.campaign_reports.get with flow_id). The flow is the path's: a campaign_id
+    in the query is refused, naming the field."""
+
+    required_permissions = {"GET": VIEW_REPORT}
+
+    @extend_schema(
+        operation_id="flow_reports_get",
+        summary="An automation flow's report from the aggregates (sms_marketing.campaign_reports.get, flow_id)",
+        parameters=[CampaignReportQuery],
+        responses=read_responses(ReportOutput, 404),
+    )
+    def get(self, request: Request, flow_id: int) -> Response:
+        args = _query(CampaignReportQuery, request)
+        return Response(flow_report_get(actor=self.actor(request), flow_id=flow_id, **args))
 
 
 class LinkClicksApi(ServiceApiView):
