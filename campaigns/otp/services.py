@@ -573,18 +573,6 @@ def _count_check(verification_id: str, now: Any) -> Verification | None:
     )
 
 
-def _commit_without_flush() -> None:
-    """A wrong check that leaves the verification pending changes only its counter (and writes its
-    audit row): on PostgreSQL its commit does not wait for the WAL flush to disk (the flush waited
-    for was most of a check's time). Only a crash of the database server within the WAL writer's
-    delay (a fraction of a second) can lose such a check, which then gives back one guess of the
-    max_checks budget; approvals, locks and expiries keep the synchronous commit, so single use
-    and the lock survive any crash."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO off")
-
-
 def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any]:
     """Check a code: approved once (single use), at most max_checks checks (then locked), never after
     expiry. The answer says the status, not how close a wrong code was."""
@@ -625,8 +613,6 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
                     status=VerificationStatus.LOCKED, ended_at=now, updated_at=now
                 )
                 verification.status = VerificationStatus.LOCKED
-            else:
-                _commit_without_flush()
             if verification.status in ENDED:
                 otp_bodies_scrub(verification_ids=[verification.pk])
             if verification.status == VerificationStatus.APPROVED:
