@@ -1,5 +1,6 @@
 """OTP checks per second on PostgreSQL, through the real service (otp_check: conditional UPDATE,
-keyed-hash compare, audit row, one durable transaction per check).
+keyed-hash compare, audit row, one durable transaction per check), with the CPU time per check of
+the client processes and of their PostgreSQL backends (read from /proc when the server is local).
 
 Usage: python bench/otp_check_bench.py [--verifications 4000] [--processes 4] [--database-url URL]
 
@@ -87,6 +88,16 @@ def _prepare(count: int) -> list[str]:
     return [r.public_id for r in rows]
 
 
+def _backend_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of the PostgreSQL backend serving this process, when the server
+    runs on this machine (/proc); None otherwise."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _worker(url: str, ids: list[str], start: Any, out: Any) -> None:
     _django(url)
     from django.contrib.auth import get_user_model
@@ -95,8 +106,13 @@ def _worker(url: str, ids: list[str], start: Any, out: Any) -> None:
     from smsplatform.kernel.actor import Actor, Channel
 
     actor = Actor(user=get_user_model().objects.get(username="bench"), channel=Channel.API, token_name="bench")  # noqa: S106 - a token name, not a secret
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
     start.wait()
-    began = time.perf_counter()
+    began, cpu, server = time.perf_counter(), time.process_time(), _backend_cpu(backend)
     checks = approved = 0
     for vid in ids:
         for wrong in ("000000", "111111", "222222", "333333"):
@@ -104,7 +120,9 @@ def _worker(url: str, ids: list[str], start: Any, out: Any) -> None:
             checks += 1
         approved += otp_check(actor=actor, verification_id=vid, code=CODE)["status"] == "approved"
         checks += 1
-    out.put((checks, approved, time.perf_counter() - began))
+    server_after = _backend_cpu(backend)
+    server_cpu = server_after - server if server is not None and server_after is not None else None
+    out.put((checks, approved, time.perf_counter() - began, time.process_time() - cpu, server_cpu))
 
 
 def main() -> int:
@@ -150,6 +168,12 @@ def main() -> int:
             f"{checks} checks ({approved} approvals) by {args.processes} processes in {wall:.2f} s: "
             f"{checks / wall:,.0f} checks/s (target >= 2,000/s)"
         )
+        client_ms = 1000 * sum(r[3] for r in results) / checks
+        servers = [r[4] for r in results]
+        server = f"{1000 * sum(servers) / checks:.2f} ms" if None not in servers else "n/a (server not on this machine)"
+        # CPU per check does not depend on how busy the machine is: with C cores free the rate
+        # would be about C / (client + server CPU) checks/s, waits for disk flushes aside.
+        print(f"CPU per check: client (Django + service) {client_ms:.2f} ms, PostgreSQL backend {server}")
         print(f"loaded: {load()}")
         assert approved == len(ids), "every verification approved exactly once"
     finally:

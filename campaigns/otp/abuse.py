@@ -300,18 +300,25 @@ def _count_refusal(limit_name: str, now_s: int, cfg: AbuseSettings) -> None:
         _take(slot, now_s, expires_at=expires)
 
 
-def _active_block(phone: str) -> PumpingBlock | None:
-    """The oldest active block whose prefix starts the number (an indexed IN of its prefixes)."""
+def _screen(phone: str, country: str, cfg: AbuseSettings) -> tuple[int | None, Any]:
+    """One round trip for the two reads before the counters: the oldest active block whose prefix
+    starts the number (an indexed IN of its prefixes) and the highest enabled rate to the country
+    (the high-cost test, _is_high_cost)."""
     starts = [phone[:n] for n in range(2, len(phone) + 1)]
-    table = PumpingBlock._meta.db_table
     marks = ", ".join(["%s"] * len(starts))
+    # Raw SQL on the send path, as the counters: the ORM's query building cost more than the query.
+    # (GatewayRate.objects.filter(country=..., currency=..., gateway__enabled=True).aggregate(Max(...)))
     with connection.cursor() as cursor:
         cursor.execute(
-            f'SELECT id FROM "{table}" WHERE lifted_at IS NULL AND prefix IN ({marks}) ORDER BY created_at, id LIMIT 1',  # noqa: S608 - our names only
-            starts,
+            f'SELECT (SELECT id FROM "{PumpingBlock._meta.db_table}" WHERE lifted_at IS NULL '  # noqa: S608 - our names only
+            f"AND prefix IN ({marks}) ORDER BY created_at, id LIMIT 1), "
+            f'(SELECT MAX(r.price_per_segment) FROM "{GatewayRate._meta.db_table}" r '
+            f'JOIN "{Gateway._meta.db_table}" g ON g.id = r.gateway_id '
+            "WHERE r.country = %s AND r.currency = %s AND g.enabled = %s)",
+            [*starts, country, cfg.high_cost_currency, True],
         )
         row = cursor.fetchone()
-    return PumpingBlock.objects.get(pk=row[0]) if row else None
+    return (row[0], row[1]) if row else (None, None)
 
 
 def _notify_recipients() -> list[str]:
@@ -391,19 +398,9 @@ def _blocked_error(block: PumpingBlock) -> ApplicationError:
     )
 
 
-def _is_high_cost(phone: str, country: str, cfg: AbuseSettings) -> tuple[bool, str | None]:
-    """Whether the destination is high cost, and the highest rate found (as text)."""
-    # Raw SQL on the send path, as the counters: the ORM's query building cost more than the query.
-    # (GatewayRate.objects.filter(country=..., currency=..., gateway__enabled=True).aggregate(Max(...)))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT MAX(r.price_per_segment) FROM "{GatewayRate._meta.db_table}" r '  # noqa: S608 - our names only
-            f'JOIN "{Gateway._meta.db_table}" g ON g.id = r.gateway_id '
-            "WHERE r.country = %s AND r.currency = %s AND g.enabled = %s",
-            [country, cfg.high_cost_currency, True],
-        )
-        row = cursor.fetchone()
-    top = row[0] if row else None
+def _is_high_cost(phone: str, top: Any, cfg: AbuseSettings) -> tuple[bool, str | None]:
+    """Whether the destination is high cost, and the highest rate found (as text), given the highest
+    enabled rate to its country (``top``, read by _screen)."""
     listed = any(phone.startswith(p) for p in cfg.high_cost_prefixes)
     if top is None:
         return listed, None
@@ -442,12 +439,12 @@ def abuse_check(
             field="phone",
             hint="The destination's prefix or country is on the platform's deny list (SMS_OTP_ABUSE).",
         )
-    block = _active_block(phone)
-    if block is not None:
+    block_id, top = _screen(phone, country, cfg)
+    if block_id is not None:
         _count_refusal("blocked", now_s, cfg)
-        raise _blocked_error(block)
+        raise _blocked_error(PumpingBlock.objects.get(pk=block_id))
 
-    high_cost, top_rate = _is_high_cost(phone, country, cfg)
+    high_cost, top_rate = _is_high_cost(phone, top, cfg)
     burst = cfg.high_cost_range_burst if high_cost else cfg.range_burst
     range_prefix = number_range(phone, cfg.range_digits)
     conversion_prefix = number_range(phone, cfg.conversion_digits)
@@ -573,7 +570,8 @@ def abuse_record_verified(*, phone: str, now: datetime | None = None) -> None:
     cfg = abuse_settings()
     prefix = number_range(phone, cfg.conversion_digits)
     slot = _Slot(CounterScope.PREFIX_VERIFIED, prefix, cfg.conversion_window_seconds)
-    with transaction.atomic():
+    # One statement: inside the caller's transaction no savepoint is needed (nothing to undo apart).
+    with transaction.atomic(savepoint=False):
         _take(slot, _epoch(now))
 
 

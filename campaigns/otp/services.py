@@ -245,15 +245,23 @@ def otp_template_save(
 
 
 def _approved(template_id: Any) -> tuple[OtpTemplate, OtpTemplateVersion]:
-    template = _template(template_id)
-    if template.current_version_id is None:
+    # The template and its approved version in one query (the send path reads them twice: the
+    # pre-check before the abuse counters and the governed check).
+    template = (
+        OtpTemplate.objects.select_related("current_version").filter(pk=template_id).first()
+        if isinstance(template_id, int)
+        else None
+    )
+    if template is None:
+        raise not_found("OTP template", template_id, field="template_id", hint="Call sms_marketing.otp_templates.list.")
+    version = template.current_version
+    if version is None:
         raise ApplicationError(
             OtpErrorCode.TEMPLATE_NOT_APPROVED,
             f"OTP template #{template.pk} has no approved version yet.",
             field="template_id",
             hint="An approver must approve it in the admin (action requests); otp_templates.list shows its state.",
         )
-    version = OtpTemplateVersion.objects.get(pk=template.current_version_id)
     return template, version
 
 
@@ -315,6 +323,8 @@ def _start_or_resend(
                 updated_at=now,
             )
             verification = Verification.objects.get(pk=pk)
+            if verification.template_version_id == version.pk:
+                verification.template_version = version  # already read: no second query for it
             if updated == 1:
                 return verification, code
             if verification.status == VerificationStatus.PENDING and verification.sends >= verification.max_sends:
@@ -373,7 +383,9 @@ def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, r
         gateways.append(version.fallback_gateway)
     for index, gateway in enumerate(gateways):
         try:
-            with transaction.atomic():  # a savepoint: a refusal leaves nothing behind
+            # A savepoint only when a fallback follows: a refusal of the first gateway leaves nothing
+            # behind; a refusal of the last one fails the whole send (its transaction rolls back).
+            with transaction.atomic(savepoint=index < len(gateways) - 1):
                 return message_queue(
                     actor=actor,
                     gateway_code=gateway,
@@ -603,6 +615,9 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
                 verification.status = VerificationStatus.LOCKED
             if verification.status in ENDED:
                 otp_bodies_scrub(verification_ids=[verification.pk])
+            if verification.status == VerificationStatus.APPROVED:
+                # Counted in this transaction: an approval that rolls back is not counted.
+                abuse.abuse_record_verified(phone=verification.phone)
             audit_record(
                 actor=actor,
                 action="otp.check",
@@ -612,8 +627,6 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
             )
     if closed is not None:
         raise closed
-    if verification.status == VerificationStatus.APPROVED:
-        abuse.abuse_record_verified(phone=verification.phone)
     return {
         "verification_id": verification.public_id,
         "status": verification.status,

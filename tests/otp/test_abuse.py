@@ -177,9 +177,9 @@ def test_the_prune_task_is_on_the_beat_schedule() -> None:
     assert any(task == "otp.prune_rate_counters" for _name, task, _every in PERIODIC)
 
 
-def test_a_send_costs_four_statements() -> None:
-    """The block lookup, the rate lookup, one read of the closed windows, then one upsert of all
-    six counters (phone, IP, token, country, range, conversion prefix): four statements."""
+def test_a_send_costs_three_statements() -> None:
+    """The block and rate lookups in one read, one read of the closed windows, then one upsert of
+    all six counters (phone, IP, token, country, range, conversion prefix): three statements."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -187,7 +187,7 @@ def test_a_send_costs_four_statements() -> None:
     with CaptureQueriesContext(connection) as queries:
         check("+85291230002", client_ip="192.0.2.1", token_name="web")
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
-    assert len(statements) == 4, statements
+    assert len(statements) == 3, statements
     assert "ON CONFLICT" in statements[-1]
 
 

@@ -231,6 +231,35 @@ def test_max_checks_then_locked(
     assert Verification.objects.get().checks == 5
 
 
+def test_a_check_is_one_transaction_of_few_statements(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
+    """A wrong check: the counting UPDATE ... RETURNING and the audit row. The right one adds the
+    approval, the scrub's read and the verified-prefix counter, all in the check's own transaction
+    (no transaction or savepoint of its own for the counter)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from campaigns.otp.models import OtpRateCounter
+
+    def statements(vid: str, code: str) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            otp_check(actor=actor(tech), verification_id=vid, code=code)
+        return [q["sql"] for q in queries.captured_queries]
+
+    def work(sql: list[str]) -> list[str]:
+        return [q for q in sql if q.split()[0] not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
+
+    vid = send(tech, template)["result"]["verification_id"]
+    wrong = statements(vid, "000000")
+    assert len(work(wrong)) == 2, wrong
+    right = statements(vid, known_codes[-1])
+    assert len(work(right)) == 5, right
+    # At most the check's own atomic block (a savepoint inside the test's transaction).
+    assert sum(q.startswith(("BEGIN", "SAVEPOINT")) for q in right) <= 1, right
+    assert Verification.objects.get(public_id=vid).status == "approved"
+    assert OtpRateCounter.objects.filter(scope="prefix_verified").count() == 1
+    assert AuditLog.objects.filter(action="otp.check").count() == 2
+
+
 def test_expiry(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
     vid = send(tech, template)["result"]["verification_id"]
     Verification.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
