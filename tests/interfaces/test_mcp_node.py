@@ -213,6 +213,11 @@ def read_plan(technical: Any, marketer: Any, world: dict[str, Any]) -> dict[str,
         "sms_marketing.sender_ids.list": {},
         "sms_marketing.short_links.preview": {"url": "https://shop.example.hk/sale", "utm": utm},
         "sms_marketing.templates.list": {},
+        "sms_marketing.otp_templates.list": {},
+        "sms_marketing.automations.list": {},
+        "sms_marketing.campaign_reports.get": {"campaign_id": campaign_id},
+        "sms_marketing.link_clicks.list": {"campaign_id": campaign_id},
+        "sms_marketing.conversion_attribution.get": {"campaign_id": campaign_id},
     }
     return reads
 
