@@ -9,12 +9,9 @@ from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily
 
 from gateways.health import receipt_lag_check
-from gateways.models import PRIORITY_PURPOSES as LANE_PURPOSES
-from gateways.models import Gateway, MessageState, OutboundMessage, Provider
+from gateways.models import PRIORITY_PURPOSES, Gateway, MessageState, OutboundMessage, Provider
 from gateways.selectors import bind_status
 
-# The lane a purpose travels in: transactional (OTP, order notices, test SMS) before marketing.
-PRIORITY_PURPOSES = set(LANE_PURPOSES)
 BIND_STATES = ("bound", "down", "no_worker")
 
 
