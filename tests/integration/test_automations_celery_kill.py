@@ -32,16 +32,29 @@ pytestmark = REAL_WORKER_TEST
 TOTAL = 10_000
 
 
-def tick_running() -> bool:
-    """A tick's claim transaction is open right now (in the worker): it holds the row-share lock
-    that SELECT ... FOR UPDATE takes on the enrolments until it commits or rolls back."""
+_PROGRESS_SQL = (  # the enrolments' table name is the model's own
+    "SELECT (SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"  # noqa: S608
+    "        WHERE c.relname = %s AND l.mode = 'RowShareLock' AND l.pid <> pg_backend_pid()),"
+    f"       (SELECT count(*) FROM {Enrolment._meta.db_table} WHERE flow_id = %s AND state = %s)"
+)
+
+
+def tick_running(flow: Flow) -> bool:
+    """The tick is part-way through, seen either way so a short claim is never missed: a claim's
+    transaction is open right now in the worker (it holds the row-share lock that SELECT ... FOR
+    UPDATE takes on the enrolments until it commits or rolls back), or some claims have committed
+    while others are still due. One statement, so the two are read at the same instant."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-            "WHERE c.relname = %s AND l.mode = 'RowShareLock' AND l.pid <> pg_backend_pid()",
-            [Enrolment._meta.db_table],
-        )
-        return bool(cursor.fetchone()[0])
+        cursor.execute(_PROGRESS_SQL, [Enrolment._meta.db_table, flow.pk, EnrolmentState.WAITING])
+        locks, waiting = cursor.fetchone()
+    return bool(locks) or 0 < waiting < TOTAL
+
+
+def tick_progress(flow: Flow) -> str:
+    """What the tick has done so far, for a failure message."""
+    states = Counter(Enrolment.objects.filter(flow=flow).values_list("state", flat=True))
+    queued = OutboundMessage.objects.filter(reference__startswith=flow.reference_prefix).count()
+    return f"enrolments={dict(states)}, messages={queued}"
 
 
 def flow_world(gateway: Any) -> Flow:
@@ -111,13 +124,13 @@ def test_celery_worker_killed_mid_tick_submits_every_message_once(
     app.send_task("automations.tick")  # what beat does every few seconds
 
     deadline = time.monotonic() + 60
-    while not tick_running():
-        assert time.monotonic() < deadline, f"the tick never started: {celery_workers.logs()}"
-        time.sleep(0.005)
+    while not tick_running(flow):
+        assert time.monotonic() < deadline, f"the tick never started: {tick_progress(flow)}\n{celery_workers.logs()}"
+        time.sleep(0.002)
     celery_workers.kill()
     time.sleep(0.5)  # the server notices its client is gone and rolls the claim back
     killed_with_waiting = Enrolment.objects.filter(flow=flow, state=EnrolmentState.WAITING).count()
-    assert killed_with_waiting > 0, "the kill came after the whole tick"
+    assert killed_with_waiting > 0, f"the kill came after the whole tick: {tick_progress(flow)}"
     # What was queued belongs to enrolments that moved on: a rolled-back claim left neither.
     queued = OutboundMessage.objects.filter(reference__startswith=flow.reference_prefix).count()
     assert queued == TOTAL - killed_with_waiting
