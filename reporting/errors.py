@@ -11,7 +11,6 @@ class ReportingErrorCode(StrEnum):
     SNAPSHOT_EVIDENCE_REQUIRED = "snapshot_evidence_required"
     SNAPSHOT_EVIDENCE_HASH_MISMATCH = "snapshot_evidence_hash_mismatch"
     SNAPSHOT_EXISTS = "snapshot_exists"
-    SNAPSHOT_SUBJECT_UNAVAILABLE = "snapshot_subject_unavailable"
     APPROVAL_POLICY_MISSING = "approval_policy_missing"
     NOTIFICATION_RECIPIENT_UNRELATED = "notification_recipient_unrelated"
     NOTIFICATION_RECIPIENT_UNKNOWN = "notification_recipient_unknown"

@@ -183,15 +183,7 @@ def subject_resolve(*, actor: Actor, subject: Any) -> Subject:
             )
         return Subject(NotificationSubject.ACTION_REQUEST, request=request)
     flow_id = _positive_id(subject["flow_id"], "subject.flow_id")
-    try:
-        flow_model = apps.get_model(FLOW_MODEL)
-    except LookupError:
-        raise ApplicationError(
-            ReportingErrorCode.SNAPSHOT_SUBJECT_UNAVAILABLE,
-            "Automation flows are not available on this platform.",
-            field="subject.flow_id",
-            hint="Name the campaign or the action request instead.",
-        ) from None
+    flow_model = apps.get_model(FLOW_MODEL)
     if not flow_model.objects.filter(pk=flow_id).exists():
         raise not_found("flow", flow_id, field="subject.flow_id", hint="See the flows list.")
     return Subject(NotificationSubject.FLOW, flow_id=flow_id)

@@ -54,7 +54,7 @@ LABEL = "performance_snapshot"
 # Decoded size of an uploaded evidence file: it travels base64 in a JSON body (MCP, REST).
 MAX_EVIDENCE_BYTES = 1_500_000
 MAX_RANGE_DAYS = 400
-# The automations app's flow model, looked up at run time (not on every build yet).
+# The automations app's flow model, looked up by name (reporting does not import the automations app).
 FLOW_MODEL: str = "automations.Flow"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
@@ -319,16 +319,7 @@ def _subject(actor: Actor, raw: Any) -> dict[str, Any]:
     flow_id = raw["flow_id"]
     if isinstance(flow_id, bool) or not isinstance(flow_id, int) or flow_id < 1:
         raise _invalid("subject.flow_id must be a positive integer.", "subject.flow_id")
-    try:
-        flow_model = apps.get_model(FLOW_MODEL)
-    except LookupError:
-        # The automations app's flows are not installed on this build: nothing to attach it to.
-        raise ApplicationError(
-            ReportingErrorCode.SNAPSHOT_SUBJECT_UNAVAILABLE,
-            "Automation flows are not available on this platform, so a flow snapshot has no subject.",
-            field="subject.flow_id",
-            hint="Record the snapshot against the campaign instead.",
-        ) from None
+    flow_model = apps.get_model(FLOW_MODEL)
     if not flow_model.objects.filter(pk=flow_id).exists():
         raise ApplicationError(
             ErrorCode.NOT_FOUND, f"No flow with id {flow_id}.", field="subject.flow_id", hint="See the flows list."

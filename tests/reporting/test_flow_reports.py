@@ -288,7 +288,7 @@ def test_permissions_and_field_errors_on_mcp_rest_and_admin(marketer: Any) -> No
     web.force_login(marketer)
     page = web.get(f"/admin/reporting/flowreport/{f.pk}/report/")
     assert page.status_code == 200
-    assert b"<svg" in page.content and b"91234567" not in page.content
+    assert b"<svg xmlns" in page.content and b"<polyline" in page.content and b"91234567" not in page.content
     assert b"Not attributed" in page.content and b"Not tracked" in page.content
     listing = web.get("/admin/reporting/flowreport/")
     assert listing.status_code == 200 and f"/admin/reporting/flowreport/{f.pk}/report/".encode() in listing.content
