@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import functools
 import os
-import platform
 import random
 import statistics
 import sys
@@ -42,67 +41,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 print = functools.partial(print, flush=True)  # progress shows as it happens
 sys.path.insert(0, str(ROOT))
 
+from common import (  # noqa: E402  (bench/ is on sys.path when run)
+    admin_sql,
+    database_url_argument,
+    load,
+    machine,
+    on_throwaway_database,
+    summary,
+    timed,
+    with_db,
+)
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def load() -> str:
-    """Load average and a CPU reference: the figures below mean little on a busy machine."""
-    started = time.process_time()
-    total = 0
-    for i in range(10_000_000):
-        total += i
-    reference = time.process_time() - started
-    try:
-        averages = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        averages = "?"
-    return f"load average {averages}; 10M Python additions took {reference:.2f} CPU s"
-
-
-def with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def admin_sql(url: str, statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(with_db(url, "postgres"), autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
-    timings, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        timings.append(time.perf_counter() - started)
-    return timings, result
-
-
-def summary(timings: list[float], unit: float = 1.0, suffix: str = "s") -> str:
-    values = [t * unit for t in timings]
-    digits = 2 if unit > 1 else 3
-    return (
-        f"median {statistics.median(values):.{digits}f} {suffix} "
-        f"(min {min(values):.{digits}f}, max {max(values):.{digits}f}, n={len(values)})"
-    )
+__all__ = ["admin_sql", "build", "load", "machine", "summary", "timed", "with_db"]
 
 
 DATASET = """
@@ -221,37 +176,9 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", metavar="NAME", help="measure this existing database (from --keep); no build")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("contacts_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
-        return
-    name = args.reuse or f"smsplatform_contacts_bench_{os.getpid()}"
-    if not args.reuse:
-        try:
-            admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-        except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-            print(f"contacts_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-            return
-    os.environ["DATABASE_URL"] = with_db(args.database_url, name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
-    # Outside debug the settings refuse the public default key: benches bring their own.
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    try:
-        run(args)
-    finally:
-        if not args.keep and not args.reuse:
-            from django.db import connections
-
-            connections.close_all()
-            admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        elif not args.reuse:
-            print(f"kept database {name}: measure it again with --reuse {name}")
+    on_throwaway_database("contacts_bench", args.database_url, lambda: run(args), keep=args.keep, reuse=args.reuse)
 
 
 def run(args: argparse.Namespace) -> None:

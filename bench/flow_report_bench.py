@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)
 
-from contacts_bench import admin_sql, load, machine, summary, timed, with_db  # noqa: E402
+from common import database_url_argument, load, machine, on_throwaway_database, summary, timed  # noqa: E402
 
 DATASET = """
 INSERT INTO gateways_outboundmessage (gateway_id, sender_id, destination, country, body, encoding, segments, cost,
@@ -163,35 +162,9 @@ def main() -> None:
     parser.add_argument("--flow-share", type=float, default=0.2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("flow_report_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
-        return
-    name = f"smsplatform_flow_report_bench_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        print(f"flow_report_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-        return
-    os.environ["DATABASE_URL"] = with_db(args.database_url, name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    try:
-        run(args)
-    finally:
-        if not args.keep:
-            from django.db import connections
-
-            connections.close_all()
-            admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            print(f"kept database {name}")
+    on_throwaway_database("flow_report_bench", args.database_url, lambda: run(args), keep=args.keep)
 
 
 if __name__ == "__main__":

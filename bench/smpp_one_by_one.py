@@ -27,9 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+
 PASSWORD = "sim-pass"
 
 
@@ -41,36 +44,12 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="smsbench-1by1-"))
     os.environ["SMS_VAR_DIR"] = str(tmp)
-    admin_url = None
-    name = f"bench_1by1_{os.getpid()}"
-    if args.database_url and args.database_url.startswith("postgres"):
-        parts = urlsplit(args.database_url)
-        admin_url = args.database_url
-        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{name}"))
-        _admin(admin_url, f"CREATE DATABASE {name}")
-    else:
-        os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
-    # Outside debug the settings refuse the public default key: benches bring their own.
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
-    sys.path.insert(0, str(ROOT))
-    try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    with throwaway_database("smpp_one_by_one", args.database_url, sqlite_dir=tmp) as url:
+        if url is None:
+            return
+        os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
+        migrate()
         run(args, tmp)
-    finally:
-        if admin_url:
-            from django.db import connections
-
-            connections.close_all()
-            _admin(admin_url, f"DROP DATABASE IF EXISTS {name}")
-
-
-def _admin(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
