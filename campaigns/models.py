@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from smsplatform.kernel.versioning import VersionSnapshot
+
 
 class CampaignState(models.TextChoices):
     DRAFT = "draft", "Draft"
@@ -118,18 +120,10 @@ class Campaign(models.Model):
         return f"campaign:{self.pk}:"
 
 
-class CampaignVersion(models.Model):
+class CampaignVersion(VersionSnapshot):
     """What the campaign looked like after each change. Never updated."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="versions")
-    version = models.PositiveIntegerField()
-    data = models.JSONField()
-    changed_fields = models.JSONField(default=list)
-    reason = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["campaign", "-version"]

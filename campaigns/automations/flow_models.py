@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from smsplatform.kernel.versioning import VersionSnapshot
+
 
 class FlowState(models.TextChoices):
     DRAFT = "draft", "Draft"
@@ -109,19 +111,11 @@ class Flow(models.Model):
         return f"automation:{self.pk}:"
 
 
-class FlowVersion(models.Model):
-    """What the flow looked like after each change. Never updated."""
+class FlowVersion(VersionSnapshot):
+    """What the flow looked like after each change, with the state it was in. Never updated."""
 
     flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="versions")
-    version = models.PositiveIntegerField()
     state = models.CharField(max_length=10, choices=FlowState.choices)
-    data = models.JSONField()
-    changed_fields = models.JSONField(default=list)
-    reason = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["flow", "-version"]

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 
 from django.conf import settings
+from django.db import models
+from django.utils import timezone
 
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 
@@ -55,3 +57,21 @@ def stale_token_error(
         hint="Read it again, re-apply your change to the current data, and send the new token.",
         details={"current_version_token": version_token(label, pk, current_version)},
     )
+
+
+class VersionSnapshot(models.Model):
+    """What an object looked like after one change, kept beside its version token: the version,
+    the whole object as data, which fields changed, why and by whom. Never updated. A concrete
+    history names its object (a foreign key) and the uniqueness of (object, version)."""
+
+    version = models.PositiveIntegerField()
+    data = models.JSONField()
+    changed_fields = models.JSONField(default=list)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
