@@ -38,7 +38,7 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 from smsplatform.kernel.idempotency import idempotent_replay, run_idempotent
 from smsplatform.kernel.money import money_text
 from smsplatform.kernel.phones import phone_mask, phone_parse
-from smsplatform.kernel.previews import preview_consume, preview_store
+from smsplatform.kernel.previews import preview_consume, preview_read, preview_store
 from smsplatform.kernel.text import name_check
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error
 from smsplatform.models import Preview
@@ -673,26 +673,7 @@ def segment_preview(*, actor: Actor, criteria: Any) -> dict[str, Any]:
 def _segment_preview_row(actor: Actor, preview_id: Any) -> Preview:
     """The caller's unused segment preview, read without consuming it (the check and the
     request); the write consumes it through the kernel's preview_consume."""
-    try:
-        pid = uuid.UUID(str(preview_id))
-    except ValueError:
-        raise _error("segment_preview_id is not a preview id.", "segment_preview_id") from None
-    preview = Preview.objects.filter(pk=pid, user=actor.user).first()
-    if preview is None or preview.kind != SEGMENT_PREVIEW_KIND:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_NOT_FOUND,
-            f"No segment preview {pid} of yours exists.",
-            field="segment_preview_id",
-            hint="Call sms_marketing.segments.preview and pass the id it returns.",
-        )
-    if preview.consumed_at is not None:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_ALREADY_USED,
-            f"Preview {pid} was already used by {preview.consumed_by}.",
-            field="segment_preview_id",
-            hint="Call sms_marketing.segments.preview again for a fresh preview.",
-        )
-    return preview
+    return preview_read(actor=actor, kind=SEGMENT_PREVIEW_KIND, preview_id=preview_id, field="segment_preview_id")
 
 
 def _segment_facts(preview: Preview) -> dict[str, Any]:

@@ -40,41 +40,21 @@ from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
 from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.money import money_text
-from smsplatform.kernel.previews import preview_consume
+from smsplatform.kernel.previews import preview_consume, preview_read
 from smsplatform.models import Preview
 
+RETRY_PREVIEW_TOOL = "sms_marketing.failed_messages.retry_preview"
 
-def _preview_row(actor: Actor, preview_id: Any, *, lock: bool) -> Preview:
-    try:
-        pid = uuid.UUID(str(preview_id))
-    except ValueError:
-        raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR,
-            "retry_preview_id is not a preview id.",
-            field="retry_preview_id",
-            hint="Call sms_marketing.failed_messages.retry_preview first.",
-        ) from None
-    qs = Preview.objects.select_for_update() if lock else Preview.objects.all()
-    preview = qs.filter(pk=pid, user=actor.user, kind=PREVIEW_KIND).first()
-    if preview is None:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_NOT_FOUND,
-            f"No retry preview {pid} of yours exists.",
-            field="retry_preview_id",
-            hint="Call sms_marketing.failed_messages.retry_preview and pass the id it returns.",
-        )
-    if preview.consumed_at is not None:
-        raise ApplicationError(
-            ErrorCode.PREVIEW_ALREADY_USED,
-            f"Retry preview {pid} was already used.",
-            field="retry_preview_id",
-            hint="Call sms_marketing.failed_messages.retry_preview again.",
-        )
-    return preview
+
+def _preview_row(actor: Actor, preview_id: Any) -> Preview:
+    """The caller's unused retry preview, read without consuming it (the check and the request)."""
+    return preview_read(
+        actor=actor, kind=PREVIEW_KIND, preview_id=preview_id, field="retry_preview_id", tool=RETRY_PREVIEW_TOOL
+    )
 
 
 def _resend_check(actor: Actor, payload: dict[str, Any]) -> Checked:
-    preview = _preview_row(actor, payload["retry_preview_id"], lock=False)
+    preview = _preview_row(actor, payload["retry_preview_id"])
     campaign = Campaign.objects.select_related("gateway").get(pk=preview.payload["campaign_id"])
     ids = preview.payload["message_ids"]
     quotes = quotes_for_messages(campaign, ids)
@@ -168,6 +148,7 @@ def _resend_execute(
         preview_id=payload["retry_preview_id"],
         field="retry_preview_id",
         consumer="sms_marketing.failed_messages.resend",
+        tool=RETRY_PREVIEW_TOOL,
         allow_expired=request is not None,
     )
     campaign = (
@@ -283,7 +264,7 @@ def failed_messages_resend(
     if not actor.has_perm(RESEND):
         raise permission_denied(RESEND)
     try:
-        preview = _preview_row(actor, retry_preview_id, lock=False)
+        preview = _preview_row(actor, retry_preview_id)
         if preview.is_expired:
             raise ApplicationError(
                 ErrorCode.PREVIEW_EXPIRED,

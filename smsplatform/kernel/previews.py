@@ -36,14 +36,21 @@ def preview_store(
     )
 
 
-def preview_consume(
-    *, actor: Actor, kind: str, preview_id: object, field: str, consumer: str, allow_expired: bool = False
+def preview_read(
+    *,
+    actor: Actor,
+    kind: str,
+    preview_id: object,
+    field: str,
+    tool: str | None = None,
+    lock: bool = False,
+    allow_expired: bool = True,
 ) -> Preview:
-    """Lock, check and mark a preview used. Call inside the write's transaction.
-
-    ``allow_expired``: an approved action request froze a preview that was valid when requested;
-    its execution may consume it after expiry (a direct write may not)."""
-    preview_tool = f"sms_marketing.{kind}.preview" if "." not in kind else kind
+    """The caller's own unused preview of this kind, or a structured error naming ``field`` and
+    the preview tool to call (``tool``; by default ``sms_marketing.<kind>.preview``). A check
+    reads it without consuming it; the write consumes it through preview_consume.
+    ``lock``: take the row lock (inside the write's transaction)."""
+    preview_tool = tool or f"sms_marketing.{kind}.preview"
     try:
         pid = uuid.UUID(str(preview_id))
     except (TypeError, ValueError):
@@ -53,8 +60,8 @@ def preview_consume(
             field=field,
             hint=f"Call {preview_tool} first.",
         ) from None
-    # Lock the row so two writes cannot both use one preview.
-    preview = Preview.objects.select_for_update().filter(pk=pid, user=actor.user).first()
+    qs = Preview.objects.select_for_update() if lock else Preview.objects.all()
+    preview = qs.filter(pk=pid, user=actor.user).first()
     if preview is None:
         raise ApplicationError(
             ErrorCode.PREVIEW_NOT_FOUND,
@@ -83,6 +90,27 @@ def preview_consume(
             field=field,
             hint=f"Call {preview_tool} again; previews reflect data at the time they were made.",
         )
+    return preview
+
+
+def preview_consume(
+    *,
+    actor: Actor,
+    kind: str,
+    preview_id: object,
+    field: str,
+    consumer: str,
+    tool: str | None = None,
+    allow_expired: bool = False,
+) -> Preview:
+    """Lock, check and mark a preview used. Call inside the write's transaction.
+
+    ``allow_expired``: an approved action request froze a preview that was valid when requested;
+    its execution may consume it after expiry (a direct write may not)."""
+    # The row lock: two writes cannot both use one preview.
+    preview = preview_read(
+        actor=actor, kind=kind, preview_id=preview_id, field=field, tool=tool, lock=True, allow_expired=allow_expired
+    )
     preview.consumed_at = timezone.now()
     preview.consumed_by = consumer
     preview.save(update_fields=["consumed_at", "consumed_by"])
