@@ -51,7 +51,15 @@ from compliance.services import APPROVE_PERMISSION
 from contacts.models import Segment
 from gateways.models import Gateway
 from gateways.quotas import account_instance
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, amounts_text, error_text, pretty_json, readable
+from smsplatform.admin_utils import (
+    ReadOnlyAdminMixin,
+    ServiceWriteAdminMixin,
+    admin_actor,
+    amounts_text,
+    error_text,
+    pretty_json,
+    readable,
+)
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.errors import ApplicationError
 from templates.models import Language, ShortLink, TemplateVersion
@@ -647,7 +655,7 @@ class CampaignAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(SendBatch)
-class SendBatchAdmin(admin.ModelAdmin):
+class SendBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "batch",
         "campaign_link",
@@ -753,11 +761,3 @@ class SendBatchAdmin(admin.ModelAdmin):
         return bool(request.user.has_perm(VIEW_BATCHES))
 
     # Batches are written by dispatch and resends only.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

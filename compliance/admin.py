@@ -27,7 +27,14 @@ from compliance.services import (
     approval_policy_save,
     approval_policy_validate,
 )
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text, pretty_json, readable
+from smsplatform.admin_utils import (
+    ReadOnlyAdminMixin,
+    ServiceWriteAdminMixin,
+    admin_actor,
+    error_text,
+    pretty_json,
+    readable,
+)
 from smsplatform.kernel.errors import ApplicationError
 
 STATE_COLOURS: dict[str, str] = {
@@ -74,7 +81,7 @@ def _usernames(value: Any) -> Any:
 
 
 @admin.register(ActionRequest)
-class ActionRequestAdmin(admin.ModelAdmin):
+class ActionRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_form_template = "admin/compliance/actionrequest/change_form.html"
     list_display = [
         "id",
@@ -148,15 +155,6 @@ class ActionRequestAdmin(admin.ModelAdmin):
         return queue_order(qs)
 
     # Requests are made by write tools and decided here; never added, edited or deleted.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def get_urls(self) -> list[Any]:
         custom = [
             path(

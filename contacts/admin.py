@@ -25,7 +25,7 @@ from contacts.models import Audience, ConsentEvidence, Contact, CustomerFact, Se
 from contacts.optouts import contact_opt_out
 from contacts.selectors import audiences_visible
 from contacts.services import CHANGE_PERMISSION, contact_audiences_change
-from smsplatform.admin_utils import admin_actor, error_text, pretty_json
+from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
 from smsplatform.kernel.text import name_check
@@ -55,17 +55,6 @@ class MaskedPhoneMixin:
         return [self._phone_column(request)]
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class ImportForm(forms.Form):
     file = forms.FileField(help_text="UTF-8 CSV with a header row")
     source = forms.CharField(max_length=90, help_text="Where the list came from, e.g. pos-2026-01")
@@ -79,7 +68,7 @@ class ImportForm(forms.Form):
     reason = forms.CharField(required=False)
 
 
-class ConsentInline(ReadOnlyMixin, admin.TabularInline):
+class ConsentInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = ConsentEvidence
     extra = 0
     fields = ["purpose", "channel", "source", "obtained_at", "proof_reference", "wording", "actor_channel"]
@@ -87,7 +76,7 @@ class ConsentInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Contact)
-class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ContactAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     phone_list_display = ["id", "country", "language", "source", "crm_key", "version", "updated_at"]
     list_filter = ["country", "language"]
     search_fields = ["=crm_key"]
@@ -216,14 +205,14 @@ class ContactAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 # The suppression list is compliance's model; its read-only page shares the phone masking above.
 @admin.register(OptOut)
-class OptOutAdmin(MaskedPhoneMixin, ReadOnlyMixin, admin.ModelAdmin):
+class OptOutAdmin(MaskedPhoneMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     phone_list_display = ["id", "reason", "source", "language", "occurred_at", "sync_state", "lifted_at"]
     list_filter = ["reason", "sync_state", "language"]
     exclude = ["phone"]
 
 
 @admin.register(ConsentEvidence)
-class ConsentEvidenceAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ConsentEvidenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "contact", "purpose", "channel", "source", "obtained_at", "proof_reference"]
     list_filter = ["purpose", "channel"]
 
@@ -258,7 +247,7 @@ class AudienceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Segment)
-class SegmentAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SegmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "name", "matched_count", "sendable_count", "created_by", "created_at"]
     readonly_fields = ["criteria_pretty", "exclusions_pretty"]
 
@@ -272,7 +261,7 @@ class SegmentAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(CustomerFact)
-class CustomerFactAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class CustomerFactAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "contact", "kind", "external_id", "status", "occurred_at", "due_at"]
     list_filter = ["kind", "status"]
     search_fields = ["=external_id"]

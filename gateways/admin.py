@@ -37,7 +37,7 @@ from gateways.platform_config import platform_config_update
 from gateways.quotas import TOP_UP_PERMISSION, account_top_up
 from gateways.selectors import bind_status
 from gateways.services import gateway_webhook_secret_rotate
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
+from smsplatform.admin_utils import ReadOnlyAdminMixin, ServiceWriteAdminMixin, admin_actor, error_text
 from smsplatform.config_service import LABEL, platform_config_data, platform_config_instance
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
@@ -54,17 +54,6 @@ class TestSmsForm(forms.Form):
     destination = forms.CharField(help_text="E.164, e.g. +85291234567 (a local HK number works too).")
     sender_id = forms.CharField(max_length=16)
     body = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), initial="Gateway test from the SMS platform")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Gateway)
@@ -175,7 +164,7 @@ class SenderIdAdmin(admin.ModelAdmin):
 
 
 @admin.register(SenderIdApplication)
-class SenderIdApplicationAdmin(ReadOnlyAdmin):
+class SenderIdApplicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["reference", "version", "sender_id", "brand", "company_name", "status", "created_by", "created_at"]
     list_filter = ["status"]
     search_fields = ["reference", "sender_id", "brand", "company_name"]
@@ -189,7 +178,7 @@ class TopUpForm(forms.Form):
 
 
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdmin):
+class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["currency", "balance", "monthly_quota_segments", "segments_used", "period_start"]
     change_list_template = "admin/gateways/account/change_list.html"
 
@@ -226,7 +215,7 @@ class AccountAdmin(ReadOnlyAdmin):
 
 
 @admin.register(QuotaReservation)
-class QuotaReservationAdmin(ReadOnlyAdmin):
+class QuotaReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["reference", "segments", "amount_text", "state", "settled_segments", "settled_text", "created_at"]
     list_filter = ["state"]
 
@@ -250,7 +239,7 @@ class PartInline(admin.TabularInline):
 
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(ReadOnlyAdmin):
+class OutboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "masked_destination", "gateway", "purpose", "state", "segments", "cost_text", "created_at"]
     list_filter = ["state", "purpose", "gateway"]
     search_fields = ["reference"]
@@ -289,13 +278,13 @@ class OutboundMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DeliveryReceipt)
-class DeliveryReceiptAdmin(ReadOnlyAdmin):
+class DeliveryReceiptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "gateway", "provider_message_id", "status", "provider_status", "applied_at"]
     list_filter = ["status", "gateway"]
 
 
 @admin.register(DeliveryQuarantine)
-class DeliveryQuarantineAdmin(ReadOnlyAdmin):
+class DeliveryQuarantineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Receipts, answers and MOs the database refused, with its reason (see gateways.delivery.quarantine)."""
 
     list_display = ["created_at", "gateway", "kind", "provider_message_id", "message_id", "reason"]
@@ -304,7 +293,7 @@ class DeliveryQuarantineAdmin(ReadOnlyAdmin):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(ReadOnlyAdmin):
+class InboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["received_at", "gateway", "masked_source", "body", "handled_at"]
     exclude = ["source"]
 

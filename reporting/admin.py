@@ -40,12 +40,12 @@ from reporting.selectors import (
 )
 from reporting.snapshots import PERMISSION as SNAPSHOT_PERMISSION
 from reporting.snapshots import performance_snapshot_record
-from smsplatform.admin_utils import admin_actor, error_text, pretty_json
+from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text, pretty_json
 from smsplatform.kernel.errors import ApplicationError
 
 
 @admin.register(CampaignReport)
-class CampaignReportAdmin(admin.ModelAdmin):
+class CampaignReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["name", "state", "dispatched_at", "report_link"]
     search_fields = ["name"]
 
@@ -54,15 +54,6 @@ class CampaignReportAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(VIEW_REPORT) and request.user.has_perm("campaigns.view_campaign")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return CampaignReport.objects.filter(pk__in=campaigns_visible(admin_actor(request)).values("pk"))
@@ -123,7 +114,7 @@ FLOW_SERIES = (("delivered", "#2e7d32"), ("opt_outs", "#b71c1c"))
 
 
 @admin.register(FlowReport)
-class FlowReportAdmin(admin.ModelAdmin):
+class FlowReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Automation-flow reports: needs reporting.view_campaign_report and automations.view_flow."""
 
     list_display = ["name", "state", "purpose", "activated_at", "report_link"]
@@ -134,15 +125,6 @@ class FlowReportAdmin(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="Report")
     def report_link(self, obj: FlowReport) -> str:
@@ -190,19 +172,10 @@ class FlowReportAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReportConversion)
-class ReportConversionAdmin(admin.ModelAdmin):
+class ReportConversionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["key", "kind", "occurred_at", "rule", "campaign_id", "claimed", "amount", "refunded", "currency"]
     list_filter = ["kind", "rule", "claimed"]
     search_fields = ["key"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(VIEW_REPORT) and request.user.has_perm("campaigns.view_all_campaigns")

@@ -11,12 +11,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from smsplatform.admin_utils import pretty_json
+from smsplatform.admin_utils import ReadOnlyAdminMixin, pretty_json
 from smsplatform.models import ApiToken, AuditLog, Notification, PlatformConfigVersion
 
 
 @admin.register(PlatformConfigVersion)
-class PlatformConfigVersionAdmin(admin.ModelAdmin):
+class PlatformConfigVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["version", "created_at", "created_by", "reason"]
     readonly_fields = ["version", "created_at", "created_by", "reason", "data_pretty"]
     exclude = ["data"]
@@ -25,21 +25,12 @@ class PlatformConfigVersionAdmin(admin.ModelAdmin):
     def data_pretty(self, obj: PlatformConfigVersion) -> str:
         return pretty_json(obj.data)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("smsplatform.view_platformconfig")
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "at",
         "action",
@@ -78,18 +69,10 @@ class AuditLogAdmin(admin.ModelAdmin):
         return pretty_json(obj.after)
 
     # Append-only: nobody adds, edits or deletes through the admin.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The outbox, to see what was sent, what is waiting and why something failed. Read-only:
     rows are written by the changes they report and moved on only by the send task."""
 
@@ -120,15 +103,6 @@ class NotificationAdmin(admin.ModelAdmin):
         "last_error",
         "sent_at",
     ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ApiTokenForm(forms.ModelForm):

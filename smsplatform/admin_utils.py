@@ -91,3 +91,17 @@ class ServiceWriteAdminMixin:
         extra_context: dict[str, Any] | None = None,
     ) -> Any:
         return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
+
+
+class ReadOnlyAdminMixin:
+    """An admin page (or inline) that shows rows and never adds, changes or deletes them: what it
+    shows is written by services (audited), not by a form. Put it before the admin base class."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

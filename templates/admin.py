@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from smsplatform.admin_utils import ServiceWriteAdminMixin, admin_actor, error_text
+from smsplatform.admin_utils import ReadOnlyAdminMixin, ServiceWriteAdminMixin, admin_actor, error_text
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.versioning import version_token
 from templates.content_rules import content_of, current_version
@@ -99,7 +99,7 @@ class TemplateForm(forms.ModelForm):
         return cleaned
 
 
-class TemplateVersionInline(admin.TabularInline):
+class TemplateVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = TemplateVersion
     extra = 0
     can_delete = False
@@ -111,15 +111,6 @@ class TemplateVersionInline(admin.TabularInline):
     # Versions are immutable: shown to whoever may see the template, never added, edited or deleted here.
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm("sms_templates.view_template")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Template)
@@ -188,7 +179,7 @@ class TemplateAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ShortLink)
-class ShortLinkAdmin(admin.ModelAdmin):
+class ShortLinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "code",
         "short_link",
@@ -244,11 +235,3 @@ class ShortLinkAdmin(admin.ModelAdmin):
         return int(obj._unique)
 
     # Links are created only through short_links.create (from a preview): read-only here.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -17,7 +17,7 @@ from campaigns.automations.flow_models import Enrolment, Flow, FlowVersion
 from campaigns.automations.flow_services import CHANGE, VIEW, flow_update_state
 from campaigns.automations.selectors import flow_dry_run, flow_funnel, flow_summary
 from campaigns.automations.spec import flow_token
-from smsplatform.admin_utils import admin_actor, error_text, readable
+from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text, readable
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
 
@@ -134,7 +134,7 @@ class FlowAdmin(admin.ModelAdmin):
 
 
 @admin.register(Enrolment)
-class EnrolmentAdmin(admin.ModelAdmin):
+class EnrolmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "flow", "contact_id", "masked_phone", "state", "step_index", "due_at", "sent", "reason")
     list_filter = ("state", "flow")
     search_fields = ("=contact__id", "=reference")
@@ -161,12 +161,3 @@ class EnrolmentAdmin(admin.ModelAdmin):
     @admin.display(description="Phone")
     def masked_phone(self, obj: Enrolment) -> str:
         return phone_mask(obj.phone)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -20,7 +20,7 @@ from campaigns.otp.models import Alphabet, Locale, OtpPurpose, OtpTemplate, Veri
 from campaigns.otp.rules import DEFAULT_LIMITS
 from campaigns.otp.selectors import template_listing
 from campaigns.otp.services import ADD_TEMPLATE, SEND_PERMISSION, content_of, otp_send, otp_template_save
-from smsplatform.admin_utils import admin_actor, error_text, readable
+from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text, readable
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.kernel.phones import phone_mask
 
@@ -235,7 +235,7 @@ class OtpTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(Verification)
-class VerificationAdmin(admin.ModelAdmin):
+class VerificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["public_id", "masked_phone", "template", "status", "sends", "checks", "expires_at", "created_at"]
     list_filter = ["status", "template"]
     search_fields = ["public_id"]
@@ -264,15 +264,6 @@ class VerificationAdmin(admin.ModelAdmin):
     @admin.display(description="phone")
     def masked_phone(self, obj: Verification) -> str:
         return phone_mask(obj.phone)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 from campaigns.otp import admin_abuse  # noqa: E402, F401  (the abuse defence's pages: PumpingBlock, OtpRateCounter)

@@ -3,8 +3,6 @@ reason) and the velocity counters, read-only."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -13,7 +11,7 @@ from django.template.response import TemplateResponse
 
 from campaigns.otp.abuse import LIFT_PERMISSION, pumping_block_lift
 from campaigns.otp.models import OtpRateCounter, PumpingBlock
-from smsplatform.admin_utils import admin_actor, error_text, readable
+from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text, readable
 from smsplatform.kernel.errors import ApplicationError
 
 
@@ -23,19 +21,8 @@ class LiftForm(forms.Form):
     )
 
 
-class _ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(PumpingBlock)
-class PumpingBlockAdmin(_ReadOnly):
+class PumpingBlockAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["prefix", "country", "reason", "created_at", "active", "lifted_at", "lifted_by"]
     list_filter = ["reason", ("lifted_at", admin.EmptyFieldListFilter), "country"]
     search_fields = ["prefix"]
@@ -82,7 +69,7 @@ class PumpingBlockAdmin(_ReadOnly):
 
 
 @admin.register(OtpRateCounter)
-class OtpRateCounterAdmin(_ReadOnly):
+class OtpRateCounterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """For diagnosis: phones and IPs appear only as keyed hashes."""
 
     list_display = ["scope", "key", "window_seconds", "window_start", "count", "expires_at"]
