@@ -54,12 +54,11 @@ class ReportBatchState(models.Model):
         return f"batch {self.batch_id}: {self.pending} pending"
 
 
-class ReportMessageBucket(models.Model):
-    """Messages of one batch by hour of their latest state (final_at, else submitted_at, else
-    created_at), gateway, country, state and error code; costs per the charge rule."""
+class MessageBucket(models.Model):
+    """Messages by hour of their latest state (final_at, else submitted_at, else created_at),
+    gateway, country, state and error code, with their segments and costs per the charge rule:
+    what a campaign's and a flow's reports both count."""
 
-    batch_id = models.BigIntegerField()
-    campaign_id = models.BigIntegerField()
     hour = models.DateTimeField()
     gateway_id = models.BigIntegerField()
     country = models.CharField(max_length=2)
@@ -70,6 +69,16 @@ class ReportMessageBucket(models.Model):
     cost_estimated = models.DecimalField(max_digits=16, decimal_places=4)
     cost_billed = models.DecimalField(max_digits=16, decimal_places=4)
     currency = models.CharField(max_length=3)
+
+    class Meta:
+        abstract = True
+
+
+class ReportMessageBucket(MessageBucket):
+    """A campaign's messages of one send batch, bucketed."""
+
+    batch_id = models.BigIntegerField()
+    campaign_id = models.BigIntegerField()
 
     class Meta:
         indexes = [
@@ -138,22 +147,11 @@ class ReportFlowChunk(models.Model):
         return f"flow chunk {self.chunk}: {self.pending} pending"
 
 
-class ReportFlowMessageBucket(models.Model):
-    """Messages of automation flows in one id block, by flow, hour of their latest state, gateway,
-    country, state and error code (as ReportMessageBucket for campaigns)."""
+class ReportFlowMessageBucket(MessageBucket):
+    """An automation flow's messages in one id block (chunk), bucketed."""
 
     chunk = models.BigIntegerField()
     flow_id = models.BigIntegerField()
-    hour = models.DateTimeField()
-    gateway_id = models.BigIntegerField()
-    country = models.CharField(max_length=2)
-    state = models.CharField(max_length=12)
-    error_code = models.CharField(max_length=32, blank=True)
-    messages = models.PositiveIntegerField()
-    segments = models.PositiveIntegerField()
-    cost_estimated = models.DecimalField(max_digits=16, decimal_places=4)
-    cost_billed = models.DecimalField(max_digits=16, decimal_places=4)
-    currency = models.CharField(max_length=3)
 
     class Meta:
         indexes = [

@@ -8,6 +8,7 @@ cost rule and data latency.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -225,9 +226,12 @@ def _rois(cost: dict[str, Any], conversions: dict[str, Any]) -> dict[str, Any]:
     return rois
 
 
-def _message_figures(
-    qs: QuerySet[Any], granularity: str
-) -> tuple[dict[str, int], dict[str, dict[str, int]], list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]]:
+MessageFigures = tuple[
+    dict[str, int], dict[str, dict[str, int]], list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]
+]
+
+
+def _message_figures(qs: QuerySet[Any], granularity: str) -> MessageFigures:
     """States, failure reasons, the gateway x country split, cost and the delivered trend of a
     query on message buckets (ReportMessageBucket or ReportFlowMessageBucket)."""
     # One pass over the buckets, rolled up across batches by the database; the rest in Python
@@ -288,6 +292,38 @@ def _message_figures(
     return states, reasons, split, cost, trend
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """A report's date range, gateways and granularity, checked: what a campaign's and a flow's
+    reports both take."""
+
+    start: datetime | None
+    end: datetime | None
+    gateway_ids: list[int] | None
+    gateway_codes: list[str]
+    granularity: str
+
+    @classmethod
+    def read(cls, date_from: Any, date_to: Any, gateways: list[str] | None, granularity: str) -> _Scope:
+        if granularity not in GRANULARITIES:
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                "granularity must be hour or day.",
+                field="granularity",
+                hint="Default hour.",
+            )
+        start, end = _range(date_from, date_to)
+        gateway_ids, gateway_codes = _gateways(gateways)
+        return cls(start, end, gateway_ids, gateway_codes, granularity)
+
+    def message_figures(self, buckets: QuerySet[Any]) -> MessageFigures:
+        """The message buckets in range and on the gateways, summed (see _message_figures)."""
+        qs = _in_range(buckets, self.start, self.end)
+        if self.gateway_ids is not None:
+            qs = qs.filter(gateway_id__in=self.gateway_ids)
+        return _message_figures(qs, self.granularity)
+
+
 def campaign_report_get(
     *,
     actor: Actor,
@@ -298,16 +334,11 @@ def campaign_report_get(
     granularity: str = "hour",
 ) -> dict[str, Any]:
     campaign = _campaign(actor, campaign_id)
-    if granularity not in GRANULARITIES:
-        raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR, "granularity must be hour or day.", field="granularity", hint="Default hour."
-        )
-    start, end = _range(date_from, date_to)
-    gateway_ids, gateway_codes = _gateways(gateways)
-    qs = _in_range(ReportMessageBucket.objects.filter(campaign_id=campaign.pk), start, end)
-    if gateway_ids is not None:
-        qs = qs.filter(gateway_id__in=gateway_ids)
-    states, reasons, split, cost, trend = _message_figures(qs, granularity)
+    scope = _Scope.read(date_from, date_to, gateways, granularity)
+    start, end, gateway_ids, gateway_codes = scope.start, scope.end, scope.gateway_ids, scope.gateway_codes
+    states, reasons, split, cost, trend = scope.message_figures(
+        ReportMessageBucket.objects.filter(campaign_id=campaign.pk)
+    )
     clicks_qs = _in_range(ReportClickBucket.objects.filter(campaign_id=campaign.pk), start, end)
     human = clicks_qs.exclude(device_class=DeviceClass.BOT)
     click_totals = human.aggregate(n=Sum("clicks"), u=Sum("unique_clicks"))
@@ -406,16 +437,9 @@ def flow_report_get(
 ) -> dict[str, Any]:
     """An automation flow's report from the flow message aggregates (ReportFlowMessageBucket)."""
     flow = _flow(actor, flow_id)
-    if granularity not in GRANULARITIES:
-        raise ApplicationError(
-            ErrorCode.VALIDATION_ERROR, "granularity must be hour or day.", field="granularity", hint="Default hour."
-        )
-    start, end = _range(date_from, date_to)
-    gateway_ids, gateway_codes = _gateways(gateways)
-    qs = _in_range(ReportFlowMessageBucket.objects.filter(flow_id=flow.pk), start, end)
-    if gateway_ids is not None:
-        qs = qs.filter(gateway_id__in=gateway_ids)
-    states, reasons, split, cost, trend = _message_figures(qs, granularity)
+    scope = _Scope.read(date_from, date_to, gateways, granularity)
+    start, end, gateway_ids, gateway_codes = scope.start, scope.end, scope.gateway_ids, scope.gateway_codes
+    states, reasons, split, cost, trend = scope.message_figures(ReportFlowMessageBucket.objects.filter(flow_id=flow.pk))
     opt_qs = _in_range(ReportOptOut.objects.filter(flow_id=flow.pk), start, end)
     if gateway_ids is not None:
         opt_qs = opt_qs.filter(gateway_id__in=gateway_ids)
