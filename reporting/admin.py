@@ -44,8 +44,35 @@ from smsplatform.admin_utils import ReadOnlyAdminMixin, admin_actor, error_text,
 from smsplatform.kernel.errors import ApplicationError
 
 
+class _ReportPageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """A list of report subjects whose rows open the subject's report page (report_view) at
+    <id>/report/, named admin:<report_url_name>."""
+
+    report_url_name: str
+    report_arg: str
+
+    @admin.display(description="Report")
+    def report_link(self, obj: Any) -> str:
+        return format_html('<a href="{}">report</a>', reverse(f"admin:{self.report_url_name}", args=[obj.pk]))
+
+    def get_urls(self) -> list[Any]:
+        view = path(
+            f"<int:{self.report_arg}>/report/",
+            self.admin_site.admin_view(self.report_view),
+            name=self.report_url_name,
+        )
+        return [view, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        return HttpResponseRedirect(reverse(f"admin:{self.report_url_name}", args=[int(object_id)]))
+
+    def report_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        raise NotImplementedError
+
+
 @admin.register(CampaignReport)
-class CampaignReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class CampaignReportAdmin(_ReportPageAdmin):
+    report_url_name, report_arg = "reporting_campaignreport_report", "campaign_id"
     list_display = ["name", "state", "dispatched_at", "report_link"]
     search_fields = ["name"]
 
@@ -57,21 +84,6 @@ class CampaignReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return CampaignReport.objects.filter(pk__in=campaigns_visible(admin_actor(request)).values("pk"))
-
-    @admin.display(description="Report")
-    def report_link(self, obj: CampaignReport) -> str:
-        return format_html('<a href="{}">report</a>', reverse("admin:reporting_campaignreport_report", args=[obj.pk]))
-
-    def get_urls(self) -> list[Any]:
-        view = path(
-            "<int:campaign_id>/report/",
-            self.admin_site.admin_view(self.report_view),
-            name="reporting_campaignreport_report",
-        )
-        return [view, *super().get_urls()]
-
-    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        return HttpResponseRedirect(reverse("admin:reporting_campaignreport_report", args=[int(object_id)]))
 
     def report_view(self, request: HttpRequest, campaign_id: int) -> HttpResponse:
         if not self.has_view_permission(request):
@@ -114,8 +126,10 @@ FLOW_SERIES = (("delivered", "#2e7d32"), ("opt_outs", "#b71c1c"))
 
 
 @admin.register(FlowReport)
-class FlowReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class FlowReportAdmin(_ReportPageAdmin):
     """Automation-flow reports: needs reporting.view_campaign_report and automations.view_flow."""
+
+    report_url_name, report_arg = "reporting_flowreport_report", "flow_id"
 
     list_display = ["name", "state", "purpose", "activated_at", "report_link"]
     search_fields = ["name"]
@@ -125,21 +139,6 @@ class FlowReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(VIEW_REPORT) and request.user.has_perm(VIEW_FLOW)
-
-    @admin.display(description="Report")
-    def report_link(self, obj: FlowReport) -> str:
-        return format_html('<a href="{}">report</a>', reverse("admin:reporting_flowreport_report", args=[obj.pk]))
-
-    def get_urls(self) -> list[Any]:
-        view = path(
-            "<int:flow_id>/report/",
-            self.admin_site.admin_view(self.report_view),
-            name="reporting_flowreport_report",
-        )
-        return [view, *super().get_urls()]
-
-    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        return HttpResponseRedirect(reverse("admin:reporting_flowreport_report", args=[int(object_id)]))
 
     def report_view(self, request: HttpRequest, flow_id: int) -> HttpResponse:
         if not self.has_view_permission(request):
