@@ -241,6 +241,7 @@ def test_the_language_switch_shows_traditional_chinese(world: dict[str, Any], ma
     assert 'lang="zh-Hant"' in html and "新推廣活動" in html and "分群或受眾" in html
     fit = client.post("/app/campaigns/new/fit/", {"text": "春季優惠 🌸"}).content.decode()
     assert "因以下字元而使用 UCS-2" in fit
+    assert "預覽費用" in html
 
 
 def test_the_cost_preview_is_shown_before_the_submit_and_writes_nothing(

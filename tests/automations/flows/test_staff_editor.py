@@ -266,3 +266,10 @@ def test_copy_into_a_new_draft_prefills_every_field(world: dict[str, Any], marke
     flow = flow_row(world, steps=[{"kind": "wait", "minutes": 45}, {"kind": "send"}])
     html = logged_in(marketer).get(f"/app/automations/new/?from={flow.pk}").content.decode()
     assert f"{flow.name} (copy)" in html and "wait 45\nsend" in html and "order = event.order_ref" in html
+
+
+def test_the_editor_speaks_traditional_chinese(world: dict[str, Any], marketer: Any) -> None:
+    client = logged_in(marketer)
+    client.post("/app/language/", {"language": "zh-hant", "next": "/app/automations/new/"})
+    html = client.get("/app/automations/new/").content.decode()
+    assert 'lang="zh-Hant"' in html and "新流程" in html and "建立草稿" in html and "排除已退訂號碼" in html
