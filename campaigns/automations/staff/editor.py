@@ -27,7 +27,7 @@ from campaigns.automations.flow_services import (
     flow_update_state,
 )
 from campaigns.automations.models import EventType
-from campaigns.automations.selectors import flow_summary
+from campaigns.automations.selectors import MAX_DRY_RUN_DAYS, flow_summary
 from campaigns.automations.spec import FIELDS as FLOW_FIELDS
 from campaigns.automations.spec import UPDATE_STATE_FIELDS, flow_snapshot, flow_token
 from compliance.selectors import action_request_status
@@ -171,15 +171,30 @@ def _values_of(snapshot: dict[str, Any]) -> dict[str, Any]:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _options() -> dict[str, Any]:
+def _options(flow: Any = None) -> dict[str, Any]:
+    """What the selects offer: every template's current version and every gateway, and the flow's own
+    pinned version and gateway even when they are not among those (an older version, a disabled
+    gateway), so saving an unrelated field never unpins them."""
     templates = templates_list(limit=200)["templates"]
+    gateways = list(gateways_list(include_disabled=True))
+    pinned = flow.template_version if flow is not None else None
+    if pinned is not None and all(t.get("version_id") != pinned.pk for t in templates):
+        templates.append(
+            {
+                "version_id": pinned.pk,
+                "name": pinned.name,
+                "version": pinned.version,
+                "purpose": pinned.purpose,
+                "approval_status": pinned.approval_status,
+            }
+        )
     return {
         "event_types": EventType.choices,
         "purposes": FlowPurpose.choices,
         "anchors": TriggerAnchor.choices,
         "templates": templates,
         "sender_ids": [s for s in sender_ids_list() if s.get("status") == "registered"],
-        "gateways": list(gateways_list(include_disabled=False)),
+        "gateways": gateways,
     }
 
 
@@ -205,13 +220,14 @@ def _render(
     status: int = 200,
 ) -> HttpResponse:
     context = {
-        **_options(),
+        **_options(flow),
         "v": values,
         "errors": errors or FieldErrors(FIELDS),
         "flow": flow_summary(flow) if flow is not None else None,
         "editable": UPDATE_STATE_FIELDS if flow is not None else FLOW_FIELDS,
         "can_activate": flow is not None and flow.state in (FlowState.DRAFT, FlowState.PAUSED),
         "may_confirm": request.user.has_perm(CONFIRM),
+        "max_days": MAX_DRY_RUN_DAYS,
     }
     return render(request, "staff/automations/edit.html", context, status=status)
 

@@ -273,3 +273,34 @@ def test_the_editor_speaks_traditional_chinese(world: dict[str, Any], marketer: 
     client.post("/app/language/", {"language": "zh-hant", "next": "/app/automations/new/"})
     html = client.get("/app/automations/new/").content.decode()
     assert 'lang="zh-Hant"' in html and "新流程" in html and "建立草稿" in html and "排除已退訂號碼" in html
+
+
+def test_saving_another_field_keeps_an_older_pinned_version_and_a_disabled_gateway(
+    world: dict[str, Any], approver_user: Any
+) -> None:
+    """The selects offer the flow's own pinned version and gateway even when they are not current or
+    enabled: a save of the frequency limit changes nothing else."""
+    old = world["shipped"]
+    newer = TemplateVersionFactory.create(
+        template=old.template,
+        version=old.version + 1,
+        body="【ShopHK】Order {{order}} is on its way.",
+        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20, "example": "ORD-1"}],
+    )
+    old.template.version = newer.version
+    old.template.save()
+    world["gateway"].enabled = False
+    world["gateway"].save()
+    flow = flow_row(world)
+    client = logged_in(approver_user)
+    html = client.get(f"/app/automations/{flow.pk}/edit/").content.decode()
+    assert re.search(rf'<option value="{old.pk}" selected>', html)
+    assert re.search(r'<option value="flowgw" selected>[^<]*\(disabled\)', html)
+    assert 'id="dry-run-result"' in html
+    # The page posts what it shows.
+    data = edit_form(client, flow, max_per_period="4", operation="update")
+    response = client.post(f"/app/automations/{flow.pk}/edit/", data)
+    assert response.status_code == 200, response.content.decode()[-6000:]
+    flow.refresh_from_db()
+    assert flow.max_per_period == 4 and flow.template_version == old and flow.gateway == world["gateway"]
+    assert flow.versions.first().changed_fields == ["max_per_period"]
