@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from campaigns.models import Campaign, CampaignState
@@ -64,10 +65,11 @@ def test_seed_demo_makes_demo_flows_and_otp_templates_through_the_services_once(
         AuditLog.objects.count(),
     ) == counts
     flows = {f.name: f for f in Flow.objects.all()}
+    users = dict(get_user_model().objects.values_list("username", "pk"))
     shipped = flows["Demo: order shipped notice"]
     cart = flows["Demo: abandoned cart reminder"]
-    assert shipped.state == FlowState.ACTIVE and shipped.created_by.username == "demo_marketing"
-    assert shipped.updated_by.username == "demo_approver" and shipped.cost_check["within_budget"]
+    assert shipped.state == FlowState.ACTIVE and shipped.created_by_id == users["demo_marketing"]
+    assert shipped.updated_by_id == users["demo_approver"] and shipped.cost_check["within_budget"]
     assert cart.state == FlowState.DRAFT and cart.steps == [{"kind": "wait", "minutes": 60}, {"kind": "send"}]
     assert cart.template_version is not None and cart.template_version.purpose == "marketing"
     assert AuditLog.objects.filter(action="flow.create").count() == 2
