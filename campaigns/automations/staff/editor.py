@@ -223,7 +223,8 @@ def _render(
         **_options(flow),
         "v": values,
         "errors": errors or FieldErrors(FIELDS),
-        "flow": flow_summary(flow) if flow is not None else None,
+        # The page's heading: the flow's name and state (not flow_summary's numbers: this page edits).
+        "flow": {"flow_id": flow.pk, "name": flow.name, "state": flow.state} if flow is not None else None,
         "editable": UPDATE_STATE_FIELDS if flow is not None else FLOW_FIELDS,
         "can_activate": flow is not None and flow.state in (FlowState.DRAFT, FlowState.PAUSED),
         "may_confirm": request.user.has_perm(CONFIRM),
