@@ -123,6 +123,14 @@ def test_a_malformed_step_and_an_unknown_event_type_are_refused_next_to_their_fi
     assert response.status_code == 400 and 'data-code="flow_invalid"' in fieldset
     response = client.post("/app/automations/new/", new_data(world, trigger_payload_match="{not json"))
     assert field_errors(response.content.decode(), "trigger_payload_match") == ["flow_invalid"]
+    response = client.post("/app/automations/new/", new_data(world, filters="{not json"))
+    assert response.status_code == 400 and field_errors(response.content.decode(), "filters")
+    response = client.post("/app/automations/new/", new_data(world, variables="order event.order_ref"))
+    assert field_errors(response.content.decode(), "variables") == ["flow_invalid"]
+    response = client.post("/app/automations/new/", new_data(world, max_per_period="three"))
+    assert field_errors(response.content.decode(), "max_per_period") == ["flow_invalid"]
+    response = client.post("/app/automations/new/", new_data(world, gateway="nope"))
+    assert field_errors(response.content.decode(), "gateway") == ["flow_gateway_not_usable"]
     assert not Flow.objects.exists()
 
 
