@@ -8,19 +8,27 @@ outside that set is reported as not found, so its name, offer and audience do no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
-from campaigns.access import campaign_access, campaigns_visible
+from campaigns.access import VIEW, campaign_access, campaigns_visible
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
 from campaigns.errors import CampaignErrorCode
 from campaigns.models import PAST_PRE_SEND_STATES, BatchState, Campaign, CampaignState, CampaignVersion, SendBatch
 from campaigns.progress import campaign_progress, campaigns_progress
 from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.resend_rules import ELIGIBLE, resend_reasons
-from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
+from campaigns.spec import (
+    SCHEDULE_DRAFT_FIELDS,
+    campaign_snapshot,
+    campaign_spec,
+    campaign_token,
+    schedule_normalise,
+    spec_normalise,
+)
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
 from gateways.charges import CHARGE_RULE, charged_q, is_charged, message_charge
@@ -209,8 +217,38 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             hint="Follow the send with sms_marketing.send_batches.list (and delivery_status.get); "
             "sms_marketing.campaigns.get shows its progress.",
         )
+    figures = _cost_figures(
+        actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=campaign.send_at, budget=campaign.budget
+    )
+    return {"campaign_id": campaign.pk, "version": campaign.version, **figures}
+
+
+def cost_preview_draft(*, actor: Actor, data: Any) -> dict[str, Any]:
+    """The same preview for a draft not created yet (``data`` as campaigns.create_draft takes it),
+    evaluated as create_draft evaluates it: the composer shows it before the submit. Writes nothing."""
+    if not actor.has_perm(VIEW):
+        raise permission_denied(VIEW)
+    if not isinstance(data, dict):
+        raise ApplicationError(
+            ErrorCode.VALIDATION_ERROR, "The draft must be an object.", field="", hint="See the schema."
+        )
+    spec = spec_normalise({k: v for k, v in data.items() if k not in SCHEDULE_DRAFT_FIELDS})
+    schedule_normalise({k: data[k] for k in SCHEDULE_DRAFT_FIELDS if k in data}, partial=True)
+    budget = Decimal(spec["budget"]) if spec.get("budget") is not None else None
+    figures = _cost_figures(actor, spec, campaign_id=None, send_at=None, budget=budget)
+    return {"campaign_id": None, "version": None, **figures}
+
+
+def _cost_figures(
+    actor: Actor,
+    spec: dict[str, Any],
+    *,
+    campaign_id: int | None,
+    send_at: datetime | None,
+    budget: Decimal | None,
+) -> dict[str, Any]:
     config = platform_config_data()
-    evaluation = campaign_evaluate(actor, campaign_spec(campaign), campaign_id=campaign.pk, send_at=campaign.send_at)
+    evaluation = campaign_evaluate(actor, spec, campaign_id=campaign_id, send_at=send_at)
     counts = evaluation.counts
     link_effect = None
     if evaluation.link is not None:
@@ -239,12 +277,9 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
             "segments_without_link": max(without.segments, clustered.segments),
             "extra_cost": {currency: str(amount.quantize(Decimal("0.01"))) for currency, amount in extra.items()},
         }
-    budget = campaign.budget
     ceiling = Decimal(str(config["cost"]["max_campaign_cost"]))
     total = evaluation.total_cost
     return {
-        "campaign_id": campaign.pk,
-        "version": campaign.version,
         "message": {
             "encoding": evaluation.encoding,
             "segments_per_message": evaluation.segments,
@@ -269,7 +304,7 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
         },
         "quota": quota_check(evaluation),
         # Quiet hours that would hold this send (at its send time, or now): which rule, and when.
-        "notices": quiet_hours_notices(evaluation.quotes, campaign.send_at),
+        "notices": quiet_hours_notices(evaluation.quotes, send_at),
         "estimate_note": config["cost"]["estimate_note"],
         "note": (
             "Estimated at the listed rate per segment; the billed cost can differ. Exclusions are applied "
@@ -518,6 +553,7 @@ __all__ = [
     "campaign_get",
     "campaigns_list",
     "cost_preview",
+    "cost_preview_draft",
     "delivery_status_get",
     "send_batches_list",
 ]

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from campaigns.quiet_hours import quiet_hours_notices
+from campaigns.selectors import cost_preview_draft
 from campaigns.services import ADD, campaign_create_draft, campaign_schedule, campaign_send_approved
 from compliance.selectors import action_request_status
 from contacts.selectors import audiences_visible, segments_pick_list
@@ -325,6 +326,28 @@ def fit_part(request: HttpRequest) -> HttpResponse:
     except ApplicationError as error:
         return _fragment_error(request, template, error)
     return render(request, template, {"fit": fit, "recipients_known": bool(_int(data.get("sendable")))})
+
+
+@staff_view(ADD)
+def cost_part(request: HttpRequest) -> HttpResponse:
+    """cost_preview of the draft as the form stands (the same figures as sms_marketing.cost_preview,
+    evaluated as campaigns.create_draft evaluates the draft; writes nothing): per country, exclusions,
+    the short link's effect, budget, quota and quiet hours, before the submit."""
+    values = _values(request.POST)
+    template = "staff/campaigns/_cost.html"
+    segment_id, audience_id = _pick(values["pick"])
+    if segment_id is None:
+        return render(request, template, {"needs_segment": audience_id is not None, "empty": audience_id is None})
+    try:
+        preview = cost_preview_draft(actor=staff_actor(request), data=_draft_data(values, segment_id))
+    except ApplicationError as error:
+        return _fragment_error(request, template, error)
+    exclusions = [
+        {"reason": reason, "count": preview["exclusions"].get(reason, 0)}
+        for reason in preview.get("exclusion_order") or sorted(preview["exclusions"])
+        if preview["exclusions"].get(reason)
+    ]
+    return render(request, template, {"c": preview, "exclusions": exclusions})
 
 
 def _utm(data: QueryDict) -> dict[str, str]:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from campaigns.dispatch import batches_advance
 from campaigns.models import Campaign, CampaignState
+from campaigns.selectors import cost_preview
 from campaigns.services import campaign_send_approved
 from compliance.models import ActionRequest, RequestState
 from compliance.roles import Role
@@ -240,3 +241,33 @@ def test_the_language_switch_shows_traditional_chinese(world: dict[str, Any], ma
     assert 'lang="zh-Hant"' in html and "新推廣活動" in html and "分群或受眾" in html
     fit = client.post("/app/campaigns/new/fit/", {"text": "春季優惠 🌸"}).content.decode()
     assert "因以下字元而使用 UCS-2" in fit
+    assert "預覽費用" in html
+
+
+def test_the_cost_preview_is_shown_before_the_submit_and_writes_nothing(
+    world: dict[str, Any], marketer: Any, make_user: Any
+) -> None:
+    """The composer's cost preview is sms_marketing.cost_preview's figures for the draft as the form
+    stands: the same total the created draft's cost_preview then gives."""
+    client = logged_in(marketer)
+    assert 'id="cost-preview-button"' in client.get("/app/campaigns/new/").content.decode()
+    data = compose_data(world, budget="500")
+    response = client.post("/app/campaigns/new/cost/", data)
+    html = response.content.decode()
+    assert response.status_code == 200 and "<html" not in html
+    assert 'id="cost-by-country"' in html and 'data-country="HK"' in html and 'id="cost-link-effect"' in html
+    assert not Campaign.objects.exists() and not ActionRequest.objects.exists()
+    # A refusal is shown as the service gives it, naming its field.
+    bad = client.post("/app/campaigns/new/cost/", compose_data(world, sender_id="#NOPE")).content.decode()
+    assert 'data-field="sender_id"' in bad
+    created = client.post("/app/campaigns/new/", {**data, "send_mode": "draft"})
+    assert created.status_code == 200, created.content.decode()[:3000]
+    preview = cost_preview(actor=act(marketer), campaign_id=Campaign.objects.get().pk)
+    total = " + ".join(f"{amount} {currency}" for currency, amount in preview["estimated_cost"].items())
+    assert f'id="cost-total">{total}<' in html
+    assert f"{preview['sendable']} sendable" in html
+    # An audience waits for its segment.
+    audience = client.post("/app/campaigns/new/cost/", compose_data(world, pick=f"audience:{world['audience'].pk}"))
+    assert "becomes a segment" in audience.content.decode()
+    technical = logged_in(make_user(Role.TECHNICAL, username="tech-cost"))
+    assert technical.post("/app/campaigns/new/cost/", data).status_code == 403

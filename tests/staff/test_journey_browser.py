@@ -94,6 +94,11 @@ def test_marketer_composes_approver_approves_marketer_watches_delivery(
             page.fill("#id_sender_id", "#SHOPHK")
             page.fill("#id_reason", "Spring sale, all members")
             page.check("input[name=send_mode][value=send]")
+            # The cost preview before the submit: cost_preview's figures for the draft as it stands.
+            page.click("#cost-preview-button")
+            expect(page.locator("#cost-by-country tr[data-country=HK]")).to_be_visible()
+            expect(page.locator("#cost-total")).to_contain_text("HKD")
+            shot(page, "05b-cost-previewed")
             page.click("#submit")
             answers = page.locator("#governance-answers")
             expect(answers.locator("li[data-step=create]")).to_have_attribute("data-status", "executed")

@@ -162,6 +162,8 @@ class Command(BaseCommand):
             )
             rows.append((username, str(role.value) if role else "superuser", key))
         self._seed_marketing()
+        self._seed_otp_templates()
+        self._seed_flows()
         if not options["quiet"]:
             self.stdout.write(f"Demo users (password {options['password']!r}) and API tokens:")
             for username, role_name, key in rows:
@@ -338,3 +340,178 @@ class Command(BaseCommand):
             },
             idempotency_key="seed-demo-campaign",
         )
+
+    def _demo_actor(self, username: str) -> Any:
+        from smsplatform.kernel.actor import Actor, Channel
+
+        label = "seed_demo"
+        return Actor(user=get_user_model().objects.get(username=username), channel=Channel.SYSTEM, token_name=label)
+
+    def _approve(self, answer: dict[str, Any], reason: str) -> None:
+        """A held demo request approved by the demo approver (another person), through the approval service."""
+        from compliance.services import action_request_approve
+
+        if answer.get("status") == "pending_approval":
+            action_request_approve(
+                actor=self._demo_actor("demo_approver"),
+                action_request_id=int(answer["action_request_id"]),
+                reason=reason,
+            )
+
+    def _seed_otp_templates(self) -> None:
+        """Two OTP templates requested by the demo compliance user through otp_template.save (always held):
+        the login code approved by the demo approver, the password reset left awaiting approval, so the
+        approval queue has one to show. A template whose name exists is left as it is."""
+        from campaigns.otp.models import OtpTemplate
+        from campaigns.otp.services import otp_template_save
+
+        compliance = self._demo_actor("demo_compliance")
+        templates: list[tuple[dict[str, Any], bool]] = [
+            (
+                {
+                    "name": "Demo login code",
+                    "purpose": "login",
+                    "body_en": "Your Demo Shop code is {code}. Valid for {minutes} minutes.",
+                    "body_zh_hant": "你的Demo Shop驗證碼是{code}，{minutes}分鐘內有效。",
+                    "allowed_countries": ["HK"],
+                    "sender_id": "#DEMOHK",
+                },
+                True,
+            ),
+            (
+                {
+                    "name": "Demo password reset",
+                    "purpose": "password_reset",
+                    "body_en": "Demo Shop password reset code: {code}. Valid for {minutes} minutes.",
+                    "body_zh_hant": "Demo Shop重設密碼驗證碼：{code}，{minutes}分鐘內有效。",
+                    "allowed_countries": ["HK"],
+                    "sender_id": "#DEMOHK",
+                },
+                False,
+            ),
+        ]
+        for content, approve in templates:
+            if OtpTemplate.objects.filter(name=content["name"]).exists():
+                continue
+            answer = otp_template_save(
+                actor=compliance,
+                idempotency_key=f"seed-demo-otp-{content['purpose']}",
+                content=content,
+                reason="demo OTP template",
+            )
+            if approve:
+                self._approve(answer, "demo data")
+
+    def _template_version(self, content: dict[str, Any]) -> int | None:
+        """A demo message template saved by the demo marketer (templates.save), approved when a policy
+        holds it; its current version's id (None while it waits for approval)."""
+        from templates.models import Template, TemplateVersion
+        from templates.services import template_save
+
+        template = Template.objects.filter(name=content["name"]).first()
+        if template is None:
+            answer = template_save(
+                actor=self._demo_actor("demo_marketing"),
+                idempotency_key=f"seed-demo-template-{content['purpose']}",
+                content=content,
+                reason="demo flow template",
+            )
+            self._approve(answer, "demo data")
+            template = Template.objects.filter(name=content["name"]).first()
+        if template is None or not template.version:
+            return None
+        version = TemplateVersion.objects.filter(template=template, version=template.version).first()
+        return version.pk if version else None
+
+    def _seed_flows(self) -> None:
+        """Two demo automation flows created by the demo marketer through automations' flow_create: an
+        order-shipped notice (transactional), activated by the demo approver through update_state, and an
+        abandoned-cart reminder (marketing) left as a draft to try the dry run and the activation on.
+        A flow whose name exists is left as it is."""
+        from campaigns.automations.flow_models import Flow, FlowState
+        from campaigns.automations.flow_services import flow_create, flow_update_state
+        from campaigns.automations.spec import flow_token
+
+        shipped = self._template_version(
+            {
+                "name": "Demo order shipped",
+                "purpose": "transactional",
+                "language": "bilingual",
+                "brand": "Demo Shop",
+                "body": "【Demo Shop】訂單{{order}}已發貨。Your order {{order}} has shipped.",
+                "fields": [{"name": "order", "type": "code", "max_length": 20, "example": "A-1001"}],
+                "max_segments": 2,
+            }
+        )
+        cart = self._template_version(
+            {
+                "name": "Demo cart reminder",
+                "purpose": "marketing",
+                "language": "bilingual",
+                "brand": "Demo Shop",
+                "body": "【Demo Shop】購物車仍有貨品 Your cart is waiting. 回覆STOP退訂 Reply STOP to opt out",
+                "fields": [],
+                "max_segments": 2,
+            }
+        )
+        marketing = self._demo_actor("demo_marketing")
+        flows: list[tuple[dict[str, Any], bool]] = [
+            (
+                {
+                    "name": "Demo: order shipped notice",
+                    "description": "Demo data: tells the customer the order has shipped.",
+                    "purpose": "transactional",
+                    "trigger_event_types": ["order_shipped"],
+                    "steps": [{"kind": "send"}],
+                    "template_version_id": shipped,
+                    "variables": {"order": "event.order_ref"},
+                    "sender_id": "#DEMOHK",
+                    "gateway": "simulator",
+                    "opt_out_exclusion": True,
+                    "max_per_period": 3,
+                    "period_hours": 24,
+                    "once_per_order": True,
+                    "monthly_budget": "500",
+                },
+                True,
+            ),
+            (
+                {
+                    "name": "Demo: abandoned cart reminder",
+                    "description": "Demo data: one reminder an hour after a cart is left, unless an order follows.",
+                    "purpose": "marketing",
+                    "trigger_event_types": ["cart_abandoned"],
+                    "steps": [{"kind": "wait", "minutes": 60}, {"kind": "send"}],
+                    "exit_conditions": [{"event_type": "order_placed", "match": "contact"}],
+                    "template_version_id": cart,
+                    "variables": {},
+                    "sender_id": "#DEMOHK",
+                    "gateway": "simulator",
+                    "opt_out_exclusion": True,
+                    "max_per_period": 1,
+                    "period_hours": 72,
+                    "monthly_budget": "200",
+                },
+                False,
+            ),
+        ]
+        for data, activate in flows:
+            if Flow.objects.filter(name=data["name"]).exists():
+                continue
+            created = flow_create(
+                actor=marketing,
+                data=data,
+                idempotency_key=f"seed-demo-flow-{data['trigger_event_types'][0]}",
+                reason="demo flow",
+            )
+            flow = Flow.objects.get(pk=created["flow_id"])
+            if activate and flow.template_version_id and flow.state == FlowState.DRAFT:
+                flow_update_state(
+                    actor=self._demo_actor("demo_approver"),
+                    flow_id=flow.pk,
+                    operation="activate",
+                    base_version_token=flow_token(flow),
+                    confirm=True,
+                    idempotency_key=f"seed-demo-flow-activate-{flow.pk}",
+                    reason="demo flow",
+                )

@@ -64,13 +64,13 @@ def world(marketer: Any, known_gateways: None) -> dict[str, Any]:
     shipped = TemplateVersionFactory.create(
         template=transactional,
         body=SHIPPED,
-        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
+        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20, "example": "ORD-1"}],
     )
     marketing = TemplateFactory.create(name="Cart reminder", purpose=Purpose.MARKETING, first_version=None)
     reminder = TemplateVersionFactory.create(
         template=marketing,
         body=REMINDER,
-        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
+        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20, "example": "ORD-1"}],
     )
     contacts = [ContactFactory.create() for _ in range(3)]
     for contact in contacts:
