@@ -66,6 +66,7 @@ from gateways.delivery.claim import (
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
+from gateways.delivery.queue import worker_wake_channel
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
@@ -136,6 +137,9 @@ OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are lo
 # at most this often (one probe of the small partial index msg_priority_queued), whatever the
 # worker already holds, and written ahead of it.
 PRIORITY_POLL_INTERVAL = 0.02
+# On PostgreSQL the priority thread also LISTENs for wake-ups (gateways.delivery.queue.worker_wake)
+# and claims at once when one comes; it waits for them in slices of at most this many seconds.
+WAKE_SLICE = 0.25
 
 
 class Job:
@@ -190,6 +194,7 @@ class WorkerStats:
     claims: int = 0
     flushes: int = 0
     quarantined: int = 0
+    wakeups: int = 0  # priority claims started by a NOTIFY rather than the poll
 
 
 class LinkDown(Exception):
@@ -794,11 +799,56 @@ class BindWorker:
                 raise
             connection.close()
 
-    def _priority_loop(self) -> None:
-        """The priority thread: claim the priority lane every PRIORITY_POLL_INTERVAL while the
-        link is up, until _stop_prioritizer."""
+    def _listen(self) -> Any:
+        """A connection of the priority thread's own that LISTENs on the gateway's wake channel
+        (gateways.delivery.queue.worker_wake: the OTP send NOTIFYs it when it commits); None when
+        it cannot be had (the thread then only polls)."""
         try:
-            while not self._prioritizer_stop.wait(PRIORITY_POLL_INTERVAL):
+            listener = connection.get_new_connection(connection.get_connection_params())
+            listener.autocommit = True
+            listener.execute(f'LISTEN "{worker_wake_channel(self.gateway.pk)}"')
+            return listener
+        except Exception:  # polling still finds the messages
+            logger.warning("cannot LISTEN for %s's wake-ups; polling only", self.gateway.code, exc_info=True)
+            return None
+
+    def _wait_for_priority(self, listener: Any) -> tuple[bool, Any]:
+        """Until a wake-up (a NOTIFY), PRIORITY_POLL_INTERVAL or _stop_prioritizer, whichever comes
+        first: (woken, the listener to use next). Waits in slices of at most WAKE_SLICE seconds, so a
+        stop is seen soon whatever the poll interval."""
+        due = time.monotonic() + PRIORITY_POLL_INTERVAL
+        while not self._prioritizer_stop.is_set():
+            left = due - time.monotonic()
+            if left <= 0:
+                return False, listener
+            if listener is None:
+                self._prioritizer_stop.wait(min(left, WAKE_SLICE))
+                continue
+            try:
+                for _note in listener.notifies(timeout=min(left, WAKE_SLICE), stop_after=1):
+                    return True, listener
+            except psycopg.Error:
+                logger.warning(
+                    "the wake-up connection of %s dropped; listening again", self.gateway.code, exc_info=True
+                )
+                with contextlib.suppress(Exception):
+                    listener.close()
+                self._prioritizer_stop.wait(0.5)
+                return False, self._listen()
+        return False, listener
+
+    def _priority_loop(self) -> None:
+        """The priority thread: claim the priority lane as soon as a wake-up arrives (LISTEN, see
+        _listen) and every PRIORITY_POLL_INTERVAL anyway (a message queued without one: a retry
+        falling due, a fail-over) while the link is up, until _stop_prioritizer."""
+        listener = self._listen()
+        try:
+            while not self._prioritizer_stop.is_set():
+                woken, listener = self._wait_for_priority(listener)
+                if self._prioritizer_stop.is_set():
+                    break
+                if woken:
+                    self.stats.wakeups += 1
                 if self.link is None or self.link_error is not None:
                     continue  # down: what is queued waits for the bind (or the fail-over) in the queue
                 self._last_priority_claim = time.monotonic()
@@ -810,6 +860,9 @@ class BindWorker:
                         connection.close()
                     self._prioritizer_stop.wait(0.5)
         finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    listener.close()
             connection.close()
 
     def _stop_prioritizer(self) -> None:
