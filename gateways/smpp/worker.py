@@ -95,6 +95,7 @@ from gateways.smpp.constants import (
 )
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from gateways.smpp.journal import Journal, journals_recover
+from gateways.smpp.pacing import DEFAULT_QUEUE_DELAY_MS, BulkPacer
 from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class Job:
         "done",
         "failed",
         "message",
+        "priority",
         "provider_ids",
         "segment",
         "strike_mark",
@@ -162,6 +164,9 @@ class Job:
 
     def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
         self.message = message
+        self.priority = (
+            getattr(message, "purpose", None) in PRIORITY_PURPOSES
+        )  # the lane: not held back by the BulkPacer
         self.segment = segment  # the journal segment its claim is recorded in
         self.bodies = bodies
         self.provider_ids: list[str | None] = [None] * len(bodies)
@@ -220,6 +225,13 @@ class BindWorker:
         self.system_type = cfg.get("system_type", "")
         self.enquire_link_interval = float(cfg.get("enquire_link_interval", 30))
         self.window = max(1, gateway.window_size)
+        # The campaign's share of the window (gateways.smpp.pacing): a reserve for the priority
+        # lane and a queue-delay budget.
+        reserve = cfg.get("priority_reserve")
+        self.priority_reserve = None if reserve is None else max(0, int(reserve))
+        self.bulk_queue_delay = float(cfg.get("bulk_queue_delay_ms", DEFAULT_QUEUE_DELAY_MS)) / 1000
+        self.pacer = BulkPacer(self.window, reserve=self.priority_reserve, budget=self.bulk_queue_delay)
+        self._bulk_sent: dict[int, float] = {}  # sequence -> when written, campaign parts in flight
         self.rate = float(gateway.max_rate_per_second or 100)
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
         self.drain_timeout = drain_timeout
@@ -370,6 +382,10 @@ class BindWorker:
         ends: deque[tuple[int, int]] = deque()  # (end offset, sequence), in written order
         sent_total = 0
         self.unsent = set()
+        # A new link starts with the whole window (less the reserve) and learns its round trip anew.
+        pacer = self.pacer = BulkPacer(window, reserve=self.priority_reserve, budget=self.bulk_queue_delay)
+        bulk_sent = self._bulk_sent = {}
+        capped = False
         try:
             while True:
                 now = time.monotonic()
@@ -384,7 +400,8 @@ class BindWorker:
                     unbind_sent = now
                 if unbind_sent is not None and now - unbind_sent > 1.0:
                     return
-                # Write what the window, the rate and any back-off allow.
+                # Write what the window, the rate, any back-off and the campaign's share allow.
+                capped = False
                 if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
                     free = window - len(inflight)
                     if free > 0:
@@ -392,7 +409,9 @@ class BindWorker:
                         token_time = now
                         n = min(free, int(tokens))
                         if n > 0:
-                            taken = self._take(n)
+                            taken, capped = self._take(n, pacer.room(len(bulk_sent)))
+                            if capped:
+                                pacer.limited()
                             tokens -= len(taken)
                             if self.journal is not None and taken:
                                 # Journaled before the bytes can leave: a kill after this line leaves
@@ -404,6 +423,8 @@ class BindWorker:
                                 out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
                                 out += body
                                 inflight[seq] = (job, index)
+                                if not job.priority:
+                                    bulk_sent[seq] = now
                                 ends.append((sent_total + len(out), seq))
                             stats.submitted_parts += len(taken)
                 if out:
@@ -418,7 +439,14 @@ class BindWorker:
                     last_traffic = now
                 # Wait for the SMSC (or for room to write); not at all when more can be written now.
                 timeout = 0.05
-                if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
+                if (
+                    not out
+                    and self.ready
+                    and len(inflight) < window
+                    and not capped  # held back by the campaign's share: an answer (readable) frees room
+                    and self._sending
+                    and unbind_sent is None
+                ):
                     if now < self.pause_until:
                         timeout = min(timeout, self.pause_until - now)
                     elif tokens < 1:
@@ -454,16 +482,26 @@ class BindWorker:
         finally:
             self.unsent = {seq for end, seq in ends if end > sent_total}
 
-    def _take(self, n: int) -> list[tuple[Job, int]]:
+    def _take(self, n: int, bulk_room: int | None = None) -> tuple[list[tuple[Job, int]], bool]:
+        """Up to ``n`` ready parts, of which at most ``bulk_room`` campaign (non-priority) parts
+        (None: no such limit); and whether that limit stopped the take. Priority parts are at the
+        front of the ready ones (_hold), so stopping at the first campaign part passes none by."""
         taken: list[tuple[Job, int]] = []
+        capped = False
         with self.lock:
             ready = self.ready
             while ready and len(taken) < n:
-                item = ready.popleft()
+                item = ready[0]
+                if not item[0].priority and not item[0].done and bulk_room is not None:
+                    if bulk_room <= 0:
+                        capped = True
+                        break
+                    bulk_room -= 1
+                ready.popleft()
                 if not item[0].done:  # a part of a message already refused (or suppressed) is not sent
                     item[0].written.add(item[1])  # under the lock: from here on it is the link's
                     taken.append(item)
-        return taken
+        return taken, capped
 
     def _handle_input(self, buf: bytearray, out: bytearray) -> bool:
         """Process every complete PDU in ``buf``; returns True when the link is to close."""
@@ -471,6 +509,7 @@ class BindWorker:
         pos = 0
         unpack = wire.unpack_header
         inflight = self.inflight
+        bulk_sent, pacer = self._bulk_sent, self.pacer
         completed: list[Job] = []
         receipts: list[ReceiptEvent] = []
         inbound: list[InboundEvent] = []
@@ -488,6 +527,10 @@ class BindWorker:
                 break
             if command_id == SUBMIT_SM_RESP:
                 item = inflight.pop(sequence, None)
+                written_at = bulk_sent.pop(sequence, None)
+                if written_at is not None:
+                    now = time.monotonic()
+                    pacer.answered(now - written_at, now)
                 if item is not None:
                     job, index = item
                     if status == ESME_ROK:
@@ -572,6 +615,7 @@ class BindWorker:
                 closing = True
             elif command_id == GENERIC_NACK:
                 item = inflight.pop(sequence, None)
+                bulk_sent.pop(sequence, None)
                 if item is not None and not item[0].done:
                     job = item[0]
                     job.written.discard(item[1])

@@ -372,7 +372,7 @@ def test_a_killed_worker_with_a_priority_message_at_the_front_is_recovered_at_mo
     assert worker._claim() == 4
     otp = smpp_queue("+85292600001", CODE_TEXT, purpose="otp")
     assert worker._claim_priority() == 1
-    taken = worker._take(2)  # what the link does: take from the front, journal as written, write
+    taken, _capped = worker._take(2)  # what the link does: take from the front, journal as written, write
     assert [job.message.pk for job, _index in taken] == [otp.pk, campaign[0].pk]
     worker.journal.written([job.message.pk for job, _index in taken])
     worker.journal.close(clean=False)  # SIGKILL
