@@ -9,7 +9,8 @@ keeps two limits (``BulkPacer``):
   window, so a priority part is written the moment it is ready, never after a free slot;
 - a **queue-delay budget** (Vegas-style): the round trip of a campaign part is measured; when the
   smoothed round trip exceeds the smallest seen lately by more than ``budget`` seconds (parts are
-  queueing at the SMSC or on the way), the campaign's share of the window shrinks; while the queue
+  queueing at the SMSC or on the way), the campaign's share of the window shrinks (in proportion,
+  by 15 to 50 % a round trip); while the queue
   is short and the share is what limits sending, it grows back to the window (less the reserve).
   An SMSC that keeps up sees no change: its round trip stays at its floor and the campaign keeps
   the whole window; one that falls behind gets a short queue at the same throughput (it was
@@ -73,8 +74,12 @@ class BulkPacer:
             return
         # Adjust about once per round trip (and at most every 10 ms).
         self._next_adjust = now + max(0.01, self.srtt)
-        if self.srtt - self.min_rtt > self.budget:
-            self.cap = max(self.floor, int(self.cap * 0.85))
+        target = self.min_rtt + self.budget
+        if self.srtt > target:
+            # In proportion to the excess (Little: the parts in flight that keep the round trip
+            # at the target), by at most half and at least 15 % a step: a full window's queue at
+            # the start of a campaign is gone within a few round trips.
+            self.cap = max(self.floor, int(self.cap * min(0.85, max(0.5, target / self.srtt))))
         elif self._bound:
             self.cap = min(self.ceiling, self.cap + max(1, self.cap // 8))
         self._bound = False

@@ -200,6 +200,8 @@ class WorkerStats:
     flushes: int = 0
     quarantined: int = 0
     wakeups: int = 0  # priority claims started by a NOTIFY rather than the poll
+    bulk_cap: int = 0  # campaign parts allowed in flight now (gateways.smpp.pacing), 0 before the first bind
+    bulk_cap_min: int = 0  # the smallest it has been
 
 
 class LinkDown(Exception):
@@ -531,6 +533,9 @@ class BindWorker:
                 if written_at is not None:
                     now = time.monotonic()
                     pacer.answered(now - written_at, now)
+                    if pacer.cap != stats.bulk_cap:
+                        stats.bulk_cap = pacer.cap
+                        stats.bulk_cap_min = min(stats.bulk_cap_min or pacer.cap, pacer.cap)
                 if item is not None:
                     job, index = item
                     if status == ESME_ROK:
