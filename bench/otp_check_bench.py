@@ -129,6 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--verifications", type=int, default=4000)
     parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--db-prefix", default="otp_bench", help="name prefix of the throwaway database")
     parser.add_argument(
         "--database-url", default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -136,7 +137,7 @@ def main() -> int:
     if not args.database_url.startswith("postgres"):
         print("PostgreSQL only: set --database-url or DATABASE_URL to a PostgreSQL server.")
         return 0
-    name = f"otp_bench_{os.getpid()}"
+    name = f"{args.db_prefix}_{os.getpid()}"
     try:
         admin_sql(args.database_url, f"CREATE DATABASE {name}")
     except Exception as exc:  # no server: say why, succeed (make bench runs every script)

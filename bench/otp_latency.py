@@ -148,7 +148,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="otpbench-"))
     os.environ["SMS_VAR_DIR"] = str(tmp)
     admin_url = None
-    name = f"bench_otp_{os.getpid()}"
+    name = f"{os.environ.get('BENCH_DB_PREFIX', 'bench_otp')}_{os.getpid()}"
     if args.database_url and args.database_url.startswith("postgres"):
         parts = urlsplit(args.database_url)
         admin_url = args.database_url

@@ -17,6 +17,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -26,6 +27,7 @@ from campaigns.otp.codes import body_masked, body_render, code_generate, code_ha
 from campaigns.otp.errors import OtpErrorCode
 from campaigns.otp.models import (
     Locale,
+    OtpRateCounter,
     OtpTemplate,
     OtpTemplateVersion,
     Verification,
@@ -46,6 +48,7 @@ from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, pe
 from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
+from smsplatform.models import AuditLog
 
 TEMPLATE_LABEL = "otp_template"
 ADD_TEMPLATE = "otp.add_otptemplate"
@@ -573,6 +576,102 @@ def _count_check(verification_id: str, now: Any) -> Verification | None:
     )
 
 
+_VERIFICATION_TABLE = Verification._meta.db_table
+_AUDIT_TABLE = AuditLog._meta.db_table
+_COUNTER_TABLE = OtpRateCounter._meta.db_table
+_FAST_READ = f"SELECT id, code_hash, phone FROM {_VERIFICATION_TABLE} WHERE public_id = %s"  # noqa: S608 - our name
+# The whole write of a check, one statement (PostgreSQL: data-modifying CTEs), so one implicit
+# transaction and no BEGIN/COMMIT round trips: count the check, approve or lock, write the audit row
+# and, for an approval, the verified-prefix counter. The compare itself happened before, in Python
+# (hmac.compare_digest); ``code_hash = %(hash)s`` makes the statement count nothing if a resend
+# replaced the code since it was read. The WHERE is re-checked on the locked row by a concurrent
+# check, so single use, max_checks and expiry hold exactly as in the ORM path.
+_FAST_WRITE = (
+    f"WITH v AS (UPDATE {_VERIFICATION_TABLE} SET checks = checks + 1, updated_at = %(now)s, "  # noqa: S608 - our names
+    "status = CASE WHEN %(valid)s THEN %(approved)s WHEN checks + 1 >= max_checks THEN %(locked)s ELSE status END, "
+    "ended_at = CASE WHEN %(valid)s OR checks + 1 >= max_checks THEN %(now)s ELSE ended_at END "
+    "WHERE id = %(pk)s AND code_hash = %(hash)s AND status = %(pending)s AND checks < max_checks "
+    "AND expires_at > %(now)s RETURNING id, status, checks, max_checks), "
+    f"a AS (INSERT INTO {_AUDIT_TABLE} (at, user_id, channel, token_name, action, object_type, object_id, "
+    "before, after, reason, action_request_id, idempotency_key) "
+    "SELECT %(now)s, %(user)s, %(channel)s, %(token)s, 'otp.check', 'verification', %(public_id)s, NULL, "
+    "jsonb_build_object('valid', %(valid)s, 'status', v.status, 'checks', v.checks), '', NULL, '' FROM v), "
+    f'c AS (INSERT INTO "{_COUNTER_TABLE}" (scope, "key", window_seconds, window_start, "count", expires_at) '
+    "SELECT %(scope)s, %(prefix)s, %(window)s, %(start)s, 1, %(expiry)s FROM v WHERE v.status = %(approved)s "
+    'ON CONFLICT (scope, "key", window_seconds, window_start) '
+    f'DO UPDATE SET "count" = "{_COUNTER_TABLE}"."count" + 1) '
+    "SELECT id, status, checks, max_checks FROM v"
+)
+
+
+class _PreparedCursor(psycopg.Cursor):
+    """Server-side binding, every statement prepared (Django runs psycopg with client-side binding
+    and no prepared statements): PostgreSQL plans the check's two statements once per connection."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+def _prepared_cursor() -> Any:
+    """A Django cursor wrapper (query logging and execute wrappers apply) over a _PreparedCursor."""
+    connection.ensure_connection()
+    return connection._prepare_cursor(_PreparedCursor(connection.connection))  # type: ignore[attr-defined]  # Django's own wrapping
+
+
+def _check_fast(actor: Actor, verification_id: str, code: str) -> dict[str, Any] | None:
+    """The check of a pending verification on PostgreSQL in two statements and no explicit
+    transaction: read the stored hash, compare in constant time, then one conditional statement
+    writes everything. None when that statement counted nothing (unknown id, ended, expired, out of
+    checks, or a resend raced it): the caller then runs the general path, which says why."""
+    with _prepared_cursor() as cursor:
+        cursor.execute(_FAST_READ, [verification_id])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        pk, stored_hash, phone = row
+        valid = code_matches(verification_id=verification_id, code=code, stored_hash=stored_hash)
+        now = timezone.now()
+        slot = abuse.verified_slot(phone)
+        start = slot.window_start(int(now.timestamp()))
+        cursor.execute(
+            _FAST_WRITE,
+            {
+                "now": now,
+                "valid": valid,
+                "approved": VerificationStatus.APPROVED.value,
+                "locked": VerificationStatus.LOCKED.value,
+                "pending": VerificationStatus.PENDING.value,
+                "pk": pk,
+                "hash": stored_hash,
+                "user": actor.user_id,
+                "channel": str(actor.channel),
+                "token": actor.token_name,
+                "public_id": verification_id,
+                "scope": slot.scope,
+                "prefix": slot.key,
+                "window": slot.window_seconds,
+                "start": start,
+                "expiry": start + 2 * slot.window_seconds,
+            },
+        )
+        written = cursor.fetchone()
+    if written is None:
+        return None
+    _pk, status, checks, max_checks = written
+    if status in ENDED:
+        # Housekeeping after the commit (the beat's scrub_codes sweeps anything left behind).
+        otp_bodies_scrub(verification_ids=[pk])
+    return {
+        "verification_id": verification_id,
+        "status": status,
+        "valid": status == VerificationStatus.APPROVED,
+        "checks_used": checks,
+        "checks_remaining": max(max_checks - checks, 0) if status == VerificationStatus.PENDING else 0,
+    }
+
+
 def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any]:
     """Check a code: approved once (single use), at most max_checks checks (then locked), never after
     expiry. The answer says the status, not how close a wrong code was."""
@@ -585,6 +684,10 @@ def otp_check(*, actor: Actor, verification_id: str, code: str) -> dict[str, Any
             field="code",
             hint="Send the code as typed.",
         )
+    if connection.vendor == "postgresql":
+        fast = _check_fast(actor, verification_id, code)
+        if fast is not None:
+            return fast
     closed: ApplicationError | None = None
     with transaction.atomic(durable=True):
         now = timezone.now()

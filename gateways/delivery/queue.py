@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from compliance.models import HARD_BLOCK_REASONS
 from compliance.optouts import active_opt_outs
@@ -159,6 +159,22 @@ def gateway_test_sms(
     return message
 
 
+def worker_wake_channel(gateway_id: int) -> str:
+    """The PostgreSQL LISTEN/NOTIFY channel a gateway's bind worker listens on (its priority thread)."""
+    return f"sms_worker_wake_{int(gateway_id)}"
+
+
+def worker_wake(gateway_id: int) -> None:
+    """Ring the gateway's bind worker: on PostgreSQL a NOTIFY its priority thread LISTENs for, so
+    a message queued for it is claimed at once instead of at the next poll. Inside a transaction
+    the notification goes out when it commits (never before the rows are visible); elsewhere (SQLite)
+    nothing: the worker's poll finds the message."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [worker_wake_channel(gateway_id)])
+
+
 def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:
     """Hand queued messages to their gateway's sender: a Celery submit task, or nothing for a
     gateway whose bind worker claims queued messages itself. Call it after the commit that
@@ -171,7 +187,8 @@ def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:
 
     gateway = Gateway.objects.get(pk=gateway_id)
     if adapter_for(gateway).sends_from_worker:
-        return  # the SMPP worker picks queued messages up itself
+        worker_wake(gateway_id)  # the SMPP worker picks queued messages up itself, woken for them
+        return
     priority = set(
         OutboundMessage.objects.filter(pk__in=message_ids, purpose__in=PRIORITY_PURPOSES).values_list("pk", flat=True)
     )

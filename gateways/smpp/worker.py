@@ -66,6 +66,7 @@ from gateways.delivery.claim import (
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
+from gateways.delivery.queue import worker_wake_channel
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
@@ -94,6 +95,7 @@ from gateways.smpp.constants import (
 )
 from gateways.smpp.encoding import decode_short_message, encode_body, with_udh
 from gateways.smpp.journal import Journal, journals_recover
+from gateways.smpp.pacing import DEFAULT_QUEUE_DELAY_MS, BulkPacer
 from smsplatform.kernel.actor import Actor
 
 logger = logging.getLogger(__name__)
@@ -136,6 +138,9 @@ OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are lo
 # at most this often (one probe of the small partial index msg_priority_queued), whatever the
 # worker already holds, and written ahead of it.
 PRIORITY_POLL_INTERVAL = 0.02
+# On PostgreSQL the priority thread also LISTENs for wake-ups (gateways.delivery.queue.worker_wake)
+# and claims at once when one comes; it waits for them in slices of at most this many seconds.
+WAKE_SLICE = 0.25
 
 
 class Job:
@@ -147,6 +152,7 @@ class Job:
         "done",
         "failed",
         "message",
+        "priority",
         "provider_ids",
         "segment",
         "strike_mark",
@@ -158,6 +164,9 @@ class Job:
 
     def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
         self.message = message
+        self.priority = (
+            getattr(message, "purpose", None) in PRIORITY_PURPOSES
+        )  # the lane: not held back by the BulkPacer
         self.segment = segment  # the journal segment its claim is recorded in
         self.bodies = bodies
         self.provider_ids: list[str | None] = [None] * len(bodies)
@@ -190,6 +199,9 @@ class WorkerStats:
     claims: int = 0
     flushes: int = 0
     quarantined: int = 0
+    wakeups: int = 0  # priority claims started by a NOTIFY rather than the poll
+    bulk_cap: int = 0  # campaign parts allowed in flight now (gateways.smpp.pacing), 0 before the first bind
+    bulk_cap_min: int = 0  # the smallest it has been
 
 
 class LinkDown(Exception):
@@ -215,6 +227,13 @@ class BindWorker:
         self.system_type = cfg.get("system_type", "")
         self.enquire_link_interval = float(cfg.get("enquire_link_interval", 30))
         self.window = max(1, gateway.window_size)
+        # The campaign's share of the window (gateways.smpp.pacing): a reserve for the priority
+        # lane and a queue-delay budget.
+        reserve = cfg.get("priority_reserve")
+        self.priority_reserve = None if reserve is None else max(0, int(reserve))
+        self.bulk_queue_delay = float(cfg.get("bulk_queue_delay_ms", DEFAULT_QUEUE_DELAY_MS)) / 1000
+        self.pacer = BulkPacer(self.window, reserve=self.priority_reserve, budget=self.bulk_queue_delay)
+        self._bulk_sent: dict[int, float] = {}  # sequence -> when written, campaign parts in flight
         self.rate = float(gateway.max_rate_per_second or 100)
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
         self.drain_timeout = drain_timeout
@@ -365,6 +384,10 @@ class BindWorker:
         ends: deque[tuple[int, int]] = deque()  # (end offset, sequence), in written order
         sent_total = 0
         self.unsent = set()
+        # A new link starts with the whole window (less the reserve) and learns its round trip anew.
+        pacer = self.pacer = BulkPacer(window, reserve=self.priority_reserve, budget=self.bulk_queue_delay)
+        bulk_sent = self._bulk_sent = {}
+        capped = False
         try:
             while True:
                 now = time.monotonic()
@@ -379,7 +402,8 @@ class BindWorker:
                     unbind_sent = now
                 if unbind_sent is not None and now - unbind_sent > 1.0:
                     return
-                # Write what the window, the rate and any back-off allow.
+                # Write what the window, the rate, any back-off and the campaign's share allow.
+                capped = False
                 if self._sending and unbind_sent is None and now >= self.pause_until and self.ready:
                     free = window - len(inflight)
                     if free > 0:
@@ -387,7 +411,9 @@ class BindWorker:
                         token_time = now
                         n = min(free, int(tokens))
                         if n > 0:
-                            taken = self._take(n)
+                            taken, capped = self._take(n, pacer.room(len(bulk_sent)))
+                            if capped:
+                                pacer.limited()
                             tokens -= len(taken)
                             if self.journal is not None and taken:
                                 # Journaled before the bytes can leave: a kill after this line leaves
@@ -399,6 +425,8 @@ class BindWorker:
                                 out += pack_header(16 + len(body), SUBMIT_SM, 0, seq)
                                 out += body
                                 inflight[seq] = (job, index)
+                                if not job.priority:
+                                    bulk_sent[seq] = now
                                 ends.append((sent_total + len(out), seq))
                             stats.submitted_parts += len(taken)
                 if out:
@@ -413,7 +441,14 @@ class BindWorker:
                     last_traffic = now
                 # Wait for the SMSC (or for room to write); not at all when more can be written now.
                 timeout = 0.05
-                if not out and self.ready and len(inflight) < window and self._sending and unbind_sent is None:
+                if (
+                    not out
+                    and self.ready
+                    and len(inflight) < window
+                    and not capped  # held back by the campaign's share: an answer (readable) frees room
+                    and self._sending
+                    and unbind_sent is None
+                ):
                     if now < self.pause_until:
                         timeout = min(timeout, self.pause_until - now)
                     elif tokens < 1:
@@ -449,16 +484,26 @@ class BindWorker:
         finally:
             self.unsent = {seq for end, seq in ends if end > sent_total}
 
-    def _take(self, n: int) -> list[tuple[Job, int]]:
+    def _take(self, n: int, bulk_room: int | None = None) -> tuple[list[tuple[Job, int]], bool]:
+        """Up to ``n`` ready parts, of which at most ``bulk_room`` campaign (non-priority) parts
+        (None: no such limit); and whether that limit stopped the take. Priority parts are at the
+        front of the ready ones (_hold), so stopping at the first campaign part passes none by."""
         taken: list[tuple[Job, int]] = []
+        capped = False
         with self.lock:
             ready = self.ready
             while ready and len(taken) < n:
-                item = ready.popleft()
+                item = ready[0]
+                if not item[0].priority and not item[0].done and bulk_room is not None:
+                    if bulk_room <= 0:
+                        capped = True
+                        break
+                    bulk_room -= 1
+                ready.popleft()
                 if not item[0].done:  # a part of a message already refused (or suppressed) is not sent
                     item[0].written.add(item[1])  # under the lock: from here on it is the link's
                     taken.append(item)
-        return taken
+        return taken, capped
 
     def _handle_input(self, buf: bytearray, out: bytearray) -> bool:
         """Process every complete PDU in ``buf``; returns True when the link is to close."""
@@ -466,6 +511,7 @@ class BindWorker:
         pos = 0
         unpack = wire.unpack_header
         inflight = self.inflight
+        bulk_sent, pacer = self._bulk_sent, self.pacer
         completed: list[Job] = []
         receipts: list[ReceiptEvent] = []
         inbound: list[InboundEvent] = []
@@ -483,6 +529,13 @@ class BindWorker:
                 break
             if command_id == SUBMIT_SM_RESP:
                 item = inflight.pop(sequence, None)
+                written_at = bulk_sent.pop(sequence, None)
+                if written_at is not None:
+                    now = time.monotonic()
+                    pacer.answered(now - written_at, now)
+                    if pacer.cap != stats.bulk_cap:
+                        stats.bulk_cap = pacer.cap
+                        stats.bulk_cap_min = min(stats.bulk_cap_min or pacer.cap, pacer.cap)
                 if item is not None:
                     job, index = item
                     if status == ESME_ROK:
@@ -567,6 +620,7 @@ class BindWorker:
                 closing = True
             elif command_id == GENERIC_NACK:
                 item = inflight.pop(sequence, None)
+                bulk_sent.pop(sequence, None)
                 if item is not None and not item[0].done:
                     job = item[0]
                     job.written.discard(item[1])
@@ -794,11 +848,56 @@ class BindWorker:
                 raise
             connection.close()
 
-    def _priority_loop(self) -> None:
-        """The priority thread: claim the priority lane every PRIORITY_POLL_INTERVAL while the
-        link is up, until _stop_prioritizer."""
+    def _listen(self) -> Any:
+        """A connection of the priority thread's own that LISTENs on the gateway's wake channel
+        (gateways.delivery.queue.worker_wake: the OTP send NOTIFYs it when it commits); None when
+        it cannot be had (the thread then only polls)."""
         try:
-            while not self._prioritizer_stop.wait(PRIORITY_POLL_INTERVAL):
+            listener = connection.get_new_connection(connection.get_connection_params())
+            listener.autocommit = True
+            listener.execute(f'LISTEN "{worker_wake_channel(self.gateway.pk)}"')
+            return listener
+        except Exception:  # polling still finds the messages
+            logger.warning("cannot LISTEN for %s's wake-ups; polling only", self.gateway.code, exc_info=True)
+            return None
+
+    def _wait_for_priority(self, listener: Any) -> tuple[bool, Any]:
+        """Until a wake-up (a NOTIFY), PRIORITY_POLL_INTERVAL or _stop_prioritizer, whichever comes
+        first: (woken, the listener to use next). Waits in slices of at most WAKE_SLICE seconds, so a
+        stop is seen soon whatever the poll interval."""
+        due = time.monotonic() + PRIORITY_POLL_INTERVAL
+        while not self._prioritizer_stop.is_set():
+            left = due - time.monotonic()
+            if left <= 0:
+                return False, listener
+            if listener is None:
+                self._prioritizer_stop.wait(min(left, WAKE_SLICE))
+                continue
+            try:
+                for _note in listener.notifies(timeout=min(left, WAKE_SLICE), stop_after=1):
+                    return True, listener
+            except psycopg.Error:
+                logger.warning(
+                    "the wake-up connection of %s dropped; listening again", self.gateway.code, exc_info=True
+                )
+                with contextlib.suppress(Exception):
+                    listener.close()
+                self._prioritizer_stop.wait(0.5)
+                return False, self._listen()
+        return False, listener
+
+    def _priority_loop(self) -> None:
+        """The priority thread: claim the priority lane as soon as a wake-up arrives (LISTEN, see
+        _listen) and every PRIORITY_POLL_INTERVAL anyway (a message queued without one: a retry
+        falling due, a fail-over) while the link is up, until _stop_prioritizer."""
+        listener = self._listen()
+        try:
+            while not self._prioritizer_stop.is_set():
+                woken, listener = self._wait_for_priority(listener)
+                if self._prioritizer_stop.is_set():
+                    break
+                if woken:
+                    self.stats.wakeups += 1
                 if self.link is None or self.link_error is not None:
                     continue  # down: what is queued waits for the bind (or the fail-over) in the queue
                 self._last_priority_claim = time.monotonic()
@@ -810,6 +909,9 @@ class BindWorker:
                         connection.close()
                     self._prioritizer_stop.wait(0.5)
         finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    listener.close()
             connection.close()
 
     def _stop_prioritizer(self) -> None:

@@ -372,7 +372,7 @@ def test_a_killed_worker_with_a_priority_message_at_the_front_is_recovered_at_mo
     assert worker._claim() == 4
     otp = smpp_queue("+85292600001", CODE_TEXT, purpose="otp")
     assert worker._claim_priority() == 1
-    taken = worker._take(2)  # what the link does: take from the front, journal as written, write
+    taken, _capped = worker._take(2)  # what the link does: take from the front, journal as written, write
     assert [job.message.pk for job, _index in taken] == [otp.pk, campaign[0].pk]
     worker.journal.written([job.message.pk for job, _index in taken])
     worker.journal.close(clean=False)  # SIGKILL
@@ -452,3 +452,56 @@ def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(sms
     assert position - submitted <= 2 * 50 + RATE // 2, (position, submitted)
     assert len(records) == 6_001 and not find_duplicates(records)
     assert not os.listdir(settings.SMS_SMPP_JOURNAL_DIR)  # a clean stop leaves no journal
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any) -> None:
+    """PostgreSQL: message_submit_enqueue after the OTP's commit NOTIFYs the gateway's channel and
+    the priority thread, LISTENing on it, claims the OTP at once. The polls are made 30 s long here
+    (the main loop's and the priority thread's), so only the wake-up can have sent it in time; a
+    stop is still seen promptly (the wait is sliced)."""
+    import time
+
+    from gateways.smpp import worker as worker_module
+    from tests.support.smsc.server import read_log
+    from tests.support.smsc_setup import wait_for
+
+    monkeypatch.setattr(worker_module, "PRIORITY_POLL_INTERVAL", 30.0)
+    gateway = smpp_gateway(smsc, window=10, rate=RATE)
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=30.0)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(stop=stop)
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert wait_for(lambda: worker.link is not None and worker.prioritizer is not None, timeout=30)
+        time.sleep(0.5)  # the first (empty) claims are done: from here on the polls are 30 s away
+        with transaction.atomic():
+            otp = message_queue(
+                actor=SYSTEM,
+                gateway_code="smpp-hk",
+                sender_id="#SHOPHK",
+                destination="+85292700002",
+                body=CODE_TEXT,
+                purpose="otp",
+            )
+        assert worker.stats.claimed_messages == 0  # nothing claimed before the wake-up
+        began = time.monotonic()
+        message_submit_enqueue(gateway.pk, [otp.pk])
+        assert wait_for(lambda: worker.stats.submitted_parts >= 1, timeout=5)
+        assert time.monotonic() - began < 5 and worker.stats.wakeups >= 1
+    finally:
+        stopping = time.monotonic()
+        stop.set()
+        worker.wake.set()
+        runner.join(30)
+    assert not runner.is_alive() and time.monotonic() - stopping < 10
+    assert worker.prioritizer is None
+    assert any(r["destination"] == "85292700002" for r in read_log(smsc.log_path))

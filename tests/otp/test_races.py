@@ -55,3 +55,86 @@ def test_concurrent_right_codes_approve_once(template: OtpTemplate, tech: Any, m
         if r not in approved
     )
     assert Verification.objects.get().checks <= 5
+
+
+def test_concurrent_wrong_codes_count_max_checks_then_lock(
+    template: OtpTemplate, tech: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PostgreSQL check writes in one statement without an explicit transaction: twenty
+    concurrent wrong codes still count exactly max_checks (5), lock it, and leave one audit row
+    per counted check; the right code afterwards is refused."""
+    from smsplatform.models import AuditLog
+
+    monkeypatch.setattr(services, "code_generate", lambda *, length, alphabet: "246810")
+    vid = otp_send(actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-wrong-0001")[
+        "result"
+    ]["verification_id"]
+    results = race(20, lambda i: otp_check(actor=actor(tech), verification_id=vid, code=f"{i:06d}"))
+    counted = [r for r in results if isinstance(r, dict)]
+    assert len(counted) == 5, results
+    assert sorted(r["checks_used"] for r in counted) == [1, 2, 3, 4, 5]
+    assert [r["status"] for r in counted if r["checks_used"] == 5] == ["locked"]
+    assert all(
+        isinstance(r, ApplicationError) and r.code == "otp_verification_not_pending"
+        for r in results
+        if r not in counted
+    )
+    verification = Verification.objects.get()
+    assert (verification.checks, verification.status) == (5, "locked") and verification.ended_at is not None
+    assert AuditLog.objects.filter(action="otp.check", object_id=vid).count() == 5
+    with pytest.raises(ApplicationError) as caught:
+        otp_check(actor=actor(tech), verification_id=vid, code="246810")
+    assert caught.value.code == "otp_verification_not_pending"
+
+
+def test_concurrent_mixed_codes_approve_at_most_once(
+    template: OtpTemplate, tech: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right and wrong codes at once: one approval at most, never more than 5 checks compared,
+    the verified-prefix counter counts the one approval, an audit row for each counted check."""
+    from campaigns.otp.models import OtpRateCounter
+    from smsplatform.models import AuditLog
+
+    monkeypatch.setattr(services, "code_generate", lambda *, length, alphabet: "246810")
+    vid = otp_send(actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-mixed-0001")[
+        "result"
+    ]["verification_id"]
+    results = race(
+        12, lambda i: otp_check(actor=actor(tech), verification_id=vid, code="246810" if i % 3 else "000000")
+    )
+    counted = [r for r in results if isinstance(r, dict)]
+    approved = [r for r in counted if r["status"] == "approved"]
+    assert len(approved) == 1, results
+    assert 1 <= len(counted) <= 5
+    verification = Verification.objects.get()
+    assert verification.status == "approved" and verification.checks == len(counted)
+    assert AuditLog.objects.filter(action="otp.check", object_id=vid).count() == len(counted)
+    assert sum(c.count for c in OtpRateCounter.objects.filter(scope="prefix_verified")) == 1
+
+
+def test_a_resend_between_the_read_and_the_write_counts_against_the_new_code(
+    template: OtpTemplate, tech: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the hash, compares, then writes only if the hash is still the one compared:
+    a resend in between (a new code) makes it fall back to the general path, which compares against
+    the new code. The old code never approves."""
+    codes = iter(["246810", "135790"])
+    monkeypatch.setattr(services, "code_generate", lambda *, length, alphabet: next(codes))
+    vid = otp_send(
+        actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-resend-0001"
+    )["result"]["verification_id"]
+    real = services.code_matches
+    resent: list[bool] = []
+
+    def resend_first(**kwargs: Any) -> bool:
+        if not resent:
+            resent.append(True)
+            otp_send(
+                actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-resend-0002"
+            )
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "code_matches", resend_first)
+    answer = otp_check(actor=actor(tech), verification_id=vid, code="246810")
+    assert resent and answer["status"] == "pending" and answer["valid"] is False and answer["checks_used"] == 1
+    assert otp_check(actor=actor(tech), verification_id=vid, code="135790")["status"] == "approved"
