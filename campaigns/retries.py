@@ -31,6 +31,7 @@ from campaigns.resend_rules import (
     resend_counts,
     resend_reason,
 )
+from gateways.message_counts import state_counts
 from gateways.models import MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
@@ -54,7 +55,10 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
                 hint="See sms_marketing.send_batches.list.",
             )
         qs = qs.filter(batch_id=batch_id)
-    failed = qs.count()
+    # The counters the database keeps per batch (gateways.message_counts), not a COUNT of messages.
+    batch_ids = [batch_id] if batch_id is not None else list(campaign.batches.values_list("pk", flat=True))
+    counted = state_counts(batch_ids)
+    failed = sum(counted[s] for s in FAILED)
     if failed > MAX_PREVIEW:
         raise ApplicationError(
             CampaignErrorCode.TOO_MANY_FAILURES,
@@ -83,10 +87,10 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
             "estimated_cost": str(cost),
         }
         totals[quote.currency] = totals.get(quote.currency, Decimal(0)) + cost
-    delivered = OutboundMessage.objects.filter(batch__campaign=campaign, state=MessageState.DELIVERED).count()
-    final = OutboundMessage.objects.filter(
-        batch__campaign=campaign, state__in=[*FAILED, MessageState.DELIVERED]
-    ).count()
+    if batch_id is not None:
+        counted = state_counts(campaign.batches.values_list("pk", flat=True))
+    delivered = counted[MessageState.DELIVERED]
+    final = delivered + sum(counted[s] for s in FAILED)
     rate = (delivered / final) if final else None
     with transaction.atomic():
         preview = preview_store(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 
 from campaigns.access import campaign_access, campaigns_visible
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
@@ -23,9 +23,10 @@ from campaigns.resend_rules import ELIGIBLE, resend_reasons
 from campaigns.spec import campaign_snapshot, campaign_spec, campaign_token
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
-from gateways.charges import CHARGE_RULE, charged_q, is_charged, message_charge
+from gateways.charges import CHARGE_RULE, is_charged, message_charge
 from gateways.failure_reasons import failure_reason
-from gateways.models import MessagePart, MessageState, OutboundMessage
+from gateways.message_counts import BatchFigures, batch_message_counts
+from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage
 from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
@@ -287,31 +288,26 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
     batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
     currency = account_instance().currency
-    stats: dict[int, dict[str, Any]] = {
-        b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
-        for b in batches
-    }
-    rows = (
-        OutboundMessage.objects.filter(batch__campaign=campaign)
-        .values_list("batch_id", "state", "gateway__code", "error_code", "gateway__provider")
-        .annotate(n=Count("id"), amount=Sum("cost", filter=charged_q()))
-        .order_by()
-    )
-    updated = dict(
-        OutboundMessage.objects.filter(batch__campaign=campaign)
-        .values("batch_id")
-        .annotate(at=Max("updated_at"))
-        .order_by()
-        .values_list("batch_id", "at")
-    )
-    for batch_id, state, gateway, error, provider, n, amount in rows:
-        entry = stats[batch_id]
-        entry["states"][state] += n
-        entry["gateways"].add(gateway)
-        entry["charged"] += amount or 0  # the charging rule (gateways.charges), the quota's own
-        if error:
-            entry["errors"][error] = entry["errors"].get(error, 0) + n
-            entry.setdefault("reasons", {})[error] = failure_reason(provider=provider, code=error)
+    # The counters the database keeps per batch (gateways.message_counts): no message is read.
+    figures = batch_message_counts(b.pk for b in batches)
+    providers = dict(Gateway.objects.values_list("pk", "provider"))
+    codes = dict(Gateway.objects.values_list("pk", "code"))
+    stats: dict[int, dict[str, Any]] = {}
+    for b in batches:
+        f = figures.get(b.pk) or BatchFigures()
+        errors: dict[str, int] = {}
+        reasons: dict[str, str] = {}
+        for (gateway_id, error), n in f.errors.items():
+            errors[error] = errors.get(error, 0) + n
+            reasons[error] = failure_reason(provider=providers.get(gateway_id, ""), code=error)
+        stats[b.pk] = {
+            "states": f.states,
+            "charged": f.charged,
+            "gateways": {codes.get(g, str(g)) for g in f.gateways},
+            "errors": errors,
+            "reasons": reasons,
+            "updated_at": f.changed_at,
+        }
     out = []
     for b in batches:
         s = stats[b.pk]
@@ -341,7 +337,7 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
                     ({"error_code": k, "failure_reason": s["reasons"][k], "count": v} for k, v in s["errors"].items()),
                     key=lambda e: -e["count"],
                 )[:10],
-                "updated_at": updated[b.pk].isoformat() if updated.get(b.pk) else b.created_at.isoformat(),
+                "updated_at": s["updated_at"].isoformat() if s["updated_at"] else b.created_at.isoformat(),
             }
         )
     return {
