@@ -25,6 +25,8 @@ from gateways.models import MessageState
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.staff.base import new_key, staff_actor, staff_view
 
+FAILURES_PAGE = 50  # failed messages per page, newest first (delivery_status.get, keyset by id)
+
 # States in which the numbers still move: the progress bar keeps polling.
 LIVE_STATES = (CampaignState.APPROVED, CampaignState.SCHEDULED, CampaignState.SENDING)
 BAR_STATES = ("delivered", "submitted", "submitting", "queued", "failed", "expired", "unknown")
@@ -84,15 +86,20 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def batches_part(request: HttpRequest, campaign_id: int) -> HttpResponse:
     """send_batches.list and the failed messages (delivery_status.get, phones masked unless permitted)."""
     actor = staff_actor(request)
+    raw = request.GET.get("before_id", "")
+    before_id = int(raw) if raw.isdigit() else None  # keyset paging: the last id of the page before
     try:
         batches = send_batches_list(actor=actor, campaign_id=campaign_id)
-        failures = delivery_status_get(actor=actor, campaign_id=campaign_id, state="failed", limit=50)
+        failures = delivery_status_get(
+            actor=actor, campaign_id=campaign_id, state="failed", limit=FAILURES_PAGE, before_id=before_id
+        )
     except ApplicationError as exc:
         return render(request, "staff/campaigns/missing.html", {"error": exc.as_dict()}, status=exc.http_status)
     context = {
         "batches": batches,
         "failures": failures,
         "campaign_id": campaign_id,
+        "before_id": before_id,
         "may_resend": actor.has_perm(RESEND),
     }
     return render(request, "staff/campaigns/_batches.html", context)

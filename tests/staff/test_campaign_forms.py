@@ -240,3 +240,34 @@ def test_the_language_switch_shows_traditional_chinese(world: dict[str, Any], ma
     assert 'lang="zh-Hant"' in html and "新推廣活動" in html and "分群或受眾" in html
     fit = client.post("/app/campaigns/new/fit/", {"text": "春季優惠 🌸"}).content.decode()
     assert "因以下字元而使用 UCS-2" in fit
+
+
+def test_the_failures_list_pages_by_keyset(
+    world: dict[str, Any],
+    marketer: Any,
+    approver_user: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from campaigns.staff import pages
+
+    created = draft(world, marketer)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=created["campaign_id"],
+            base_version_token=created["base_version_token"],
+            confirm=True,
+            idempotency_key=key("staff"),
+        )
+    messages = OutboundMessage.objects.filter(batch__campaign_id=created["campaign_id"])
+    messages.update(state="failed", error_code="undelivered")
+    ids = sorted(messages.values_list("pk", flat=True), reverse=True)
+    monkeypatch.setattr(pages, "FAILURES_PAGE", 3)
+    client = logged_in(marketer)
+    url = f"/app/campaigns/{created['campaign_id']}/batches/"
+    first = client.get(url).content.decode()
+    assert first.count("<tr><td>+852") == 3 and f"?before_id={ids[2]}" in first
+    rest = client.get(url, {"before_id": ids[2]}).content.decode()
+    assert rest.count("<tr><td>+852") == 1 and "older-failures" not in rest and "Newest failures" in rest
+    assert client.get(url, {"before_id": "x"}).status_code == 200  # not a number: the first page
