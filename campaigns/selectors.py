@@ -25,7 +25,7 @@ from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
 from gateways.charges import CHARGE_RULE, is_charged, message_charge
 from gateways.failure_reasons import failure_reason
-from gateways.message_counts import BatchFigures, batch_message_counts
+from gateways.message_counts import BatchFigures, batch_message_counts, charged_sum
 from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage
 from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
@@ -282,14 +282,41 @@ def cost_preview(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
 # --- send_batches.list --------------------------------------------------------------------------------
 
 
-def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
+SEND_BATCHES_MAX_PAGE = 1000
+
+
+def send_batches_list(
+    *, actor: Actor, campaign_id: Any, limit: int | None = None, after_number: int | None = None
+) -> dict[str, Any]:
+    """Every batch of the campaign with its figures; with ``limit``, a page of them by batch number
+    (``after_number``: the last number of the page before; ``next_after_number`` names the next).
+    ``charged_total`` is the whole campaign's either way."""
     if not actor.has_perm(VIEW_BATCHES):
         raise permission_denied(VIEW_BATCHES)
+    for name, value, low, high in (("limit", limit, 1, SEND_BATCHES_MAX_PAGE), ("after_number", after_number, 0, None)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high)
+        ):
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{name} must be a whole number from {low}" + (f" to {high}." if high else "."),
+                field=name,
+                hint="Leave both out for every batch.",
+            )
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
-    batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
+    all_batches = SendBatch.objects.filter(campaign=campaign).order_by("number")
+    page = all_batches.filter(number__gt=after_number) if after_number is not None else all_batches
+    batches = list(page[: limit + 1]) if limit is not None else list(page)
+    more = limit is not None and len(batches) > limit
+    batches = batches[:limit] if limit is not None else batches
     currency = account_instance().currency
     # The counters the database keeps per batch (gateways.message_counts): no message is read.
     figures = batch_message_counts(b.pk for b in batches)
+    charged_total = (
+        charged_sum(all_batches.values_list("pk", flat=True))
+        if limit is not None
+        else sum((f.charged for f in figures.values()), Decimal(0))
+    )
     providers = dict(Gateway.objects.values_list("pk", "provider"))
     codes = dict(Gateway.objects.values_list("pk", "code"))
     stats: dict[int, dict[str, Any]] = {}
@@ -340,14 +367,16 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
                 "updated_at": s["updated_at"].isoformat() if s["updated_at"] else b.created_at.isoformat(),
             }
         )
+    paging = {"next_after_number": batches[-1].number if more else None} if limit is not None else {}
     return {
         "campaign_id": campaign.pk,
         "campaign_state": campaign.state,
         "batches": out,
         "count": len(out),
+        **paging,
         "message_states": STATE_DEFINITIONS,
         "batch_states": BATCH_STATE_DEFINITIONS,
-        "charged_total": str(sum((s["charged"] for s in stats.values()), Decimal(0)).quantize(Decimal("0.0001"))),
+        "charged_total": str(charged_total.quantize(Decimal("0.0001"))),
         "currency": currency,
         "charged_definition": "charged: what the batch's messages cost under charge_rule, at the listed rate "
         "(as the gateway billed their parts); quotas.get's balance moves by the same amounts.",

@@ -222,3 +222,11 @@ def state_counts(batch_ids: Iterable[int]) -> dict[str, int]:
         for state, n in rows:
             out[state] += int(n or 0)
     return out
+
+
+def charged_sum(batch_ids: Iterable[int]) -> Decimal:
+    """What these batches' messages cost under the charging rule (gateways.charges), from the counters."""
+    from gateways.models import BatchMessageCount
+
+    total = BatchMessageCount.objects.filter(batch_id__in=batch_ids, charged=True).aggregate(s=Sum("cost"))["s"]
+    return Decimal(total or 0)

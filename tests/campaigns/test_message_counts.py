@@ -184,3 +184,25 @@ def test_counters_follow_bulk_updates_deletes_withdrawal_and_the_fold(
     # A rebuild from the messages gives the same figures.
     message_counts_rebuild()
     assert_counters_match(cid)
+
+
+def test_send_batches_list_pages_by_batch_number_and_totals_the_whole_campaign(
+    world: dict[str, Any], marketer: Any, approver_user: Any
+) -> None:
+    from smsplatform.kernel.errors import ApplicationError
+
+    cid = _send(world, marketer, approver_user, batch_size=1, batch_interval_seconds=0)
+    batches_advance(budget_seconds=5)
+    batches_advance(budget_seconds=5)
+    whole = send_batches_list(actor=act(marketer), campaign_id=cid)
+    assert whole["count"] == 4 and "next_after_number" not in whole  # the tool's output as before
+    first = send_batches_list(actor=act(marketer), campaign_id=cid, limit=3)
+    assert [b["number"] for b in first["batches"]] == [1, 2, 3] and first["next_after_number"] == 3
+    rest = send_batches_list(actor=act(marketer), campaign_id=cid, limit=3, after_number=3)
+    assert [b["number"] for b in rest["batches"]] == [4] and rest["next_after_number"] is None
+    assert first["batches"] + rest["batches"] == whole["batches"]
+    assert first["charged_total"] == rest["charged_total"] == whole["charged_total"] != "0.0000"
+    for bad in ({"limit": 0}, {"limit": "3"}, {"after_number": -1}, {"limit": True}):
+        with pytest.raises(ApplicationError) as err:
+            send_batches_list(actor=act(marketer), campaign_id=cid, **bad)
+        assert err.value.field == next(iter(bad))

@@ -271,3 +271,40 @@ def test_the_failures_list_pages_by_keyset(
     rest = client.get(url, {"before_id": ids[2]}).content.decode()
     assert rest.count("<tr><td>+852") == 1 and "older-failures" not in rest and "Newest failures" in rest
     assert client.get(url, {"before_id": "x"}).status_code == 200  # not a number: the first page
+
+
+def test_the_batches_list_pages_by_number(
+    world: dict[str, Any],
+    marketer: Any,
+    approver_user: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from campaigns.models import SendBatch
+    from campaigns.staff import pages
+
+    created = draft(world, marketer, batch_size=1, batch_interval_seconds=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=created["campaign_id"],
+            base_version_token=created["base_version_token"],
+            confirm=True,
+            idempotency_key=key("staff"),
+        )
+    numbers = list(SendBatch.objects.filter(campaign_id=created["campaign_id"]).values_list("number", flat=True))
+    assert len(numbers) > 1
+    monkeypatch.setattr(pages, "BATCHES_PAGE", 1)
+    client = logged_in(marketer)
+    url = f"/app/campaigns/{created['campaign_id']}/batches/"
+    pages_seen = []
+    after: dict[str, Any] = {}
+    while True:
+        html = client.get(url, after).content.decode()
+        rows = re.findall(r"<tbody><tr><td>(\d+)", html)
+        pages_seen.append(rows)
+        more = re.search(r'id="more-batches" href="[^"]*\?after_number=(\d+)"', html)
+        if not more:
+            break
+        after = {"after_number": more.group(1)}
+    assert [n for page in pages_seen for n in page] == [str(n) for n in sorted(numbers)]
