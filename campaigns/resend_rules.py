@@ -73,22 +73,34 @@ def resend_reasons(message_ids: Sequence[int]) -> dict[int, str]:
     """Each message's reason under the resend rule (``resend_reason``), in one query whatever their
     number: what delivery_status.get reports. Without quotes: whether a gateway covers the
     country is decided when a resend is previewed, not part of a message's own verdict."""
-    rows = OutboundMessage.objects.filter(pk__in=list(message_ids)).annotate(m_reason=resend_reason(None))
+    rows = OutboundMessage.objects.filter(pk__in=list(message_ids)).annotate(
+        m_reason=resend_reason(None, per_message=True)
+    )
     return dict(rows.values_list("pk", "m_reason"))
 
 
-def resend_reason(quotes: dict[str, Any] | None) -> Case:
+def resend_reason(quotes: dict[str, Any] | None, *, per_message: bool = False) -> Case:
     """The resend rule, the only copy: one SQL CASE, first match wins, ``ELIGIBLE`` marks the
     resendable messages. With ``quotes`` (a preview or a resend), an otherwise eligible message
-    no quote covers is ``country_not_covered``; ``None`` leaves that last check out."""
-    from gateways.frequency import frequency_capped_destinations
+    no quote covers is ``country_not_covered``; ``None`` leaves that last check out.
+
+    The frequency caps are the same rule either way: ``per_message`` asks it of each message's
+    phone (a correlated EXISTS: for a page of messages), otherwise of the phones at each cap
+    (one grouped pass over the window's send history: for a whole campaign's failures)."""
+    from gateways.frequency import frequency_capped_exists, frequency_capped_windows
 
     active = OptOut.objects.filter(phone=OuterRef("destination"), lifted_at__isnull=True)
     resends = OutboundMessage.objects.filter(resend_of=OuterRef("pk"))
-    capped = [
-        When(destination__in=qs, then=Value("frequency_capped"))
-        for qs in frequency_capped_destinations(purpose=MessagePurpose.MARKETING).values()
-    ]
+    if per_message:
+        capped = [
+            When(at_cap, then=Value("frequency_capped"))
+            for at_cap in frequency_capped_exists(destination=OuterRef("destination"), purpose=MessagePurpose.MARKETING)
+        ]
+    else:
+        # Two windows asking the same (a daily cap of 1 and a 24 h minimum gap) are one subquery.
+        windows = frequency_capped_windows(purpose=MessagePurpose.MARKETING)
+        distinct = {(w.hours, w.limit, w.purposes): qs for w, qs in windows}
+        capped = [When(destination__in=qs, then=Value("frequency_capped")) for qs in distinct.values()]
     coverage = []
     if quotes is not None:
         covered = sorted(quotes)

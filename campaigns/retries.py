@@ -8,7 +8,8 @@ resent, contacts now over a frequency cap. ``failed_messages.resend`` takes only
 preview id; it re-checks every message at execution and can only narrow the preview.
 
 The preview is set-based like the dispatch: the rules are one SQL ``CASE``
-(``campaigns.resend_rules``), their only home, and the preview groups by it in the database.
+(``campaigns.resend_rules``), their only home, evaluated in the database over the failed
+messages in one query; the preview tallies the rows it gets back (it stores their ids anyway).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Sum
 
 from campaigns.access import campaign_access
 from campaigns.errors import CampaignErrorCode
@@ -26,11 +26,10 @@ from campaigns.resend_rules import (
     ELIGIBLE,
     PREVIEW_KIND,
     RESEND,
-    excluded_counts,
     quotes_for_countries,
-    resend_counts,
     resend_reason,
 )
+from gateways.message_counts import state_counts
 from gateways.models import MessageState, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
@@ -54,7 +53,10 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
                 hint="See sms_marketing.send_batches.list.",
             )
         qs = qs.filter(batch_id=batch_id)
-    failed = qs.count()
+    # The counters the database keeps per batch (gateways.message_counts), not a COUNT of messages.
+    batch_ids = [batch_id] if batch_id is not None else list(campaign.batches.values_list("pk", flat=True))
+    counted = state_counts(batch_ids)
+    failed = sum(counted[s] for s in FAILED)
     if failed > MAX_PREVIEW:
         raise ApplicationError(
             CampaignErrorCode.TOO_MANY_FAILURES,
@@ -62,31 +64,41 @@ def retry_preview(*, actor: Actor, campaign_id: Any, batch_id: int | None = None
             field="batch_id",
             hint="Pass batch_id (sms_marketing.send_batches.list).",
         )
-    # The resend's own rules (one SQL CASE), grouped in the database: no message is read into Python.
+    # The resend's own rules (one SQL CASE) classify every failed message in one query: the ids
+    # come back anyway (the preview stores them), with each one's reason, country and segments, so
+    # the rule (and its frequency-cap subqueries over the send history) runs once, not per figure.
     quotes = quotes_for_countries(campaign, set(qs.values_list("country", flat=True).distinct().order_by()))
-    classified = qs.annotate(m_reason=resend_reason(quotes))
-    excluded = excluded_counts(resend_counts(classified, quotes))
-    chosen = classified.filter(m_reason=ELIGIBLE)
-    eligible = list(chosen.order_by("pk").values_list("pk", flat=True))
+    rows = qs.annotate(m_reason=resend_reason(quotes)).values_list("pk", "m_reason", "country", "segments")
+    by_reason: dict[str, int] = {}
+    eligible: list[int] = []
+    chosen: dict[str, list[int]] = {}  # country -> [messages, segments]
+    for pk, reason, country, segments in rows.order_by("pk"):
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        if reason == ELIGIBLE:
+            eligible.append(pk)
+            entry = chosen.setdefault(country, [0, 0])
+            entry[0] += 1
+            entry[1] += segments
+    excluded = {reason: n for reason, n in sorted(by_reason.items()) if reason != ELIGIBLE}
     per_country: dict[str, dict[str, Any]] = {}
     totals: dict[str, Decimal] = {}
-    for row in chosen.values("country").annotate(n=Count("id"), n_segments=Sum("segments")).order_by("country"):
-        quote = quotes[row["country"]]
-        cost = (quote.price_per_segment * row["n_segments"]).quantize(Decimal("0.01"))
-        per_country[row["country"]] = {
-            "country": row["country"],
-            "messages": row["n"],
-            "segments": row["n_segments"],
+    for country, (n, n_segments) in sorted(chosen.items()):
+        quote = quotes[country]
+        cost = (quote.price_per_segment * n_segments).quantize(Decimal("0.01"))
+        per_country[country] = {
+            "country": country,
+            "messages": n,
+            "segments": n_segments,
             "gateway": quote.gateway_code,
             "price_per_segment": str(quote.price_per_segment),
             "currency": quote.currency,
             "estimated_cost": str(cost),
         }
         totals[quote.currency] = totals.get(quote.currency, Decimal(0)) + cost
-    delivered = OutboundMessage.objects.filter(batch__campaign=campaign, state=MessageState.DELIVERED).count()
-    final = OutboundMessage.objects.filter(
-        batch__campaign=campaign, state__in=[*FAILED, MessageState.DELIVERED]
-    ).count()
+    if batch_id is not None:
+        counted = state_counts(campaign.batches.values_list("pk", flat=True))
+    delivered = counted[MessageState.DELIVERED]
+    final = delivered + sum(counted[s] for s in FAILED)
     rate = (delivered / final) if final else None
     with transaction.atomic():
         preview = preview_store(

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 
 from campaigns.access import VIEW, campaign_access, campaigns_visible
 from campaigns.content import TOKEN_SAMPLE, campaign_evaluate, quota_check
@@ -31,9 +31,10 @@ from campaigns.spec import (
 )
 from compliance.models import ActionRequest, ActionType, RequestState
 from compliance.optouts import phone_for_actor
-from gateways.charges import CHARGE_RULE, charged_q, is_charged, message_charge
+from gateways.charges import CHARGE_RULE, is_charged, message_charge
 from gateways.failure_reasons import failure_reason
-from gateways.models import MessagePart, MessageState, OutboundMessage
+from gateways.message_counts import BatchFigures, batch_message_counts, charged_sum
+from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage
 from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
@@ -316,37 +317,59 @@ def _cost_figures(
 # --- send_batches.list --------------------------------------------------------------------------------
 
 
-def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
+SEND_BATCHES_MAX_PAGE = 1000
+
+
+def send_batches_list(
+    *, actor: Actor, campaign_id: Any, limit: int | None = None, after_number: int | None = None
+) -> dict[str, Any]:
+    """Every batch of the campaign with its figures; with ``limit``, a page of them by batch number
+    (``after_number``: the last number of the page before; ``next_after_number`` names the next).
+    ``charged_total`` is the whole campaign's either way."""
     if not actor.has_perm(VIEW_BATCHES):
         raise permission_denied(VIEW_BATCHES)
+    for name, value, low, high in (("limit", limit, 1, SEND_BATCHES_MAX_PAGE), ("after_number", after_number, 0, None)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high)
+        ):
+            raise ApplicationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{name} must be a whole number from {low}" + (f" to {high}." if high else "."),
+                field=name,
+                hint="Leave both out for every batch.",
+            )
     campaign = campaign_access(actor=actor, campaign_id=campaign_id)
-    batches = list(SendBatch.objects.filter(campaign=campaign).order_by("number"))
+    all_batches = SendBatch.objects.filter(campaign=campaign).order_by("number")
+    page = all_batches.filter(number__gt=after_number) if after_number is not None else all_batches
+    batches = list(page[: limit + 1]) if limit is not None else list(page)
+    more = limit is not None and len(batches) > limit
+    batches = batches[:limit] if limit is not None else batches
     currency = account_instance().currency
-    stats: dict[int, dict[str, Any]] = {
-        b.pk: {"states": dict.fromkeys(MessageState.values, 0), "charged": Decimal(0), "gateways": set(), "errors": {}}
-        for b in batches
-    }
-    rows = (
-        OutboundMessage.objects.filter(batch__campaign=campaign)
-        .values_list("batch_id", "state", "gateway__code", "error_code", "gateway__provider")
-        .annotate(n=Count("id"), amount=Sum("cost", filter=charged_q()))
-        .order_by()
+    # The counters the database keeps per batch (gateways.message_counts): no message is read.
+    figures = batch_message_counts(b.pk for b in batches)
+    charged_total = (
+        charged_sum(all_batches.values_list("pk", flat=True))
+        if limit is not None
+        else sum((f.charged for f in figures.values()), Decimal(0))
     )
-    updated = dict(
-        OutboundMessage.objects.filter(batch__campaign=campaign)
-        .values("batch_id")
-        .annotate(at=Max("updated_at"))
-        .order_by()
-        .values_list("batch_id", "at")
-    )
-    for batch_id, state, gateway, error, provider, n, amount in rows:
-        entry = stats[batch_id]
-        entry["states"][state] += n
-        entry["gateways"].add(gateway)
-        entry["charged"] += amount or 0  # the charging rule (gateways.charges), the quota's own
-        if error:
-            entry["errors"][error] = entry["errors"].get(error, 0) + n
-            entry.setdefault("reasons", {})[error] = failure_reason(provider=provider, code=error)
+    providers = dict(Gateway.objects.values_list("pk", "provider"))
+    codes = dict(Gateway.objects.values_list("pk", "code"))
+    stats: dict[int, dict[str, Any]] = {}
+    for b in batches:
+        f = figures.get(b.pk) or BatchFigures()
+        errors: dict[str, int] = {}
+        reasons: dict[str, str] = {}
+        for (gateway_id, error), n in f.errors.items():
+            errors[error] = errors.get(error, 0) + n
+            reasons[error] = failure_reason(provider=providers.get(gateway_id, ""), code=error)
+        stats[b.pk] = {
+            "states": f.states,
+            "charged": f.charged,
+            "gateways": {codes.get(g, str(g)) for g in f.gateways},
+            "errors": errors,
+            "reasons": reasons,
+            "updated_at": f.changed_at,
+        }
     out = []
     for b in batches:
         s = stats[b.pk]
@@ -376,17 +399,19 @@ def send_batches_list(*, actor: Actor, campaign_id: Any) -> dict[str, Any]:
                     ({"error_code": k, "failure_reason": s["reasons"][k], "count": v} for k, v in s["errors"].items()),
                     key=lambda e: -e["count"],
                 )[:10],
-                "updated_at": updated[b.pk].isoformat() if updated.get(b.pk) else b.created_at.isoformat(),
+                "updated_at": s["updated_at"].isoformat() if s["updated_at"] else b.created_at.isoformat(),
             }
         )
+    paging = {"next_after_number": batches[-1].number if more else None} if limit is not None else {}
     return {
         "campaign_id": campaign.pk,
         "campaign_state": campaign.state,
         "batches": out,
         "count": len(out),
+        **paging,
         "message_states": STATE_DEFINITIONS,
         "batch_states": BATCH_STATE_DEFINITIONS,
-        "charged_total": str(sum((s["charged"] for s in stats.values()), Decimal(0)).quantize(Decimal("0.0001"))),
+        "charged_total": str(charged_total.quantize(Decimal("0.0001"))),
         "currency": currency,
         "charged_definition": "charged: what the batch's messages cost under charge_rule, at the listed rate "
         "(as the gateway billed their parts); quotas.get's balance moves by the same amounts.",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, QuerySet
 from django.utils import timezone
 
 from gateways.models import MessagePurpose, MessageState, OutboundMessage
@@ -97,6 +97,34 @@ def frequency_capped_windows(
             .values("destination"),
         )
         for window in frequency_windows(caps)
+        if purpose in window.purposes and window.limit > 0
+    ]
+
+
+def frequency_capped_exists(
+    *,
+    destination: Any,
+    purpose: str = MessagePurpose.MARKETING,
+    now: datetime | None = None,
+    caps: dict[str, Any] | None = None,
+) -> list[Exists]:
+    """Per cap window of ``purpose``, whether the phone ``destination`` (an ``OuterRef``) is already
+    at its cap, as a correlated ``EXISTS`` (the window's messages of that phone, skipping
+    ``limit - 1``: at least ``limit`` of them). The same rule as ``frequency_capped_windows``,
+    asked for a few phones (msg_destination_recent finds each phone's recent messages) instead
+    of grouping the whole window's send history."""
+    now = now or timezone.now()
+    return [
+        Exists(
+            OutboundMessage.objects.filter(
+                destination=destination,
+                purpose__in=window.purposes,
+                created_at__gte=now - timedelta(hours=window.hours),
+            )
+            .exclude(state__in=_NOT_SENT)
+            .order_by()[window.limit - 1 : window.limit]
+        )
+        for window in {(w.hours, w.limit, w.purposes): w for w in frequency_windows(caps)}.values()
         if purpose in window.purposes and window.limit > 0
     ]
 

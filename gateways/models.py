@@ -345,6 +345,13 @@ class OutboundMessage(models.Model):
                 name="msg_priority_queued",
                 condition=models.Q(state="queued", purpose__in=PRIORITY_PURPOSES),
             ),
+            # A campaign's failures, newest first a page at a time (delivery_status.get, the staff
+            # failures list, the retry preview): the failed few among a million sent, not a scan.
+            models.Index(
+                fields=["batch", "-id"],
+                name="msg_batch_failed",
+                condition=models.Q(state__in=("failed", "expired")),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -443,3 +450,31 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"MO #{self.pk} from {phone_mask(self.source)}"
+
+
+class BatchMessageCount(models.Model):
+    """Campaign messages counted per batch, gateway, state, error and charge (issue 19): what the
+    progress bars, send_batches.list and the retry preview read instead of counting a million
+    OutboundMessage rows per request.
+
+    Written only by database triggers on gateways_outboundmessage (``gateways.message_counts``),
+    in the same transaction as the change, whichever path made it (the dispatch's INSERT ... SELECT,
+    the claim, the bind worker, receipts, expiry, reconcile, a cancellation's withdrawal, retention).
+    On PostgreSQL each statement appends one row per key it changed (signed deltas: append-only,
+    so concurrent writers never wait on a counter row); ``message_counts_fold`` sums them
+    periodically. A key's figure is always the SUM of its rows, exact at any moment. On SQLite
+    (one writer) the trigger keeps one row per key."""
+
+    batch = models.ForeignKey("campaigns.SendBatch", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    gateway = models.ForeignKey(
+        Gateway, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    state = models.CharField(max_length=12, choices=MessageState.choices)
+    error_code = models.CharField(max_length=32, blank=True)
+    charged = models.BooleanField(help_text="gateways.charges: submitted (accepted) or unknown.")
+    n = models.BigIntegerField(help_text="Messages (a signed delta).")
+    cost = models.DecimalField(max_digits=18, decimal_places=4, help_text="Their cost (a signed delta).")
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="Latest change among the rows added.")
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id} {self.state} {self.n:+d}"

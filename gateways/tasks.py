@@ -74,3 +74,11 @@ def simulator_receipts(gateway_id: int, message_ids: list[int]) -> dict[str, int
             )
         )
     return receipts_ingest(gateway=gateway, events=events)
+
+
+@shared_task(name="gateways.fold_message_counts")
+def fold_message_counts() -> int:
+    """Sum the per-statement counter rows of campaign messages into one row per key."""
+    from gateways.message_counts import message_counts_fold
+
+    return message_counts_fold()

@@ -16,6 +16,7 @@ PERIODIC = [
     ("Reconcile interrupted submissions", "gateways.reconcile_messages", 60),
     ("Retry messages whose back-off passed", "gateways.retry_due_messages", 5),
     ("Advance campaign batches", "campaigns.advance_batches", 5),
+    ("Fold campaign message counters", "gateways.fold_message_counts", 60),
     ("Write orphaned short-link clicks", "templates.drain_click_spool", 60),
     ("Purge personal data past its retention", "smsplatform.retention_purge", 3600),
     ("Prune OTP abuse counters", "otp.prune_rate_counters", 3600),

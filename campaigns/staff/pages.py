@@ -25,6 +25,9 @@ from gateways.models import MessageState
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.staff.base import new_key, staff_actor, staff_view
 
+FAILURES_PAGE = 50  # failed messages per page, newest first (delivery_status.get, keyset by id)
+BATCHES_PAGE = 50  # batches per page, by number (send_batches.list, keyset by number)
+
 # States in which the numbers still move: the progress bar keeps polling.
 LIVE_STATES = (CampaignState.APPROVED, CampaignState.SCHEDULED, CampaignState.SENDING)
 BAR_STATES = ("delivered", "submitted", "submitting", "queued", "failed", "expired", "unknown")
@@ -84,15 +87,23 @@ def campaign_detail(request: HttpRequest, campaign_id: int) -> HttpResponse:
 def batches_part(request: HttpRequest, campaign_id: int) -> HttpResponse:
     """send_batches.list and the failed messages (delivery_status.get, phones masked unless permitted)."""
     actor = staff_actor(request)
+    # Keyset paging, each list on its own: the last failure id, the last batch number of the page before.
+    raw, raw_after = request.GET.get("before_id", ""), request.GET.get("after_number", "")
+    before_id = int(raw) if raw.isdigit() else None
+    after_number = int(raw_after) if raw_after.isdigit() else None
     try:
-        batches = send_batches_list(actor=actor, campaign_id=campaign_id)
-        failures = delivery_status_get(actor=actor, campaign_id=campaign_id, state="failed", limit=50)
+        batches = send_batches_list(actor=actor, campaign_id=campaign_id, limit=BATCHES_PAGE, after_number=after_number)
+        failures = delivery_status_get(
+            actor=actor, campaign_id=campaign_id, state="failed", limit=FAILURES_PAGE, before_id=before_id
+        )
     except ApplicationError as exc:
         return render(request, "staff/campaigns/missing.html", {"error": exc.as_dict()}, status=exc.http_status)
     context = {
         "batches": batches,
         "failures": failures,
         "campaign_id": campaign_id,
+        "before_id": before_id,
+        "after_number": after_number,
         "may_resend": actor.has_perm(RESEND),
     }
     return render(request, "staff/campaigns/_batches.html", context)

@@ -271,3 +271,71 @@ def test_the_cost_preview_is_shown_before_the_submit_and_writes_nothing(
     assert "becomes a segment" in audience.content.decode()
     technical = logged_in(make_user(Role.TECHNICAL, username="tech-cost"))
     assert technical.post("/app/campaigns/new/cost/", data).status_code == 403
+
+
+def test_the_failures_list_pages_by_keyset(
+    world: dict[str, Any],
+    marketer: Any,
+    approver_user: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from campaigns.staff import pages
+
+    created = draft(world, marketer)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=created["campaign_id"],
+            base_version_token=created["base_version_token"],
+            confirm=True,
+            idempotency_key=key("staff"),
+        )
+    messages = OutboundMessage.objects.filter(batch__campaign_id=created["campaign_id"])
+    messages.update(state="failed", error_code="undelivered")
+    ids = sorted(messages.values_list("pk", flat=True), reverse=True)
+    monkeypatch.setattr(pages, "FAILURES_PAGE", 3)
+    client = logged_in(marketer)
+    url = f"/app/campaigns/{created['campaign_id']}/batches/"
+    first = client.get(url).content.decode()
+    assert first.count("<tr><td>+852") == 3 and f"?before_id={ids[2]}" in first
+    rest = client.get(url, {"before_id": ids[2]}).content.decode()
+    assert rest.count("<tr><td>+852") == 1 and "older-failures" not in rest and "Newest failures" in rest
+    assert client.get(url, {"before_id": "x"}).status_code == 200  # not a number: the first page
+
+
+def test_the_batches_list_pages_by_number(
+    world: dict[str, Any],
+    marketer: Any,
+    approver_user: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from campaigns.models import SendBatch
+    from campaigns.staff import pages
+
+    created = draft(world, marketer, batch_size=1, batch_interval_seconds=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_send_approved(
+            actor=act(approver_user),
+            campaign_id=created["campaign_id"],
+            base_version_token=created["base_version_token"],
+            confirm=True,
+            idempotency_key=key("staff"),
+        )
+    numbers = list(SendBatch.objects.filter(campaign_id=created["campaign_id"]).values_list("number", flat=True))
+    assert len(numbers) > 1
+    monkeypatch.setattr(pages, "BATCHES_PAGE", 1)
+    client = logged_in(marketer)
+    url = f"/app/campaigns/{created['campaign_id']}/batches/"
+    pages_seen = []
+    after: dict[str, Any] = {}
+    while True:
+        html = client.get(url, after).content.decode()
+        rows = re.findall(r"<tbody><tr><td>(\d+)", html)
+        pages_seen.append(rows)
+        more = re.search(r'id="more-batches" href="[^"]*\?after_number=(\d+)"', html)
+        if not more:
+            break
+        after = {"after_number": more.group(1)}
+    assert [n for page in pages_seen for n in page] == [str(n) for n in sorted(numbers)]
