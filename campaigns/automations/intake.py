@@ -51,10 +51,11 @@ from smsplatform.kernel.phones import phone_parse
 MAX_EVENTS = 1000
 
 # Sent after the transaction that stored new events commits (never for duplicates or refusals):
-# ``source`` (EventSource) and ``event_pks`` (the new CommerceEvent ids, ascending). Flows enrol
-# from it; a receiver that fails does not undo the stored events (they are committed). Scanning
-# by id instead needs care: ids are allocated before commit, so concurrent batches commit them
-# out of order.
+# ``source`` (EventSource), ``event_pks`` (the new CommerceEvent ids, ascending) and
+# ``event_types`` (id -> type). The priority tick starts from it (campaigns.automations.tasks:
+# a transactional flow's event is sent at once, not at the next beat tick); a receiver that fails
+# does not undo the stored events (they are committed). Scanning by id instead needs care: ids are
+# allocated before commit, so concurrent batches commit them out of order.
 events_ingested = Signal()
 SOURCE_HEADER = "X-Event-Source"
 SIGNATURE_HEADER = "X-Event-Signature"
@@ -464,7 +465,10 @@ def events_ingest(*, source: EventSource, events: Any, now: datetime | None = No
         }
         if inserted:
             pks = sorted(inserted.values())
-            transaction.on_commit(lambda: events_ingested.send(sender=EventSource, source=source, event_pks=pks))
+            types = {inserted[row["event_id"]]: row["type"] for row in new if row["event_id"] in inserted}
+            transaction.on_commit(
+                lambda: events_ingested.send(sender=EventSource, source=source, event_pks=pks, event_types=types)
+            )
             audit_record(
                 actor=Actor(user=None, channel=Channel.API, token_name=f"event_source:{source.code}"),
                 action="commerce_events.ingest",
