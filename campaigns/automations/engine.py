@@ -748,21 +748,23 @@ def flow_tick(*, now: datetime | None = None) -> dict[str, Any]:
 PRIORITY_BUDGET_SECONDS = 5.0
 
 
-def priority_flows(event_types: set[str]) -> list[int]:
-    """The active transactional flows an event of one of these types makes due at once (an
-    event-time trigger, no wait before the first send): the flows whose events the intake hands to
-    the priority tick instead of leaving them for the beat's."""
-    if not event_types:
+def priority_flows(event_types: set[str] | None) -> list[Any]:
+    """The active transactional flows an event makes due at once (an event-time trigger, no wait
+    before the first send): the flows whose events the intake hands to the priority tick instead
+    of leaving them for the beat's. Their ids for events of ``event_types``; with None, every such
+    flow as (id, its trigger event types)."""
+    if event_types is not None and not event_types:
         return []
-    out = []
+    out: list[Any] = []
     for pk, types, steps, anchor, offset in Flow.objects.filter(
         state=FlowState.ACTIVE, purpose=FlowPurpose.TRANSACTIONAL
     ).values_list("pk", "trigger_event_types", "steps", "trigger_anchor", "trigger_offset_minutes"):
-        if not event_types.intersection(types or []):
-            continue
         if anchor != TriggerAnchor.OCCURRED_AT or offset > 0 or not steps or steps[0].get("kind") != "send":
             continue
-        out.append(pk)
+        if event_types is None:
+            out.append((pk, frozenset(types or [])))
+        elif event_types.intersection(types or []):
+            out.append(pk)
     return sorted(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
@@ -33,6 +34,21 @@ def automations_tick_priority(event_pks: list[int], flow_ids: list[int]) -> dict
     return events_send_now(event_pks=[int(pk) for pk in event_pks], flow_ids=[int(pk) for pk in flow_ids])
 
 
+# The priority flows, read at most once a second per process (the intake may store ten batches a
+# second): a flow activated or paused meanwhile is seen a second later; the beat's tick sends its
+# events anyway, and the priority tick re-checks the flow's state at send time.
+_FLOWS_TTL = 1.0
+_flows_cache: dict[str, Any] = {"until": 0.0, "flows": []}
+
+
+def _priority_flows(event_types: set[str]) -> list[int]:
+    now = time.monotonic()
+    if now >= _flows_cache["until"]:
+        _flows_cache["flows"] = priority_flows(None)
+        _flows_cache["until"] = now + _FLOWS_TTL
+    return [pk for pk, types in _flows_cache["flows"] if event_types.intersection(types)]
+
+
 def on_events_ingested(sender: Any, event_pks: list[int], event_types: dict[int, str] | None = None, **_: Any) -> None:
     """intake.events_ingested receiver (after the commit): events that an active transactional
     flow sends at once start the priority tick on the priority queue (SMS_PRIORITY_QUEUE), so they
@@ -41,7 +57,7 @@ def on_events_ingested(sender: Any, event_pks: list[int], event_types: dict[int,
     if not event_types:
         return
     try:
-        flows = priority_flows(set(event_types.values()))
+        flows = _priority_flows(set(event_types.values()))
         if not flows:
             return
         automations_tick_priority.apply_async(args=(sorted(event_pks), flows), queue=settings.SMS_PRIORITY_QUEUE)

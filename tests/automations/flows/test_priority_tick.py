@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 @pytest.fixture
 def started(monkeypatch: Any) -> list[tuple[str | None, list[int], list[int]]]:
     calls: list[tuple[str | None, list[int], list[int]]] = []
+    monkeypatch.setitem(tasks._flows_cache, "until", 0.0)  # this test's flows, not a cached list
 
     def apply_async(args: Any, queue: str | None = None, **_: Any) -> None:
         calls.append((queue, list(args[0]), list(args[1])))
@@ -138,6 +139,7 @@ def test_a_broker_refusing_the_task_leaves_the_events_to_the_beat(
     world: dict[str, Any], monkeypatch: Any, django_capture_on_commit_callbacks: Any, caplog: Any
 ) -> None:
     flow = active_flow(world)
+    monkeypatch.setitem(tasks._flows_cache, "until", 0.0)
 
     def refuse(*_a: Any, **_k: Any) -> None:
         raise ConnectionError("broker down")
@@ -148,3 +150,16 @@ def test_a_broker_refusing_the_task_leaves_the_events_to_the_beat(
     assert "priority tick was not started" in caplog.text
     flow_tick()
     assert len(messages_of(flow)) == 1
+
+
+def test_the_priority_flows_are_read_once_a_second(
+    world: dict[str, Any], started: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    contacts = world["contacts"]
+    ingest(world, django_capture_on_commit_callbacks, shipped(contacts[0], 1))  # no flow yet: cached
+    flow = active_flow(world)
+    ingest(world, django_capture_on_commit_callbacks, shipped(contacts[1], 2))
+    assert started == []  # within the second: the beat's tick sends it
+    tasks._flows_cache["until"] = 0.0  # a second later
+    ingest(world, django_capture_on_commit_callbacks, shipped(contacts[2], 3))
+    assert [flows for _q, _pks, flows in started] == [[flow.pk]]
