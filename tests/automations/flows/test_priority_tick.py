@@ -16,8 +16,8 @@ from campaigns.automations.engine import events_send_now, flow_tick, priority_fl
 from campaigns.automations.flow_models import Enrolment, EnrolmentState, FlowState
 from campaigns.automations.intake import events_ingest
 from gateways.models import MessagePurpose, OutboundMessage
-from tests.automations.flows.conftest import active_flow
-from tests.support.factories import OptOutFactory
+from tests.automations.flows.conftest import active_flow, event
+from tests.support.factories import ContactFactory, OptOutFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
@@ -163,3 +163,29 @@ def test_the_priority_flows_are_read_once_a_second(
     tasks._flows_cache["until"] = 0.0  # a second later
     ingest(world, django_capture_on_commit_callbacks, shipped(contacts[2], 3))
     assert [flows for _q, _pks, flows in started] == [[flow.pk]]
+
+
+def test_claims_grow_from_the_first_claim_to_the_limit_and_send_each_once(
+    world: dict[str, Any], monkeypatch: Any
+) -> None:
+    from campaigns.automations import engine
+
+    limits: list[int] = []
+    real = engine._flow_tick
+
+    def spy(flow_id: int, *, now: Any, limit: int) -> dict[str, Any]:
+        limits.append(limit)
+        return real(flow_id, now=now, limit=limit)
+
+    monkeypatch.setattr(engine, "FIRST_CLAIM", 1)
+    monkeypatch.setattr(engine, "CLAIM_LIMIT", 2)
+    monkeypatch.setattr(engine, "_flow_tick", spy)
+    flow = active_flow(world)
+    contacts = [*world["contacts"], *(ContactFactory.create() for _ in range(3))]
+    for contact in contacts:
+        event(world, contact, "order_shipped", order_ref=f"A-{contact.pk}")
+    engine.events_scan()
+    result = engine.enrolments_send_due()
+    assert result["sent"] == 6
+    assert limits == [1, 2, 2, 2]  # 1 + 2 + 2 + 1 (the short claim ends the flow's turn)
+    assert len(messages_of(flow)) == 6 and len({m.destination for m in messages_of(flow)}) == 6
