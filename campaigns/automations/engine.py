@@ -768,37 +768,38 @@ def priority_flows(event_types: set[str] | None) -> list[Any]:
     return sorted(out)
 
 
-def _scanned(event_pks: list[int]) -> bool:
-    """Whether the scan has read all these events (past its cursor and in none of its open gaps)."""
-    row = ScanCursor.objects.filter(name="events").values_list("last_event_id", "gaps").first()
-    if row is None:
-        return False
-    last, gaps = row
-    if max(event_pks) > last:
-        return False
-    return not any(lo <= pk <= hi for lo, hi, _seen in gaps or [] for pk in event_pks)
-
-
 def events_send_now(*, event_pks: list[int], flow_ids: list[int], now: datetime | None = None) -> dict[str, Any]:
     """The priority tick (tasks.automations_tick_priority): run for events of transactional flows
-    just committed by the intake. Scans unless the scan already read them, then sends the due
-    enrolments of those of ``flow_ids`` that these events left waiting, through the same claim as
-    the beat's tick (SKIP LOCKED, every rule checked again at send time, exactly once). A burst of
-    batches makes one tick that does the work; the later ones find their events scanned and their
-    enrolments no longer waiting and stop after two indexed reads. The beat's tick remains the
-    safety net (a lost task delays the message to it, never drops it)."""
-    out: dict[str, Any] = {"scan": None, "send": None}
+    just committed by the intake. Enrols these events in these flows itself (only them, whatever
+    the scan's backlog: the same enrolments_for_events as the scan, exit events already stored
+    included, inserted ON CONFLICT DO NOTHING, so whichever of the two comes first enrols each
+    (flow, event) once and the other finds it done), then sends the due enrolments of the flows
+    these events left waiting through the same claim as the beat's tick (flow row lock, SKIP
+    LOCKED, every rule checked again at send time, exactly once). A burst of batches makes one
+    task per batch; each reads its own events only, and one finding its enrolments sent stops
+    after a few indexed reads. The beat's tick remains the safety net (a lost task delays the
+    message to it, never drops it)."""
+    out: dict[str, Any] = {"enrolled": 0, "send": None}
     if not event_pks or not flow_ids:
         return out
-    if not _scanned(event_pks):
-        out["scan"] = events_scan(now=now)
+    now_at = now or timezone.now()
+    pks = sorted(event_pks)
+    flows = list(Flow.objects.filter(any_of("pk", sorted(flow_ids)), state__in=SENDABLE_FLOW_STATES).order_by("pk"))
+    if not flows:
+        return out
+    events = list(CommerceEvent.objects.filter(any_of("pk", pks)).values(*EVENT_FIELDS, "payload"))
+    for flow in flows:
+        rows = enrolments_for_events(flow, events, now=now_at)
+        if rows:
+            enrolments_insert(rows)
+            out["enrolled"] += len(rows)
     waiting = sorted(
         set(
             Enrolment.objects.filter(
-                any_of("event_id", sorted(event_pks)),
-                any_of("flow_id", sorted(flow_ids)),
+                any_of("event_id", pks),
+                any_of("flow_id", [flow.pk for flow in flows]),
                 state=EnrolmentState.WAITING,
-                due_at__lte=now or timezone.now(),
+                due_at__lte=now_at,
             )
             .values_list("flow_id", flat=True)
             .order_by()

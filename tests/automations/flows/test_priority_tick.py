@@ -65,11 +65,11 @@ def test_a_transactional_event_starts_the_priority_tick_which_sends_it_once(
     assert queue == settings.SMS_PRIORITY_QUEUE and flows == [flow.pk] and len(pks) == 3
 
     result = tasks.automations_tick_priority(pks, flows)
-    assert result["scan"]["enrolled"] == 3 and result["send"]["sent"] == 3
+    assert result["enrolled"] == 3 and result["send"]["sent"] == 3
     messages = messages_of(flow)
     assert len(messages) == 3 and {m.purpose for m in messages} == {MessagePurpose.TRANSACTIONAL}
     # The same task again (a burst's later ones, a redelivery) and the beat: nothing more.
-    assert events_send_now(event_pks=pks, flow_ids=flows) == {"scan": None, "send": None}
+    assert events_send_now(event_pks=pks, flow_ids=flows) == {"enrolled": 0, "send": None}
     flow_tick()
     assert len(messages_of(flow)) == 3
     assert set(Enrolment.objects.filter(flow=flow).values_list("state", flat=True)) == {EnrolmentState.COMPLETED}
@@ -82,7 +82,7 @@ def test_the_beat_having_sent_first_leaves_the_priority_tick_nothing(
     ingest(world, django_capture_on_commit_callbacks, shipped(world["contacts"][0], 1))
     flow_tick()
     _queue, pks, flows = started[0]
-    assert events_send_now(event_pks=pks, flow_ids=flows) == {"scan": None, "send": None}
+    assert events_send_now(event_pks=pks, flow_ids=flows) == {"enrolled": 0, "send": None}
     assert len(messages_of(flow)) == 1
 
 
@@ -189,3 +189,32 @@ def test_claims_grow_from_the_first_claim_to_the_limit_and_send_each_once(
     assert result["sent"] == 6
     assert limits == [1, 2, 2, 2]  # 1 + 2 + 2 + 1 (the short claim ends the flow's turn)
     assert len(messages_of(flow)) == 6 and len({m.destination for m in messages_of(flow)}) == 6
+
+
+def test_the_priority_tick_enrols_its_events_only_and_the_scan_then_enrols_nothing_twice(
+    world: dict[str, Any], started: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    flow = active_flow(world)
+    backlog = event(world, world["contacts"][0], "order_shipped", order_ref="B-1")  # not yet scanned
+    ingest(world, django_capture_on_commit_callbacks, shipped(world["contacts"][1], 1))
+    _queue, pks, flows = started[0]
+    result = events_send_now(event_pks=pks, flow_ids=flows)
+    assert result["enrolled"] == 1 and result["send"]["sent"] == 1
+    assert not Enrolment.objects.filter(event=backlog).exists()  # the beat's scan's work
+    scanned = flow_tick()
+    assert scanned["send"]["sent"] == 1
+    assert Enrolment.objects.filter(flow=flow).count() == 2 and len(messages_of(flow)) == 2
+
+
+def test_an_exit_event_in_the_same_batch_enrols_the_trigger_as_exited(
+    world: dict[str, Any], started: list[Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    flow = active_flow(world, exit_conditions=[{"event_type": "order_delivered", "match": "reference"}])
+    contact = world["contacts"][0]
+    trigger = shipped(contact, 1)
+    delivered = {**shipped(contact, 2, "order_delivered"), "order_id": "A-1"}  # at or after it
+    ingest(world, django_capture_on_commit_callbacks, trigger, delivered)
+    _queue, pks, flows = started[0]
+    events_send_now(event_pks=pks, flow_ids=flows)
+    assert Enrolment.objects.get(flow=flow).state == EnrolmentState.EXITED
+    assert messages_of(flow) == []
