@@ -227,7 +227,7 @@ def run(args: argparse.Namespace, url: str) -> None:
 
             profiler = cProfile.Profile()
             sent = profiler.runcall(enrolments_send_due, budget_seconds=300)
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
+            pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "cumulative")).print_stats(35)
         elif args.queries:
             spent: dict[str, list[float]] = {}
 

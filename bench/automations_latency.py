@@ -83,6 +83,17 @@ def main() -> None:
     parser.add_argument("--tick-interval", type=float, default=5.0, help="seconds between ticks (beat: 5)")
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("BENCH_CELERY_BROKER_URL"),
+        help="Celery broker of the priority tick's worker (e.g. redis://127.0.0.1:6379/13); "
+        "default a filesystem queue (polled each second: it adds up to 1 s)",
+    )
+    parser.add_argument(
+        "--no-priority-worker",
+        action="store_true",
+        help="no Celery worker on the priority queue: events wait for the beat's tick (the old figure)",
+    )
     args = parser.parse_args()
     if args.event_interval is None:
         # Spread over the campaign's expected run at 3,000 msg/s (this machine's bind worker).
@@ -100,7 +111,7 @@ def main() -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
     os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
-    os.environ["CELERY_BROKER_URL"] = f"filesystem://{tmp}"
+    os.environ["CELERY_BROKER_URL"] = args.broker or f"filesystem://{tmp}"
     sys.path.insert(0, str(ROOT))
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
@@ -232,8 +243,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     ticker = threading.Thread(target=_ticker, args=(args.tick_interval, ticker_stop, ticks), daemon=True)
     ticker.start()
     worker: subprocess.Popen[bytes] | None = None
+    priority: subprocess.Popen[bytes] | None = None
     campaign_window = (0.0, 0.0)
     try:
+        if not args.no_priority_worker:
+            priority = start_priority_worker(tmp)
         worker = start_worker(smsc)
         event_phase("idle", args, source, phones, posted)
         wait_sent(timeout=60, expected=len(posted))
@@ -279,6 +293,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         ticker.join(60)
         if worker is not None:
             stop_worker(worker)
+        if priority is not None:
+            stop_worker(priority)
         smsc.stop()
     report(args, log, smsc.run_id, posted, campaign_window, stats, db)
 
@@ -395,7 +411,8 @@ def report(
     )
     print(
         f"events: {args.events} per phase, one every {args.event_interval * 1000:.0f} ms; "
-        f"tick every {args.tick_interval:g} s"
+        f"tick every {args.tick_interval:g} s; "
+        + ("no priority worker" if args.no_priority_worker else "priority tick on a Celery worker (sms_priority)")
     )
     print(summary("no campaign           ", idle))
     print(summary("with the campaign     ", loaded))
@@ -426,6 +443,45 @@ def start_worker(smsc: Any) -> subprocess.Popen[bytes]:
         if worker.poll() is not None:
             raise RuntimeError("the worker exited before binding")
         time.sleep(0.05)
+    return worker
+
+
+def start_priority_worker(tmp: Path) -> subprocess.Popen[bytes]:
+    """A Celery worker on the priority queue only (it runs automations.tick_priority, which the
+    intake starts for a transactional flow's events), started from an empty queue."""
+    from smsplatform.celery import app
+
+    app.control.purge()
+    log = tmp / "celery-priority.log"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "smsplatform",
+            "worker",
+            "-Q",
+            "sms_priority",
+            "-P",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "info",
+            "-f",
+            str(log),
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise RuntimeError(f"the priority worker did not start: {log}")
+    print("priority worker: ready", flush=True)
     return worker
 
 

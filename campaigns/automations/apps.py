@@ -18,3 +18,9 @@ class AutomationsConfig(AppConfig):
         from campaigns.automations.staff.nav import register as staff_register
 
         staff_register()
+
+        # A transactional flow's events start the priority tick as soon as they are committed.
+        from campaigns.automations.intake import events_ingested
+        from campaigns.automations.tasks import on_events_ingested
+
+        events_ingested.connect(on_events_ingested, dispatch_uid="automations.priority_tick")
