@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
-from contacts_bench import admin_sql, load, machine, with_db  # noqa: E402  (bench/ is on sys.path when run)
+from common import database_url_argument, load, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
 
 DATASET = """
 INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, created_at, updated_at)
@@ -56,26 +56,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the tick")
     parser.add_argument("--profile-scan", action="store_true", help="print a cProfile of the first scan")
     parser.add_argument("--queries", action="store_true", help="print the tick's slowest statements")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("automations_bench: needs PostgreSQL (--database-url); skipped")
-        return
-    name = f"bench_automations_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f"CREATE DATABASE {name}")
-    except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-        print(f"automations_bench: PostgreSQL unavailable ({exc.__class__.__name__}); skipped")
-        return
-    try:
-        run(args, with_db(args.database_url, name))
-    finally:
-        admin_sql(args.database_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    on_throwaway_database("automations_bench", args.database_url, lambda: run(args, os.environ["DATABASE_URL"]))
 
 
 def run(args: argparse.Namespace, url: str) -> None:

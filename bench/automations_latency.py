@@ -42,9 +42,12 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+
 PASSWORD = "sim-pass"
 GATEWAY = "bench-flow"
 SENDER = "#SHOPHK"
@@ -100,35 +103,13 @@ def main() -> None:
         args.event_interval = max(0.05, min(1.0, args.recipients / 3_000 / max(1, args.events)))
     tmp = Path(tempfile.mkdtemp(prefix="flowlatency-"))
     os.environ["SMS_VAR_DIR"] = str(tmp)
-    admin_url = None
-    name = f"bench_flow_latency_{os.getpid()}"
-    if args.database_url and args.database_url.startswith("postgres"):
-        admin_url = args.database_url
-        os.environ["DATABASE_URL"] = urlunsplit(urlsplit(args.database_url)._replace(path=f"/{name}"))
-        _admin(admin_url, f"CREATE DATABASE {name}")
-    else:
-        os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
-    os.environ["CELERY_BROKER_URL"] = args.broker or f"filesystem://{tmp}"
-    sys.path.insert(0, str(ROOT))
-    try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    with throwaway_database("automations_latency", args.database_url, sqlite_dir=tmp) as url:
+        if url is None:
+            return
+        os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
+        os.environ["CELERY_BROKER_URL"] = args.broker or f"filesystem://{tmp}"
+        migrate()
         run(args, tmp)
-    finally:
-        if admin_url:
-            from django.db import connections
-
-            connections.close_all()
-            _admin(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _admin(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def setup(args: argparse.Namespace, smsc: Any) -> tuple[Any, Any]:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
-from contacts_bench import admin_sql, machine, with_db  # noqa: E402  (bench/ is on sys.path when run)
+from common import database_url_argument, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
 from smpp_throughput import raw_bind_rate  # noqa: E402
 
 DATASET = """
@@ -77,29 +77,11 @@ def main() -> None:
         action="store_true",
         help="Chinese + English copy (UCS-2, 2 parts) instead of English copy in one GSM-7 segment",
     )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("campaign_bench: needs PostgreSQL (--database-url); skipped")
-        return
-    name = f"bench_campaign_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f"CREATE DATABASE {name}")
-    except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-        print(f"campaign_bench: PostgreSQL unavailable ({exc.__class__.__name__}); skipped")
-        return
-    try:
-        run(args, with_db(args.database_url, name))
-    finally:
-        if args.keep:
-            print(f"kept database {name}")
-        else:
-            admin_sql(args.database_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    on_throwaway_database(
+        "campaign_bench", args.database_url, lambda: run(args, os.environ["DATABASE_URL"]), keep=args.keep
+    )
 
 
 def timed(fn: Any, *a: Any, **kw: Any) -> tuple[float, Any]:

@@ -28,6 +28,7 @@ import json
 import os
 import pstats
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)
 
-from contacts_bench import admin_sql, load, machine, with_db  # noqa: E402  (bench/ is on sys.path when run)
+from common import database_url_argument, load, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
 
 CONTACTS = """
 INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, created_at, updated_at)
@@ -102,36 +103,10 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the first run")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("events_intake_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
-        return
-    name = f"smsplatform_events_bench_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-        print(f"events_intake_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-        return
-    os.environ["DATABASE_URL"] = with_db(args.database_url, name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    os.environ.setdefault("SMS_VAR_DIR", f"/tmp/{name}")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"kept database {name}")
-        else:
-            admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    os.environ.setdefault("SMS_VAR_DIR", tempfile.mkdtemp(prefix="smsbench-events-"))
+    on_throwaway_database("events_intake_bench", args.database_url, lambda: run(args), keep=args.keep)
 
 
 def run(args: argparse.Namespace) -> None:

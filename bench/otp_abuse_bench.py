@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import statistics
 import sys
 import threading
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
-from contacts_bench import admin_sql, load, machine, with_db  # noqa: E402  (bench/ is on sys.path when run)
+from common import database_url_argument, load, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
 
 # The API token name the sends are counted under (a name, not a secret).
 TOKEN_NAME = "bench"
@@ -143,33 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--threads", default="1,4,8")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("otp_abuse_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
-        return
-    name = f"smsplatform_otp_abuse_bench_{os.getpid()}"
-    try:
-        admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-        print(f"otp_abuse_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-        return
-    os.environ["DATABASE_URL"] = with_db(args.database_url, name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
-    # Outside debug the settings refuse the public default key: benches bring their own.
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    on_throwaway_database("otp_abuse_bench", args.database_url, lambda: run(args))
 
 
 if __name__ == "__main__":

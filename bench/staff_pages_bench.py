@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
-from contacts_bench import admin_sql, build, load, machine, with_db  # noqa: E402
+from common import database_url_argument, load, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from contacts_bench import build  # noqa: E402
 
 PAGE_TARGET_MS = 300.0
 COUNTER_TARGET_MS = 100.0
@@ -50,37 +51,10 @@ def main() -> None:
     parser.add_argument("--counter", type=int, default=200, help="timed copy counter requests")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", metavar="NAME", help="measure this existing database (from --keep); no build")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres",
-    )
+    database_url_argument(parser)
     args = parser.parse_args()
-    if not args.database_url.startswith("postgres"):
-        print("staff_pages_bench: needs PostgreSQL (--database-url postgresql://...); skipped.")
-        return
-    name = args.reuse or f"smsplatform_staff_bench_{os.getpid()}"
-    if not args.reuse:
-        try:
-            admin_sql(args.database_url, f'CREATE DATABASE "{name}"')
-        except Exception as exc:  # the server is not there: say so, do not fail `make bench`
-            print(f"staff_pages_bench: cannot create a database on {args.database_url} ({exc}); skipped.")
-            return
-    os.environ["DATABASE_URL"] = with_db(args.database_url, name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "smsplatform.settings")
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
     os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
-    try:
-        run(args)
-    finally:
-        if not args.keep and not args.reuse:
-            from django.db import connections
-
-            connections.close_all()
-            admin_sql(args.database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        elif not args.reuse:
-            print(f"kept database {name}: measure it again with --reuse {name}")
+    on_throwaway_database("staff_pages_bench", args.database_url, lambda: run(args), keep=args.keep, reuse=args.reuse)
 
 
 def setup_world(contacts: int, *, reuse: bool) -> dict[str, Any]:
