@@ -800,6 +800,28 @@ FACT_PERMISSION = "contacts.add_customerfact"
 MAX_FACTS = 10_000
 
 
+def customer_facts_upsert(facts: list[CustomerFact]) -> None:
+    """Write facts by (kind, external_id): a new one is added, a known one takes the new values.
+    The caller audits (the facts ingest, the events intake)."""
+    CustomerFact.objects.bulk_create(
+        facts,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["kind", "external_id"],
+        update_fields=[
+            "contact",
+            "status",
+            "amount",
+            "currency",
+            "offer_code",
+            "occurred_at",
+            "due_at",
+            "data",
+            "ingested_at",
+        ],
+    )
+
+
 def customer_facts_ingest(*, actor: Actor, facts: Any, idempotency_key: str | None) -> dict[str, Any]:
     """Insert or update facts by (kind, external_id), all or nothing; row errors are reported."""
     if not actor.has_perm(FACT_PERMISSION):
@@ -817,24 +839,7 @@ def customer_facts_ingest(*, actor: Actor, facts: Any, idempotency_key: str | No
         )
 
     def execute() -> dict[str, Any]:
-        objs = [CustomerFact(**row) for row in rows]
-        CustomerFact.objects.bulk_create(
-            objs,
-            batch_size=2000,
-            update_conflicts=True,
-            unique_fields=["kind", "external_id"],
-            update_fields=[
-                "contact",
-                "status",
-                "amount",
-                "currency",
-                "offer_code",
-                "occurred_at",
-                "due_at",
-                "data",
-                "ingested_at",
-            ],
-        )
+        customer_facts_upsert([CustomerFact(**row) for row in rows])
         audit_record(
             actor=actor,
             action="customer_facts.ingest",

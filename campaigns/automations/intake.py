@@ -43,6 +43,7 @@ from campaigns.automations.models import (
     EventType,
 )
 from contacts.models import Contact, CustomerFact, FactKind
+from contacts.services import customer_facts_upsert
 from smsplatform.kernel.actor import Actor, Channel
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
@@ -695,22 +696,7 @@ def _customer_facts_update(rows: Iterable[dict[str, Any]]) -> int:
             )
         )
     if upserts:
-        CustomerFact.objects.bulk_create(
-            upserts,
-            update_conflicts=True,
-            unique_fields=["kind", "external_id"],
-            update_fields=[
-                "contact",
-                "status",
-                "amount",
-                "currency",
-                "offer_code",
-                "occurred_at",
-                "due_at",
-                "data",
-                "ingested_at",
-            ],
-        )
+        customer_facts_upsert(upserts)
     if status_changes:
         CustomerFact.objects.bulk_update(status_changes, ["status", "data"])
     return len(upserts) + len(status_changes)
