@@ -29,7 +29,15 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from tests.support.db import postgres_only
 from tests.support.delivery import queue
-from tests.support.smpp import CHINESE_200, smpp_gateway
+from tests.support.smpp import (
+    CHINESE_200,
+    PRIORITY_RATE,
+    PRIORITY_WINDOW,
+    assert_overtook,
+    campaign_messages_queued,
+    run_with_priority_message,
+    smpp_gateway,
+)
 from tests.support.smpp import queue as smpp_queue
 from tests.support.smsc_setup import PASSWORD
 
@@ -242,31 +250,6 @@ def test_an_otp_queued_and_enqueued_is_sent_at_once_on_the_embedded_path(
 # --- the SMPP bind worker -------------------------------------------------------------------
 
 CAMPAIGN = 20_000
-RATE = 2_000  # submit_sm per second
-
-
-def _bulk_campaign(gateway: Gateway, count: int) -> None:
-    """A campaign's queued messages written in bulk, as the dispatch writes them."""
-    reference = "campaign:bench"
-    QuotaReservation.objects.create(reference=reference, segments=count, amount=Decimal("0.3") * count)
-    OutboundMessage.objects.bulk_create(
-        [
-            OutboundMessage(
-                gateway=gateway,
-                sender_id="#SHOPHK",
-                destination=f"+8526{i:07d}",
-                country="HK",
-                body="Weekend sale: 20% off everything. Reply STOP to opt out",
-                encoding="GSM-7",
-                segments=1,
-                cost=Decimal("0.3"),
-                purpose="marketing",
-                quota_reference=reference,
-            )
-            for i in range(count)
-        ],
-        batch_size=5_000,
-    )
 
 
 def test_an_otp_queued_behind_a_large_campaign_reaches_the_smsc_first(smsc: Any) -> None:
@@ -277,58 +260,32 @@ def test_an_otp_queued_behind_a_large_campaign_reaches_the_smsc_first(smsc: Any)
     where the stream was when it was queued."""
     from gateways.models import Account
 
-    # The link, not the database, sets the pace: the worker holds claimed parts the link has not
-    # written yet (the claim-ahead), which a priority message must overtake.
-    gateway = smpp_gateway(smsc, window=50, rate=RATE)
+    gateway = smpp_gateway(smsc, window=PRIORITY_WINDOW, rate=PRIORITY_RATE)
     Account.objects.update(balance=Decimal("100000"), monthly_quota_segments=1_000_000)
-    _bulk_campaign(gateway, CAMPAIGN)
-    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
-    at_queue: dict[str, Any] = {}
-    claim, priority = worker._claim, worker._claim_priority
-    by_priority: list[int] = []
+    campaign_messages_queued(gateway, CAMPAIGN)
 
-    def claim_then_queue_otp() -> int:
-        # Right after a claim-ahead: the worker holds a batch of campaign parts not written yet.
-        taken = claim()
-        if not at_queue and taken and worker.stats.submitted_parts >= 2_000:
-            with worker.lock:
-                held = sum(1 for job, _index in worker.ready if not job.done)
-            with transaction.atomic():
-                at_queue["otp"] = message_queue(
-                    actor=SYSTEM,
-                    gateway_code="smpp-hk",
-                    sender_id="#SHOPHK",
-                    destination="+85292400001",
-                    body=CODE_TEXT,
-                    purpose="otp",
-                )
-            at_queue.update(submitted=worker.stats.submitted_parts, held=held)  # once it is queued
-        return taken
+    def queue_otp() -> dict[str, Any]:
+        with transaction.atomic():
+            otp = message_queue(
+                actor=SYSTEM,
+                gateway_code="smpp-hk",
+                sender_id="#SHOPHK",
+                destination="+85292400001",
+                body=CODE_TEXT,
+                purpose="otp",
+            )
+        return {"otp": otp}
 
-    def claim_priority() -> int:
-        taken = priority()
-        if taken:
-            by_priority.append(taken)
-        return taken
+    run = run_with_priority_message(gateway, queue_otp)
 
-    worker._claim = claim_then_queue_otp  # type: ignore[method-assign]
-    worker._claim_priority = claim_priority  # type: ignore[method-assign]
-    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
-
-    otp = at_queue["otp"]
+    otp = run.at["otp"]
     otp.refresh_from_db()
     assert otp.state == MessageState.DELIVERED
-    assert by_priority == [1]  # claimed by the every-pass priority claim
-    assert at_queue["held"] >= 500  # claimed campaign parts not written yet: the OTP went ahead of them
+    assert run.by_priority == [1]  # claimed by the every-pass priority claim
+    assert run.at["held"] >= 500  # claimed campaign parts not written yet: the OTP went ahead of them
     records = smsc.submitted()
-    assert len(records) == CAMPAIGN + 1 and stats.accepted_messages == CAMPAIGN + 1
-    position = next(i for i, r in enumerate(records) if r["destination"] == "85292400001")
-    # Ahead of it: what was written when it was queued, and what the link wrote before the next pass
-    # claimed it (the window in flight; at most half a second at the link's rate on a busy
-    # machine): less than what the worker held, far less than the campaign's 20,000 in the queue.
-    assert position - at_queue["submitted"] <= 2 * 50 + RATE // 2, (position, at_queue)
-    assert position - at_queue["submitted"] < at_queue["held"], (position, at_queue)
-    assert position < CAMPAIGN // 4, (position, at_queue)
+    assert len(records) == CAMPAIGN + 1 and run.stats.accepted_messages == CAMPAIGN + 1
+    assert_overtook(records, "+85292400001", run, CAMPAIGN)
     assert OutboundMessage.objects.filter(state=MessageState.DELIVERED).count() == CAMPAIGN + 1
 
 
@@ -401,9 +358,9 @@ def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(sms
     from tests.support.smsc.server import find_duplicates, read_log
     from tests.support.smsc_setup import wait_for
 
-    gateway = smpp_gateway(smsc, window=50, rate=RATE)
+    gateway = smpp_gateway(smsc, window=PRIORITY_WINDOW, rate=PRIORITY_RATE)
     Account.objects.update(balance=Decimal("100000"), monthly_quota_segments=1_000_000)
-    _bulk_campaign(gateway, 6_000)
+    campaign_messages_queued(gateway, 6_000)
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
     priority = worker._claim_priority
     by_thread: list[str] = []
@@ -449,7 +406,7 @@ def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(sms
     assert otp.state == MessageState.DELIVERED
     records = read_log(smsc.log_path)
     position = next(i for i, r in enumerate(records) if r["destination"] == "85292700001")
-    assert position - submitted <= 2 * 50 + RATE // 2, (position, submitted)
+    assert position - submitted <= 2 * PRIORITY_WINDOW + PRIORITY_RATE // 2, (position, submitted)
     assert len(records) == 6_001 and not find_duplicates(records)
     assert not os.listdir(settings.SMS_SMPP_JOURNAL_DIR)  # a clean stop leaves no journal
 
@@ -468,7 +425,7 @@ def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any)
     from tests.support.smsc_setup import wait_for
 
     monkeypatch.setattr(worker_module, "PRIORITY_POLL_INTERVAL", 30.0)
-    gateway = smpp_gateway(smsc, window=10, rate=RATE)
+    gateway = smpp_gateway(smsc, window=10, rate=PRIORITY_RATE)
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=30.0)
     stop = threading.Event()
 

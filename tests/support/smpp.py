@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -62,3 +64,87 @@ def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
     """One bind worker run against the gateway's SMSC until it has been idle ``idle`` seconds."""
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
     return worker.run(stop=threading.Event(), idle_exit_after=idle)
+
+
+# --- a campaign on the link, and a priority message that must overtake it ----------------------
+
+PRIORITY_WINDOW = 50  # the window the overtaking tests give the gateway
+PRIORITY_RATE = 2_000  # submit_sm per second: the link, not the database, sets the pace
+
+
+def campaign_messages_queued(gateway: Gateway, count: int, reference: str = "campaign:bench") -> None:
+    """A campaign's queued messages written in bulk, as the dispatch writes them."""
+    from gateways.models import QuotaReservation
+
+    QuotaReservation.objects.create(reference=reference, segments=count, amount=Decimal("0.3") * count)
+    OutboundMessage.objects.bulk_create(
+        [
+            OutboundMessage(
+                gateway=gateway,
+                sender_id="#SHOPHK",
+                destination=f"+8526{i:07d}",
+                country="HK",
+                body="Weekend sale: 20% off everything. Reply STOP to opt out",
+                encoding="GSM-7",
+                segments=1,
+                cost=Decimal("0.3"),
+                purpose="marketing",
+                quota_reference=reference,
+            )
+            for i in range(count)
+        ],
+        batch_size=5_000,
+    )
+
+
+@dataclass
+class Overtaking:
+    """What the worker did around the moment a priority message was queued: ``at`` holds what
+    ``queue_priority`` returned, with ``submitted`` (parts written by then) and ``held`` (campaign
+    parts claimed and not yet written); ``by_priority`` the priority claims that took something."""
+
+    at: dict[str, Any]
+    by_priority: list[int]
+    stats: Any
+
+
+def run_with_priority_message(gateway: Gateway, queue_priority: Callable[[], dict[str, Any]]) -> Overtaking:
+    """One bind worker run over a queued campaign; right after a claim-ahead past 2,000 parts (the
+    worker then holds a batch of campaign parts not written yet) ``queue_priority`` queues the
+    priority message. Runs until the worker is idle."""
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05)
+    at: dict[str, Any] = {}
+    claim, priority = worker._claim, worker._claim_priority
+    by_priority: list[int] = []
+
+    def claim_then_queue() -> int:
+        taken = claim()
+        if not at and taken and worker.stats.submitted_parts >= 2_000:
+            with worker.lock:
+                held = sum(1 for job, _index in worker.ready if not job.done)
+            at.update(queue_priority())
+            at.update(submitted=worker.stats.submitted_parts, held=held)  # once it is queued
+        return taken
+
+    def claim_priority() -> int:
+        taken = priority()
+        if taken:
+            by_priority.append(taken)
+        return taken
+
+    worker._claim = claim_then_queue  # type: ignore[method-assign]
+    worker._claim_priority = claim_priority  # type: ignore[method-assign]
+    stats = worker.run(stop=threading.Event(), idle_exit_after=1.0)
+    return Overtaking(at=at, by_priority=by_priority, stats=stats)
+
+
+def assert_overtook(records: list[dict[str, Any]], destination: str, run: Overtaking, campaign: int) -> None:
+    """The priority message is in the SMSC's record within the window (and a pass) of where the
+    stream was when it was queued: ahead of what the worker held, far ahead of the campaign."""
+    at = run.at
+    position = next(i for i, r in enumerate(records) if r["destination"] == destination.lstrip("+"))
+    # Ahead of it: what was written when it was queued, and what the link wrote before the next pass
+    # claimed it (the window in flight; at most half a second at the link's rate on a busy machine).
+    assert position - at["submitted"] <= 2 * PRIORITY_WINDOW + PRIORITY_RATE // 2, (position, at)
+    assert position - at["submitted"] < at["held"], (position, at)
+    assert position < campaign // 4, (position, at)
