@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -47,28 +46,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from smpp_bench import (  # noqa: E402
+    PASSWORD,
+    SENDER,
+    campaign_messages_write,
+    gateway_on,
+    latency_summary,
+    percentile,
+    smsc_start,
+    start_worker,
+    stop_worker,
+    wait_sent,
+)
 
-PASSWORD = "sim-pass"
 GATEWAY = "bench-flow"
-SENDER = "#SHOPHK"
 EVENT_PREFIX = "+85292"  # the flow's contacts: +85292 + 6 digits; campaign numbers: +8526 + 7 digits
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def summary(label: str, latencies: list[float]) -> str:
-    if not latencies:
-        return f"{label}: no event measured"
-    ms = [x * 1000 for x in latencies]
-    return (
-        f"{label}: n={len(ms)}  p50 {percentile(ms, 50):.0f} ms  p95 {percentile(ms, 95):.0f} ms  "
-        f"p99 {percentile(ms, 99):.0f} ms  max {max(ms):.0f} ms"
-    )
 
 
 def load_label() -> str:
@@ -122,39 +114,9 @@ def setup(args: argparse.Namespace, smsc: Any) -> tuple[Any, Any]:
     from campaigns.automations.flow_models import Flow, FlowState
     from campaigns.automations.models import EventSource
     from contacts.models import Contact
-    from gateways.models import Gateway, GatewayRate, Provider, SenderId, SenderIdKind, SenderIdStatus
-    from gateways.quotas import account_instance, account_top_up
-    from smsplatform.kernel.actor import Actor
     from templates.models import Purpose, Template, TemplateVersion, VersionApproval
 
-    gateway = Gateway.objects.create(
-        code=GATEWAY,
-        name="bench",
-        provider=Provider.SMPP,
-        countries=["HK"],
-        window_size=args.window,
-        max_rate_per_second=100_000,
-        encodings=["GSM-7", "UCS-2"],
-        settings={"host": smsc.host, "port": smsc.port, "system_id": "bench"},
-        credentials_env={"password": "BENCH_SMPP_PASSWORD"},
-    )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    SenderId.objects.get_or_create(
-        value=SENDER,
-        defaults={
-            "kind": SenderIdKind.SSRS,
-            "brand": "Shop",
-            "status": SenderIdStatus.REGISTERED,
-            "regions": ["HK"],
-            "ssrs_registered_regions": ["HK"],
-        },
-    )
-    account = account_instance()
-    account.monthly_quota_segments = 100_000_000
-    account.save(update_fields=["monthly_quota_segments", "updated_at"])
-    account_top_up(
-        actor=Actor.system("bench"), amount=Decimal("100000000"), reason="bench funds", idempotency_key="bench-flow-1"
-    )
+    gateway = gateway_on(smsc, GATEWAY, window=args.window)
     Contact.objects.bulk_create(
         [
             Contact(phone=f"{EVENT_PREFIX}{(n * 1009) % 1_000_000:06d}", country="HK", language="en", source="bench")
@@ -195,25 +157,13 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     import django
 
     django.setup()
-    from decimal import Decimal
 
-    from django.db import connection, transaction
+    from django.db import connection
 
-    from gateways.models import MessageState, OutboundMessage, QuotaReservation
-    from tests.support.smsc import SmscConfig, SmscProcess
+    from gateways.models import MessageState, OutboundMessage
 
     log = tmp / "smsc.jsonl"
-    smsc = SmscProcess(
-        SmscConfig(
-            port=0,
-            credentials={"bench": PASSWORD},
-            log_path=str(log),
-            receipt_delay=(0.0, 0.01),
-            keep_records=10,
-            log_flush_interval=0.5,
-        ),
-        cwd=ROOT,
-    ).start()
+    smsc = smsc_start(tmp)
     db = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
     print(f"# transactional flow latency, {db}; {load_label()} at the start", flush=True)
     gateway, source = setup(args, smsc)
@@ -229,42 +179,19 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     try:
         if not args.no_priority_worker:
             priority = start_priority_worker(tmp)
-        worker = start_worker(smsc)
+        worker = start_worker(smsc, GATEWAY)
         event_phase("idle", args, source, phones, posted)
-        wait_sent(timeout=60, expected=len(posted))
+        wait_sent(GATEWAY, 60, purpose="transactional", expected=len(posted))
         stop_worker(worker)
         reference = "campaign:bench-flow"
-        QuotaReservation.objects.create(
-            reference=reference, segments=args.recipients, amount=Decimal("0.3") * args.recipients
-        )
-        started = time.perf_counter()
-        for start in range(0, args.recipients, 50_000):
-            with transaction.atomic():
-                OutboundMessage.objects.bulk_create(
-                    [
-                        OutboundMessage(
-                            gateway=gateway,
-                            sender_id=SENDER,
-                            destination=f"+8526{i:07d}",
-                            country="HK",
-                            body="Weekend sale: 20% off everything. Reply STOP to opt out",
-                            encoding="GSM-7",
-                            segments=1,
-                            cost=Decimal("0.3"),
-                            purpose="marketing",
-                            quota_reference=reference,
-                        )
-                        for i in range(start, min(args.recipients, start + 50_000))
-                    ],
-                    batch_size=10_000,
-                )
-        print(f"campaign: {args.recipients:,} queued messages written in {time.perf_counter() - started:.1f}s")
-        worker = start_worker(smsc)
+        took = campaign_messages_write(gateway, args.recipients, reference)
+        print(f"campaign: {args.recipients:,} queued messages written in {took:.1f}s")
+        worker = start_worker(smsc, GATEWAY)
         campaign_start = time.time()
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
             time.sleep(0.05)
         event_phase("campaign", args, source, phones, posted)
-        wait_sent(timeout=max(120, args.recipients / 500), expected=len(posted))
+        wait_sent(GATEWAY, max(120, args.recipients / 500), purpose="transactional", expected=len(posted))
         campaign_window = (campaign_start, time.time())
         stop_worker(worker)
         worker = None
@@ -395,10 +322,10 @@ def report(
         f"tick every {args.tick_interval:g} s; "
         + ("no priority worker" if args.no_priority_worker else "priority tick on a Celery worker (sms_priority)")
     )
-    print(summary("no campaign           ", idle))
-    print(summary("with the campaign     ", loaded))
+    print(latency_summary("no campaign           ", idle, "event"))
+    print(latency_summary("with the campaign     ", loaded, "event"))
     if after:
-        print(summary("posted after its end  ", after))
+        print(latency_summary("posted after its end  ", after, "event"))
     for phase, (queued_ms, claim_ms, link_ms) in parts.items():
         if queued_ms:
             print(
@@ -411,20 +338,6 @@ def report(
         f"checks: events never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
         f"smsc {stats.get('by_status')}"
     )
-
-
-def start_worker(smsc: Any) -> subprocess.Popen[bytes]:
-    binds = int(smsc.stats().get("binds", 0))
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "smpp_worker", "--gateway", GATEWAY, "--idle-exit", "3600"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
-    while int(smsc.stats().get("binds", 0)) <= binds:
-        if worker.poll() is not None:
-            raise RuntimeError("the worker exited before binding")
-        time.sleep(0.05)
-    return worker
 
 
 def start_priority_worker(tmp: Path) -> subprocess.Popen[bytes]:
@@ -464,30 +377,6 @@ def start_priority_worker(tmp: Path) -> subprocess.Popen[bytes]:
             raise RuntimeError(f"the priority worker did not start: {log}")
     print("priority worker: ready", flush=True)
     return worker
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
-def wait_sent(timeout: float, expected: int) -> None:
-    """Until the tick queued a message for each of the ``expected`` events posted and nothing is
-    queued or being submitted on the bench gateway (or ``timeout`` seconds)."""
-    from gateways.models import MessageState, OutboundMessage
-
-    deadline = time.monotonic() + timeout
-    pending = (MessageState.QUEUED, MessageState.SUBMITTING)
-    while time.monotonic() < deadline:
-        queued = OutboundMessage.objects.filter(gateway__code=GATEWAY, purpose="transactional").count()
-        if queued >= expected and not OutboundMessage.objects.filter(gateway__code=GATEWAY, state__in=pending).exists():
-            return
-        time.sleep(0.5)
-    print(f"warning: messages still pending after {timeout:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

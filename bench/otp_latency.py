@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -37,12 +36,25 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "sim-pass"
+sys.path.insert(0, str(ROOT))
+
+from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from smpp_bench import (  # noqa: E402
+    PASSWORD,
+    SENDER,
+    campaign_messages_write,
+    gateway_on,
+    latency_summary,
+    percentile,
+    smsc_start,
+    start_worker,
+    stop_worker,
+    wait_sent,
+)
+
 GATEWAY = "bench-otp"
-SENDER = "#SHOPHK"
 OTP_PREFIX = "+85292"  # OTP numbers: +85292 + 6 digits; campaign numbers: +8526 + 7 digits
 
 
@@ -112,23 +124,6 @@ def otp_request(phone: str) -> int:
     return int(answer["result"]["message_id"])
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def summary(label: str, latencies: list[float]) -> str:
-    if not latencies:
-        return f"{label}: no OTP measured"
-    ms = [x * 1000 for x in latencies]
-    return (
-        f"{label}: n={len(ms)}  p50 {percentile(ms, 50):.0f} ms  p95 {percentile(ms, 95):.0f} ms  "
-        f"p99 {percentile(ms, 99):.0f} ms  max {max(ms):.0f} ms"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=1_000_000, help="queued campaign messages")
@@ -147,105 +142,30 @@ def main() -> None:
         args.otp_interval = max(0.05, args.recipients / 5_000 / max(1, args.otps))
     tmp = Path(tempfile.mkdtemp(prefix="otpbench-"))
     os.environ["SMS_VAR_DIR"] = str(tmp)
-    admin_url = None
-    name = f"{os.environ.get('BENCH_DB_PREFIX', 'bench_otp')}_{os.getpid()}"
-    if args.database_url and args.database_url.startswith("postgres"):
-        parts = urlsplit(args.database_url)
-        admin_url = args.database_url
-        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{name}"))
-        _admin(admin_url, f"CREATE DATABASE {name}")
-    else:
-        os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "smsplatform.settings"
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-secret-key-" + "x" * 40)
-    os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
-    sys.path.insert(0, str(ROOT))
-    try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    with throwaway_database("otp_latency", args.database_url, sqlite_dir=tmp) as url:
+        if url is None:
+            return
+        os.environ["BENCH_SMPP_PASSWORD"] = PASSWORD
+        migrate()
         run(args, tmp)
-    finally:
-        if admin_url:
-            from django.db import connections
-
-            connections.close_all()
-            _admin(admin_url, f"DROP DATABASE IF EXISTS {name}")
-
-
-def _admin(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def run(args: argparse.Namespace, tmp: Path) -> None:
     import django
 
     django.setup()
-    from decimal import Decimal
 
-    from django.db import connection, transaction
+    from django.db import connection
 
     from gateways.models import (
-        Gateway,
-        GatewayRate,
         MessageState,
         OutboundMessage,
-        Provider,
-        QuotaReservation,
-        SenderId,
-        SenderIdKind,
-        SenderIdStatus,
     )
-    from gateways.quotas import account_instance, account_top_up
-    from smsplatform.kernel.actor import Actor
-    from tests.support.smsc import SmscConfig, SmscProcess
 
     log = tmp / "smsc.jsonl"
-    smsc = SmscProcess(
-        SmscConfig(
-            port=0,
-            credentials={"bench": PASSWORD},
-            log_path=str(log),
-            receipt_delay=(0.0, 0.01),
-            keep_records=10,
-            log_flush_interval=0.5,
-        ),
-        cwd=ROOT,
-    ).start()
+    smsc = smsc_start(tmp)
     db = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
-    gateway = Gateway.objects.create(
-        code=GATEWAY,
-        name="bench",
-        provider=Provider.SMPP,
-        countries=["HK"],
-        window_size=args.window,
-        max_rate_per_second=args.rate or 100_000,
-        encodings=["GSM-7", "UCS-2"],
-        settings={"host": smsc.host, "port": smsc.port, "system_id": "bench"},
-        credentials_env={"password": "BENCH_SMPP_PASSWORD"},
-    )
-    GatewayRate.objects.create(gateway=gateway, country="HK", price_per_segment=Decimal("0.30"))
-    SenderId.objects.get_or_create(
-        value=SENDER,
-        defaults={
-            "kind": SenderIdKind.SSRS,
-            "brand": "Shop",
-            "status": SenderIdStatus.REGISTERED,
-            "regions": ["HK"],
-            "ssrs_registered_regions": ["HK"],
-        },
-    )
-    account = account_instance()
-    account.monthly_quota_segments = 100_000_000
-    account.save(update_fields=["monthly_quota_segments", "updated_at"])
-    if account.balance < Decimal("100000000"):
-        account_top_up(
-            actor=Actor.system("bench"),
-            amount=Decimal("100000000") - account.balance,
-            reason="bench funds",
-            idempotency_key="bench-otp-top-up-1",
-        )
+    gateway = gateway_on(smsc, GATEWAY, window=args.window, rate=args.rate or 100_000)
     requested: dict[str, tuple[str, float]] = {}  # OTP destination (no '+') -> (phase, request time)
     # Distinct numbers in distinct ranges (the pumping defence blocks a burst into one range).
     phones = (f"{OTP_PREFIX}{(n * 1009) % 1_000_000:06d}" for n in range(1, 1_000_000))
@@ -254,46 +174,21 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     campaign_window: tuple[float, float] = (0.0, 0.0)
     try:
         # 1. No campaign: bound and idle.
-        worker = start_worker(smsc)
+        worker = start_worker(smsc, GATEWAY)
         otp_phase("idle", args, phones, requested)
-        wait_sent(timeout=30)
+        wait_sent(GATEWAY, 30)
         stop_worker(worker)
         # 2. The campaign: written in bulk while the worker is stopped, then sent.
         reference = "campaign:bench-otp"
-        QuotaReservation.objects.create(
-            reference=reference, segments=args.recipients, amount=Decimal("0.3") * args.recipients
-        )
-        started = time.perf_counter()
-        for start in range(0, args.recipients, 50_000):
-            with transaction.atomic():
-                OutboundMessage.objects.bulk_create(
-                    [
-                        OutboundMessage(
-                            gateway=gateway,
-                            sender_id=SENDER,
-                            destination=f"+8526{i:07d}",
-                            country="HK",
-                            body="Weekend sale: 20% off everything. Reply STOP to opt out",
-                            encoding="GSM-7",
-                            segments=1,
-                            cost=Decimal("0.3"),
-                            purpose="marketing",
-                            quota_reference=reference,
-                        )
-                        for i in range(start, min(args.recipients, start + 50_000))
-                    ],
-                    batch_size=10_000,
-                )
-        print(
-            f"campaign: {args.recipients:,} queued messages written in {time.perf_counter() - started:.1f}s", flush=True
-        )
-        worker = start_worker(smsc)
+        took = campaign_messages_write(gateway, args.recipients, reference)
+        print(f"campaign: {args.recipients:,} queued messages written in {took:.1f}s", flush=True)
+        worker = start_worker(smsc, GATEWAY)
         campaign_start = time.time()
         # Start once the campaign is flowing (the worker has claimed ahead and is writing).
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
             time.sleep(0.05)
         otp_phase("campaign", args, phones, requested)
-        wait_sent(timeout=max(60, args.recipients / 1_000))
+        wait_sent(GATEWAY, max(60, args.recipients / 1_000))
         campaign_end = time.time()
         campaign_window = (campaign_start, campaign_end)
         stop_worker(worker)
@@ -364,10 +259,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"{campaign_rate:,.0f} msg/s over {campaign_window[1] - campaign_window[0]:.0f}s"
     )
     print(f"OTPs: {args.otps} per phase, one every {args.otp_interval * 1000:.0f} ms")
-    print(summary("no campaign           ", idle))
-    print(summary("with the campaign     ", loaded))
+    print(latency_summary("no campaign           ", idle, "OTP"))
+    print(latency_summary("with the campaign     ", loaded, "OTP"))
     if after:
-        print(summary("requested after its end", after))
+        print(latency_summary("requested after its end", after, "OTP"))
     if idle and loaded:
         print(
             f"p99 with the campaign / without: {percentile(loaded, 99) / max(percentile(idle, 99), 1e-6):.2f}x; "
@@ -396,42 +291,6 @@ def otp_phase(phase: str, args: argparse.Namespace, phones: Any, requested: dict
         requested[phone] = (phase, at)
         next_at += args.otp_interval
         time.sleep(max(0.0, next_at - time.monotonic()))
-
-
-def start_worker(smsc: Any) -> subprocess.Popen[bytes]:
-    binds = int(smsc.stats().get("binds", 0))
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "smpp_worker", "--gateway", GATEWAY, "--idle-exit", "3600"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
-    while int(smsc.stats().get("binds", 0)) <= binds:  # bound
-        if worker.poll() is not None:
-            raise RuntimeError("the worker exited before binding")
-        time.sleep(0.05)
-    return worker
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
-def wait_sent(timeout: float) -> None:
-    """Until nothing is queued or being submitted on the bench gateway (or ``timeout`` seconds)."""
-    from gateways.models import MessageState, OutboundMessage
-
-    deadline = time.monotonic() + timeout
-    pending = (MessageState.QUEUED, MessageState.SUBMITTING)
-    while time.monotonic() < deadline:
-        if not OutboundMessage.objects.filter(gateway__code=GATEWAY, state__in=pending).exists():
-            return
-        time.sleep(0.5)
-    print(f"warning: messages still pending after {timeout:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
