@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, Sum
+from django.db.models import F, Max, Q, Sum
 from django.utils import timezone
 
 from gateways.charges import CHARGE_RULE
@@ -64,7 +64,10 @@ def _held() -> tuple[int, Decimal]:
 
 def headroom(account: Account | None = None) -> Headroom:
     account = account or account_instance()
-    held_segments, held_amount = _held()
+    return _headroom(account, *_held())
+
+
+def _headroom(account: Account, held_segments: int, held_amount: Decimal) -> Headroom:
     return Headroom(
         balance=account.balance,
         reserved_amount=held_amount,
@@ -122,12 +125,22 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
     Runs inside the caller's transaction (the dispatch that needs it)."""
     if segments < 0 or amount < 0:
         raise ApplicationError(ErrorCode.INVALID_ARGUMENT, "A reservation cannot be negative.", field="segments")
-    # Lock the account row: reservations are serialised, so the check below is exact.
-    account = Account.objects.select_for_update().get(pk=account_instance().pk)
-    existing = QuotaReservation.objects.filter(reference=reference).first()
-    if existing is not None:
-        return existing  # idempotent per reference
-    room = headroom(account)
+    # Lock the account row: reservations are serialised, so the check below is exact. One
+    # statement reads and locks it (account_instance creates it on first use only); the held sum
+    # and the reference's existing hold are read together after the lock (a statement started
+    # before the lock was granted could miss a hold committed meanwhile). An OTP's send runs this:
+    # each round trip under the lock is one a bind worker's flush may wait on.
+    account = Account.objects.select_for_update().filter(singleton=1).first()
+    if account is None:
+        account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    held = QuotaReservation.objects.filter(Q(state=ReservationState.HELD) | Q(reference=reference)).aggregate(
+        s=Sum(F("segments") - F("settled_segments"), filter=Q(state=ReservationState.HELD)),
+        a=Sum(F("amount") - F("settled_amount"), filter=Q(state=ReservationState.HELD)),
+        existing=Max("pk", filter=Q(reference=reference)),
+    )
+    if held["existing"] is not None:
+        return QuotaReservation.objects.get(pk=held["existing"])  # idempotent per reference
+    room = _headroom(account, int(held["s"] or 0), Decimal(held["a"] or 0))
     if segments > room.available_segments:
         raise ApplicationError(
             GatewayErrorCode.QUOTA_EXCEEDED,
@@ -155,6 +168,17 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
         after={"reference": reference, "segments": segments, "amount": str(amount)},
     )
     return reservation
+
+
+def _account_charge(segments: int, amount: Decimal) -> None:
+    """Move the account by a charge in one UPDATE (no read, no lock taken beforehand). Callers
+    run it as their last statement before commit: the account row lock it takes is then held
+    only for the commit, and an OTP's reservation (quota_reserve locks that row) waits for the
+    commit of a bind worker's flush, not for the whole flush. Reservations are always locked
+    before the account (here and in quota_consume), so no two charges deadlock."""
+    Account.objects.filter(singleton=1).update(
+        balance=F("balance") - amount, segments_used=F("segments_used") + segments, updated_at=timezone.now()
+    )
 
 
 def _close_if_done(reservation: QuotaReservation) -> None:
@@ -186,15 +210,12 @@ def quota_hold_adjust(*, actor: Actor, reference: str, segments: int, amount: De
 
 def quota_consume(*, actor: Actor, reference: str, segments: int, amount: Decimal) -> QuotaReservation:
     """Charge part of a hold for what was actually submitted (called once per flush, not per message)."""
-    account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    account_instance()  # the row exists (created on first use)
     reservation = QuotaReservation.objects.select_for_update().get(reference=reference)
     if reservation.state != ReservationState.HELD:
         raise ApplicationError(
             ErrorCode.INVALID_ARGUMENT, f"Reservation {reference} is {reservation.state}.", field="reference"
         )
-    account.balance = account.balance - amount
-    account.segments_used = account.segments_used + segments
-    account.save(update_fields=["balance", "segments_used", "updated_at"])
     reservation.settled_segments += segments
     reservation.settled_amount += amount
     _close_if_done(reservation)
@@ -206,6 +227,7 @@ def quota_consume(*, actor: Actor, reference: str, segments: int, amount: Decima
         object_id=reservation.pk,
         after={"reference": reference, "segments": segments, "amount": str(amount), "state": reservation.state},
     )
+    _account_charge(segments, amount)  # last: the account row is locked only until commit
     return reservation
 
 
@@ -245,7 +267,7 @@ def quota_consume_many(*, actor: Actor, totals: Mapping[str, tuple[int, Decimal]
         for reference, (segments, amount) in totals.items():
             quota_consume(actor=actor, reference=reference, segments=segments, amount=amount)
         return len(totals)
-    account = Account.objects.select_for_update().get(pk=account_instance().pk)
+    account_instance()  # the row exists (created on first use)
     references = sorted(totals)
     states = _reservation_states_lock(references)
     missing = [ref for ref in references if ref not in states]
@@ -271,9 +293,6 @@ def quota_consume_many(*, actor: Actor, totals: Mapping[str, tuple[int, Decimal]
             _close_if_done(reservation)
         _reservations_write(reservations)
         closed = sum(1 for r in reservations if r.state != ReservationState.HELD)
-    account.balance = account.balance - total_amount
-    account.segments_used = account.segments_used + total_segments
-    account.save(update_fields=["balance", "segments_used", "updated_at"])
     audit_record(
         actor=actor,
         action="quota.consume",
@@ -287,6 +306,7 @@ def quota_consume_many(*, actor: Actor, totals: Mapping[str, tuple[int, Decimal]
             "references": sorted(totals)[:1000],
         },
     )
+    _account_charge(total_segments, total_amount)  # last: the account row is locked only until commit
     return len(references)
 
 

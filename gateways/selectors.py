@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +34,9 @@ class PriceQuote:
     price_per_segment: Decimal
     currency: str
     provider: str = ""
+    # The gateway row read with the rate (same statement): a caller that queues on it needs no
+    # second read. Not part of the quote's value.
+    gateway: Gateway | None = field(default=None, compare=False, repr=False)
 
     @property
     def keeps_clusters(self) -> bool:
@@ -60,7 +63,11 @@ def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> 
         if rate.country in quotes or rate.country not in (rate.gateway.countries or []):
             continue
         quotes[rate.country] = PriceQuote(
-            rate.gateway.code, rate.price_per_segment, rate.currency, provider=rate.gateway.provider
+            rate.gateway.code,
+            rate.price_per_segment,
+            rate.currency,
+            provider=rate.gateway.provider,
+            gateway=rate.gateway,
         )
     return quotes
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -39,7 +40,7 @@ from campaigns.otp.scrub import otp_bodies_scrub
 from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from compliance.roles import Role
-from gateways.delivery.queue import message_queue, message_submit_enqueue
+from gateways.delivery.queue import message_hold, message_queue, message_submit_enqueue
 from gateways.errors import GatewayErrorCode
 from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
@@ -247,14 +248,23 @@ def otp_template_save(
 # --- otp.send -------------------------------------------------------------------------------------
 
 
+# The template rows one otp_send call has read (its pre-check before the abuse counters and its
+# governed check read the same template): one call, one read. Set only for the call's duration;
+# an action request executed later (an approver's) reads afresh.
+_send_templates: ContextVar[dict[int, OtpTemplate | None] | None] = ContextVar("otp_send_templates", default=None)
+
+
 def _approved(template_id: Any) -> tuple[OtpTemplate, OtpTemplateVersion]:
-    # The template and its approved version in one query (the send path reads them twice: the
-    # pre-check before the abuse counters and the governed check).
-    template = (
-        OtpTemplate.objects.select_related("current_version").filter(pk=template_id).first()
-        if isinstance(template_id, int)
-        else None
-    )
+    # The template and its approved version in one query.
+    memo = _send_templates.get()
+    if not isinstance(template_id, int):
+        template = None
+    elif memo is not None and template_id in memo:
+        template = memo[template_id]
+    else:
+        template = OtpTemplate.objects.select_related("current_version").filter(pk=template_id).first()
+        if memo is not None:
+            memo[template_id] = template
     if template is None:
         raise not_found("OTP template", template_id, field="template_id", hint="Call sms_marketing.otp_templates.list.")
     version = template.current_version
@@ -397,6 +407,7 @@ def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, r
                     body=body,
                     purpose=MessagePurpose.OTP,
                     reference=reference,
+                    hold=False,  # held last by _send_execute
                 )
         except ApplicationError as exc:
             if exc.code != GatewayErrorCode.COUNTRY_NOT_COVERED or index == len(gateways) - 1:
@@ -446,6 +457,9 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
         reason=payload.get("reason", ""),
         action_request_id=request.pk if request else None,
     )
+    # The quota hold last: it locks the account row (which bind workers' flushes charge), so the
+    # lock is held for the hold and the governed write's closing statement only.
+    message_hold(actor=actor, message=message)
     gateway_id, message_ids = message.gateway_id, [message.pk]
     # After commit only: the submit task must find the message queued.
     transaction.on_commit(lambda: message_submit_enqueue(gateway_id, message_ids))
@@ -509,6 +523,16 @@ def otp_send(
     replay = idempotent_replay(actor=actor, key=idempotency_key, operation=ActionType.OTP_SEND, payload=payload)
     if replay is not None:
         return replay  # a retry of a send already made: the first answer, and no rate-limit slot taken
+    token = _send_templates.set({})
+    try:
+        return _send_checked(actor, payload, client_ip, idempotency_key, reason)
+    finally:
+        _send_templates.reset(token)
+
+
+def _send_checked(
+    actor: Actor, payload: dict[str, Any], client_ip: str | None, idempotency_key: str | None, reason: str
+) -> dict[str, Any]:
     # The abuse defence counts in transactions of its own (a refusal and a pumping block must outlive
     # the send it stops), so it runs here, before the governed write and outside its transaction;
     # the send's own refusals (no approved version, a country not allowed) come first.

@@ -143,9 +143,11 @@ def outcomes_record(
             if QuotaReservation.objects.filter(reference=reference).exists():
                 quota_hold_adjust(actor=actor, reference=reference, segments=segments, amount=amount)
         # One quota movement per flush, not per message nor per reservation: one-by-one messages
-        # each have a hold of their own (gateways.quotas.quota_consume_many).
-        quota_consume_many(actor=actor, totals=quota_totals(charged))
+        # each have a hold of their own (gateways.quotas.quota_consume_many). The charge is the
+        # flush's last statement: it locks the account row (an OTP's reservation waits on it)
+        # only until the commit.
         quota_unhold_many(actor=actor, totals=quota_totals(refused))
+        quota_consume_many(actor=actor, totals=quota_totals(charged))
     outcomes_count(gateway.code, counts)
     receipts_count(gateway.code, (e.status for events in pending_all for e in events))
     return counts

@@ -41,8 +41,13 @@ def message_queue(
     purpose: str,
     reference: str = "",
     keyword_reply: bool = False,
+    hold: bool = True,
 ) -> OutboundMessage:
     """Validate and queue one message with its quota held. Runs inside the caller's transaction.
+
+    ``hold=False``: the caller holds the quota itself later in the same transaction, with
+    ``message_hold`` (an OTP does it last: the account row lock the hold takes is then held only
+    to its commit, not across its other writes). Until held, the message may not commit.
 
     Every send obeys the suppression list (the catalogue: a hard limit before sending that no
     flow but OTP overrides). OTP overrides only what the person can lift (a STOP: they have just
@@ -80,7 +85,7 @@ def message_queue(
             field="gateway" if gateway_code else "destination",
             hint="See sms_marketing.gateways.list for coverage.",
         )
-    gateway = Gateway.objects.get(code=quote.gateway_code)
+    gateway = quote.gateway or Gateway.objects.get(code=quote.gateway_code)
     if encoding not in (gateway.encodings or ["GSM-7", "UCS-2"]):
         raise ApplicationError(
             GatewayErrorCode.ENCODING_NOT_SUPPORTED, f"{gateway.code} cannot send {encoding}.", field="body"
@@ -107,8 +112,15 @@ def message_queue(
     )
     message.quota_reference = f"message:{message.pk}"
     OutboundMessage.objects.filter(pk=message.pk).update(quota_reference=message.quota_reference)
-    quota_reserve(actor=actor, reference=message.quota_reference, segments=segments, amount=cost)
+    if hold:
+        message_hold(actor=actor, message=message)
     return message
+
+
+def message_hold(*, actor: Actor, message: OutboundMessage) -> None:
+    """Hold the quota of a message queued with ``message_queue(hold=False)``: refused (and the
+    caller's transaction with it) beyond quota or balance."""
+    quota_reserve(actor=actor, reference=message.quota_reference, segments=message.segments, amount=message.cost)
 
 
 def opt_out_refuse(phone: str, *, reasons: Sequence[str] | None = None) -> None:

@@ -97,3 +97,21 @@ def test_unhold_many_matches_unhold_and_leaves_closed_holds_alone() -> None:
         ReservationState.SETTLED,
         ReservationState.RELEASED,
     }
+
+
+def test_the_account_row_is_charged_last_and_never_read_under_lock() -> None:
+    """An OTP's reservation locks the account row: a flush's charge takes that lock with its
+    last statement (one UPDATE), so an OTP waits for the flush's commit, not for the flush."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    refs = holds("last", 3)
+    for totals in (movements(refs), {refs[0]: (1, Decimal("0.30"))}):
+        with CaptureQueriesContext(connection) as ctx:
+            quota_consume_many(actor=SYSTEM, totals=totals)
+        statements = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+        touching = [i for i, sql in enumerate(statements) if "gateways_account" in sql and "UPDATE" in sql]
+        assert touching == [len(statements) - 1], statements
+        assert not any("FOR UPDATE" in sql and "gateways_account" in sql for sql in statements)
+    account = account_instance()
+    assert account.segments_used == 2 + 2 + 1 + 1 and account.balance == Decimal("1000") - Decimal("1.80")

@@ -393,3 +393,25 @@ def test_cancel(template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any],
     again = client.post(f"/api/v1/otp/verifications/{vid}/cancel")
     assert error_of(again)["code"] == "otp_verification_not_pending"
     assert send(tech, template)["result"]["verification_id"] != vid  # a new send starts afresh
+
+
+def test_rest_check_reads_the_token_and_its_permissions_in_one_statement(
+    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any]
+) -> None:
+    """On PostgreSQL the token's statement carries the user's permissions (no two more reads per
+    call); nothing is cached across calls: a role taken away refuses the very next call."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    verification_id = send(tech, template)["result"]["verification_id"]
+    client = api_for(tech)
+    url = f"/api/v1/otp/verifications/{verification_id}/check"
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.post(url, {"code": "000000"}, format="json").status_code == 200
+    reads = [q["sql"] for q in ctx.captured_queries if "auth_permission" in q["sql"]]
+    if connection.vendor == "postgresql":
+        assert len(reads) == 1 and "smsplatform_apitoken" in reads[0], reads
+    tech.groups.clear()
+    refused = client.post(url, {"code": "000000"}, format="json")
+    assert refused.status_code == 403, refused.content
+    assert Verification.objects.get(public_id=verification_id).checks == 1
