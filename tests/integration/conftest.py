@@ -14,7 +14,7 @@ import pytest
 
 from smsplatform.celery import app
 from tests.support.faults import SmppWorkers
-from tests.support.workers import ROOT, celery_worker_command, worker_env
+from tests.support.workers import ROOT, broker_reset, celery_worker_command, worker_env
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def celery_worker(
     """A real Celery worker (solo pool) on Redis and the test database, started for one test and
     stopped after it. Its output goes to ``celery.log`` in the test's tmp_path (never to a pipe
     nobody reads, which would block the worker once full)."""
-    app.control.purge()
+    broker_reset()
     log_path = tmp_path / "celery.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

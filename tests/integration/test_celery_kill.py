@@ -26,7 +26,7 @@ from smsplatform.celery import app
 from smsplatform.models import AuditLog
 from tests.support.faults import SmppWorkers, campaign_for, send, smpp_gateway, submissions
 from tests.support.smsc_setup import PASSWORD
-from tests.support.workers import REAL_WORKER_TEST, ROOT, celery_worker_command, worker_env
+from tests.support.workers import REAL_WORKER_TEST, ROOT, broker_reset, celery_worker_command, worker_env
 
 pytestmark = REAL_WORKER_TEST
 GRACE = 3  # SMS_DISPATCH_GRACE_SECONDS of the Celery worker: the sweep's wait, shortened for the test
@@ -78,7 +78,7 @@ class CeleryWorkers:
 
 @pytest.fixture
 def celery_workers(transactional_db: Any, tmp_path: Path) -> Iterator[CeleryWorkers]:
-    app.control.purge()
+    broker_reset()
     workers = CeleryWorkers(tmp_path)
     previous, app.conf.task_always_eager = app.conf.task_always_eager, False
     try:
@@ -86,7 +86,7 @@ def celery_workers(transactional_db: Any, tmp_path: Path) -> Iterator[CeleryWork
     finally:
         workers.stop()
         app.conf.task_always_eager = previous
-        app.control.purge()
+        broker_reset()
 
 
 def dispatch_running() -> bool:

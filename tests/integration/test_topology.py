@@ -61,7 +61,7 @@ from tests.support.faults import (
     submissions,
 )
 from tests.support.smsc_setup import PASSWORD
-from tests.support.workers import REAL_WORKER_TEST, ROOT, worker_env
+from tests.support.workers import REAL_WORKER_TEST, ROOT, broker_reset, worker_env
 
 # Not `celery_worker`: it runs once, in make test-celery-rabbitmq (-m "celery_worker or topology").
 pytestmark = [pytest.mark.topology, *(mark for mark in REAL_WORKER_TEST if mark.name != "celery_worker")]
@@ -352,7 +352,7 @@ class Topology:
 
 @pytest.fixture
 def topology(transactional_db: Any, tmp_path: Path) -> Iterator[Topology]:
-    app.control.purge()
+    broker_reset()
     previous, app.conf.task_always_eager = app.conf.task_always_eager, False
     hosts = Topology(tmp_path)
     try:
@@ -360,7 +360,7 @@ def topology(transactional_db: Any, tmp_path: Path) -> Iterator[Topology]:
     finally:
         hosts.stop()
         app.conf.task_always_eager = previous
-        app.control.purge()
+        broker_reset()
 
 
 def test_topology_kills_one_process_of_each_kind_mid_send_nothing_sent_twice_or_lost(

@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from smsplatform.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +60,18 @@ def worker_db_url() -> str:
 def worker_env(**extra: str) -> dict[str, str]:
     """The environment of a worker subprocess: this process's, on the test database and broker."""
     return {**os.environ, "DATABASE_URL": worker_db_url(), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, **extra}
+
+
+def broker_reset() -> None:
+    """An empty broker for the next real-worker test: its queues purged and, on Redis, the
+    messages a killed worker took and never acknowledged dropped too. Redis keeps those aside
+    (acks late) and a worker that starts after the visibility timeout puts them back on the
+    queue: a kill test run ten minutes earlier would hand this test a stray task (a tick that ran
+    before the test asked for one). RabbitMQ returns them to the queue when the connection
+    closes, so the purge takes them."""
+    app.control.purge()
+    with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        if conn.transport.driver_type == "redis":
+            channel.client.delete(channel.unacked_key, channel.unacked_index_key, channel.unacked_mutex_key)
+    app.control.purge()
