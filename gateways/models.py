@@ -352,6 +352,16 @@ class OutboundMessage(models.Model):
                 name="msg_batch_failed",
                 condition=models.Q(state__in=("failed", "expired")),
             ),
+            # Messages outside campaign batches (automation flows, OTP, tests, single sends) by their
+            # reference's prefix (``flow:<id>:``): a flow's numbers read its few messages, not a
+            # range over every campaign message of the week. PostgreSQL's pattern operators make
+            # the index serve LIKE 'prefix%' (other databases take it as a plain index).
+            models.Index(
+                fields=["reference"],
+                name="msg_unbatched_reference",
+                opclasses=["varchar_pattern_ops"],
+                condition=models.Q(batch__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -36,7 +36,10 @@ def _numbers(flow: Flow, days: int, now: Any) -> dict[str, Any]:
     exited = enrolments.filter(state=EnrolmentState.EXITED).count()
     messages = (
         OutboundMessage.objects.filter(
-            purpose=flow.purpose, created_at__gte=since, reference__startswith=flow.reference_prefix
+            batch__isnull=True,  # a flow's messages are never in a campaign batch (msg_unbatched_reference)
+            purpose=flow.purpose,
+            created_at__gte=since,
+            reference__startswith=flow.reference_prefix,
         )
         .exclude(state=MessageState.FAILED, error_code="flow_exit")
         .aggregate(n=Count("id"), cost=Sum("cost"), failed=Count("id", filter=Q(state=MessageState.FAILED)))
@@ -131,7 +134,7 @@ def flow_funnel(flow: Flow) -> list[dict[str, Any]]:
     )
     sent_by_step: dict[int, int] = {}
     for reference in OutboundMessage.objects.filter(
-        purpose=flow.purpose, reference__startswith=flow.reference_prefix
+        batch__isnull=True, purpose=flow.purpose, reference__startswith=flow.reference_prefix
     ).values_list("reference", flat=True):
         parts = reference.split(":")
         if len(parts) == 4 and parts[3].isdigit():
