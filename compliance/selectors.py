@@ -125,3 +125,20 @@ def action_request_payload(request: ActionRequest) -> dict[str, Any]:
 
 def action_request_status(*, actor: Actor, action_request_id: int) -> dict[str, Any]:
     return action_request_payload(action_request_access(actor=actor, action_request_id=action_request_id))
+
+
+def held_request_brief(*, actor: Actor, answer: dict[str, Any]) -> dict[str, Any]:
+    """Where the request a governed write was held for stands now (id, state, the role that
+    decides), for a page that shows the write's answer: the same read as
+    sms_marketing.action_request.status, and nothing when the write was not held or the actor
+    may not read the request."""
+    from smsplatform.kernel.errors import ApplicationError
+
+    request_id = answer.get("action_request_id")
+    if not request_id:
+        return {}
+    try:
+        status = action_request_status(actor=actor, action_request_id=int(request_id))
+    except ApplicationError:
+        return {}
+    return {"id": status["action_request_id"], "state": status["state"], "role": status["required_role"]}

@@ -21,11 +21,10 @@ from django.utils.dateparse import parse_datetime
 from campaigns.quiet_hours import quiet_hours_notices
 from campaigns.selectors import cost_preview_draft
 from campaigns.services import ADD, campaign_create_draft, campaign_schedule, campaign_send_approved
-from compliance.selectors import action_request_status
+from compliance.selectors import held_request_brief
 from contacts.selectors import audiences_visible, segments_pick_list
 from contacts.services import segment_create, segment_preview
 from gateways.selectors import gateways_list, sender_ids_list
-from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.staff.base import FieldErrors, new_key, staff_actor, staff_view
 from templates.copy_fit import copy_fit_preview
@@ -172,18 +171,6 @@ def _send_at(values: dict[str, str]) -> str | None:
     return raw or None
 
 
-def _request_state(actor: Actor, answer: dict[str, Any]) -> dict[str, Any]:
-    """Where a held request stands now: the same read as sms_marketing.action_request.status."""
-    request_id = answer.get("action_request_id")
-    if not request_id:
-        return {}
-    try:
-        status = action_request_status(actor=actor, action_request_id=int(request_id))
-    except ApplicationError:
-        return {}
-    return {"id": status["action_request_id"], "state": status["state"], "role": status["required_role"]}
-
-
 def _submit(request: HttpRequest) -> HttpResponse:
     actor = staff_actor(request)
     values = _values(request.POST)
@@ -202,7 +189,7 @@ def _submit(request: HttpRequest) -> HttpResponse:
                 idempotency_key=f"{key}-segment",
                 reason=values["reason"],
             )
-            steps.append({"step": "segment", "answer": made, "request": _request_state(actor, made)})
+            steps.append({"step": "segment", "answer": made, "request": held_request_brief(actor=actor, answer=made)})
             if made["status"] != "executed":
                 return _render_result(request, steps)
             segment_id = int(made["result"]["segment_id"])
@@ -212,7 +199,7 @@ def _submit(request: HttpRequest) -> HttpResponse:
         created = campaign_create_draft(
             actor=actor, data=data, idempotency_key=f"{key}-create", reason=values["reason"]
         )
-        steps.append({"step": "create", "answer": created, "request": _request_state(actor, created)})
+        steps.append({"step": "create", "answer": created, "request": held_request_brief(actor=actor, answer=created)})
         if created["status"] != "executed" or mode == "draft":
             return _render_result(request, steps)
         result = created["result"]
@@ -233,7 +220,7 @@ def _submit(request: HttpRequest) -> HttpResponse:
                 idempotency_key=f"{key}-send",
                 reason=values["reason"],
             )
-        steps.append({"step": mode, "answer": answer, "request": _request_state(actor, answer)})
+        steps.append({"step": mode, "answer": answer, "request": held_request_brief(actor=actor, answer=answer)})
         return _render_result(request, steps)
     except ApplicationError as error:
         if steps:
@@ -392,7 +379,14 @@ def link_create_part(request: HttpRequest) -> HttpResponse:
     except ApplicationError as error:
         return _fragment_error(request, template, error)
     # The fragment of a created link carries data-insert-text: static/staff/app.js puts {{link}} into the copy.
-    return render(request, template, {"answer": answer, "request_state": _request_state(staff_actor(request), answer)})
+    return render(
+        request,
+        template,
+        {
+            "answer": answer,
+            "request_state": held_request_brief(actor=staff_actor(request), answer=answer),
+        },
+    )
 
 
 @staff_view(ADD)

@@ -30,9 +30,8 @@ from campaigns.automations.models import EventType
 from campaigns.automations.selectors import MAX_DRY_RUN_DAYS, flow_summary
 from campaigns.automations.spec import FIELDS as FLOW_FIELDS
 from campaigns.automations.spec import UPDATE_STATE_FIELDS, flow_snapshot, flow_token
-from compliance.selectors import action_request_status
+from compliance.selectors import held_request_brief
 from gateways.selectors import gateways_list, sender_ids_list
-from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError
 from smsplatform.staff.base import FieldErrors, new_key, staff_actor, staff_view
 from templates.selectors import templates_list
@@ -233,18 +232,6 @@ def _render(
     return render(request, "staff/automations/edit.html", context, status=status)
 
 
-def _request_state(actor: Actor, answer: dict[str, Any]) -> dict[str, Any]:
-    """Where a held request stands now: the same read as sms_marketing.action_request.status."""
-    request_id = answer.get("action_request_id")
-    if not request_id:
-        return {}
-    try:
-        status = action_request_status(actor=actor, action_request_id=int(request_id))
-    except ApplicationError:
-        return {}
-    return {"id": status["action_request_id"], "state": status["state"], "role": status["required_role"]}
-
-
 # --- the views ---------------------------------------------------------------------------------------
 
 
@@ -328,7 +315,7 @@ def flow_edit(request: HttpRequest, flow_id: int) -> HttpResponse:
         "answer": answer,
         "f": summary,
         "operation": operation,
-        "request_state": _request_state(actor, answer),
+        "request_state": held_request_brief(actor=actor, answer=answer),
         "changed": sorted(changes),
     }
     return render(request, "staff/automations/answer.html", context)
