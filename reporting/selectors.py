@@ -316,12 +316,16 @@ class _Scope:
         gateway_ids, gateway_codes = _gateways(gateways)
         return cls(start, end, gateway_ids, gateway_codes, granularity)
 
-    def message_figures(self, buckets: QuerySet[Any]) -> MessageFigures:
-        """The message buckets in range and on the gateways, summed (see _message_figures)."""
-        qs = _in_range(buckets, self.start, self.end)
+    def rows(self, qs: QuerySet[Any]) -> QuerySet[Any]:
+        """The rows (by their hour and gateway) in range and on the gateways."""
+        qs = _in_range(qs, self.start, self.end)
         if self.gateway_ids is not None:
             qs = qs.filter(gateway_id__in=self.gateway_ids)
-        return _message_figures(qs, self.granularity)
+        return qs
+
+    def message_figures(self, buckets: QuerySet[Any]) -> MessageFigures:
+        """The message buckets in scope, summed (see _message_figures)."""
+        return _message_figures(self.rows(buckets), self.granularity)
 
 
 def campaign_report_get(
@@ -348,9 +352,7 @@ def campaign_report_get(
     conv_qs = _in_range(ReportConversion.objects.filter(campaign_id=campaign.pk, claimed=True), start, end)
     for r in conv_qs.values("hour").annotate(n=Count("id")).order_by():
         trend[_bucket_key(r["hour"], granularity)]["conversions"] += r["n"]
-    opt_qs = _in_range(ReportOptOut.objects.filter(campaign_id=campaign.pk), start, end)
-    if gateway_ids is not None:
-        opt_qs = opt_qs.filter(gateway_id__in=gateway_ids)
+    opt_qs = scope.rows(ReportOptOut.objects.filter(campaign_id=campaign.pk))
     opt_outs = opt_qs.count()
     delivered = states.get(MessageState.DELIVERED, 0)
     unique = int(click_totals["u"] or 0)
@@ -438,11 +440,9 @@ def flow_report_get(
     """An automation flow's report from the flow message aggregates (ReportFlowMessageBucket)."""
     flow = _flow(actor, flow_id)
     scope = _Scope.read(date_from, date_to, gateways, granularity)
-    start, end, gateway_ids, gateway_codes = scope.start, scope.end, scope.gateway_ids, scope.gateway_codes
+    start, end, gateway_codes = scope.start, scope.end, scope.gateway_codes
     states, reasons, split, cost, trend = scope.message_figures(ReportFlowMessageBucket.objects.filter(flow_id=flow.pk))
-    opt_qs = _in_range(ReportOptOut.objects.filter(flow_id=flow.pk), start, end)
-    if gateway_ids is not None:
-        opt_qs = opt_qs.filter(gateway_id__in=gateway_ids)
+    opt_qs = scope.rows(ReportOptOut.objects.filter(flow_id=flow.pk))
     opt_outs = opt_qs.count()
     for r in opt_qs.values("hour").annotate(n=Count("id")).order_by():
         trend[_bucket_key(r["hour"], granularity)]["opt_outs"] += r["n"]
