@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
 from common import database_url_argument, load, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from smpp_bench import order_shipped_flow  # noqa: E402
 
 DATASET = """
 INSERT INTO contacts_contact (phone, country, language, name, tags, source, crm_key, version, created_at, updated_at)
@@ -82,7 +83,6 @@ def run(args: argparse.Namespace, url: str) -> None:
     from django.utils import timezone
 
     from campaigns.automations.engine import enrolments_send_due, events_scan
-    from campaigns.automations.flow_models import Flow, FlowState
     from campaigns.automations.models import EventSource
     from gateways.models import (
         Gateway,
@@ -98,7 +98,6 @@ def run(args: argparse.Namespace, url: str) -> None:
     from gateways.quotas import account_instance, account_top_up
     from smsplatform.config_service import platform_config_get
     from smsplatform.kernel.actor import Actor
-    from templates.models import Purpose, Template, TemplateVersion, VersionApproval
     from tests.support.smsc import SmscConfig, SmscProcess
 
     print(f"# automations: {args.enrolments:,} enrolments due at once, PostgreSQL, {machine()}")
@@ -157,32 +156,7 @@ def run(args: argparse.Namespace, url: str) -> None:
             reason="bench funds",
             idempotency_key="bench-top-up",
         )
-        template = Template.objects.create(name="Shipped", purpose=Purpose.TRANSACTIONAL, language="en")
-        version = TemplateVersion.objects.create(
-            template=template,
-            version=1,
-            name="Shipped",
-            purpose=Purpose.TRANSACTIONAL,
-            language="en",
-            body="ShopHK: your order {{order}} has shipped.",
-            fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
-            approval_status=VersionApproval.NOT_REQUIRED,
-        )
-        Flow.objects.create(
-            name="Order shipped",
-            state=FlowState.ACTIVE,
-            purpose="transactional",
-            trigger_event_types=["order_shipped"],
-            steps=[{"kind": "send"}],
-            template_version=version,
-            variables={"order": "event.order_ref"},
-            sender_id="#SHOPHK",
-            gateway=gateway,
-            max_per_period=5,
-            period_hours=24,
-            monthly_budget=Decimal("1000000"),
-            activated_at=flow_start,
-        )
+        order_shipped_flow(gateway, flow_start)
         started = time.perf_counter()
         scanned = 0
         if args.profile_scan:

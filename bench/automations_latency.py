@@ -48,10 +48,10 @@ sys.path.insert(0, str(ROOT))
 from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
 from smpp_bench import (  # noqa: E402
     PASSWORD,
-    SENDER,
     campaign_messages_write,
     gateway_on,
     latency_summary,
+    order_shipped_flow,
     percentile,
     smsc_start,
     start_worker,
@@ -107,14 +107,11 @@ def main() -> None:
 def setup(args: argparse.Namespace, smsc: Any) -> tuple[Any, Any]:
     """The gateway, sender, funds, template, event source, the flow's contacts and the flow."""
     from datetime import timedelta
-    from decimal import Decimal
 
     from django.utils import timezone
 
-    from campaigns.automations.flow_models import Flow, FlowState
     from campaigns.automations.models import EventSource
     from contacts.models import Contact
-    from templates.models import Purpose, Template, TemplateVersion, VersionApproval
 
     gateway = gateway_on(smsc, GATEWAY, window=args.window)
     Contact.objects.bulk_create(
@@ -123,32 +120,7 @@ def setup(args: argparse.Namespace, smsc: Any) -> tuple[Any, Any]:
             for n in range(1, 2 * args.events + 1)
         ]
     )
-    template = Template.objects.create(name="Shipped", purpose=Purpose.TRANSACTIONAL, language="en")
-    version = TemplateVersion.objects.create(
-        template=template,
-        version=1,
-        name="Shipped",
-        purpose=Purpose.TRANSACTIONAL,
-        language="en",
-        body="ShopHK: your order {{order}} has shipped.",
-        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
-        approval_status=VersionApproval.NOT_REQUIRED,
-    )
-    Flow.objects.create(
-        name="Order shipped",
-        state=FlowState.ACTIVE,
-        purpose="transactional",
-        trigger_event_types=["order_shipped"],
-        steps=[{"kind": "send"}],
-        template_version=version,
-        variables={"order": "event.order_ref"},
-        sender_id=SENDER,
-        gateway=gateway,
-        max_per_period=5,
-        period_hours=24,
-        monthly_budget=Decimal("1000000"),
-        activated_at=timezone.now() - timedelta(minutes=5),
-    )
+    order_shipped_flow(gateway, timezone.now() - timedelta(minutes=5))
     source = EventSource.objects.create(code="bench", name="bench")
     return gateway, source
 

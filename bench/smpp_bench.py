@@ -168,3 +168,37 @@ def wait_sent(gateway_code: str, timeout: float, *, purpose: str | None = None, 
             return
         time.sleep(0.5)
     print(f"warning: messages still pending after {timeout:.0f}s", flush=True)
+
+
+def order_shipped_flow(gateway: Any, activated_at: Any) -> Any:
+    """The benches' active transactional flow: an order_shipped event sends "your order ... has
+    shipped" (an approved-by-rule transactional template) at once, at most 5 a day per contact."""
+    from campaigns.automations.flow_models import Flow, FlowState
+    from templates.models import Purpose, Template, TemplateVersion, VersionApproval
+
+    template = Template.objects.create(name="Shipped", purpose=Purpose.TRANSACTIONAL, language="en")
+    version = TemplateVersion.objects.create(
+        template=template,
+        version=1,
+        name="Shipped",
+        purpose=Purpose.TRANSACTIONAL,
+        language="en",
+        body="ShopHK: your order {{order}} has shipped.",
+        fields=[{"name": "order", "type": "code", "charset": "gsm", "max_length": 20}],
+        approval_status=VersionApproval.NOT_REQUIRED,
+    )
+    return Flow.objects.create(
+        name="Order shipped",
+        state=FlowState.ACTIVE,
+        purpose="transactional",
+        trigger_event_types=["order_shipped"],
+        steps=[{"kind": "send"}],
+        template_version=version,
+        variables={"order": "event.order_ref"},
+        sender_id=SENDER,
+        gateway=gateway,
+        max_per_period=5,
+        period_hours=24,
+        monthly_budget=Decimal("1000000"),
+        activated_at=activated_at,
+    )
