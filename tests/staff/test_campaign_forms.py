@@ -200,6 +200,7 @@ def test_campaign_pages_mask_phones_and_show_progress(
     assert "Spring sale" in listing and 'class="bar"' in listing
     detail = client.get(f"/app/campaigns/{created['campaign_id']}/").content.decode()
     assert 'hx-get="/app/campaigns/' in detail  # batches and failures arrive as their own fragment
+    assert " HKD" in detail and "{&#x27;" not in detail  # the estimate as money, not a dict
     batches = client.get(f"/app/campaigns/{created['campaign_id']}/batches/").content.decode()
     assert 'id="batches"' in batches and 'id="failures"' in batches
     assert PHONES["undelivered"] not in batches and "+852****2001" in batches
