@@ -62,7 +62,9 @@ def test_a_lost_dispatch_is_run_again_after_the_grace_period_and_only_once(
         assert dispatch_sweep(now=later + timedelta(minutes=10)) == 0
     from campaigns.tasks import dispatch_campaign
 
-    late = dispatch_campaign.apply(args=(cid, campaign.version)).get()
+    # An eager result read in the test, not a join inside a task: Celery's "never get() within a
+    # task" guard is a process-wide flag another test's in-process task run can leave set.
+    late = dispatch_campaign.apply(args=(cid, campaign.version)).get(disable_sync_subtasks=False)
     assert late["dispatched"] is False and late["reason"] in ("already dispatched", f"campaign is {campaign.state}")
     assert OutboundMessage.objects.filter(batch__campaign_id=cid).count() == sent
 

@@ -350,7 +350,7 @@ def test_campaign_from_contacts_to_receipts_and_a_resend(
     # 10. The bind worker submits them over SMPP; receipts come back.
     stats = run_worker(smpp_gateway)
     assert stats.claimed_messages == 6 and stats.unknown_messages == 0 and stats.throttled >= 2
-    advance_batches.apply().get()  # beat's periodic roll-up
+    advance_batches.apply().get(disable_sync_subtasks=False)  # beat's periodic roll-up
     states = dict(OutboundMessage.objects.filter(batch__campaign_id=campaign_id).values_list("destination", "state"))
     assert states == {
         PHONES["amy"]: MessageState.DELIVERED,

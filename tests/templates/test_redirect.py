@@ -386,10 +386,10 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert len(segments(spool.directory)) == 1 and not LinkClick.objects.exists()
     # A ledger row left by a drain that died before deleting it is pruned on the way.
     ClickSpoolSegment.objects.create(name="stale", clicks=1, written_at=timezone.now() - timedelta(days=2))
-    assert drain_click_spool.apply().get() == 250
+    assert drain_click_spool.apply().get(disable_sync_subtasks=False) == 250
     assert LinkClick.objects.filter(link_id=link["short_link_id"], device_class="mobile").count() == 250
     assert not segments(spool.directory) and not ClickSpoolSegment.objects.exists()
-    assert drain_click_spool.apply().get() == 0
+    assert drain_click_spool.apply().get(disable_sync_subtasks=False) == 0
 
 
 def test_a_segment_committed_but_not_deleted_is_not_written_twice(
