@@ -27,6 +27,7 @@ from campaigns.otp import abuse
 from campaigns.otp.codes import body_masked, body_render, code_generate, code_hash, code_matches, verification_public_id
 from campaigns.otp.errors import OtpErrorCode
 from campaigns.otp.models import (
+    CounterScope,
     Locale,
     OtpRateCounter,
     OtpTemplate,
@@ -603,34 +604,47 @@ def _count_check(verification_id: str, now: Any) -> Verification | None:
 _VERIFICATION_TABLE = Verification._meta.db_table
 _AUDIT_TABLE = AuditLog._meta.db_table
 _COUNTER_TABLE = OtpRateCounter._meta.db_table
-_FAST_READ = f"SELECT id, code_hash, phone FROM {_VERIFICATION_TABLE} WHERE public_id = %s"  # noqa: S608 - our name
-# The whole write of a check, one statement (PostgreSQL: data-modifying CTEs), so one implicit
-# transaction and no BEGIN/COMMIT round trips: count the check, approve or lock, write the audit row
-# and, for an approval, the verified-prefix counter. The compare itself happened before, in Python
-# (hmac.compare_digest); ``code_hash = %(hash)s`` makes the statement count nothing if a resend
-# replaced the code since it was read. The WHERE is re-checked on the locked row by a concurrent
-# check, so single use, max_checks and expiry hold exactly as in the ORM path.
-_FAST_WRITE = (
+# The whole check, one statement (PostgreSQL: data-modifying CTEs), so one implicit transaction, one
+# round trip and no BEGIN/COMMIT: count the check, approve or lock, write the audit row and add an
+# approval to the verified-prefix counter. The WHERE is re-checked on the locked row by a concurrent
+# check or resend (PostgreSQL re-evaluates an UPDATE on the newest row version), so single use,
+# max_checks and expiry hold, and a code is compared with the hash the row has when the check takes it.
+#
+# The compare: the caller's code is hashed in Python with the secret key (HMAC-SHA256 over the
+# verification id and the code, as stored), and PostgreSQL compares SHA-256 digests of the two keyed
+# hashes. That is the double-HMAC comparison: whatever the timing of ``=`` says is about digests of
+# values the caller cannot compute without the key, so it tells nothing about the stored hash or the
+# code; it takes the place of a constant-time compare of the raw values.
+#
+# The counter key is abuse.number_range() in SQL (the number without its last digits). No scrub here:
+# the beat's otp.scrub_codes rewrites every sent OTP body within 30 s of its submit, pending or not,
+# and an ended verification's code opens nothing. (Rewriting a message in this statement would also
+# run the message counters' statement triggers on every check, approving or not.)
+_CHECK = (
     f"WITH v AS (UPDATE {_VERIFICATION_TABLE} SET checks = checks + 1, updated_at = %(now)s, "  # noqa: S608 - our names
-    "status = CASE WHEN %(valid)s THEN %(approved)s WHEN checks + 1 >= max_checks THEN %(locked)s ELSE status END, "
-    "ended_at = CASE WHEN %(valid)s OR checks + 1 >= max_checks THEN %(now)s ELSE ended_at END "
-    "WHERE id = %(pk)s AND code_hash = %(hash)s AND status = %(pending)s AND checks < max_checks "
-    "AND expires_at > %(now)s RETURNING id, status, checks, max_checks), "
+    "status = CASE WHEN sha256(convert_to(code_hash, 'UTF8')) = sha256(convert_to(%(hash)s, 'UTF8')) "
+    "THEN %(approved)s WHEN checks + 1 >= max_checks THEN %(locked)s ELSE status END, "
+    "ended_at = CASE WHEN sha256(convert_to(code_hash, 'UTF8')) = sha256(convert_to(%(hash)s, 'UTF8')) "
+    "OR checks + 1 >= max_checks THEN %(now)s ELSE ended_at END "
+    "WHERE public_id = %(public_id)s AND status = %(pending)s AND checks < max_checks AND expires_at > %(now)s "
+    "RETURNING id, status, checks, max_checks, phone), "
     f"a AS (INSERT INTO {_AUDIT_TABLE} (at, user_id, channel, token_name, action, object_type, object_id, "
     "before, after, reason, action_request_id, idempotency_key) "
     "SELECT %(now)s, %(user)s, %(channel)s, %(token)s, 'otp.check', 'verification', %(public_id)s, NULL, "
-    "jsonb_build_object('valid', %(valid)s, 'status', v.status, 'checks', v.checks), '', NULL, '' FROM v), "
+    "jsonb_build_object('valid', v.status = %(approved)s, 'status', v.status, 'checks', v.checks), '', NULL, '' "
+    "FROM v), "
     f'c AS (INSERT INTO "{_COUNTER_TABLE}" (scope, "key", window_seconds, window_start, "count", expires_at) '
-    "SELECT %(scope)s, %(prefix)s, %(window)s, %(start)s, 1, %(expiry)s FROM v WHERE v.status = %(approved)s "
+    "SELECT %(scope)s, left(v.phone, greatest(2, length(v.phone) - %(digits)s)), %(window)s, %(start)s, 1, "
+    "%(expiry)s FROM v WHERE v.status = %(approved)s "
     'ON CONFLICT (scope, "key", window_seconds, window_start) '
     f'DO UPDATE SET "count" = "{_COUNTER_TABLE}"."count" + 1) '
-    "SELECT id, status, checks, max_checks FROM v"
+    "SELECT status, checks, max_checks FROM v"
 )
 
 
 class _PreparedCursor(psycopg.Cursor):
     """Server-side binding, every statement prepared (Django runs psycopg with client-side binding
-    and no prepared statements): PostgreSQL plans the check's two statements once per connection."""
+    and no prepared statements): PostgreSQL plans the check's statement once per connection."""
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
@@ -645,48 +659,37 @@ def _prepared_cursor() -> Any:
 
 
 def _check_fast(actor: Actor, verification_id: str, code: str) -> dict[str, Any] | None:
-    """The check of a pending verification on PostgreSQL in two statements and no explicit
-    transaction: read the stored hash, compare in constant time, then one conditional statement
-    writes everything. None when that statement counted nothing (unknown id, ended, expired, out of
-    checks, or a resend raced it): the caller then runs the general path, which says why."""
+    """The check of a pending verification on PostgreSQL in one statement (_CHECK) and no explicit
+    transaction. None when it counted nothing (unknown id, ended, expired or out of checks): the
+    caller then runs the general path, which says why."""
+    cfg = abuse.abuse_settings()
+    now = timezone.now()
+    window = cfg.conversion_window_seconds
+    start = int(now.timestamp()) // window * window
     with _prepared_cursor() as cursor:
-        cursor.execute(_FAST_READ, [verification_id])
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        pk, stored_hash, phone = row
-        valid = code_matches(verification_id=verification_id, code=code, stored_hash=stored_hash)
-        now = timezone.now()
-        slot = abuse.verified_slot(phone)
-        start = slot.window_start(int(now.timestamp()))
         cursor.execute(
-            _FAST_WRITE,
+            _CHECK,
             {
                 "now": now,
-                "valid": valid,
+                "hash": code_hash(verification_id=verification_id, code=code),
                 "approved": VerificationStatus.APPROVED.value,
                 "locked": VerificationStatus.LOCKED.value,
                 "pending": VerificationStatus.PENDING.value,
-                "pk": pk,
-                "hash": stored_hash,
                 "user": actor.user_id,
                 "channel": str(actor.channel),
                 "token": actor.token_name,
                 "public_id": verification_id,
-                "scope": slot.scope,
-                "prefix": slot.key,
-                "window": slot.window_seconds,
+                "scope": CounterScope.PREFIX_VERIFIED.value,
+                "digits": cfg.conversion_digits,
+                "window": window,
                 "start": start,
-                "expiry": start + 2 * slot.window_seconds,
+                "expiry": start + 2 * window,
             },
         )
         written = cursor.fetchone()
     if written is None:
         return None
-    _pk, status, checks, max_checks = written
-    if status in ENDED:
-        # Housekeeping after the commit (the beat's scrub_codes sweeps anything left behind).
-        otp_bodies_scrub(verification_ids=[pk])
+    status, checks, max_checks = written
     return {
         "verification_id": verification_id,
         "status": status,

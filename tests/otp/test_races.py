@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection, transaction
+from django.db.models import F
 
 from campaigns.otp import services
+from campaigns.otp.codes import code_hash
 from campaigns.otp.models import OtpTemplate, Verification
 from campaigns.otp.services import otp_check, otp_send
 from gateways.models import OutboundMessage
@@ -112,29 +117,43 @@ def test_concurrent_mixed_codes_approve_at_most_once(
     assert sum(c.count for c in OtpRateCounter.objects.filter(scope="prefix_verified")) == 1
 
 
-def test_a_resend_between_the_read_and_the_write_counts_against_the_new_code(
+def test_a_check_waiting_on_a_resend_compares_against_the_new_code(
     template: OtpTemplate, tech: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The check reads the hash, compares, then writes only if the hash is still the one compared:
-    a resend in between (a new code) makes it fall back to the general path, which compares against
-    the new code. The old code never approves."""
-    codes = iter(["246810", "135790"])
-    monkeypatch.setattr(services, "code_generate", lambda *, length, alphabet: next(codes))
+    """A resend's write (the new code's hash, one more send) holds the verification's row lock when a
+    check of the old code arrives: the check waits, then PostgreSQL re-evaluates it on the resent
+    row, so it compares against the new code. The old code never approves, and the new one does."""
+    monkeypatch.setattr(services, "code_generate", lambda *, length, alphabet: "246810")
     vid = otp_send(
         actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-resend-0001"
     )["result"]["verification_id"]
-    real = services.code_matches
-    resent: list[bool] = []
+    locked, answers = threading.Event(), []
 
-    def resend_first(**kwargs: Any) -> bool:
-        if not resent:
-            resent.append(True)
-            otp_send(
-                actor=actor(tech), template_id=template.pk, phone="+85291234567", idempotency_key="race-resend-0002"
-            )
-        return real(**kwargs)
+    def resend_holding_the_lock() -> None:
+        try:
+            with transaction.atomic():
+                Verification.objects.filter(public_id=vid).update(
+                    code_hash=code_hash(verification_id=vid, code="135790"), sends=F("sends") + 1
+                )
+                locked.set()
+                time.sleep(0.5)  # the check below starts and waits on the row lock meanwhile
+        finally:
+            connection.close()
 
-    monkeypatch.setattr(services, "code_matches", resend_first)
-    answer = otp_check(actor=actor(tech), verification_id=vid, code="246810")
-    assert resent and answer["status"] == "pending" and answer["valid"] is False and answer["checks_used"] == 1
+    def check_old_code() -> None:
+        try:
+            locked.wait(5)
+            answers.append(otp_check(actor=actor(tech), verification_id=vid, code="246810"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=resend_holding_the_lock), threading.Thread(target=check_old_code)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers and answers[0]["status"] == "pending" and answers[0]["valid"] is False, answers
+    assert answers[0]["checks_used"] == 1
+    verification = Verification.objects.get()
+    assert (verification.sends, verification.checks) == (2, 1)
     assert otp_check(actor=actor(tech), verification_id=vid, code="135790")["status"] == "approved"

@@ -234,9 +234,8 @@ def test_max_checks_then_locked(
 def test_a_check_is_one_transaction_of_few_statements(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
     """SQLite: a wrong check is the counting UPDATE ... RETURNING and the audit row; the right one
     adds the approval, the scrub's read and the verified-prefix counter, all in the check's own
-    transaction (no transaction or savepoint of its own for the counter). PostgreSQL: the read of the
-    hash and one statement that writes everything (no BEGIN/COMMIT); the right one adds the scrub's
-    read after it."""
+    transaction (no transaction or savepoint of its own for the counter). PostgreSQL: one statement
+    that counts, compares, writes the audit row and the counter (no BEGIN/COMMIT)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -252,19 +251,38 @@ def test_a_check_is_one_transaction_of_few_statements(template: OtpTemplate, tec
 
     vid = send(tech, template)["result"]["verification_id"]
     wrong = statements(vid, "000000")
-    assert len(work(wrong)) == 2, wrong
     right = statements(vid, known_codes[-1])
     if connection.vendor == "postgresql":
-        assert len(work(right)) == 3, right
-        assert right[1].startswith("WITH v AS (UPDATE"), right
-        assert not any(q.startswith(("BEGIN", "SAVEPOINT")) for q in wrong + right), right
+        assert len(wrong) == len(right) == 1, (wrong, right)
+        assert right[0].startswith("WITH v AS (UPDATE"), right
+        assert known_codes[-1] not in right[0], "the statement carries the keyed hash, never the code"
     else:
+        assert len(work(wrong)) == 2, wrong
         assert len(work(right)) == 5, right
     # At most the check's own atomic block (a savepoint inside the test's transaction).
     assert sum(q.startswith(("BEGIN", "SAVEPOINT")) for q in right) <= 1, right
     assert Verification.objects.get(public_id=vid).status == "approved"
     assert OtpRateCounter.objects.filter(scope="prefix_verified").count() == 1
     assert AuditLog.objects.filter(action="otp.check").count() == 2
+
+
+def test_an_approval_counts_for_its_number_range(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
+    """Both paths (PostgreSQL's one statement, SQLite's ORM) add an approval to the verified counter
+    of abuse.number_range(), in the configured window; a wrong code adds nothing."""
+    from campaigns.otp import abuse
+    from campaigns.otp.models import OtpRateCounter
+
+    vid = send(tech, template)["result"]["verification_id"]
+    otp_check(actor=actor(tech), verification_id=vid, code="000000")
+    assert not OtpRateCounter.objects.filter(scope="prefix_verified").exists()
+    assert otp_check(actor=actor(tech), verification_id=vid, code=known_codes[0])["status"] == "approved"
+    counter = OtpRateCounter.objects.get(scope="prefix_verified")
+    assert counter.key == abuse.verified_slot(PHONE).key == "+8529123"
+    assert (counter.count, counter.window_seconds) == (1, abuse.abuse_settings().conversion_window_seconds)
+    assert counter.window_start % counter.window_seconds == 0
+    vid = send(tech, template, phone="+85291234000")["result"]["verification_id"]
+    otp_check(actor=actor(tech), verification_id=vid, code=known_codes[1])
+    assert OtpRateCounter.objects.get(scope="prefix_verified").count == 2
 
 
 def test_expiry(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
