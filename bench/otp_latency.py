@@ -1,12 +1,15 @@
 """OTP latency with and without a campaign on the same SMPP gateway: OTP request -> submit_sm at the SMSC.
 
 Usage: python bench/otp_latency.py [--recipients 1000000] [--otps 200] [--otp-interval S] [--window 500]
-                                   [--rate 0] [--database-url URL]
+                                   [--rate 0] [--lanes split|shared] [--database-url URL]
 Needs PostgreSQL for the figure that counts (default: BENCH_DATABASE_URL, else a throwaway SQLite;
 on PostgreSQL it creates and drops its own database next to the one named).
 
 One run, one simulator (its own process, its JSON-lines log of every submit_sm with the time it
-was read), one gateway, one ``manage.py smpp_worker`` process:
+was read), one gateway and its bind workers (``manage.py smpp_worker``): with ``--lanes split``
+(the default, the deployment docs/OPERATIONS.md recommends for a gateway that carries OTP beside
+campaigns) a priority-lane worker and a bulk-lane worker at ``--nice 10``, each on a bind of its
+own; with ``--lanes shared`` one worker sends both lanes on one bind.
 
 1. no campaign: the worker is bound and idle; ``--otps`` OTPs are requested ``--otp-interval``
    seconds apart;
@@ -136,6 +139,12 @@ def main() -> None:
     )
     parser.add_argument("--window", type=int, default=500)
     parser.add_argument("--rate", type=int, default=0, help="the gateway's max submit_sm/s (0: unlimited)")
+    parser.add_argument(
+        "--lanes",
+        choices=("split", "shared"),
+        default="split",
+        help="split: a priority-lane worker and a bulk-lane worker (--nice 10); shared: one worker",
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     args = parser.parse_args()
     if args.otp_interval is None:
@@ -170,19 +179,28 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     # Distinct numbers in distinct ranges (the pumping defence blocks a burst into one range).
     phones = (f"{OTP_PREFIX}{(n * 1009) % 1_000_000:06d}" for n in range(1, 1_000_000))
     otp_setup()
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def start_workers() -> list[subprocess.Popen[bytes]]:
+        if args.lanes == "shared":
+            return [start_worker(smsc, GATEWAY)]
+        return [
+            start_worker(smsc, GATEWAY, "--lane", "priority"),
+            start_worker(smsc, GATEWAY, "--lane", "bulk", "--nice", "10"),
+        ]
+
     campaign_window: tuple[float, float] = (0.0, 0.0)
     try:
         # 1. No campaign: bound and idle.
-        worker = start_worker(smsc, GATEWAY)
+        workers = start_workers()
         otp_phase("idle", args, phones, requested)
         wait_sent(GATEWAY, 30)
-        stop_worker(worker)
+        stop_worker(*workers)
         # 2. The campaign: written in bulk while the worker is stopped, then sent.
         reference = "campaign:bench-otp"
         took = campaign_messages_write(gateway, args.recipients, reference)
         print(f"campaign: {args.recipients:,} queued messages written in {took:.1f}s", flush=True)
-        worker = start_worker(smsc, GATEWAY)
+        workers = start_workers()
         campaign_start = time.time()
         # Start once the campaign is flowing (the worker has claimed ahead and is writing).
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
@@ -191,12 +209,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         wait_sent(GATEWAY, max(60, args.recipients / 1_000))
         campaign_end = time.time()
         campaign_window = (campaign_start, campaign_end)
-        stop_worker(worker)
-        worker = None
+        stop_worker(*workers)
+        workers = []
         stats = smsc.stats()
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        if workers:
+            stop_worker(*workers)
         smsc.stop()
     # The simulator's log, streamed (a million records do not fit in memory as dicts).
     first_at: dict[str, float] = {}
@@ -254,7 +272,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
     )
     print(
-        f"campaign: {args.recipients:,} recipients on the same gateway (window {args.window}, "
+        f"campaign: {args.recipients:,} recipients on the same gateway ({args.lanes} lanes, window {args.window}, "
         f"rate {'unlimited' if not args.rate else args.rate}), {len(campaign_times):,} submitted at "
         f"{campaign_rate:,.0f} msg/s over {campaign_window[1] - campaign_window[0]:.0f}s"
     )

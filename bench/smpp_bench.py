@@ -130,11 +130,12 @@ def campaign_messages_write(gateway: Any, count: int, reference: str) -> float:
     return time.perf_counter() - started
 
 
-def start_worker(smsc: Any, gateway_code: str) -> subprocess.Popen[bytes]:
-    """The bind worker as production runs it, returned once it has bound."""
+def start_worker(smsc: Any, gateway_code: str, *options: str) -> subprocess.Popen[bytes]:
+    """The bind worker as production runs it (``options``: more of its command line, such as
+    ``--lane bulk --nice 10``), returned once it has bound."""
     binds = int(smsc.stats().get("binds", 0))
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "smpp_worker", "--gateway", gateway_code, "--idle-exit", "3600"],
+        [sys.executable, "manage.py", "smpp_worker", "--gateway", gateway_code, "--idle-exit", "3600", *options],
         cwd=ROOT,
         env=os.environ.copy(),
     )
@@ -145,13 +146,15 @@ def start_worker(smsc: Any, gateway_code: str) -> subprocess.Popen[bytes]:
     return worker
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+def stop_worker(*workers: subprocess.Popen[bytes]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def wait_sent(gateway_code: str, timeout: float, *, purpose: str | None = None, expected: int = 0) -> None:

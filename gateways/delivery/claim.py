@@ -4,6 +4,7 @@ the opt-out re-checked at claim time."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -94,6 +95,7 @@ def messages_claim_rows(
     countries: Sequence[str] | None = None,
     on_claim: Callable[[list[int]], Any] | None = None,
     priority_only: bool = False,
+    priority_grace: timedelta | None = None,
 ) -> ClaimResult:
     """The bind worker's claim: the same rules as ``messages_claim``, rows instead of model
     instances.
@@ -101,7 +103,11 @@ def messages_claim_rows(
     Priority rows (PRIORITY_PURPOSES) are taken first, from the start of the queue whatever
     ``after_id`` says (a small partial index: msg_priority_queued), then the rest in id order
     after ``after_id``. ``priority_only``: only the first (the bind worker's every-pass claim: an
-    OTP never waits for the campaign rows it already holds).
+    OTP never waits for the campaign rows it already holds, and the priority lane's own worker).
+    ``priority_grace``: the bulk lane's worker (gateways split into lanes, see
+    gateways.smpp.worker): the priority rows are left to the priority lane's worker unless they
+    have been queued longer than this (that worker is down or behind), and the in-order pick
+    takes no priority row.
 
     ``after_id``: start after this id. Rows claimed earlier leave dead entries at the front of
     the queue's index until vacuum removes them; a worker that resumes after its last claim
@@ -120,6 +126,7 @@ def messages_claim_rows(
         countries=countries,
         on_claim=on_claim,
         priority_only=priority_only,
+        priority_grace=priority_grace,
     )
 
 
@@ -133,6 +140,7 @@ def messages_claim_result(
     countries: Sequence[str] | None = None,
     on_claim: Callable[[list[int]], Any] | None = None,
     priority_only: bool = False,
+    priority_grace: timedelta | None = None,
 ) -> ClaimResult:
     """The claim itself (messages_claim, messages_claim_rows and messages_submit all come here):
     claimed rows (the priority lane's first), how many were suppressed, and the highest id the
@@ -144,11 +152,14 @@ def messages_claim_result(
     than campaign rows not claimed yet must not carry the cursor past them."""
     now = timezone.now()
     claim = _claim_postgresql if connection.vendor == "postgresql" else _claim_orm
+    waited = None if priority_grace is None else now - priority_grace
     with transaction.atomic():
-        rows = claim(gateway_id, message_ids, limit, now, 0, countries, priority=True)
+        rows = claim(gateway_id, message_ids, limit, now, 0, countries, priority=True, queued_before=waited)
         first = len(rows)
         if not priority_only and first < limit:
-            rows += claim(gateway_id, message_ids, limit - first, now, after_id, countries)
+            rows += claim(
+                gateway_id, message_ids, limit - first, now, after_id, countries, bulk=priority_grace is not None
+            )
         claimed: list[ClaimedMessage] = []
         suppressed: list[HeldRow] = []
         for row in rows:
@@ -178,6 +189,8 @@ def _claim_postgresql(
     countries: Sequence[str] | None = None,
     *,
     priority: bool = False,
+    queued_before: datetime | None = None,
+    bulk: bool = False,
 ) -> list[tuple[Any, ...]]:
     # 1. Pick in id order with SKIP LOCKED (concurrent workers take disjoint rows), looking up an
     #    active opt-out (for all but OTP and keyword replies; for OTP, a hard block) on its
@@ -186,17 +199,22 @@ def _claim_postgresql(
     #    table's statistics say, even right after a bulk dispatch) to 'submitting' -- or, when
     #    opted out, straight to 'failed': the opt-out wins at claim time.
     # ``priority``: only the priority lane, with the partial index's own predicate written out as
-    # literals (our constants) so the planner proves it and walks msg_priority_queued.
+    # literals (our constants) so the planner proves it and walks msg_priority_queued;
+    # ``queued_before``: only those queued before then. ``bulk``: no priority row.
     from compliance.models import HARD_BLOCK_REASONS, OptOut
 
     only = "AND m.id = ANY(%(ids)s)" if message_ids is not None else ""
     if countries is not None:
         only += " AND m.country = ANY(%(countries)s)"
+    lane = ", ".join(f"'{purpose}'" for purpose in PRIORITY_PURPOSES)
     if priority:
-        lane = ", ".join(f"'{purpose}'" for purpose in PRIORITY_PURPOSES)
         state = f"m.state = '{MessageState.QUEUED.value}' AND m.purpose IN ({lane})"
+        if queued_before is not None:
+            state += " AND m.created_at <= %(queued_before)s"
     else:
         state = "m.state = %(queued)s"
+        if bulk:
+            state += f" AND m.purpose NOT IN ({lane})"
     pick = f"""
         SELECT m.id, o.id, o.reason, o.source
         FROM {_MESSAGES} m
@@ -224,6 +242,7 @@ def _claim_postgresql(
         "after": after_id,
         "ids": list(message_ids or []),
         "countries": list(countries or []),
+        "queued_before": queued_before,
     }
     with pg_cursor() as cursor:
         cursor.execute(pick, params)
@@ -267,6 +286,8 @@ def _claim_orm(
     countries: Sequence[str] | None = None,
     *,
     priority: bool = False,
+    queued_before: datetime | None = None,
+    bulk: bool = False,
 ) -> list[tuple[Any, ...]]:
     """The portable claim (SQLite: one writer at a time, so no row locks are needed)."""
     from compliance.models import HARD_BLOCK_REASONS, OptOut
@@ -279,6 +300,10 @@ def _claim_orm(
     )
     if priority:
         qs = qs.filter(purpose__in=PRIORITY_PURPOSES)
+        if queued_before is not None:
+            qs = qs.filter(created_at__lte=queued_before)
+    elif bulk:
+        qs = qs.exclude(purpose__in=PRIORITY_PURPOSES)
     if message_ids is not None:
         qs = qs.filter(pk__in=list(message_ids))
     if countries is not None:

@@ -46,6 +46,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -141,6 +142,15 @@ PRIORITY_POLL_INTERVAL = 0.02
 # On PostgreSQL the priority thread also LISTENs for wake-ups (gateways.delivery.queue.worker_wake)
 # and claims at once when one comes; it waits for them in slices of at most this many seconds.
 WAKE_SLICE = 0.25
+# Lanes (``lane``): one worker per gateway sends everything ("all"); a gateway can also be split
+# into a priority worker (OTP, transactional, test: gateways.models.PRIORITY_PURPOSES) and a bulk
+# worker, each on a bind of its own. The priority lane's submit_sm then never queue in a TCP
+# stream behind the campaign's, and its process can keep the CPU while the bulk one runs at a
+# lower priority (``manage.py smpp_worker --lane bulk --nice 10``). The bulk worker leaves priority
+# rows alone unless one has been queued longer than the gateway's ``priority_grace_seconds``
+# (default PRIORITY_GRACE): a stopped priority worker delays codes by that much, never forever.
+LANES = ("all", "priority", "bulk")
+PRIORITY_GRACE = 2.0
 
 
 class Job:
@@ -219,9 +229,14 @@ class BindWorker:
         poll_interval: float = 0.2,
         drain_timeout: float = 5.0,
         journal: bool = True,
+        lane: str = "all",
     ) -> None:
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
         self.gateway = gateway
+        self.lane = lane
         cfg = gateway.settings or {}
+        self.priority_grace = timedelta(seconds=float(cfg.get("priority_grace_seconds", PRIORITY_GRACE)))
         self.host, self.port = cfg.get("host", "127.0.0.1"), int(cfg.get("port", 2775))
         self.system_id, self.password = cfg.get("system_id", ""), password
         self.system_type = cfg.get("system_type", "")
@@ -295,7 +310,9 @@ class BindWorker:
         self._doorbell_r.setblocking(False)
         self._doorbell_w.setblocking(False)
         # What operators see (BindWorkerStatus, gateways.list, the admin):
-        self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        # (the lane shows in it when the gateway is split: two workers, one per lane)
+        lane_tag = "" if lane == "all" else f"{lane}:"
+        self.owner = f"{socket.gethostname()[:60]}:{os.getpid()}:{lane_tag}{secrets.token_hex(4)}"
         self._bind_state = BindState.BINDING
         self._bind_state_since = timezone.now()
         self._started_at = self._bind_state_since
@@ -704,9 +721,10 @@ class BindWorker:
             self.flusher.start()
             # The priority lane on a thread (and connection) of its own: a claim-ahead of a
             # batch of campaign rows on this thread never holds up an OTP's claim.
-            self._prioritizer_stop.clear()
-            self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
-            self.prioritizer.start()
+            if self.lane != "bulk":
+                self._prioritizer_stop.clear()
+                self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
+                self.prioritizer.start()
         try:
             while not stop.is_set():
                 if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
@@ -751,7 +769,8 @@ class BindWorker:
                 self._poll_priority()
                 # Claim the next batch before this one runs dry, so the window never idles.
                 if (
-                    len(self.ready) < self._low_water
+                    self.lane != "priority"
+                    and len(self.ready) < self._low_water
                     and self.open_jobs < 3 * self.batch_size
                     and now - last_empty_claim >= self.poll_interval
                 ):
@@ -837,7 +856,11 @@ class BindWorker:
         """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds (on this
         thread only when the priority thread does not run: SQLite, tests)."""
         now = time.monotonic()
-        if self.prioritizer is not None or now - self._last_priority_claim < PRIORITY_POLL_INTERVAL:
+        if (
+            self.lane == "bulk"
+            or self.prioritizer is not None
+            or now - self._last_priority_claim < PRIORITY_POLL_INTERVAL
+        ):
             return
         self._last_priority_claim = now
         try:
@@ -934,7 +957,8 @@ class BindWorker:
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
         now and then when that runs short. Priority rows come first in every claim and go to the
-        front of the ready parts (see _hold)."""
+        front of the ready parts (see _hold). The bulk lane takes priority rows only once they have
+        waited out the grace (see LANES)."""
         _refresh_db_connection()
         segment: list[int] = []
         result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after, segment=segment)
@@ -1023,6 +1047,7 @@ class BindWorker:
                 countries=countries,
                 on_claim=record,
                 priority_only=priority_only,
+                priority_grace=self.priority_grace if self.lane == "bulk" else None,
             )
         except BaseException:
             if journal is not None and journaled:  # rolled back: nothing of it is ours

@@ -462,3 +462,72 @@ def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any)
     assert not runner.is_alive() and time.monotonic() - stopping < 10
     assert worker.prioritizer is None
     assert any(r["destination"] == "85292700002" for r in read_log(smsc.log_path))
+
+
+# --- a gateway split in two lanes, each worker on a bind of its own ---------------------------------
+
+
+def test_the_bulk_lane_leaves_fresh_priority_rows_to_the_priority_lane(sim: Any) -> None:
+    """The bulk lane's claim takes no priority row in id order, and takes one first only once it
+    has been queued longer than the grace (its own worker is down or behind)."""
+    campaign = [queue(f"+8529203{i:04d}", purpose="marketing") for i in range(3)]
+    otp = queue("+85292100041", CODE_TEXT, purpose="otp")
+    later = queue("+85292030009", purpose="marketing")  # after the OTP in id order
+    grace = timedelta(seconds=2)
+
+    bulk = messages_claim_rows(gateway_id=sim.pk, limit=10, priority_grace=grace)
+
+    assert [m.pk for m in bulk.messages] == [*(m.pk for m in campaign), later.pk]
+    assert bulk.last_id == later.pk
+    assert OutboundMessage.objects.get(pk=otp.pk).state == MessageState.QUEUED
+    OutboundMessage.objects.filter(pk=otp.pk).update(created_at=timezone.now() - timedelta(seconds=3))
+    assert [m.pk for m in messages_claim_rows(gateway_id=sim.pk, limit=10, priority_grace=grace).messages] == [otp.pk]
+
+
+def _lane_run(gateway: Gateway, lane: str) -> Any:
+    worker = BindWorker(
+        Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05, lane=lane
+    )
+    return worker.run(stop=threading.Event(), idle_exit_after=1.0)
+
+
+def test_a_gateway_split_in_lanes_sends_each_lane_on_a_bind_of_its_own(smsc: Any) -> None:
+    """The bulk worker sends the campaign and leaves the codes; the priority worker sends the codes
+    and leaves the campaign, on another SMPP session; a code left queued past the gateway's
+    priority_grace_seconds (its worker stopped) is sent by the bulk worker."""
+    from tests.support.smpp import state
+
+    gateway = smpp_gateway(smsc, window=PRIORITY_WINDOW, rate=PRIORITY_RATE)
+    Gateway.objects.filter(pk=gateway.pk).update(settings={**gateway.settings, "priority_grace_seconds": 60})
+    campaign_messages_queued(gateway, 200)
+    otp = smpp_queue("+85292500001", CODE_TEXT, purpose="otp")
+
+    bulk = _lane_run(gateway, "bulk")
+
+    assert bulk.accepted_messages == 200 and state(otp) == MessageState.QUEUED
+    notice = smpp_queue("+85292500002", purpose="transactional")
+    campaign_late = smpp_queue("+85261234999", purpose="marketing")
+
+    priority = _lane_run(gateway, "priority")
+
+    assert priority.accepted_messages == 2
+    assert state(otp) == state(notice) == MessageState.DELIVERED
+    assert state(campaign_late) == MessageState.QUEUED
+    records = smsc.submitted()
+    sessions = {r["destination"][:5]: r["session"] for r in records}
+    assert sessions["85292"] != sessions["85260"], "each lane on its own bind"
+    assert smsc.stats()["binds"] == 2
+
+    stale = smpp_queue("+85292500003", CODE_TEXT, purpose="otp")
+    OutboundMessage.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(seconds=61))
+    assert _lane_run(gateway, "bulk").accepted_messages == 2
+    assert state(stale) == state(campaign_late) == MessageState.DELIVERED
+
+
+def test_a_lane_is_one_of_three_and_nice_only_lowers(sim: Any) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(ValueError, match="lane must be one of all, priority, bulk"):
+        BindWorker(sim, password=PASSWORD, lane="express")
+    with pytest.raises(CommandError, match="--nice must be 0-19"):
+        call_command("smpp_worker", "--gateway", "smpp-hk", "--nice", "-5")
