@@ -1,7 +1,11 @@
 """Balance, monthly quota and reservations. Nothing may be sent beyond quota or balance.
 
-Reservations are taken under a row lock on the account, so two dispatches racing for the
-last segments cannot both get them.
+Reservations are serialised (on PostgreSQL by a transaction-level advisory lock of their own, on
+SQLite by its single writer), so two dispatches racing for the last segments cannot both get them.
+A reservation reads the account and the held sums in one statement, after that lock, and never
+locks the account row: a charge moves the same amount from held to spent, so balance less held is
+the same before and after it in any one snapshot, and an OTP's reservation never waits for a bind
+worker's flush to commit its charge.
 """
 
 from __future__ import annotations
@@ -125,19 +129,18 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
     Runs inside the caller's transaction (the dispatch that needs it)."""
     if segments < 0 or amount < 0:
         raise ApplicationError(ErrorCode.INVALID_ARGUMENT, "A reservation cannot be negative.", field="segments")
-    # Lock the account row: reservations are serialised, so the check below is exact. One
-    # statement reads and locks it (account_instance creates it on first use only); the held sum
-    # and the reference's existing hold are read together after the lock (a statement started
-    # before the lock was granted could miss a hold committed meanwhile). An OTP's send runs this:
-    # each round trip under the lock is one a bind worker's flush may wait on.
-    account = Account.objects.select_for_update().filter(singleton=1).first()
-    if account is None:
-        account = Account.objects.select_for_update().get(pk=account_instance().pk)
-    held = QuotaReservation.objects.filter(Q(state=ReservationState.HELD) | Q(reference=reference)).aggregate(
-        s=Sum(F("segments") - F("settled_segments"), filter=Q(state=ReservationState.HELD)),
-        a=Sum(F("amount") - F("settled_amount"), filter=Q(state=ReservationState.HELD)),
-        existing=Max("pk", filter=Q(reference=reference)),
-    )
+    if connection.vendor == "postgresql":
+        account, held = _reserve_read_postgresql(reference)
+    else:
+        # SQLite: one writer at a time; the lock is Django's no-op there, kept for other databases.
+        account = Account.objects.select_for_update().filter(singleton=1).first()
+        if account is None:
+            account = Account.objects.select_for_update().get(pk=account_instance().pk)
+        held = QuotaReservation.objects.filter(Q(state=ReservationState.HELD) | Q(reference=reference)).aggregate(
+            s=Sum(F("segments") - F("settled_segments"), filter=Q(state=ReservationState.HELD)),
+            a=Sum(F("amount") - F("settled_amount"), filter=Q(state=ReservationState.HELD)),
+            existing=Max("pk", filter=Q(reference=reference)),
+        )
     if held["existing"] is not None:
         return QuotaReservation.objects.get(pk=held["existing"])  # idempotent per reference
     room = _headroom(account, int(held["s"] or 0), Decimal(held["a"] or 0))
@@ -170,12 +173,38 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
     return reservation
 
 
+# pg_advisory_xact_lock key of reservations: any constant of ours ("quota" in ASCII).
+RESERVE_LOCK = 0x71756F7461
+_ACCOUNT, _RESERVATION = Account._meta.db_table, QuotaReservation._meta.db_table
+_RESERVE_READ = (  # every column of the account (none deferred: one snapshot for all of it)
+    f"SELECT a.*, h.s, h.a AS held_amount, h.existing FROM {_ACCOUNT} a, LATERAL ("  # noqa: S608 - our names
+    "SELECT SUM(r.segments - r.settled_segments) FILTER (WHERE r.state = %(held)s) AS s, "
+    "SUM(r.amount - r.settled_amount) FILTER (WHERE r.state = %(held)s) AS a, "
+    "MAX(r.id) FILTER (WHERE r.reference = %(reference)s) AS existing "
+    f"FROM {_RESERVATION} r WHERE r.state = %(held)s OR r.reference = %(reference)s) h "
+    "WHERE a.singleton = 1"
+)
+
+
+def _reserve_read_postgresql(reference: str) -> tuple[Account, dict[str, Any]]:
+    """Take the reservations' lock (to the end of the caller's transaction), then read the account
+    and what is held in one statement: one snapshot, taken after the lock, so every reservation
+    committed before it is counted and a charge committing meanwhile is either wholly in it or not
+    at all. The account row itself is not locked."""
+    account_instance()  # the row exists (created on first use)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+    rows = list(Account.objects.raw(_RESERVE_READ, {"held": ReservationState.HELD.value, "reference": reference}))
+    account = rows[0]
+    return account, {"s": account.s, "a": account.held_amount, "existing": account.existing}
+
+
 def _account_charge(segments: int, amount: Decimal) -> None:
     """Move the account by a charge in one UPDATE (no read, no lock taken beforehand). Callers
-    run it as their last statement before commit: the account row lock it takes is then held
-    only for the commit, and an OTP's reservation (quota_reserve locks that row) waits for the
-    commit of a bind worker's flush, not for the whole flush. Reservations are always locked
-    before the account (here and in quota_consume), so no two charges deadlock."""
+    run it as their last statement before commit, so the account row lock it takes is held only
+    for the commit (reservations do not take that lock: see _reserve_read_postgresql).
+    Reservations are always locked before the account (here and in quota_consume), so no two
+    charges deadlock."""
     Account.objects.filter(singleton=1).update(
         balance=F("balance") - amount, segments_used=F("segments_used") + segments, updated_at=timezone.now()
     )

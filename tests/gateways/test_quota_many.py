@@ -100,8 +100,9 @@ def test_unhold_many_matches_unhold_and_leaves_closed_holds_alone() -> None:
 
 
 def test_the_account_row_is_charged_last_and_never_read_under_lock() -> None:
-    """An OTP's reservation locks the account row: a flush's charge takes that lock with its
-    last statement (one UPDATE), so an OTP waits for the flush's commit, not for the flush."""
+    """A flush's charge takes the account row lock with its last statement (one UPDATE), and never
+    reads the account under a lock: the lock is held only for the commit (reservations do not wait
+    on it at all: tests/gateways/test_quota_concurrency.py)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
