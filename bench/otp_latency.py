@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             return [start_worker(smsc, GATEWAY)]
         return [
             start_worker(smsc, GATEWAY, "--lane", "priority"),
-            start_worker(smsc, GATEWAY, "--lane", "bulk", "--nice", "10"),
+            start_worker(smsc, GATEWAY, "--lane", "bulk", "--nice", os.environ.get("BULK_NICE", "10")),
         ]
 
     campaign_window: tuple[float, float] = (0.0, 0.0)
