@@ -41,7 +41,7 @@ from campaigns.otp.scrub import otp_bodies_scrub
 from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from compliance.roles import Role
-from gateways.delivery.queue import message_hold, message_queue, message_submit_enqueue
+from gateways.delivery.queue import bulk_yield, message_hold, message_queue, message_submit_enqueue
 from gateways.errors import GatewayErrorCode
 from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
@@ -538,6 +538,9 @@ def _send_checked(
     # the send it stops), so it runs here, before the governed write and outside its transaction;
     # the send's own refusals (no approved version, a country not allowed) come first.
     _template, version, checked_phone = _send_check(actor, payload).context
+    # The campaign on this gateway makes room for the code from here on (a split gateway's bulk
+    # lane holds its work back for a moment: gateways.smpp.worker, LANES).
+    bulk_yield(version.gateway)
     abuse.abuse_check(
         limits=version.limits,
         phone=checked_phone.e164,

@@ -4,12 +4,13 @@ in-process adapters."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from compliance.models import HARD_BLOCK_REASONS
 from compliance.optouts import active_opt_outs
@@ -185,6 +186,30 @@ def worker_wake(gateway_id: int) -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, '')", [worker_wake_channel(gateway_id)])
+
+
+def bulk_yield_channel(gateway_code: str) -> str:
+    """The channel a gateway's bulk-lane worker LISTENs on for bulk_yield (a code too long for a
+    channel name is hashed)."""
+    name = f"sms_bulk_yield_{gateway_code}"
+    if len(name.encode()) > 63:
+        name = "sms_bulk_yield_" + hashlib.sha256(gateway_code.encode()).hexdigest()[:32]
+    return name
+
+
+def bulk_yield(gateway_code: str) -> None:
+    """Tell the gateway's bulk-lane worker that a priority message is being made right now: it holds
+    its campaign work back for the gateway's ``bulk_yield_ms`` (see gateways.smpp.worker, LANES), so
+    the request and its code get the CPU, the database and the SMSC first. PostgreSQL, outside a
+    transaction (a NOTIFY inside one would go out at its commit); anything else: nothing. Never
+    fails the send: a lost hint costs latency, not a message."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not gateway_code:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [bulk_yield_channel(gateway_code)])
+    except DatabaseError:
+        logger.warning("bulk_yield(%s) failed", gateway_code, exc_info=True)
 
 
 def message_submit_enqueue(gateway_id: int, message_ids: list[int]) -> None:

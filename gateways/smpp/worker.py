@@ -67,7 +67,7 @@ from gateways.delivery.claim import (
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
-from gateways.delivery.queue import worker_wake_channel
+from gateways.delivery.queue import bulk_yield_channel, worker_wake_channel
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
@@ -149,8 +149,18 @@ WAKE_SLICE = 0.25
 # lower priority (``manage.py smpp_worker --lane bulk --nice 10``). The bulk worker leaves priority
 # rows alone unless one has been queued longer than the gateway's ``priority_grace_seconds``
 # (default PRIORITY_GRACE): a stopped priority worker delays codes by that much, never forever.
+#
+# While a priority message is being made (campaigns.otp's send calls
+# gateways.delivery.queue.bulk_yield before its checks and writes), the bulk worker holds its
+# campaign work back for ``bulk_yield_ms`` (default BULK_YIELD_MS): no claim, no flush, no campaign
+# part written; priority parts it holds still go. So the request, the priority worker and the SMSC
+# have the machine (and the database) to themselves for the code. At most ``bulk_yield_share`` of
+# the time (default BULK_YIELD_SHARE, a token bucket over one second) goes to yielding: a flood
+# of codes slows a campaign by that share at most, never stops it. 0 turns it off.
 LANES = ("all", "priority", "bulk")
 PRIORITY_GRACE = 2.0
+BULK_YIELD_MS = 100.0
+BULK_YIELD_SHARE = 0.3
 
 
 class Job:
@@ -212,6 +222,7 @@ class WorkerStats:
     wakeups: int = 0  # priority claims started by a NOTIFY rather than the poll
     bulk_cap: int = 0  # campaign parts allowed in flight now (gateways.smpp.pacing), 0 before the first bind
     bulk_cap_min: int = 0  # the smallest it has been
+    yields: int = 0  # times the bulk lane held campaign work back for a priority message (bulk_yield)
 
 
 class LinkDown(Exception):
@@ -237,6 +248,12 @@ class BindWorker:
         self.lane = lane
         cfg = gateway.settings or {}
         self.priority_grace = timedelta(seconds=float(cfg.get("priority_grace_seconds", PRIORITY_GRACE)))
+        self.bulk_yield = max(0.0, float(cfg.get("bulk_yield_ms", BULK_YIELD_MS)) / 1000)
+        self.bulk_yield_share = min(1.0, max(0.0, float(cfg.get("bulk_yield_share", BULK_YIELD_SHARE))))
+        self._yield_until = 0.0  # monotonic time until which campaign work waits (lane "bulk")
+        self._yield_tokens = self.bulk_yield_share  # seconds of yielding left in the bucket
+        self._yield_refilled = time.monotonic()
+        self.yielder: threading.Thread | None = None
         self.host, self.port = cfg.get("host", "127.0.0.1"), int(cfg.get("port", 2775))
         self.system_id, self.password = cfg.get("system_id", ""), password
         self.system_type = cfg.get("system_type", "")
@@ -428,8 +445,9 @@ class BindWorker:
                         token_time = now
                         n = min(free, int(tokens))
                         if n > 0:
-                            taken, capped = self._take(n, pacer.room(len(bulk_sent)))
-                            if capped:
+                            yielding = now < self._yield_until
+                            taken, capped = self._take(n, 0 if yielding else pacer.room(len(bulk_sent)))
+                            if capped and not yielding:
                                 pacer.limited()
                             tokens -= len(taken)
                             if self.journal is not None and taken:
@@ -472,6 +490,8 @@ class BindWorker:
                         timeout = min(timeout, (1 - tokens) / rate)
                     else:
                         timeout = 0.0
+                if now < self._yield_until:  # yielding: back when it ends
+                    timeout = min(timeout, self._yield_until - now)
                 readable, _w, _x = select.select([sock, self._doorbell_r], [sock] if out else [], [], timeout)
                 if self._doorbell_r in readable:
                     with contextlib.suppress(BlockingIOError):
@@ -721,10 +741,13 @@ class BindWorker:
             self.flusher.start()
             # The priority lane on a thread (and connection) of its own: a claim-ahead of a
             # batch of campaign rows on this thread never holds up an OTP's claim.
+            self._prioritizer_stop.clear()
             if self.lane != "bulk":
-                self._prioritizer_stop.clear()
                 self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
                 self.prioritizer.start()
+            elif self.bulk_yield > 0 and self.bulk_yield_share > 0:
+                self.yielder = threading.Thread(target=self._yield_loop, name="smpp-yield", daemon=True)
+                self.yielder.start()
         try:
             while not stop.is_set():
                 if time.monotonic() - self._last_report >= HEARTBEAT_INTERVAL:
@@ -770,6 +793,7 @@ class BindWorker:
                 # Claim the next batch before this one runs dry, so the window never idles.
                 if (
                     self.lane != "priority"
+                    and now >= self._yield_until
                     and len(self.ready) < self._low_water
                     and self.open_jobs < 3 * self.batch_size
                     and now - last_empty_claim >= self.poll_interval
@@ -795,6 +819,7 @@ class BindWorker:
                     last_flush = now
                     self._poll_priority()
                 busy = bool(self.ready or self.inflight or self.open_jobs or self.completed or self.receipts)
+                busy = busy or now < self._yield_until  # holding work back is not being idle
                 if not busy:
                     idle_since = idle_since or now
                     if idle_exit_after is not None and now - idle_since >= idle_exit_after:
@@ -871,14 +896,14 @@ class BindWorker:
                 raise
             connection.close()
 
-    def _listen(self) -> Any:
+    def _listen(self, channel: str | None = None) -> Any:
         """A connection of the priority thread's own that LISTENs on the gateway's wake channel
         (gateways.delivery.queue.worker_wake: the OTP send NOTIFYs it when it commits); None when
         it cannot be had (the thread then only polls)."""
         try:
             listener = connection.get_new_connection(connection.get_connection_params())
             listener.autocommit = True
-            listener.execute(f'LISTEN "{worker_wake_channel(self.gateway.pk)}"')
+            listener.execute(f'LISTEN "{channel or worker_wake_channel(self.gateway.pk)}"')
             return listener
         except Exception:  # polling still finds the messages
             logger.warning("cannot LISTEN for %s's wake-ups; polling only", self.gateway.code, exc_info=True)
@@ -939,9 +964,50 @@ class BindWorker:
 
     def _stop_prioritizer(self) -> None:
         prioritizer, self.prioritizer = self.prioritizer, None
-        if prioritizer is not None:
-            self._prioritizer_stop.set()
-            prioritizer.join()
+        yielder, self.yielder = self.yielder, None
+        self._prioritizer_stop.set()
+        for thread in (prioritizer, yielder):
+            if thread is not None:
+                thread.join()
+
+    def yield_to_priority(self, now: float | None = None) -> bool:
+        """A priority message is being made (bulk_yield): hold campaign work back for bulk_yield
+        seconds, if the bucket (bulk_yield_share of each second) has that much left. Returns whether
+        it yields."""
+        now = time.monotonic() if now is None else now
+        self._yield_tokens = min(
+            self.bulk_yield_share, self._yield_tokens + (now - self._yield_refilled) * self.bulk_yield_share
+        )
+        self._yield_refilled = now
+        if self.bulk_yield <= 0 or self._yield_tokens + 1e-9 < self.bulk_yield:
+            return False
+        self._yield_tokens -= self.bulk_yield
+        self._yield_until = max(self._yield_until, now + self.bulk_yield)
+        self.stats.yields += 1
+        return True
+
+    def _yield_loop(self) -> None:
+        """The bulk lane's listener: a NOTIFY on the gateway's bulk_yield channel makes it yield."""
+        listener = None
+        try:
+            while not self._prioritizer_stop.is_set():
+                if listener is None:
+                    listener = self._listen(bulk_yield_channel(self.gateway.code))
+                    if listener is None:
+                        self._prioritizer_stop.wait(5.0)
+                        continue
+                try:
+                    for _note in listener.notifies(timeout=WAKE_SLICE, stop_after=1):
+                        self.yield_to_priority()
+                except psycopg.Error:
+                    logger.warning("the yield connection of %s dropped", self.gateway.code, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        listener.close()
+                    listener = None
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    listener.close()
 
     def _claim_priority(self) -> int:
         """Claim the queued priority messages (a probe of the partial index msg_priority_queued),
@@ -1325,6 +1391,9 @@ class BindWorker:
             while True:
                 self.flush_due.wait(self.flush_interval)
                 self.flush_due.clear()
+                held_back = self._yield_until - time.monotonic()
+                if held_back > 0 and not self._flusher_stop:
+                    time.sleep(min(held_back, self.bulk_yield))  # a priority message is being made
                 stopping = self._flusher_stop  # read before the flush: the last one takes everything
                 try:
                     self.flush()

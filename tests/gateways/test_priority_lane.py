@@ -7,6 +7,7 @@ block (blocked, invalid number, complaint) does, at queue time and at claim time
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -531,3 +532,68 @@ def test_a_lane_is_one_of_three_and_nice_only_lowers(sim: Any) -> None:
         BindWorker(sim, password=PASSWORD, lane="express")
     with pytest.raises(CommandError, match="--nice must be 0-19"):
         call_command("smpp_worker", "--gateway", "smpp-hk", "--nice", "-5")
+
+
+def test_the_bulk_lane_yields_at_most_its_share_of_each_second(sim: Any) -> None:
+    """bulk_yield_ms of holding back per priority message, from a bucket of bulk_yield_share of a
+    second that refills at that share: a flood of codes slows a campaign, never stops it."""
+    Gateway.objects.filter(pk=sim.pk).update(settings={"bulk_yield_ms": 100, "bulk_yield_share": 0.3})
+    worker = BindWorker(Gateway.objects.get(pk=sim.pk), password=PASSWORD, lane="bulk")
+    now = worker._yield_refilled
+    assert [worker.yield_to_priority(now) for _ in range(4)] == [True, True, True, False]
+    assert worker._yield_until == pytest.approx(now + 0.1)
+    assert worker.yield_to_priority(now + 0.2) is False  # 0.06 s refilled: not enough for 0.1
+    assert worker.yield_to_priority(now + 0.4) is True  # 0.12 s refilled
+    assert worker._yield_until == pytest.approx(now + 0.5)
+    assert worker.stats.yields == 4
+    # Over a long flood: at most the share of the time.
+    yielded = sum(worker.yield_to_priority(now + 1 + i / 100) for i in range(1000)) * 0.1
+    assert yielded <= 0.3 * 10 + 0.3
+    off = BindWorker(Gateway.objects.get(pk=sim.pk), password=PASSWORD, lane="bulk")
+    off.bulk_yield = 0.0
+    assert off.yield_to_priority() is False
+
+
+def test_a_yielding_bulk_lane_writes_no_campaign_part_and_claims_nothing(smsc: Any) -> None:
+    """While it yields, the bulk worker's link writes no campaign part (a priority part it holds
+    still goes) and its main loop claims nothing; after the yield, the campaign goes on."""
+    from tests.support.smpp import state
+
+    gateway = smpp_gateway(smsc, window=PRIORITY_WINDOW, rate=PRIORITY_RATE)
+    Gateway.objects.filter(pk=gateway.pk).update(settings={**gateway.settings, "bulk_yield_ms": 1500})
+    campaign_messages_queued(gateway, 50)
+    worker = BindWorker(
+        Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05, lane="bulk"
+    )
+    worker.bulk_yield_share = worker._yield_tokens = 2.0
+    assert worker.yield_to_priority()
+    yielded_at = time.time()
+    stats = worker.run(stop=threading.Event(), idle_exit_after=0.5)
+    records = smsc.submitted()
+    assert stats.accepted_messages == 50 and len(records) == 50
+    # Nothing was written before the yield ended (the simulator's clock is this machine's).
+    first = min(float(r["time"]) for r in records)
+    assert first - yielded_at >= 1.4, "a campaign part went out while yielding"
+    assert state(OutboundMessage.objects.filter(purpose="marketing").first()) == MessageState.DELIVERED
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_an_otp_send_tells_the_bulk_lane_to_yield(sim: Any) -> None:
+    """gateways.delivery.queue.bulk_yield is a NOTIFY on the gateway's bulk channel, sent at once
+    (outside a transaction); the bulk worker's listener makes it yield."""
+    from gateways.delivery.queue import bulk_yield, bulk_yield_channel
+
+    listener = connection.get_new_connection(connection.get_connection_params())
+    listener.autocommit = True
+    try:
+        listener.execute(f'LISTEN "{bulk_yield_channel("smpp-main")}"')
+        bulk_yield("smpp-main")
+        notes = list(listener.notifies(timeout=2.0, stop_after=1))
+        assert [n.channel for n in notes] == [bulk_yield_channel("smpp-main")]
+        with transaction.atomic():
+            bulk_yield("smpp-main")  # inside a transaction: nothing (it would go out at the commit)
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+    finally:
+        listener.close()
+    assert len(bulk_yield_channel("x" * 64)) <= 63
