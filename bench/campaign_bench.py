@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 print = functools.partial(print, flush=True)  # progress shows as it happens
 
 from common import database_url_argument, machine, on_throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from smpp_bench import stop_worker  # noqa: E402
 from smpp_throughput import raw_bind_rate  # noqa: E402
 
 DATASET = """
@@ -293,13 +294,7 @@ def run(args: argparse.Namespace, url: str) -> None:
             f"{elapsed:.1f}s = {delivered / elapsed:,.0f} msg/s; SMSC: {stats.get('by_status', {})}"
         )
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(30)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_worker(*workers)
         smsc.stop()
         connection.close()
 
