@@ -133,9 +133,8 @@ def quota_reserve(*, actor: Actor, reference: str, segments: int, amount: Decima
         account, held = _reserve_read_postgresql(reference)
     else:
         # SQLite: one writer at a time; the lock is Django's no-op there, kept for other databases.
-        account = Account.objects.select_for_update().filter(singleton=1).first()
-        if account is None:
-            account = Account.objects.select_for_update().get(pk=account_instance().pk)
+        found = Account.objects.select_for_update().filter(singleton=1).first()
+        account = found if found is not None else Account.objects.select_for_update().get(pk=account_instance().pk)
         held = QuotaReservation.objects.filter(Q(state=ReservationState.HELD) | Q(reference=reference)).aggregate(
             s=Sum(F("segments") - F("settled_segments"), filter=Q(state=ReservationState.HELD)),
             a=Sum(F("amount") - F("settled_amount"), filter=Q(state=ReservationState.HELD)),
@@ -196,7 +195,10 @@ def _reserve_read_postgresql(reference: str) -> tuple[Account, dict[str, Any]]:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
     rows = list(Account.objects.raw(_RESERVE_READ, {"held": ReservationState.HELD.value, "reference": reference}))
     account = rows[0]
-    return account, {"s": account.s, "a": account.held_amount, "existing": account.existing}
+    # The raw query's extra columns are attributes of the instance.
+    columns = {"s": "s", "a": "held_amount", "existing": "existing"}
+    held = {key: getattr(account, column) for key, column in columns.items()}
+    return account, held
 
 
 def _account_charge(segments: int, amount: Decimal) -> None:
