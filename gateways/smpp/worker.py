@@ -1216,8 +1216,12 @@ class BindWorker:
                     self.ready = deque(item for item in self.ready if id(item[0]) not in moving)
             else:
                 segment: list[int] = []
+                # A lane hands over only its own messages: the other lane's bind may well be up.
                 claimed = self._claim_rows(
-                    limit=self.batch_size, countries=sorted(fallback.countries or []), segment=segment
+                    limit=self.batch_size,
+                    countries=sorted(fallback.countries or []),
+                    priority_only=self.lane == "priority",
+                    segment=segment,
                 )
                 self.stats.suppressed_messages += claimed.suppressed
                 jobs = {

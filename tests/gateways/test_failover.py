@@ -188,3 +188,29 @@ def test_the_bind_worker_claims_due_messages_for_the_fallback_when_it_holds_none
     assert (mo.state, mo.attempts, mo.gateway_id) == (MessageState.QUEUED, 0, primary.pk)
     assert (taken.state, taken.attempts, taken.gateway_id) == (MessageState.QUEUED, 0, primary.pk)
     assert worker.open_jobs == 0
+
+
+def test_a_lane_hands_the_fallback_only_its_own_messages() -> None:
+    """A gateway split in lanes: the priority worker's bind being down moves its codes and
+    notices, not the campaign (the bulk worker's bind may be up), and the other way round."""
+    primary, backup = gateways("covers_hk")
+    messages = queued(primary)  # transactional: the priority lane
+    campaign = OutboundMessage.objects.create(
+        gateway=primary,
+        sender_id="#SHOPHK",
+        destination="+85261234000",
+        country="HK",
+        body="Sale",
+        encoding="GSM-7",
+        segments=1,
+        cost=Decimal("0.30"),
+        purpose="marketing",
+        quota_reference="",
+    )
+
+    assert BindWorker(primary, password="unused", journal=False, lane="priority")._fail_over("down") == 1
+    assert moved(messages, backup) == {"hk"}
+    assert OutboundMessage.objects.get(pk=campaign.pk).gateway_id == primary.pk
+
+    assert BindWorker(primary, password="unused", journal=False, lane="bulk")._fail_over("down") == 1
+    assert OutboundMessage.objects.get(pk=campaign.pk).gateway_id == backup.pk
