@@ -52,7 +52,7 @@ def gateways(fallback: str) -> tuple[Gateway, Gateway]:
     return Gateway.objects.get(pk=primary.pk), backup
 
 
-def message(primary: Gateway, destination: str, country: str, purpose: str = "transactional") -> OutboundMessage:
+def queued_message(primary: Gateway, destination: str, country: str, purpose: str = "transactional") -> OutboundMessage:
     return OutboundMessage.objects.create(
         gateway=primary,
         sender_id="#SHOPHK",
@@ -68,7 +68,9 @@ def message(primary: Gateway, destination: str, country: str, purpose: str = "tr
 
 
 def queued(primary: Gateway) -> dict[str, OutboundMessage]:
-    messages = {label: message(primary, destination, country) for label, (destination, country) in DESTINATIONS.items()}
+    messages = {
+        label: queued_message(primary, destination, country) for label, (destination, country) in DESTINATIONS.items()
+    }
     MessagePart.objects.create(
         message=messages["hk_part_taken"], part_number=1, provider_message_id="taken-1", gateway=primary
     )
@@ -196,7 +198,7 @@ def test_a_lane_hands_the_fallback_only_its_own_messages() -> None:
     notices, not the campaign (the bulk worker's bind may be up), and the other way round."""
     primary, backup = gateways("covers_hk")
     messages = queued(primary)  # transactional: the priority lane
-    campaign = message(primary, "+85261234000", "HK", purpose="marketing")
+    campaign = queued_message(primary, "+85261234000", "HK", purpose="marketing")
 
     assert BindWorker(primary, password="unused", journal=False, lane="priority")._fail_over("down") == 1
     assert moved(messages, backup) == {"hk"}
