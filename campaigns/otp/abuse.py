@@ -587,6 +587,23 @@ def verified_slot(phone: str) -> _Slot:
     )
 
 
+def verified_window(now: datetime | None = None) -> dict[str, Any]:
+    """The verified-prefix counter's slot at ``now`` less its key, for a statement that computes
+    the key itself from the phone (abuse.number_range in SQL: ``left(phone, greatest(2,
+    length(phone) - digits))``): scope, digits, window, its start and the row's expiry, as _take
+    writes them."""
+    cfg = abuse_settings()
+    slot = _Slot(CounterScope.PREFIX_VERIFIED, "", cfg.conversion_window_seconds)
+    start = slot.window_start(_epoch(now))
+    return {
+        "scope": slot.scope,
+        "digits": cfg.conversion_digits,
+        "window": slot.window_seconds,
+        "start": start,
+        "expiry": start + 2 * slot.window_seconds,
+    }
+
+
 def abuse_record_verified(*, phone: str, now: datetime | None = None) -> None:
     """After a successful code check: count it for the prefix's verify/send conversion ratio.
     Runs in the caller's transaction (a verification that rolls back is not counted)."""

@@ -27,7 +27,6 @@ from campaigns.otp import abuse
 from campaigns.otp.codes import body_masked, body_render, code_generate, code_hash, code_matches, verification_public_id
 from campaigns.otp.errors import OtpErrorCode
 from campaigns.otp.models import (
-    CounterScope,
     Locale,
     OtpRateCounter,
     OtpTemplate,
@@ -665,10 +664,7 @@ def _check_fast(actor: Actor, verification_id: str, code: str) -> dict[str, Any]
     """The check of a pending verification on PostgreSQL in one statement (_CHECK) and no explicit
     transaction. None when it counted nothing (unknown id, ended, expired or out of checks): the
     caller then runs the general path, which says why."""
-    cfg = abuse.abuse_settings()
     now = timezone.now()
-    window = cfg.conversion_window_seconds
-    start = int(now.timestamp()) // window * window
     with _prepared_cursor() as cursor:
         cursor.execute(
             _CHECK,
@@ -682,11 +678,7 @@ def _check_fast(actor: Actor, verification_id: str, code: str) -> dict[str, Any]
                 "channel": str(actor.channel),
                 "token": actor.token_name,
                 "public_id": verification_id,
-                "scope": CounterScope.PREFIX_VERIFIED.value,
-                "digits": cfg.conversion_digits,
-                "window": window,
-                "start": start,
-                "expiry": start + 2 * window,
+                **abuse.verified_window(now),
             },
         )
         written = cursor.fetchone()
