@@ -104,28 +104,14 @@ def campaign_messages_write(gateway: Any, count: int, reference: str) -> float:
     from django.db import transaction
 
     from gateways.models import OutboundMessage, QuotaReservation
+    from tests.support.smpp import campaign_message_rows
 
     QuotaReservation.objects.create(reference=reference, segments=count, amount=Decimal("0.3") * count)
     started = time.perf_counter()
     for start in range(0, count, 50_000):
         with transaction.atomic():
             OutboundMessage.objects.bulk_create(
-                [
-                    OutboundMessage(
-                        gateway=gateway,
-                        sender_id=SENDER,
-                        destination=f"+8526{i:07d}",
-                        country="HK",
-                        body="Weekend sale: 20% off everything. Reply STOP to opt out",
-                        encoding="GSM-7",
-                        segments=1,
-                        cost=Decimal("0.3"),
-                        purpose="marketing",
-                        quota_reference=reference,
-                    )
-                    for i in range(start, min(count, start + 50_000))
-                ],
-                batch_size=10_000,
+                campaign_message_rows(gateway, start, min(count, start + 50_000), reference, SENDER), batch_size=10_000
             )
     return time.perf_counter() - started
 

@@ -72,29 +72,32 @@ PRIORITY_WINDOW = 50  # the window the overtaking tests give the gateway
 PRIORITY_RATE = 2_000  # submit_sm per second: the link, not the database, sets the pace
 
 
+def campaign_message_rows(gateway: Any, start: int, stop: int, reference: str, sender_id: str = "#SHOPHK") -> list[Any]:
+    """Queued marketing messages to +8526 numbers ``start``..``stop`` - 1, unsaved, as the dispatch
+    writes them (the benches write a million of them through this too)."""
+    return [
+        OutboundMessage(
+            gateway=gateway,
+            sender_id=sender_id,
+            destination=f"+8526{i:07d}",
+            country="HK",
+            body="Weekend sale: 20% off everything. Reply STOP to opt out",
+            encoding="GSM-7",
+            segments=1,
+            cost=Decimal("0.3"),
+            purpose="marketing",
+            quota_reference=reference,
+        )
+        for i in range(start, stop)
+    ]
+
+
 def campaign_messages_queued(gateway: Gateway, count: int, reference: str = "campaign:bench") -> None:
     """A campaign's queued messages written in bulk, as the dispatch writes them."""
     from gateways.models import QuotaReservation
 
     QuotaReservation.objects.create(reference=reference, segments=count, amount=Decimal("0.3") * count)
-    OutboundMessage.objects.bulk_create(
-        [
-            OutboundMessage(
-                gateway=gateway,
-                sender_id="#SHOPHK",
-                destination=f"+8526{i:07d}",
-                country="HK",
-                body="Weekend sale: 20% off everything. Reply STOP to opt out",
-                encoding="GSM-7",
-                segments=1,
-                cost=Decimal("0.3"),
-                purpose="marketing",
-                quota_reference=reference,
-            )
-            for i in range(count)
-        ],
-        batch_size=5_000,
-    )
+    OutboundMessage.objects.bulk_create(campaign_message_rows(gateway, 0, count, reference), batch_size=5_000)
 
 
 @dataclass
