@@ -102,6 +102,12 @@ def test_a_new_template_and_a_new_version_are_held_for_an_approver(
     assert OtpTemplateVersion.objects.filter(template=template).count() == 2
     listing = client.get("/app/otp/").content.decode()
     assert "pending_approval" in listing.split(f'data-template="{template.pk}"', 1)[1].split("</tr>", 1)[0]
+    # A version awaiting approval has no number yet: the list never says "vNone", and a template
+    # never approved shows its state once.
+    assert "vNone" not in listing
+    new = OtpTemplate.objects.get(name="Reset code")
+    new_row = listing.split(f'data-template="{new.pk}"', 1)[1].split("</tr>", 1)[0]
+    assert new_row.count("pending_approval") == 1, new_row
 
 
 def test_verifications_are_listed_masked(template: OtpTemplate, tech: Any, compliance: Any) -> None:
