@@ -149,6 +149,20 @@ def known_gateways(db: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _celery_join_guard_reset() -> Iterator[None]:
+    """Eager ``apply_async`` sets Celery's process-wide "a join would block" flag inside
+    ``denied_join_result()`` and puts back the value it saw on entry. Threads racing eager tasks
+    (the 50-sender OTP race, two beats racing alerts) interleave those saves and restores, so the
+    flag can be left set after them, and a later test's ``EagerResult.get()`` in the same worker
+    then fails with "Never call result.get() within a task!". Each test starts with it clear."""
+    from celery._state import _set_task_join_will_block
+
+    _set_task_join_will_block(False)
+    yield
+    _set_task_join_will_block(False)
+
+
+@pytest.fixture(autouse=True)
 def _smpp_journal_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test's bind workers journal into a directory of their own (never var/)."""
     settings.SMS_SMPP_JOURNAL_DIR = str(tmp_path_factory.mktemp("smpp-journal"))
