@@ -114,6 +114,14 @@ class SmscConfig:
     message_id_format: str = "hex"  # "hex" or "decimal"
     log_path: str | None = None  # JSON lines, appended
     log_flush_interval: float = 0.2
+    # Records written per turn of the event loop by the periodic log flush: a large batch is
+    # written a slice at a time, so the binds are read between slices (as a real SMSC's logging
+    # never holds up its binds).
+    log_flush_chunk: int = 256
+    # PDUs one bind's read handles per turn of the event loop before the other binds are read:
+    # a real SMSC serves its binds concurrently, so one bind's full window never holds up another's
+    # submit_sm behind it.
+    pdus_per_turn: int = 64
     keep_records: int = 50_000  # records kept in memory, oldest dropped first (the log file has them all)
     redeliver_unacked: bool = True  # deliver_sm unacknowledged when its connection ends go out again
     seed: int | None = None  # receipt delays and receipt-before-resp picks
@@ -239,6 +247,8 @@ class Session(asyncio.Protocol):
         self.closed = False
         self.outstanding: dict[int, Delivery] = {}
         self._sequence = 0
+        self._write_paused = False  # the client does not read what we write (receipts pile up)
+        self._turn_paused = False  # this bind had its turn; the rest of its buffer waits for the next
         self.handlers: dict[int, Callable[[int, int, bytes], bool]] = {
             C.SUBMIT_SM: self.on_submit_sm,
             C.DELIVER_SM_RESP: self.on_deliver_sm_resp,
@@ -282,24 +292,50 @@ class Session(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client is not reading (receipts pile up): stop reading its submits until it does.
+        self._write_paused = True
         if self.transport is not None and not self.closed:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closed:
+        self._write_paused = False
+        if self.transport is not None and not self.closed and not self._turn_paused:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.buffer += data
+        if not self._turn_paused:
+            self._take_turn()
+
+    def _next_turn(self) -> None:
+        self._turn_paused = False
+        if self.closed:
+            return
+        self._take_turn()
+        if not self._turn_paused and not self._write_paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _take_turn(self) -> None:
+        """Handle at most ``pdus_per_turn`` complete PDUs from the buffer; with more waiting, stop
+        reading this bind and come back after the loop has read the others."""
         buffer = self.buffer
-        buffer += data
         size = len(buffer)
         pos = 0
         unpack = C.HEADER.unpack_from
         handlers = self.handlers
+        budget = self.server.config.pdus_per_turn
         try:
             while size - pos >= C.HEADER_SIZE:
+                if budget <= 0:
+                    length = unpack(buffer, pos)[0]
+                    if size - pos >= length:  # another complete PDU: it waits for this bind's next turn
+                        self._turn_paused = True
+                        if self.transport is not None:
+                            self.transport.pause_reading()
+                        self.server.loop.call_soon(self._next_turn)
+                    break
+                budget -= 1
                 length, command_id, status, sequence = unpack(buffer, pos)
                 if length < C.HEADER_SIZE or length > C.MAX_PDU_LENGTH:
                     self.server.count("framing_errors")
@@ -441,7 +477,7 @@ class SmscServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._log_file: IO[str] | None = None
         self._log_pending: list[dict[str, Any]] = []
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self._receipts: list[tuple[float, int, ReceiptJob]] = []
         self._receipt_seq = itertools.count()
         self._receipt_handle: asyncio.TimerHandle | None = None
@@ -854,6 +890,16 @@ class SmscServer:
     # -- log
 
     def _flush_tick(self) -> None:
+        """The periodic flush: a slice of ``log_flush_chunk`` records per turn of the loop, the
+        next slice after the binds have been read, until what was pending is written."""
+        chunk = self.config.log_flush_chunk
+        pending = self._log_pending
+        if len(pending) > chunk:
+            self._write_log(pending[:chunk])
+            del pending[:chunk]
+            if not self._stopped:
+                self._flush_handle = self.loop.call_soon(self._flush_tick)
+            return
         self.flush_log()
         if not self._stopped:
             self._flush_handle = self.loop.call_later(self.config.log_flush_interval, self._flush_tick)
@@ -861,11 +907,14 @@ class SmscServer:
     def flush_log(self) -> int:
         """Write the records not yet in the log file; returns how many."""
         pending, self._log_pending = self._log_pending, []
+        self._write_log(pending)
+        return len(pending)
+
+    def _write_log(self, pending: list[dict[str, Any]]) -> None:
         if self._log_file is not None and pending:
             dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
             self._log_file.write("".join(dumps(record) + "\n" for record in pending))
             self._log_file.flush()
-        return len(pending)
 
     def stats(self) -> dict[str, Any]:
         data: dict[str, Any] = dict(self.counters)
