@@ -136,9 +136,13 @@ def policy_matches(policy: ApprovalPolicy, facts: Facts, actor: Actor, config: d
 def matching_policy(action: str, facts: Facts, actor: Actor) -> ApprovalPolicy | None:
     from smsplatform.config_service import platform_config_data
 
+    policies = list(
+        ApprovalPolicy.objects.filter(action=action, enabled=True).select_related("approver_role").order_by("id")
+    )
+    if not policies:
+        return None  # most writes: no policy, and no read of the platform config either
     config = platform_config_data()
-    policies = ApprovalPolicy.objects.filter(action=action, enabled=True).select_related("approver_role")
-    for policy in policies.order_by("id"):
+    for policy in policies:
         if policy_matches(policy, facts, actor, config):
             return policy
     return None

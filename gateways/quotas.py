@@ -190,10 +190,13 @@ def _reserve_read_postgresql(reference: str) -> tuple[Account, dict[str, Any]]:
     and what is held in one statement: one snapshot, taken after the lock, so every reservation
     committed before it is counted and a charge committing meanwhile is either wholly in it or not
     at all. The account row itself is not locked."""
-    account_instance()  # the row exists (created on first use)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
-    rows = list(Account.objects.raw(_RESERVE_READ, {"held": ReservationState.HELD.value, "reference": reference}))
+    params = {"held": ReservationState.HELD.value, "reference": reference}
+    rows = list(Account.objects.raw(_RESERVE_READ, params))
+    if not rows:  # the account is created on first use
+        account_instance()
+        rows = list(Account.objects.raw(_RESERVE_READ, params))
     account = rows[0]
     # The raw query's extra columns are attributes of the instance.
     columns = {"s": "s", "a": "held_amount", "existing": "existing"}

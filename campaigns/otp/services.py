@@ -47,6 +47,7 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import idempotent_replay
+from smsplatform.kernel.inserts import insert_unless_conflict
 from smsplatform.kernel.phones import phone_mask, phone_parse
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 from smsplatform.models import AuditLog
@@ -355,32 +356,30 @@ def _start_or_resend(
             continue  # it ended or expired meanwhile: start a new one
         public_id = verification_public_id()
         code = code_generate(length=version.code_length, alphabet=version.alphabet)
-        try:
-            # A savepoint: a concurrent first send for this phone and template wins the unique
-            # pending constraint, and this one resends within it on the next pass.
-            with transaction.atomic():
-                verification = Verification.objects.create(
-                    public_id=public_id,
-                    template=template,
-                    template_version=version,
-                    phone=e164,
-                    country=country,
-                    locale=payload["locale"],
-                    code_hash=code_hash(verification_id=public_id, code=code),
-                    sends=1,
-                    max_sends=version.max_sends,
-                    max_checks=version.max_checks,
-                    expires_at=now + validity,
-                    client_ip=payload.get("client_ip") or None,
-                    created_by_id=actor.user_id,
-                    channel=str(actor.channel),
-                    token_name=actor.token_name,
-                    created_at=now,
-                    updated_at=now,
-                )
-        except IntegrityError:
-            continue
-        return verification, code
+        verification = Verification(
+            public_id=public_id,
+            template=template,
+            template_version=version,
+            phone=e164,
+            country=country,
+            locale=payload["locale"],
+            code_hash=code_hash(verification_id=public_id, code=code),
+            sends=1,
+            max_sends=version.max_sends,
+            max_checks=version.max_checks,
+            expires_at=now + validity,
+            client_ip=payload.get("client_ip") or None,
+            created_by_id=actor.user_id,
+            channel=str(actor.channel),
+            token_name=actor.token_name,
+            created_at=now,
+            updated_at=now,
+        )
+        # A concurrent first send for this phone and template wins the unique pending constraint
+        # (this insert then writes nothing, in one statement: no savepoint), and this one resends
+        # within it on the next pass.
+        if insert_unless_conflict(verification):
+            return verification, code
     raise ApplicationError(
         ErrorCode.IDEMPOTENCY_IN_PROGRESS,
         "Another send for this phone and template is changing the verification.",
@@ -460,9 +459,9 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
     # The quota hold last: it locks the account row (which bind workers' flushes charge), so the
     # lock is held for the hold and the governed write's closing statement only.
     message_hold(actor=actor, message=message)
-    gateway_id, message_ids = message.gateway_id, [message.pk]
+    gateway, message_ids = message.gateway, [message.pk]  # the row message_queue read
     # After commit only: the submit task must find the message queued.
-    transaction.on_commit(lambda: message_submit_enqueue(gateway_id, message_ids))
+    transaction.on_commit(lambda: message_submit_enqueue(gateway.pk, message_ids, gateway=gateway))
     return result
 
 

@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
+from smsplatform.kernel.inserts import insert_unless_conflict
 from smsplatform.models import IdempotencyRecord
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{8,200}$")
@@ -68,19 +69,13 @@ def run_idempotent(
     fingerprint = request_fingerprint(operation, payload)
     namespace = _namespace(actor)
     with transaction.atomic(durable=True):
-        try:
-            # A savepoint, so a duplicate key leaves the outer transaction usable.
-            # On PostgreSQL a concurrent insert of the same key blocks here until
-            # the first transaction ends, then raises: the loser replays its result.
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(
-                    user_id=actor.user_id,
-                    namespace=namespace,
-                    key=key,
-                    operation=operation,
-                    request_hash=fingerprint,
-                )
-        except IntegrityError:
+        record = IdempotencyRecord(
+            user_id=actor.user_id, namespace=namespace, key=key, operation=operation, request_hash=fingerprint
+        )
+        # One statement, no savepoint: a duplicate key inserts nothing and leaves the transaction
+        # usable. On PostgreSQL a concurrent insert of the same key makes this wait until the
+        # first transaction ends: the loser then finds its committed record and replays it.
+        if not insert_unless_conflict(record):
             existing = IdempotencyRecord.objects.get(user=actor.user, namespace=namespace, key=key)
             if existing.request_hash != fingerprint:
                 raise ApplicationError(
@@ -98,9 +93,9 @@ def run_idempotent(
                 ) from None
             return dict(existing.response)
         result = execute()
-        record.response = json.loads(json.dumps(result, cls=DjangoJSONEncoder))
-        record.save(update_fields=["response"])
-        return dict(record.response)
+        response = json.loads(json.dumps(result, cls=DjangoJSONEncoder))
+        IdempotencyRecord.objects.filter(pk=record.pk).update(response=response)
+        return dict(response)
 
 
 def idempotent_replay(*, actor: Actor, key: object, operation: str, payload: Any) -> dict[str, Any] | None:
