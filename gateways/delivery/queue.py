@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -199,7 +200,8 @@ def bulk_yield_channel(gateway_code: str) -> str:
 
 def bulk_yield(gateway_code: str) -> None:
     """Tell the gateway's bulk-lane worker that a priority message is being made right now: it holds
-    its campaign work back for the gateway's ``bulk_yield_ms`` (see gateways.smpp.worker, LANES), so
+    its campaign work back until the priority lane has written it to the SMSC (bulk_yield_release),
+    for the gateway's ``bulk_yield_ms`` at most (see gateways.smpp.worker, LANES), so
     the request and its code get the CPU, the database and the SMSC first. PostgreSQL, outside a
     transaction (a NOTIFY inside one would go out at its commit); anything else: nothing. Never
     fails the send: a lost hint costs latency, not a message."""
@@ -210,6 +212,18 @@ def bulk_yield(gateway_code: str) -> None:
             cursor.execute("SELECT pg_notify(%s, '')", [bulk_yield_channel(gateway_code)])
     except DatabaseError:
         logger.warning("bulk_yield(%s) failed", gateway_code, exc_info=True)
+
+
+YIELD_RELEASE_PREFIX = "sent:"
+
+
+def bulk_yield_release(gateway_code: str, codes: int, *, cursor: Any) -> None:
+    """The priority lane has written ``codes`` codes to the SMSC: the bulk-lane worker ends its
+    yield once every code it yielded for is out (``sent:<n>`` on the bulk_yield channel). Sent by
+    the priority worker on a connection of its own (``cursor``: anything with ``execute``)."""
+    cursor.execute(
+        "SELECT pg_notify(%s, %s)", [bulk_yield_channel(gateway_code), f"{YIELD_RELEASE_PREFIX}{int(codes)}"]
+    )
 
 
 def message_submit_enqueue(gateway_id: int, message_ids: list[int], *, gateway: Gateway | None = None) -> None:

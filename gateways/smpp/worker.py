@@ -67,11 +67,16 @@ from gateways.delivery.claim import (
 from gateways.delivery.inbound import inbound_receive
 from gateways.delivery.outcomes import outcomes_record
 from gateways.delivery.quarantine import QuarantineItem, delivery_quarantine
-from gateways.delivery.queue import bulk_yield_channel, worker_wake_channel
+from gateways.delivery.queue import (
+    YIELD_RELEASE_PREFIX,
+    bulk_yield_channel,
+    bulk_yield_release,
+    worker_wake_channel,
+)
 from gateways.delivery.receipts import receipt_bytes_text, receipt_text_safe
 from gateways.delivery.reconcile import messages_fail_over, messages_mark_unknown, messages_requeue
 from gateways.failover import fallback_usable
-from gateways.models import PRIORITY_PURPOSES, BindState, Gateway, MessageState, QuarantineKind
+from gateways.models import PRIORITY_PURPOSES, BindState, Gateway, MessagePurpose, MessageState, QuarantineKind
 from gateways.services import bind_worker_status_record
 from gateways.smpp import wire
 from gateways.smpp.constants import (
@@ -154,12 +159,16 @@ WAKE_SLICE = 0.25
 # gateways.delivery.queue.bulk_yield before its checks and writes), the bulk worker holds its
 # campaign work back for ``bulk_yield_ms`` (default BULK_YIELD_MS): no claim, no flush, no campaign
 # part written; priority parts it holds still go. So the request, the priority worker and the SMSC
-# have the machine (and the database) to themselves for the code. At most ``bulk_yield_share`` of
-# the time (default BULK_YIELD_SHARE, a token bucket over one second) goes to yielding: a flood
+# have the machine (and the database) to themselves for the code. The yield ends early once the
+# priority worker has written the codes announced to the SMSC (it NOTIFYs ``sent:<n>`` on the same
+# channel: gateways.delivery.queue.bulk_yield_release), so a code that goes out in 30 ms holds the
+# campaign back 30 ms, and ``bulk_yield_ms`` is only the longest a yield lasts (a refused request,
+# which sends nothing). At most ``bulk_yield_share`` of the time (default BULK_YIELD_SHARE, a token
+# bucket over one second; an early end gives back what it did not use) goes to yielding: a flood
 # of codes slows a campaign by that share at most, never stops it. 0 turns it off.
 LANES = ("all", "priority", "bulk")
 PRIORITY_GRACE = 2.0
-BULK_YIELD_MS = 100.0
+BULK_YIELD_MS = 250.0
 BULK_YIELD_SHARE = 0.3
 
 
@@ -223,6 +232,7 @@ class WorkerStats:
     bulk_cap: int = 0  # campaign parts allowed in flight now (gateways.smpp.pacing), 0 before the first bind
     bulk_cap_min: int = 0  # the smallest it has been
     yields: int = 0  # times the bulk lane held campaign work back for a priority message (bulk_yield)
+    yields_released: int = 0  # of them, ended early: the priority lane had written the codes
 
 
 class LinkDown(Exception):
@@ -253,7 +263,14 @@ class BindWorker:
         self._yield_until = 0.0  # monotonic time until which campaign work waits (lane "bulk")
         self._yield_tokens = self.bulk_yield_share  # seconds of yielding left in the bucket
         self._yield_refilled = time.monotonic()
+        self._yield_open = 0  # codes announced during this yield and not yet written by the priority lane
+        self._yield_over = threading.Event()  # set when a yield ends early (the flusher waits on it)
         self.yielder: threading.Thread | None = None
+        # Lane "priority": codes written to the SMSC and not yet announced to the bulk lane, and
+        # the thread that announces them (bulk_yield_release).
+        self._codes_written = 0
+        self._codes_written_due = threading.Event()
+        self.releaser: threading.Thread | None = None
         self.host, self.port = cfg.get("host", "127.0.0.1"), int(cfg.get("port", 2775))
         self.system_id, self.password = cfg.get("system_id", ""), password
         self.system_type = cfg.get("system_type", "")
@@ -422,6 +439,8 @@ class BindWorker:
         pacer = self.pacer = BulkPacer(window, reserve=self.priority_reserve, budget=self.bulk_queue_delay)
         bulk_sent = self._bulk_sent = {}
         capped = False
+        releasing = self.releaser is not None  # lane "priority": tell the bulk lane when codes are out
+        codes = 0
         try:
             while True:
                 now = time.monotonic()
@@ -462,6 +481,8 @@ class BindWorker:
                                 inflight[seq] = (job, index)
                                 if not job.priority:
                                     bulk_sent[seq] = now
+                                elif releasing and index == len(job.bodies) - 1:
+                                    codes += job.message.purpose == MessagePurpose.OTP  # its last part
                                 ends.append((sent_total + len(out), seq))
                             stats.submitted_parts += len(taken)
                 if out:
@@ -474,6 +495,11 @@ class BindWorker:
                     while ends and ends[0][0] <= sent_total:
                         ends.popleft()
                     last_traffic = now
+                if codes and not out:  # every byte of them is in the socket: the bulk lane may go on
+                    with self.lock:
+                        self._codes_written += codes
+                    codes = 0
+                    self._codes_written_due.set()
                 # Wait for the SMSC (or for room to write); not at all when more can be written now.
                 timeout = 0.05
                 if (
@@ -745,6 +771,9 @@ class BindWorker:
             if self.lane != "bulk":
                 self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
                 self.prioritizer.start()
+            if self.lane == "priority":
+                self.releaser = threading.Thread(target=self._release_loop, name="smpp-release", daemon=True)
+                self.releaser.start()
             elif self.bulk_yield > 0 and self.bulk_yield_share > 0:
                 self.yielder = threading.Thread(target=self._yield_loop, name="smpp-yield", daemon=True)
                 self.yielder.start()
@@ -965,8 +994,10 @@ class BindWorker:
     def _stop_prioritizer(self) -> None:
         prioritizer, self.prioritizer = self.prioritizer, None
         yielder, self.yielder = self.yielder, None
+        releaser, self.releaser = self.releaser, None
         self._prioritizer_stop.set()
-        for thread in (prioritizer, yielder):
+        self._codes_written_due.set()
+        for thread in (prioritizer, yielder, releaser):
             if thread is not None:
                 thread.join()
 
@@ -979,12 +1010,62 @@ class BindWorker:
             self.bulk_yield_share, self._yield_tokens + (now - self._yield_refilled) * self.bulk_yield_share
         )
         self._yield_refilled = now
+        if now >= self._yield_until:
+            self._yield_open = 0  # what the last yield waited for went out, or never will
+        self._yield_open += 1
         if self.bulk_yield <= 0 or self._yield_tokens + 1e-9 < self.bulk_yield:
             return False
         self._yield_tokens -= self.bulk_yield
+        self._yield_over.clear()
         self._yield_until = max(self._yield_until, now + self.bulk_yield)
         self.stats.yields += 1
         return True
+
+    def yield_release(self, codes: int, now: float | None = None) -> bool:
+        """The priority lane has written ``codes`` codes to the SMSC (its ``sent:<n>`` NOTIFY): once
+        every code announced during this yield is out, the yield ends now, and the bucket gets
+        back the time it did not use. Returns whether it ended the yield."""
+        now = time.monotonic() if now is None else now
+        self._yield_open = max(0, self._yield_open - max(0, codes))
+        if self._yield_open or now >= self._yield_until:
+            return False
+        self._yield_tokens = min(self.bulk_yield_share, self._yield_tokens + (self._yield_until - now))
+        self._yield_until = now
+        self._yield_over.set()
+        self.wake.set()
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._doorbell_w.send(b"\x01")
+        self.stats.yields_released += 1
+        return True
+
+    def _release_loop(self) -> None:
+        """Lane "priority": announce the codes the link has written (bulk_yield_release), from a
+        connection of this thread's own, so the link never waits on the database."""
+        notifier = None
+        try:
+            while not self._prioritizer_stop.is_set():
+                self._codes_written_due.wait(WAKE_SLICE)
+                self._codes_written_due.clear()
+                with self.lock:
+                    codes, self._codes_written = self._codes_written, 0
+                if not codes:
+                    continue
+                try:
+                    if notifier is None:
+                        notifier = connection.get_new_connection(connection.get_connection_params())
+                        notifier.autocommit = True
+                    bulk_yield_release(self.gateway.code, codes, cursor=notifier)
+                except psycopg.Error:
+                    # The bulk lane's yield then ends at its own time limit instead.
+                    logger.warning("cannot announce written codes for %s", self.gateway.code, exc_info=True)
+                    with contextlib.suppress(Exception):
+                        if notifier is not None:
+                            notifier.close()
+                    notifier = None
+        finally:
+            if notifier is not None:
+                with contextlib.suppress(Exception):
+                    notifier.close()
 
     def _yield_loop(self) -> None:
         """The bulk lane's listener: a NOTIFY on the gateway's bulk_yield channel makes it yield."""
@@ -997,8 +1078,11 @@ class BindWorker:
                         self._prioritizer_stop.wait(5.0)
                         continue
                 try:
-                    for _note in listener.notifies(timeout=WAKE_SLICE, stop_after=1):
-                        self.yield_to_priority()
+                    for note in listener.notifies(timeout=WAKE_SLICE, stop_after=1):
+                        if note.payload.startswith(YIELD_RELEASE_PREFIX):
+                            self.yield_release(int(note.payload[len(YIELD_RELEASE_PREFIX) :] or 0))
+                        else:
+                            self.yield_to_priority()
                 except psycopg.Error:
                     logger.warning("the yield connection of %s dropped", self.gateway.code, exc_info=True)
                     with contextlib.suppress(Exception):
@@ -1397,7 +1481,7 @@ class BindWorker:
                 self.flush_due.clear()
                 held_back = self._yield_until - time.monotonic()
                 if held_back > 0 and not self._flusher_stop:
-                    time.sleep(min(held_back, self.bulk_yield))  # a priority message is being made
+                    self._yield_over.wait(min(held_back, self.bulk_yield))  # a priority message is being made
                 stopping = self._flusher_stop  # read before the flush: the last one takes everything
                 try:
                     self.flush()

@@ -597,3 +597,80 @@ def test_an_otp_send_tells_the_bulk_lane_to_yield(sim: Any) -> None:
     finally:
         listener.close()
     assert len(bulk_yield_channel("x" * 64)) <= 63
+
+
+def test_a_yield_ends_once_the_codes_it_waited_for_are_written(sim: Any) -> None:
+    """bulk_yield_ms is the longest a yield lasts: the priority lane's ``sent:<n>`` ends it once
+    every code announced during it is out, and the bucket gets back the time it did not use."""
+    Gateway.objects.filter(pk=sim.pk).update(settings={"bulk_yield_ms": 250, "bulk_yield_share": 0.3})
+    worker = BindWorker(Gateway.objects.get(pk=sim.pk), password=PASSWORD, lane="bulk")
+    now = worker._yield_refilled
+    assert worker.yield_to_priority(now) and worker.yield_to_priority(now + 0.01) is False  # 0.05 left
+    assert worker._yield_open == 2  # both codes are waited for, the second within the first's yield
+    assert worker.yield_release(1, now + 0.03) is False and worker._yield_until == pytest.approx(now + 0.25)
+    assert worker.yield_release(1, now + 0.04) is True
+    assert worker._yield_until == pytest.approx(now + 0.04) and worker._yield_over.is_set()
+    # 0.25 of 0.3 taken at 0; 0.003 refilled by 0.01; the 0.21 not used given back at 0.04.
+    assert worker._yield_tokens == pytest.approx(0.05 + 0.003 + 0.21)
+    assert worker.stats.yields == 1 and worker.stats.yields_released == 1
+    assert worker.yield_release(1, now + 0.05) is False  # nothing to end
+    # A code whose request was refused never goes out: its yield ends at the limit, and the next
+    # yield does not wait for it.
+    assert worker.yield_to_priority(now + 1.0)
+    assert worker.yield_to_priority(now + 2.0)  # the first has run out
+    assert worker._yield_open == 1
+    assert worker.yield_release(1, now + 2.01) is True
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_priority_lane_announces_each_code_it_writes_to_the_bulk_lane(smsc: Any) -> None:
+    """A priority-lane worker NOTIFYs ``sent:<n>`` on the gateway's bulk channel once a code's last
+    part is in the socket (from a connection of its own); a bulk-lane worker's listener ends its
+    yield on it."""
+    from gateways.delivery.queue import YIELD_RELEASE_PREFIX, bulk_yield_channel
+    from tests.support.smsc_setup import wait_for
+
+    gateway = smpp_gateway(smsc, window=10, rate=PRIORITY_RATE)
+    listener = connection.get_new_connection(connection.get_connection_params())
+    listener.autocommit = True
+    listener.execute(f'LISTEN "{bulk_yield_channel(gateway.code)}"')
+    worker = BindWorker(
+        Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05, lane="priority"
+    )
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(stop=stop)
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert wait_for(lambda: worker.link is not None and worker.releaser is not None, timeout=30)
+        with transaction.atomic():
+            for n in range(2):
+                message_queue(
+                    actor=SYSTEM,
+                    gateway_code=gateway.code,
+                    sender_id="#SHOPHK",
+                    destination=f"+8529270000{n}",
+                    body=CODE_TEXT,
+                    purpose="otp",
+                )
+        announced = 0
+        deadline = time.monotonic() + 10
+        while announced < 2 and time.monotonic() < deadline:
+            for note in listener.notifies(timeout=1.0, stop_after=1):
+                assert note.payload.startswith(YIELD_RELEASE_PREFIX)
+                announced += int(note.payload[len(YIELD_RELEASE_PREFIX) :])
+        assert announced == 2
+        assert wait_for(lambda: worker.stats.submitted_parts >= 2, timeout=5)
+    finally:
+        stop.set()
+        worker.wake.set()
+        runner.join(30)
+        listener.close()
+    assert not runner.is_alive() and worker.releaser is None
