@@ -191,6 +191,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         ]
 
     campaign_window: tuple[float, float] = (0.0, 0.0)
+    checkpoints_during = 0
     try:
         # 1. No campaign: bound and idle.
         workers = start_workers()
@@ -202,6 +203,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         took = campaign_messages_write(gateway, args.recipients, reference)
         print(f"campaign: {args.recipients:,} queued messages written in {took:.1f}s", flush=True)
         workers = start_workers()
+        checkpoints_before = checkpoints()
         campaign_start = time.time()
         # Start once the campaign is flowing (the worker has claimed ahead and is writing).
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
@@ -210,6 +212,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         wait_sent(GATEWAY, max(60, args.recipients / 1_000))
         campaign_end = time.time()
         campaign_window = (campaign_start, campaign_end)
+        checkpoints_during = checkpoints() - checkpoints_before
         stop_worker(*workers)
         workers = []
         stats = smsc.stats()
@@ -278,6 +281,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"{campaign_rate:,.0f} msg/s over {campaign_window[1] - campaign_window[0]:.0f}s"
     )
     print(f"OTPs: {args.otps} per phase, one every {args.otp_interval * 1000:.0f} ms")
+    if db == "PostgreSQL":
+        # Each checkpoint's writes (and the full-page images after it) compete with every commit.
+        print(f"PostgreSQL checkpoints while the campaign ran: {checkpoints_during}")
     print(latency_summary("no campaign           ", idle, "OTP"))
     print(latency_summary("with the campaign     ", loaded, "OTP"))
     if after:
@@ -299,6 +305,26 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"checks: OTPs never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
         f"smsc {stats.get('by_status')}"
     )
+
+
+def checkpoints() -> int:
+    """Checkpoints so far (PostgreSQL; 0 elsewhere)."""
+    from django.db import DatabaseError, connection, transaction
+
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        for query in (
+            "SELECT num_timed + num_requested FROM pg_stat_checkpointer",  # PostgreSQL 17+
+            "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+        ):
+            try:
+                with transaction.atomic():
+                    cursor.execute(query)
+                    return int(cursor.fetchone()[0])
+            except DatabaseError:
+                continue
+    return 0
 
 
 def otp_phase(phase: str, args: argparse.Namespace, phones: Any, requested: dict[str, tuple[str, float]]) -> None:

@@ -674,3 +674,47 @@ def test_the_priority_lane_announces_each_code_it_writes_to_the_bulk_lane(smsc: 
         runner.join(30)
         listener.close()
     assert not runner.is_alive() and worker.releaser is None
+
+
+def test_the_bulk_lane_works_in_small_batches_unless_told_otherwise(smsc: Any, monkeypatch: Any) -> None:
+    """smpp_worker --lane bulk claims 500 at a time and writes answers every 50 ms (a yield waits
+    out only a small statement in flight); other lanes keep 2000 and 0.2 s; explicit options win."""
+    import gc
+    import signal
+    import sys
+
+    from django.core.management import call_command
+
+    from gateways.management.commands import smpp_worker
+    from gateways.smpp.worker import WorkerStats
+
+    code = smpp_gateway(smsc, window=10, rate=PRIORITY_RATE).code
+    made: list[dict[str, Any]] = []
+
+    class Recorder:
+        def __init__(self, gateway: Any, **kwargs: Any) -> None:
+            made.append(kwargs)
+
+        def run(self, **kwargs: Any) -> WorkerStats:
+            return WorkerStats()
+
+    monkeypatch.setattr(smpp_worker, "BindWorker", Recorder)
+    switch, threshold = sys.getswitchinterval(), gc.get_threshold()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        call_command("smpp_worker", "--gateway", code, "--lane", "bulk")
+        call_command("smpp_worker", "--gateway", code, "--lane", "priority")
+        call_command("smpp_worker", "--gateway", code)
+        call_command("smpp_worker", "--gateway", code, "--lane", "bulk", "--batch-size", "800")
+    finally:  # what the command sets for its own process
+        sys.setswitchinterval(switch)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert [(m["batch_size"], m["flush_interval"], m["lane"]) for m in made] == [
+        (500, 0.05, "bulk"),
+        (2000, 0.2, "priority"),
+        (2000, 0.2, "all"),
+        (800, 0.05, "bulk"),
+    ]
