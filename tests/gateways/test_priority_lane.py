@@ -677,8 +677,8 @@ def test_the_priority_lane_announces_each_code_it_writes_to_the_bulk_lane(smsc: 
 
 
 def test_the_bulk_lane_works_in_small_batches_unless_told_otherwise(smsc: Any, monkeypatch: Any) -> None:
-    """smpp_worker --lane bulk claims 500 at a time and writes answers every 50 ms (a yield waits
-    out only a small statement in flight); other lanes keep 2000 and 0.2 s; explicit options win."""
+    """smpp_worker --lane bulk claims 1000 at a time and writes answers every 100 ms (a yield waits
+    out a smaller statement in flight); other lanes keep 2000 and 0.2 s; explicit options win."""
     import gc
     import signal
     import sys
@@ -713,8 +713,8 @@ def test_the_bulk_lane_works_in_small_batches_unless_told_otherwise(smsc: Any, m
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert [(m["batch_size"], m["flush_interval"], m["lane"]) for m in made] == [
-        (500, 0.05, "bulk"),
+        (1000, 0.1, "bulk"),
         (2000, 0.2, "priority"),
         (2000, 0.2, "all"),
-        (800, 0.05, "bulk"),
+        (800, 0.1, "bulk"),
     ]

@@ -28,13 +28,13 @@ class Command(BaseCommand):
             "--batch-size",
             type=int,
             default=None,
-            help="Messages claimed at a time (default 2000; 500 on the bulk lane: see LANE_BATCHES).",
+            help="Messages claimed at a time (default 2000; 1000 on the bulk lane: see LANE_BATCHES).",
         )
         parser.add_argument(
             "--flush-interval",
             type=float,
             default=None,
-            help="Seconds between writes of answers (default 0.2; 0.05 on the bulk lane: see LANE_BATCHES).",
+            help="Seconds between writes of answers (default 0.2; 0.1 on the bulk lane: see LANE_BATCHES).",
         )
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after N idle seconds (benchmarks).")
         parser.add_argument(
