@@ -155,7 +155,7 @@ def _celery_join_guard_reset() -> Iterator[None]:
     (the 50-sender OTP race, two beats racing alerts) interleave those saves and restores, so the
     flag can be left set after them, and a later test's ``EagerResult.get()`` in the same worker
     then fails with "Never call result.get() within a task!". Each test starts with it clear."""
-    from celery._state import _set_task_join_will_block
+    from celery._state import _set_task_join_will_block  # type: ignore[attr-defined]  # not in celery-types
 
     _set_task_join_will_block(False)
     yield

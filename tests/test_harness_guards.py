@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from celery._state import _set_task_join_will_block, task_join_will_block
+from celery._state import _set_task_join_will_block, task_join_will_block  # type: ignore[attr-defined]  # not in celery-types
 from celery.result import EagerResult
 
 
