@@ -166,13 +166,7 @@ WAKE_SLICE = 0.25
 # which sends nothing). At most ``bulk_yield_share`` of the time (default BULK_YIELD_SHARE, a token
 # bucket over one second; an early end gives back what it did not use) goes to yielding: a flood
 # of codes slows a campaign by that share at most, never stops it. 0 turns it off.
-#
-# The bulk lane works in smaller statements (LANE_BATCHES: claims of 1,000, answers written every
-# 100 ms): a yield cannot stop a statement already running, so the work in flight when a code's
-# request begins is half what a 2,000-row claim or flush would be. Smaller still (500, 50 ms) cut
-# the OTP's p95 further but the campaign's rate by a third (docs/OTP.md has the figures).
 LANES = ("all", "priority", "bulk")
-LANE_BATCHES = {"all": (2000, 0.2), "priority": (2000, 0.2), "bulk": (1000, 0.1)}  # (batch_size, flush_interval)
 PRIORITY_GRACE = 2.0
 BULK_YIELD_MS = 250.0
 BULK_YIELD_SHARE = 0.3

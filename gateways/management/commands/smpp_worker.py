@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gateways.adapters import adapter_for
 from gateways.models import Gateway, Provider
-from gateways.smpp.worker import LANE_BATCHES, LANES, BindWorker
+from gateways.smpp.worker import LANES, BindWorker
 
 
 class Command(BaseCommand):
@@ -24,18 +24,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--gateway", required=True, help="Gateway code (provider smpp).")
-        parser.add_argument(
-            "--batch-size",
-            type=int,
-            default=None,
-            help="Messages claimed at a time (default 2000; 1000 on the bulk lane: see LANE_BATCHES).",
-        )
-        parser.add_argument(
-            "--flush-interval",
-            type=float,
-            default=None,
-            help="Seconds between writes of answers (default 0.2; 0.1 on the bulk lane: see LANE_BATCHES).",
-        )
+        parser.add_argument("--batch-size", type=int, default=2000, help="Messages claimed at a time.")
+        parser.add_argument("--flush-interval", type=float, default=0.2, help="Seconds between writes of answers.")
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after N idle seconds (benchmarks).")
         parser.add_argument(
             "--lane",
@@ -74,12 +64,11 @@ class Command(BaseCommand):
         # the GIL over every 1 ms rather than 5, so an OTP's claim -- a few database round trips,
         # each giving up the GIL -- does not wait out the others' slices at every step.
         sys.setswitchinterval(0.001)
-        batch_size, flush_interval = LANE_BATCHES[options["lane"]]
         worker = BindWorker(
             gateway,
             password=password,
-            batch_size=options["batch_size"] or batch_size,
-            flush_interval=options["flush_interval"] or flush_interval,
+            batch_size=options["batch_size"],
+            flush_interval=options["flush_interval"],
             lane=options["lane"],
         )
         stats = worker.run(stop=stop, idle_exit_after=options["idle_exit"])
