@@ -38,6 +38,7 @@ from tests.support.smpp import (
     campaign_messages_queued,
     run_with_priority_message,
     smpp_gateway,
+    worker_thread,
 )
 from tests.support.smpp import queue as smpp_queue
 from tests.support.smsc_setup import PASSWORD
@@ -373,16 +374,7 @@ def test_the_priority_thread_claims_an_otp_while_the_worker_sends_a_campaign(sms
         return taken
 
     worker._claim_priority = claim_priority  # type: ignore[method-assign]
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            worker.run(stop=stop, idle_exit_after=1.0)
-        finally:
-            connection.close()  # this thread's own
-
-    runner = threading.Thread(target=run)
-    runner.start()
+    runner, stop = worker_thread(worker, idle_exit_after=1.0)
     try:
         assert wait_for(lambda: worker.stats.submitted_parts >= 1_500, timeout=60)
         with transaction.atomic():
@@ -428,16 +420,7 @@ def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any)
     monkeypatch.setattr(worker_module, "PRIORITY_POLL_INTERVAL", 30.0)
     gateway = smpp_gateway(smsc, window=10, rate=PRIORITY_RATE)
     worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=30.0)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            worker.run(stop=stop)
-        finally:
-            connection.close()
-
-    runner = threading.Thread(target=run)
-    runner.start()
+    runner, stop = worker_thread(worker)
     try:
         assert wait_for(lambda: worker.link is not None and worker.prioritizer is not None, timeout=30)
         time.sleep(0.5)  # the first (empty) claims are done: from here on the polls are 30 s away
@@ -638,16 +621,7 @@ def test_the_priority_lane_announces_each_code_it_writes_to_the_bulk_lane(smsc: 
     worker = BindWorker(
         Gateway.objects.get(pk=gateway.pk), password=PASSWORD, flush_interval=0.05, poll_interval=0.05, lane="priority"
     )
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            worker.run(stop=stop)
-        finally:
-            connection.close()
-
-    runner = threading.Thread(target=run)
-    runner.start()
+    runner, stop = worker_thread(worker)
     try:
         assert wait_for(lambda: worker.link is not None and worker.releaser is not None, timeout=30)
         with transaction.atomic():

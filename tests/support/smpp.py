@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from gateways.delivery.queue import message_queue
 from gateways.models import Gateway, OutboundMessage, Provider
@@ -58,6 +58,22 @@ def state(message: OutboundMessage) -> str:
 
 
 CHINESE_200 = ("親愛的會員您好，本週末全館商品八折優惠，憑此簡訊至門市消費即可享有額外贈品。" * 6)[:200]
+
+
+def worker_thread(worker: BindWorker, **run: Any) -> tuple[threading.Thread, threading.Event]:
+    """Start ``worker.run(**run)`` on a thread of its own (which closes its own database
+    connection when it ends); set the returned event to stop it."""
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            worker.run(stop=stop, **run)
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=target)
+    runner.start()
+    return runner, stop
 
 
 def run_worker(gateway: Gateway, idle: float = 1.0) -> Any:
