@@ -34,7 +34,7 @@ from compliance.optouts import phone_for_actor
 from gateways.charges import CHARGE_RULE, is_charged, message_charge
 from gateways.failure_reasons import failure_reason
 from gateways.message_counts import BatchFigures, batch_message_counts, charged_sum
-from gateways.models import Gateway, MessagePart, MessageState, OutboundMessage
+from gateways.models import Gateway, MessagePart, MessagePurpose, MessageState, OutboundMessage
 from gateways.quotas import account_instance
 from smsplatform.config_service import platform_config_data
 from smsplatform.kernel.actor import Actor
@@ -449,6 +449,12 @@ def resend_eligibility(*, message_ids: Sequence[int]) -> dict[int, dict[str, Any
     return out
 
 
+# A code is never sent again as it was: otp.send sends a new one within the verification.
+OTP_NO_RESEND = {
+    "eligible": False,
+    "reason": "otp",
+    "detail": "A one-time code is never resent as is; sms_marketing.otp.send sends a new code.",
+}
 DELIVERY_STATUS_PAGE = 20
 DELIVERY_STATUS_MAX_PAGE = 100
 
@@ -499,8 +505,13 @@ def delivery_status_get(
             field="limit",
             hint=f"Default {DELIVERY_STATUS_PAGE}.",
         )
-    visible = campaigns_visible(actor)
-    qs = OutboundMessage.objects.filter(batch__campaign__in=visible).select_related("gateway", "batch")
+    scope = Q(batch__campaign__in=campaigns_visible(actor))
+    if campaign_id is None and batch_id is None:
+        # One-time codes (campaigns.otp) belong to no campaign: their state, receipts and charge
+        # show by message_id (otp.send answers it) or phone. Never their body (no field here has
+        # it), and the phone masked as for any message.
+        scope |= Q(batch__isnull=True, purpose=MessagePurpose.OTP)
+    qs = OutboundMessage.objects.filter(scope).select_related("gateway", "batch")
     if message_id is not None:
         qs = qs.filter(pk=message_id)
     if phone is not None:
@@ -536,12 +547,13 @@ def delivery_status_get(
                 "receipt_at": part.receipt_at.isoformat() if part.receipt_at else None,
             }
         )
-    resend = resend_eligibility(message_ids=[m.pk for m in messages])
+    resend = resend_eligibility(message_ids=[m.pk for m in messages if m.purpose != MessagePurpose.OTP])
     out = []
     for m in messages:
         out.append(
             {
                 "message_id": m.pk,
+                "purpose": m.purpose,
                 "campaign_id": m.batch.campaign_id if m.batch else None,
                 "batch": m.batch.number if m.batch else None,
                 "phone": phone_for_actor(actor, m.destination),
@@ -560,7 +572,7 @@ def delivery_status_get(
                 "submitted_at": m.submitted_at.isoformat() if m.submitted_at else None,
                 "final_at": m.final_at.isoformat() if m.final_at else None,
                 "updated_at": m.updated_at.isoformat(),
-                "resend": resend[m.pk],
+                "resend": resend.get(m.pk, OTP_NO_RESEND),
             }
         )
     return {

@@ -337,13 +337,42 @@ def test_admin_pages_never_show_code_hash_or_phone(
     assert PHONE not in pages[0].content.decode() and PHONE not in pages[1].content.decode()
 
 
-def test_delivery_status_never_shows_otp_messages(
-    template: OtpTemplate, tech: Any, api_for: Callable[[Any], Any], known_codes: list[str], make_user: Any
+def test_delivery_status_shows_an_otp_state_receipts_and_charge_never_its_code(
+    template: OtpTemplate,
+    tech: Any,
+    api_for: Callable[[Any], Any],
+    known_codes: list[str],
+    make_user: Any,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    send(tech, template)
-    boss = make_user(superuser=True)
-    answer = api_for(boss).get("/api/v1/delivery-status/", {"phone": PHONE})
-    assert known_codes[0] not in answer.content.decode()
+    """Issue 16: an OTP's delivery receipts, cost and status appear in delivery_status.get (by the
+    message_id otp.send answers, or by phone), over MCP and REST; its body (the code) never does,
+    the phone is masked for a role without full numbers, and it is never offered for resend."""
+    from compliance.roles import Role
+
+    with django_capture_on_commit_callbacks(execute=True):  # the submit task runs: the simulator takes it
+        message_id = send(tech, template)["result"]["message_id"]
+    message = OutboundMessage.objects.get(pk=message_id)
+    operations = make_user(Role.OPERATIONS)
+    over_mcp = mcp(api_for(operations), "sms_marketing.delivery_status.get", {"message_id": message_id})
+    (row,) = over_mcp["messages"]
+    assert row["purpose"] == "otp" and row["campaign_id"] is None and row["batch"] is None
+    assert row["state"] == message.state != MessageState.QUEUED
+    assert row["gateway"] == "otp-sim" and row["segments"] == message.segments
+    assert row["charge"] == str(message.cost) and row["charged"] is True and row["currency"] == message.currency
+    assert [p["provider_message_id"] for p in row["provider_message_ids"]] == list(
+        message.parts.order_by("part_number").values_list("provider_message_id", flat=True)
+    )
+    assert row["resend"]["eligible"] is False and row["resend"]["reason"] == "otp"
+    assert over_mcp["phones_masked"] and row["phone"] != PHONE and row["phone"].endswith(PHONE[-4:])
+    by_phone = api_for(operations).get("/api/v1/delivery-status/", {"phone": PHONE})
+    assert by_phone.status_code == 200
+    assert [m["message_id"] for m in by_phone.json()["messages"]] == [message_id]
+    # A campaign's or a batch's list never takes in a code.
+    by_campaign = api_for(make_user(superuser=True)).get("/api/v1/delivery-status/", {"phone": PHONE, "campaign_id": 1})
+    assert by_campaign.status_code == 200 and by_campaign.json()["messages"] == []
+    for text in (json.dumps(over_mcp), by_phone.content.decode(), by_campaign.content.decode()):
+        assert known_codes[0] not in text
 
 
 def test_a_tampered_promotional_version_is_still_refused_over_mcp_and_rest(
