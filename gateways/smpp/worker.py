@@ -771,9 +771,9 @@ class BindWorker:
             if self.lane != "bulk":
                 self.prioritizer = threading.Thread(target=self._priority_loop, name="smpp-priority", daemon=True)
                 self.prioritizer.start()
-            if self.lane == "priority":
-                self.releaser = threading.Thread(target=self._release_loop, name="smpp-release", daemon=True)
-                self.releaser.start()
+                if self.lane == "priority":  # a split gateway: tell its bulk lane when codes are out
+                    self.releaser = threading.Thread(target=self._release_loop, name="smpp-release", daemon=True)
+                    self.releaser.start()
             elif self.bulk_yield > 0 and self.bulk_yield_share > 0:
                 self.yielder = threading.Thread(target=self._yield_loop, name="smpp-yield", daemon=True)
                 self.yielder.start()

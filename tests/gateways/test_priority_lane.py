@@ -423,6 +423,8 @@ def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any)
     runner, stop = worker_thread(worker)
     try:
         assert wait_for(lambda: worker.link is not None and worker.prioritizer is not None, timeout=30)
+        # One worker for both lanes: it never yields to codes, nor announces them (split lanes only).
+        assert worker.yielder is None and worker.releaser is None
         time.sleep(0.5)  # the first (empty) claims are done: from here on the polls are 30 s away
         with transaction.atomic():
             otp = message_queue(
