@@ -925,13 +925,20 @@ class BindWorker:
                 raise
             connection.close()
 
+    @staticmethod
+    def _own_connection() -> Any:
+        """A psycopg connection in autocommit, outside Django's per-thread one: for a thread that
+        LISTENs or NOTIFYs while the thread's Django connection may be in a transaction."""
+        own = connection.get_new_connection(connection.get_connection_params())
+        own.autocommit = True
+        return own
+
     def _listen(self, channel: str | None = None) -> Any:
         """A connection of the priority thread's own that LISTENs on the gateway's wake channel
         (gateways.delivery.queue.worker_wake: the OTP send NOTIFYs it when it commits); None when
         it cannot be had (the thread then only polls)."""
         try:
-            listener = connection.get_new_connection(connection.get_connection_params())
-            listener.autocommit = True
+            listener = self._own_connection()
             listener.execute(f'LISTEN "{channel or worker_wake_channel(self.gateway.pk)}"')
             return listener
         except Exception:  # polling still finds the messages
@@ -1052,8 +1059,7 @@ class BindWorker:
                     continue
                 try:
                     if notifier is None:
-                        notifier = connection.get_new_connection(connection.get_connection_params())
-                        notifier.autocommit = True
+                        notifier = self._own_connection()
                     bulk_yield_release(self.gateway.code, codes, cursor=notifier)
                 except psycopg.Error:
                     # The bulk lane's yield then ends at its own time limit instead.
