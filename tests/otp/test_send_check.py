@@ -368,6 +368,7 @@ def test_delivery_status_shows_an_otp_state_receipts_and_charge_never_its_code(
     by_phone = api_for(operations).get("/api/v1/delivery-status/", {"phone": PHONE})
     assert by_phone.status_code == 200
     assert [m["message_id"] for m in by_phone.json()["messages"]] == [message_id]
+    assert by_phone.json()["phones_masked"] and by_phone.json()["messages"][0]["phone"] == row["phone"] != PHONE
     # A campaign's or a batch's list never takes in a code.
     by_campaign = api_for(make_user(superuser=True)).get("/api/v1/delivery-status/", {"phone": PHONE, "campaign_id": 1})
     assert by_campaign.status_code == 200 and by_campaign.json()["messages"] == []
