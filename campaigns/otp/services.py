@@ -652,11 +652,28 @@ class _PreparedCursor(psycopg.Cursor):
     ) -> Any:
         return super().execute(query, params, prepare=True, binary=binary)
 
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        # psycopg records the query it ran only for unprepared statements; Django's query log and
+        # CaptureQueriesContext read it (last_executed_query), so record the prepared one too.
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
+
+
+# Django opens psycopg connections with prepare_threshold None, which turns preparing off altogether:
+# psycopg then ignores prepare=True and parses and plans the statement on every execute (two thirds of
+# the check's time in PostgreSQL). A threshold no count reaches lets the explicit prepare=True through
+# and still prepares nothing on its own; Django's own queries (client-side binding) never prepare.
+_EXPLICIT_PREPARES_ONLY = 2**31
+
 
 def _prepared_cursor() -> Any:
-    """A Django cursor wrapper (query logging and execute wrappers apply) over a _PreparedCursor."""
+    """A Django cursor wrapper (query logging and execute wrappers apply) over a _PreparedCursor, on a
+    connection that honours prepare=True (an operator's own prepare_threshold is left as it is)."""
     connection.ensure_connection()
-    return connection._prepare_cursor(_PreparedCursor(connection.connection))  # type: ignore[attr-defined]  # Django's own wrapping
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = _EXPLICIT_PREPARES_ONLY
+    return connection._prepare_cursor(_PreparedCursor(raw))  # type: ignore[attr-defined]  # Django's own wrapping
 
 
 def _check_fast(actor: Actor, verification_id: str, code: str) -> dict[str, Any] | None:

@@ -266,6 +266,35 @@ def test_a_check_is_one_transaction_of_few_statements(template: OtpTemplate, tec
     assert AuditLog.objects.filter(action="otp.check").count() == 2
 
 
+def test_the_postgresql_check_is_prepared_once_per_connection(
+    template: OtpTemplate, tech: Any, known_codes: list[str]
+) -> None:
+    """Django opens connections with psycopg's preparing off, which silently ignored prepare=True: the
+    check was parsed and planned on every call. Now the connection holds one prepared check statement,
+    used by every check after the first, and Django's own queries still prepare nothing."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+
+    def prepared() -> list[tuple[str, int]]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
+            return [(sql, plans) for sql, plans in cursor.fetchall()]
+
+    vids = [send(tech, template, phone=f"+8529123400{n}")["result"]["verification_id"] for n in range(3)]
+    assert prepared() == [], "sending prepares nothing"
+    for vid in vids:
+        otp_check(actor=actor(tech), verification_id=vid, code="000000")
+    statements = prepared()
+    assert len(statements) == 1, statements
+    sql, executions = statements[0]
+    assert sql.startswith("WITH v AS (UPDATE") and executions == 3, statements
+    for _ in range(10):  # an ORM query, many times: never prepared
+        list(Verification.objects.filter(public_id=vids[0]))
+    assert len(prepared()) == 1
+
+
 def test_an_approval_counts_for_its_number_range(template: OtpTemplate, tech: Any, known_codes: list[str]) -> None:
     """Both paths (PostgreSQL's one statement, SQLite's ORM) add an approval to the verified counter
     of abuse.number_range(), in the configured window; a wrong code adds nothing."""
