@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,11 @@ def main() -> None:
         help="split: a priority-lane worker and a bulk-lane worker (--nice 10); shared: one worker",
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--bulk-worker-args",
+        default="",
+        help="more of the bulk-lane worker's command line, e.g. '--statement-rows 2000' (split lanes)",
+    )
     args = parser.parse_args()
     if args.otp_interval is None:
         args.otp_interval = max(0.05, args.recipients / 10_000 / max(1, args.otps))
@@ -187,7 +193,15 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             return [start_worker(smsc, GATEWAY)]
         return [
             start_worker(smsc, GATEWAY, "--lane", "priority"),
-            start_worker(smsc, GATEWAY, "--lane", "bulk", "--nice", os.environ.get("BULK_NICE", "10")),
+            start_worker(
+                smsc,
+                GATEWAY,
+                "--lane",
+                "bulk",
+                "--nice",
+                os.environ.get("BULK_NICE", "10"),
+                *shlex.split(args.bulk_worker_args),
+            ),
         ]
 
     campaign_window: tuple[float, float] = (0.0, 0.0)
@@ -277,7 +291,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
     print(
         f"campaign: {args.recipients:,} recipients on the same gateway ({args.lanes} lanes, window {args.window}, "
-        f"rate {'unlimited' if not args.rate else args.rate}), {len(campaign_times):,} submitted at "
+        f"rate {'unlimited' if not args.rate else args.rate}"
+        f"{', bulk worker ' + args.bulk_worker_args if args.bulk_worker_args else ''}), {len(campaign_times):,} submitted at "
         f"{campaign_rate:,.0f} msg/s over {campaign_window[1] - campaign_window[0]:.0f}s"
     )
     print(f"OTPs: {args.otps} per phase, one every {args.otp_interval * 1000:.0f} ms")

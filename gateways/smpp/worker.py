@@ -166,7 +166,14 @@ WAKE_SLICE = 0.25
 # which sends nothing). At most ``bulk_yield_share`` of the time (default BULK_YIELD_SHARE, a token
 # bucket over one second; an early end gives back what it did not use) goes to yielding: a flood
 # of codes slows a campaign by that share at most, never stops it. 0 turns it off.
+#
+# A yield cannot stop a statement already running, so the bulk lane's work comes in pieces of at most
+# ``statement_rows`` rows (default STATEMENT_ROWS): a claim of batch_size rows is several claims, a
+# flush of 2,000 answers several transactions, and between two pieces a yield that began holds the
+# rest back. The batch keeps its size (how much the worker holds, how often it flushes); a code waits
+# for one piece, not the whole batch.
 LANES = ("all", "priority", "bulk")
+STATEMENT_ROWS = 500
 PRIORITY_GRACE = 2.0
 BULK_YIELD_MS = 250.0
 BULK_YIELD_SHARE = 0.3
@@ -251,6 +258,7 @@ class BindWorker:
         drain_timeout: float = 5.0,
         journal: bool = True,
         lane: str = "all",
+        statement_rows: int = STATEMENT_ROWS,
     ) -> None:
         if lane not in LANES:
             raise ValueError(f"lane must be one of {', '.join(LANES)}, not {lane!r}")
@@ -285,6 +293,7 @@ class BindWorker:
         self._bulk_sent: dict[int, float] = {}  # sequence -> when written, campaign parts in flight
         self.rate = float(gateway.max_rate_per_second or 100)
         self.batch_size, self.flush_interval, self.poll_interval = batch_size, flush_interval, poll_interval
+        self.statement_rows = max(1, statement_rows)
         self.drain_timeout = drain_timeout
         self.failover_after = float(cfg.get("failover_after", 10))
         # A message the SMSC keeps throttling leaves the bind after this many refusals that came
@@ -1116,24 +1125,46 @@ class BindWorker:
         front of the ready parts (see _hold). The bulk lane takes priority rows only once they have
         waited out the grace (see LANES)."""
         _refresh_db_connection()
-        segment: list[int] = []
-        result = self._claim_rows(limit=self.batch_size, after_id=self._claim_after, segment=segment)
-        claimed, suppressed = list(result.messages), result.suppressed
-        self._claim_after = max(self._claim_after, result.last_id)
-        taken = len(claimed) + suppressed
+        claimed, suppressed, taken, last_id, cut = self._claim_pieces(self.batch_size, after_id=self._claim_after)
+        self._claim_after = max(self._claim_after, last_id)
         now = time.monotonic()
-        if taken < self.batch_size and self._claim_after and now - self._last_rescan >= RESCAN_INTERVAL:
+        if (
+            not cut
+            and taken < self.batch_size
+            and self._claim_after
+            and now - self._last_rescan >= RESCAN_INTERVAL
+        ):
             # New messages always come after the cursor; retries that fell due and messages put
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
             self._last_rescan = now
-            again = self._claim_rows(limit=self.batch_size - taken, segment=segment)
-            claimed += again.messages
-            suppressed += again.suppressed
+            again, again_suppressed, _taken, _last, _cut = self._claim_pieces(self.batch_size - taken, after_id=0)
+            claimed += again
+            suppressed += again_suppressed
         self.stats.suppressed_messages += suppressed
-        if not claimed:
-            return suppressed
-        return self._hold(claimed, segment[-1] if segment else self._claim_segment)
+        return claimed or suppressed
+
+    def _claim_pieces(self, limit: int, *, after_id: int) -> tuple[int, int, int, int, bool]:
+        """Claim up to ``limit`` rows after ``after_id`` in claims of at most statement_rows, each
+        held (handed to the link) as it commits; stop early when one comes back short, or when a
+        yield has begun (lane "bulk": the rest waits for the next pass). Returns (messages held,
+        suppressed, rows taken, the last id claimed, whether a yield cut it short)."""
+        held = suppressed = taken = last_id = 0
+        while taken < limit:
+            piece = min(self.statement_rows, limit - taken)
+            segment: list[int] = []
+            result = self._claim_rows(limit=piece, after_id=max(after_id, last_id), segment=segment)
+            last_id = max(last_id, result.last_id)
+            suppressed += result.suppressed
+            got = len(result.messages) + result.suppressed
+            taken += got
+            if result.messages:
+                held += self._hold(list(result.messages), segment[-1] if segment else self._claim_segment)
+            if got < piece:
+                break
+            if taken < limit and time.monotonic() < self._yield_until:
+                return held, suppressed, taken, last_id, True
+        return held, suppressed, taken, last_id, False
 
     def _hold(self, claimed: list[ClaimedMessage], segment: int) -> int:
         """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
@@ -1349,7 +1380,12 @@ class BindWorker:
 
     # --- database -------------------------------------------------------------------------
 
-    def flush(self) -> None:
+    def flush(self, *, yielding: bool = False) -> None:
+        """Write the answers, receipts and MOs read so far, in pieces of at most statement_rows
+        answers (each piece with the receipts of its own parts, so they are folded into the parts'
+        writes), then the other receipts and the MOs; each piece is a transaction of its own.
+        ``yielding`` (the flush thread): between two pieces, wait out a yield that has begun. The
+        deliver_sm of these receipts are acknowledged once the last piece is committed."""
         with self.lock:
             completed, self.completed = self.completed, []
             receipts, self.receipts = self.receipts, []
@@ -1357,6 +1393,62 @@ class BindWorker:
             acks, self.acks_held = self.acks_held, []
         if not (completed or receipts or inbound):
             return
+        pieces = self._pieces(completed, receipts, inbound)
+        last = len(pieces) - 1
+        written = 0
+        try:
+            for number, (piece_completed, piece_receipts, piece_inbound) in enumerate(pieces):
+                if number and yielding:
+                    self._wait_out_yield()
+                self._flush_piece(piece_completed, piece_receipts, piece_inbound, acks if number == last else [])
+                written += 1
+        except BaseException:
+            # The failed piece kept itself for the next flush; so do the pieces after it (and
+            # the acknowledgements, which go with the last piece).
+            later = pieces[written + 1 :]
+            if later:
+                self._keep_for_next_flush(
+                    [job for piece in later for job in piece[0]],
+                    [event for piece in later for event in piece[1]],
+                    [event for piece in later for event in piece[2]],
+                    acks,
+                )
+            raise
+
+    def _pieces(
+        self, completed: list[Job], receipts: list[ReceiptEvent], inbound: list[InboundEvent]
+    ) -> list[tuple[list[Job], list[ReceiptEvent], list[InboundEvent]]]:
+        """The flush in pieces of at most statement_rows items: answers with the receipts of their
+        own parts, then the receipts of parts answered before, then the MOs."""
+        size = self.statement_rows
+        if len(completed) + len(receipts) + len(inbound) <= size:
+            return [(completed, receipts, inbound)]
+        by_part: dict[str, list[ReceiptEvent]] = {}
+        for event in receipts:
+            by_part.setdefault(event.provider_message_id, []).append(event)
+        pieces: list[tuple[list[Job], list[ReceiptEvent], list[InboundEvent]]] = []
+        for start in range(0, len(completed), size):
+            jobs = completed[start : start + size]
+            own = [event for job in jobs for pid in job.provider_ids if pid for event in by_part.pop(pid, ())]
+            pieces.append((jobs, own, []))
+        rest = [event for events in by_part.values() for event in events]
+        pieces += [([], rest[start : start + size], []) for start in range(0, len(rest), size)]
+        pieces += [([], [], inbound[start : start + size]) for start in range(0, len(inbound), size)]
+        return pieces
+
+    def _wait_out_yield(self) -> None:
+        """The flush thread: hold back while a yield lasts (it ends early once the codes are out)."""
+        held_back = self._yield_until - time.monotonic()
+        if held_back > 0 and not self._flusher_stop:
+            self._yield_over.wait(min(held_back, self.bulk_yield))
+
+    def _flush_piece(
+        self,
+        completed: list[Job],
+        receipts: list[ReceiptEvent],
+        inbound: list[InboundEvent],
+        acks: list[tuple[int, int]],
+    ) -> None:
         for attempt in range(3):
             try:
                 self._write(completed, receipts, inbound)
@@ -1485,12 +1577,10 @@ class BindWorker:
             while True:
                 self.flush_due.wait(self.flush_interval)
                 self.flush_due.clear()
-                held_back = self._yield_until - time.monotonic()
-                if held_back > 0 and not self._flusher_stop:
-                    self._yield_over.wait(min(held_back, self.bulk_yield))  # a priority message is being made
+                self._wait_out_yield()  # a priority message is being made
                 stopping = self._flusher_stop  # read before the flush: the last one takes everything
                 try:
-                    self.flush()
+                    self.flush(yielding=not stopping)
                 except Exception:
                     logger.exception("flush failed; those messages stay 'submitting' for the reconciler")
                 self.wake.set()  # open_jobs went down: the main thread may claim again

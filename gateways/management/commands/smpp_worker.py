@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from gateways.adapters import adapter_for
 from gateways.models import Gateway, Provider
-from gateways.smpp.worker import LANES, BindWorker
+from gateways.smpp.worker import LANES, STATEMENT_ROWS, BindWorker
 
 
 class Command(BaseCommand):
@@ -26,6 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("--gateway", required=True, help="Gateway code (provider smpp).")
         parser.add_argument("--batch-size", type=int, default=2000, help="Messages claimed at a time.")
         parser.add_argument("--flush-interval", type=float, default=0.2, help="Seconds between writes of answers.")
+        parser.add_argument(
+            "--statement-rows",
+            type=int,
+            default=STATEMENT_ROWS,
+            help="Most rows one claim or flush statement takes: a batch is claimed and written in pieces "
+            "this size, and a yield to a code begins between two of them.",
+        )
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after N idle seconds (benchmarks).")
         parser.add_argument(
             "--lane",
@@ -70,6 +77,7 @@ class Command(BaseCommand):
             batch_size=options["batch_size"],
             flush_interval=options["flush_interval"],
             lane=options["lane"],
+            statement_rows=options["statement_rows"],
         )
         stats = worker.run(stop=stop, idle_exit_after=options["idle_exit"])
         self.stdout.write(f"smpp_worker {gateway.code} stopped: {stats}")
