@@ -1128,12 +1128,7 @@ class BindWorker:
         claimed, suppressed, taken, last_id, cut = self._claim_pieces(self.batch_size, after_id=self._claim_after)
         self._claim_after = max(self._claim_after, last_id)
         now = time.monotonic()
-        if (
-            not cut
-            and taken < self.batch_size
-            and self._claim_after
-            and now - self._last_rescan >= RESCAN_INTERVAL
-        ):
+        if not cut and taken < self.batch_size and self._claim_after and now - self._last_rescan >= RESCAN_INTERVAL:
             # New messages always come after the cursor; retries that fell due and messages put
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
