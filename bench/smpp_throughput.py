@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import socket
 import statistics
 import struct
@@ -152,6 +153,9 @@ def main() -> None:
     parser.add_argument("--receipts", type=int, default=50_000, help="receipts for the ingestion figure")
     parser.add_argument("--repeat", type=int, default=1, help="end-to-end runs (median and best reported)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--worker-args", default="", help="more of the worker's command line, e.g. '--statement-rows 2000'"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="smsbench-"))
     os.environ["SMS_VAR_DIR"] = str(tmp)
@@ -234,7 +238,16 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             )
             binds = int(smsc.stats().get("binds", 0))
             worker = subprocess.Popen(
-                [sys.executable, "manage.py", "smpp_worker", "--gateway", "bench-smpp", "--idle-exit", "600"],
+                [
+                    sys.executable,
+                    "manage.py",
+                    "smpp_worker",
+                    "--gateway",
+                    "bench-smpp",
+                    "--idle-exit",
+                    "600",
+                    *shlex.split(args.worker_args),
+                ],
                 cwd=ROOT,
                 env=os.environ.copy(),
             )

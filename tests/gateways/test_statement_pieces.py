@@ -14,7 +14,7 @@ from django.db import OperationalError
 
 from gateways.adapters.base import InboundEvent, ReceiptEvent
 from gateways.models import Gateway, MessageState, OutboundMessage
-from gateways.smpp.worker import STATEMENT_ROWS, BindWorker, Job
+from gateways.smpp.worker import PIECES_AFTER_YIELD, STATEMENT_ROWS, BindWorker, Job
 from tests.support.smpp import campaign_messages_queued, smpp_gateway
 from tests.support.smpp import queue as smpp_queue
 from tests.support.smsc_setup import PASSWORD
@@ -22,9 +22,14 @@ from tests.support.smsc_setup import PASSWORD
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
-def _worker(statement_rows: int, **kw: Any) -> BindWorker:
+def _worker(statement_rows: int, *, codes_flowing: bool = True, **kw: Any) -> BindWorker:
+    """A worker with no link; ``codes_flowing``: a yield was just asked for (codes are being sent),
+    so its work comes in pieces."""
     gateway = smpp_gateway(SimpleNamespace(host="127.0.0.1", port=9))  # never connected
-    return BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, statement_rows=statement_rows, **kw)
+    worker = BindWorker(Gateway.objects.get(pk=gateway.pk), password=PASSWORD, statement_rows=statement_rows, **kw)
+    if codes_flowing:
+        worker._yield_asked = time.monotonic()
+    return worker
 
 
 def _answered(worker: BindWorker) -> list[Job]:
@@ -55,6 +60,25 @@ def test_a_batch_is_claimed_in_pieces_and_held_as_each_commits() -> None:
     assert [job.message.pk for job, _ in worker.ready] == [m.pk for m in queued[:10]]
     assert worker._claim_after == queued[9].pk
     assert OutboundMessage.objects.filter(state=MessageState.SUBMITTING).count() == 10
+
+
+def test_with_no_code_in_sight_a_batch_is_one_claim_and_one_flush() -> None:
+    """Pieces cost a campaign's rate: they are cut only while codes are being sent (a yield asked
+    for in the last PIECES_AFTER_YIELD seconds, granted or not)."""
+    worker = _worker(3, codes_flowing=False, batch_size=10, lane="bulk")
+    for i in range(10):
+        smpp_queue(f"+8529214{i:04d}", purpose="marketing")
+    assert worker._claim() == 10 and worker.stats.claims == 1
+    worker.completed, worker.open_jobs = _answered(worker), 10
+    worker.flush()
+    assert worker.stats.flushes == 1 and worker.open_jobs == 0
+    # A code asks for a yield (here the bucket is empty, so none is granted): pieces again...
+    worker._yield_tokens = 0.0
+    assert worker.yield_to_priority() is False
+    assert worker._piece_rows() == 3
+    # ... until PIECES_AFTER_YIELD seconds pass with no code.
+    worker._yield_asked -= PIECES_AFTER_YIELD
+    assert worker._piece_rows() > worker.batch_size
 
 
 def test_a_yield_that_begins_during_a_claim_stops_it_at_the_next_piece(monkeypatch: Any) -> None:
@@ -156,7 +180,8 @@ def test_a_piece_that_cannot_be_written_keeps_itself_the_rest_and_the_acks(monke
 
 
 def test_a_worker_in_small_pieces_sends_a_campaign_whole(smsc: Any) -> None:
-    """End to end through the simulator: 50 messages in claims of 7, every one sent once."""
+    """End to end through the simulator, codes being sent: 50 messages in claims of 7, every one
+    sent once."""
     gateway = smpp_gateway(smsc)
     campaign_messages_queued(gateway, 50)
     worker = BindWorker(
@@ -167,6 +192,7 @@ def test_a_worker_in_small_pieces_sends_a_campaign_whole(smsc: Any) -> None:
         flush_interval=0.05,
         poll_interval=0.05,
     )
+    worker._yield_asked = time.monotonic()  # codes are being sent
     stats = worker.run(stop=threading.Event(), idle_exit_after=0.5)
     assert stats.accepted_messages == 50 and stats.claims >= 8
     destinations = [r["destination"] for r in smsc.submitted()]

@@ -30,8 +30,9 @@ class Command(BaseCommand):
             "--statement-rows",
             type=int,
             default=STATEMENT_ROWS,
-            help="Most rows one claim or flush statement takes: a batch is claimed and written in pieces "
-            "this size, and a yield to a code begins between two of them.",
+            help="While codes are being sent (lane bulk), the most rows one claim or flush statement "
+            "takes: a batch is claimed and written in pieces this size, and a yield to a code begins "
+            "between two of them. With no code in sight, whole batches.",
         )
         parser.add_argument("--idle-exit", type=float, default=None, help="Exit after N idle seconds (benchmarks).")
         parser.add_argument(
