@@ -43,6 +43,15 @@ def _answered(worker: BindWorker) -> list[Job]:
     return jobs
 
 
+def _ten_answered(prefix: str) -> tuple[BindWorker, list[Job]]:
+    """A worker in pieces of 4 that has claimed ten campaign messages and had each answered."""
+    worker = _worker(4, batch_size=10)
+    for i in range(10):
+        smpp_queue(f"{prefix}{i:04d}", purpose="marketing")
+    worker._claim()
+    return worker, _answered(worker)
+
+
 def _receipt(pid: str) -> ReceiptEvent:
     return ReceiptEvent(provider_message_id=pid, status=MessageState.DELIVERED, provider_status="DELIVRD")
 
@@ -126,11 +135,7 @@ def test_the_pieces_of_a_flush_keep_each_receipt_with_its_answer() -> None:
 
 
 def test_a_flush_in_pieces_writes_everything_one_transaction_a_piece(monkeypatch: Any) -> None:
-    worker = _worker(4, batch_size=10)
-    for i in range(10):
-        smpp_queue(f"+8529212{i:04d}", purpose="marketing")
-    worker._claim()
-    jobs = _answered(worker)
+    worker, jobs = _ten_answered("+8529212")
     worker.completed = list(jobs)
     worker.receipts = [_receipt(pid) for job in jobs[::3] for pid in job.provider_ids if pid]
     worker.acks_held = [(1, 7)]
@@ -150,11 +155,7 @@ def test_a_flush_in_pieces_writes_everything_one_transaction_a_piece(monkeypatch
 
 
 def test_a_piece_that_cannot_be_written_keeps_itself_the_rest_and_the_acks(monkeypatch: Any) -> None:
-    worker = _worker(4, batch_size=10)
-    for i in range(10):
-        smpp_queue(f"+8529213{i:04d}", purpose="marketing")
-    worker._claim()
-    jobs = _answered(worker)
+    worker, jobs = _ten_answered("+8529213")
     worker.completed, worker.acks_held, worker.open_jobs = list(jobs), [(1, 9)], 10
     write, calls = worker._write, []
 
