@@ -47,7 +47,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import smpplib.client
@@ -218,6 +218,17 @@ class Job:
         self.strikes = 0  # ... of which the bind accepted other parts in between (it is this destination)
         self.strike_mark = -1
         self.throttled_since = 0.0
+
+
+class PiecesClaimed(NamedTuple):
+    """What BindWorker._claim_pieces did: messages held, suppressed, rows taken (both), the
+    highest id the in-order pick took, and whether a yield cut it short."""
+
+    held: int
+    suppressed: int
+    taken: int
+    last_id: int
+    cut: bool
 
 
 @dataclass
@@ -1131,25 +1142,30 @@ class BindWorker:
         front of the ready parts (see _hold). The bulk lane takes priority rows only once they have
         waited out the grace (see LANES)."""
         _refresh_db_connection()
-        claimed, suppressed, taken, last_id, cut = self._claim_pieces(self.batch_size, after_id=self._claim_after)
-        self._claim_after = max(self._claim_after, last_id)
+        first = self._claim_pieces(self.batch_size, after_id=self._claim_after)
+        self._claim_after = max(self._claim_after, first.last_id)
+        claimed, suppressed = first.held, first.suppressed
         now = time.monotonic()
-        if not cut and taken < self.batch_size and self._claim_after and now - self._last_rescan >= RESCAN_INTERVAL:
+        if (
+            not first.cut
+            and first.taken < self.batch_size
+            and self._claim_after
+            and now - self._last_rescan >= RESCAN_INTERVAL
+        ):
             # New messages always come after the cursor; retries that fell due and messages put
             # back in the queue can sit behind it: look from the start now and then (not on every
             # poll: that walks the dead index entries of everything claimed since the last vacuum).
             self._last_rescan = now
-            again, again_suppressed, _taken, _last, _cut = self._claim_pieces(self.batch_size - taken, after_id=0)
-            claimed += again
-            suppressed += again_suppressed
+            again = self._claim_pieces(self.batch_size - first.taken, after_id=0)
+            claimed += again.held
+            suppressed += again.suppressed
         self.stats.suppressed_messages += suppressed
         return claimed or suppressed
 
-    def _claim_pieces(self, limit: int, *, after_id: int) -> tuple[int, int, int, int, bool]:
+    def _claim_pieces(self, limit: int, *, after_id: int) -> PiecesClaimed:
         """Claim up to ``limit`` rows after ``after_id`` in claims of at most statement_rows, each
         held (handed to the link) as it commits; stop early when one comes back short, or when a
-        yield has begun (lane "bulk": the rest waits for the next pass). Returns (messages held,
-        suppressed, rows taken, the last id claimed, whether a yield cut it short)."""
+        yield has begun (lane "bulk": the rest waits for the next pass)."""
         held = suppressed = taken = last_id = 0
         while taken < limit:
             piece = min(self._piece_rows(), limit - taken)
@@ -1164,8 +1180,8 @@ class BindWorker:
             if got < piece:
                 break
             if taken < limit and time.monotonic() < self._yield_until:
-                return held, suppressed, taken, last_id, True
-        return held, suppressed, taken, last_id, False
+                return PiecesClaimed(held, suppressed, taken, last_id, cut=True)
+        return PiecesClaimed(held, suppressed, taken, last_id, cut=False)
 
     def _hold(self, claimed: list[ClaimedMessage], segment: int) -> int:
         """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
@@ -1419,8 +1435,8 @@ class BindWorker:
     def _pieces(
         self, completed: list[Job], receipts: list[ReceiptEvent], inbound: list[InboundEvent]
     ) -> list[tuple[list[Job], list[ReceiptEvent], list[InboundEvent]]]:
-        """The flush in pieces of at most statement_rows items: answers with the receipts of their
-        own parts, then the receipts of parts answered before, then the MOs."""
+        """The flush in pieces: at most statement_rows answers with the receipts of their own parts,
+        then the receipts of parts answered before and the MOs, statement_rows at a time."""
         size = self._piece_rows()
         if len(completed) + len(receipts) + len(inbound) <= size:
             return [(completed, receipts, inbound)]
