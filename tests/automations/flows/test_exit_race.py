@@ -52,6 +52,14 @@ def test_an_order_arriving_while_the_tick_sends_withdraws_the_reminder(
         return ids
 
     monkeypatch.setattr(engine, "messages_insert", held_insert)
+    # The tick's post-commit hand-off is held too: with eager Celery it would submit the message in
+    # the tick's thread right after its commit, racing the exit for the row (a message submitted
+    # before the exit reads it is sent, rightly, and the exit has nothing to withdraw). Here the
+    # exit runs first; the hand-off is replayed once it has committed.
+    handed: list[tuple[int, list[int]]] = []
+    monkeypatch.setattr(
+        "gateways.delivery.queue.message_submit_enqueue", lambda gateway_id, ids, **_: handed.append((gateway_id, ids))
+    )
     results: dict[str, Any] = {}
 
     def run(name: str, fn: Any) -> None:
@@ -82,5 +90,6 @@ def test_an_order_arriving_while_the_tick_sends_withdraws_the_reminder(
     assert message.state == MessageState.FAILED and message.error_code == "flow_exit"
     enrolment = Enrolment.objects.get(flow=flow)
     assert enrolment.state == EnrolmentState.EXITED and enrolment.reason == "exit:order_placed"
+    assert handed and all(gateway_id == world["gateway"].pk for gateway_id, _ids in handed), handed
     counts = messages_submit(actor=Actor.system("test"), gateway_id=world["gateway"].pk)
     assert counts.get("accepted", 0) == 0
