@@ -153,6 +153,11 @@ def main() -> None:
         default="",
         help="more of the bulk-lane worker's command line, e.g. '--statement-rows 2000' (split lanes)",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="time each request's own CPU, statements and commits (adds a little to every request)",
+    )
     args = parser.parse_args()
     if args.otp_interval is None:
         args.otp_interval = max(0.05, args.recipients / 10_000 / max(1, args.otps))
@@ -316,6 +321,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 f"{percentile(claim_ms, 99):.0f}, claimed -> at the SMSC {percentile(link_ms, 50):.0f}/"
                 f"{percentile(link_ms, 99):.0f}"
             )
+    if args.breakdown:
+        breakdown_print()
     print(
         f"checks: OTPs never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
         f"smsc {stats.get('by_status')}"
@@ -342,12 +349,83 @@ def checkpoints() -> int:
     return 0
 
 
+_BREAKDOWN: dict[str, list[tuple[float, float, float, float, int, str]]] = {}  # phase -> per request (--breakdown)
+
+
+class _Timed:
+    """Per request (--breakdown): the time in SQL statements and in commits, and how many of each."""
+
+    def __init__(self) -> None:
+        self.sql = self.commit = self.slowest = 0.0
+        self.statements = 0
+        self.slowest_sql = ""
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            took = time.perf_counter() - started
+            self.sql += took
+            self.statements += 1
+            if took > self.slowest:
+                self.slowest, self.slowest_sql = took, f"{took * 1000:.0f} ms {' '.join(sql.split())[:60]}"
+
+
+def otp_request_timed(phone: str, phase: str) -> None:
+    """otp_request, with its wall time, its own CPU, its statements' time and its commits' time."""
+    from django.db import connection
+
+    timed = _Timed()
+    commit = connection.commit
+
+    def timed_commit() -> None:
+        started = time.perf_counter()
+        try:
+            commit()
+        finally:
+            timed.commit += time.perf_counter() - started
+
+    connection.commit = timed_commit  # type: ignore[method-assign]
+    wall, cpu = time.perf_counter(), time.thread_time()
+    try:
+        with connection.execute_wrapper(timed):
+            otp_request(phone)
+    finally:
+        del connection.commit
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    _BREAKDOWN.setdefault(phase, []).append(
+        (wall * 1000, cpu * 1000, timed.sql * 1000, timed.commit * 1000, timed.statements, timed.slowest_sql)
+    )
+
+
+def breakdown_print() -> None:
+    """Where the request's time went (--breakdown): percentiles of each part, and the slowest 1%."""
+    for phase, rows in _BREAKDOWN.items():
+        walls, cpus, sqls, commits = ([float(r[i]) for r in rows] for i in range(4))
+        print(
+            f"  {phase:8s} request p50/p99 ms: wall {percentile(walls, 50):.0f}/{percentile(walls, 99):.0f}, "
+            f"own CPU {percentile(cpus, 50):.0f}/{percentile(cpus, 99):.0f}, statements "
+            f"{percentile(sqls, 50):.0f}/{percentile(sqls, 99):.0f}, commits "
+            f"{percentile(commits, 50):.0f}/{percentile(commits, 99):.0f} ({rows[0][4]} statements)"
+        )
+        for wall, cpu, sql, commit, _n, slowest in sorted(rows, reverse=True)[: max(1, len(rows) // 100)]:
+            print(
+                f"    slow: wall {wall:.0f} = CPU {cpu:.0f} + statements {sql:.0f} + commits {commit:.0f} "
+                f"+ elsewhere {wall - cpu - sql - commit:.0f} (statements and commits include their CPU); "
+                f"slowest statement {slowest}"
+            )
+
+
 def otp_phase(phase: str, args: argparse.Namespace, phones: Any, requested: dict[str, tuple[str, float]]) -> None:
     next_at = time.monotonic()
     for _ in range(args.otps):
         phone = next(phones)
         at = time.time()
-        otp_request(phone)
+        if args.breakdown:
+            otp_request_timed(phone, phase)
+        else:
+            otp_request(phone)
         requested[phone] = (phase, at)
         next_at += args.otp_interval
         time.sleep(max(0.0, next_at - time.monotonic()))

@@ -45,6 +45,7 @@ from gateways.errors import GatewayErrorCode
 from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
+from smsplatform.kernel.commits import commit_unflushed
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.inserts import insert_unless_conflict
@@ -416,6 +417,9 @@ def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, r
 
 def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     template, version, phone = context
+    # The send reaches the SMSC only through a claim that commits synchronously after it, which puts
+    # these records on disk first: its own commit need not wait (smsplatform.kernel.commits).
+    commit_unflushed()
     verification, code = _start_or_resend(
         actor=actor, template=template, version=version, e164=phone.e164, country=phone.country, payload=payload
     )

@@ -65,6 +65,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 
+from smsplatform.kernel.commits import ASYNC_COMMIT
 from templates.models import ClickSpoolSegment, DeviceClass, LinkClick, ShortLink
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ _INSERT_FIRST = (
     "WHERE link_id = %s AND recipient_token = %s AND is_unique)"
 )
 # The click path's commit need not wait for the WAL flush (PostgreSQL; one implicit
-# transaction, sent in the same round trip). Never used for spool segments: their file is
-# deleted after the commit, so that commit must be durable.
-_ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF; "
+# transaction, sent in the same round trip; smsplatform.kernel.commits). Never used for spool
+# segments: their file is deleted after the commit, so that commit must be durable.
+_ASYNC_COMMIT = ASYNC_COMMIT + "; "
 
 
 def _at(when: datetime) -> Any:

@@ -492,3 +492,39 @@ def test_rest_check_reads_the_token_and_its_permissions_in_one_statement(
     refused = client.post(url, {"code": "000000"}, format="json")
     assert refused.status_code == 403, refused.content
     assert Verification.objects.get(public_id=verification_id).checks == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_commits_unflushed_and_the_claim_that_sends_it_waits_for_the_flush(
+    template: OtpTemplate, tech: Any
+) -> None:
+    """PostgreSQL: the send's two transactions (its rate-limit slots, then the verification and its
+    message) commit without waiting for the WAL flush; the claim that hands the message to the
+    SMSC (here the eager Celery submit right after the commit) commits synchronously, which puts
+    the send's records on disk before any code leaves (smsplatform.kernel.commits)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "postgresql":
+        pytest.skip("asynchronous commit is PostgreSQL's")
+    with CaptureQueriesContext(connection) as queries:
+        message_id = send(tech, template)["result"]["message_id"]
+    blocks: list[list[str]] = []
+    for sql in (q["sql"] for q in queries.captured_queries):
+        if sql.startswith("BEGIN"):
+            blocks.append([])
+        elif blocks:
+            blocks[-1].append(sql)
+
+    def unflushed(block: list[str]) -> bool:
+        return any("synchronous_commit TO OFF" in sql for sql in block)
+
+    counters = [b for b in blocks if any('INSERT INTO "otp_otpratecounter"' in sql for sql in b)]
+    verification = [b for b in blocks if any('INSERT INTO "otp_verification"' in sql for sql in b)]
+    assert len(counters) == len(verification) == 1 and unflushed(counters[0]) and unflushed(verification[0])
+    after = blocks[blocks.index(verification[0]) + 1 :]
+    assert after and not any(unflushed(b) for b in after), "the claim and the charge wait for their flush"
+    assert OutboundMessage.objects.get(pk=message_id).state != MessageState.QUEUED  # claimed and sent
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on", "nothing leaks to the connection's next transaction"
