@@ -389,7 +389,9 @@ def _start_or_resend(
     )
 
 
-def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, reference: str) -> OutboundMessage:
+def _queue(
+    *, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, reference: str, quota_reference: str
+) -> OutboundMessage:
     """Queue on the template's gateway, or on its fallback when the first does not cover the country."""
     gateways = [version.gateway or None]
     if version.fallback_gateway:
@@ -408,6 +410,7 @@ def _queue(*, actor: Actor, version: OtpTemplateVersion, e164: str, body: str, r
                     purpose=MessagePurpose.OTP,
                     reference=reference,
                     hold=False,  # held last by _send_execute
+                    quota_reference=quota_reference,
                 )
         except ApplicationError as exc:
             if exc.code != GatewayErrorCode.COUNTRY_NOT_COVERED or index == len(gateways) - 1:
@@ -432,6 +435,8 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
         e164=phone.e164,
         body=body_render(source, code=code, minutes=used.validity_minutes),
         reference=f"otp:{verification.public_id}",
+        # Unique per send (the verification and its send number): no UPDATE to name it after the insert.
+        quota_reference=f"otp:{verification.public_id}:{verification.sends}",
     )
     VerificationSend.objects.create(
         verification=verification,

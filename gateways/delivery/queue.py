@@ -44,8 +44,13 @@ def message_queue(
     reference: str = "",
     keyword_reply: bool = False,
     hold: bool = True,
+    quota_reference: str = "",
 ) -> OutboundMessage:
     """Validate and queue one message with its quota held. Runs inside the caller's transaction.
+
+    ``quota_reference``: the name of its quota reservation, unique to this message, when the
+    caller has one before the insert (an OTP: its verification and send number); otherwise the
+    reservation is named after the message's id, which takes an UPDATE after the insert.
 
     ``hold=False``: the caller holds the quota itself later in the same transaction, with
     ``message_hold`` (an OTP does it last: the account row lock the hold takes is then held only
@@ -109,11 +114,12 @@ def message_queue(
         currency=quote.currency,
         purpose=purpose,
         reference=reference,
-        quota_reference="",
+        quota_reference=quota_reference,
         request_receipt=gateway.receipts_supported,
     )
-    message.quota_reference = f"message:{message.pk}"
-    OutboundMessage.objects.filter(pk=message.pk).update(quota_reference=message.quota_reference)
+    if not quota_reference:
+        message.quota_reference = f"message:{message.pk}"
+        OutboundMessage.objects.filter(pk=message.pk).update(quota_reference=message.quota_reference)
     if hold:
         message_hold(actor=actor, message=message)
     return message

@@ -528,3 +528,23 @@ def test_a_send_commits_unflushed_and_the_claim_that_sends_it_waits_for_the_flus
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on", "nothing leaks to the connection's next transaction"
+
+
+def test_a_send_names_its_quota_hold_before_the_insert(template: OtpTemplate, tech: Any) -> None:
+    """The message and its reservation are named after the verification and the send's number, known
+    before the message's insert: no UPDATE to rename them after it. A resend holds anew."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from gateways.models import QuotaReservation
+
+    with CaptureQueriesContext(connection) as queries:
+        first = send(tech, template)["result"]
+    vid = first["verification_id"]
+    assert not [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "gateways_outboundmessage"')]
+    again = send(tech, template)["result"]
+    assert again["verification_id"] == vid
+    for message_id, number in ((first["message_id"], 1), (again["message_id"], 2)):
+        reference = OutboundMessage.objects.get(pk=message_id).quota_reference
+        assert reference == f"otp:{vid}:{number}"
+        assert QuotaReservation.objects.filter(reference=reference).exists()
