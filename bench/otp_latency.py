@@ -273,6 +273,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     # Where the time went, per OTP: the request itself (queue + commit), request -> claim by the
     # worker (submit_started_at), claim -> submit_sm read by the SMSC (the link and the window).
     parts: dict[str, list[list[float]]] = {"idle": [[], [], []], "campaign": [[], [], []]}
+    slowest: list[tuple[float, float, float, float]] = []  # campaign OTPs: total, and its three parts
     claimed_at = {
         destination: (created.timestamp(), started.timestamp())
         for destination, created, started in OutboundMessage.objects.filter(
@@ -287,6 +288,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         created, started = claimed_at[destination]
         for i, value in enumerate((created - at, started - at, sent - started)):
             parts[phase][i].append(value * 1000)
+        if phase == "campaign":
+            slowest.append(
+                ((sent - at) * 1000, (created - at) * 1000, (started - created) * 1000, (sent - started) * 1000)
+            )
     duplicates = [destination for destination, n in accepted.items() if n > 1]  # one message per number
     campaign_rate = len(campaign_times) / (last_campaign - min(campaign_times)) if len(campaign_times) > 1 else 0.0
     load = os.getloadavg()
@@ -321,6 +326,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 f"{percentile(claim_ms, 99):.0f}, claimed -> at the SMSC {percentile(link_ms, 50):.0f}/"
                 f"{percentile(link_ms, 99):.0f}"
             )
+    for total, queued, claimed, at_smsc in sorted(slowest, reverse=True)[: max(1, len(slowest) // 100)]:
+        print(
+            f"  slowest with the campaign: {total:.0f} ms = request -> row queued {queued:.0f} + queued -> "
+            f"claimed {claimed:.0f} + claimed -> at the SMSC {at_smsc:.0f}"
+        )
     if args.breakdown:
         breakdown_print()
     print(

@@ -40,7 +40,7 @@ from campaigns.otp.scrub import otp_bodies_scrub
 from compliance.governance import Checked, GovernedAction, governed_write, register_action
 from compliance.models import ActionRequest, ActionType
 from compliance.roles import Role
-from gateways.delivery.queue import bulk_yield, message_hold, message_queue, message_submit_enqueue
+from gateways.delivery.queue import bulk_yield, message_hold, message_queue, message_submit_on_commit
 from gateways.errors import GatewayErrorCode
 from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
@@ -253,6 +253,12 @@ def otp_template_save(
 # The template rows one otp_send call has read (its pre-check before the abuse counters and its
 # governed check read the same template): one call, one read. Set only for the call's duration;
 # an action request executed later (an approver's) reads afresh.
+# Template id -> the gateway its approved version sent the last code by, in this process: a hint
+# that lets otp_send ask that gateway's bulk lane to yield before its first read instead of after
+# the template's (gateways.delivery.queue.bulk_yield; a wrong hint costs a campaign a moment, never
+# a message, and the right gateway is asked once the template is read).
+_yield_hints: dict[int, str] = {}
+
 _send_templates: ContextVar[dict[int, OtpTemplate | None] | None] = ContextVar("otp_send_templates", default=None)
 
 
@@ -468,9 +474,7 @@ def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest 
     # The quota hold last: it locks the account row (which bind workers' flushes charge), so the
     # lock is held for the hold and the governed write's closing statement only.
     message_hold(actor=actor, message=message)
-    gateway, message_ids = message.gateway, [message.pk]  # the row message_queue read
-    # After commit only: the submit task must find the message queued.
-    transaction.on_commit(lambda: message_submit_enqueue(gateway.pk, message_ids, gateway=gateway))
+    message_submit_on_commit(message.gateway, [message.pk])  # the gateway row message_queue read
     return result
 
 
@@ -521,6 +525,9 @@ def otp_send(
                 field="client_ip",
                 hint="Pass the end user's IPv4 or IPv6 address as your server saw it.",
             ) from None
+    hinted = _yield_hints.get(template_id) if isinstance(template_id, int) else None
+    if hinted:
+        bulk_yield(hinted)  # before the idempotency and template reads, which a campaign would slow
     payload = {
         "template_id": template_id,
         "phone": parsed.e164,
@@ -533,21 +540,29 @@ def otp_send(
         return replay  # a retry of a send already made: the first answer, and no rate-limit slot taken
     token = _send_templates.set({})
     try:
-        return _send_checked(actor, payload, client_ip, idempotency_key, reason)
+        return _send_checked(actor, payload, client_ip, idempotency_key, reason, hinted)
     finally:
         _send_templates.reset(token)
 
 
 def _send_checked(
-    actor: Actor, payload: dict[str, Any], client_ip: str | None, idempotency_key: str | None, reason: str
+    actor: Actor,
+    payload: dict[str, Any],
+    client_ip: str | None,
+    idempotency_key: str | None,
+    reason: str,
+    hinted: str | None,
 ) -> dict[str, Any]:
     # The abuse defence counts in transactions of its own (a refusal and a pumping block must outlive
     # the send it stops), so it runs here, before the governed write and outside its transaction;
     # the send's own refusals (no approved version, a country not allowed) come first.
     _template, version, checked_phone = _send_check(actor, payload).context
     # The campaign on this gateway makes room for the code from here on (a split gateway's bulk
-    # lane holds its work back for a moment: gateways.smpp.worker, LANES).
-    bulk_yield(version.gateway)
+    # lane holds its work back for a moment: gateways.smpp.worker, LANES), unless it was asked already.
+    if version.gateway != hinted:
+        bulk_yield(version.gateway)
+    if version.gateway:
+        _yield_hints[payload["template_id"]] = version.gateway
     abuse.abuse_check(
         limits=version.limits,
         phone=checked_phone.e164,

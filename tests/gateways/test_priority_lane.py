@@ -650,3 +650,41 @@ def test_the_priority_lane_announces_each_code_it_writes_to_the_bulk_lane(smsc: 
         runner.join(30)
         listener.close()
     assert not runner.is_alive() and worker.releaser is None
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_gateway_is_woken_by_the_commit_itself(sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """message_submit_on_commit: for a bind worker's gateway the wake-up NOTIFY is sent inside the
+    transaction, so PostgreSQL delivers it at the commit (nothing before it, nothing on a rollback,
+    no statement after it); any other gateway is handed to its submit task after the commit."""
+    from django.test.utils import CaptureQueriesContext
+
+    from gateways.delivery.queue import message_submit_on_commit, worker_wake_channel
+    from tests.support.factories import GatewayFactory
+
+    gateway = GatewayFactory.create(code="smpp-wake", provider="smpp")
+    listener = connection.get_new_connection(connection.get_connection_params())
+    listener.autocommit = True
+    try:
+        listener.execute(f'LISTEN "{worker_wake_channel(gateway.pk)}"')
+        with CaptureQueriesContext(connection) as queries, transaction.atomic():
+            message_submit_on_commit(gateway, [1])
+            assert list(listener.notifies(timeout=0.3, stop_after=1)) == [], "not before the commit"
+        assert [n.channel for n in listener.notifies(timeout=2.0, stop_after=1)] == [worker_wake_channel(gateway.pk)]
+        sql = [q["sql"] for q in queries.captured_queries]
+        assert sql[-1] == "COMMIT" and any("pg_notify" in s for s in sql[:-1]), sql
+        with transaction.atomic():
+            message_submit_on_commit(gateway, [1])
+            transaction.set_rollback(True)
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == [], "a rollback wakes nobody"
+    finally:
+        listener.close()
+    handed: list[tuple[int, list[int]]] = []
+    monkeypatch.setattr(
+        "gateways.delivery.queue.message_submit_enqueue", lambda gateway_id, ids, **_: handed.append((gateway_id, ids))
+    )
+    with transaction.atomic():
+        message_submit_on_commit(sim, [7, 8])
+        assert handed == [], "the submit task only after the commit"
+    assert handed == [(sim.pk, [7, 8])]

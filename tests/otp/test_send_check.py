@@ -548,3 +548,37 @@ def test_a_send_names_its_quota_hold_before_the_insert(template: OtpTemplate, te
         reference = OutboundMessage.objects.get(pk=message_id).quota_reference
         assert reference == f"otp:{vid}:{number}"
         assert QuotaReservation.objects.filter(reference=reference).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_campaign_is_asked_to_yield_before_the_first_read_once_the_gateway_is_known(
+    template: OtpTemplate, tech: Any
+) -> None:
+    """PostgreSQL: the first send of a template asks its gateway's bulk lane to yield once the
+    template is read; the next ones ask first thing, before the idempotency and template reads
+    (the process remembers the gateway), and once only. A stale hint (the template moved to
+    another gateway) costs one NOTIFY more: the right gateway is asked when the template is read,
+    and remembered."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from gateways.delivery.queue import bulk_yield_channel
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the yield is a PostgreSQL NOTIFY")
+    gateway = template.current_version.gateway
+    services._yield_hints.pop(template.pk, None)
+
+    def notifies(phone: str) -> list[tuple[int, str]]:
+        with CaptureQueriesContext(connection) as queries:
+            send(tech, template, phone=phone)
+        return [(i, q["sql"]) for i, q in enumerate(queries.captured_queries) if "sms_bulk_yield" in q["sql"]]
+
+    first = notifies("+85291230001")
+    assert len(first) == 1 and first[0][0] > 0 and bulk_yield_channel(gateway) in first[0][1]
+    second = notifies("+85291230002")
+    assert [i for i, _sql in second] == [0] and bulk_yield_channel(gateway) in second[0][1]
+    services._yield_hints[template.pk] = "elsewhere"
+    stale = notifies("+85291230003")
+    assert [bulk_yield_channel("elsewhere") in sql for _i, sql in stale] == [True, False]
+    assert bulk_yield_channel(gateway) in stale[1][1] and services._yield_hints[template.pk] == gateway
