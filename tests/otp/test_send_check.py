@@ -566,6 +566,7 @@ def test_the_campaign_is_asked_to_yield_before_the_first_read_once_the_gateway_i
 
     if connection.vendor != "postgresql":
         pytest.skip("the yield is a PostgreSQL NOTIFY")
+    assert template.current_version is not None
     gateway = template.current_version.gateway
     services._yield_hints.pop(template.pk, None)
 
