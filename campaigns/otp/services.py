@@ -427,8 +427,10 @@ def _queue(
 def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     template, version, phone = context
     # The send reaches the SMSC only through a claim that commits synchronously after it, which puts
-    # these records on disk first: its own commit need not wait (smsplatform.kernel.commits).
-    commit_unflushed()
+    # these records on disk first: its own commit need not wait (smsplatform.kernel.commits). Not
+    # when an approver's decision executes it: that decision is committed durably.
+    if request is None:
+        commit_unflushed()
     verification, code = _start_or_resend(
         actor=actor, template=template, version=version, e164=phone.e164, country=phone.country, payload=payload
     )
@@ -510,6 +512,10 @@ def otp_send(
 ) -> dict[str, Any]:
     """Send a code: start a verification for (phone, template) or resend within the pending one.
     Answers the verification (masked phone, expiry, sends and checks used and left), never the code."""
+    # Before anything a refused caller could spend: a rate-limit slot, a campaign's yield, a read.
+    # (The governed write checks it again, as for every action.)
+    if not actor.has_perm(SEND_PERMISSION):
+        raise permission_denied(SEND_PERMISSION)
     if locale not in Locale.values:
         raise ApplicationError(
             ErrorCode.VALIDATION_ERROR, f"locale must be one of {', '.join(Locale.values)}.", field="locale"

@@ -53,3 +53,41 @@ def test_system_actors_cannot_request_templates(otp_gateway: Any) -> None:
         otp_template_save(actor=Actor.system("job"), idempotency_key=key(), content=CONTENT)
     assert caught.value.code == "permission_denied"
     assert not OtpTemplate.objects.exists()
+
+
+def test_a_caller_without_the_send_permission_spends_nothing(template: OtpTemplate, make_user: Any, tech: Any) -> None:
+    """Refused first: no rate-limit slot, no idempotency key, no verification (and no campaign
+    yield: the NOTIFY comes after this check)."""
+    from campaigns.otp.models import OtpRateCounter
+    from compliance.roles import Role
+    from smsplatform.kernel.errors import ApplicationError
+    from smsplatform.models import IdempotencyRecord
+
+    operations = make_user(Role.OPERATIONS)
+    keys = IdempotencyRecord.objects.count()  # the template's own
+    with pytest.raises(ApplicationError) as caught:
+        otp_send(actor=actor(operations), template_id=template.pk, phone=PHONE, idempotency_key=key())
+    assert caught.value.code == "permission_denied"
+    assert not OtpRateCounter.objects.exists() and IdempotencyRecord.objects.count() == keys
+    assert not Verification.objects.exists()
+    assert (
+        otp_send(actor=actor(tech), template_id=template.pk, phone=PHONE, idempotency_key=key())["status"] == "executed"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_approvers_decision_that_executes_a_send_commits_durably(
+    template: OtpTemplate, tech: Any, approver: Any
+) -> None:
+    """The send's own transaction commits without waiting for the WAL flush; an approval that
+    executes a held send is a decision, committed durably (PostgreSQL)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ApprovalPolicyFactory.create(action=ActionType.OTP_SEND, condition=Condition.ALWAYS)
+    otp_send(actor=actor(tech), template_id=template.pk, phone=PHONE, idempotency_key=key())
+    request = ActionRequest.objects.get(action=ActionType.OTP_SEND)
+    with CaptureQueriesContext(connection) as queries:
+        outcome = action_request_approve(actor=actor(approver), action_request_id=request.pk, reason="ok")
+    assert outcome["state"] == "executed"
+    assert not [q["sql"] for q in queries.captured_queries if "synchronous_commit" in q["sql"]]
