@@ -250,15 +250,15 @@ def otp_template_save(
 # --- otp.send -------------------------------------------------------------------------------------
 
 
-# The template rows one otp_send call has read (its pre-check before the abuse counters and its
-# governed check read the same template): one call, one read. Set only for the call's duration;
-# an action request executed later (an approver's) reads afresh.
 # Template id -> the gateway its approved version sent the last code by, in this process: a hint
 # that lets otp_send ask that gateway's bulk lane to yield before its first read instead of after
 # the template's (gateways.delivery.queue.bulk_yield; a wrong hint costs a campaign a moment, never
 # a message, and the right gateway is asked once the template is read).
 _yield_hints: dict[int, str] = {}
 
+# The template rows one otp_send call has read (its pre-check before the abuse counters and its
+# governed check read the same template): one call, one read. Set only for the call's duration;
+# an action request executed later (an approver's) reads afresh.
 _send_templates: ContextVar[dict[int, OtpTemplate | None] | None] = ContextVar("otp_send_templates", default=None)
 
 
