@@ -243,11 +243,11 @@ def _take(slot: _Slot, now_s: int, *, expires_at: int | None = None) -> int:
     return int(row[0])
 
 
-def _take_all(slots: list[_Slot], now_s: int, *, unflushed: bool = False) -> dict[_Slot, int]:
+def _take_all(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
     """``_take`` for several slots in one statement (one round trip): the rows are inserted or
-    locked in the VALUES order, which the caller keeps sorted. ``unflushed``: the transaction's
-    commit need not wait for the WAL flush (PostgreSQL; the SET goes in the same round trip). A
-    send's slots may: a crash loses them only with the sends they counted, whose codes never left
+    locked in the VALUES order, which the caller keeps sorted. A send's slots: the transaction's
+    commit need not wait for the WAL flush (PostgreSQL; the SET goes in the same round trip), since
+    a crash loses them only with the sends they counted, whose codes never left
     (smsplatform.kernel.commits)."""
     rows = ", ".join(["(%s, %s, %s, %s, 1, %s)"] * len(slots))
     sql = (
@@ -260,7 +260,7 @@ def _take_all(slots: list[_Slot], now_s: int, *, unflushed: bool = False) -> dic
     for slot in slots:
         start = slot.window_start(now_s)
         params += [slot.scope, slot.key, slot.window_seconds, start, start + 2 * slot.window_seconds]
-    unflushed = unflushed and connection.vendor == "postgresql"
+    unflushed = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
         cursor.execute(f"{ASYNC_COMMIT}; {sql}" if unflushed else sql, params)
         if unflushed:
@@ -495,7 +495,7 @@ def abuse_check(
     try:
         # All or nothing: an attempt over any limit rolls back every slot it took (module docstring).
         with transaction.atomic(durable=True):
-            counts = _take_all(slots, now_s, unflushed=True)
+            counts = _take_all(slots, now_s)
             for slot in slots:
                 count = counts[slot]
                 if slot.limit is None:

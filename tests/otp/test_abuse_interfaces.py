@@ -85,3 +85,31 @@ def test_a_pumping_sweep_through_rest_is_blocked_and_stays_blocked(
     sent = [a for a in answers if a[1] == "sent"]
     assert 0 < len(sent) <= 11 and answers[-1][1] == "otp_range_blocked", answers
     assert PumpingBlock.objects.filter(lifted_at__isnull=True).count() == 1
+
+
+def test_a_caller_without_the_send_permission_spends_no_slot_on_any_path(
+    template: OtpTemplate, make_user: Callable[..., Any], api_for: Callable[[Any], Any]
+) -> None:
+    """Refused before the abuse counters on MCP, REST and the admin's test send: a caller who may
+    not send cannot use up a phone's, an IP's or a range's limits for the people who may."""
+    from campaigns.otp.models import OtpRateCounter
+    from compliance.roles import Role
+
+    operations = make_user(Role.OPERATIONS)
+    phone = "+85291230003"
+    client = api_for(operations)
+    over_mcp = mcp(
+        client, "sms_marketing.otp.send", {"template_id": template.pk, "phone": phone, "idempotency_key": key()}
+    )
+    assert over_mcp["error"]["code"] == "permission_denied"
+    rest = client.post(
+        "/api/v1/otp/verifications/",
+        {"template_id": template.pk, "phone": phone, "client_ip": "203.0.113.5", "idempotency_key": key()},
+        format="json",
+    )
+    assert rest.status_code == 403 and error_of(rest)["code"] == "permission_denied", rest.content
+    admin = Client()
+    admin.force_login(operations)
+    page = admin.post(reverse("admin:otp_otptemplate_send_test", args=[template.pk]), {"phone": phone, "locale": "en"})
+    assert page.status_code == 302, page.content  # refused back to the list, nothing sent
+    assert not OtpRateCounter.objects.exists() and not Verification.objects.exists()
