@@ -60,8 +60,15 @@ def sender_id_usability(sender: SenderId, country: str) -> Usability:
 
 def sender_id_check_usable(*, value: str, country: str, field: str = "sender_id") -> SenderId:
     """Refuse a sender ID that may not be used for a live send to ``country``."""
+    found = SenderId.objects.filter(value=value).first()
+    return sender_id_check_found(value=value, country=country, found=found, field=field)
+
+
+def sender_id_check_found(*, value: str, country: str, found: SenderId | None, field: str = "sender_id") -> SenderId:
+    """``sender_id_check_usable`` once the row is read (``found``: the SenderId of ``value``, or
+    None), for a caller that read it beside others; the value's form is checked here too."""
     sender_id_kind(value, field=field)
-    sender = SenderId.objects.filter(value=value).first()
+    sender = found
     if sender is None:
         raise ApplicationError(
             GatewayErrorCode.SENDER_ID_UNKNOWN,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from gateways.models import BindState, BindWorkerStatus, Gateway, GatewayRate, Provider
@@ -44,12 +45,9 @@ class PriceQuote:
         return provider_keeps_clusters(self.provider)
 
 
-def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> dict[str, PriceQuote]:
-    """The price per segment for each country, from the preferred enabled gateway covering it.
-
-    A country no enabled gateway covers is absent from the answer: callers report it as not
-    covered, never as free.
-    """
+def segment_rates(*, countries: list[str], gateway_code: str | None = None) -> QuerySet[GatewayRate]:
+    """The enabled rates to ``countries`` (with their gateways), in preference order: what
+    ``segment_quotes`` reads. A queryset, so a caller can read it beside others in one round trip."""
     wanted = {c.upper() for c in countries}
     rates = (
         GatewayRate.objects.filter(country__in=wanted, gateway__enabled=True)
@@ -58,6 +56,11 @@ def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> 
     )
     if gateway_code:
         rates = rates.filter(gateway__code=gateway_code)
+    return rates
+
+
+def segment_quotes(rates: Iterable[GatewayRate]) -> dict[str, PriceQuote]:
+    """The first rate per country whose gateway covers it, from ``segment_rates``' rows."""
     quotes: dict[str, PriceQuote] = {}
     for rate in rates:
         if rate.country in quotes or rate.country not in (rate.gateway.countries or []):
@@ -70,6 +73,15 @@ def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> 
             gateway=rate.gateway,
         )
     return quotes
+
+
+def segment_prices(*, countries: list[str], gateway_code: str | None = None) -> dict[str, PriceQuote]:
+    """The price per segment for each country, from the preferred enabled gateway covering it.
+
+    A country no enabled gateway covers is absent from the answer: callers report it as not
+    covered, never as free.
+    """
+    return segment_quotes(segment_rates(countries=countries, gateway_code=gateway_code))
 
 
 def gateway_for(*, country: str, gateway_code: str | None = None) -> Gateway | None:

@@ -10,12 +10,16 @@ SQLite >= 3.35), never read-then-written: on PostgreSQL concurrent senders queue
 lock and each reads back its own count. Windows slide, approximated from two fixed windows:
 ``estimate = count(current) + count(previous) * (time left in the current window / window)``.
 
-Refusals. All slots are taken in one transaction, in a fixed (scope, key) order so that two
-senders never lock in opposite orders; when one is over its limit the transaction rolls back, so
-a refused attempt consumes no budget at all -- neither the limit that refused it nor the others
-(a phone refused for its own limit does not eat its IP's or token's budget, and hammering a
-refused phone does not push its retry time further out). Refusals are counted apart, for the
-metrics (``rate_limit_refusals``).
+Refusals. All slots are taken in one statement, in a fixed (scope, key) order so that two
+senders never lock in opposite orders, which commits on its own (autocommit: no BEGIN and COMMIT
+round trips, and the row locks, the shared country row's among them, last that statement only).
+When one is over its limit every slot is given back at once by the same statement with -1, so a
+refused attempt consumes no budget -- neither the limit that refused it nor the others (a phone
+refused for its own limit does not eat its IP's or token's budget, and hammering a refused phone
+does not push its retry time further out). The one difference from a rolled-back transaction: a
+send racing a refused one on the same key can, for that moment, read the refused attempt's count
+and be refused too (never let through: no more than a limit's sends ever pass). Refusals are
+counted apart, for the metrics (``rate_limit_refusals``).
 
 Pumping. (a) More than ``range_burst`` sends to one range (the E.164 number without its last
 ``range_digits`` digits) within the range window blocks the range; (b) destinations whose
@@ -27,10 +31,11 @@ fewer than ``conversion_min_ratio`` of them verified (``abuse_record_verified``)
 A block is a PumpingBlock row, audited, and notifies the operations and technical role holders
 once; an operator lifts it (``pumping_block_lift``).
 
-Transactions. ``abuse_check`` commits its own work (durable transactions): a block it creates,
-and the refusal it counts, must survive the ApplicationError it raises, which rolls back the
-caller's transaction. So call it outside any transaction -- in an idempotent service, after
-``idempotent_replay`` and before ``run_idempotent`` -- never inside one (Django refuses).
+Transactions. ``abuse_check`` commits its own work: the slots it takes, a block it creates and
+the refusal it counts must survive the ApplicationError it raises, which rolls back the caller's
+transaction. So call it outside any transaction -- in an idempotent service, after
+``idempotent_replay`` and before ``run_idempotent`` -- never inside one (Django refuses the
+durable transactions of a block and a refusal).
 
 Nothing here logs or audits an OTP code or a full phone number: phones and client IPs are
 stored in the counters as keyed hashes, and facts carry ``phone_mask``-ed samples only.
@@ -64,6 +69,7 @@ from smsplatform.kernel.commits import ASYNC_COMMIT
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, from_pydantic, not_found, permission_denied
 from smsplatform.kernel.notifications import notification_record
 from smsplatform.kernel.phones import phone_mask
+from smsplatform.kernel.roundtrips import Raw, statements_run
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +224,11 @@ class _Slot:
     def window_start(self, now_s: int) -> int:
         return now_s - now_s % self.window_seconds
 
+    @property
+    def counter(self) -> tuple[str, str, int]:
+        """The counter row's key without its window start (a slot's limit is not part of it)."""
+        return (self.scope, self.key, self.window_seconds)
+
 
 # Table and column names are ours ("key" and "count" quoted: SQL words on some databases); the
 # values go as parameters. PostgreSQL and SQLite (>= 3.35) both read this statement.
@@ -243,43 +254,44 @@ def _take(slot: _Slot, now_s: int, *, expires_at: int | None = None) -> int:
     return int(row[0])
 
 
-def _take_all(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
-    """``_take`` for several slots in one statement (one round trip): the rows are inserted or
-    locked in the VALUES order, which the caller keeps sorted. A send's slots: the transaction's
-    commit need not wait for the WAL flush (PostgreSQL; the SET goes in the same round trip), since
-    a crash loses them only with the sends they counted, whose codes never left
-    (smsplatform.kernel.commits)."""
-    rows = ", ".join(["(%s, %s, %s, %s, 1, %s)"] * len(slots))
+def _take_all(slots: list[_Slot], now_s: int, *, delta: int = 1) -> dict[tuple[str, str, int], int]:
+    """Add ``delta`` to every slot's current window in one statement and answer the new counts by
+    ``_Slot.counter``: the rows are inserted or locked in the VALUES order, which the caller keeps
+    sorted. Outside a transaction (the send path) the statement is its own transaction, and on
+    PostgreSQL its commit need not wait for the WAL flush (the SET rides in the same round trip:
+    a crash loses these counts only with the sends they counted, whose codes never left,
+    smsplatform.kernel.commits). ``delta=-1`` gives back what a refused attempt took."""
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(slots))
     sql = (
         f'INSERT INTO "{_TABLE}" (scope, "key", window_seconds, window_start, "count", expires_at) '  # noqa: S608 - our names only
         f"VALUES {rows} "
         'ON CONFLICT (scope, "key", window_seconds, window_start) '
-        f'DO UPDATE SET "count" = "{_TABLE}"."count" + 1 RETURNING scope, "key", window_seconds, "count"'
+        f'DO UPDATE SET "count" = "{_TABLE}"."count" + %s RETURNING scope, "key", window_seconds, "count"'
     )
     params: list[Any] = []
     for slot in slots:
         start = slot.window_start(now_s)
-        params += [slot.scope, slot.key, slot.window_seconds, start, start + 2 * slot.window_seconds]
-    unflushed = connection.vendor == "postgresql"
-    with connection.cursor() as cursor:
-        cursor.execute(f"{ASYNC_COMMIT}; {sql}" if unflushed else sql, params)
-        if unflushed:
-            cursor.nextset()  # past the SET's empty result, to the upsert's rows
-        found = {(scope, key, window): int(count) for scope, key, window, count in cursor.fetchall()}
-    return {slot: found[(slot.scope, slot.key, slot.window_seconds)] for slot in slots}
+        params += [slot.scope, slot.key, slot.window_seconds, start, max(delta, 0), start + 2 * slot.window_seconds]
+    params.append(delta)
+    statements = [Raw(sql, params)]
+    if delta > 0 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        statements.insert(0, Raw(ASYNC_COMMIT))  # one query string: one implicit transaction
+    found = statements_run(statements)[-1]
+    return {(scope, key, window): int(count) for scope, key, window, count in found}
 
 
-def _previous_counts(slots: list[_Slot], now_s: int) -> dict[_Slot, int]:
-    """The count of each slot's previous window, in one query (those windows are closed).
+def _previous_statement(slots: list[_Slot], now_s: int) -> Raw:
+    """The count of each slot's previous window (those windows are closed), in one query.
     Raw SQL: building this OR of exact keys through the ORM cost more than the query."""
     match = " OR ".join(['(scope = %s AND "key" = %s AND window_seconds = %s AND window_start = %s)'] * len(slots))
     params: list[Any] = []
     for slot in slots:
         params += [slot.scope, slot.key, slot.window_seconds, slot.window_start(now_s) - slot.window_seconds]
-    with connection.cursor() as cursor:
-        cursor.execute(f'SELECT scope, "key", window_seconds, "count" FROM "{_TABLE}" WHERE {match}', params)  # noqa: S608 - our names only
-        found = {(scope, key, window): int(count) for scope, key, window, count in cursor.fetchall()}
-    return {slot: found.get((slot.scope, slot.key, slot.window_seconds), 0) for slot in slots}
+    return Raw(f'SELECT scope, "key", window_seconds, "count" FROM "{_TABLE}" WHERE {match}', params)  # noqa: S608 - our names only
+
+
+def _counts(rows: list[tuple[Any, ...]]) -> dict[tuple[str, str, int], int]:
+    return {(scope, key, window): int(count) for scope, key, window, count in rows}
 
 
 def _estimate(current: int, previous: int, elapsed: int, window: int) -> float:
@@ -322,25 +334,22 @@ def _count_refusal(limit_name: str, now_s: int, cfg: AbuseSettings) -> None:
         _take(slot, now_s, expires_at=expires)
 
 
-def _screen(phone: str, country: str, cfg: AbuseSettings) -> tuple[int | None, Any]:
-    """One round trip for the two reads before the counters: the oldest active block whose prefix
+def _screen_statement(phone: str, country: str, cfg: AbuseSettings) -> Raw:
+    """The two reads before the counters, in one statement: the oldest active block whose prefix
     starts the number (an indexed IN of its prefixes) and the highest enabled rate to the country
     (the high-cost test, _is_high_cost)."""
     starts = [phone[:n] for n in range(2, len(phone) + 1)]
     marks = ", ".join(["%s"] * len(starts))
     # Raw SQL on the send path, as the counters: the ORM's query building cost more than the query.
     # (GatewayRate.objects.filter(country=..., currency=..., gateway__enabled=True).aggregate(Max(...)))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f'SELECT (SELECT id FROM "{PumpingBlock._meta.db_table}" WHERE lifted_at IS NULL '  # noqa: S608 - our names only
-            f"AND prefix IN ({marks}) ORDER BY created_at, id LIMIT 1), "
-            f'(SELECT MAX(r.price_per_segment) FROM "{GatewayRate._meta.db_table}" r '
-            f'JOIN "{Gateway._meta.db_table}" g ON g.id = r.gateway_id '
-            "WHERE r.country = %s AND r.currency = %s AND g.enabled = %s)",
-            [*starts, country, cfg.high_cost_currency, True],
-        )
-        row = cursor.fetchone()
-    return (row[0], row[1]) if row else (None, None)
+    return Raw(
+        f'SELECT (SELECT id FROM "{PumpingBlock._meta.db_table}" WHERE lifted_at IS NULL '  # noqa: S608 - our names only
+        f"AND prefix IN ({marks}) ORDER BY created_at, id LIMIT 1), "
+        f'(SELECT MAX(r.price_per_segment) FROM "{GatewayRate._meta.db_table}" r '
+        f'JOIN "{Gateway._meta.db_table}" g ON g.id = r.gateway_id '
+        "WHERE r.country = %s AND r.currency = %s AND g.enabled = %s)",
+        [*starts, country, cfg.high_cost_currency, True],
+    )
 
 
 def _notify_recipients() -> list[str]:
@@ -449,6 +458,8 @@ def abuse_check(
     PumpingBlock covers the number, or this send tripped one) or ``otp_prefix_denied``.
 
     Commits its own transactions: call it outside any transaction (see the module docstring)."""
+    with transaction.atomic(durable=True):
+        pass  # Django's refusal of a caller's open transaction (an empty block: no round trip)
     cfg = abuse_settings()
     window_limits = _limits(limits, cfg)
     now_s = _epoch(now)
@@ -461,13 +472,6 @@ def abuse_check(
             field="phone",
             hint="The destination's prefix or country is on the platform's deny list (SMS_OTP_ABUSE).",
         )
-    block_id, top = _screen(phone, country, cfg)
-    if block_id is not None:
-        _count_refusal("blocked", now_s, cfg)
-        raise _blocked_error(PumpingBlock.objects.get(pk=block_id))
-
-    high_cost, top_rate = _is_high_cost(phone, top, cfg)
-    burst = cfg.high_cost_range_burst if high_cost else cfg.range_burst
     range_prefix = number_range(phone, cfg.range_digits)
     conversion_prefix = number_range(phone, cfg.conversion_digits)
     slots = []
@@ -484,33 +488,52 @@ def abuse_check(
         if keys[name]:
             limit = window_limits[name]
             slots.append(_Slot(scope, keys[name], limit.window_seconds, limit.count, field))
-    slots.append(_Slot(CounterScope.RANGE, range_prefix, cfg.range_window_seconds, burst, "phone"))
+    range_counter = _Slot(CounterScope.RANGE, range_prefix, cfg.range_window_seconds)  # its limit: after the screen
     sent_slot = _Slot(CounterScope.PREFIX_SENT, conversion_prefix, cfg.conversion_window_seconds)
-    slots.append(sent_slot)
     verified_slot = _Slot(CounterScope.PREFIX_VERIFIED, conversion_prefix, cfg.conversion_window_seconds)
+    # The screen and the previous windows' counts in one round trip (smsplatform.kernel.roundtrips).
+    screened, previous_rows = statements_run(
+        [
+            _screen_statement(phone, country, cfg),
+            _previous_statement([*slots, range_counter, sent_slot, verified_slot], now_s),
+        ]
+    )
+    block_id, top = screened[0] if screened else (None, None)
+    if block_id is not None:
+        _count_refusal("blocked", now_s, cfg)
+        raise _blocked_error(PumpingBlock.objects.get(pk=block_id))
+    previous = _counts(previous_rows)
+
+    high_cost, top_rate = _is_high_cost(phone, top, cfg)
+    burst = cfg.high_cost_range_burst if high_cost else cfg.range_burst
+    slots.append(_Slot(CounterScope.RANGE, range_prefix, cfg.range_window_seconds, burst, "phone"))
+    slots.append(sent_slot)
     # Locks in one fixed order (STYLE 6): two senders sharing two keys never wait on each other crosswise.
     slots.sort()
-    previous = _previous_counts([*slots, verified_slot], now_s)
 
+    # One statement takes every slot and commits (module docstring, "Refusals"); a refusal gives them back.
+    counts = _take_all(slots, now_s)
     try:
-        # All or nothing: an attempt over any limit rolls back every slot it took (module docstring).
-        with transaction.atomic(durable=True):
-            counts = _take_all(slots, now_s)
+        try:
             for slot in slots:
-                count = counts[slot]
+                count = counts[slot.counter]
                 if slot.limit is None:
                     continue
+                before = previous.get(slot.counter, 0)
                 elapsed = now_s - slot.window_start(now_s)
-                if _estimate(count, previous[slot], elapsed, slot.window_seconds) > slot.limit:
-                    retry = _retry_after(slot.limit, count - 1, previous[slot], elapsed, slot.window_seconds)
+                if _estimate(count, before, elapsed, slot.window_seconds) > slot.limit:
+                    retry = _retry_after(slot.limit, count - 1, before, elapsed, slot.window_seconds)
                     facts: dict[str, Any] = {
                         "sends": count,
-                        "previous_window_sends": previous[slot],
+                        "previous_window_sends": before,
                         "threshold": slot.limit,
                         "window_seconds": slot.window_seconds,
                     }
                     raise _Over(slot, retry, facts)
-            _check_conversion(cfg, counts[sent_slot], previous, sent_slot, verified_slot, now_s)
+            _check_conversion(cfg, counts[sent_slot.counter], previous, sent_slot, verified_slot, now_s)
+        except Exception:
+            _take_all(slots, now_s, delta=-1)  # a refused (or failed) attempt consumes no budget
+            raise
     except _Over as over:
         if over.slot.scope == CounterScope.RANGE:
             reason = PumpingBlockReason.HIGH_COST_BURST if high_cost else PumpingBlockReason.RANGE_BURST
@@ -537,7 +560,7 @@ def abuse_check(
 def _check_conversion(
     cfg: AbuseSettings,
     sent_now: int,
-    previous: dict[_Slot, int],
+    previous: dict[tuple[str, str, int], int],
     sent_slot: _Slot,
     verified_slot: _Slot,
     now_s: int,
@@ -545,7 +568,7 @@ def _check_conversion(
     """(c) Raise _LowConversion when the prefix has had enough sends and too few verified."""
     window = sent_slot.window_seconds
     elapsed = now_s - sent_slot.window_start(now_s)
-    sends = _estimate(sent_now, previous[sent_slot], elapsed, window)
+    sends = _estimate(sent_now, previous.get(sent_slot.counter, 0), elapsed, window)
     if sends < cfg.conversion_min_sends:
         return
     verified_now = (
@@ -559,7 +582,7 @@ def _check_conversion(
         .first()
         or 0
     )
-    verified = _estimate(verified_now, previous[verified_slot], elapsed, window)
+    verified = _estimate(verified_now, previous.get(verified_slot.counter, 0), elapsed, window)
     if verified / sends < cfg.conversion_min_ratio:
         raise _LowConversion(
             {

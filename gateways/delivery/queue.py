@@ -8,26 +8,28 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import QuerySet
 
-from compliance.models import HARD_BLOCK_REASONS
+from compliance.models import HARD_BLOCK_REASONS, OptOut
 from compliance.optouts import active_opt_outs
 from gateways.adapters.base import OutgoingSms, adapter_for
 from gateways.delivery.claim import messages_claim_result
 from gateways.delivery.outcomes import outcomes_record
 from gateways.errors import GatewayErrorCode
-from gateways.models import PRIORITY_PURPOSES, Gateway, MessagePurpose, OutboundMessage
+from gateways.models import PRIORITY_PURPOSES, Gateway, MessagePurpose, OutboundMessage, SenderId
 from gateways.quotas import quota_reserve
-from gateways.rules import sender_id_check_usable
-from gateways.selectors import segment_prices
+from gateways.rules import sender_id_check_found
+from gateways.selectors import segment_quotes, segment_rates
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.content import promotion_found
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
 from smsplatform.kernel.phones import phone_mask, phone_parse
+from smsplatform.kernel.roundtrips import fetch_together
 from smsplatform.kernel.segments import SegmentInputError, count_segments, count_segments_clusters
 
 logger = logging.getLogger(__name__)
@@ -65,10 +67,17 @@ def message_queue(
     carry no promotion (no outside link, no discount wording): neither passes the consent and
     footer rules marketing does."""
     phone = phone_parse(destination, field="destination")
-    if purpose == MessagePurpose.OTP:
-        opt_out_refuse(phone.e164, reasons=HARD_BLOCK_REASONS)
-    elif not keyword_reply:
-        opt_out_refuse(phone.e164)
+    # The suppression list, the rates and the sender ID in one round trip (smsplatform.kernel.roundtrips).
+    reasons = HARD_BLOCK_REASONS if purpose == MessagePurpose.OTP else None
+    checks_opt_out = purpose == MessagePurpose.OTP or not keyword_reply
+    reads = fetch_together(
+        opt_out_query(phone.e164, reasons=reasons) if checks_opt_out else OptOut.objects.none(),
+        segment_rates(countries=[phone.country], gateway_code=gateway_code),
+        SenderId.objects.filter(value=sender_id)[:1],
+    )
+    opt_outs, rates, senders = reads
+    if opt_outs:
+        opt_out_raise(phone.e164, opt_outs[0])
     if purpose in (MessagePurpose.TEST, MessagePurpose.OTP):
         found = promotion_found(body)
         if found:
@@ -84,7 +93,7 @@ def message_queue(
         raise ApplicationError(exc.code, exc.message, field="body") from None
     if not body.strip():
         raise ApplicationError(GatewayErrorCode.BODY_EMPTY, "The message is empty.", field="body")
-    quote = segment_prices(countries=[phone.country], gateway_code=gateway_code).get(phone.country)
+    quote = segment_quotes(rates).get(phone.country)
     if quote is None:
         raise ApplicationError(
             GatewayErrorCode.COUNTRY_NOT_COVERED,
@@ -97,7 +106,7 @@ def message_queue(
         raise ApplicationError(
             GatewayErrorCode.ENCODING_NOT_SUPPORTED, f"{gateway.code} cannot send {encoding}.", field="body"
         )
-    sender_id_check_usable(value=sender_id, country=phone.country)
+    sender_id_check_found(value=sender_id, country=phone.country, found=senders[0] if senders else None)
     if quote.keeps_clusters:
         # The provider splits the message itself, never inside a grapheme cluster (Twilio).
         segments = count_segments_clusters(body)[2]
@@ -131,20 +140,23 @@ def message_hold(*, actor: Actor, message: OutboundMessage) -> None:
     quota_reserve(actor=actor, reference=message.quota_reference, segments=message.segments, amount=message.cost)
 
 
-def opt_out_refuse(phone: str, *, reasons: Sequence[str] | None = None) -> None:
-    """Refuse a send to a number with an active opt-out (STOP, blocked, invalid, complaint), or
-    only with one of ``reasons`` when given (OTP: the hard blocks)."""
+def opt_out_query(phone: str, *, reasons: Sequence[str] | None = None) -> QuerySet[OptOut]:
+    """The latest active opt-out of ``phone`` (STOP, blocked, invalid, complaint), or of one of
+    ``reasons`` when given (OTP: the hard blocks): at most one row."""
     active = active_opt_outs().filter(phone=phone)
     if reasons is not None:
         active = active.filter(reason__in=list(reasons))
-    opt_out = active.order_by("-occurred_at", "-pk").first()
-    if opt_out is not None:
-        raise ApplicationError(
-            GatewayErrorCode.DESTINATION_OPTED_OUT,
-            f"{phone_mask(phone)} is on the suppression list ({opt_out.reason}): nothing is sent to it.",
-            field="destination",
-            hint="See sms_marketing.opt_outs.list; only the person's START (or recorded consent) lifts it.",
-        )
+    return active.order_by("-occurred_at", "-pk")[:1]
+
+
+def opt_out_raise(phone: str, opt_out: OptOut) -> NoReturn:
+    """The refusal of a send to ``phone``, which ``opt_out`` suppresses."""
+    raise ApplicationError(
+        GatewayErrorCode.DESTINATION_OPTED_OUT,
+        f"{phone_mask(phone)} is on the suppression list ({opt_out.reason}): nothing is sent to it.",
+        field="destination",
+        hint="See sms_marketing.opt_outs.list; only the person's START (or recorded consent) lifts it.",
+    )
 
 
 def gateway_test_sms(

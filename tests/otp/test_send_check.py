@@ -498,8 +498,9 @@ def test_rest_check_reads_the_token_and_its_permissions_in_one_statement(
 def test_a_send_commits_unflushed_and_the_claim_that_sends_it_waits_for_the_flush(
     template: OtpTemplate, tech: Any
 ) -> None:
-    """PostgreSQL: the send's two transactions (its rate-limit slots, then the verification and its
-    message) commit without waiting for the WAL flush; the claim that hands the message to the
+    """PostgreSQL: the send's two transactions (its rate-limit slots, one statement in autocommit,
+    then the verification and its message) commit without waiting for the WAL flush; the claim
+    that hands the message to the
     SMSC (here the eager Celery submit right after the commit) commits synchronously, which puts
     the send's records on disk before any code leaves (smsplatform.kernel.commits)."""
     from django.db import connection
@@ -509,12 +510,18 @@ def test_a_send_commits_unflushed_and_the_claim_that_sends_it_waits_for_the_flus
         pytest.skip("asynchronous commit is PostgreSQL's")
     with CaptureQueriesContext(connection) as queries:
         message_id = send(tech, template)["result"]["message_id"]
-    blocks: list[list[str]] = []
+    blocks: list[list[str]] = []  # each transaction's statements: BEGIN ... COMMIT, or one in autocommit
+    open_block = False
     for sql in (q["sql"] for q in queries.captured_queries):
         if sql.startswith("BEGIN"):
             blocks.append([])
-        elif blocks:
+            open_block = True
+        elif sql.startswith(("COMMIT", "ROLLBACK")):
+            open_block = False
+        elif open_block:
             blocks[-1].append(sql)
+        else:
+            blocks.append([sql])
 
     def unflushed(block: list[str]) -> bool:
         return any("synchronous_commit TO OFF" in sql for sql in block)
