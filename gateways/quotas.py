@@ -27,6 +27,7 @@ from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, permission_denied
 from smsplatform.kernel.idempotency import run_idempotent
+from smsplatform.kernel.roundtrips import Raw, statements_run
 
 SEGMENT_RULES = {
     "GSM-7": {"single": 160, "per_part": 153, "unit": "septet"},
@@ -177,30 +178,34 @@ RESERVE_LOCK = 0x71756F7461
 _ACCOUNT, _RESERVATION = Account._meta.db_table, QuotaReservation._meta.db_table
 _RESERVE_READ = (  # every column of the account (none deferred: one snapshot for all of it)
     f"SELECT a.*, h.s, h.a AS held_amount, h.existing FROM {_ACCOUNT} a, LATERAL ("  # noqa: S608 - our names
-    "SELECT SUM(r.segments - r.settled_segments) FILTER (WHERE r.state = %(held)s) AS s, "
-    "SUM(r.amount - r.settled_amount) FILTER (WHERE r.state = %(held)s) AS a, "
-    "MAX(r.id) FILTER (WHERE r.reference = %(reference)s) AS existing "
-    f"FROM {_RESERVATION} r WHERE r.state = %(held)s OR r.reference = %(reference)s) h "
+    "SELECT SUM(r.segments - r.settled_segments) FILTER (WHERE r.state = %s) AS s, "
+    "SUM(r.amount - r.settled_amount) FILTER (WHERE r.state = %s) AS a, "
+    "MAX(r.id) FILTER (WHERE r.reference = %s) AS existing "
+    f"FROM {_RESERVATION} r WHERE r.state = %s OR r.reference = %s) h "
     "WHERE a.singleton = 1"
 )
+_HELD_COLUMNS = 3  # s, held_amount, existing: after the account's own
 
 
 def _reserve_read_postgresql(reference: str) -> tuple[Account, dict[str, Any]]:
     """Take the reservations' lock (to the end of the caller's transaction), then read the account
     and what is held in one statement: one snapshot, taken after the lock, so every reservation
     committed before it is counted and a charge committing meanwhile is either wholly in it or not
-    at all. The account row itself is not locked."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
-    params = {"held": ReservationState.HELD.value, "reference": reference}
-    rows = list(Account.objects.raw(_RESERVE_READ, params))
+    at all. The account row itself is not locked. The lock and the read are two statements sent in
+    one round trip (smsplatform.kernel.roundtrips: the read's snapshot is still taken after the
+    lock is granted)."""
+    held_state = ReservationState.HELD.value
+    lock = Raw("SELECT pg_advisory_xact_lock(%s)", [RESERVE_LOCK])
+    read = Raw(_RESERVE_READ, [held_state, held_state, reference, held_state, reference])
+    rows = statements_run([lock, read])[1]
     if not rows:  # the account is created on first use
         account_instance()
-        rows = list(Account.objects.raw(_RESERVE_READ, params))
-    account = rows[0]
-    # The raw query's extra columns are attributes of the instance.
-    columns = {"s": "s", "a": "held_amount", "existing": "existing"}
-    held = {key: getattr(account, column) for key, column in columns.items()}
+        rows = statements_run([read])[0]
+    # By name: the table's column order need not be the model's (a column added by a later migration).
+    columns = dict(zip(rows.columns[:-_HELD_COLUMNS], rows[0][:-_HELD_COLUMNS], strict=True))
+    attnames = [field.attname for field in Account._meta.concrete_fields]
+    account = Account.from_db(connection.alias, attnames, [columns[name] for name in attnames])
+    held = dict(zip(("s", "a", "existing"), rows[0][-_HELD_COLUMNS:], strict=True))
     return account, held
 
 

@@ -45,7 +45,6 @@ from gateways.errors import GatewayErrorCode
 from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
-from smsplatform.kernel.commits import commit_unflushed
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
 from smsplatform.kernel.idempotency import idempotent_replay
 from smsplatform.kernel.inserts import insert_unless_conflict
@@ -316,51 +315,18 @@ def _start_or_resend(
     e164: str,
     country: str,
     payload: dict[str, Any],
+    unflushed: bool = False,
 ) -> tuple[Verification, str]:
     """The pending verification for (phone, template) with a new code, or a new verification.
-    Returns it and the code (which only the SMS body receives)."""
+    Returns it and the code (which only the SMS body receives).
+
+    A first send, the usual case, is one statement: the insert, which the unique pending
+    constraint turns into nothing when (phone, template) has a pending verification; then it is
+    a resend within that one. ``unflushed``: the caller's transaction commits without waiting for
+    its WAL flush, the SET sent with the first insert (smsplatform.kernel.commits)."""
     validity = timedelta(minutes=version.validity_minutes)
-    for _attempt in range(4):
+    for attempt in range(4):
         now = timezone.now()
-        pending = (
-            Verification.objects.filter(phone=e164, template=template, status=VerificationStatus.PENDING)
-            .values_list("pk", "public_id", "expires_at")
-            .first()
-        )
-        if pending is not None:
-            pk, public_id, expires_at = pending
-            if expires_at <= now:
-                _expire_if_due(pk, now)
-                continue
-            code = code_generate(length=version.code_length, alphabet=version.alphabet)
-            # The conditional UPDATE is the limit: on PostgreSQL concurrent resends queue on the row
-            # lock and each re-reads sends < max_sends, so no more than max_sends ever pass.
-            updated = Verification.objects.filter(
-                pk=pk, status=VerificationStatus.PENDING, sends__lt=F("max_sends"), expires_at__gt=now
-            ).update(
-                sends=F("sends") + 1,
-                code_hash=code_hash(verification_id=public_id, code=code),
-                expires_at=now + validity,
-                updated_at=now,
-            )
-            verification = Verification.objects.get(pk=pk)
-            if verification.template_version_id == version.pk:
-                verification.template_version = version  # already read: no second query for it
-            if updated == 1:
-                return verification, code
-            if verification.status == VerificationStatus.PENDING and verification.sends >= verification.max_sends:
-                raise ApplicationError(
-                    OtpErrorCode.MAX_SENDS_REACHED,
-                    f"Verification {verification.public_id} has sent its {verification.max_sends} codes.",
-                    field="phone",
-                    hint="Let the person enter the last code, or start again after it expires "
-                    f"({verification.expires_at.isoformat()}).",
-                    details={
-                        "verification_id": verification.public_id,
-                        "retry_after": verification.expires_at.isoformat(),
-                    },
-                )
-            continue  # it ended or expired meanwhile: start a new one
         public_id = verification_public_id()
         code = code_generate(length=version.code_length, alphabet=version.alphabet)
         verification = Verification(
@@ -382,11 +348,50 @@ def _start_or_resend(
             created_at=now,
             updated_at=now,
         )
-        # A concurrent first send for this phone and template wins the unique pending constraint
-        # (this insert then writes nothing, in one statement: no savepoint), and this one resends
-        # within it on the next pass.
-        if insert_unless_conflict(verification):
+        # One statement, no savepoint; a concurrent first send for this phone and template that
+        # wins the constraint makes this one a resend within it.
+        if insert_unless_conflict(verification, unflushed=unflushed and attempt == 0):
             return verification, code
+        pending = (
+            Verification.objects.filter(phone=e164, template=template, status=VerificationStatus.PENDING)
+            .values_list("pk", "public_id", "expires_at")
+            .first()
+        )
+        if pending is None:
+            continue  # it ended meanwhile: start a new one
+        pk, public_id, expires_at = pending
+        if expires_at <= now:
+            _expire_if_due(pk, now)
+            continue
+        # The code drawn for the insert, which stored nothing, is this resend's.
+        # The conditional UPDATE is the limit: on PostgreSQL concurrent resends queue on the row
+        # lock and each re-reads sends < max_sends, so no more than max_sends ever pass.
+        updated = Verification.objects.filter(
+            pk=pk, status=VerificationStatus.PENDING, sends__lt=F("max_sends"), expires_at__gt=now
+        ).update(
+            sends=F("sends") + 1,
+            code_hash=code_hash(verification_id=public_id, code=code),
+            expires_at=now + validity,
+            updated_at=now,
+        )
+        verification = Verification.objects.get(pk=pk)
+        if verification.template_version_id == version.pk:
+            verification.template_version = version  # already read: no second query for it
+        if updated == 1:
+            return verification, code
+        if verification.status == VerificationStatus.PENDING and verification.sends >= verification.max_sends:
+            raise ApplicationError(
+                OtpErrorCode.MAX_SENDS_REACHED,
+                f"Verification {verification.public_id} has sent its {verification.max_sends} codes.",
+                field="phone",
+                hint="Let the person enter the last code, or start again after it expires "
+                f"({verification.expires_at.isoformat()}).",
+                details={
+                    "verification_id": verification.public_id,
+                    "retry_after": verification.expires_at.isoformat(),
+                },
+            )
+        # it ended or expired meanwhile: start a new one
     raise ApplicationError(
         ErrorCode.IDEMPOTENCY_IN_PROGRESS,
         "Another send for this phone and template is changing the verification.",
@@ -426,13 +431,17 @@ def _queue(
 
 def _send_execute(actor: Actor, payload: dict[str, Any], request: ActionRequest | None, context: Any) -> dict[str, Any]:
     template, version, phone = context
-    # The send reaches the SMSC only through a claim that commits synchronously after it, which puts
-    # these records on disk first: its own commit need not wait (smsplatform.kernel.commits). Not
-    # when an approver's decision executes it: that decision is committed durably.
-    if request is None:
-        commit_unflushed()
     verification, code = _start_or_resend(
-        actor=actor, template=template, version=version, e164=phone.e164, country=phone.country, payload=payload
+        actor=actor,
+        template=template,
+        version=version,
+        e164=phone.e164,
+        country=phone.country,
+        payload=payload,
+        # The send reaches the SMSC only through a claim that commits synchronously after it, which
+        # puts these records on disk first: its own commit need not wait (smsplatform.kernel.commits).
+        # Not when an approver's decision executes it: that decision is committed durably.
+        unflushed=request is None,
     )
     body = verification.template_version.body_zh_hant if payload["locale"] == Locale.ZH_HANT else None
     source = body or verification.template_version.body_en

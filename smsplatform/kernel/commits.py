@@ -5,7 +5,8 @@ megabytes of WAL a second, and a commit waits for the flush of everything writte
 bench/otp_latency.py an OTP request spent up to 50-70 ms of its time in its two commits, the
 largest part of its tail (docs/OTP.md, "Asynchronous commit of a send").
 
-``commit_unflushed()`` lets the current transaction commit as soon as its WAL is written to the
+``ASYNC_COMMIT`` (sent with a statement of the transaction: ``insert_unless_conflict(unflushed=True)``,
+the OTP counters' upsert) lets the current transaction commit as soon as its WAL is written to the
 server's buffers (``SET LOCAL synchronous_commit TO OFF``: this transaction only). What PostgreSQL
 guarantees still holds: the database stays consistent, and a crash loses whole transactions, only
 the last ones committed this way (at most three ``wal_writer_delay``, 600 ms by default). The WAL is
@@ -23,19 +24,4 @@ consent, or for a check (a lost wrong guess would give the guesser one more).
 
 from __future__ import annotations
 
-from django.db import DEFAULT_DB_ALIAS, connections
-
 ASYNC_COMMIT = "SET LOCAL synchronous_commit TO OFF"
-
-
-def commit_unflushed(using: str = DEFAULT_DB_ALIAS) -> None:
-    """Let the current transaction commit without waiting for its WAL flush (see the module
-    docstring for when that is safe). PostgreSQL only; nothing elsewhere (SQLite's commit is its
-    own). Call it inside the transaction: outside one it would change nothing."""
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    if not connection.in_atomic_block:
-        raise RuntimeError("commit_unflushed() is called inside the transaction it applies to.")
-    with connection.cursor() as cursor:
-        cursor.execute(ASYNC_COMMIT)

@@ -17,13 +17,20 @@ from django.db.models import Model
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 
+from smsplatform.kernel.commits import ASYNC_COMMIT
+from smsplatform.kernel.roundtrips import Raw, statements_run
 
-def insert_unless_conflict(obj: Model) -> bool:
+
+def insert_unless_conflict(obj: Model, *, unflushed: bool = False) -> bool:
     """Insert ``obj`` unless a unique constraint (any of its table's) already holds its values.
     True when inserted, with ``obj.pk`` set; False when another row holds them (nothing written,
     the caller's transaction still usable). No signals are sent: use it for models without
     receivers. (SQLite's OR IGNORE also skips a NOT NULL or CHECK failure; callers build valid
-    rows, and their tests run on both databases.)"""
+    rows, and their tests run on both databases.)
+
+    ``unflushed``: also let the caller's transaction commit unflushed (whichever way the insert
+    goes), its SET sent in the insert's round trip (smsplatform.kernel.commits says when that is
+    safe)."""
     model = type(obj)
     meta = model._meta
     using = router.db_for_write(model, instance=obj)
@@ -39,13 +46,15 @@ def insert_unless_conflict(obj: Model) -> bool:
     compiler = query.get_compiler(using=using)
     compiler.returning_fields = [pk]
     connection = connections[using]
-    with connection.cursor() as cursor:
-        for sql, params in compiler.as_sql():
-            cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
+    statements = [Raw(sql, params) for sql, params in compiler.as_sql()]
+    if unflushed and connection.vendor == "postgresql":
+        if not connection.in_atomic_block:
+            raise RuntimeError("insert_unless_conflict(unflushed=True) runs inside the transaction it applies to.")
+        statements.insert(0, Raw(ASYNC_COMMIT))
+    rows = statements_run(statements, using=using)[-1]
+    if not rows:
         return False
-    value = row[0]
+    value = rows[0][0]
     for converter in pk.get_db_converters(connection):
         value = converter(value, pk, connection)
     obj.pk = value
