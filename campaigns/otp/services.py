@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from campaigns.otp import abuse
@@ -46,9 +46,10 @@ from gateways.models import MessagePurpose, OutboundMessage
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.audit import audit_record
 from smsplatform.kernel.errors import ApplicationError, ErrorCode, not_found, permission_denied
-from smsplatform.kernel.idempotency import idempotent_replay
+from smsplatform.kernel.idempotency import idempotent_replay_of, idempotent_replay_query
 from smsplatform.kernel.inserts import insert_unless_conflict
 from smsplatform.kernel.phones import phone_mask, phone_parse
+from smsplatform.kernel.roundtrips import firsts_together
 from smsplatform.kernel.versioning import parse_version_token, stale_token_error, version_token
 from smsplatform.models import AuditLog
 
@@ -261,6 +262,10 @@ _yield_hints: dict[int, str] = {}
 _send_templates: ContextVar[dict[int, OtpTemplate | None] | None] = ContextVar("otp_send_templates", default=None)
 
 
+def _approved_query(template_id: int) -> QuerySet[OtpTemplate]:
+    return OtpTemplate.objects.select_related("current_version").filter(pk=template_id)[:1]
+
+
 def _approved(template_id: Any) -> tuple[OtpTemplate, OtpTemplateVersion]:
     # The template and its approved version in one query.
     memo = _send_templates.get()
@@ -269,7 +274,7 @@ def _approved(template_id: Any) -> tuple[OtpTemplate, OtpTemplateVersion]:
     elif memo is not None and template_id in memo:
         template = memo[template_id]
     else:
-        template = OtpTemplate.objects.select_related("current_version").filter(pk=template_id).first()
+        template = _approved_query(template_id).first()
         if memo is not None:
             memo[template_id] = template
     if template is None:
@@ -550,11 +555,19 @@ def otp_send(
         "client_ip": client_ip or None,
         "reason": reason,
     }
-    replay = idempotent_replay(actor=actor, key=idempotency_key, operation=ActionType.OTP_SEND, payload=payload)
-    if replay is not None:
-        return replay  # a retry of a send already made: the first answer, and no rate-limit slot taken
-    token = _send_templates.set({})
+    memo: dict[int, OtpTemplate | None] = {}
+    token = _send_templates.set(memo)
     try:
+        # The idempotency record and the template in one round trip (smsplatform.kernel.roundtrips):
+        # the template is remembered for the checks below.
+        replay_query = idempotent_replay_query(actor=actor, key=idempotency_key)
+        template_query = _approved_query(template_id) if isinstance(template_id, int) else None
+        existing, template = firsts_together(replay_query, template_query)
+        if template_query is not None:
+            memo[template_id] = template
+        replay = idempotent_replay_of(existing, key=idempotency_key, operation=ActionType.OTP_SEND, payload=payload)
+        if replay is not None:
+            return replay  # a retry of a send already made: the first answer, and no rate-limit slot taken
         return _send_checked(actor, payload, client_ip, idempotency_key, reason, hinted)
     finally:
         _send_templates.reset(token)

@@ -144,6 +144,7 @@ OPTOUT_ID_SLACK = 1000  # opt-out ids below the highest seen by this much are lo
 # at most this often (one probe of the small partial index msg_priority_queued), whatever the
 # worker already holds, and written ahead of it.
 PRIORITY_POLL_INTERVAL = 0.02
+PRIORITY_TIMINGS = 1000  # priority messages whose claim and link times WorkerStats summarises
 # On PostgreSQL the priority thread also LISTENs for wake-ups (gateways.delivery.queue.worker_wake)
 # and claims at once when one comes; it waits for them in slices of at most this many seconds.
 WAKE_SLICE = 0.25
@@ -189,6 +190,7 @@ class Job:
     __slots__ = (
         "answered",
         "bodies",
+        "claimed",
         "done",
         "failed",
         "message",
@@ -202,8 +204,11 @@ class Job:
         "written",
     )
 
-    def __init__(self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0) -> None:
+    def __init__(
+        self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0, claimed: tuple[float, float] | None = None
+    ) -> None:
         self.message = message
+        self.claimed = claimed  # a priority claim's (start, commit) on time.monotonic()
         self.priority = (
             getattr(message, "purpose", None) in PRIORITY_PURPOSES
         )  # the lane: not held back by the BulkPacer
@@ -255,6 +260,13 @@ class WorkerStats:
     bulk_cap_min: int = 0  # the smallest it has been
     yields: int = 0  # times the bulk lane held campaign work back for a priority message (bulk_yield)
     yields_released: int = 0  # of them, ended early: the priority lane had written the codes
+    # Where a priority message's time goes in this worker (the last PRIORITY_TIMINGS of them, ms):
+    # its claim (the UPDATE and its commit's WAL flush), then from the commit to its last part's
+    # bytes in the socket (the link thread's turn); the p99 and the slowest of each.
+    priority_claim_ms_p99: float = 0.0
+    priority_claim_ms_max: float = 0.0
+    priority_link_ms_p99: float = 0.0
+    priority_link_ms_max: float = 0.0
 
 
 class LinkDown(Exception):
@@ -325,6 +337,8 @@ class BindWorker:
         self._claim_segment = 0
         self.actor = Actor.system(f"smpp_worker:{gateway.code}")
         self.stats = WorkerStats()
+        # (claim, commit -> in the socket) seconds of the last priority messages (WorkerStats.priority_*)
+        self.priority_timings: deque[tuple[float, float]] = deque(maxlen=PRIORITY_TIMINGS)
         self.client: smpplib.client.Client | None = None
         self.sock: socket.socket | None = None
         self.link: threading.Thread | None = None
@@ -466,6 +480,7 @@ class BindWorker:
         capped = False
         releasing = self.releaser is not None  # lane "priority": tell the bulk lane when codes are out
         codes = 0
+        timed: list[tuple[float, float]] = []  # claims of priority messages written, until in the socket
         try:
             while True:
                 now = time.monotonic()
@@ -506,8 +521,11 @@ class BindWorker:
                                 inflight[seq] = (job, index)
                                 if not job.priority:
                                     bulk_sent[seq] = now
-                                elif releasing and index == len(job.bodies) - 1:
-                                    codes += job.message.purpose == MessagePurpose.OTP  # its last part
+                                elif index == len(job.bodies) - 1:
+                                    if releasing:
+                                        codes += job.message.purpose == MessagePurpose.OTP  # its last part
+                                    if job.claimed is not None:
+                                        timed.append(job.claimed)
                                 ends.append((sent_total + len(out), seq))
                             stats.submitted_parts += len(taken)
                 if out:
@@ -517,6 +535,10 @@ class BindWorker:
                         sent = 0
                     del out[:sent]
                     sent_total += sent
+                    if timed and not out:  # their last parts are in the socket
+                        written = time.monotonic()
+                        self.priority_timings.extend((commit - start, written - commit) for start, commit in timed)
+                        timed.clear()
                     while ends and ends[0][0] <= sent_total:
                         ends.popleft()
                     last_traffic = now
@@ -909,6 +931,7 @@ class BindWorker:
         if failing_over_to is not None:
             self._failing_over_to = failing_over_to
         self._last_report = time.monotonic()
+        self._priority_timings_to_stats()
         try:
             _refresh_db_connection()
             bind_worker_status_record(
@@ -930,6 +953,16 @@ class BindWorker:
             if connection.in_atomic_block:
                 raise
             connection.close()
+
+    def _priority_timings_to_stats(self) -> None:
+        timings = list(self.priority_timings)
+        if not timings:
+            return
+        stats = self.stats
+        for index, name in ((0, "claim"), (1, "link")):
+            values = sorted(timing[index] * 1000 for timing in timings)
+            setattr(stats, f"priority_{name}_ms_p99", round(values[min(len(values) - 1, int(len(values) * 0.99))], 1))
+            setattr(stats, f"priority_{name}_ms_max", round(values[-1], 1))
 
     def _poll_priority(self) -> None:
         """The every-pass priority claim, at most every PRIORITY_POLL_INTERVAL seconds (on this
@@ -1130,11 +1163,13 @@ class BindWorker:
         leaving the cursor alone, and put them at the front of the ready parts."""
         _refresh_db_connection()
         segment: list[int] = []
+        started = time.monotonic()
         result = self._claim_rows(limit=self.batch_size, priority_only=True, segment=segment)
         self.stats.suppressed_messages += result.suppressed
         if not result.messages:
             return int(result.suppressed)
-        return self._hold(list(result.messages), segment[-1] if segment else self._claim_segment)
+        claimed_at = (started, time.monotonic())
+        return self._hold(list(result.messages), segment[-1] if segment else self._claim_segment, claimed_at=claimed_at)
 
     def _claim(self) -> int:
         """Claim up to a batch, resuming after the last claimed id; from the start of the queue
@@ -1183,10 +1218,13 @@ class BindWorker:
                 return PiecesClaimed(held, suppressed, taken, last_id, cut=True)
         return PiecesClaimed(held, suppressed, taken, last_id, cut=False)
 
-    def _hold(self, claimed: list[ClaimedMessage], segment: int) -> int:
+    def _hold(
+        self, claimed: list[ClaimedMessage], segment: int, *, claimed_at: tuple[float, float] | None = None
+    ) -> int:
         """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
         link: priority messages ahead of every part not written yet (and the link woken for
-        them), the rest behind them. ``segment``: the journal segment their claim is in."""
+        them), the rest behind them. ``segment``: the journal segment their claim is in;
+        ``claimed_at``: a priority claim's start and commit (WorkerStats.priority_*)."""
         urgent: list[tuple[Job, int]] = []
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
@@ -1205,7 +1243,7 @@ class BindWorker:
                 )
                 for short in with_udh(encoded)
             ]
-            job = Job(message, bodies, segment)
+            job = Job(message, bodies, segment, claimed_at if message.purpose in lane else None)
             (urgent if message.purpose in lane else parts).extend((job, index) for index in range(len(bodies)))
         with self.lock:
             if urgent:

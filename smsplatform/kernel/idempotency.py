@@ -16,6 +16,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import QuerySet
 
 from smsplatform.kernel.actor import Actor
 from smsplatform.kernel.errors import ApplicationError, ErrorCode
@@ -106,9 +107,24 @@ def idempotent_replay(*, actor: Actor, key: object, operation: str, payload: Any
     its request was approved and executed -- must get the first result, not a refusal from a
     state the first call itself changed. So they ask here first. Same key with another request:
     refused as ``run_idempotent`` would."""
+    query = idempotent_replay_query(actor=actor, key=key)
+    if query is None:
+        return None
+    return idempotent_replay_of(query.first(), key=key, operation=operation, payload=payload)
+
+
+def idempotent_replay_query(*, actor: Actor, key: object) -> QuerySet[IdempotencyRecord] | None:
+    """``idempotent_replay``'s read (None for a key that cannot have been stored), for a caller that
+    reads it beside others (smsplatform.kernel.roundtrips); its row goes to ``idempotent_replay_of``."""
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         return None
-    existing = IdempotencyRecord.objects.filter(user=actor.user, namespace=_namespace(actor), key=key).first()
+    return IdempotencyRecord.objects.filter(user=actor.user, namespace=_namespace(actor), key=key)[:1]
+
+
+def idempotent_replay_of(
+    existing: IdempotencyRecord | None, *, key: object, operation: str, payload: Any
+) -> dict[str, Any] | None:
+    """``idempotent_replay``'s answer once its record (or None) is read."""
     if existing is None or existing.response is None:
         return None
     if existing.request_hash != request_fingerprint(operation, payload):

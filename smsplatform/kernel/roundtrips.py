@@ -160,3 +160,15 @@ def fetch_together(*items: QuerySet[Any] | Raw, using: str = "default") -> list[
             assert not isinstance(plan, str)
             answers.append(_objects(plan[0], plan[1], next(results)))
     return answers
+
+
+def firsts_together(*querysets: QuerySet[Any] | None, using: str = "default") -> list[Any]:
+    """The first row of each queryset (None when it has none, or when the queryset is None: nothing
+    is run for it), in one round trip on PostgreSQL. Slice each to one row (``[:1]``) beforehand."""
+    wanted = [queryset for queryset in querysets if queryset is not None]
+    answers = iter(fetch_together(*wanted, using=using))
+    firsts = []
+    for queryset in querysets:
+        rows = next(answers) if queryset is not None else []
+        firsts.append(rows[0] if rows else None)
+    return firsts

@@ -448,6 +448,10 @@ def test_a_notify_wakes_the_priority_thread_at_once(smsc: Any, monkeypatch: Any)
     assert not runner.is_alive() and time.monotonic() - stopping < 10
     assert worker.prioritizer is None
     assert any(r["destination"] == "85292700002" for r in read_log(smsc.log_path))
+    # Operators see where a code's time went in the worker: its claim, then the link's turn.
+    stats = worker.stats
+    assert 0 < stats.priority_claim_ms_p99 <= stats.priority_claim_ms_max < 5_000
+    assert 0 < stats.priority_link_ms_p99 <= stats.priority_link_ms_max < 5_000
 
 
 # --- a gateway split in two lanes, each worker on a bind of its own ---------------------------------

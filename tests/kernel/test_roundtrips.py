@@ -13,7 +13,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from gateways.models import Gateway, GatewayRate
-from smsplatform.kernel.roundtrips import Raw, fetch_together, statements_run
+from smsplatform.kernel.roundtrips import Raw, fetch_together, firsts_together, statements_run
 from tests.support.db import postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +104,13 @@ def test_a_read_after_a_lock_in_the_same_round_trip_sees_what_committed_before_t
         timer.cancel()
     assert ("rt-committed-meanwhile",) in names
     Group.objects.filter(name="rt-committed-meanwhile").delete()
+
+
+def test_firsts_together_answers_each_first_row_or_none_and_runs_nothing_for_none() -> None:
+    Group.objects.create(name="rt-first")
+    with CaptureQueriesContext(connection) as queries:
+        first, nothing, skipped = firsts_together(
+            Group.objects.filter(name="rt-first")[:1], Group.objects.filter(name="rt-none")[:1], None
+        )
+    assert first.name == "rt-first" and nothing is None and skipped is None
+    assert len(queries.captured_queries) == (1 if connection.vendor == "postgresql" else 2)

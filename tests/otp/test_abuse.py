@@ -67,6 +67,27 @@ def test_a_refused_attempt_takes_no_slot_anywhere() -> None:
     assert refused(at=T0 + timedelta(seconds=600)).details["retry_after"] == 3720
 
 
+def test_an_attempt_that_fails_after_taking_its_slots_gives_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slots commit with their own statement: anything that goes wrong after it (here the
+    conversion check's read failing) gives every one back before the error goes on."""
+    from campaigns.otp import abuse
+
+    check(client_ip="203.0.113.7", token_name="shop-app")
+
+    def broken(*_args: Any, **_kw: Any) -> None:
+        raise RuntimeError("the conversion read failed")
+
+    monkeypatch.setattr(abuse, "_check_conversion", broken)
+    with pytest.raises(RuntimeError, match="conversion read"):
+        check(client_ip="203.0.113.7", token_name="shop-app")
+    counts = dict(
+        OtpRateCounter.objects.filter(
+            scope__in=[CounterScope.PHONE, CounterScope.CLIENT_IP, CounterScope.TOKEN, CounterScope.COUNTRY]
+        ).values_list("scope", "count")
+    )
+    assert counts == {"phone": 1, "client_ip": 1, "token": 1, "country": 1}
+
+
 def test_each_limit_names_its_field() -> None:
     limits = {
         "phone": {"count": 100, "window_seconds": 3600},
