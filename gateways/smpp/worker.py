@@ -205,10 +205,14 @@ class Job:
     )
 
     def __init__(
-        self, message: ClaimedMessage, bodies: list[bytes], segment: int = 0, claimed: tuple[float, float] | None = None
+        self,
+        message: ClaimedMessage,
+        bodies: list[bytes],
+        segment: int = 0,
+        claimed: tuple[float, float, float] | None = None,
     ) -> None:
         self.message = message
-        self.claimed = claimed  # a priority claim's (start, commit) on time.monotonic()
+        self.claimed = claimed  # a priority claim's (start, statement end, commit) on time.monotonic()
         self.priority = (
             getattr(message, "purpose", None) in PRIORITY_PURPOSES
         )  # the lane: not held back by the BulkPacer
@@ -261,10 +265,13 @@ class WorkerStats:
     yields: int = 0  # times the bulk lane held campaign work back for a priority message (bulk_yield)
     yields_released: int = 0  # of them, ended early: the priority lane had written the codes
     # Where a priority message's time goes in this worker (the last PRIORITY_TIMINGS of them, ms):
-    # its claim (the UPDATE and its commit's WAL flush), then from the commit to its last part's
-    # bytes in the socket (the link thread's turn); the p99 and the slowest of each.
+    # its claim's statement, the claim's commit (the WAL flush that must precede the submit_sm),
+    # then from the commit to its last part's bytes in the socket (the link thread's turn); the
+    # p99 and the slowest of each.
     priority_claim_ms_p99: float = 0.0
     priority_claim_ms_max: float = 0.0
+    priority_commit_ms_p99: float = 0.0
+    priority_commit_ms_max: float = 0.0
     priority_link_ms_p99: float = 0.0
     priority_link_ms_max: float = 0.0
 
@@ -337,8 +344,8 @@ class BindWorker:
         self._claim_segment = 0
         self.actor = Actor.system(f"smpp_worker:{gateway.code}")
         self.stats = WorkerStats()
-        # (claim, commit -> in the socket) seconds of the last priority messages (WorkerStats.priority_*)
-        self.priority_timings: deque[tuple[float, float]] = deque(maxlen=PRIORITY_TIMINGS)
+        # (claim, commit, commit -> in the socket) seconds of the last priority messages (WorkerStats.priority_*)
+        self.priority_timings: deque[tuple[float, float, float]] = deque(maxlen=PRIORITY_TIMINGS)
         self.client: smpplib.client.Client | None = None
         self.sock: socket.socket | None = None
         self.link: threading.Thread | None = None
@@ -480,7 +487,7 @@ class BindWorker:
         capped = False
         releasing = self.releaser is not None  # lane "priority": tell the bulk lane when codes are out
         codes = 0
-        timed: list[tuple[float, float]] = []  # claims of priority messages written, until in the socket
+        timed: list[tuple[float, float, float]] = []  # claims of priority messages written, until in the socket
         try:
             while True:
                 now = time.monotonic()
@@ -537,7 +544,9 @@ class BindWorker:
                     sent_total += sent
                     if timed and not out:  # their last parts are in the socket
                         written = time.monotonic()
-                        self.priority_timings.extend((commit - start, written - commit) for start, commit in timed)
+                        self.priority_timings.extend(
+                            (done - start, commit - done, written - commit) for start, done, commit in timed
+                        )
                         timed.clear()
                     while ends and ends[0][0] <= sent_total:
                         ends.popleft()
@@ -959,7 +968,7 @@ class BindWorker:
         if not timings:
             return
         stats = self.stats
-        for index, name in ((0, "claim"), (1, "link")):
+        for index, name in enumerate(("claim", "commit", "link")):
             values = sorted(timing[index] * 1000 for timing in timings)
             setattr(stats, f"priority_{name}_ms_p99", round(values[min(len(values) - 1, int(len(values) * 0.99))], 1))
             setattr(stats, f"priority_{name}_ms_max", round(values[-1], 1))
@@ -1163,12 +1172,12 @@ class BindWorker:
         leaving the cursor alone, and put them at the front of the ready parts."""
         _refresh_db_connection()
         segment: list[int] = []
-        started = time.monotonic()
-        result = self._claim_rows(limit=self.batch_size, priority_only=True, segment=segment)
+        stamps = [time.monotonic()]  # the claim's start, its statement's end (before the commit)
+        result = self._claim_rows(limit=self.batch_size, priority_only=True, segment=segment, stamps=stamps)
         self.stats.suppressed_messages += result.suppressed
         if not result.messages:
             return int(result.suppressed)
-        claimed_at = (started, time.monotonic())
+        claimed_at = (stamps[0], stamps[-1], time.monotonic())
         return self._hold(list(result.messages), segment[-1] if segment else self._claim_segment, claimed_at=claimed_at)
 
     def _claim(self) -> int:
@@ -1219,12 +1228,12 @@ class BindWorker:
         return PiecesClaimed(held, suppressed, taken, last_id, cut=False)
 
     def _hold(
-        self, claimed: list[ClaimedMessage], segment: int, *, claimed_at: tuple[float, float] | None = None
+        self, claimed: list[ClaimedMessage], segment: int, *, claimed_at: tuple[float, float, float] | None = None
     ) -> int:
         """Build the claimed messages' submit_sm bodies (once, here) and hand their parts to the
         link: priority messages ahead of every part not written yet (and the link woken for
         them), the rest behind them. ``segment``: the journal segment their claim is in;
-        ``claimed_at``: a priority claim's start and commit (WorkerStats.priority_*)."""
+        ``claimed_at``: a priority claim's start, statement end and commit (WorkerStats.priority_*)."""
         urgent: list[tuple[Job, int]] = []
         parts: list[tuple[Job, int]] = []
         source_fields, body_of = wire.source_fields, wire.submit_sm_body
@@ -1264,6 +1273,7 @@ class BindWorker:
         countries: list[str] | None = None,
         priority_only: bool = False,
         segment: list[int] | None = None,
+        stamps: list[float] | None = None,
     ) -> Any:
         """One claim, journaled before it commits (see gateways.smpp.journal). ``segment``: the
         journal segment of this claim is appended to it (the priority thread claims beside the
@@ -1273,6 +1283,8 @@ class BindWorker:
         mine: list[int] = []
 
         def record(ids: list[int]) -> None:
+            if stamps is not None:
+                stamps.append(time.monotonic())
             if journal is not None:
                 mine.append(journal.claimed(ids))
                 self._claim_segment = mine[-1]
