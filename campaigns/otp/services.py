@@ -274,7 +274,8 @@ def _approved(template_id: Any) -> tuple[OtpTemplate, OtpTemplateVersion]:
     elif memo is not None and template_id in memo:
         template = memo[template_id]
     else:
-        template = _approved_query(template_id).first()
+        found = list(_approved_query(template_id))  # sliced to one row
+        template = found[0] if found else None
         if memo is not None:
             memo[template_id] = template
     if template is None:

@@ -110,7 +110,8 @@ def idempotent_replay(*, actor: Actor, key: object, operation: str, payload: Any
     query = idempotent_replay_query(actor=actor, key=key)
     if query is None:
         return None
-    return idempotent_replay_of(query.first(), key=key, operation=operation, payload=payload)
+    found = list(query)  # sliced to one row: no first(), which would reorder it
+    return idempotent_replay_of(found[0] if found else None, key=key, operation=operation, payload=payload)
 
 
 def idempotent_replay_query(*, actor: Actor, key: object) -> QuerySet[IdempotencyRecord] | None:

@@ -98,7 +98,7 @@ def _objects(queryset: QuerySet[Any], compiler: Any, rows: list[tuple[Any, ...]]
         model = klass_info["model"]
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         names = [column[0].target.attname for column in select[start:end]]
-        populators = get_related_populators(klass_info, select, db)
+        populators = get_related_populators(klass_info, select, db)  # type: ignore[call-arg]  # Django 5.2's signature
         objects = []
         for row in compiler.results_iter([rows]):
             obj = model.from_db(db, names, row[start:end])
@@ -136,8 +136,8 @@ def fetch_together(*items: QuerySet[Any] | Raw, using: str = "default") -> list[
             continue
         if (
             item._iterable_class not in _ITERABLES
-            or item._known_related_objects
-            or item._prefetch_related_lookups
+            or item._known_related_objects  # type: ignore[attr-defined]
+            or item._prefetch_related_lookups  # type: ignore[attr-defined]
             or item.db != using
         ):
             raise ValueError(f"fetch_together cannot evaluate this queryset: {item.query}")

@@ -13,7 +13,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from gateways.models import Gateway, GatewayRate
-from smsplatform.kernel.roundtrips import Raw, fetch_together, firsts_together, statements_run
+from smsplatform.kernel.roundtrips import Raw, Rows, fetch_together, firsts_together, statements_run
 from tests.support.db import postgres_only
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +47,8 @@ def test_every_kind_of_queryset_answers_what_list_would() -> None:
     assert [rate.gateway.code for rate in rates] == ["rt-hk", "rt-sg"]
     assert isinstance(rates[0].price_per_segment, Decimal) and rates[0].gateway.countries == ["HK"]
     assert answers[4][0] == {"code": "rt-hk", "countries": ["HK"]}
-    assert list(answers[-1]) == [(1, "two")] and answers[-1].columns == ("one", "two")
+    raw_rows = answers[-1]
+    assert isinstance(raw_rows, Rows) and list(raw_rows) == [(1, "two")] and raw_rows.columns == ("one", "two")
     if connection.vendor == "postgresql":
         assert len(queries.captured_queries) == 1, "one round trip"
     else:
