@@ -34,8 +34,8 @@ once; an operator lifts it (``pumping_block_lift``).
 Transactions. ``abuse_check`` commits its own work: the slots it takes, a block it creates and
 the refusal it counts must survive the ApplicationError it raises, which rolls back the caller's
 transaction. So call it outside any transaction -- in an idempotent service, after
-``idempotent_replay`` and before ``run_idempotent`` -- never inside one (Django refuses the
-durable transactions of a block and a refusal).
+``idempotent_replay`` and before ``run_idempotent`` -- never inside one (Django refuses: it
+opens an empty durable block first, which costs no round trip).
 
 Nothing here logs or audits an OTP code or a full phone number: phones and client IPs are
 stored in the counters as keyed hashes, and facts carry ``phone_mask``-ed samples only.

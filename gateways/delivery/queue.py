@@ -70,12 +70,11 @@ def message_queue(
     # The suppression list, the rates and the sender ID in one round trip (smsplatform.kernel.roundtrips).
     reasons = HARD_BLOCK_REASONS if purpose == MessagePurpose.OTP else None
     checks_opt_out = purpose == MessagePurpose.OTP or not keyword_reply
-    reads = fetch_together(
+    opt_outs, rates, senders = fetch_together(
         opt_out_query(phone.e164, reasons=reasons) if checks_opt_out else OptOut.objects.none(),
         segment_rates(countries=[phone.country], gateway_code=gateway_code),
         SenderId.objects.filter(value=sender_id)[:1],
     )
-    opt_outs, rates, senders = reads
     if opt_outs:
         opt_out_raise(phone.e164, opt_outs[0])
     if purpose in (MessagePurpose.TEST, MessagePurpose.OTP):
