@@ -364,6 +364,10 @@ def test_admin_pages_never_show_code_hash_or_phone(
         text = page.content.decode()
         assert known_codes[0] not in text and verification.code_hash not in text
     assert PHONE not in pages[0].content.decode() and PHONE not in pages[1].content.decode()
+    # The list: the id shortened with the full one on hover, sends and checks as used/allowed.
+    listing = pages[0].content.decode()
+    assert f'title="{verification.public_id}">{verification.public_id[:12]}…' in listing
+    assert ">1/5<" in listing and ">0/5<" in listing
 
 
 def test_delivery_status_shows_an_otp_state_receipts_and_charge_never_its_code(
