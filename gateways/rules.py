@@ -68,15 +68,14 @@ def sender_id_check_found(*, value: str, country: str, found: SenderId | None, f
     """``sender_id_check_usable`` once the row is read (``found``: the SenderId of ``value``, or
     None), for a caller that read it beside others; the value's form is checked here too."""
     sender_id_kind(value, field=field)
-    sender = found
-    if sender is None:
+    if found is None:
         raise ApplicationError(
             GatewayErrorCode.SENDER_ID_UNKNOWN,
             f"Sender ID {value!r} is not registered with the platform.",
             field=field,
             hint="Pick one from sms_marketing.sender_ids.list, or apply with sms_marketing.sender_id.apply.",
         )
-    usability = sender_id_usability(sender, country)
+    usability = sender_id_usability(found, country)
     if not usability.usable:
         raise ApplicationError(
             GatewayErrorCode.SENDER_ID_NOT_USABLE,
@@ -84,4 +83,4 @@ def sender_id_check_found(*, value: str, country: str, found: SenderId | None, f
             field=field,
             hint="Pick a sender ID that sms_marketing.sender_ids.list shows as usable for this region.",
         )
-    return sender
+    return found
