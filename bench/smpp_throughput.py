@@ -276,6 +276,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                     batch_size=10_000,
                 )
             committed = timezone.now()
+            wal_start = wal_position()
             backends: dict[int, tuple[bool, float]] = {}
             while True:
                 time.sleep(1.0)
@@ -292,6 +293,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                 if not left or worker.poll() is not None:
                     break
             smsc_cpu, worker_cpu = cpu_seconds(smsc.process.pid) - smsc_cpu, cpu_seconds(worker.pid) - worker_cpu
+            wal_bytes = wal_since(wal_start)
             worker.terminate()
             worker.wait(60)
             batch = OutboundMessage.objects.filter(quota_reference=reference)
@@ -308,12 +310,16 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
                     "smsc_cpu": smsc_cpu,
                     "db_cpu": sum(cpu for client, cpu in backends.values() if client),
                     "vacuum_cpu": sum(cpu for client, cpu in backends.values() if not client),
+                    "wal_bytes": wal_bytes,
                 }
             )
             print(
                 f"run {attempt + 1}: {delivered} delivered in {elapsed:.1f}s = {delivered / elapsed:,.0f} msg/s; "
                 f"states {states}; CPU s: worker {worker_cpu:.1f}, smsc {smsc_cpu:.1f}, "
-                f"worker's db backends {results[-1]['db_cpu']:.1f}, autovacuum {results[-1]['vacuum_cpu']:.1f}",
+                f"worker's db backends {results[-1]['db_cpu']:.1f}, autovacuum {results[-1]['vacuum_cpu']:.1f}"
+                + (
+                    f"; WAL {wal_bytes / 1e6:,.0f} MB = {wal_bytes / args.messages:,.0f} bytes/msg" if wal_bytes else ""
+                ),
                 flush=True,
             )
         receipts_rate = ingestion_rate(gateway, args.receipts)
@@ -351,6 +357,29 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
     print(f"raw smpplib bind rate (no database, same simulator): {ceiling:,.0f} submit_sm/s")
     print(f"simulator alone (struct-built client, same simulator): {simulator:,.0f} submit_sm/s with receipts")
+
+
+def wal_position() -> str | None:
+    """PostgreSQL's WAL insert position (None elsewhere): the WAL a send writes is what every
+    synchronous commit beside it, an OTP's claim first, waits to flush (docs/OTP.md)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return str(cursor.fetchone()[0])
+
+
+def wal_since(start: str | None) -> int:
+    """Bytes of WAL the whole cluster wrote since ``start`` (the bench runs alone on it)."""
+    from django.db import connection
+
+    if start is None:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)::bigint", [start])
+        return int(cursor.fetchone()[0])
 
 
 def ingestion_rate(gateway: Any, count: int, batch: int = 2000, threads: int = 1) -> float:

@@ -372,10 +372,19 @@ class OutboundMessage(models.Model):
 class MessagePart(models.Model):
     """One submitted part and the provider's id for it; receipts are matched here."""
 
-    message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE, related_name="parts")
+    # Every campaign message writes one part (and one receipt, below) while it is sent, and every
+    # index entry is WAL that a code's claim flushes behind (docs/OTP.md, "Less WAL per campaign
+    # message"). So no index the unique constraints already lead with: uniq_message_part_number
+    # serves lookups by message, uniq_part_provider_id those by gateway. No database-level check
+    # of ``message`` either (as OutboundMessage.batch): its per-row trigger locked the message row
+    # (a WAL record per part), and parts are written only by outcomes_record, in the transaction
+    # that updates the very messages they belong to; messages are never deleted.
+    message = models.ForeignKey(
+        OutboundMessage, on_delete=models.CASCADE, related_name="parts", db_index=False, db_constraint=False
+    )
     part_number = models.PositiveSmallIntegerField()
     provider_message_id = models.CharField(max_length=100)
-    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+", db_index=False)
     state = models.CharField(max_length=12, choices=MessageState.choices, default=MessageState.SUBMITTED)
     error_code = models.CharField(max_length=32, blank=True)
     receipt_at = models.DateTimeField(null=True, blank=True)
@@ -394,8 +403,9 @@ class DeliveryReceipt(models.Model):
     """Every receipt as received, kept even when it matches nothing yet (it may precede the
     submit response) — nothing is lost; ``applied_at`` says when it was matched."""
 
-    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+")
-    provider_message_id = models.CharField(max_length=100, db_index=True)
+    # Found by (gateway, provider id) only: receipt_lookup serves both, so no index of either alone.
+    gateway = models.ForeignKey(Gateway, on_delete=models.PROTECT, related_name="+", db_index=False)
+    provider_message_id = models.CharField(max_length=100)
     status = models.CharField(max_length=12, choices=MessageState.choices)
     provider_status = models.CharField(max_length=40)
     error_code = models.CharField(max_length=32, blank=True)
