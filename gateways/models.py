@@ -376,9 +376,10 @@ class MessagePart(models.Model):
     # index entry is WAL that a code's claim flushes behind (docs/OTP.md, "Less WAL per campaign
     # message"). So no index the unique constraints already lead with: uniq_message_part_number
     # serves lookups by message, uniq_part_provider_id those by gateway. No database-level check
-    # of ``message`` either (as OutboundMessage.batch): its per-row trigger locked the message row
-    # (a WAL record per part), and parts are written only by outcomes_record, in the transaction
-    # that updates the very messages they belong to; messages are never deleted.
+    # of ``message`` either (as OutboundMessage.batch): its trigger ran a locking read of the
+    # message for every part written, PostgreSQL CPU beside the codes' own work, and parts are
+    # written only by outcomes_record, in the transaction that updates the very messages they
+    # belong to; messages are never deleted.
     message = models.ForeignKey(
         OutboundMessage, on_delete=models.CASCADE, related_name="parts", db_index=False, db_constraint=False
     )

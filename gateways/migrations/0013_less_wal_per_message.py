@@ -1,6 +1,7 @@
 """Less WAL per campaign message (docs/OTP.md): no index that a unique constraint or receipt_lookup
-already leads with, and no per-row foreign-key check of a part's message (it locked the message row,
-a WAL record per part). On PostgreSQL each step is a DROP INDEX or DROP CONSTRAINT, no rewrite."""
+already leads with, and no per-row foreign-key check of a part's message (a locking read of the
+message for every part written). On PostgreSQL each step is a DROP INDEX or DROP CONSTRAINT, no
+rewrite."""
 
 import django.db.models.deletion
 from django.db import migrations, models

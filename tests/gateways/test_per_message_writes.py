@@ -1,6 +1,6 @@
 """What sending one campaign message writes to the parts and receipts tables.
 
-Every index entry and row lock a message's send writes is WAL, and an OTP's claim commits behind
+Every index entry a message's send writes is WAL, and an OTP's claim commits behind
 the campaign's WAL (docs/OTP.md, "Less WAL per campaign message"). The two tables keep only the
 indexes their lookups use; these tests fail when one comes back, or when a lookup loses the
 index it is served by."""
@@ -48,9 +48,10 @@ def test_a_receipt_is_indexed_by_its_lookup_and_the_time_it_was_applied() -> Non
     assert set(_indexes(DeliveryReceipt)) == {("gateway_id", "provider_message_id"), ("applied_at",)}
 
 
-def test_no_per_row_check_locks_the_message_a_part_belongs_to() -> None:
-    # The check locked the message row (a WAL record per part). The gateway's stays: the row is
-    # locked once per transaction, whatever the number of parts.
+def test_no_per_row_check_reads_the_message_a_part_belongs_to() -> None:
+    # The check ran a locking read of the message for every part written. The gateway's stays:
+    # parts and receipts are written while a gateway's messages are, and gateways are never deleted
+    # while they have any.
     assert _foreign_keys(MessagePart) == {"gateway_id"}
     assert _foreign_keys(DeliveryReceipt) == {"gateway_id"}
 
