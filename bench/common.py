@@ -160,3 +160,26 @@ def on_throwaway_database(
     with throwaway_database(label, database_url, keep=keep, reuse=reuse) as url:
         if url is not None:
             run()
+
+
+def wal_position() -> str | None:
+    """PostgreSQL's WAL insert position (None elsewhere): the WAL a send writes is what every
+    synchronous commit beside it, an OTP's claim first, waits to flush (docs/OTP.md)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return str(cursor.fetchone()[0])
+
+
+def wal_since(start: str | None) -> int:
+    """Bytes of WAL the whole cluster wrote since ``start`` (the bench runs alone on it)."""
+    from django.db import connection
+
+    if start is None:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)::bigint", [start])
+        return int(cursor.fetchone()[0])

@@ -44,7 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from common import migrate, throwaway_database, wal_position, wal_since  # noqa: E402  (bench/ is on sys.path when run)
 from smpp_bench import (  # noqa: E402
     PASSWORD,
     SENDER,
@@ -211,6 +211,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
 
     campaign_window: tuple[float, float] = (0.0, 0.0)
     checkpoints_during = 0
+    campaign_wal = 0
     try:
         # 1. No campaign: bound and idle.
         workers = start_workers()
@@ -223,6 +224,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         print(f"campaign: {args.recipients:,} queued messages written in {took:.1f}s", flush=True)
         workers = start_workers()
         checkpoints_before = checkpoints()
+        wal_start = wal_position()
         campaign_start = time.time()
         # Start once the campaign is flowing (the worker has claimed ahead and is writing).
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
@@ -232,6 +234,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         campaign_end = time.time()
         campaign_window = (campaign_start, campaign_end)
         checkpoints_during = checkpoints() - checkpoints_before
+        campaign_wal = wal_since(wal_start)
         stop_worker(*workers)
         workers = []
         stats = smsc.stats()
@@ -309,6 +312,11 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     if db == "PostgreSQL":
         # Each checkpoint's writes (and the full-page images after it) compete with every commit.
         print(f"PostgreSQL checkpoints while the campaign ran: {checkpoints_during}")
+        # What every synchronous commit beside the campaign (a code's claim first) flushes behind.
+        print(
+            f"WAL while the campaign ran: {campaign_wal / 1e6:,.0f} MB, "
+            f"{campaign_wal / max(len(campaign_times), 1):,.0f} bytes per campaign message"
+        )
     print(latency_summary("no campaign           ", idle, "OTP"))
     print(latency_summary("with the campaign     ", loaded, "OTP"))
     if after:

@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import migrate, throwaway_database  # noqa: E402  (bench/ is on sys.path when run)
+from common import migrate, throwaway_database, wal_position, wal_since  # noqa: E402  (bench/ is on sys.path when run)
 
 PASSWORD = "sim-pass"
 
@@ -357,29 +357,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
     print(f"raw smpplib bind rate (no database, same simulator): {ceiling:,.0f} submit_sm/s")
     print(f"simulator alone (struct-built client, same simulator): {simulator:,.0f} submit_sm/s with receipts")
-
-
-def wal_position() -> str | None:
-    """PostgreSQL's WAL insert position (None elsewhere): the WAL a send writes is what every
-    synchronous commit beside it, an OTP's claim first, waits to flush (docs/OTP.md)."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
-        return str(cursor.fetchone()[0])
-
-
-def wal_since(start: str | None) -> int:
-    """Bytes of WAL the whole cluster wrote since ``start`` (the bench runs alone on it)."""
-    from django.db import connection
-
-    if start is None:
-        return 0
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)::bigint", [start])
-        return int(cursor.fetchone()[0])
 
 
 def ingestion_rate(gateway: Any, count: int, batch: int = 2000, threads: int = 1) -> float:
