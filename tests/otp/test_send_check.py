@@ -364,10 +364,18 @@ def test_admin_pages_never_show_code_hash_or_phone(
         text = page.content.decode()
         assert known_codes[0] not in text and verification.code_hash not in text
     assert PHONE not in pages[0].content.decode() and PHONE not in pages[1].content.decode()
-    # The list: the id shortened with the full one on hover, sends and checks as used/allowed.
+    # The list (it fits a 1,280 px screen beside both sidebars): the id shortened with the full one
+    # on hover, the template by name, sends and checks as used/allowed, one short time with the
+    # request and the expiry in full on hover.
     listing = pages[0].content.decode()
     assert f'title="{verification.public_id}">{verification.public_id[:12]}…' in listing
+    assert f'<td class="field-template_name">{template.name}</td>' in listing
     assert ">1/5<" in listing and ">0/5<" in listing
+    created, expires = timezone.localtime(verification.created_at), timezone.localtime(verification.expires_at)
+    assert (
+        f'title="requested {created:%Y-%m-%d %H:%M:%S %Z}, expires {expires:%Y-%m-%d %H:%M:%S %Z}">'
+        f"{created:%m-%d %H:%M}<" in listing
+    )
 
 
 def test_delivery_status_shows_an_otp_state_receipts_and_charge_never_its_code(
