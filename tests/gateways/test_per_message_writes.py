@@ -18,7 +18,7 @@ from tests.support.db import postgres_only
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("known_gateways")]
 
 
-def _indexes(model: Any) -> dict[tuple[str, ...], dict[str, Any]]:
+def _indexes(model: Any) -> dict[tuple[str, ...], Any]:
     """Index and unique-constraint column lists of ``model``'s table (the primary key apart)."""
     with connection.cursor() as cursor:
         found = connection.introspection.get_constraints(cursor, model._meta.db_table)
