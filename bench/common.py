@@ -183,3 +183,45 @@ def wal_since(start: str | None) -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)::bigint", [start])
         return int(cursor.fetchone()[0])
+
+
+# The server settings that shape every write-heavy figure here (docs/deploy/postgresql.conf).
+SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "wal_compression", "synchronous_commit", "autovacuum")
+
+
+def server_settings() -> str:
+    """PostgreSQL's settings that shape the figures, for the line above them ('' elsewhere)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+            [list(SERVER_SETTINGS)],
+        )
+        return ", ".join(f"{name} {value}" for name, value in cursor.fetchall())
+
+
+def buffers_written_by_backends() -> int:
+    """Data pages that sessions had to write out themselves so far (PostgreSQL; 0 elsewhere): each
+    one is a session's query waiting on a write, and writes that compete with the WAL's flushes.
+    A buffer pool too small for the campaign's rows makes this grow with every message sent."""
+    from django.db import DatabaseError, connection, transaction
+
+    if connection.vendor != "postgresql":
+        return 0
+    with connection.cursor() as cursor:
+        for query in (
+            # PostgreSQL 16+: pg_stat_io, client backends' writes of shared buffers.
+            "SELECT coalesce(sum(writes), 0) FROM pg_stat_io"
+            " WHERE backend_type = 'client backend' AND object = 'relation' AND context = 'normal'",
+            "SELECT buffers_backend FROM pg_stat_bgwriter",  # up to PostgreSQL 16
+        ):
+            try:
+                with transaction.atomic():
+                    cursor.execute(query)
+                    return int(cursor.fetchone()[0])
+            except DatabaseError:
+                continue
+    return 0

@@ -7,7 +7,7 @@ on PostgreSQL it creates and drops its own database next to the one named).
 
 One run, one simulator (its own process, its JSON-lines log of every submit_sm with the time it
 was read), one gateway and its bind workers (``manage.py smpp_worker``): with ``--lanes split``
-(the default, the deployment docs/OPERATIONS.md recommends for a gateway that carries OTP beside
+(the default, the deployment the README ("Gateways") recommends for a gateway that carries OTP beside
 campaigns) a priority-lane worker and a bulk-lane worker at ``--nice 10``, each on a bind of its
 own; with ``--lanes shared`` one worker sends both lanes on one bind.
 
@@ -44,7 +44,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import migrate, throwaway_database, wal_position, wal_since  # noqa: E402  (bench/ is on sys.path when run)
+from common import (  # noqa: E402  (bench/ is on sys.path when run)
+    buffers_written_by_backends,
+    migrate,
+    server_settings,
+    throwaway_database,
+    wal_position,
+    wal_since,
+)
 from smpp_bench import (  # noqa: E402
     PASSWORD,
     SENDER,
@@ -212,6 +219,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     campaign_window: tuple[float, float] = (0.0, 0.0)
     checkpoints_during = 0
     campaign_wal = 0
+    backend_writes = 0
     try:
         # 1. No campaign: bound and idle.
         workers = start_workers()
@@ -225,6 +233,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         workers = start_workers()
         checkpoints_before = checkpoints()
         wal_start = wal_position()
+        backend_writes_before = buffers_written_by_backends()
         campaign_start = time.time()
         # Start once the campaign is flowing (the worker has claimed ahead and is writing).
         while not OutboundMessage.objects.filter(quota_reference=reference).exclude(state=MessageState.QUEUED).exists():
@@ -235,6 +244,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         campaign_window = (campaign_start, campaign_end)
         checkpoints_during = checkpoints() - checkpoints_before
         campaign_wal = wal_since(wal_start)
+        backend_writes = buffers_written_by_backends() - backend_writes_before
         stop_worker(*workers)
         workers = []
         stats = smsc.stats()
@@ -310,6 +320,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     )
     print(f"OTPs: {args.otps} per phase, one every {args.otp_interval * 1000:.0f} ms")
     if db == "PostgreSQL":
+        print(f"PostgreSQL settings: {server_settings()}")
         # Each checkpoint's writes (and the full-page images after it) compete with every commit.
         print(f"PostgreSQL checkpoints while the campaign ran: {checkpoints_during}")
         # What every synchronous commit beside the campaign (a code's claim first) flushes behind.
@@ -317,6 +328,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
             f"WAL while the campaign ran: {campaign_wal / 1e6:,.0f} MB, "
             f"{campaign_wal / max(len(campaign_times), 1):,.0f} bytes per campaign message"
         )
+        # Data pages the sessions wrote out themselves: a buffer pool too small for the campaign
+        # (docs/deploy/postgresql.conf). Those writes compete with the claim's WAL flush.
+        print(f"data pages written by the sessions themselves while the campaign ran: {backend_writes:,}")
     print(latency_summary("no campaign           ", idle, "OTP"))
     print(latency_summary("with the campaign     ", loaded, "OTP"))
     if after:

@@ -38,7 +38,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import migrate, throwaway_database, wal_position, wal_since  # noqa: E402  (bench/ is on sys.path when run)
+from common import (  # noqa: E402  (bench/ is on sys.path when run)
+    migrate,
+    server_settings,
+    throwaway_database,
+    wal_position,
+    wal_since,
+)
 
 PASSWORD = "sim-pass"
 
@@ -337,6 +343,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"# SMPP end to end, {args.messages} messages x {args.repeat}, window {args.window}, {db}, "
         f"{os.cpu_count()} cores"
     )
+    if db == "PostgreSQL":
+        print(f"PostgreSQL settings: {server_settings()}")
     print(
         f"queued -> receipts recorded: median {statistics.median(rates):,.0f} msg/s, best {max(rates):,.0f} msg/s "
         f"({', '.join(f'{r:,.0f}' for r in rates)})"

@@ -141,6 +141,50 @@ def heartbeat_record(name: str = BEAT_HEARTBEAT, **detail: Any) -> None:
     Heartbeat.objects.update_or_create(name=name, defaults={"at": timezone.now(), "detail": detail})
 
 
+# What the send pipeline's guarantees rest on, and the buffer pool it needs (docs/deploy/postgresql.conf).
+DURABLE_SETTINGS = {
+    "fsync": (
+        "on",
+        "fsync is off: a crash of the database host can lose or corrupt what was committed, "
+        "sends, claims and charges included",
+    ),
+    "full_page_writes": ("on", "full_page_writes is off: a crash can leave torn pages in the tables"),
+}
+SMALL_BUFFER_POOL = 1024**3  # below this, a million-message send makes the sessions write out pages themselves
+
+
+def database_settings_check() -> CheckResult:
+    """PostgreSQL's settings as this platform's sessions see them. Warns (never fails: the platform
+    runs, with less safety or speed) when a setting undoes what the send pipeline relies on: a
+    claim, a charge and a check commit only once on disk, so that a database crash can neither send
+    a code or campaign message twice nor lose what was charged; and a buffer pool that holds a large
+    send's rows, whose pages the sessions would otherwise write out themselves as they send."""
+    if connection.vendor != "postgresql":
+        return CheckResult("database_settings", OK, facts={"vendor": connection.vendor})
+    names = [*DURABLE_SETTINGS, "synchronous_commit", "shared_buffers", "max_wal_size", "wal_compression"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)", [names])
+        facts = dict(sorted(cursor.fetchall()))
+        cursor.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))")
+        shared_buffers = int(cursor.fetchone()[0])
+    problems = [advice for name, (wanted, advice) in DURABLE_SETTINGS.items() if facts.get(name) != wanted]
+    if facts.get("synchronous_commit") == "off":
+        problems.append(
+            "synchronous_commit is off for this platform's sessions: claims, charges and checks would "
+            "commit before they are on disk, so a database crash could send a message twice"
+        )
+    if shared_buffers < SMALL_BUFFER_POOL:
+        problems.append(
+            f"shared_buffers is {facts['shared_buffers']}: a large send's rows do not fit, so the sessions "
+            "sending it write pages out themselves before they can go on; give it about a quarter of the "
+            "database host's memory (docs/deploy/postgresql.conf)"
+        )
+    if problems:
+        return CheckResult("database_settings", WARN, "; ".join(problems), facts)
+    return CheckResult("database_settings", OK, facts=facts)
+
+
 health_check_register("migrations", migrations_check)
+health_check_register("database_settings", database_settings_check)
 health_check_register("broker", broker_check)
 health_check_register("beat", beat_check)

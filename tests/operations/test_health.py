@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -179,8 +180,54 @@ def test_platform_status_prints_the_same_report_and_exits_non_zero_when_not_read
     assert report["ready"] is True and {c["name"] for c in report["checks"]} >= {
         "database",
         "migrations",
+        "database_settings",
         "broker",
         "beat",
         "gateway_binds",
         "receipt_lag",
     }
+
+
+def test_database_settings_are_reported_and_on_sqlite_nothing_is_asked() -> None:
+    result = checks(readiness())["database_settings"]
+    if connection.vendor != "postgresql":
+        assert result["status"] == "ok" and result["facts"] == {"vendor": "sqlite"}
+        return
+    assert set(result["facts"]) == {
+        "fsync",
+        "full_page_writes",
+        "synchronous_commit",
+        "shared_buffers",
+        "max_wal_size",
+        "wal_compression",
+    }
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's settings")
+def test_settings_that_undo_the_pipelines_guarantees_warn_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "SMALL_BUFFER_POOL", 1)  # whatever this server's pool, not small
+    assert checks(readiness())["database_settings"]["status"] == "ok"  # fsync, full pages, synchronous on
+
+    with connection.cursor() as cursor:  # as a role or database setting would make it, for this transaction
+        cursor.execute("SET LOCAL synchronous_commit TO off")
+    result = checks(readiness())["database_settings"]
+    assert result["status"] == "warn" and result["facts"]["synchronous_commit"] == "off"
+    assert "synchronous_commit is off" in result["detail"] and "twice" in result["detail"]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO on")
+
+    # A server whose fsync is not what the pipeline needs (here: the wanted value stands in for it).
+    monkeypatch.setitem(health.DURABLE_SETTINGS, "fsync", ("never", "fsync is off: ..."))
+    result = checks(readiness())["database_settings"]
+    assert result["status"] == "warn" and result["detail"] == "fsync is off: ..."
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's settings")
+def test_a_small_buffer_pool_warns_with_the_advice_and_stays_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    heartbeat_record()
+    monkeypatch.setattr(health, "SMALL_BUFFER_POOL", 1024**5)  # a pebibyte: every server's pool is smaller
+    report = readiness()
+    result = checks(report)["database_settings"]
+    assert result["status"] == "warn" and report["ready"] is True
+    assert result["detail"].startswith(f"shared_buffers is {result['facts']['shared_buffers']}:")
+    assert "docs/deploy/postgresql.conf" in result["detail"]
