@@ -203,21 +203,15 @@ def server_settings() -> str:
         return ", ".join(f"{name} {value}" for name, value in cursor.fetchall())
 
 
-def buffers_written_by_backends() -> int:
-    """Data pages that sessions had to write out themselves so far (PostgreSQL; 0 elsewhere): each
-    one is a session's query waiting on a write, and writes that compete with the WAL's flushes.
-    A buffer pool too small for the campaign's rows makes this grow with every message sent."""
+def server_counter(*queries: str) -> int:
+    """The first of ``queries`` this PostgreSQL answers (the statistics views move between
+    versions), as an integer; 0 elsewhere."""
     from django.db import DatabaseError, connection, transaction
 
     if connection.vendor != "postgresql":
         return 0
     with connection.cursor() as cursor:
-        for query in (
-            # PostgreSQL 16+: pg_stat_io, client backends' writes of shared buffers.
-            "SELECT coalesce(sum(writes), 0) FROM pg_stat_io"
-            " WHERE backend_type = 'client backend' AND object = 'relation' AND context = 'normal'",
-            "SELECT buffers_backend FROM pg_stat_bgwriter",  # up to PostgreSQL 16
-        ):
+        for query in queries:
             try:
                 with transaction.atomic():
                     cursor.execute(query)
@@ -225,3 +219,23 @@ def buffers_written_by_backends() -> int:
             except DatabaseError:
                 continue
     return 0
+
+
+def checkpoints() -> int:
+    """Checkpoints so far: each one's writes, and the full-page images after it, compete with every commit."""
+    return server_counter(
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer",  # PostgreSQL 17+
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
+    )
+
+
+def buffers_written_by_backends() -> int:
+    """Data pages that sessions had to write out themselves so far: each one is a session's query
+    waiting on a write, and writes that compete with the WAL's flushes. A buffer pool too small for
+    the campaign's rows makes this grow with every message sent."""
+    return server_counter(
+        # PostgreSQL 16+: pg_stat_io, client backends' writes of shared buffers.
+        "SELECT coalesce(sum(writes), 0) FROM pg_stat_io"
+        " WHERE backend_type = 'client backend' AND object = 'relation' AND context = 'normal'",
+        "SELECT buffers_backend FROM pg_stat_bgwriter",  # up to PostgreSQL 16
+    )

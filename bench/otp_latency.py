@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import (  # noqa: E402  (bench/ is on sys.path when run)
     buffers_written_by_backends,
+    checkpoints,
     migrate,
     server_settings,
     throwaway_database,
@@ -359,26 +360,6 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         f"checks: OTPs never seen at the SMSC {missing}, submitted twice {len(duplicates)}, "
         f"smsc {stats.get('by_status')}"
     )
-
-
-def checkpoints() -> int:
-    """Checkpoints so far (PostgreSQL; 0 elsewhere)."""
-    from django.db import DatabaseError, connection, transaction
-
-    if connection.vendor != "postgresql":
-        return 0
-    with connection.cursor() as cursor:
-        for query in (
-            "SELECT num_timed + num_requested FROM pg_stat_checkpointer",  # PostgreSQL 17+
-            "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter",
-        ):
-            try:
-                with transaction.atomic():
-                    cursor.execute(query)
-                    return int(cursor.fetchone()[0])
-            except DatabaseError:
-                continue
-    return 0
 
 
 _BREAKDOWN: dict[str, list[tuple[float, float, float, float, int, str]]] = {}  # phase -> per request (--breakdown)
