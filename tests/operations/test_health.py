@@ -231,3 +231,16 @@ def test_a_small_buffer_pool_warns_with_the_advice_and_stays_ready(monkeypatch: 
     assert result["status"] == "warn" and report["ready"] is True
     assert result["detail"].startswith(f"shared_buffers is {result['facts']['shared_buffers']}:")
     assert "docs/deploy/postgresql.conf" in result["detail"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's settings")
+def test_settings_the_server_will_not_show_warn_and_leave_the_other_checks_working(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    heartbeat_record()
+    monkeypatch.setattr(health, "SETTINGS_SQL", "SELECT name, current_setting(name) FROM no_such_view WHERE %s IS NULL")
+    report = readiness()
+    result = checks(report)["database_settings"]
+    assert result["status"] == "warn" and result["detail"].startswith("the server's settings could not be read:")
+    assert "no_such_view" in result["detail"]
+    assert report["ready"] is True and checks(report)["beat"]["status"] == "ok"  # read after it, same connection
