@@ -185,22 +185,16 @@ def wal_since(start: str | None) -> int:
         return int(cursor.fetchone()[0])
 
 
-# The server settings that shape every write-heavy figure here (docs/deploy/postgresql.conf).
-SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "wal_compression", "synchronous_commit", "autovacuum")
-
-
 def server_settings() -> str:
-    """PostgreSQL's settings that shape the figures, for the line above them ('' elsewhere)."""
+    """PostgreSQL's settings that shape the figures, for the line above them ('' elsewhere): those
+    the readiness check ``database_settings`` reports (docs/deploy/postgresql.conf)."""
     from django.db import connection
+
+    from smsplatform.operations.health import database_settings_check
 
     if connection.vendor != "postgresql":
         return ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
-            [list(SERVER_SETTINGS)],
-        )
-        return ", ".join(f"{name} {value}" for name, value in cursor.fetchall())
+    return ", ".join(f"{name} {value}" for name, value in database_settings_check().facts.items())
 
 
 def server_counter(*queries: str) -> int:

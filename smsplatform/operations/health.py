@@ -150,6 +150,8 @@ DURABLE_SETTINGS = {
     ),
     "full_page_writes": ("on", "full_page_writes is off: a crash can leave torn pages in the tables"),
 }
+# Reported with them: what shapes a large send's speed (docs/deploy/postgresql.conf).
+REPORTED_SETTINGS = ("synchronous_commit", "shared_buffers", "max_wal_size", "wal_compression", "autovacuum")
 SETTINGS_SQL = "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)"
 SMALL_BUFFER_POOL = 1024**3  # below this, a million-message send makes the sessions write out pages themselves
 
@@ -162,7 +164,7 @@ def database_settings_check() -> CheckResult:
     send's rows, whose pages the sessions would otherwise write out themselves as they send."""
     if connection.vendor != "postgresql":
         return CheckResult("database_settings", OK, facts={"vendor": connection.vendor})
-    names = [*DURABLE_SETTINGS, "synchronous_commit", "shared_buffers", "max_wal_size", "wal_compression"]
+    names = [*DURABLE_SETTINGS, *REPORTED_SETTINGS]
     try:
         # A savepoint: a server that refuses the read (a managed service hiding its settings)
         # leaves the connection usable for the checks after this one.
@@ -173,7 +175,7 @@ def database_settings_check() -> CheckResult:
             shared_buffers = int(cursor.fetchone()[0])
     except DatabaseError as exc:
         return CheckResult("database_settings", WARN, f"the server's settings could not be read: {str(exc)[:200]}")
-    problems = [advice for name, (wanted, advice) in DURABLE_SETTINGS.items() if facts.get(name) != wanted]
+    problems = [advice for name, (wanted, advice) in DURABLE_SETTINGS.items() if facts.get(name, wanted) != wanted]
     if facts.get("synchronous_commit") == "off":
         problems.append(
             "synchronous_commit is off for this platform's sessions: claims, charges and checks would "

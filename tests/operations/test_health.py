@@ -200,6 +200,7 @@ def test_database_settings_are_reported_and_on_sqlite_nothing_is_asked() -> None
         "shared_buffers",
         "max_wal_size",
         "wal_compression",
+        "autovacuum",
     }
 
 
@@ -244,3 +245,12 @@ def test_settings_the_server_will_not_show_warn_and_leave_the_other_checks_worki
     assert result["status"] == "warn" and result["detail"].startswith("the server's settings could not be read:")
     assert "no_such_view" in result["detail"]
     assert report["ready"] is True and checks(report)["beat"]["status"] == "ok"  # read after it, same connection
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's settings")
+def test_a_setting_the_server_does_not_show_is_not_reported_as_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A managed service may hide a setting from ordinary roles: unknown is not "off".
+    monkeypatch.setattr(health, "SMALL_BUFFER_POOL", 1)
+    monkeypatch.setitem(health.DURABLE_SETTINGS, "no_such_setting", ("on", "no_such_setting is off"))
+    result = checks(readiness())["database_settings"]
+    assert result["status"] == "ok" and "no_such_setting" not in result["facts"]
