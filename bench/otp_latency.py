@@ -2,6 +2,7 @@
 
 Usage: python bench/otp_latency.py [--recipients 1000000] [--otps 400] [--otp-interval S] [--window 500]
                                    [--rate 0] [--lanes split|shared] [--database-url URL]
+                                   [--disk-probe DIR] [--breakdown]
 Needs PostgreSQL for the figure that counts (default: BENCH_DATABASE_URL, else a throwaway SQLite;
 on PostgreSQL it creates and drops its own database next to the one named).
 
@@ -23,7 +24,9 @@ Latency of one OTP: from just before ``otp_request(phone)`` (which queues it: th
 will replace its body) to the simulator's record of its submit_sm (same host, same clock). Each
 OTP goes to a number of its own, so the simulator's record names it. p50/p95/p99 are printed
 for both phases with the campaign's own rate, the simulator's duplicate check and the load
-average (the machine may be shared: figures taken under load are labelled so).
+average (the machine may be shared: figures taken under load are labelled so), and this host's
+kernel writeback settings; with ``--disk-probe DIR`` the storage's own flush latency in each phase
+(bench/disk_probe.py), measured beside the database's WAL.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from common import (  # noqa: E402  (bench/ is on sys.path when run)
     wal_position,
     wal_since,
 )
+from disk_probe import DiskProbe, host_writeback  # noqa: E402
 from smpp_bench import (  # noqa: E402
     PASSWORD,
     SENDER,
@@ -162,6 +166,12 @@ def main() -> None:
         help="more of the bulk-lane worker's command line, e.g. '--statement-rows 2000' (split lanes)",
     )
     parser.add_argument(
+        "--disk-probe",
+        metavar="DIR",
+        help="measure the storage's flushes beside the run in DIR, a directory on the device the "
+        "database's WAL is on (bench/disk_probe.py): the database on this host",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="time each request's own CPU, statements and commits (adds a little to every request)",
@@ -218,13 +228,19 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         ]
 
     campaign_window: tuple[float, float] = (0.0, 0.0)
+    idle_window: tuple[float, float] = (0.0, 0.0)
+    disk = DiskProbe(args.disk_probe, tmp / "disk-probe.txt") if args.disk_probe else None
     checkpoints_during = 0
     campaign_wal = 0
     backend_writes = 0
     try:
         # 1. No campaign: bound and idle.
         workers = start_workers()
+        if disk:
+            disk.start()
+        idle_start = time.time()
         otp_phase("idle", args, phones, requested)
+        idle_window = (idle_start, time.time())
         wait_sent(GATEWAY, 30)
         stop_worker(*workers)
         # 2. The campaign: written in bulk while the worker is stopped, then sent.
@@ -250,6 +266,8 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         workers = []
         stats = smsc.stats()
     finally:
+        if disk:
+            disk.stop()
         if workers:
             stop_worker(*workers)
         smsc.stop()
@@ -332,6 +350,12 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         # Data pages the sessions wrote out themselves: a buffer pool too small for the campaign
         # (docs/deploy/postgresql.conf). Those writes compete with the claim's WAL flush.
         print(f"data pages written by the sessions themselves while the campaign ran: {backend_writes:,}")
+    # A claim's commit waits for its WAL flush: the storage's own stalls under the campaign's writes.
+    print(f"this host's writeback: {host_writeback(args.disk_probe)}")
+    if disk:
+        print(f"storage flushes (8 KB + fdatasync every 10 ms in {args.disk_probe}):")
+        print(f"  no campaign:       {disk.summary(*idle_window)}")
+        print(f"  with the campaign: {disk.summary(*campaign_window)}")
     print(latency_summary("no campaign           ", idle, "OTP"))
     print(latency_summary("with the campaign     ", loaded, "OTP"))
     if after:
