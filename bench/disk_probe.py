@@ -83,16 +83,14 @@ class DiskProbe:
         self.samples = [(float(at), float(ms)) for at, ms in (line.split() for line in text.splitlines())]
 
     def summary(self, start: float, end: float) -> str:
+        from smpp_bench import percentile  # bench/ is on sys.path when a bench runs
+
         taken = sorted(ms for at, ms in self.samples if start <= at <= end)
         if not taken:
             return "no samples"
-
-        def pct(p: float) -> float:
-            return taken[min(len(taken) - 1, int(len(taken) * p / 100))]
-
         stalls = [ms for ms in taken if ms > STALL_MS]
         return (
-            f"{len(taken):,} flushes, p50 {pct(50):.1f} ms, p99 {pct(99):.1f} ms, max {taken[-1]:.1f} ms; "
+            f"{len(taken):,} flushes, p50 {percentile(taken, 50):.1f} ms, p99 {percentile(taken, 99):.1f} ms, max {taken[-1]:.1f} ms; "
             f"{len(stalls)} over {STALL_MS:.0f} ms ({sum(stalls) / 1000:.2f} s in them, "
             f"{sum(stalls) / 10 / max(end - start, 1e-6):.1f} % of the phase)"
         )
